@@ -1,0 +1,271 @@
+package v1alpha1
+
+import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Scope is an OAuth 2.0 scope-token (RFC 6749 §3.3): one or more printable ASCII characters other
+// than space, double quote and backslash.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=128
+// +kubebuilder:validation:Pattern=`^[!#-\[\]-~]+$`
+type Scope string
+
+// Audience is a value that may appear in the "aud" claim of this client's tokens, usually the URL
+// of a resource server (RFC 8707).
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=512
+// +kubebuilder:validation:Pattern=`^[!-~]+$`
+type Audience string
+
+// M2MClientSpec declares a machine-to-machine OAuth 2.0 client that authenticates with the
+// client credentials grant (RFC 6749 §4.4).
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.clientID) || has(self.clientID)",message="clientID cannot be removed once set"
+type M2MClientSpec struct {
+	// ClientName is the display name of the client. It defaults to metadata.name.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	ClientName string `json:"clientName,omitempty"`
+
+	// Description says what the client is for, for the humans who audit it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Description string `json:"description,omitempty"`
+
+	// Scopes are the scopes this client may be granted. A token request that names no scope is
+	// granted all of them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	Scopes []Scope `json:"scopes,omitempty"`
+
+	// TrustedMetadata is a free-form JSON object that describes the client to resource servers,
+	// for example the owning team. Only cluster users who may edit the M2MClient can change it.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	TrustedMetadata map[string]apiextensionsv1.JSON `json:"trustedMetadata,omitempty"`
+
+	// Audiences are the audiences this client may request with the "audience" or "resource"
+	// token request parameters. A request that names none gets all of them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	Audiences []Audience `json:"audiences,omitempty"`
+
+	// TokenTTL is the lifetime of the access tokens issued to this client, from 1m to 24h.
+	// +optional
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="tokenTTL must be between 1m and 24h"
+	TokenTTL *metav1.Duration `json:"tokenTTL,omitempty"`
+
+	// TokenClaims are static claims added to every access token of this client. Registered
+	// claims that the token server sets itself cannot be overridden.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="!self.exists(k, k in ['iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'client_id', 'scope'])",message="tokenClaims cannot set the registered claims iss, sub, aud, exp, nbf, iat, jti, client_id or scope"
+	TokenClaims map[string]apiextensionsv1.JSON `json:"tokenClaims,omitempty"`
+
+	// Disabled stops the token server from issuing tokens to this client. Its credentials are
+	// kept, so enabling it again restores access without a new secret. Tokens already issued stay
+	// valid until they expire; introspection reports them inactive at once.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+
+	// ClientID imports an existing client ID, for example from another OAuth provider. When it is
+	// unset the manager generates one. It cannot be changed or removed once set, and can only be
+	// added to an existing client with the value the manager already generated.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9._~-]+$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="clientID is immutable"
+	ClientID string `json:"clientID,omitempty"`
+
+	// Secret describes the Secret that the manager writes the credentials into.
+	// +optional
+	// +kubebuilder:default={}
+	Secret SecretTemplate `json:"secret,omitempty"`
+
+	// Rotation is the rotation policy of the client secret.
+	// +optional
+	// +kubebuilder:default={}
+	Rotation RotationPolicy `json:"rotation,omitempty"`
+}
+
+// SecretTemplate describes the Secret that holds a client's credentials, under the keys
+// client_id, client_secret, token_url and issuer.
+type SecretTemplate struct {
+	// Name of the Secret, in the namespace of the M2MClient. Defaults to
+	// "<metadata.name>-credentials". It cannot be changed.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name,omitempty"`
+
+	// Labels are copied onto the Secret, for example to select it for replication.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// Annotations are copied onto the Secret, for example to trigger a reloader.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// RotationPolicy says when the client secret is replaced by a new one, and how long the previous
+// secret stays accepted so that pods reading the Secret late keep working.
+type RotationPolicy struct {
+	// Period rotates the secret when lastRotationTime + period is reached. At least 1h. Unset
+	// means no scheduled rotation.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="rotation.period must be at least 1h"
+	Period *metav1.Duration `json:"period,omitempty"`
+
+	// GracePeriod is how long the previous secret stays accepted after a rotation, from 0 to
+	// 720h (30 days). It should exceed the time pods take to see a new Secret value.
+	// +optional
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('720h')",message="rotation.gracePeriod must be between 0s and 720h"
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+
+	// Trigger rotates the secret once each time its value changes, for GitOps: change it in Git
+	// to rotate. The value last acted on is in status.lastRotationTrigger.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Trigger string `json:"trigger,omitempty"`
+}
+
+// ClientState is whether the token server issues tokens to a client.
+// +kubebuilder:validation:Enum=Active;Disabled
+type ClientState string
+
+const (
+	// ClientStateActive means the token server issues tokens to the client.
+	ClientStateActive ClientState = "Active"
+	// ClientStateDisabled means spec.disabled is set and the token server refuses the client.
+	ClientStateDisabled ClientState = "Disabled"
+)
+
+// AcceptedSecret is the hash of a client secret that the token server accepts.
+//
+// The token server accepts a presented secret exactly when "sha256:" followed by the unpadded
+// base64url SHA-256 of the secret equals Hash, and ExpiresAt is unset or in the future.
+type AcceptedSecret struct {
+	// Hash is "sha256:" followed by the unpadded base64url (RFC 4648 §5) SHA-256 of the secret.
+	// +required
+	// +kubebuilder:validation:Pattern=`^sha256:[A-Za-z0-9_-]{43}$`
+	Hash string `json:"hash"`
+
+	// LastFour are the last four characters of the secret, to tell secrets apart.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4
+	LastFour string `json:"lastFour,omitempty"`
+
+	// CreatedAt is when the manager first accepted the secret.
+	// +required
+	CreatedAt metav1.Time `json:"createdAt"`
+
+	// ExpiresAt is when the secret stops being accepted. Unset means it does not expire.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+}
+
+// M2MClientStatus is the observed state of an M2MClient.
+type M2MClientStatus struct {
+	// ClientID is the client ID, generated by the manager or imported from spec.clientID. The
+	// token server looks clients up by this field.
+	// +optional
+	ClientID string `json:"clientID,omitempty"`
+
+	// SecretName is the name of the Secret that holds the credentials.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// State is Active, or Disabled when spec.disabled is set.
+	// +optional
+	State ClientState `json:"state,omitempty"`
+
+	// AcceptedSecrets are the hashes of the client secrets the token server accepts: the current
+	// one, and previous ones until they expire.
+	// +optional
+	// +listType=map
+	// +listMapKey=hash
+	// +kubebuilder:validation:MaxItems=100
+	AcceptedSecrets []AcceptedSecret `json:"acceptedSecrets,omitempty"`
+
+	// LastRotationTime is when the current secret replaced the previous one, or was first created.
+	// +optional
+	LastRotationTime *metav1.Time `json:"lastRotationTime,omitempty"`
+
+	// NextRotationTime is when the next scheduled rotation is due, when rotation.period is set.
+	// +optional
+	NextRotationTime *metav1.Time `json:"nextRotationTime,omitempty"`
+
+	// LastRotationTrigger is the value of spec.rotation.trigger that was last acted on.
+	// +optional
+	LastRotationTrigger string `json:"lastRotationTrigger,omitempty"`
+
+	// ObservedGeneration is the metadata.generation that this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions describe the client's state. See the ConditionType constants.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// M2MClient is a machine-to-machine OAuth 2.0 client. The manager keeps its credentials in a
+// Secret in the same namespace, and the token server issues JWT access tokens to it.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=m2m,categories=m2m
+// +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.status.clientID`
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.state`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Secret",type=string,priority=1,JSONPath=`.status.secretName`
+// +kubebuilder:printcolumn:name="Last Rotation",type=date,JSONPath=`.status.lastRotationTime`
+// +kubebuilder:printcolumn:name="Next Rotation",type=date,priority=1,JSONPath=`.status.nextRotationTime`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="(has(self.spec.secret) && has(self.spec.secret.name)) || size(self.metadata.name) <= 241",message="metadata.name is too long for the default Secret name; set spec.secret.name"
+// +kubebuilder:validation:XValidation:rule="(has(self.spec.secret) && has(self.spec.secret.name) ? self.spec.secret.name : self.metadata.name + '-credentials') == (has(oldSelf.spec.secret) && has(oldSelf.spec.secret.name) ? oldSelf.spec.secret.name : oldSelf.metadata.name + '-credentials')",message="spec.secret.name is immutable"
+// +kubebuilder:validation:XValidation:rule="has(oldSelf.spec.clientID) || !has(self.spec.clientID) || (has(oldSelf.status) && has(oldSelf.status.clientID) && self.spec.clientID == oldSelf.status.clientID)",message="spec.clientID can only be added to an existing client with the value of status.clientID"
+type M2MClient struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec declares the client.
+	// +required
+	Spec M2MClientSpec `json:"spec"`
+
+	// status is the state the manager observed.
+	// +optional
+	Status M2MClientStatus `json:"status,omitempty"`
+}
+
+// M2MClientList is a list of M2MClients.
+// +kubebuilder:object:root=true
+type M2MClientList struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard list metadata.
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// items are the M2MClients.
+	Items []M2MClient `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&M2MClient{}, &M2MClientList{})
+}

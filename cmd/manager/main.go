@@ -1,0 +1,62 @@
+// Command manager runs the m2m-operator controllers: it keeps each M2MClient's credentials Secret
+// and the accepted secret hashes in its status.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/m2m-dev/m2m-operator/internal/operator"
+)
+
+func main() {
+	var (
+		o          operator.Options
+		namespaces string
+		qps        float64
+		burst      int
+		zapOpts    = zap.Options{}
+	)
+	flag.StringVar(&o.IssuerURL, "issuer-url", "", "The token server's issuer URL (required). Secrets get issuer and token_url from it.")
+	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to manage M2MClients in. Empty means all namespaces.")
+	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
+	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Use leader election, so that only one replica reconciles at a time.")
+	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease. Defaults to the pod's namespace.")
+	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 8, "How many M2MClients are reconciled at once.")
+	flag.Float64Var(&qps, "kube-api-qps", 100, "Sustained queries per second to the API server.")
+	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries to the API server.")
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	for _, ns := range strings.Split(namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			o.WatchNamespaces = append(o.WatchNamespaces, ns)
+		}
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		fail(err)
+	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
+	mgr, err := operator.NewManager(cfg, o)
+	if err != nil {
+		fail(err)
+	}
+	log.Info("starting the manager", "issuer", o.IssuerURL, "namespaces", o.WatchNamespaces)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "manager:", err)
+	os.Exit(1)
+}

@@ -1,0 +1,418 @@
+// Package controllers holds the manager's reconcilers. Decisions are pure functions in policy.go;
+// the reconcilers fetch, call them, and act.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
+)
+
+const (
+	// ManagedByLabel marks the Secrets the manager writes; its cache sees only those.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of ManagedByLabel.
+	ManagedByValue = "m2m-operator"
+	// ClientLabel names the M2MClient a credentials Secret belongs to.
+	ClientLabel = "m2m.dev/client"
+
+	// templateKeysAnnotation records which labels and annotations the manager copied from
+	// spec.secret, so that a key removed from the spec is removed from the Secret, while keys
+	// that others add to the Secret are left alone.
+	templateKeysAnnotation = "m2m.dev/template-keys"
+
+	// ClientIDIndex indexes M2MClients by the client ID they claim.
+	ClientIDIndex = "m2m.dev/client-id"
+
+	// conflictRetry is how soon a reconcile that lost an optimistic-lock race runs again.
+	conflictRetry = 100 * time.Millisecond
+)
+
+// M2MClientReconciler keeps each M2MClient's credentials Secret and status.acceptedSecrets in
+// agreement, in an order that never leaves a Secret carrying a secret the token server rejects.
+type M2MClientReconciler struct {
+	client.Client
+	// APIReader reads Secrets that the label-filtered cache cannot see: a conflicting Secret, or
+	// one whose labels were removed.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Clock     clock.PassiveClock
+	// IssuerURL is the token server's issuer; the Secret's issuer and token_url derive from it.
+	IssuerURL string
+}
+
+// +kubebuilder:rbac:groups=m2m.dev,resources=m2mclients,verbs=get;list;watch
+// +kubebuilder:rbac:groups=m2m.dev,resources=m2mclients/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=m2m.dev,resources=m2mclients/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// ClientIDOf is the client ID an M2MClient claims, for the index: its status, else its spec.
+func ClientIDOf(obj *m2mv1alpha1.M2MClient) string {
+	if obj.Status.ClientID != "" {
+		return obj.Status.ClientID
+	}
+	return obj.Spec.ClientID
+}
+
+// SetupWithManager registers the index and the controller.
+func (r *M2MClientReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &m2mv1alpha1.M2MClient{}, ClientIDIndex, func(o client.Object) []string {
+		if id := ClientIDOf(o.(*m2mv1alpha1.M2MClient)); id != "" {
+			return []string{id}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&m2mv1alpha1.M2MClient{}).
+		Owns(&corev1.Secret{}).
+		// When a client that holds a client ID goes away or changes, the clients that wait for
+		// that ID must look again.
+		Watches(&m2mv1alpha1.M2MClient{}, handler.EnqueueRequestsFromMapFunc(r.peersWithSameClientID)).
+		WithOptions(opts).
+		Named("m2mclient").
+		Complete(r)
+}
+
+func (r *M2MClientReconciler) peersWithSameClientID(ctx context.Context, o client.Object) []reconcile.Request {
+	obj, ok := o.(*m2mv1alpha1.M2MClient)
+	if !ok {
+		return nil
+	}
+	id := ClientIDOf(obj)
+	if id == "" {
+		return nil
+	}
+	var list m2mv1alpha1.M2MClientList
+	if err := r.List(ctx, &list, client.MatchingFields{ClientIDIndex: id}); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if list.Items[i].UID != obj.UID {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return reqs
+}
+
+// Reconcile makes the Secret and status agree: fetch, deletion, client ID, Secret, expiry.
+func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
+	logger := log.FromContext(ctx)
+
+	obj := &m2mv1alpha1.M2MClient{}
+	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !obj.DeletionTimestamp.IsZero() {
+		// The Secret has an owner reference; the garbage collector deletes it.
+		return ctrl.Result{}, nil
+	}
+
+	p := &statusPatcher{client: r.Client, obj: obj, base: obj.DeepCopy()}
+	readyBefore := meta.FindStatusCondition(obj.Status.Conditions, ConditionReady).DeepCopy()
+	defer func() {
+		obj.Status.ObservedGeneration = obj.Generation
+		obj.Status.SecretName = SecretName(obj)
+		obj.Status.State = m2mv1alpha1.ClientStateActive
+		if obj.Spec.Disabled {
+			obj.Status.State = m2mv1alpha1.ClientStateDisabled
+		}
+		if ready := meta.FindStatusCondition(obj.Status.Conditions, ConditionReady); ready != nil {
+			ready.ObservedGeneration = obj.Generation
+			if ready.Status == metav1.ConditionFalse && (readyBefore == nil || readyBefore.Reason != ready.Reason) {
+				r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ready.Reason, "Reconcile", "%s", ready.Message)
+			}
+		}
+		if err := p.patch(ctx); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+		if apierrors.IsConflict(retErr) {
+			// A newer version of the object is on its way through the cache; reconcile that.
+			logger.V(1).Info("conflict; retrying with a fresh copy", "error", retErr.Error())
+			res, retErr = ctrl.Result{RequeueAfter: conflictRetry}, nil
+		}
+	}()
+
+	now := r.Clock.Now()
+	secret, err := r.getSecret(ctx, obj.Namespace, SecretName(obj))
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	id := ResolveClientID(obj, secret)
+	if id == "" {
+		if id, err = credentials.NewClientID(); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if holder, err := r.earlierHolder(ctx, obj, id); err != nil {
+		return ctrl.Result{}, err
+	} else if holder != nil {
+		// Withhold the ID from status so that the token server never sees two clients with it.
+		if obj.Status.ClientID == id {
+			obj.Status.ClientID = ""
+		}
+		r.setReady(obj, metav1.ConditionFalse, ReasonDuplicateClientID,
+			fmt.Sprintf("client ID %q is already used by M2MClient %s/%s", id, holder.Namespace, holder.Name))
+		return ctrl.Result{}, nil
+	}
+
+	decision := DecideSecret(obj, secret, now)
+	logger.V(1).Info("decided", "action", decision.Action, "why", decision.Why)
+	switch decision.Action {
+	case ActionConflict:
+		r.setReady(obj, metav1.ConditionFalse, ReasonSecretConflict, decision.Why)
+		return ctrl.Result{}, nil
+	case ActionRefuseWeak:
+		r.setReady(obj, metav1.ConditionFalse, ReasonWeakSecret, decision.Why)
+		return ctrl.Result{}, nil
+	case ActionGenerate:
+		first := len(obj.Status.AcceptedSecrets) == 0
+		value, err := credentials.NewSecret()
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		// Crash safety: the hash is accepted before any Secret carries the secret.
+		obj.Status.ClientID = id
+		obj.Status.AcceptedSecrets = Accept(obj.Status.AcceptedSecrets, value, now)
+		if err := p.patch(ctx); err != nil {
+			return ctrl.Result{}, err
+		}
+		if secret, err = r.writeSecret(ctx, obj, secret, id, value); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.completeRotation(obj, value, now)
+		if first {
+			r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, EventCredentialsCreated, "Create", "client %s: credentials written to Secret %s", id, secret.Name)
+		} else {
+			r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, EventSecretRecreated, "Rotate", "%s: a new secret was written; the previous one expires after %s", decision.Why, GracePeriod(obj))
+		}
+	case ActionRecoverStatus, ActionAdopt:
+		obj.Status.ClientID = id
+		obj.Status.AcceptedSecrets = Accept(obj.Status.AcceptedSecrets, decision.Secret, now)
+		if err := p.patch(ctx); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.completeRotation(obj, decision.Secret, now)
+		reason := EventSecretAdopted
+		if decision.Action == ActionRecoverStatus {
+			reason = EventStatusRecovered
+		}
+		r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, reason, "Adopt", "%s", decision.Why)
+	case ActionCompleteRotation:
+		obj.Status.ClientID = id
+		r.completeRotation(obj, string(secret.Data[KeyClientSecret]), now)
+	case ActionNone:
+		obj.Status.ClientID = id
+	}
+
+	// The Secret now carries an accepted secret; make the rest of it match the spec.
+	if _, err := r.writeSecret(ctx, obj, secret, id, string(secret.Data[KeyClientSecret])); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	kept, removed, nextExpiry := Prune(obj.Status.AcceptedSecrets, now)
+	if removed > 0 {
+		obj.Status.AcceptedSecrets = kept
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, EventSecretExpired, "Expire", "%d previous secret(s) reached the end of the grace period and are no longer accepted", removed)
+	}
+	r.setReady(obj, metav1.ConditionTrue, ReasonCredentialsReady, fmt.Sprintf("Secret %s holds accepted credentials", SecretName(obj)))
+	if !nextExpiry.IsZero() {
+		return ctrl.Result{RequeueAfter: nextExpiry.Sub(now)}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// completeRotation starts the grace period of every secret but current.
+func (r *M2MClientReconciler) completeRotation(obj *m2mv1alpha1.M2MClient, current string, now time.Time) {
+	hash := credentials.Hash(current)
+	before := obj.Status.AcceptedSecrets
+	obj.Status.AcceptedSecrets = ExpireOthers(before, hash, now, GracePeriod(obj))
+	if !equality.Semantic.DeepEqual(before, obj.Status.AcceptedSecrets) || obj.Status.LastRotationTime == nil {
+		t := metav1.NewTime(now)
+		obj.Status.LastRotationTime = &t
+	}
+}
+
+func (r *M2MClientReconciler) setReady(obj *m2mv1alpha1.M2MClient, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&obj.Status.Conditions, metav1.Condition{
+		Type:               ConditionReady,
+		Status:             status,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: obj.Generation,
+	})
+}
+
+// getSecret returns the named Secret, or nil when there is none. The cache holds only Secrets
+// with the managed-by label; a miss there is confirmed with a direct read, so that an unlabelled
+// Secret of that name is seen (and never overwritten).
+func (r *M2MClientReconciler) getSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, key, secret)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, secret)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return secret, nil
+}
+
+// earlierHolder returns another M2MClient that claimed id before obj, if there is one.
+func (r *M2MClientReconciler) earlierHolder(ctx context.Context, obj *m2mv1alpha1.M2MClient, id string) (*m2mv1alpha1.M2MClient, error) {
+	var list m2mv1alpha1.M2MClientList
+	if err := r.List(ctx, &list, client.MatchingFields{ClientIDIndex: id}); err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		other := &list.Items[i]
+		if other.UID != obj.UID && other.DeletionTimestamp.IsZero() && Earlier(other, obj) {
+			return other, nil
+		}
+	}
+	return nil, nil
+}
+
+// writeSecret creates the Secret, or updates it when it differs from what it should hold. It
+// uses the Secret's resourceVersion, so that a concurrent edit makes it fail and retry rather than
+// be overwritten.
+func (r *M2MClientReconciler) writeSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient, existing *corev1.Secret, id, value string) (*corev1.Secret, error) {
+	desired := existing.DeepCopy()
+	if desired == nil {
+		desired = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: SecretName(obj), Namespace: obj.Namespace},
+			Type:       corev1.SecretTypeOpaque,
+		}
+	}
+	r.render(obj, desired, id, value)
+	if existing == nil {
+		if err := r.Create(ctx, desired); err != nil {
+			return nil, err
+		}
+		return desired, nil
+	}
+	if equality.Semantic.DeepEqual(existing.Labels, desired.Labels) &&
+		equality.Semantic.DeepEqual(existing.Annotations, desired.Annotations) &&
+		equality.Semantic.DeepEqual(existing.OwnerReferences, desired.OwnerReferences) &&
+		equality.Semantic.DeepEqual(existing.Data, desired.Data) {
+		return existing, nil
+	}
+	if err := r.Update(ctx, desired); err != nil {
+		return nil, err
+	}
+	return desired, nil
+}
+
+// render sets the fields of secret that the manager owns.
+func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, id, value string) {
+	tpl := obj.Spec.Secret
+	previous := strings.Fields(strings.ReplaceAll(secret.Annotations[templateKeysAnnotation], ",", " "))
+	labels := maps.Clone(secret.Labels)
+	annotations := maps.Clone(secret.Annotations)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	for _, k := range previous {
+		if kind, key, ok := strings.Cut(k, ":"); ok {
+			if kind == "l" {
+				delete(labels, key)
+			} else {
+				delete(annotations, key)
+			}
+		}
+	}
+	var keys []string
+	for k, v := range tpl.Labels {
+		labels[k] = v
+		keys = append(keys, "l:"+k)
+	}
+	for k, v := range tpl.Annotations {
+		annotations[k] = v
+		keys = append(keys, "a:"+k)
+	}
+	labels[ManagedByLabel] = ManagedByValue
+	labels[ClientLabel] = obj.Name
+	slices.Sort(keys)
+	if len(keys) > 0 {
+		annotations[templateKeysAnnotation] = strings.Join(keys, ",")
+	} else {
+		delete(annotations, templateKeysAnnotation)
+	}
+	secret.Labels = labels
+	if len(annotations) == 0 {
+		annotations = nil
+	}
+	secret.Annotations = annotations
+
+	// Point the controller reference at this object (its UID changes when restored from backup).
+	refs := secret.OwnerReferences[:0:0]
+	for _, ref := range secret.OwnerReferences {
+		if ref.Controller == nil || !*ref.Controller {
+			refs = append(refs, ref)
+		}
+	}
+	secret.OwnerReferences = refs
+	_ = controllerutil.SetControllerReference(obj, secret, r.Scheme())
+
+	if secret.Data == nil {
+		secret.Data = map[string][]byte{}
+	}
+	secret.Data[KeyClientID] = []byte(id)
+	secret.Data[KeyClientSecret] = []byte(value)
+	secret.Data[KeyTokenURL] = []byte(issuer.TokenURL(r.IssuerURL))
+	secret.Data[KeyIssuer] = []byte(r.IssuerURL)
+}
+
+// statusPatcher writes the status subresource with a merge patch against the last written copy,
+// guarded by resourceVersion, so that a status computed from a stale read never lands.
+type statusPatcher struct {
+	client client.Client
+	obj    *m2mv1alpha1.M2MClient
+	base   *m2mv1alpha1.M2MClient
+}
+
+func (p *statusPatcher) patch(ctx context.Context) error {
+	if equality.Semantic.DeepEqual(p.base.Status, p.obj.Status) {
+		return nil
+	}
+	if err := p.client.Status().Patch(ctx, p.obj, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	p.base = p.obj.DeepCopy()
+	return nil
+}

@@ -1,0 +1,235 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+)
+
+// Keys of the credentials Secret.
+const (
+	KeyClientID     = "client_id"
+	KeyClientSecret = "client_secret"
+	KeyTokenURL     = "token_url"
+	KeyIssuer       = "issuer"
+)
+
+// SecretAction is what the reconciler does to bring the Secret and status.acceptedSecrets into
+// agreement.
+type SecretAction string
+
+const (
+	// ActionNone: the Secret carries the one current secret; nothing to do.
+	ActionNone SecretAction = "None"
+	// ActionGenerate: the Secret has no secret (it is missing, or its client_secret is empty).
+	// Generate one, persist its hash, then write it.
+	ActionGenerate SecretAction = "Generate"
+	// ActionAdopt: the Secret carries a secret that status does not list as current (a person
+	// or tool wrote it). Accept its hash and start the previous secrets' grace period.
+	ActionAdopt SecretAction = "Adopt"
+	// ActionRecoverStatus: status has no client ID and no hashes, but the Secret does: status was
+	// lost (a restore without status, or a manual wipe). Rebuild it from the Secret.
+	ActionRecoverStatus SecretAction = "RecoverStatus"
+	// ActionCompleteRotation: the Secret carries the newest secret, but earlier secrets have no
+	// expiry yet. Start their grace period. Reached after a crash between writing a new secret
+	// and expiring the old ones.
+	ActionCompleteRotation SecretAction = "CompleteRotation"
+	// ActionRefuseWeak: the Secret carries a new secret that is unfit. Accept nothing.
+	ActionRefuseWeak SecretAction = "RefuseWeak"
+	// ActionConflict: the Secret is not this client's. Never touch it.
+	ActionConflict SecretAction = "Conflict"
+)
+
+// SecretDecision is an action and the sentence that explains it.
+type SecretDecision struct {
+	Action SecretAction
+	// Why is a sentence for events, conditions and logs. It never contains a secret.
+	Why string
+	// Secret is the Secret's client_secret, for ActionAdopt and ActionRecoverStatus.
+	Secret string
+}
+
+// SecretName is the name of the client's credentials Secret.
+func SecretName(obj *m2mv1alpha1.M2MClient) string {
+	if obj.Spec.Secret.Name != "" {
+		return obj.Spec.Secret.Name
+	}
+	return obj.Name + "-credentials"
+}
+
+// OwnedBy reports whether secret's controller is the M2MClient obj. The owner's UID is not
+// compared, so that a client restored from a backup (with a new UID) finds its Secret again.
+func OwnedBy(secret *corev1.Secret, obj *m2mv1alpha1.M2MClient) bool {
+	ref := metav1.GetControllerOf(secret)
+	if ref == nil {
+		return false
+	}
+	gv, err := parseGroup(ref.APIVersion)
+	return err == nil && gv == m2mv1alpha1.GroupVersion.Group && ref.Kind == "M2MClient" && ref.Name == obj.Name
+}
+
+func parseGroup(apiVersion string) (string, error) {
+	for i := range len(apiVersion) {
+		if apiVersion[i] == '/' {
+			return apiVersion[:i], nil
+		}
+	}
+	return "", fmt.Errorf("apiVersion %q has no group", apiVersion)
+}
+
+// DecideSecret says what to do with the credentials Secret of obj at now. secret is nil when no
+// Secret of that name exists.
+//
+// Invariant, outside a rotation in progress: exactly one accepted entry has no expiry, and it is
+// the hash of the Secret's client_secret.
+func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Time) SecretDecision {
+	st := &obj.Status
+	if secret != nil && !OwnedBy(secret, obj) {
+		return SecretDecision{Action: ActionConflict, Why: fmt.Sprintf("Secret %s/%s exists and is not owned by this M2MClient; it is left untouched", secret.Namespace, secret.Name)}
+	}
+	var value string
+	if secret != nil {
+		value = string(secret.Data[KeyClientSecret])
+	}
+	if value == "" {
+		switch {
+		case len(st.AcceptedSecrets) == 0:
+			return SecretDecision{Action: ActionGenerate, Why: "the client has no credentials yet"}
+		case secret == nil:
+			return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s was deleted", SecretName(obj))}
+		default:
+			return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s has no client_secret", SecretName(obj))}
+		}
+	}
+
+	hash := credentials.Hash(value)
+	var entry *m2mv1alpha1.AcceptedSecret
+	for i := range st.AcceptedSecrets {
+		if st.AcceptedSecrets[i].Hash == hash {
+			entry = &st.AcceptedSecrets[i]
+		}
+	}
+	if entry == nil || entry.ExpiresAt != nil {
+		if problem := credentials.StrengthProblem(value); problem != "" {
+			return SecretDecision{Action: ActionRefuseWeak, Why: fmt.Sprintf("the client_secret in Secret %s is %s and is not accepted; the previously accepted secrets stay in use", SecretName(obj), problem)}
+		}
+	}
+	switch {
+	case entry == nil && st.ClientID == "" && len(st.AcceptedSecrets) == 0:
+		return SecretDecision{Action: ActionRecoverStatus, Why: fmt.Sprintf("status had no credentials; they were rebuilt from Secret %s", SecretName(obj)), Secret: value}
+	case entry == nil:
+		return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("a new client_secret was written to Secret %s and is accepted; previous secrets expire after the grace period", SecretName(obj)), Secret: value}
+	case entry.ExpiresAt != nil:
+		return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("Secret %s was set back to a previous client_secret, which is accepted again; other secrets expire after the grace period", SecretName(obj)), Secret: value}
+	}
+	for i := range st.AcceptedSecrets {
+		if st.AcceptedSecrets[i].Hash != hash && st.AcceptedSecrets[i].ExpiresAt == nil {
+			return SecretDecision{Action: ActionCompleteRotation, Why: "the Secret carries the new secret; the previous secrets' grace period starts"}
+		}
+	}
+	return SecretDecision{Action: ActionNone, Why: "the Secret carries the current secret"}
+}
+
+// GracePeriod is how long a replaced secret stays accepted.
+func GracePeriod(obj *m2mv1alpha1.M2MClient) time.Duration {
+	if g := obj.Spec.Rotation.GracePeriod; g != nil {
+		return g.Duration
+	}
+	return time.Hour
+}
+
+// Accept returns entries with hash accepted and without expiry. An existing entry for hash keeps
+// its creation time and loses its expiry.
+func Accept(entries []m2mv1alpha1.AcceptedSecret, secret string, now time.Time) []m2mv1alpha1.AcceptedSecret {
+	hash := credentials.Hash(secret)
+	out := make([]m2mv1alpha1.AcceptedSecret, 0, len(entries)+1)
+	found := false
+	for _, e := range entries {
+		if e.Hash == hash {
+			e.ExpiresAt = nil
+			found = true
+		}
+		out = append(out, e)
+	}
+	if !found {
+		out = append(out, m2mv1alpha1.AcceptedSecret{Hash: hash, LastFour: credentials.LastFour(secret), CreatedAt: metav1.NewTime(now)})
+	}
+	return out
+}
+
+// ExpireOthers returns entries where every entry other than current that has no expiry expires
+// at now + grace. Entries that already expire keep their time.
+func ExpireOthers(entries []m2mv1alpha1.AcceptedSecret, current string, now time.Time, grace time.Duration) []m2mv1alpha1.AcceptedSecret {
+	out := make([]m2mv1alpha1.AcceptedSecret, 0, len(entries))
+	at := metav1.NewTime(now.Add(grace))
+	for _, e := range entries {
+		if e.Hash != current && e.ExpiresAt == nil {
+			e.ExpiresAt = at.DeepCopy()
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// Prune returns the entries still accepted at now, the number removed, and the earliest time at
+// which a kept entry expires (zero when none does).
+func Prune(entries []m2mv1alpha1.AcceptedSecret, now time.Time) (kept []m2mv1alpha1.AcceptedSecret, removed int, next time.Time) {
+	for _, e := range entries {
+		if !credentials.Accepted(e, now) {
+			removed++
+			continue
+		}
+		kept = append(kept, e)
+		if e.ExpiresAt != nil && (next.IsZero() || e.ExpiresAt.Time.Before(next)) {
+			next = e.ExpiresAt.Time
+		}
+	}
+	return kept, removed, next
+}
+
+// ResolveClientID returns the client ID that obj should have, or "" when a new one must be
+// generated: the one in status, else spec.clientID, else, when status was lost, the one in the
+// client's own Secret.
+func ResolveClientID(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret) string {
+	switch {
+	case obj.Spec.ClientID != "":
+		return obj.Spec.ClientID
+	case obj.Status.ClientID != "":
+		return obj.Status.ClientID
+	case secret != nil && OwnedBy(secret, obj) && len(obj.Status.AcceptedSecrets) == 0:
+		if id := string(secret.Data[KeyClientID]); validClientID(id) {
+			return id
+		}
+	}
+	return ""
+}
+
+func validClientID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '~' || c == '-'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Earlier reports whether a claimed a client ID before b: the older object wins, and of two
+// created in the same second, the one whose namespace/name sorts first.
+func Earlier(a, b *m2mv1alpha1.M2MClient) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	return a.Name < b.Name
+}

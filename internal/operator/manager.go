@@ -1,0 +1,130 @@
+// Package operator assembles the manager: its cache, indexes and controllers. cmd/manager and the
+// integration tests both build the manager here, so the tests run what ships.
+package operator
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
+)
+
+// Options configure the manager. The zero value of each optional field is a sensible default.
+type Options struct {
+	// IssuerURL is the token server's issuer URL. Required.
+	IssuerURL string
+	// WatchNamespaces limits the manager to these namespaces; empty means all.
+	WatchNamespaces []string
+	// MetricsAddr serves Prometheus metrics; "0" disables them.
+	MetricsAddr string
+	// ProbeAddr serves /healthz and /readyz; "0" or "" disables them.
+	ProbeAddr string
+	// LeaderElection makes only one replica reconcile at a time.
+	LeaderElection bool
+	// LeaderElectionNamespace holds the lease; defaults to the pod's namespace.
+	LeaderElectionNamespace string
+	// MaxConcurrentReconciles is the number of M2MClients reconciled at once.
+	MaxConcurrentReconciles int
+	// Clock is the manager's time source; tests pass a fake one.
+	Clock clock.Clock
+}
+
+// Scheme returns a scheme with the Kubernetes types and the m2m.dev types.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := m2mv1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// NewManager returns a manager with the M2MClient controller registered.
+func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
+	issuerURL, err := issuer.Parse(o.IssuerURL)
+	if err != nil {
+		return nil, err
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.MaxConcurrentReconciles <= 0 {
+		o.MaxConcurrentReconciles = 4
+	}
+	if o.MetricsAddr == "" {
+		o.MetricsAddr = "0"
+	}
+	cacheOpts := cache.Options{
+		// managedFields are never read here and are a large share of each object's memory.
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			// Only the Secrets the manager wrote, not every Secret in the cluster.
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{controllers.ManagedByLabel: controllers.ManagedByValue})},
+		},
+	}
+	if len(o.WatchNamespaces) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range o.WatchNamespaces {
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  Scheme(),
+		Cache:                   cacheOpts,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        "m2m-manager.m2m.dev",
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		// Step down at once on SIGTERM so that the next leader starts without waiting out the lease.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the manager: %w", err)
+	}
+	r := &controllers.M2MClientReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("m2m-manager"),
+		Clock:     o.Clock,
+		IssuerURL: issuerURL,
+	}
+	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
+		return nil, fmt.Errorf("setting up the M2MClient controller: %w", err)
+	}
+	if o.ProbeAddr != "" && o.ProbeAddr != "0" {
+		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+			return nil, err
+		}
+		if err := mgr.AddReadyzCheck("informers", func(req *http.Request) error {
+			ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+			defer cancel()
+			if !mgr.GetCache().WaitForCacheSync(ctx) {
+				return fmt.Errorf("informers have not synced")
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return mgr, nil
+}
