@@ -12,8 +12,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -50,6 +50,10 @@ const (
 
 	// conflictRetry is how soon a reconcile that lost an optimistic-lock race runs again.
 	conflictRetry = 100 * time.Millisecond
+
+	// foreignSecretRecheck is how often a client whose Secret name is taken looks again. The
+	// cache sees only the manager's own Secrets, so no event says when the other one is gone.
+	foreignSecretRecheck = 10 * time.Second
 )
 
 // M2MClientReconciler keeps each M2MClient's credentials Secret and status.acceptedSecrets in
@@ -189,7 +193,7 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	switch decision.Action {
 	case ActionConflict:
 		r.setReady(obj, metav1.ConditionFalse, ReasonSecretConflict, decision.Why)
-		return ctrl.Result{}, nil
+		return ctrl.Result{RequeueAfter: foreignSecretRecheck}, nil
 	case ActionRefuseWeak:
 		r.setReady(obj, metav1.ConditionFalse, ReasonWeakSecret, decision.Why)
 		return ctrl.Result{}, nil

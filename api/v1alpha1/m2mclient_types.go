@@ -61,12 +61,11 @@ type M2MClientSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="tokenTTL must be between 1m and 24h"
 	TokenTTL *metav1.Duration `json:"tokenTTL,omitempty"`
 
-	// TokenClaims are static claims added to every access token of this client. Registered
-	// claims that the token server sets itself cannot be overridden.
+	// TokenClaims are static claims added to every access token of this client, as a JSON
+	// object. The registered claims that the token server sets itself (iss, sub, aud, exp, nbf,
+	// iat, jti, client_id and scope) are refused.
 	// +optional
-	// +kubebuilder:validation:MaxProperties=64
-	// +kubebuilder:validation:XValidation:rule="!self.exists(k, k in ['iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'client_id', 'scope'])",message="tokenClaims cannot set the registered claims iss, sub, aud, exp, nbf, iat, jti, client_id or scope"
-	TokenClaims map[string]apiextensionsv1.JSON `json:"tokenClaims,omitempty"`
+	TokenClaims *TokenClaims `json:"tokenClaims,omitempty"`
 
 	// Disabled stops the token server from issuing tokens to this client. Its credentials are
 	// kept, so enabling it again restores access without a new secret. Tokens already issued stay

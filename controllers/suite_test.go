@@ -1,0 +1,164 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/testenv"
+)
+
+const testIssuer = "https://m2m.test.example"
+
+// wait bounds how long a test waits for the manager to converge.
+const wait = 30 * time.Second
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	e, err := testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env = e
+	defer func() { _ = e.Stop() }()
+
+	mgr, err := operator.NewManager(e.Config, operator.Options{IssuerURL: testIssuer, MaxConcurrentReconciles: 4})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	code := m.Run()
+	cancel()
+	if err := <-done; err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		return 1
+	}
+	return code
+}
+
+var nsCounter atomic.Int64
+
+// namespace creates a namespace of its own for one test.
+func namespace(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("t%d-%s", nsCounter.Add(1), strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")))
+	if len(name) > 63 {
+		name = strings.TrimRight(name[:63], "-")
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := env.Client.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func newClient(ns, name string) *m2mv1alpha1.M2MClient {
+	return &m2mv1alpha1.M2MClient{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: m2mv1alpha1.M2MClientSpec{
+			Scopes: []m2mv1alpha1.Scope{"read:things"},
+		},
+	}
+}
+
+func create(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := env.Client.Create(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func get(t *testing.T, key client.Object) {
+	t.Helper()
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(key), key); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readyClient waits until the client's Ready condition has the status and reason given, for
+// its current generation, and returns the client.
+func waitReady(t *testing.T, ns, name string, status metav1.ConditionStatus, reason string) *m2mv1alpha1.M2MClient {
+	t.Helper()
+	obj := &m2mv1alpha1.M2MClient{}
+	testenv.Eventually(t, wait, func() error {
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, obj); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(obj.Status.Conditions, controllers.ConditionReady)
+		if c == nil {
+			return fmt.Errorf("no Ready condition yet")
+		}
+		if c.Status != status || c.Reason != reason || obj.Status.ObservedGeneration != obj.Generation {
+			return fmt.Errorf("Ready=%s/%s (%s) at generation %d of %d, want %s/%s", c.Status, c.Reason, c.Message, obj.Status.ObservedGeneration, obj.Generation, status, reason)
+		}
+		return nil
+	})
+	return obj
+}
+
+func secretOf(t *testing.T, ns, name string) *corev1.Secret {
+	t.Helper()
+	s := &corev1.Secret{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// eventsFor returns the reasons of the events about the named M2MClient, in no order.
+func eventsFor(t *testing.T, ns, name string) []string {
+	t.Helper()
+	var list eventsv1.EventList
+	if err := env.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, e := range list.Items {
+		if e.Regarding.Kind == "M2MClient" && e.Regarding.Name == name {
+			n := int(e.DeprecatedCount)
+			if e.Series != nil {
+				n = int(e.Series.Count)
+			}
+			for range max(n, 1) {
+				reasons = append(reasons, e.Reason)
+			}
+		}
+	}
+	return reasons
+}
+
+func count(items []string, want string) int {
+	n := 0
+	for _, s := range items {
+		if s == want {
+			n++
+		}
+	}
+	return n
+}
