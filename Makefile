@@ -3,8 +3,8 @@ SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
 
 CONTROLLER_GEN := go tool controller-gen
-# The control plane binaries (kube-apiserver, etcd, kubectl) are built once per user and cached.
-CONTROL_PLANE = $(shell hack/control-plane.sh)
+# The control plane binaries (kube-apiserver, etcd, kubectl) are built once per user and cached;
+# hack/control-plane.sh prints their directory, building them first when they are missing.
 
 .PHONY: all
 all: build
@@ -39,17 +39,17 @@ vet:
 
 .PHONY: test
 test: verify-generated vet ## Everything CI checks: generated files, vet, unit and envtest integration tests.
-	KUBEBUILDER_ASSETS="$(CONTROL_PLANE)" go test -count=1 ./...
+	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go test -count=1 ./...
 
 .PHONY: bench-controller
 bench-controller: ## Controller scale benchmark (N=1000 by default); results belong in docs/benchmarks.md.
-	KUBEBUILDER_ASSETS="$(CONTROL_PLANE)" go run ./hack/bench-controller -n $(or $(N),1000)
+	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/bench-controller -n $(or $(N),1000)
 
 ##@ Run
 
 .PHONY: dev
 dev: ## Run the whole system on a local control plane until Ctrl-C.
-	KUBEBUILDER_ASSETS="$(CONTROL_PLANE)" go run ./hack/dev
+	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/dev
 
 .PHONY: dev-clean
 dev-clean: ## Remove the state of `make dev`.

@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,27 +15,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/m2m-dev/m2m-operator/internal/controlplane"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 )
-
-// Root is the repository root.
-func Root() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-// Assets returns the directory of the control plane binaries: KUBEBUILDER_ASSETS when set, else
-// what hack/control-plane.sh prints (building them if they are missing).
-func Assets() (string, error) {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir, nil
-	}
-	out, err := exec.Command(filepath.Join(Root(), "hack", "control-plane.sh")).Output()
-	if err != nil {
-		return "", fmt.Errorf("hack/control-plane.sh: %w (run `make test`, or set KUBEBUILDER_ASSETS)", err)
-	}
-	return strings.TrimSpace(string(out)), nil
-}
 
 // Env is a running control plane.
 type Env struct {
@@ -49,17 +28,19 @@ type Env struct {
 
 // Start starts a control plane with the CRDs of config/crd/bases installed.
 func Start() (*Env, error) {
-	assets, err := Assets()
+	assets, err := controlplane.Assets()
 	if err != nil {
 		return nil, err
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{filepath.Join(Root(), "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join(controlplane.Root(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		// Start can fail after the processes are up (installing CRDs); never leave them behind.
+		_ = env.Stop()
 		return nil, fmt.Errorf("starting envtest from %s: %w", assets, err)
 	}
 	// Integration tests create many objects; the default client rate limit would dominate.

@@ -1,0 +1,220 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+)
+
+var (
+	now     = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	current = "current-secret-0123456789abcdefghijklmnop"
+	next    = "next-secret-0123456789abcdefghijklmnopqrstu"
+	old     = "old-secret-0123456789abcdefghijklmnopqrstuv"
+)
+
+func clientWith(entries ...m2mv1alpha1.AcceptedSecret) *m2mv1alpha1.M2MClient {
+	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "ns", UID: "uid-1"}}
+	obj.Status.AcceptedSecrets = entries
+	if len(entries) > 0 {
+		obj.Status.ClientID = "m2m-id"
+	}
+	return obj
+}
+
+func entry(secret string, expiresIn *time.Duration) m2mv1alpha1.AcceptedSecret {
+	e := m2mv1alpha1.AcceptedSecret{Hash: credentials.Hash(secret), CreatedAt: metav1.NewTime(now.Add(-time.Hour))}
+	if expiresIn != nil {
+		t := metav1.NewTime(now.Add(*expiresIn))
+		e.ExpiresAt = &t
+	}
+	return e
+}
+
+func ownedSecret(value string) *corev1.Secret {
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "c-credentials", Namespace: "ns", OwnerReferences: []metav1.OwnerReference{{
+		APIVersion: "m2m.dev/v1alpha1", Kind: "M2MClient", Name: "c", UID: "uid-1", Controller: ptr.To(true),
+	}}}}
+	if value != "" {
+		s.Data = map[string][]byte{KeyClientSecret: []byte(value), KeyClientID: []byte("m2m-id")}
+	}
+	return s
+}
+
+func TestDecideSecret(t *testing.T) {
+	hour := time.Hour
+	ago := -time.Minute
+	foreign := ownedSecret(current)
+	foreign.OwnerReferences = nil
+	otherOwner := ownedSecret(current)
+	otherOwner.OwnerReferences[0].Name = "someone-else"
+	restored := ownedSecret(current)
+	restored.OwnerReferences[0].UID = "uid-before-backup"
+
+	for sentence, tc := range map[string]struct {
+		obj    *m2mv1alpha1.M2MClient
+		secret *corev1.Secret
+		want   SecretAction
+	}{
+		"a new client with no Secret gets a generated secret": {
+			obj: clientWith(), secret: nil, want: ActionGenerate,
+		},
+		"a deleted Secret is written again with a new secret": {
+			obj: clientWith(entry(current, nil)), secret: nil, want: ActionGenerate,
+		},
+		"a Secret whose client_secret was removed gets a new secret": {
+			obj: clientWith(entry(current, nil)), secret: ownedSecret(""), want: ActionGenerate,
+		},
+		"a Secret with no owner is never touched": {
+			obj: clientWith(), secret: foreign, want: ActionConflict,
+		},
+		"a Secret owned by another client is never touched": {
+			obj: clientWith(entry(current, nil)), secret: otherOwner, want: ActionConflict,
+		},
+		"a Secret that carries the one current secret needs nothing": {
+			obj: clientWith(entry(current, nil)), secret: ownedSecret(current), want: ActionNone,
+		},
+		"a Secret owned by this client restored with a new UID is still its own": {
+			obj: clientWith(entry(current, nil)), secret: restored, want: ActionNone,
+		},
+		"previous secrets in their grace period need nothing": {
+			obj: clientWith(entry(old, &hour), entry(current, nil)), secret: ownedSecret(current), want: ActionNone,
+		},
+		"a crash after writing the new secret but before expiring the old one completes the rotation": {
+			obj: clientWith(entry(current, nil), entry(next, nil)), secret: ownedSecret(next), want: ActionCompleteRotation,
+		},
+		"a crash after persisting a new hash but before writing it keeps the Secret's secret and lets the unwritten hash expire": {
+			obj: clientWith(entry(current, nil), entry(next, nil)), secret: ownedSecret(current), want: ActionCompleteRotation,
+		},
+		"a strong secret written by a person is adopted": {
+			obj: clientWith(entry(current, nil)), secret: ownedSecret(next), want: ActionAdopt,
+		},
+		"a Secret set back to a previous secret within its grace period re-accepts it": {
+			obj: clientWith(entry(old, &hour), entry(current, nil)), secret: ownedSecret(old), want: ActionAdopt,
+		},
+		"a Secret set back to a secret whose grace period is over, not yet pruned, re-accepts it": {
+			obj: clientWith(entry(old, &ago), entry(current, nil)), secret: ownedSecret(old), want: ActionAdopt,
+		},
+		"a short secret written by a person is refused": {
+			obj: clientWith(entry(current, nil)), secret: ownedSecret("hunter2"), want: ActionRefuseWeak,
+		},
+		"a short secret is refused even when status was lost": {
+			obj: clientWith(), secret: ownedSecret("hunter2"), want: ActionRefuseWeak,
+		},
+		"a lost status is rebuilt from the Secret": {
+			obj: clientWith(), secret: ownedSecret(current), want: ActionRecoverStatus,
+		},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			got := DecideSecret(tc.obj, tc.secret, now)
+			if got.Action != tc.want {
+				t.Fatalf("action %s (%s), want %s", got.Action, got.Why, tc.want)
+			}
+			if got.Why == "" {
+				t.Fatal("a decision must say why")
+			}
+			for _, s := range []string{current, next, old, "hunter2"} {
+				if strings.Contains(got.Why, s) {
+					t.Fatalf("the explanation %q contains a secret", got.Why)
+				}
+			}
+		})
+	}
+}
+
+func TestAcceptAddsANewHashOrClearsTheExpiryOfAKnownOne(t *testing.T) {
+	hour := time.Hour
+	got := Accept([]m2mv1alpha1.AcceptedSecret{entry(current, nil)}, next, now)
+	if len(got) != 2 || got[1].Hash != credentials.Hash(next) || got[1].ExpiresAt != nil || !got[1].CreatedAt.Time.Equal(now) || got[1].LastFour != next[len(next)-4:] {
+		t.Fatalf("adding a new secret: %+v", got)
+	}
+	got = Accept([]m2mv1alpha1.AcceptedSecret{entry(old, &hour), entry(current, nil)}, old, now)
+	if len(got) != 2 || got[0].ExpiresAt != nil || !got[0].CreatedAt.Time.Equal(now.Add(-time.Hour)) {
+		t.Fatalf("re-accepting a known secret: %+v", got)
+	}
+}
+
+func TestExpireOthersStartsTheGracePeriodOfEverySecretButTheCurrentOne(t *testing.T) {
+	soon := 10 * time.Minute
+	in := []m2mv1alpha1.AcceptedSecret{entry(old, &soon), entry(current, nil), entry(next, nil)}
+	got := ExpireOthers(in, credentials.Hash(next), now, 2*time.Hour)
+	if !got[0].ExpiresAt.Time.Equal(now.Add(soon)) {
+		t.Error("an entry that already expires got a new expiry")
+	}
+	if got[1].ExpiresAt == nil || !got[1].ExpiresAt.Time.Equal(now.Add(2*time.Hour)) {
+		t.Error("the replaced secret does not expire after the grace period")
+	}
+	if got[2].ExpiresAt != nil {
+		t.Error("the current secret got an expiry")
+	}
+	if in[1].ExpiresAt != nil {
+		t.Error("the input was modified")
+	}
+}
+
+func TestPruneRemovesExpiredEntriesAndSaysWhenTheNextExpires(t *testing.T) {
+	past, soon, later := -time.Second, 5*time.Minute, time.Hour
+	kept, removed, nextAt := Prune([]m2mv1alpha1.AcceptedSecret{entry(old, &past), entry("a", &later), entry("b", &soon), entry(current, nil)}, now)
+	if removed != 1 || len(kept) != 3 {
+		t.Fatalf("removed %d, kept %d", removed, len(kept))
+	}
+	if !nextAt.Equal(now.Add(soon)) {
+		t.Fatalf("next expiry %s, want %s", nextAt, now.Add(soon))
+	}
+	_, removed, nextAt = Prune([]m2mv1alpha1.AcceptedSecret{entry(current, nil)}, now)
+	if removed != 0 || !nextAt.IsZero() {
+		t.Fatal("a lone current secret is pruned or has an expiry")
+	}
+	_, removed, _ = Prune([]m2mv1alpha1.AcceptedSecret{entry(old, ptr.To(time.Duration(0)))}, now)
+	if removed != 1 {
+		t.Fatal("an entry is still kept at the instant it expires")
+	}
+}
+
+func TestResolveClientID(t *testing.T) {
+	withSpec := clientWith()
+	withSpec.Spec.ClientID = "imported"
+	withStatus := clientWith(entry(current, nil))
+	lost := clientWith()
+	badID := ownedSecret(current)
+	badID.Data[KeyClientID] = []byte("not a valid/id")
+	for sentence, tc := range map[string]struct {
+		obj    *m2mv1alpha1.M2MClient
+		secret *corev1.Secret
+		want   string
+	}{
+		"an imported client ID in the spec wins":                         {withSpec, ownedSecret(current), "imported"},
+		"the client ID in status is kept":                                {withStatus, nil, "m2m-id"},
+		"a lost status takes the client ID from the client's own Secret": {lost, ownedSecret(current), "m2m-id"},
+		"a Secret with an invalid client_id is not trusted":              {lost, badID, ""},
+		"a new client gets a generated ID":                               {clientWith(), nil, ""},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			if got := ResolveClientID(tc.obj, tc.secret); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestEarlierPrefersTheOlderClientThenTheSmallerName(t *testing.T) {
+	a := clientWith()
+	b := clientWith()
+	a.CreationTimestamp = metav1.NewTime(now)
+	b.CreationTimestamp = metav1.NewTime(now.Add(time.Second))
+	if !Earlier(a, b) || Earlier(b, a) {
+		t.Fatal("the older client is not earlier")
+	}
+	b.CreationTimestamp = a.CreationTimestamp
+	a.Namespace, b.Namespace = "a", "b"
+	if !Earlier(a, b) || Earlier(b, a) {
+		t.Fatal("same second: the smaller namespace is not earlier")
+	}
+}

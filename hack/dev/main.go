@@ -1,0 +1,75 @@
+// Command dev runs the whole m2m-operator system on a local control plane until interrupted.
+// `make dev` runs it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/m2m-dev/m2m-operator/internal/controlplane"
+	"github.com/m2m-dev/m2m-operator/internal/devenv"
+)
+
+func main() {
+	root, _ := os.Getwd()
+	o := devenv.Options{Out: os.Stdout}
+	flag.StringVar(&o.Root, "root", root, "Repository root.")
+	flag.StringVar(&o.StateDir, "state-dir", filepath.Join(root, ".dev"), "Where the kubeconfig and state are kept.")
+	flag.StringVar(&o.IssuerURL, "issuer-url", "http://127.0.0.1:8080", "Issuer URL written into the credentials Secrets.")
+	verbose := flag.Bool("v", false, "Log debug detail.")
+	flag.Parse()
+	level := zapcore.InfoLevel
+	if *verbose {
+		level = zapcore.DebugLevel
+	}
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(level)))
+
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "dev:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o devenv.Options) error {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	assets, err := controlplane.Assets()
+	if err != nil {
+		return err
+	}
+	o.Assets = assets
+	fmt.Fprintln(os.Stderr, "starting kube-apiserver and etcd from", assets)
+	sys, err := devenv.Start(o)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Fprintln(os.Stderr, "stopping")
+		if err := sys.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "dev:", err)
+		}
+	}()
+	waitCtx, waitCancel := context.WithTimeout(ctx, time.Minute)
+	clients, err := sys.WaitReady(waitCtx)
+	waitCancel()
+	if err != nil {
+		return err
+	}
+	for _, c := range clients {
+		fmt.Fprintln(os.Stderr, "ready:", devenv.Describe(c))
+	}
+	sys.PrintNextSteps(clients)
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,214 @@
+// Package devenv runs the whole system on one machine for `make dev`: a local kube-apiserver and
+// etcd, the CRDs, the manager, and the sample M2MClients.
+package devenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/internal/operator"
+)
+
+// Options say where the system's files are and how it is reached.
+type Options struct {
+	// Root is the repository root: config/ is read from it.
+	Root string
+	// StateDir holds the kubeconfig and everything else `make dev` keeps.
+	StateDir string
+	// Assets is the directory of kube-apiserver, etcd and kubectl.
+	Assets string
+	// IssuerURL is the issuer written into the credentials Secrets.
+	IssuerURL string
+	// Out receives what a person should read.
+	Out io.Writer
+}
+
+// System is a running development system.
+type System struct {
+	Options
+	Kubeconfig string
+	Config     *rest.Config
+	Client     client.Client
+	env        *envtest.Environment
+	stop       context.CancelFunc
+	done       chan error
+}
+
+// Start starts the control plane, installs the CRDs, starts the manager and applies the samples.
+func Start(o Options) (*System, error) {
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: o.Assets,
+		CRDDirectoryPaths:     []string{filepath.Join(o.Root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		_ = env.Stop()
+		return nil, fmt.Errorf("starting the control plane: %w", err)
+	}
+	s := &System{Options: o, env: env, Config: cfg}
+	if err := s.start(); err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *System) start() error {
+	user, err := s.env.AddUser(envtest.User{Name: "m2m-dev", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	s.Kubeconfig = filepath.Join(s.StateDir, "kubeconfig")
+	if err := os.WriteFile(s.Kubeconfig, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	if s.Client, err = client.New(s.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
+		return err
+	}
+	mgr, err := operator.NewManager(s.Config, operator.Options{IssuerURL: s.IssuerURL})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop, s.done = cancel, make(chan error, 1)
+	go func() { s.done <- mgr.Start(ctx) }()
+	return s.applySamples(ctx)
+}
+
+// applySamples creates every object in config/samples.
+func (s *System) applySamples(ctx context.Context) error {
+	dir := filepath.Join(s.Root, "config", "samples")
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if filepath.Base(f) == "kustomization.yaml" {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+		for {
+			obj := &unstructured.Unstructured{}
+			if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+			if len(obj.Object) == 0 {
+				continue
+			}
+			if err := s.Client.Create(ctx, obj); err != nil {
+				return fmt.Errorf("applying %s %s from %s: %w", obj.GetKind(), obj.GetName(), f, err)
+			}
+		}
+	}
+	return nil
+}
+
+// WaitReady waits until every M2MClient is Ready, and returns them.
+func (s *System) WaitReady(ctx context.Context) ([]m2mv1alpha1.M2MClient, error) {
+	for {
+		var list m2mv1alpha1.M2MClientList
+		if err := s.Client.List(ctx, &list); err != nil {
+			return nil, err
+		}
+		ready := 0
+		for i := range list.Items {
+			if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, controllers.ConditionReady) {
+				ready++
+			}
+		}
+		if ready == len(list.Items) {
+			return list.Items, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%d of %d M2MClients are Ready: %w", ready, len(list.Items), ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Kubectl is the path of the kubectl binary built with the control plane.
+func (s *System) Kubectl() string {
+	return filepath.Join(s.Assets, "kubectl")
+}
+
+// PrintNextSteps tells a person how to use the running system.
+func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
+	w := s.Out
+	kubectl := s.Kubectl()
+	fmt.Fprintf(w, "\nm2m-operator is running on a local control plane.\n\n")
+	fmt.Fprintf(w, "  kubeconfig:  %s\n", s.Kubeconfig)
+	fmt.Fprintf(w, "  kubectl:     %s\n", kubectl)
+	fmt.Fprintf(w, "  issuer:      %s\n\n", s.IssuerURL)
+	fmt.Fprintf(w, "Try:\n\n")
+	fmt.Fprintf(w, "  export KUBECONFIG=%s\n", s.Kubeconfig)
+	fmt.Fprintf(w, "  %s get m2mclients -A -o wide\n", kubectl)
+	for _, c := range clients {
+		fmt.Fprintf(w, "  %s -n %s get secret %s -o jsonpath='{.data.client_id}' | base64 -d; echo\n", kubectl, c.Namespace, c.Status.SecretName)
+	}
+	fmt.Fprintf(w, "  %s -n default delete secret %s   # the manager writes a new one\n", kubectl, firstSecret(clients))
+	fmt.Fprintf(w, "\nPress Ctrl-C to stop everything.\n")
+}
+
+func firstSecret(clients []m2mv1alpha1.M2MClient) string {
+	for _, c := range clients {
+		if c.Namespace == "default" {
+			return c.Status.SecretName
+		}
+	}
+	return "NAME-credentials"
+}
+
+// Stop stops the manager and the control plane, and removes the kubeconfig, which names ports
+// that are about to close.
+func (s *System) Stop() error {
+	var errs []error
+	if s.stop != nil {
+		s.stop()
+		if err := <-s.done; err != nil && !errors.Is(err, context.Canceled) {
+			errs = append(errs, fmt.Errorf("manager: %w", err))
+		}
+	}
+	if err := s.env.Stop(); err != nil {
+		errs = append(errs, fmt.Errorf("control plane: %w", err))
+	}
+	if s.Kubeconfig != "" {
+		_ = os.Remove(s.Kubeconfig)
+	}
+	return errors.Join(errs...)
+}
+
+// Describe is a one-line summary for logs.
+func Describe(c m2mv1alpha1.M2MClient) string {
+	return strings.Join([]string{c.Namespace + "/" + c.Name, c.Status.ClientID, string(c.Status.State)}, " ")
+}
