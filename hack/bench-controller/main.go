@@ -1,0 +1,200 @@
+// Command bench-controller measures how fast the manager makes N new M2MClients Ready, against the
+// raw floor of the same API server: the same object creates and status patches done by a plain
+// client at the same concurrency. `make bench-controller` runs it; results go in
+// docs/benchmarks.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"go.uber.org/zap/zapcore"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/testenv"
+)
+
+func main() {
+	n := flag.Int("n", 1000, "Number of M2MClients.")
+	workers := flag.Int("concurrency", 8, "Reconcile workers of the manager, and workers of the floor's plain client.")
+	creators := flag.Int("creators", 8, "Concurrent creators of M2MClients.")
+	qps := flag.Float64("qps", 500, "Client QPS of the manager and of the floor's client.")
+	burst := flag.Int("burst", 1000, "Client burst of the manager and of the floor's client.")
+	flag.Parse()
+	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
+
+	if err := run(*n, *workers, *creators, *qps, *burst); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-controller:", err)
+		os.Exit(1)
+	}
+}
+
+func run(n, workers, creators int, qps float64, burst int) error {
+	env, err := testenv.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = env.Stop() }()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = float32(qps), burst
+	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	for _, ns := range []string{"floor", "operator"} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return err
+		}
+	}
+
+	fmt.Printf("N=%d, %d workers, %d creators, client QPS %.0f burst %d, GOMAXPROCS %d\n", n, workers, creators, qps, burst, runtime.GOMAXPROCS(0))
+
+	floor, err := measureFloor(ctx, c, n, workers)
+	if err != nil {
+		return fmt.Errorf("floor: %w", err)
+	}
+	fmt.Printf("floor:    %d clients in %s: %.0f clients/s (create M2MClient + create Secret + patch status, %d workers)\n", n, floor.Round(time.Millisecond), float64(n)/floor.Seconds(), workers)
+
+	op, err := measureOperator(ctx, cfg, c, n, workers, creators)
+	if err != nil {
+		return fmt.Errorf("operator: %w", err)
+	}
+	fmt.Printf("operator: %d clients in %s: %.0f clients/s (create M2MClient until Ready)\n", n, op.Round(time.Millisecond), float64(n)/op.Seconds())
+	fmt.Printf("ratio:    %.0f%% of the floor\n", 100*floor.Seconds()/op.Seconds())
+	return nil
+}
+
+// measureFloor does, per client, what the manager must at least do, without the manager: the
+// M2MClient is created, a Secret is created, and the status is patched once.
+func measureFloor(ctx context.Context, c client.Client, n, workers int) (time.Duration, error) {
+	start := time.Now()
+	err := parallel(n, workers, func(i int) error {
+		obj := benchClient("floor", i)
+		if err := c.Create(ctx, obj); err != nil {
+			return err
+		}
+		secret, err := credentials.NewSecret()
+		if err != nil {
+			return err
+		}
+		if err := c.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "floor", Name: obj.Name + "-credentials"},
+			Data:       map[string][]byte{"client_id": []byte(obj.Name), "client_secret": []byte(secret)},
+		}); err != nil {
+			return err
+		}
+		base := obj.DeepCopy()
+		obj.Status.ClientID = obj.Name
+		obj.Status.AcceptedSecrets = []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secret), CreatedAt: metav1.Now()}}
+		meta.SetStatusCondition(&obj.Status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "CredentialsReady"})
+		return c.Status().Patch(ctx, obj, client.MergeFrom(base))
+	})
+	return time.Since(start), err
+}
+
+func measureOperator(ctx context.Context, cfg *rest.Config, c client.Client, n, workers, creators int) (time.Duration, error) {
+	mgr, err := operator.NewManager(cfg, operator.Options{
+		IssuerURL:               "https://m2m.bench.example",
+		WatchNamespaces:         []string{"operator"},
+		MaxConcurrentReconciles: workers,
+	})
+	if err != nil {
+		return 0, err
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = mgr.Start(mctx) }()
+	if !mgr.GetCache().WaitForCacheSync(mctx) {
+		return 0, fmt.Errorf("the manager's cache did not sync")
+	}
+
+	// Count Ready clients through the manager's own cache: no extra load on the API server.
+	var ready atomic.Int64
+	seen := sync.Map{}
+	inf, err := mgr.GetCache().GetInformer(mctx, &m2mv1alpha1.M2MClient{})
+	if err != nil {
+		return 0, err
+	}
+	allReady := make(chan struct{})
+	var once sync.Once
+	observe := func(o any) {
+		obj, ok := o.(*m2mv1alpha1.M2MClient)
+		if !ok || !meta.IsStatusConditionTrue(obj.Status.Conditions, controllers.ConditionReady) {
+			return
+		}
+		if _, loaded := seen.LoadOrStore(obj.Name, true); !loaded && ready.Add(1) == int64(n) {
+			once.Do(func() { close(allReady) })
+		}
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    observe,
+		UpdateFunc: func(_, o any) { observe(o) },
+	}); err != nil {
+		return 0, err
+	}
+
+	start := time.Now()
+	if err := parallel(n, creators, func(i int) error {
+		return c.Create(ctx, benchClient("operator", i))
+	}); err != nil {
+		return 0, err
+	}
+	select {
+	case <-allReady:
+	case <-time.After(30 * time.Minute):
+		return 0, fmt.Errorf("only %d of %d clients became Ready", ready.Load(), n)
+	}
+	return time.Since(start), nil
+}
+
+func benchClient(ns string, i int) *m2mv1alpha1.M2MClient {
+	return &m2mv1alpha1.M2MClient{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("client-%05d", i)},
+		Spec:       m2mv1alpha1.M2MClientSpec{Scopes: []m2mv1alpha1.Scope{"read:things", "write:things"}},
+	}
+}
+
+// parallel runs f for 0..n-1 on workers goroutines and returns the first error.
+func parallel(n, workers int, f func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
