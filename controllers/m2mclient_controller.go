@@ -165,11 +165,28 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}()
 
 	now := r.Clock.Now()
-	secret, err := r.getSecret(ctx, obj.Namespace, SecretName(obj))
+	secret, err := r.getSecret(ctx, obj)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	res, err = r.reconcileSecret(ctx, obj, p, secret, now)
+	if errors.Is(err, errUnseenSecret) {
+		// A Secret of that name exists that the cache does not hold; decide again with it.
+		if secret, err = r.directSecret(ctx, obj); err != nil {
+			return ctrl.Result{}, err
+		}
+		res, err = r.reconcileSecret(ctx, obj, p, secret, now)
+	}
+	return res, err
+}
 
+// errUnseenSecret says that creating the Secret failed because one of that name exists.
+var errUnseenSecret = errors.New("a Secret of that name exists outside the cache")
+
+// reconcileSecret resolves the client ID, decides what the Secret needs, and does it.
+func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient, p *statusPatcher, secret *corev1.Secret, now time.Time) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	var err error
 	id := ResolveClientID(obj, secret)
 	if id == "" {
 		if id, err = credentials.NewClientID(); err != nil {
@@ -204,14 +221,25 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			return ctrl.Result{}, err
 		}
 		// Crash safety: the hash is accepted before any Secret carries the secret.
+		before := obj.Status.AcceptedSecrets
 		obj.Status.ClientID = id
 		obj.Status.AcceptedSecrets = Accept(obj.Status.AcceptedSecrets, value, now)
 		if err := p.patch(ctx); err != nil {
 			return ctrl.Result{}, err
 		}
-		if secret, err = r.writeSecret(ctx, obj, secret, id, value); err != nil {
+		written, err := r.writeSecret(ctx, obj, secret, id, value)
+		if secret == nil && apierrors.IsAlreadyExists(err) {
+			// The secret was written nowhere, so its hash can go again.
+			obj.Status.AcceptedSecrets = before
+			if err := p.patch(ctx); err != nil {
+				return ctrl.Result{}, err
+			}
+			return ctrl.Result{}, errUnseenSecret
+		}
+		if err != nil {
 			return ctrl.Result{}, err
 		}
+		secret = written
 		r.completeRotation(obj, value, now)
 		if first {
 			r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, EventCredentialsCreated, "Create", "client %s: credentials written to Secret %s", id, secret.Name)
@@ -275,16 +303,29 @@ func (r *M2MClientReconciler) setReady(obj *m2mv1alpha1.M2MClient, status metav1
 	})
 }
 
-// getSecret returns the named Secret, or nil when there is none. The cache holds only Secrets
-// with the managed-by label; a miss there is confirmed with a direct read, so that an unlabelled
-// Secret of that name is seen (and never overwritten).
-func (r *M2MClientReconciler) getSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
-	key := types.NamespacedName{Namespace: namespace, Name: name}
+// getSecret returns the client's Secret, or nil when there is none. The cache holds only Secrets
+// with the managed-by label, so a miss there is confirmed with a direct read, so that an
+// unlabelled Secret of that name is seen (and never overwritten). A brand-new client skips that
+// read: creating its Secret fails if one of that name exists, and then it reads (errUnseenSecret).
+func (r *M2MClientReconciler) getSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient) (*corev1.Secret, error) {
 	secret := &corev1.Secret{}
-	err := r.Get(ctx, key, secret)
+	err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: SecretName(obj)}, secret)
 	if apierrors.IsNotFound(err) {
-		err = r.APIReader.Get(ctx, key, secret)
+		if len(obj.Status.AcceptedSecrets) == 0 && len(obj.Status.Conditions) == 0 {
+			return nil, nil
+		}
+		return r.directSecret(ctx, obj)
 	}
+	if err != nil {
+		return nil, err
+	}
+	return secret, nil
+}
+
+// directSecret reads the client's Secret from the API server, bypassing the cache.
+func (r *M2MClientReconciler) directSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: SecretName(obj)}, secret)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
