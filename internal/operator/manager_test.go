@@ -1,17 +1,119 @@
-package operator
+package operator_test
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/testenv"
 )
 
 func TestNewManagerRefusesAMissingOrInvalidIssuerURL(t *testing.T) {
 	for _, raw := range []string{"", "not a url", "ftp://example.com", "https://example.com?a=b"} {
-		_, err := NewManager(&rest.Config{Host: "https://127.0.0.1:1"}, Options{IssuerURL: raw})
+		_, err := operator.NewManager(&rest.Config{Host: "https://127.0.0.1:1"}, operator.Options{IssuerURL: raw})
 		if err == nil || !strings.Contains(err.Error(), "issuer URL") {
 			t.Errorf("issuer %q: error %v, want one about the issuer URL", raw, err)
 		}
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func httpGet(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+func TestTheManagerElectsALeaderServesProbesAndMetricsAndStaysInItsNamespaces(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last-in first-out: the manager stops before the API server does.
+	t.Cleanup(func() { _ = env.Stop() })
+	ctx := context.Background()
+	for _, ns := range []string{"watched", "ignored"} {
+		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probes, metrics := freeAddr(t), freeAddr(t)
+	testenv.RunManager(t, env.Config, operator.Options{
+		IssuerURL:               "https://m2m.example",
+		WatchNamespaces:         []string{"watched"},
+		ProbeAddr:               probes,
+		MetricsAddr:             metrics,
+		LeaderElection:          true,
+		LeaderElectionNamespace: "default",
+	})
+
+	ignored := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "ignored", Name: "c"}}
+	watched := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "watched", Name: "c"}}
+	for _, obj := range []*m2mv1alpha1.M2MClient{ignored, watched} {
+		if err := env.Client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(watched), watched); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(watched.Status.Conditions, controllers.ConditionReady) {
+			return fmt.Errorf("the client in the watched namespace is not Ready")
+		}
+		return nil
+	})
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(ignored), ignored); err != nil {
+		t.Fatal(err)
+	}
+	if len(ignored.Status.Conditions) != 0 || ignored.Status.ClientID != "" {
+		t.Fatalf("the manager reconciled a client outside its namespaces: %+v", ignored.Status)
+	}
+
+	lease := &coordinationv1.Lease{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "m2m-manager.m2m.dev"}, lease); err != nil {
+		t.Fatalf("no leader election lease: %v", err)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		testenv.Eventually(t, 30*time.Second, func() error {
+			code, body, err := httpGet("http://" + probes + path)
+			if err != nil || code != http.StatusOK {
+				return fmt.Errorf("%s: %d %s %v", path, code, body, err)
+			}
+			return nil
+		})
+	}
+	code, body, err := httpGet("http://" + metrics + "/metrics")
+	if err != nil || code != http.StatusOK || !strings.Contains(body, `controller_runtime_reconcile_total{controller="m2mclient"`) {
+		t.Fatalf("metrics: %d %v; reconcile metrics missing", code, err)
 	}
 }

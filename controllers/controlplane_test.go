@@ -1,0 +1,24 @@
+package controllers_test
+
+import (
+	"strings"
+	"testing"
+
+	"k8s.io/client-go/discovery"
+)
+
+// The control plane is built by hack/control-plane.sh with version ldflags, so that clients that
+// check the server version (and envtest itself) see the pinned release.
+func TestTheTestAPIServerReportsThePinnedKubernetesVersion(t *testing.T) {
+	dc, err := discovery.NewDiscoveryClientForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := dc.ServerVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(v.GitVersion, "v1.37.") || v.Major != "1" || v.Minor != "37" {
+		t.Fatalf("server version %+v, want v1.37.x", v)
+	}
+}
