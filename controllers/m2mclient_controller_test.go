@@ -78,12 +78,7 @@ func TestCreatingAClientWritesASecretWithAcceptedCredentials(t *testing.T) {
 	if got.Spec.TokenTTL == nil || got.Spec.TokenTTL.Duration != time.Hour || got.Spec.Rotation.GracePeriod == nil || got.Spec.Rotation.GracePeriod.Duration != time.Hour {
 		t.Errorf("defaults not applied: tokenTTL %v gracePeriod %v", got.Spec.TokenTTL, got.Spec.Rotation.GracePeriod)
 	}
-	testenv.Eventually(t, wait, func() error {
-		if n := count(eventsFor(t, ns, "billing"), controllers.EventCredentialsCreated); n != 1 {
-			return fmt.Errorf("%d CredentialsCreated events", n)
-		}
-		return nil
-	})
+	waitEvents(t, ns, "billing", controllers.EventCredentialsCreated, 1)
 }
 
 // envtest runs no garbage collector, so the test asserts the owner reference that makes the
@@ -111,18 +106,7 @@ func TestDeletedSecretIsRecreatedWithANewSecretAndTheOldOneExpiresAfterTheGraceP
 	if err := env.Client.Delete(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	var fresh *corev1.Secret
-	testenv.Eventually(t, wait, func() error {
-		s := &corev1.Secret{}
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(old), s); err != nil {
-			return err
-		}
-		if s.UID == old.UID {
-			return fmt.Errorf("the old Secret is still there")
-		}
-		fresh = s
-		return nil
-	})
+	fresh := waitReplaced(t, old)
 	newSecret := string(fresh.Data["client_secret"])
 	if newSecret == oldSecret || len(newSecret) != 43 {
 		t.Fatal("the recreated Secret does not carry a new secret")
@@ -145,12 +129,7 @@ func TestDeletedSecretIsRecreatedWithANewSecretAndTheOldOneExpiresAfterTheGraceP
 	if expires.Before(deletedAt.Add(2*time.Hour-time.Minute)) || expires.After(time.Now().Add(2*time.Hour+time.Minute)) {
 		t.Fatalf("the old secret expires at %s, not the grace period of 2h after the deletion at %s", expires, deletedAt)
 	}
-	testenv.Eventually(t, wait, func() error {
-		if n := count(eventsFor(t, ns, "recreate"), controllers.EventSecretRecreated); n != 1 {
-			return fmt.Errorf("%d SecretRecreated events", n)
-		}
-		return nil
-	})
+	waitEvents(t, ns, "recreate", controllers.EventSecretRecreated, 1)
 }
 
 func TestAStrongSecretWrittenIntoTheSecretIsAdopted(t *testing.T) {
@@ -177,12 +156,7 @@ func TestAStrongSecretWrittenIntoTheSecretIsAdopted(t *testing.T) {
 	if got := string(secretOf(t, ns, "adopt-credentials").Data["client_secret"]); got != imported {
 		t.Fatal("the manager overwrote the adopted secret")
 	}
-	testenv.Eventually(t, wait, func() error {
-		if n := count(eventsFor(t, ns, "adopt"), controllers.EventSecretAdopted); n != 1 {
-			return fmt.Errorf("%d SecretAdopted events", n)
-		}
-		return nil
-	})
+	waitEvents(t, ns, "adopt", controllers.EventSecretAdopted, 1)
 }
 
 func TestAWeakSecretWrittenIntoTheSecretIsRefusedAndTheOldHashesAreKept(t *testing.T) {
@@ -208,12 +182,7 @@ func TestAWeakSecretWrittenIntoTheSecretIsRefusedAndTheOldHashesAreKept(t *testi
 	if got := string(secretOf(t, ns, "weak-credentials").Data["client_secret"]); got != "hunter2" {
 		t.Fatal("the manager overwrote what a person wrote")
 	}
-	testenv.Eventually(t, wait, func() error {
-		if n := count(eventsFor(t, ns, "weak"), controllers.ReasonWeakSecret); n != 1 {
-			return fmt.Errorf("%d WeakSecret events", n)
-		}
-		return nil
-	})
+	waitEvents(t, ns, "weak", controllers.ReasonWeakSecret, 1)
 }
 
 func TestASecretTheOperatorDoesNotOwnIsNeverOverwritten(t *testing.T) {

@@ -2,7 +2,6 @@ package controllers_test
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -17,7 +16,6 @@ import (
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
 )
 
 // version is one stored version of an object, in etcd's order.
@@ -79,16 +77,7 @@ func TestTheSecretNeverCarriesASecretThatStatusDidNotAcceptFirst(t *testing.T) {
 		if err := env.Client.Delete(ctx, s); err != nil {
 			t.Fatal(err)
 		}
-		testenv.Eventually(t, wait, func() error {
-			fresh := &corev1.Secret{}
-			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(s), fresh); err != nil {
-				return err
-			}
-			if fresh.UID == s.UID {
-				return fmt.Errorf("not recreated yet")
-			}
-			return nil
-		})
+		waitReplaced(t, s)
 		waitReady(t, ns, "ordered", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
 	}
 	time.Sleep(500 * time.Millisecond) // let the last watch events arrive

@@ -162,3 +162,30 @@ func count(items []string, want string) int {
 	}
 	return n
 }
+
+// waitEvents waits until exactly n events with reason are recorded about the named client.
+func waitEvents(t *testing.T, ns, name, reason string, n int) {
+	t.Helper()
+	testenv.Eventually(t, wait, func() error {
+		if got := count(eventsFor(t, ns, name), reason); got != n {
+			return fmt.Errorf("%d %s events, want %d", got, reason, n)
+		}
+		return nil
+	})
+}
+
+// waitReplaced waits until a new Secret (a new UID) stands where old was, and returns it.
+func waitReplaced(t *testing.T, old *corev1.Secret) *corev1.Secret {
+	t.Helper()
+	fresh := &corev1.Secret{}
+	testenv.Eventually(t, wait, func() error {
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(old), fresh); err != nil {
+			return err
+		}
+		if fresh.UID == old.UID {
+			return fmt.Errorf("the old Secret is still there")
+		}
+		return nil
+	})
+	return fresh
+}
