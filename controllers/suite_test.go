@@ -44,6 +44,10 @@ func run(m *testing.M) int {
 	}
 	env = e
 	defer func() { _ = e.Stop() }()
+	if err := e.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "m2m-system"}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 
 	mgr, err := operator.NewManager(e.Config, operator.Options{IssuerURL: testIssuer, MaxConcurrentReconciles: 4})
 	if err != nil {

@@ -11,7 +11,9 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
 func main() {
@@ -31,6 +33,8 @@ func main() {
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 8, "How many M2MClients are reconciled at once.")
 	flag.Float64Var(&qps, "kube-api-qps", 100, "Sustained queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries to the API server.")
+	keySecret := flag.String("signing-key-secret", operator.DefaultSigningKeySecret.String(), "namespace/name of the Secret that holds the JWT signing keys.")
+	algorithm := flag.String("signing-algorithm", string(signingkeys.ES256), "Algorithm of new signing keys: ES256, RS256 or EdDSA.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
@@ -40,6 +44,13 @@ func main() {
 		if ns = strings.TrimSpace(ns); ns != "" {
 			o.WatchNamespaces = append(o.WatchNamespaces, ns)
 		}
+	}
+	var err error
+	if o.SigningKeySecret, err = controllers.ParseSecretRef(*keySecret); err != nil {
+		fail(err)
+	}
+	if o.SigningAlgorithm, err = signingkeys.ParseAlgorithm(*algorithm); err != nil {
+		fail(err)
 	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

@@ -13,7 +13,9 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
@@ -87,6 +89,10 @@ func (s *System) start() error {
 		return err
 	}
 	if s.Client, err = client.New(s.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
+		return err
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operator.DefaultSigningKeySecret.Namespace}}
+	if err := s.Client.Create(context.Background(), ns); err != nil {
 		return err
 	}
 	mgr, err := operator.NewManager(s.Config, operator.Options{IssuerURL: s.IssuerURL})

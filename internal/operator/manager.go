@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -24,6 +25,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
 // Options configure the manager. The zero value of each optional field is a sensible default.
@@ -44,7 +46,14 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// Clock is the manager's time source; tests pass a fake one.
 	Clock clock.Clock
+	// SigningKeySecret is the Secret of JWT signing keys; defaults to DefaultSigningKeySecret.
+	SigningKeySecret types.NamespacedName
+	// SigningAlgorithm is the algorithm of new signing keys; defaults to ES256.
+	SigningAlgorithm signingkeys.Algorithm
 }
+
+// DefaultSigningKeySecret is where the manager keeps the signing keys unless told otherwise.
+var DefaultSigningKeySecret = types.NamespacedName{Namespace: "m2m-system", Name: "m2m-signing-keys"}
 
 // Scheme returns a scheme with the Kubernetes types and the m2m.dev types.
 func Scheme() *runtime.Scheme {
@@ -73,6 +82,12 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.MetricsAddr == "" {
 		o.MetricsAddr = "0"
 	}
+	if o.SigningKeySecret.Name == "" {
+		o.SigningKeySecret = DefaultSigningKeySecret
+	}
+	if o.SigningAlgorithm == "" {
+		o.SigningAlgorithm = signingkeys.ES256
+	}
 	cacheOpts := cache.Options{
 		// managedFields are never read here and are a large share of each object's memory.
 		DefaultTransform: cache.TransformStripManagedFields(),
@@ -86,6 +101,13 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		for _, ns := range o.WatchNamespaces {
 			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
 		}
+		// The signing-key Secret lives in the operator's namespace, watched or not.
+		secrets := cacheOpts.ByObject[&corev1.Secret{}]
+		secrets.Namespaces = map[string]cache.Config{o.SigningKeySecret.Namespace: {}}
+		for _, ns := range o.WatchNamespaces {
+			secrets.Namespaces[ns] = cache.Config{}
+		}
+		cacheOpts.ByObject[&corev1.Secret{}] = secrets
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme(),
@@ -110,6 +132,16 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return nil, fmt.Errorf("setting up the M2MClient controller: %w", err)
+	}
+	keys := &controllers.SigningKeyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Clock:     o.Clock,
+		Secret:    o.SigningKeySecret,
+		Algorithm: o.SigningAlgorithm,
+	}
+	if err := keys.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the signing-key controller: %w", err)
 	}
 	if o.ProbeAddr != "" && o.ProbeAddr != "0" {
 		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

@@ -61,7 +61,7 @@ func TestTheManagerElectsALeaderServesProbesAndMetricsAndStaysInItsNamespaces(t 
 	// Cleanups run last-in first-out: the manager stops before the API server does.
 	t.Cleanup(func() { _ = env.Stop() })
 	ctx := context.Background()
-	for _, ns := range []string{"watched", "ignored"} {
+	for _, ns := range []string{"watched", "ignored", "m2m-system"} {
 		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,101 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	clocktesting "k8s.io/utils/clock/testing"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+)
+
+var keyRef = types.NamespacedName{Namespace: "m2m-system", Name: "m2m-signing-keys"}
+
+// One reconcile step of the signing-key controller, on controller-runtime's fake client.
+func reconcileKeys(t *testing.T, alg signingkeys.Algorithm, objs ...client.Object) (*corev1.Secret, ctrl.Result) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
+	r := &SigningKeyReconciler{Client: c, APIReader: c, Clock: clocktesting.NewFakeClock(now), Secret: keyRef, Algorithm: alg}
+	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: keyRef})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &corev1.Secret{}
+	if err := c.Get(context.Background(), keyRef, s); err != nil {
+		t.Fatal(err)
+	}
+	return s, res
+}
+
+func keySecret(data string) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: keyRef.Namespace, Name: keyRef.Name}, Data: map[string][]byte{signingkeys.DataKey: []byte(data)}}
+}
+
+func TestAMissingSigningKeySecretIsCreatedWithOneActiveKeyOfTheConfiguredAlgorithm(t *testing.T) {
+	for _, alg := range signingkeys.Algorithms {
+		s, _ := reconcileKeys(t, alg)
+		set, err := signingkeys.Parse(s.Data[signingkeys.DataKey])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(set.Keys) != 1 || set.Active() == nil || set.Active().Algorithm != alg || set.Active().ActiveAt == nil {
+			t.Fatalf("%s: key set %+v", alg, set.Keys)
+		}
+		if s.Labels[ManagedByLabel] != ManagedByValue || s.Labels[ComponentLabel] != SigningKeyComponent {
+			t.Fatalf("labels %v", s.Labels)
+		}
+	}
+}
+
+func TestASigningKeySetWithoutAnActiveKeyGetsOneAndKeepsItsOtherKeys(t *testing.T) {
+	retired, _ := signingkeys.Generate(signingkeys.RS256, signingkeys.StateRetired, now.Add(-time.Hour))
+	data, _ := (&signingkeys.Set{Keys: []*signingkeys.Key{retired}}).Encode()
+	s, _ := reconcileKeys(t, signingkeys.ES256, keySecret(string(data)))
+	set, err := signingkeys.Parse(s.Data[signingkeys.DataKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Keys) != 2 || set.Find(retired.KID) == nil || set.Active() == nil || set.Active().Algorithm != signingkeys.ES256 {
+		t.Fatalf("keys %+v", set.Keys)
+	}
+}
+
+func TestADamagedSigningKeySecretIsNeverOverwritten(t *testing.T) {
+	s, res := reconcileKeys(t, signingkeys.ES256, keySecret(`{"keys": [{"kid": "x", "state": "active", "privateKey": "AAAA"}]}`))
+	if string(s.Data[signingkeys.DataKey]) != `{"keys": [{"kid": "x", "state": "active", "privateKey": "AAAA"}]}` {
+		t.Fatal("the damaged Secret was overwritten; its keys may have been the only copy")
+	}
+	if res.RequeueAfter == 0 {
+		t.Fatal("a damaged Secret is never looked at again")
+	}
+}
+
+func TestAnIntactSigningKeySecretIsLeftAsItIs(t *testing.T) {
+	first, _ := reconcileKeys(t, signingkeys.ES256)
+	again, _ := reconcileKeys(t, signingkeys.RS256, first)
+	if string(again.Data[signingkeys.DataKey]) != string(first.Data[signingkeys.DataKey]) {
+		t.Fatal("a valid key set was changed")
+	}
+}
+
+func TestParseSecretRef(t *testing.T) {
+	if got, err := ParseSecretRef("m2m-system/keys"); err != nil || got != (types.NamespacedName{Namespace: "m2m-system", Name: "keys"}) {
+		t.Fatalf("got %v %v", got, err)
+	}
+	for _, bad := range []string{"", "keys", "/keys", "ns/", "a/b/c"} {
+		if _, err := ParseSecretRef(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,316 @@
+// Package signingkeys holds the JWT signing keys that the manager owns and the token server uses:
+// their generation, their storage in one Secret, and their public form as a JWK Set (RFC 7517).
+package signingkeys
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// DataKey is the key of the signing-key Secret's data that holds the key set.
+const DataKey = "keys.json"
+
+// Algorithm is a JWS algorithm the token server signs with.
+type Algorithm string
+
+const (
+	// ES256 is ECDSA on P-256 with SHA-256: the default, chosen for signing speed and small tokens.
+	ES256 Algorithm = "ES256"
+	// RS256 is RSASSA-PKCS1-v1_5 with SHA-256 and a 2048-bit key, for verifiers that know nothing else.
+	RS256 Algorithm = "RS256"
+	// EdDSA is Ed25519.
+	EdDSA Algorithm = "EdDSA"
+)
+
+// Algorithms are the algorithms that can be chosen, in the order they are documented.
+var Algorithms = []Algorithm{ES256, RS256, EdDSA}
+
+// ParseAlgorithm checks a configured algorithm name.
+func ParseAlgorithm(s string) (Algorithm, error) {
+	a := Algorithm(s)
+	if !slices.Contains(Algorithms, a) {
+		return "", fmt.Errorf("signing algorithm %q is not one of ES256, RS256, EdDSA", s)
+	}
+	return a, nil
+}
+
+// State is where a key is in its life.
+type State string
+
+const (
+	// StateNext keys are published in the JWKS but do not sign yet, so that verifiers that cache
+	// the JWKS know them before the first token signed with them arrives.
+	StateNext State = "next"
+	// StateActive is the one key that signs.
+	StateActive State = "active"
+	// StateRetired keys no longer sign; they stay published while tokens they signed may be valid.
+	StateRetired State = "retired"
+)
+
+// Key is one signing key.
+type Key struct {
+	KID       string     `json:"kid"`
+	Algorithm Algorithm  `json:"alg"`
+	State     State      `json:"state"`
+	CreatedAt time.Time  `json:"createdAt"`
+	ActiveAt  *time.Time `json:"activeAt,omitempty"`
+	RetiredAt *time.Time `json:"retiredAt,omitempty"`
+	// PrivateKey is PKCS #8 DER. It is only ever in the Secret and in memory.
+	PrivateKey []byte `json:"privateKey"`
+
+	signer crypto.Signer
+}
+
+// Signer returns the parsed private key.
+func (k *Key) Signer() crypto.Signer { return k.signer }
+
+// Method returns the golang-jwt signing method of the key.
+func (k *Key) Method() jwt.SigningMethod {
+	switch k.Algorithm {
+	case ES256:
+		return jwt.SigningMethodES256
+	case RS256:
+		return jwt.SigningMethodRS256
+	default:
+		return jwt.SigningMethodEdDSA
+	}
+}
+
+// SigningKey is what golang-jwt's Sign takes for this key's method.
+func (k *Key) SigningKey() any {
+	if ed, ok := k.signer.(ed25519.PrivateKey); ok {
+		return ed
+	}
+	return k.signer
+}
+
+// Set is the content of the signing-key Secret.
+type Set struct {
+	Keys []*Key `json:"keys"`
+}
+
+// Generate makes a new key of alg in state, created at now.
+func Generate(alg Algorithm, state State, now time.Time) (*Key, error) {
+	var signer crypto.Signer
+	var err error
+	switch alg {
+	case ES256:
+		signer, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case RS256:
+		signer, err = rsa.GenerateKey(rand.Reader, 2048)
+	case EdDSA:
+		_, signer, err = ed25519.GenerateKey(rand.Reader)
+	default:
+		return nil, fmt.Errorf("signing algorithm %q is not supported", alg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(signer)
+	if err != nil {
+		return nil, err
+	}
+	kid := make([]byte, 12)
+	if _, err := rand.Read(kid); err != nil {
+		return nil, err
+	}
+	k := &Key{
+		KID:        base64.RawURLEncoding.EncodeToString(kid),
+		Algorithm:  alg,
+		State:      state,
+		CreatedAt:  now.UTC().Truncate(time.Second),
+		PrivateKey: der,
+		signer:     signer,
+	}
+	if state == StateActive {
+		at := k.CreatedAt
+		k.ActiveAt = &at
+	}
+	return k, nil
+}
+
+// Parse reads a key set from the Secret's data and checks it: every key parses and matches its
+// algorithm, kids are unique, and at most one key is active.
+func Parse(data []byte) (*Set, error) {
+	if len(data) == 0 {
+		return nil, errors.New("the signing-key Secret has no " + DataKey)
+	}
+	var s Set
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("the signing-key Secret's %s is not valid JSON: %w", DataKey, err)
+	}
+	kids := map[string]bool{}
+	active := 0
+	for i, k := range s.Keys {
+		if k == nil || k.KID == "" {
+			return nil, fmt.Errorf("signing key %d has no kid", i)
+		}
+		if kids[k.KID] {
+			return nil, fmt.Errorf("signing key %q appears twice", k.KID)
+		}
+		kids[k.KID] = true
+		switch k.State {
+		case StateActive:
+			active++
+		case StateNext, StateRetired:
+		default:
+			return nil, fmt.Errorf("signing key %q has unknown state %q", k.KID, k.State)
+		}
+		parsed, err := x509.ParsePKCS8PrivateKey(k.PrivateKey)
+		if err != nil {
+			return nil, fmt.Errorf("signing key %q: the private key does not parse", k.KID)
+		}
+		signer, ok := parsed.(crypto.Signer)
+		if !ok || !matches(k.Algorithm, signer) {
+			return nil, fmt.Errorf("signing key %q is not an %s key", k.KID, k.Algorithm)
+		}
+		k.signer = signer
+	}
+	if active > 1 {
+		return nil, fmt.Errorf("the signing-key Secret has %d active keys; exactly one may sign", active)
+	}
+	return &s, nil
+}
+
+func matches(alg Algorithm, s crypto.Signer) bool {
+	switch k := s.(type) {
+	case *ecdsa.PrivateKey:
+		return alg == ES256 && k.Curve == elliptic.P256()
+	case *rsa.PrivateKey:
+		return alg == RS256 && k.N.BitLen() >= 2048
+	case ed25519.PrivateKey:
+		return alg == EdDSA
+	}
+	return false
+}
+
+// Encode serialises the set for the Secret.
+func (s *Set) Encode() ([]byte, error) {
+	return json.Marshal(s)
+}
+
+// Active returns the key that signs, or nil.
+func (s *Set) Active() *Key {
+	for _, k := range s.Keys {
+		if k.State == StateActive {
+			return k
+		}
+	}
+	return nil
+}
+
+// Find returns the key with kid, or nil.
+func (s *Set) Find(kid string) *Key {
+	for _, k := range s.Keys {
+		if k.KID == kid {
+			return k
+		}
+	}
+	return nil
+}
+
+// JWK is the public half of a key as a JSON Web Key (RFC 7517, 7518 §6, 8037).
+type JWK struct {
+	KeyType   string `json:"kty"`
+	Use       string `json:"use"`
+	KeyID     string `json:"kid"`
+	Algorithm string `json:"alg"`
+	Curve     string `json:"crv,omitempty"`
+	X         string `json:"x,omitempty"`
+	Y         string `json:"y,omitempty"`
+	N         string `json:"n,omitempty"`
+	E         string `json:"e,omitempty"`
+}
+
+// JWKS is a JSON Web Key Set.
+type JWKS struct {
+	Keys []JWK `json:"keys"`
+}
+
+// PublicJWK returns the key's public half as a JWK.
+func (k *Key) PublicJWK() JWK {
+	j := JWK{Use: "sig", KeyID: k.KID, Algorithm: string(k.Algorithm)}
+	b64 := base64.RawURLEncoding.EncodeToString
+	switch pub := k.signer.Public().(type) {
+	case *ecdsa.PublicKey:
+		j.KeyType, j.Curve = "EC", "P-256"
+		j.X, j.Y = b64(pad(pub.X, 32)), b64(pad(pub.Y, 32))
+	case *rsa.PublicKey:
+		j.KeyType = "RSA"
+		j.N, j.E = b64(pub.N.Bytes()), b64(big.NewInt(int64(pub.E)).Bytes())
+	case ed25519.PublicKey:
+		j.KeyType, j.Curve, j.X = "OKP", "Ed25519", b64(pub)
+	}
+	return j
+}
+
+// pad returns n as a big-endian byte string of exactly size bytes, as RFC 7518 §6.2.1.2 requires.
+func pad(n *big.Int, size int) []byte {
+	b := n.Bytes()
+	if len(b) >= size {
+		return b
+	}
+	out := make([]byte, size)
+	copy(out[size-len(b):], b)
+	return out
+}
+
+// PublicKey turns a JWK back into a public key, for verifiers and tests.
+func (j JWK) PublicKey() (crypto.PublicKey, error) {
+	dec := base64.RawURLEncoding.DecodeString
+	switch j.KeyType {
+	case "EC":
+		if j.Curve != "P-256" {
+			return nil, fmt.Errorf("curve %q is not supported", j.Curve)
+		}
+		x, err1 := dec(j.X)
+		y, err2 := dec(j.Y)
+		if err := errors.Join(err1, err2); err != nil || len(x) != 32 || len(y) != 32 {
+			return nil, fmt.Errorf("EC key %q has bad coordinates", j.KeyID)
+		}
+		// Uncompressed SEC 1 point: 0x04 || X || Y; ParseUncompressedPublicKey checks it is on the curve.
+		return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+	case "RSA":
+		n, err1 := dec(j.N)
+		e, err2 := dec(j.E)
+		if err := errors.Join(err1, err2); err != nil || len(e) == 0 || len(e) > 4 {
+			return nil, fmt.Errorf("RSA key %q has bad parameters", j.KeyID)
+		}
+		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}, nil
+	case "OKP":
+		x, err := dec(j.X)
+		if err != nil || j.Curve != "Ed25519" || len(x) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("OKP key %q is not an Ed25519 key", j.KeyID)
+		}
+		return ed25519.PublicKey(x), nil
+	}
+	return nil, fmt.Errorf("key type %q is not supported", j.KeyType)
+}
+
+// Published returns the JWKS of the keys a verifier may need at now: next and active keys, and
+// retired keys that retired less than maxTokenAge ago (or at an unrecorded time), since tokens
+// they signed may still be valid.
+func (s *Set) Published(now time.Time, maxTokenAge time.Duration) JWKS {
+	out := JWKS{Keys: []JWK{}}
+	for _, k := range s.Keys {
+		if k.State == StateRetired && k.RetiredAt != nil && !now.Before(k.RetiredAt.Add(maxTokenAge)) {
+			continue
+		}
+		out.Keys = append(out.Keys, k.PublicJWK())
+	}
+	return out
+}
