@@ -1,0 +1,62 @@
+package tokenserver
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// OAuth 2.0 error codes (RFC 6749 §5.2, RFC 8707 §2).
+const (
+	ErrInvalidRequest       = "invalid_request"
+	ErrInvalidClient        = "invalid_client"
+	ErrInvalidGrant         = "invalid_grant"
+	ErrUnauthorizedClient   = "unauthorized_client"
+	ErrUnsupportedGrantType = "unsupported_grant_type"
+	ErrInvalidScope         = "invalid_scope"
+	ErrInvalidTarget        = "invalid_target"
+	// ErrTemporarilyUnavailable is the answer while the server has no signing key: a state of
+	// the server, not of the request.
+	ErrTemporarilyUnavailable = "temporarily_unavailable"
+)
+
+// oauthError is an error response. Description is for the caller and never says more than the
+// request itself shows: in particular, never whether a client ID exists.
+type oauthError struct {
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+	status      int
+	// reason is the finer cause, for metrics and logs only.
+	reason string
+}
+
+func (e *oauthError) Error() string { return e.Code + ": " + e.Description }
+
+func badRequest(reason, description string) *oauthError {
+	return &oauthError{Code: ErrInvalidRequest, Description: description, status: http.StatusBadRequest, reason: reason}
+}
+
+// invalidClient is the one answer for an unknown client, a wrong secret and a disabled client.
+func invalidClient(reason string) *oauthError {
+	return &oauthError{Code: ErrInvalidClient, Description: "client authentication failed", status: http.StatusUnauthorized, reason: reason}
+}
+
+// noStore marks a response as one that no cache may keep (RFC 6749 §5.1).
+func noStore(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, e *oauthError) {
+	noStore(w)
+	if e.status == http.StatusUnauthorized {
+		// RFC 6749 §5.2 requires it when the client used Basic; RFC 9110 §15.5.2 on every 401.
+		w.Header().Set("WWW-Authenticate", `Basic realm="m2m", charset="UTF-8"`)
+	}
+	writeJSON(w, e.status, e)
+}

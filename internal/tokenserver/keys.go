@@ -1,0 +1,187 @@
+package tokenserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+)
+
+// keyState is one loaded key set and its JWKS document, swapped in whole.
+type keyState struct {
+	set       *signingkeys.Set
+	active    *signingkeys.Key
+	jwks      []byte
+	etag      string
+	loadedAt  time.Time
+	published map[string]bool
+}
+
+// KeySource gives the token server its signing keys.
+type KeySource interface {
+	current() *keyState
+}
+
+// SecretKeys follows the signing-key Secret with a get and a watch on that one Secret: the only
+// Secret access the token server has. A Secret that does not parse is reported and ignored; the
+// keys loaded before stay in use.
+type SecretKeys struct {
+	clientset kubernetes.Interface
+	ref       types.NamespacedName
+	clock     clock.PassiveClock
+	// maxTokenAge bounds how long a retired key stays in the JWKS.
+	maxTokenAge time.Duration
+	state       atomic.Pointer[keyState]
+	// loadErrors counts Secret versions that did not parse.
+	loadErrors atomic.Int64
+}
+
+// NewSecretKeys prepares a SecretKeys; Run loads and follows the Secret.
+func NewSecretKeys(clientset kubernetes.Interface, ref types.NamespacedName, clk clock.PassiveClock, maxTokenAge time.Duration) *SecretKeys {
+	return &SecretKeys{clientset: clientset, ref: ref, clock: clk, maxTokenAge: maxTokenAge}
+}
+
+func (k *SecretKeys) current() *keyState { return k.state.Load() }
+
+// Loaded reports whether a key set with an active key is loaded.
+func (k *SecretKeys) Loaded() bool {
+	st := k.state.Load()
+	return st != nil && st.active != nil
+}
+
+// Run gets the Secret, then watches it, until ctx ends. Errors are retried with backoff.
+func (k *SecretKeys) Run(ctx context.Context) {
+	logger := log.FromContext(ctx).WithValues("secret", k.ref.String())
+	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 8, Cap: 30 * time.Second}
+	delay := backoff
+	for ctx.Err() == nil {
+		err := k.follow(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			logger.Info("following the signing-key Secret; retrying", "error", err.Error())
+		} else {
+			delay = backoff // a watch that ran and ended normally is no failure
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay.Step()):
+		}
+	}
+}
+
+// follow gets the Secret and watches it from that version until the watch ends.
+func (k *SecretKeys) follow(ctx context.Context) error {
+	secrets := k.clientset.CoreV1().Secrets(k.ref.Namespace)
+	s, err := secrets.Get(ctx, k.ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("the signing-key Secret does not exist yet")
+	}
+	if err != nil {
+		return err
+	}
+	k.load(ctx, s)
+	w, err := secrets.Watch(ctx, metav1.ListOptions{
+		FieldSelector:   fields.OneTermEqualSelector("metadata.name", k.ref.Name).String(),
+		ResourceVersion: s.ResourceVersion,
+	})
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return nil
+			}
+			switch ev.Type {
+			case watch.Added, watch.Modified:
+				if s, ok := ev.Object.(*corev1.Secret); ok {
+					k.load(ctx, s)
+				}
+			case watch.Deleted:
+				// Keep signing with the keys in memory; the manager writes the Secret again.
+				log.FromContext(ctx).Info("the signing-key Secret was deleted; keeping the loaded keys")
+			case watch.Error:
+				return apierrors.FromObject(ev.Object)
+			}
+		}
+	}
+}
+
+func (k *SecretKeys) load(ctx context.Context, s *corev1.Secret) {
+	set, err := signingkeys.Parse(s.Data[signingkeys.DataKey])
+	if err != nil {
+		k.loadErrors.Add(1)
+		log.FromContext(ctx).Error(err, "the signing-key Secret does not parse; keeping the keys loaded before", "resourceVersion", s.ResourceVersion)
+		return
+	}
+	st, err := newKeyState(set, k.clock.Now(), k.maxTokenAge)
+	if err != nil {
+		k.loadErrors.Add(1)
+		log.FromContext(ctx).Error(err, "building the JWKS")
+		return
+	}
+	k.state.Store(st)
+	kid := ""
+	if st.active != nil {
+		kid = st.active.KID
+	}
+	log.FromContext(ctx).Info("loaded signing keys", "keys", len(set.Keys), "activeKid", kid, "resourceVersion", s.ResourceVersion)
+}
+
+func newKeyState(set *signingkeys.Set, now time.Time, maxTokenAge time.Duration) (*keyState, error) {
+	jwks := set.Published(now, maxTokenAge)
+	doc, err := json.Marshal(jwks)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(doc)
+	published := map[string]bool{}
+	for _, j := range jwks.Keys {
+		published[j.KeyID] = true
+	}
+	return &keyState{
+		set:       set,
+		active:    set.Active(),
+		jwks:      doc,
+		etag:      `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`,
+		loadedAt:  now,
+		published: published,
+	}, nil
+}
+
+// StaticKeys is a KeySource with a fixed key set, for tests and benchmarks.
+type StaticKeys struct{ st *keyState }
+
+// NewStaticKeys builds a StaticKeys from a set.
+func NewStaticKeys(set *signingkeys.Set, now time.Time) (*StaticKeys, error) {
+	st, err := newKeyState(set, now, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	return &StaticKeys{st: st}, nil
+}
+
+func (s *StaticKeys) current() *keyState { return s.st }

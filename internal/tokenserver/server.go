@@ -1,0 +1,424 @@
+// Package tokenserver is the OAuth 2.0 authorization server for M2MClients: the client
+// credentials grant (RFC 6749 §4.4) issuing RFC 9068 JWT access tokens, the JWKS, authorization
+// server metadata (RFC 8414) and token introspection (RFC 7662).
+package tokenserver
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/utils/clock"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+)
+
+// GrantClientCredentials is the only grant type served.
+const GrantClientCredentials = "client_credentials"
+
+// JWKSMaxAge is how long verifiers may cache the JWKS. Keys are published well before they sign
+// (see the signing-key rotation), so a cached JWKS never lacks a key that signs.
+const JWKSMaxAge = 5 * time.Minute
+
+// Config is what a Server needs.
+type Config struct {
+	// IssuerURL is the issuer; every URL the server advertises derives from it.
+	IssuerURL string
+	// DefaultAudience is the audience of tokens for clients with no spec.audiences.
+	DefaultAudience string
+	Clients         ClientSource
+	Keys            KeySource
+	Clock           clock.PassiveClock
+	// Ready reports whether the server may receive traffic.
+	Ready func() error
+	// Registry receives the server's metrics; nil makes a private one.
+	Registry *prometheus.Registry
+	// Staleness reports how old the client cache's view may be, for the metrics; optional.
+	Staleness func() time.Duration
+	// CachedClients reports how many clients are cached, for the metrics; optional.
+	CachedClients func() int
+}
+
+// Server serves the OAuth endpoints.
+type Server struct {
+	cfg     Config
+	prefix  string
+	metrics *metrics
+	// decoy is compared against when the client ID is unknown, so that an unknown client costs
+	// the same work as a wrong secret.
+	decoy []m2mv1alpha1.AcceptedSecret
+}
+
+// New returns a Server.
+func New(cfg Config) (*Server, error) {
+	u, err := url.Parse(cfg.IssuerURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func() error { return nil }
+	}
+	s := &Server{cfg: cfg, prefix: strings.TrimSuffix(u.Path, "/")}
+	for range 2 {
+		secret, err := credentials.NewSecret()
+		if err != nil {
+			return nil, err
+		}
+		s.decoy = append(s.decoy, m2mv1alpha1.AcceptedSecret{Hash: credentials.Hash(secret)})
+	}
+	if s.metrics, err = newMetrics(cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Handler routes the server's endpoints.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(s.prefix+"/oauth2/token", s.metrics.timed("token", http.HandlerFunc(s.token)))
+	mux.Handle(s.prefix+"/oauth2/introspect", s.metrics.timed("introspect", http.HandlerFunc(s.introspect)))
+	mux.Handle(s.prefix+"/.well-known/jwks.json", s.metrics.timed("jwks", http.HandlerFunc(s.jwks)))
+	mux.HandleFunc(s.prefix+"/.well-known/oauth-authorization-server", s.discovery)
+	mux.HandleFunc(s.prefix+"/.well-known/openid-configuration", s.discovery)
+	if s.prefix != "" {
+		// RFC 8414 §3.1: for an issuer with a path, the well-known segment goes first.
+		mux.HandleFunc("/.well-known/oauth-authorization-server"+s.prefix, s.discovery)
+	}
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.cfg.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// tokenResponse is the successful answer (RFC 6749 §5.1).
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope"`
+}
+
+// token is the pipeline: parse, authenticate the client, check grant, scope and audience, sign,
+// write.
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	req, bad := parseRequest(w, r)
+	if bad != nil {
+		s.fail(w, bad, "")
+		return
+	}
+	client, bad := s.authenticate(req)
+	if bad != nil {
+		s.fail(w, bad, "")
+		return
+	}
+	id := client.Status.ClientID
+	if req.grantType == "" {
+		s.fail(w, badRequest("no_grant_type", "the grant_type parameter is required"), id)
+		return
+	}
+	if req.grantType != GrantClientCredentials {
+		s.fail(w, &oauthError{Code: ErrUnsupportedGrantType, Description: "only the client_credentials grant is supported", status: http.StatusBadRequest, reason: "grant_type"}, id)
+		return
+	}
+	scopes, bad := grantScopes(client, req)
+	if bad != nil {
+		s.fail(w, bad, id)
+		return
+	}
+	audience, bad := s.audience(client, req)
+	if bad != nil {
+		s.fail(w, bad, id)
+		return
+	}
+	signed, ttl, bad := s.sign(client, scopes, audience)
+	if bad != nil {
+		s.fail(w, bad, id)
+		return
+	}
+	s.metrics.issued.WithLabelValues(id).Inc()
+	noStore(w)
+	writeJSON(w, http.StatusOK, tokenResponse{AccessToken: signed, TokenType: "Bearer", ExpiresIn: int64(ttl / time.Second), Scope: strings.Join(scopes, " ")})
+}
+
+func (s *Server) fail(w http.ResponseWriter, e *oauthError, clientID string) {
+	if clientID == "" {
+		clientID = "unknown"
+	}
+	s.metrics.failures.WithLabelValues(e.reason, clientID).Inc()
+	writeError(w, e)
+}
+
+// authenticate finds the client and checks its secret. An unknown client, a wrong secret and a
+// disabled client give the same error after the same work: one hash, compared in constant time
+// with each accepted entry (a decoy list for an unknown client).
+func (s *Server) authenticate(req *tokenRequest) (*m2mv1alpha1.M2MClient, *oauthError) {
+	client, found := s.cfg.Clients.Lookup(req.clientID)
+	entries := s.decoy
+	if found {
+		entries = client.Status.AcceptedSecrets
+	}
+	matched := credentials.Verify(entries, req.clientSecret, s.cfg.Clock.Now())
+	switch {
+	case req.clientID == "" || req.clientSecret == "":
+		return nil, invalidClient("no_credentials")
+	case !found:
+		return nil, invalidClient("unknown_client")
+	case !matched:
+		return nil, invalidClient("wrong_secret")
+	case client.Spec.Disabled:
+		return nil, invalidClient("disabled")
+	}
+	return client, nil
+}
+
+// grantScopes returns the requested scopes when the client may have all of them, or all of the
+// client's scopes when none were requested.
+func grantScopes(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthError) {
+	if !req.scopeGiven {
+		out := make([]string, 0, len(c.Spec.Scopes))
+		for _, s := range c.Spec.Scopes {
+			out = append(out, string(s))
+		}
+		return out, nil
+	}
+	for _, want := range req.scopes {
+		if !slices.Contains(c.Spec.Scopes, m2mv1alpha1.Scope(want)) {
+			return nil, &oauthError{Code: ErrInvalidScope, Description: "the client may not request the scope " + want, status: http.StatusBadRequest, reason: "scope_not_allowed"}
+		}
+	}
+	return req.scopes, nil
+}
+
+// audience returns the token's audiences: the requested ones (audience and resource parameters),
+// each of which the client must be allowed; else the client's; else the server default.
+func (s *Server) audience(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthError) {
+	for _, r := range req.resources {
+		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
+			return nil, &oauthError{Code: ErrInvalidTarget, Description: "a resource must be an absolute URI without a fragment", status: http.StatusBadRequest, reason: "resource_syntax"}
+		}
+	}
+	requested := append(slices.Clone(req.audiences), req.resources...)
+	if len(requested) == 0 {
+		if len(c.Spec.Audiences) > 0 {
+			out := make([]string, 0, len(c.Spec.Audiences))
+			for _, a := range c.Spec.Audiences {
+				out = append(out, string(a))
+			}
+			return out, nil
+		}
+		if s.cfg.DefaultAudience != "" {
+			return []string{s.cfg.DefaultAudience}, nil
+		}
+		return nil, &oauthError{Code: ErrInvalidTarget, Description: "the client has no audiences and the server has no default audience", status: http.StatusBadRequest, reason: "no_audience"}
+	}
+	var out []string
+	for _, a := range requested {
+		if !slices.Contains(c.Spec.Audiences, m2mv1alpha1.Audience(a)) {
+			return nil, &oauthError{Code: ErrInvalidTarget, Description: "the client may not request the audience " + a, status: http.StatusBadRequest, reason: "audience_not_allowed"}
+		}
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// sign issues the RFC 9068 access token.
+func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (string, time.Duration, *oauthError) {
+	st := s.cfg.Keys.current()
+	if st == nil || st.active == nil {
+		return "", 0, &oauthError{Code: ErrTemporarilyUnavailable, Description: "no signing key is loaded yet", status: http.StatusServiceUnavailable, reason: "no_signing_key"}
+	}
+	ttl := time.Hour
+	if c.Spec.TokenTTL != nil {
+		ttl = c.Spec.TokenTTL.Duration
+	}
+	jti := make([]byte, 16)
+	_, _ = rand.Read(jti) // crypto/rand.Read never fails (Go 1.24+)
+	now := s.cfg.Clock.Now().Truncate(time.Second)
+	claims := jwt.MapClaims{}
+	if c.Spec.TokenClaims != nil {
+		for k, v := range c.Spec.TokenClaims.Claims {
+			claims[k] = v
+		}
+	}
+	claims["iss"] = s.cfg.IssuerURL
+	claims["sub"] = c.Status.ClientID
+	claims["client_id"] = c.Status.ClientID
+	if len(audience) == 1 {
+		claims["aud"] = audience[0]
+	} else {
+		claims["aud"] = audience
+	}
+	claims["scope"] = strings.Join(scopes, " ")
+	claims["iat"] = now.Unix()
+	claims["nbf"] = now.Unix()
+	claims["exp"] = now.Add(ttl).Unix()
+	claims["jti"] = base64.RawURLEncoding.EncodeToString(jti)
+
+	tok := jwt.NewWithClaims(st.active.Method(), claims)
+	tok.Header["typ"] = "at+jwt"
+	tok.Header["kid"] = st.active.KID
+	signed, err := tok.SignedString(st.active.SigningKey())
+	if err != nil {
+		return "", 0, &oauthError{Code: ErrTemporarilyUnavailable, Description: "the token could not be signed", status: http.StatusServiceUnavailable, reason: "signing_failed"}
+	}
+	return signed, ttl, nil
+}
+
+// jwks serves the public keys with an ETag, so that verifiers revalidate cheaply.
+func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	st := s.cfg.Keys.current()
+	if st == nil {
+		http.Error(w, "no signing keys are loaded yet", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(JWKSMaxAge/time.Second)))
+	w.Header().Set("ETag", st.etag)
+	if r.Header.Get("If-None-Match") == st.etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	_, _ = w.Write(st.jwks)
+}
+
+// Metadata is the authorization server metadata (RFC 8414 §2).
+type Metadata struct {
+	Issuer                               string   `json:"issuer"`
+	TokenEndpoint                        string   `json:"token_endpoint"`
+	JWKSURI                              string   `json:"jwks_uri"`
+	IntrospectionEndpoint                string   `json:"introspection_endpoint"`
+	GrantTypesSupported                  []string `json:"grant_types_supported"`
+	ResponseTypesSupported               []string `json:"response_types_supported"`
+	TokenEndpointAuthMethodsSupported    []string `json:"token_endpoint_auth_methods_supported"`
+	IntrospectionEndpointAuthMethods     []string `json:"introspection_endpoint_auth_methods_supported"`
+	AccessTokenSigningAlgValuesSupported []string `json:"access_token_signing_alg_values_supported,omitempty"`
+	IDTokenSigningAlgValuesSupported     []string `json:"id_token_signing_alg_values_supported,omitempty"`
+	SubjectTypesSupported                []string `json:"subject_types_supported,omitempty"`
+}
+
+func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	algs := []string{}
+	if st := s.cfg.Keys.current(); st != nil {
+		for _, k := range st.set.Keys {
+			if st.published[k.KID] && !slices.Contains(algs, string(k.Algorithm)) {
+				algs = append(algs, string(k.Algorithm))
+			}
+		}
+	}
+	authMethods := []string{"client_secret_basic", "client_secret_post"}
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	writeJSON(w, http.StatusOK, Metadata{
+		Issuer:                               s.cfg.IssuerURL,
+		TokenEndpoint:                        s.cfg.IssuerURL + "/oauth2/token",
+		JWKSURI:                              s.cfg.IssuerURL + "/.well-known/jwks.json",
+		IntrospectionEndpoint:                s.cfg.IssuerURL + "/oauth2/introspect",
+		GrantTypesSupported:                  []string{GrantClientCredentials},
+		ResponseTypesSupported:               []string{},
+		TokenEndpointAuthMethodsSupported:    authMethods,
+		IntrospectionEndpointAuthMethods:     authMethods,
+		AccessTokenSigningAlgValuesSupported: algs,
+		// OpenID discovery clients read the algorithms from here; this server issues no ID
+		// tokens, but its access tokens are signed with these.
+		IDTokenSigningAlgValuesSupported: algs,
+		SubjectTypesSupported:            []string{"public"},
+	})
+}
+
+// introspect answers RFC 7662 requests from any authenticated M2MClient.
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
+	req, bad := parseRequest(w, r)
+	if bad != nil {
+		s.fail(w, bad, "")
+		return
+	}
+	caller, bad := s.authenticate(req)
+	if bad != nil {
+		s.fail(w, bad, "")
+		return
+	}
+	if req.token == "" {
+		s.fail(w, badRequest("no_token", "the token parameter is required"), caller.Status.ClientID)
+		return
+	}
+	noStore(w)
+	claims, ok := s.verify(req.token)
+	if !ok {
+		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		return
+	}
+	id, _ := claims["client_id"].(string)
+	client, found := s.cfg.Clients.Lookup(id)
+	if !found || client.Spec.Disabled {
+		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		return
+	}
+	out := map[string]any{"active": true, "token_type": "Bearer"}
+	for _, k := range []string{"scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti"} {
+		if v, ok := claims[k]; ok {
+			out[k] = v
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// verify checks a token this server issued: a known key of the token's algorithm, typ at+jwt,
+// this issuer, and the time claims.
+func (s *Server) verify(raw string) (jwt.MapClaims, bool) {
+	st := s.cfg.Keys.current()
+	if st == nil {
+		return nil, false
+	}
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{string(signingkeys.ES256), string(signingkeys.RS256), string(signingkeys.EdDSA)}),
+		jwt.WithIssuer(s.cfg.IssuerURL),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(s.cfg.Clock.Now),
+	)
+	claims := jwt.MapClaims{}
+	_, err := parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, "at+jwt") {
+			return nil, jwt.ErrTokenUnverifiable
+		}
+		kid, _ := t.Header["kid"].(string)
+		k := st.set.Find(kid)
+		if k == nil || t.Method.Alg() != string(k.Algorithm) {
+			return nil, jwt.ErrTokenUnverifiable
+		}
+		return k.Signer().Public(), nil
+	})
+	return claims, err == nil
+}
