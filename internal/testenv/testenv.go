@@ -26,8 +26,9 @@ type Env struct {
 	Client client.Client
 }
 
-// Start starts a control plane with the CRDs of config/crd/bases installed.
-func Start() (*Env, error) {
+// Start starts a control plane with the CRDs of config/crd/bases installed. Options adjust the
+// environment before it starts.
+func Start(options ...func(*envtest.Environment)) (*Env, error) {
 	assets, err := controlplane.Assets()
 	if err != nil {
 		return nil, err
@@ -36,6 +37,9 @@ func Start() (*Env, error) {
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     []string{filepath.Join(controlplane.Root(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
+	}
+	for _, o := range options {
+		o(env)
 	}
 	cfg, err := env.Start()
 	if err != nil {
@@ -51,6 +55,15 @@ func Start() (*Env, error) {
 		return nil, err
 	}
 	return &Env{Environment: env, Config: cfg, Client: c}, nil
+}
+
+// RestartableAPIServer keeps the API server's certificates in dir, so that the API server can be
+// stopped and started again (env.ControlPlane.APIServer) and clients still trust it. A stop that
+// takes longer than three seconds kills the process, as a crash would.
+func RestartableAPIServer(dir string) func(*envtest.Environment) {
+	return func(e *envtest.Environment) {
+		e.ControlPlane.APIServer = &envtest.APIServer{CertDir: dir, StopTimeout: 3 * time.Second}
+	}
 }
 
 // Main runs a test binary's tests against a control plane that *env points to while they run.

@@ -22,7 +22,7 @@ import (
 )
 
 const (
-	issuer       = "https://m2m.example.com"
+	testIssuer   = "https://m2m.example.com"
 	goodID       = "m2m-good"
 	goodSecret   = "good-secret-0123456789abcdefghijklmnopqrstuv"
 	disabledID   = "m2m-disabled"
@@ -77,7 +77,7 @@ func newFixture(t testing.TB, defaultAudience string) *fixture {
 	bare.Spec.TokenTTL = nil
 	clk := clocktesting.NewFakeClock(t0)
 	s, err := New(Config{
-		IssuerURL:       issuer,
+		IssuerURL:       testIssuer,
 		DefaultAudience: defaultAudience,
 		Clients:         mapClients{goodID: testClient(goodID, goodSecret), disabledID: disabled, bareID: bare},
 		Keys:            keys,
@@ -247,7 +247,7 @@ func TestEveryWayOfSendingCredentialsGetsAnRFC9068Token(t *testing.T) {
 				t.Fatalf("header %v", tok.Header)
 			}
 			want := map[string]any{
-				"iss": issuer, "sub": goodID, "client_id": goodID, "scope": "read:invoices write:payments",
+				"iss": testIssuer, "sub": goodID, "client_id": goodID, "scope": "read:invoices write:payments",
 				"iat": float64(t0.Unix()), "nbf": float64(t0.Unix()), "exp": float64(t0.Add(15 * time.Minute).Unix()), "team": "billing",
 			}
 			for k, v := range want {
@@ -315,8 +315,8 @@ func TestMetadataAdvertisesURLsDerivedFromTheIssuer(t *testing.T) {
 	f := newFixture(t, "")
 	for _, path := range []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
 		resp, body := f.do(t, call{method: http.MethodGet, path: path})
-		if resp.StatusCode != 200 || body["issuer"] != issuer || body["token_endpoint"] != issuer+"/oauth2/token" ||
-			body["jwks_uri"] != issuer+"/.well-known/jwks.json" || body["introspection_endpoint"] != issuer+"/oauth2/introspect" {
+		if resp.StatusCode != 200 || body["issuer"] != testIssuer || body["token_endpoint"] != testIssuer+"/oauth2/token" ||
+			body["jwks_uri"] != testIssuer+"/.well-known/jwks.json" || body["introspection_endpoint"] != testIssuer+"/oauth2/introspect" {
 			t.Fatalf("%s: %v", path, body)
 		}
 		grants, _ := body["grant_types_supported"].([]any)
@@ -339,7 +339,7 @@ func TestIntrospectionSaysActiveOnlyForAValidTokenOfAnEnabledClient(t *testing.T
 		t.Fatalf("%d %v", code, out)
 	}
 	parts := strings.Split(token, ".")
-	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"client_id":"m2m-good","iss":"`+issuer+`","exp":9999999999}`)) + "." + parts[2]
+	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"client_id":"m2m-good","iss":"`+testIssuer+`","exp":9999999999}`)) + "." + parts[2]
 	for sentence, tok := range map[string]string{
 		"a tampered payload": tampered,
 		"garbage":            "not-a-jwt",
@@ -362,7 +362,7 @@ func TestIntrospectionSaysInactiveOnceTheClientIsDisabledOrDeleted(t *testing.T)
 	key, _ := signingkeys.Generate(signingkeys.EdDSA, signingkeys.StateActive, t0)
 	keys, _ := NewStaticKeys(&signingkeys.Set{Keys: []*signingkeys.Key{key}}, t0)
 	clients := mapClients{goodID: testClient(goodID, goodSecret), bareID: testClient(bareID, bareSecret)}
-	s, err := New(Config{IssuerURL: issuer, Clients: clients, Keys: keys, Clock: clocktesting.NewFakeClock(t0)})
+	s, err := New(Config{IssuerURL: testIssuer, Clients: clients, Keys: keys, Clock: clocktesting.NewFakeClock(t0)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,133 @@
+package tokenserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
+)
+
+// MaxTokenTTL is the longest token lifetime the API allows (spec.tokenTTL); a retired key stays
+// in the JWKS this long plus ClockSkew after it stops signing.
+const (
+	MaxTokenTTL = 24 * time.Hour
+	ClockSkew   = 5 * time.Minute
+)
+
+// Options configure a running token server.
+type Options struct {
+	IssuerURL        string
+	ListenAddress    string
+	SigningKeySecret types.NamespacedName
+	WatchNamespaces  []string
+	DefaultAudience  string
+	// TLSCertFile and TLSKeyFile serve HTTPS; both or neither. They are reloaded when they change.
+	TLSCertFile, TLSKeyFile string
+	Clock                   clock.Clock
+	// Listener, when set, is served instead of listening on ListenAddress.
+	Listener net.Listener
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg *rest.Config, o Options) error {
+	logger := log.FromContext(ctx)
+	iss, err := issuer.Parse(o.IssuerURL)
+	if err != nil {
+		return err
+	}
+	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	clients, err := NewInformerClients(cfg, o.WatchNamespaces, o.Clock)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	keys := NewSecretKeys(cs, o.SigningKeySecret, o.Clock, MaxTokenTTL+ClockSkew)
+	srv, err := New(Config{
+		IssuerURL:       iss,
+		DefaultAudience: o.DefaultAudience,
+		Clients:         clients,
+		Keys:            keys,
+		Clock:           o.Clock,
+		Registry:        prometheus.NewRegistry(),
+		Staleness:       clients.Staleness,
+		CachedClients:   clients.Count,
+		Ready: func() error {
+			switch {
+			case !clients.Synced():
+				return errors.New("the M2MClient cache has not synced")
+			case !keys.Loaded():
+				return errors.New("no signing key is loaded")
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	clients.Start(ctx)
+	go keys.Run(ctx)
+
+	httpServer := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	ln := o.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", o.ListenAddress); err != nil {
+			return fmt.Errorf("listening on %s: %w", o.ListenAddress, err)
+		}
+	}
+	if o.TLSCertFile != "" {
+		watcher, err := certwatcher.New(o.TLSCertFile, o.TLSKeyFile)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("loading the TLS certificate: %w", err)
+		}
+		go func() { _ = watcher.Start(ctx) }()
+		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: watcher.GetCertificate, NextProtos: []string{"http/1.1"}})
+	}
+	logger.Info("token server listening", "address", ln.Addr().String(), "issuer", iss, "tls", o.TLSCertFile != "")
+
+	errc := make(chan error, 1)
+	go func() { errc <- httpServer.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	if err := httpServer.Shutdown(shutdown); err != nil {
+		return err
+	}
+	return nil
+}

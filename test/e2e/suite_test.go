@@ -1,0 +1,181 @@
+// Package e2e runs the real manager and the real token server against a real API server, and
+// drives them the way a service would: with the credentials from the Secret and plain HTTP.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
+)
+
+const wait = 30 * time.Second
+
+var (
+	env    *testenv.Env
+	issuer string
+)
+
+func TestMain(m *testing.M) {
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	certs, err := os.MkdirTemp("", "m2m-e2e-apiserver")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(certs)
+	e, err := testenv.Start(testenv.RestartableAPIServer(certs))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env = e
+	defer func() { _ = e.Stop() }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "m2m-system"}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	issuer = "http://" + ln.Addr().String()
+
+	mgr, err := operator.NewManager(e.Config, operator.Options{IssuerURL: issuer})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	mgrDone := make(chan error, 1)
+	go func() { mgrDone <- mgr.Start(ctx) }()
+	tsDone := make(chan error, 1)
+	go func() {
+		tsDone <- tokenserver.Run(ctx, e.Config, tokenserver.Options{
+			IssuerURL:        issuer,
+			Listener:         ln,
+			SigningKeySecret: operator.DefaultSigningKeySecret,
+		})
+	}()
+	if err := waitHTTP(issuer + "/readyz"); err != nil {
+		fmt.Fprintln(os.Stderr, "the token server never became ready:", err)
+		return 1
+	}
+
+	code := m.Run()
+	cancel()
+	for name, done := range map[string]chan error{"manager": mgrDone, "token server": tsDone} {
+		if err := <-done; err != nil {
+			fmt.Fprintln(os.Stderr, name+":", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+func waitHTTP(url string) error {
+	deadline := time.Now().Add(wait)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var nsCount int
+
+func namespace(t *testing.T) string {
+	t.Helper()
+	nsCount++
+	name := fmt.Sprintf("e2e-%d", nsCount)
+	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// readyClient creates obj and waits until it is Ready, and returns its Secret.
+func readyClient(t *testing.T, obj *m2mv1alpha1.M2MClient) *corev1.Secret {
+	t.Helper()
+	ctx := context.Background()
+	if err := env.Client.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(obj.Status.Conditions, controllers.ConditionReady) {
+			return fmt.Errorf("not Ready")
+		}
+		return nil
+	})
+	s := &corev1.Secret{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: obj.Status.SecretName}, s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// jwksKeyfunc fetches the JWKS over HTTP, as any verifier would, and finds keys by kid.
+func jwksKeyfunc(t *testing.T) jwt.Keyfunc {
+	t.Helper()
+	resp, err := http.Get(issuer + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var set signingkeys.JWKS
+	if err := json.Unmarshal(raw, &set); err != nil {
+		t.Fatalf("JWKS %s: %v", raw, err)
+	}
+	return func(tok *jwt.Token) (any, error) {
+		for _, k := range set.Keys {
+			if k.KeyID == tok.Header["kid"] {
+				if k.Algorithm != tok.Method.Alg() {
+					return nil, fmt.Errorf("alg %s does not match the key's %s", tok.Method.Alg(), k.Algorithm)
+				}
+				return k.PublicKey()
+			}
+		}
+		return nil, fmt.Errorf("kid %v is not in the JWKS", tok.Header["kid"])
+	}
+}
