@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,12 +19,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/internal/controlplane"
+	"github.com/m2m-dev/m2m-operator/internal/manifests"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/testenv"
@@ -35,7 +40,24 @@ const wait = 30 * time.Second
 var (
 	env    *testenv.Env
 	issuer string
+	// managerConfig and tokenServerConfig authenticate as the ServiceAccounts of config/rbac,
+	// so every test here also checks that their RBAC is enough.
+	managerConfig, tokenServerConfig *rest.Config
 )
+
+// serviceAccount returns a client config that authenticates as the named ServiceAccount.
+func serviceAccount(e *testenv.Env, ns, name string) (*rest.Config, error) {
+	u, err := e.AddUser(envtest.User{
+		Name:   "system:serviceaccount:" + ns + ":" + name,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	cfg := u.Config()
+	cfg.QPS, cfg.Burst = 500, 1000
+	return cfg, nil
+}
 
 func TestMain(m *testing.M) {
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
@@ -63,6 +85,19 @@ func run(m *testing.M) int {
 		return 1
 	}
 
+	if err := manifests.Create(ctx, e.Client, filepath.Join(controlplane.Root(), "config", "rbac")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if managerConfig, err = serviceAccount(e, "m2m-system", "m2m-manager"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if tokenServerConfig, err = serviceAccount(e, "m2m-system", "m2m-token-server"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -70,7 +105,7 @@ func run(m *testing.M) int {
 	}
 	issuer = "http://" + ln.Addr().String()
 
-	mgr, err := operator.NewManager(e.Config, operator.Options{IssuerURL: issuer})
+	mgr, err := operator.NewManager(managerConfig, operator.Options{IssuerURL: issuer})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -79,7 +114,7 @@ func run(m *testing.M) int {
 	go func() { mgrDone <- mgr.Start(ctx) }()
 	tsDone := make(chan error, 1)
 	go func() {
-		tsDone <- tokenserver.Run(ctx, e.Config, tokenserver.Options{
+		tsDone <- tokenserver.Run(ctx, tokenServerConfig, tokenserver.Options{
 			IssuerURL:        issuer,
 			Listener:         ln,
 			SigningKeySecret: operator.DefaultSigningKeySecret,

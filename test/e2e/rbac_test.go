@@ -1,0 +1,39 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/m2m-dev/m2m-operator/internal/operator"
+)
+
+// The token server and manager of this suite run as the ServiceAccounts of config/rbac, so the
+// other tests show that the RBAC is enough. This one shows that the token server's is no more.
+func TestTheTokenServerMayReadItsSigningKeySecretAndNoOtherSecret(t *testing.T) {
+	ctx := context.Background()
+	c, err := client.New(tokenServerConfig, client.Options{Scheme: operator.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, operator.DefaultSigningKeySecret, &corev1.Secret{}); err != nil {
+		t.Fatalf("reading the signing-key Secret: %v", err)
+	}
+	ns := namespace(t)
+	obj := billingClient(ns, "private")
+	s := readyClient(t, obj)
+	if err := c.Get(ctx, client.ObjectKeyFromObject(s), &corev1.Secret{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("reading a client's credentials Secret: %v, want Forbidden", err)
+	}
+	for _, namespace := range []string{ns, operator.DefaultSigningKeySecret.Namespace} {
+		if err := c.List(ctx, &corev1.SecretList{}, client.InNamespace(namespace)); !apierrors.IsForbidden(err) {
+			t.Fatalf("listing Secrets in %s: %v, want Forbidden", namespace, err)
+		}
+	}
+	if err := c.Update(ctx, obj); !apierrors.IsForbidden(err) {
+		t.Fatalf("updating an M2MClient: %v, want Forbidden", err)
+	}
+}
