@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +26,7 @@ import (
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/manifests"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 )
 
 // Options say where the system's files are and how it is reached.
@@ -47,7 +51,8 @@ type System struct {
 	Client     client.Client
 	env        *envtest.Environment
 	stop       context.CancelFunc
-	done       chan error
+	// done receives the exit of the manager and of the token server.
+	done chan error
 }
 
 // Start starts the control plane, installs the CRDs, starts the manager and applies the samples.
@@ -98,8 +103,25 @@ func (s *System) start() error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stop, s.done = cancel, make(chan error, 1)
+	s.stop, s.done = cancel, make(chan error, 2)
 	go func() { s.done <- mgr.Start(ctx) }()
+
+	u, err := url.Parse(s.IssuerURL)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", u.Host)
+	if err != nil {
+		s.done <- nil
+		return fmt.Errorf("the token server cannot listen on %s (is another make dev running?): %w", u.Host, err)
+	}
+	go func() {
+		s.done <- tokenserver.Run(ctx, s.Config, tokenserver.Options{
+			IssuerURL:        s.IssuerURL,
+			Listener:         ln,
+			SigningKeySecret: operator.DefaultSigningKeySecret,
+		})
+	}()
 	return manifests.Create(ctx, s.Client, filepath.Join(s.Root, "config", "samples"))
 }
 
@@ -116,7 +138,7 @@ func (s *System) WaitReady(ctx context.Context) ([]m2mv1alpha1.M2MClient, error)
 				ready++
 			}
 		}
-		if ready == len(list.Items) {
+		if ready == len(list.Items) && s.tokenServerReady(ctx) {
 			return list.Items, nil
 		}
 		select {
@@ -127,27 +149,54 @@ func (s *System) WaitReady(ctx context.Context) ([]m2mv1alpha1.M2MClient, error)
 	}
 }
 
+func (s *System) tokenServerReady(ctx context.Context) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.IssuerURL+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
 // Kubectl is the path of the kubectl binary built with the control plane.
 func (s *System) Kubectl() string {
 	return filepath.Join(s.Assets, "kubectl")
 }
 
-// PrintNextSteps tells a person how to use the running system.
+// PrintNextSteps tells a person how to use the running system: commands to paste, which never
+// contain a secret themselves.
 func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
 	w := s.Out
 	kubectl := s.Kubectl()
 	fmt.Fprintf(w, "\nm2m-operator is running on a local control plane.\n\n")
-	fmt.Fprintf(w, "  kubeconfig:  %s\n", s.Kubeconfig)
-	fmt.Fprintf(w, "  kubectl:     %s\n", kubectl)
-	fmt.Fprintf(w, "  issuer:      %s\n\n", s.IssuerURL)
-	fmt.Fprintf(w, "Try:\n\n")
-	fmt.Fprintf(w, "  export KUBECONFIG=%s\n", s.Kubeconfig)
-	fmt.Fprintf(w, "  %s get m2mclients -A -o wide\n", kubectl)
-	for _, c := range clients {
-		fmt.Fprintf(w, "  %s -n %s get secret %s -o jsonpath='{.data.client_id}' | base64 -d; echo\n", kubectl, c.Namespace, c.Status.SecretName)
+	fmt.Fprintf(w, "  kubeconfig:    %s\n", s.Kubeconfig)
+	fmt.Fprintf(w, "  kubectl:       %s\n", kubectl)
+	fmt.Fprintf(w, "  token server:  %s/oauth2/token\n", s.IssuerURL)
+	fmt.Fprintf(w, "  JWKS:          %s/.well-known/jwks.json\n\n", s.IssuerURL)
+	fmt.Fprintf(w, "Try, in another terminal:\n\n")
+	for _, line := range s.NextSteps(clients) {
+		fmt.Fprintf(w, "  %s\n", line)
 	}
-	fmt.Fprintf(w, "  %s -n default delete secret %s   # the manager writes a new one\n", kubectl, firstSecret(clients))
 	fmt.Fprintf(w, "\nPress Ctrl-C to stop everything.\n")
+}
+
+// NextSteps are the shell lines PrintNextSteps prints: list the clients, read the first sample's
+// credentials from its Secret, and get a token with a JSON body as in Stytch's docs.
+func (s *System) NextSteps(clients []m2mv1alpha1.M2MClient) []string {
+	kubectl := s.Kubectl()
+	ns, secret := "default", firstSecret(clients)
+	return []string{
+		"export KUBECONFIG=" + s.Kubeconfig,
+		kubectl + " get m2mclients -A",
+		fmt.Sprintf("CLIENT_ID=$(%s -n %s get secret %s -o jsonpath='{.data.client_id}' | base64 -d)", kubectl, ns, secret),
+		fmt.Sprintf("CLIENT_SECRET=$(%s -n %s get secret %s -o jsonpath='{.data.client_secret}' | base64 -d)", kubectl, ns, secret),
+		fmt.Sprintf(`curl -s %s/oauth2/token -H 'Content-Type: application/json' -d "{\"client_id\":\"$CLIENT_ID\",\"client_secret\":\"$CLIENT_SECRET\",\"grant_type\":\"client_credentials\"}"`, s.IssuerURL),
+		"curl -s " + s.IssuerURL + "/.well-known/jwks.json",
+	}
 }
 
 func firstSecret(clients []m2mv1alpha1.M2MClient) string {
@@ -165,8 +214,10 @@ func (s *System) Stop() error {
 	var errs []error
 	if s.stop != nil {
 		s.stop()
-		if err := <-s.done; err != nil && !errors.Is(err, context.Canceled) {
-			errs = append(errs, fmt.Errorf("manager: %w", err))
+		for range cap(s.done) {
+			if err := <-s.done; err != nil && !errors.Is(err, context.Canceled) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if err := s.env.Stop(); err != nil {

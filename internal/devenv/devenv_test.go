@@ -3,6 +3,7 @@ package devenv
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -15,15 +16,21 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/controlplane"
 )
 
-// The system behind `make dev` comes up with the samples Ready, its printed kubectl line works
-// with its kubeconfig, and stopping it leaves no kubeconfig pointing at closed ports.
+// The system behind `make dev` comes up with the samples Ready, the commands it prints get a
+// token when pasted into a shell, and stopping it leaves no kubeconfig pointing at closed ports.
 func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 	assets, err := controlplane.Assets()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	sys, err := Start(Options{Root: controlplane.Root(), StateDir: t.TempDir(), Assets: assets, IssuerURL: "http://127.0.0.1:8080", Out: &out})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := "http://" + l.Addr().String()
+	l.Close()
+	sys, err := Start(Options{Root: controlplane.Root(), StateDir: t.TempDir(), Assets: assets, IssuerURL: issuer, Out: &out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,11 +60,23 @@ func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 		t.Fatalf("the printed next steps lack the kubeconfig or a kubectl line:\n%s", out.String())
 	}
 
-	kubectl := exec.Command(sys.Kubectl(), "get", "m2mclients", "-A")
-	kubectl.Env = append(os.Environ(), "KUBECONFIG="+sys.Kubeconfig)
-	got, err := kubectl.CombinedOutput()
-	if err != nil || !strings.Contains(string(got), clients[0].Status.ClientID) || !strings.Contains(string(got), "Active") {
-		t.Fatalf("kubectl get m2mclients: %v\n%s", err, got)
+	// Run the printed lines exactly as a person would paste them.
+	script := strings.Join(sys.NextSteps(clients), "\n")
+	for _, line := range sys.NextSteps(clients) {
+		if !strings.Contains(out.String(), line) {
+			t.Fatalf("the line %q is not printed", line)
+		}
+	}
+	shell := exec.Command("bash", "-euo", "pipefail", "-c", script)
+	shell.Env = os.Environ()
+	got, err := shell.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the printed commands failed: %v\n%s", err, got)
+	}
+	for _, want := range []string{clients[0].Status.ClientID, "Active", `"access_token":"`, `"token_type":"Bearer"`, `"keys":[{`} {
+		if !strings.Contains(string(got), want) {
+			t.Fatalf("the printed commands' output lacks %q:\n%s", want, got)
+		}
 	}
 
 	stopped = true
