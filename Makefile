@@ -45,6 +45,10 @@ test: verify-generated vet ## Everything CI checks: generated files, vet, unit a
 bench-controller: ## Controller scale benchmark (N=1000 by default); results belong in docs/benchmarks.md.
 	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/bench-controller -n $(or $(N),1000)
 
+.PHONY: bench-token
+bench-token: ## Token server benchmark (10,000 clients, wrk at 16 connections); results belong in docs/benchmarks.md.
+	hack/bench-token.sh
+
 ##@ Run
 
 .PHONY: dev

@@ -59,6 +59,24 @@ type fixture struct {
 	clock *clocktesting.FakeClock
 }
 
+// newFixtureServer is the Server of newFixture, without an HTTP listener.
+func newFixtureServer(t testing.TB) *Server {
+	t.Helper()
+	key, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := NewStaticKeys(&signingkeys.Set{Keys: []*signingkeys.Key{key}}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: testClient(goodID, goodSecret)}, Keys: keys, Clock: clocktesting.NewFakeClock(t0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func newFixture(t testing.TB, defaultAudience string) *fixture {
 	t.Helper()
 	key, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, t0)

@@ -1,0 +1,325 @@
+// Command bench-token measures the real token server (the cmd/token-server binary) with N
+// M2MClients in its cache, under wrk on loopback, and, in the same run, the signing-only ceiling
+// from `go test -bench`. `make bench-token` runs it; results go in docs/benchmarks.md.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/controlplane"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/testenv"
+)
+
+func main() {
+	n := flag.Int("clients", 10000, "M2MClients in the token server's cache.")
+	conns := flag.Int("connections", 16, "wrk connections.")
+	threads := flag.Int("threads", 2, "wrk threads.")
+	duration := flag.Duration("duration", 20*time.Second, "Length of the measured load.")
+	flag.Parse()
+	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
+	if err := run(*n, *conns, *threads, *duration); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-token:", err)
+		os.Exit(1)
+	}
+}
+
+func secretFor(i int) string {
+	return fmt.Sprintf("bench-secret-%06d-0123456789abcdefghijklmnop", i)
+}
+
+func run(n, conns, threads int, duration time.Duration) error {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		return fmt.Errorf("wrk is not installed (make bench-token installs it with apt-get)")
+	}
+	work, err := os.MkdirTemp("", "bench-token")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	env, err := testenv.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = env.Stop() }()
+	ctx := context.Background()
+	c := env.Client
+
+	fmt.Printf("seeding %d M2MClients (status written directly, no manager)...\n", n)
+	if err := seed(ctx, c, n); err != nil {
+		return err
+	}
+
+	root := controlplane.Root()
+	bin := filepath.Join(work, "token-server")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/token-server")
+	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("building the token server: %w", err)
+	}
+	user, err := env.AddUser(envtest.User{Name: "bench", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	kcPath := filepath.Join(work, "kubeconfig")
+	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	issuer := "http://" + addr
+	ts := exec.Command(bin, "--issuer-url", issuer, "--listen-address", addr, "--kubeconfig", kcPath, "--zap-log-level", "error")
+	ts.Stdout, ts.Stderr = os.Stderr, os.Stderr
+	if err := ts.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = ts.Process.Kill(); _ = ts.Wait() }()
+	if err := waitCached(issuer, n); err != nil {
+		return err
+	}
+	rssIdle := rss(ts.Process.Pid, "VmRSS")
+
+	script := filepath.Join(work, "tokens.lua")
+	if err := writeScript(script, n); err != nil {
+		return err
+	}
+	// Warm up connections, caches and the Go runtime, then measure.
+	if _, err := exec.Command(wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", "3s", "-s", script, issuer).Output(); err != nil {
+		return fmt.Errorf("wrk warm-up: %w", err)
+	}
+	out, err := exec.Command(wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", duration.String(), "--latency", "-s", script, issuer).Output()
+	if err != nil {
+		return fmt.Errorf("wrk: %w", err)
+	}
+	rssAfter, rssPeak := rss(ts.Process.Pid, "VmRSS"), rss(ts.Process.Pid, "VmHWM")
+	res := parseWrk(string(out))
+	_ = ts.Process.Kill()
+	_ = ts.Wait()
+
+	fmt.Println("signing-only ceiling: go test -bench BenchmarkSignAccessToken on", runtime.NumCPU(), "cores...")
+	bench := exec.Command("go", "test", "-run", "^$", "-bench", "^BenchmarkSignAccessToken$", "-benchtime", "3s", "-cpu", strconv.Itoa(runtime.NumCPU()), "./internal/tokenserver")
+	bench.Dir = root
+	bout, err := bench.Output()
+	if err != nil {
+		return fmt.Errorf("go test -bench: %w\n%s", err, bout)
+	}
+	nsPerOp, err := parseBench(string(bout))
+	if err != nil {
+		return err
+	}
+	ceiling := 1e9 / nsPerOp
+
+	fmt.Printf("\nwrk: %s\n", strings.TrimSpace(string(out)))
+	fmt.Printf("\nclients cached:           %d\n", n)
+	fmt.Printf("load:                     wrk -t%d -c%d -d%s, form bodies cycling through all clients\n", threads, conns, duration)
+	fmt.Printf("tokens/s:                 %.0f\n", res.rps)
+	fmt.Printf("latency p50 / p99:        %s / %s\n", res.p50, res.p99)
+	fmt.Printf("non-2xx responses:        %d (socket errors: %s)\n", res.non2xx, res.socketErrors)
+	fmt.Printf("signing-only ceiling:     %.0f signatures/s (%.1f µs/op wall on %d cores)\n", ceiling, nsPerOp/1000, runtime.NumCPU())
+	fmt.Printf("throughput / ceiling:     %.0f%%\n", 100*res.rps/ceiling)
+	fmt.Printf("token server RSS:         %d MiB idle with %d clients, %d MiB after the load, %d MiB peak\n", rssIdle>>10, n, rssAfter>>10, rssPeak>>10)
+	return nil
+}
+
+// seed creates n M2MClients with accepted secrets in their status, as the manager would leave
+// them, and the signing-key Secret.
+func seed(ctx context.Context, c client.Client, n int) error {
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "m2m-system"}}); err != nil {
+		return err
+	}
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}); err != nil {
+		return err
+	}
+	key, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, time.Now())
+	if err != nil {
+		return err
+	}
+	data, err := (&signingkeys.Set{Keys: []*signingkeys.Key{key}}).Encode()
+	if err != nil {
+		return err
+	}
+	if err := c.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: operator.DefaultSigningKeySecret.Namespace, Name: operator.DefaultSigningKeySecret.Name},
+		Data:       map[string][]byte{signingkeys.DataKey: data},
+	}); err != nil {
+		return err
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				obj := &m2mv1alpha1.M2MClient{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("client-%05d", i)},
+					Spec: m2mv1alpha1.M2MClientSpec{
+						Scopes:    []m2mv1alpha1.Scope{"read:invoices", "write:payments"},
+						Audiences: []m2mv1alpha1.Audience{"https://payments.example.com"},
+					},
+				}
+				if err := c.Create(ctx, obj); err != nil {
+					errs <- err
+					return
+				}
+				obj.Status = m2mv1alpha1.M2MClientStatus{
+					ClientID:        fmt.Sprintf("m2m-bench-%05d", i),
+					AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secretFor(i)), CreatedAt: metav1.Now()}},
+				}
+				if err := c.Status().Update(ctx, obj); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func writeScript(path string, n int) error {
+	var b strings.Builder
+	b.WriteString("local bodies = {\n")
+	for i := range n {
+		body := url.Values{
+			"grant_type":    {"client_credentials"},
+			"client_id":     {fmt.Sprintf("m2m-bench-%05d", i)},
+			"client_secret": {secretFor(i)},
+		}.Encode()
+		fmt.Fprintf(&b, "  %q,\n", body)
+	}
+	b.WriteString(`}
+local i = 0
+init = function(args)
+  i = math.random(#bodies)
+end
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", "/oauth2/token", {["Content-Type"] = "application/x-www-form-urlencoded"}, bodies[i])
+end
+`)
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// waitCached waits until the token server is ready and has every client in its cache.
+func waitCached(issuer string, n int) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	want := fmt.Sprintf("m2m_clients_cached %d", n)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(issuer + "/metrics")
+		if err == nil {
+			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				if sc.Text() == want {
+					resp.Body.Close()
+					return nil
+				}
+			}
+			resp.Body.Close()
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("the token server did not cache %d clients", n)
+}
+
+// rss reads a memory figure of a process from /proc, in KiB.
+func rss(pid int, field string) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return kb
+		}
+	}
+	return 0
+}
+
+type wrkResult struct {
+	rps          float64
+	p50, p99     string
+	non2xx       int
+	socketErrors string
+}
+
+func parseWrk(out string) wrkResult {
+	var r wrkResult
+	if m := regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`).FindStringSubmatch(out); m != nil {
+		r.rps, _ = strconv.ParseFloat(m[1], 64)
+	}
+	if m := regexp.MustCompile(`\n\s+50%\s+(\S+)`).FindStringSubmatch(out); m != nil {
+		r.p50 = m[1]
+	}
+	if m := regexp.MustCompile(`\n\s+99%\s+(\S+)`).FindStringSubmatch(out); m != nil {
+		r.p99 = m[1]
+	}
+	if m := regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`).FindStringSubmatch(out); m != nil {
+		r.non2xx, _ = strconv.Atoi(m[1])
+	}
+	r.socketErrors = "none"
+	if m := regexp.MustCompile(`Socket errors:\s+(.*)`).FindStringSubmatch(out); m != nil {
+		r.socketErrors = m[1]
+	}
+	return r
+}
+
+func parseBench(out string) (float64, error) {
+	m := regexp.MustCompile(`BenchmarkSignAccessToken\S*\s+\d+\s+([0-9.]+) ns/op`).FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no benchmark result in:\n%s", out)
+	}
+	return strconv.ParseFloat(m[1], 64)
+}
