@@ -25,8 +25,10 @@ import (
 
 // keyState is one loaded key set and its JWKS document, swapped in whole.
 type keyState struct {
-	set       *signingkeys.Set
-	active    *signingkeys.Key
+	set    *signingkeys.Set
+	active *signingkeys.Key
+	// header is the base64url JOSE header of tokens signed by active.
+	header    string
 	jwks      []byte
 	etag      string
 	loadedAt  time.Time
@@ -162,7 +164,16 @@ func newKeyState(set *signingkeys.Set, now time.Time, maxTokenAge time.Duration)
 	for _, j := range jwks.Keys {
 		published[j.KeyID] = true
 	}
+	var header string
+	if active := set.Active(); active != nil {
+		h, err := json.Marshal(map[string]string{"alg": string(active.Algorithm), "kid": active.KID, "typ": "at+jwt"})
+		if err != nil {
+			return nil, err
+		}
+		header = base64.RawURLEncoding.EncodeToString(h)
+	}
 	return &keyState{
+		header:    header,
 		set:       set,
 		active:    set.Active(),
 		jwks:      doc,

@@ -6,6 +6,7 @@ package tokenserver
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -258,33 +259,40 @@ func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (stri
 	jti := make([]byte, 16)
 	_, _ = rand.Read(jti) // crypto/rand.Read never fails (Go 1.24+)
 	now := s.cfg.Clock.Now().Truncate(time.Second)
-	claims := jwt.MapClaims{}
-	if c.Spec.TokenClaims != nil {
-		for k, v := range c.Spec.TokenClaims.Claims {
-			claims[k] = v
-		}
+	claims := accessClaims{
+		Issuer:   s.cfg.IssuerURL,
+		Subject:  c.Status.ClientID,
+		ClientID: c.Status.ClientID,
+		Scope:    strings.Join(scopes, " "),
+		IssuedAt: now.Unix(),
+		NotBef:   now.Unix(),
+		Expires:  now.Add(ttl).Unix(),
+		ID:       base64.RawURLEncoding.EncodeToString(jti),
 	}
-	claims["iss"] = s.cfg.IssuerURL
-	claims["sub"] = c.Status.ClientID
-	claims["client_id"] = c.Status.ClientID
 	if len(audience) == 1 {
-		claims["aud"] = audience[0]
+		claims.Audience = audience[0]
 	} else {
-		claims["aud"] = audience
+		claims.Audience = audience
 	}
-	claims["scope"] = strings.Join(scopes, " ")
-	claims["iat"] = now.Unix()
-	claims["nbf"] = now.Unix()
-	claims["exp"] = now.Add(ttl).Unix()
-	claims["jti"] = base64.RawURLEncoding.EncodeToString(jti)
+	if c.Spec.TokenClaims != nil && len(c.Spec.TokenClaims.Claims) > 0 {
+		extra, err := json.Marshal(c.Spec.TokenClaims.Claims)
+		if err != nil {
+			return "", 0, &oauthError{Code: ErrTemporarilyUnavailable, Description: "the client's tokenClaims could not be encoded", status: http.StatusServiceUnavailable, reason: "claims_encoding"}
+		}
+		claims.extra = extra
+	}
 
-	tok := jwt.NewWithClaims(st.active.Method(), claims)
-	tok.Header["typ"] = "at+jwt"
-	tok.Header["kid"] = st.active.KID
-	signed, err := tok.SignedString(st.active.SigningKey())
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", 0, &oauthError{Code: ErrTemporarilyUnavailable, Description: "the token could not be encoded", status: http.StatusServiceUnavailable, reason: "claims_encoding"}
+	}
+	// The header is the same for every token of a key, so it is encoded once per key set.
+	signingInput := st.header + "." + base64.RawURLEncoding.EncodeToString(payload)
+	sig, err := st.active.Method().Sign(signingInput, st.active.SigningKey())
 	if err != nil {
 		return "", 0, &oauthError{Code: ErrTemporarilyUnavailable, Description: "the token could not be signed", status: http.StatusServiceUnavailable, reason: "signing_failed"}
 	}
+	signed := signingInput + "." + base64.RawURLEncoding.EncodeToString(sig)
 	return signed, ttl, nil
 }
 

@@ -1,0 +1,64 @@
+package tokenserver
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// accessClaims are the claims of an RFC 9068 access token. Encoding a struct, rather than a
+// map, spares the reflection and key sorting of a map on every token: a measurable share of the
+// token endpoint's time.
+type accessClaims struct {
+	Issuer   string `json:"iss"`
+	Subject  string `json:"sub"`
+	Audience any    `json:"aud"`
+	ClientID string `json:"client_id"`
+	Scope    string `json:"scope"`
+	IssuedAt int64  `json:"iat"`
+	NotBef   int64  `json:"nbf"`
+	Expires  int64  `json:"exp"`
+	ID       string `json:"jti"`
+	// extra is the client's tokenClaims as a JSON object. The API refuses registered claim
+	// names in it, so it never repeats a field above.
+	extra []byte
+}
+
+// plainClaims has accessClaims' fields and none of its methods.
+type plainClaims accessClaims
+
+// MarshalJSON writes the registered claims, then the client's own.
+func (c accessClaims) MarshalJSON() ([]byte, error) {
+	out, err := json.Marshal(plainClaims(c))
+	if err != nil || len(c.extra) <= 2 { // "{}"
+		return out, err
+	}
+	out = append(out[:len(out)-1], ',')
+	return append(out, c.extra[1:]...), nil
+}
+
+func (c accessClaims) GetExpirationTime() (*jwt.NumericDate, error) {
+	return jwt.NewNumericDate(time.Unix(c.Expires, 0)), nil
+}
+
+func (c accessClaims) GetIssuedAt() (*jwt.NumericDate, error) {
+	return jwt.NewNumericDate(time.Unix(c.IssuedAt, 0)), nil
+}
+
+func (c accessClaims) GetNotBefore() (*jwt.NumericDate, error) {
+	return jwt.NewNumericDate(time.Unix(c.NotBef, 0)), nil
+}
+
+func (c accessClaims) GetIssuer() (string, error)  { return c.Issuer, nil }
+func (c accessClaims) GetSubject() (string, error) { return c.Subject, nil }
+
+func (c accessClaims) GetAudience() (jwt.ClaimStrings, error) {
+	switch a := c.Audience.(type) {
+	case string:
+		return jwt.ClaimStrings{a}, nil
+	case []string:
+		return a, nil
+	}
+	return nil, nil
+}
