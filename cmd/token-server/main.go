@@ -29,6 +29,7 @@ func main() {
 	flag.StringVar(&o.DefaultAudience, "default-audience", "", "Audience of tokens for clients with no spec.audiences.")
 	flag.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate for HTTPS; reloaded when it changes.")
 	flag.StringVar(&o.TLSKeyFile, "tls-key-file", "", "PEM private key for HTTPS; reloaded when it changes.")
+	flag.StringVar(&o.DebugAddress, "debug-address", "", "Address of a net/http/pprof endpoint for profiling; empty (the default) disables it. Never expose it.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))

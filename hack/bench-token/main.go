@@ -8,6 +8,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -41,8 +42,9 @@ import (
 func main() {
 	n := flag.Int("clients", 10000, "M2MClients in the token server's cache.")
 	conns := flag.Int("connections", 16, "wrk connections.")
-	threads := flag.Int("threads", 2, "wrk threads.")
+	threads := flag.Int("threads", 1, "wrk threads. One leaves the token server more of a 2-core machine.")
 	duration := flag.Duration("duration", 20*time.Second, "Length of the measured load.")
+	flag.StringVar(&profile, "cpu-profile", "", "Write a 10 s CPU profile of the token server under load to this file.")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
 	if err := run(*n, *conns, *threads, *duration); err != nil {
@@ -50,6 +52,8 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+var profile string
 
 func secretFor(i int) string {
 	return fmt.Sprintf("bench-secret-%06d-0123456789abcdefghijklmnop", i)
@@ -103,7 +107,11 @@ func run(n, conns, threads int, duration time.Duration) error {
 		return err
 	}
 	issuer := "http://" + addr
-	ts := exec.Command(bin, "--issuer-url", issuer, "--listen-address", addr, "--kubeconfig", kcPath, "--zap-log-level", "error")
+	args := []string{"--issuer-url", issuer, "--listen-address", addr, "--kubeconfig", kcPath, "--zap-log-level", "error"}
+	if profile != "" {
+		args = append(args, "--debug-address", "127.0.0.1:6060")
+	}
+	ts := exec.Command(bin, args...)
 	ts.Stdout, ts.Stderr = os.Stderr, os.Stderr
 	if err := ts.Start(); err != nil {
 		return err
@@ -121,6 +129,21 @@ func run(n, conns, threads int, duration time.Duration) error {
 	// Warm up connections, caches and the Go runtime, then measure.
 	if _, err := exec.Command(wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", "3s", "-s", script, issuer).Output(); err != nil {
 		return fmt.Errorf("wrk warm-up: %w", err)
+	}
+	if profile != "" {
+		go func() {
+			resp, err := http.Get("http://127.0.0.1:6060/debug/pprof/profile?seconds=10")
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(profile)
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			_, _ = io.Copy(f, resp.Body)
+		}()
 	}
 	out, err := exec.Command(wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", duration.String(), "--latency", "-s", script, issuer).Output()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,8 @@ type Options struct {
 	Clock                   clock.Clock
 	// Listener, when set, is served instead of listening on ListenAddress.
 	Listener net.Listener
+	// DebugAddress, when set, serves net/http/pprof there, apart from the OAuth endpoints.
+	DebugAddress string
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -105,6 +108,15 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		if ln, err = net.Listen("tcp", o.ListenAddress); err != nil {
 			return fmt.Errorf("listening on %s: %w", o.ListenAddress, err)
 		}
+	}
+	if o.DebugAddress != "" {
+		debug := http.NewServeMux()
+		debug.HandleFunc("/debug/pprof/", pprof.Index)
+		debug.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		debug.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		dbg := &http.Server{Addr: o.DebugAddress, Handler: debug, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = dbg.ListenAndServe() }()
+		go func() { <-ctx.Done(); _ = dbg.Close() }()
 	}
 	if o.TLSCertFile != "" {
 		watcher, err := certwatcher.New(o.TLSCertFile, o.TLSKeyFile)
