@@ -124,14 +124,8 @@ type tokenResponse struct {
 // token is the pipeline: parse, authenticate the client, check grant, scope and audience, sign,
 // write.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
-	req, bad := parseRequest(w, r)
-	if bad != nil {
-		s.fail(w, bad, "")
-		return
-	}
-	client, bad := s.authenticate(req)
-	if bad != nil {
-		s.fail(w, bad, "")
+	req, client, ok := s.authenticated(w, r)
+	if !ok {
 		return
 	}
 	id := client.Status.ClientID
@@ -169,6 +163,20 @@ func (s *Server) fail(w http.ResponseWriter, e *oauthError, clientID string) {
 	}
 	s.metrics.failures.WithLabelValues(e.reason, clientID).Inc()
 	writeError(w, e)
+}
+
+// authenticated parses a request and authenticates its client, the first steps of both the token
+// and the introspection endpoint. When it returns false it has written the error.
+func (s *Server) authenticated(w http.ResponseWriter, r *http.Request) (*tokenRequest, *m2mv1alpha1.M2MClient, bool) {
+	req, bad := parseRequest(w, r)
+	if bad == nil {
+		var client *m2mv1alpha1.M2MClient
+		if client, bad = s.authenticate(req); bad == nil {
+			return req, client, true
+		}
+	}
+	s.fail(w, bad, "")
+	return nil, nil, false
 }
 
 // authenticate finds the client and checks its secret. An unknown client, a wrong secret and a
@@ -368,14 +376,8 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 
 // introspect answers RFC 7662 requests from any authenticated M2MClient.
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
-	req, bad := parseRequest(w, r)
-	if bad != nil {
-		s.fail(w, bad, "")
-		return
-	}
-	caller, bad := s.authenticate(req)
-	if bad != nil {
-		s.fail(w, bad, "")
+	req, caller, ok := s.authenticated(w, r)
+	if !ok {
 		return
 	}
 	if req.token == "" {

@@ -59,10 +59,10 @@ type fixture struct {
 	clock *clocktesting.FakeClock
 }
 
-// newFixtureServer is the Server of newFixture, without an HTTP listener.
-func newFixtureServer(t testing.TB) *Server {
+// staticKeys is a key set with one active key of alg.
+func staticKeys(t testing.TB, alg signingkeys.Algorithm) (*signingkeys.Key, *StaticKeys) {
 	t.Helper()
-	key, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, t0)
+	key, err := signingkeys.Generate(alg, signingkeys.StateActive, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,6 +70,13 @@ func newFixtureServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return key, keys
+}
+
+// newFixtureServer is the Server of newFixture, without an HTTP listener.
+func newFixtureServer(t testing.TB) *Server {
+	t.Helper()
+	_, keys := staticKeys(t, signingkeys.ES256)
 	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: testClient(goodID, goodSecret)}, Keys: keys, Clock: clocktesting.NewFakeClock(t0)})
 	if err != nil {
 		t.Fatal(err)
@@ -79,14 +86,7 @@ func newFixtureServer(t testing.TB) *Server {
 
 func newFixture(t testing.TB, defaultAudience string) *fixture {
 	t.Helper()
-	key, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := NewStaticKeys(&signingkeys.Set{Keys: []*signingkeys.Key{key}}, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, keys := staticKeys(t, signingkeys.ES256)
 	disabled := testClient(disabledID, disabledPass)
 	disabled.Spec.Disabled = true
 	bare := testClient(bareID, bareSecret)
@@ -377,8 +377,7 @@ func TestIntrospectionSaysActiveOnlyForAValidTokenOfAnEnabledClient(t *testing.T
 }
 
 func TestIntrospectionSaysInactiveOnceTheClientIsDisabledOrDeleted(t *testing.T) {
-	key, _ := signingkeys.Generate(signingkeys.EdDSA, signingkeys.StateActive, t0)
-	keys, _ := NewStaticKeys(&signingkeys.Set{Keys: []*signingkeys.Key{key}}, t0)
+	key, keys := staticKeys(t, signingkeys.EdDSA)
 	clients := mapClients{goodID: testClient(goodID, goodSecret), bareID: testClient(bareID, bareSecret)}
 	s, err := New(Config{IssuerURL: testIssuer, Clients: clients, Keys: keys, Clock: clocktesting.NewFakeClock(t0)})
 	if err != nil {
