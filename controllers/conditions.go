@@ -36,4 +36,7 @@ const (
 	EventStatusRecovered = "StatusRecovered"
 	// EventSecretExpired: a previous secret's grace period ended and it is no longer accepted.
 	EventSecretExpired = "SecretExpired"
+	// EventRotated: the secret was replaced by a new one, on schedule, for a new trigger or
+	// annotation value, or to resume a rotation that a crash interrupted. The message says which.
+	EventRotated = "Rotated"
 )

@@ -242,6 +242,9 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		secret = written
 		r.completeRotation(obj, value, now)
 		if first {
+			// Values present at creation ask for no rotation: the first secret is brand new.
+			obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
+			obj.Status.LastRotateAnnotation = obj.Annotations[m2mv1alpha1.RotateAnnotation]
 			r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, EventCredentialsCreated, "Create", "client %s: credentials written to Secret %s", id, secret.Name)
 		} else {
 			r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, EventSecretRecreated, "Rotate", "%s: a new secret was written; the previous one expires after %s", decision.Why, GracePeriod(obj))
@@ -261,8 +264,26 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 	case ActionCompleteRotation:
 		obj.Status.ClientID = id
 		r.completeRotation(obj, string(secret.Data[KeyClientSecret]), now)
+	case ActionResumeRotation:
+		obj.Status.ClientID = id
+		if secret, err = r.rotate(ctx, obj, p, secret, id, now, "Resumed", decision.Why); err != nil {
+			return ctrl.Result{}, err
+		}
 	case ActionNone:
 		obj.Status.ClientID = id
+		switch reason, why := RotationDue(obj, now); reason {
+		case RotationNotDue:
+		case RotationDeferred:
+			log.FromContext(ctx).Info("rotation deferred", "why", why)
+		default:
+			// Step 1 records the values being acted on, so that a crash and restart resumes this
+			// rotation (ActionResumeRotation) instead of starting another for the same value.
+			obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
+			obj.Status.LastRotateAnnotation = obj.Annotations[m2mv1alpha1.RotateAnnotation]
+			if secret, err = r.rotate(ctx, obj, p, secret, id, now, string(reason), why); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
 	}
 
 	// The Secret now carries an accepted secret; make the rest of it match the spec.
@@ -276,10 +297,42 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, EventSecretExpired, "Expire", "%d previous secret(s) reached the end of the grace period and are no longer accepted", removed)
 	}
 	r.setReady(obj, metav1.ConditionTrue, ReasonCredentialsReady, fmt.Sprintf("Secret %s holds accepted credentials", SecretName(obj)))
-	if !nextExpiry.IsZero() {
-		return ctrl.Result{RequeueAfter: nextExpiry.Sub(now)}, nil
+	obj.Status.NextRotationTime = nil
+	wake := nextExpiry
+	if next := NextRotation(obj); !next.IsZero() {
+		t := metav1.NewTime(next)
+		obj.Status.NextRotationTime = &t
+		if wake.IsZero() || next.Before(wake) {
+			wake = next
+		}
+	}
+	if !wake.IsZero() {
+		// Requeue for the exact moment the next expiry or rotation is due; never poll.
+		return ctrl.Result{RequeueAfter: max(wake.Sub(now), time.Millisecond)}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// rotate replaces the Secret's secret in the crash-safe order: (1) accept the new hash and
+// persist the status, (2) write the Secret, (3) start the previous secrets' grace period, which
+// the end of the reconcile persists.
+func (r *M2MClientReconciler) rotate(ctx context.Context, obj *m2mv1alpha1.M2MClient, p *statusPatcher, secret *corev1.Secret, id string, now time.Time, reason, why string) (*corev1.Secret, error) {
+	value, err := credentials.NewSecret()
+	if err != nil {
+		return nil, err
+	}
+	obj.Status.AcceptedSecrets = Accept(obj.Status.AcceptedSecrets, value, now)
+	if err := p.patch(ctx); err != nil {
+		return nil, err
+	}
+	written, err := r.writeSecret(ctx, obj, secret, id, value)
+	if err != nil {
+		return nil, err
+	}
+	r.completeRotation(obj, value, now)
+	r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventRotated, "Rotate",
+		"rotated (%s): %s; the previous secret is accepted until %s", reason, why, now.Add(GracePeriod(obj)).UTC().Format(time.RFC3339))
+	return written, nil
 }
 
 // completeRotation starts the grace period of every secret but current.
@@ -308,6 +361,17 @@ func (r *M2MClientReconciler) setReady(obj *m2mv1alpha1.M2MClient, status metav1
 // unlabelled Secret of that name is seen (and never overwritten). A brand-new client skips that
 // read: creating its Secret fails if one of that name exists, and then it reads (errUnseenSecret).
 func (r *M2MClientReconciler) getSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient) (*corev1.Secret, error) {
+	unexpiring := 0
+	for _, e := range obj.Status.AcceptedSecrets {
+		if e.ExpiresAt == nil {
+			unexpiring++
+		}
+	}
+	if unexpiring > 1 {
+		// A rotation is in progress: which step it is in depends on what the Secret carries, so
+		// that is read from the API server, never from a cache that may lag.
+		return r.directSecret(ctx, obj)
+	}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: SecretName(obj)}, secret)
 	if apierrors.IsNotFound(err) {

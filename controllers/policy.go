@@ -39,6 +39,11 @@ const (
 	// expiry yet. Start their grace period. Reached after a crash between writing a new secret
 	// and expiring the old ones.
 	ActionCompleteRotation SecretAction = "CompleteRotation"
+	// ActionResumeRotation: status accepts a newer secret than the one the Secret carries: a
+	// rotation persisted its hash and stopped before writing the Secret. That secret was never
+	// written anywhere and its plaintext is gone, so the rotation goes on with a fresh secret;
+	// the unwritten hash merely expires.
+	ActionResumeRotation SecretAction = "ResumeRotation"
 	// ActionRefuseWeak: the Secret carries a new secret that is unfit. Accept nothing.
 	ActionRefuseWeak SecretAction = "RefuseWeak"
 	// ActionConflict: the Secret is not this client's. Never touch it.
@@ -127,10 +132,21 @@ func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Ti
 	case entry.ExpiresAt != nil:
 		return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("Secret %s was set back to a previous client_secret, which is accepted again; other secrets expire after the grace period", SecretName(obj)), Secret: value}
 	}
-	for i := range st.AcceptedSecrets {
-		if st.AcceptedSecrets[i].Hash != hash && st.AcceptedSecrets[i].ExpiresAt == nil {
-			return SecretDecision{Action: ActionCompleteRotation, Why: "the Secret carries the new secret; the previous secrets' grace period starts"}
+	// Entries are in the order they were accepted, so the last one without expiry is the newest.
+	newest, others := "", 0
+	for _, e := range st.AcceptedSecrets {
+		if e.ExpiresAt == nil {
+			newest = e.Hash
+			if e.Hash != hash {
+				others++
+			}
 		}
+	}
+	switch {
+	case newest != hash:
+		return SecretDecision{Action: ActionResumeRotation, Why: "a rotation stopped after accepting a new secret and before writing it to the Secret; it goes on with a fresh secret"}
+	case others > 0:
+		return SecretDecision{Action: ActionCompleteRotation, Why: "the Secret carries the new secret; the previous secrets' grace period starts"}
 	}
 	return SecretDecision{Action: ActionNone, Why: "the Secret carries the current secret"}
 }
@@ -143,23 +159,20 @@ func GracePeriod(obj *m2mv1alpha1.M2MClient) time.Duration {
 	return time.Hour
 }
 
-// Accept returns entries with hash accepted and without expiry. An existing entry for hash keeps
-// its creation time and loses its expiry.
+// Accept returns entries with secret's hash accepted, without expiry, and last: entries stay in
+// the order they were accepted. An existing entry for the hash keeps its creation time.
 func Accept(entries []m2mv1alpha1.AcceptedSecret, secret string, now time.Time) []m2mv1alpha1.AcceptedSecret {
 	hash := credentials.Hash(secret)
 	out := make([]m2mv1alpha1.AcceptedSecret, 0, len(entries)+1)
-	found := false
+	accepted := m2mv1alpha1.AcceptedSecret{Hash: hash, LastFour: credentials.LastFour(secret), CreatedAt: metav1.NewTime(now)}
 	for _, e := range entries {
 		if e.Hash == hash {
-			e.ExpiresAt = nil
-			found = true
+			accepted.CreatedAt = e.CreatedAt
+			continue
 		}
 		out = append(out, e)
 	}
-	if !found {
-		out = append(out, m2mv1alpha1.AcceptedSecret{Hash: hash, LastFour: credentials.LastFour(secret), CreatedAt: metav1.NewTime(now)})
-	}
-	return out
+	return append(out, accepted)
 }
 
 // ExpireOthers returns entries where every entry other than current that has no expiry expires
@@ -232,4 +245,57 @@ func Earlier(a, b *m2mv1alpha1.M2MClient) bool {
 		return a.Namespace < b.Namespace
 	}
 	return a.Name < b.Name
+}
+
+// RotationReason says why a rotation is due.
+type RotationReason string
+
+const (
+	// RotationNotDue: nothing asks for a rotation.
+	RotationNotDue RotationReason = ""
+	// RotationScheduled: lastRotationTime + rotation.period has been reached.
+	RotationScheduled RotationReason = "Scheduled"
+	// RotationTrigger: spec.rotation.trigger has a value not acted on yet.
+	RotationTrigger RotationReason = "Trigger"
+	// RotationAnnotation: the m2m.dev/rotate annotation has a value not acted on yet.
+	RotationAnnotation RotationReason = "Annotation"
+	// RotationDeferred: a rotation is asked for, but status already holds as many secrets as it
+	// may; it waits until the oldest expire.
+	RotationDeferred RotationReason = "Deferred"
+)
+
+// MaxAcceptedSecrets is the size of status.acceptedSecrets that a rotation will not grow past.
+const MaxAcceptedSecrets = 100
+
+// RotationDue says whether obj's secret must rotate at now, and why. It is asked only in the
+// steady state (the Secret carries the one current secret). An empty trigger or annotation value
+// asks for nothing: removing it from Git does not rotate.
+func RotationDue(obj *m2mv1alpha1.M2MClient, now time.Time) (RotationReason, string) {
+	reason, why := RotationNotDue, ""
+	st := &obj.Status
+	trigger := obj.Spec.Rotation.Trigger
+	annotation := obj.Annotations[m2mv1alpha1.RotateAnnotation]
+	switch {
+	case trigger != "" && trigger != st.LastRotationTrigger:
+		reason, why = RotationTrigger, fmt.Sprintf("spec.rotation.trigger changed to %q", trigger)
+	case annotation != "" && annotation != st.LastRotateAnnotation:
+		reason, why = RotationAnnotation, fmt.Sprintf("the %s annotation changed to %q", m2mv1alpha1.RotateAnnotation, annotation)
+	default:
+		if next := NextRotation(obj); !next.IsZero() && !now.Before(next) {
+			reason, why = RotationScheduled, fmt.Sprintf("the rotation period of %s has passed since %s", obj.Spec.Rotation.Period.Duration, st.LastRotationTime.UTC().Format(time.RFC3339))
+		}
+	}
+	if reason != RotationNotDue && len(st.AcceptedSecrets) >= MaxAcceptedSecrets {
+		return RotationDeferred, fmt.Sprintf("a rotation is due (%s) but status already accepts %d secrets; it waits until the oldest expire", why, len(st.AcceptedSecrets))
+	}
+	return reason, why
+}
+
+// NextRotation is when the scheduled rotation is due, or zero when rotation.period is unset.
+func NextRotation(obj *m2mv1alpha1.M2MClient) time.Time {
+	p := obj.Spec.Rotation.Period
+	if p == nil || p.Duration <= 0 || obj.Status.LastRotationTime == nil {
+		return time.Time{}
+	}
+	return obj.Status.LastRotationTime.Add(p.Duration)
 }

@@ -141,6 +141,10 @@ type RotationPolicy struct {
 	Trigger string `json:"trigger,omitempty"`
 }
 
+// RotateAnnotation rotates the client secret once for each distinct value it is given, for
+// `kubectl annotate m2mclient NAME m2m.dev/rotate=$(date +%s) --overwrite`.
+const RotateAnnotation = "m2m.dev/rotate"
+
 // ClientState is whether the token server issues tokens to a client.
 // +kubebuilder:validation:Enum=Active;Disabled
 type ClientState string
@@ -210,6 +214,10 @@ type M2MClientStatus struct {
 	// LastRotationTrigger is the value of spec.rotation.trigger that was last acted on.
 	// +optional
 	LastRotationTrigger string `json:"lastRotationTrigger,omitempty"`
+
+	// LastRotateAnnotation is the value of the m2m.dev/rotate annotation that was last acted on.
+	// +optional
+	LastRotateAnnotation string `json:"lastRotateAnnotation,omitempty"`
 
 	// ObservedGeneration is the metadata.generation that this status describes.
 	// +optional
