@@ -2,73 +2,37 @@ package controllers_test
 
 import (
 	"context"
-	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/testenv"
 )
 
-// version is one stored version of an object, in etcd's order.
-type version struct {
-	rv     int64
-	obj    client.Object
-	events watch.EventType
-}
-
-// record collects every version of the objects of list's kind in ns until ctx ends.
-func record(t *testing.T, ctx context.Context, list client.ObjectList, ns string) func() []version {
-	t.Helper()
-	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: operator.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := wc.Watch(ctx, list, client.InNamespace(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var seen []version
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ev := range w.ResultChan() {
-			obj, ok := ev.Object.(client.Object)
-			if !ok {
-				continue
-			}
-			rv, _ := strconv.ParseInt(obj.GetResourceVersion(), 10, 64)
-			mu.Lock()
-			seen = append(seen, version{rv: rv, obj: obj, events: ev.Type})
-			mu.Unlock()
-		}
-	}()
-	return func() []version {
-		w.Stop()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		return seen
-	}
+func acceptsNow(status client.Object, secret string) bool {
+	return credentials.Verify(status.(*m2mv1alpha1.M2MClient).Status.AcceptedSecrets, secret, time.Now())
 }
 
 // Every version of the Secret that the manager wrote carries a secret that the client's status
-// accepted before that version was stored. etcd revisions order writes across resources.
+// accepted before that version was stored.
 func TestTheSecretNeverCarriesASecretThatStatusDidNotAcceptFirst(t *testing.T) {
 	ns := namespace(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	secrets := record(t, ctx, &corev1.SecretList{}, ns)
-	clients := record(t, ctx, &m2mv1alpha1.M2MClientList{}, ns)
+	secrets, err := testenv.Record(ctx, env.Config, &corev1.SecretList{}, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients, err := testenv.Record(ctx, env.Config, &m2mv1alpha1.M2MClientList{}, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	create(t, newClient(ns, "ordered"))
 	waitReady(t, ns, "ordered", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
@@ -81,24 +45,9 @@ func TestTheSecretNeverCarriesASecretThatStatusDidNotAcceptFirst(t *testing.T) {
 		waitReady(t, ns, "ordered", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
 	}
 	time.Sleep(500 * time.Millisecond) // let the last watch events arrive
-	secretVersions, clientVersions := secrets(), clients()
-
-	checked := 0
-	for _, sv := range secretVersions {
-		if sv.events == watch.Deleted {
-			continue
-		}
-		value := string(sv.obj.(*corev1.Secret).Data["client_secret"])
-		var status *m2mv1alpha1.M2MClientStatus
-		for _, cv := range clientVersions {
-			if cv.rv < sv.rv {
-				status = &cv.obj.(*m2mv1alpha1.M2MClient).Status
-			}
-		}
-		if status == nil || !credentials.Verify(status.AcceptedSecrets, value, time.Now()) {
-			t.Fatalf("Secret version %d carries a secret that no earlier status accepted", sv.rv)
-		}
-		checked++
+	checked, err := testenv.AcceptedBefore(secrets(), clients(), acceptsNow)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if checked < 4 {
 		t.Fatalf("only %d Secret versions were observed; the test saw too little to judge", checked)

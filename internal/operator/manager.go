@@ -18,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -50,6 +51,11 @@ type Options struct {
 	SigningKeySecret types.NamespacedName
 	// SigningAlgorithm is the algorithm of new signing keys; defaults to ES256.
 	SigningAlgorithm signingkeys.Algorithm
+	// WrapClient, when set, wraps the client the controllers read and write with; tests use it
+	// to inject failures.
+	WrapClient func(client.Client) client.Client
+	// SkipNameValidation lets tests run several managers, one after another, in one process.
+	SkipNameValidation bool
 }
 
 // DefaultSigningKeySecret is where the manager keeps the signing keys unless told otherwise.
@@ -119,6 +125,14 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
 		// Step down at once on SIGTERM so that the next leader starts without waiting out the lease.
 		LeaderElectionReleaseOnCancel: true,
+		Controller:                    ctrlconfig.Controller{SkipNameValidation: &o.SkipNameValidation},
+		NewClient: func(cfg *rest.Config, opts client.Options) (client.Client, error) {
+			c, err := client.New(cfg, opts)
+			if err != nil || o.WrapClient == nil {
+				return c, err
+			}
+			return o.WrapClient(c), nil
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)

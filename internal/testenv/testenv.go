@@ -4,8 +4,13 @@ package testenv
 
 import (
 	"context"
+	"strconv"
+	"sync"
+
 	"errors"
 	"fmt"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"os"
 	"path/filepath"
 	"testing"
@@ -114,4 +119,75 @@ func RunManager(t testing.TB, cfg *rest.Config, o operator.Options) {
 			t.Errorf("manager: %v", err)
 		}
 	})
+}
+
+// Version is one stored version of an object, in etcd's order.
+type Version struct {
+	RV     int64
+	Object client.Object
+	Type   watch.EventType
+}
+
+// Record collects every version of the objects of list's kind in ns, from now until the returned
+// function is called; it returns them in the order etcd stored them. etcd's revisions order
+// writes across resources, which lets a test check the order of a controller's writes.
+func Record(ctx context.Context, cfg *rest.Config, list client.ObjectList, ns string) (func() []Version, error) {
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: operator.Scheme()})
+	if err != nil {
+		return nil, err
+	}
+	w, err := wc.Watch(ctx, list, client.InNamespace(ns))
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	var seen []Version
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			obj, ok := ev.Object.(client.Object)
+			if !ok {
+				continue
+			}
+			rv, _ := strconv.ParseInt(obj.GetResourceVersion(), 10, 64)
+			mu.Lock()
+			seen = append(seen, Version{RV: rv, Object: obj, Type: ev.Type})
+			mu.Unlock()
+		}
+	}()
+	return func() []Version {
+		w.Stop()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return seen
+	}, nil
+}
+
+// AcceptedBefore checks that every version of a Secret in secrets carries a client_secret that
+// the latest earlier version of the client in clients accepted at now. It returns how many
+// Secret versions it checked, or an error naming the first that fails.
+func AcceptedBefore(secrets, clients []Version, accepts func(status client.Object, secret string) bool) (int, error) {
+	checked := 0
+	for _, sv := range secrets {
+		if sv.Type == watch.Deleted {
+			continue
+		}
+		secret, ok := sv.Object.(*corev1.Secret)
+		if !ok {
+			continue
+		}
+		var before client.Object
+		for _, cv := range clients {
+			if cv.RV < sv.RV {
+				before = cv.Object
+			}
+		}
+		if before == nil || !accepts(before, string(secret.Data["client_secret"])) {
+			return checked, fmt.Errorf("Secret version %d carries a secret that no earlier status accepted", sv.RV)
+		}
+		checked++
+	}
+	return checked, nil
 }
