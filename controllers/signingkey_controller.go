@@ -44,8 +44,8 @@ type SigningKeyReconciler struct {
 	Clock     clock.PassiveClock
 	// Secret is the namespace and name of the signing-key Secret.
 	Secret types.NamespacedName
-	// Algorithm is the algorithm of new keys.
-	Algorithm signingkeys.Algorithm
+	// Policy is the rotation policy of the keys.
+	Policy signingkeys.Policy
 }
 
 // SetupWithManager registers the controller. It reconciles once at start, and whenever the
@@ -68,8 +68,11 @@ func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// Reconcile creates the Secret with an active key when it is missing, and adds an active key when
-// it has none.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
+
+// Reconcile creates the Secret with an active key when it is missing, and moves the keys through
+// their life (next, active, retired, gone) as signingkeys.Plan decides. It requeues for the
+// moment the plan next changes.
 func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx).WithValues("secret", r.Secret.String())
 	now := r.Clock.Now()
@@ -80,11 +83,11 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		err = r.APIReader.Get(ctx, r.Secret, secret)
 	}
 	if apierrors.IsNotFound(err) {
-		key, err := signingkeys.Generate(r.Algorithm, signingkeys.StateActive, now)
+		set, err := signingkeys.Apply(&signingkeys.Set{}, signingkeys.KeyPlan{AddActive: true}, r.Policy, now)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		data, err := (&signingkeys.Set{Keys: []*signingkeys.Key{key}}).Encode()
+		data, err := set.Encode()
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -96,8 +99,8 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		if err := r.Create(ctx, secret); err != nil {
 			return ctrl.Result{}, err
 		}
-		logger.Info("created the signing-key Secret", "kid", key.KID, "alg", key.Algorithm)
-		return ctrl.Result{}, nil
+		logger.Info("created the signing-key Secret", "kid", set.Active().KID, "alg", set.Active().Algorithm)
+		return ctrl.Result{RequeueAfter: max(signingkeys.Plan(set, r.Policy, now).WakeAt.Sub(now), 0)}, nil
 	}
 	if err != nil {
 		return ctrl.Result{}, err
@@ -108,18 +111,14 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		logger.Error(err, "the signing-key Secret is damaged; it is left as it is and the token server keeps the keys it had")
 		return ctrl.Result{RequeueAfter: damagedKeysRecheck}, nil
 	}
-	changed := false
-	if set.Active() == nil {
-		key, err := signingkeys.Generate(r.Algorithm, signingkeys.StateActive, now)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		set.Keys = append(set.Keys, key)
-		changed = true
-		logger.Info("the signing-key Secret had no active key; added one", "kid", key.KID, "alg", key.Algorithm)
-	}
+	plan := signingkeys.Plan(set, r.Policy, now)
 	labels := r.labels(secret.Labels)
-	if changed || !maps.Equal(labels, secret.Labels) {
+	if !plan.Empty() || !maps.Equal(labels, secret.Labels) {
+		if !plan.Empty() {
+			if set, err = signingkeys.Apply(set, plan, r.Policy, now); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
 		data, err := set.Encode()
 		if err != nil {
 			return ctrl.Result{}, err
@@ -129,8 +128,16 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		if err := r.Update(ctx, secret); err != nil {
 			return ctrl.Result{}, err
 		}
+		for _, why := range plan.Why {
+			logger.Info("signing keys: " + why)
+		}
+		// What the plan says after this step is when to look again.
+		plan = signingkeys.Plan(set, r.Policy, now)
 	}
-	return ctrl.Result{}, nil
+	if plan.WakeAt.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{RequeueAfter: max(plan.WakeAt.Sub(now), time.Millisecond)}, nil
 }
 
 func (r *SigningKeyReconciler) labels(existing map[string]string) map[string]string {

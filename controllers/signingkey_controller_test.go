@@ -26,7 +26,9 @@ func reconcileKeys(t *testing.T, alg signingkeys.Algorithm, objs ...client.Objec
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
-	r := &SigningKeyReconciler{Client: c, APIReader: c, Clock: clocktesting.NewFakeClock(now), Secret: keyRef, Algorithm: alg}
+	policy := signingkeys.DefaultPolicy
+	policy.Algorithm = alg
+	r := &SigningKeyReconciler{Client: c, APIReader: c, Clock: clocktesting.NewFakeClock(now), Secret: keyRef, Policy: policy}
 	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: keyRef})
 	if err != nil {
 		t.Fatal(err)
@@ -81,11 +83,26 @@ func TestADamagedSigningKeySecretIsNeverOverwritten(t *testing.T) {
 	}
 }
 
-func TestAnIntactSigningKeySecretIsLeftAsItIs(t *testing.T) {
-	first, _ := reconcileKeys(t, signingkeys.ES256)
-	again, _ := reconcileKeys(t, signingkeys.RS256, first)
+func TestAYoungSigningKeySetIsLeftAsItIsUntilItsNextStep(t *testing.T) {
+	first, res := reconcileKeys(t, signingkeys.ES256)
+	if want := signingkeys.DefaultPolicy.Period - signingkeys.DefaultPolicy.Prepublish; res.RequeueAfter < want-time.Second || res.RequeueAfter > want {
+		t.Fatalf("requeue after %s, want the moment the next key is due to be published (%s)", res.RequeueAfter, want)
+	}
+	again, _ := reconcileKeys(t, signingkeys.ES256, first)
 	if string(again.Data[signingkeys.DataKey]) != string(first.Data[signingkeys.DataKey]) {
 		t.Fatal("a valid key set was changed")
+	}
+}
+
+func TestAChangedAlgorithmPublishesAKeyOfTheNewOneAsNext(t *testing.T) {
+	first, _ := reconcileKeys(t, signingkeys.ES256)
+	again, _ := reconcileKeys(t, signingkeys.RS256, first)
+	set, err := signingkeys.Parse(again.Data[signingkeys.DataKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Keys) != 2 || set.Active().Algorithm != signingkeys.ES256 || set.Keys[1].State != signingkeys.StateNext || set.Keys[1].Algorithm != signingkeys.RS256 {
+		t.Fatalf("keys %+v", set.Keys)
 	}
 }
 

@@ -34,7 +34,9 @@ func main() {
 	flag.Float64Var(&qps, "kube-api-qps", 100, "Sustained queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries to the API server.")
 	keySecret := flag.String("signing-key-secret", operator.DefaultSigningKeySecret.String(), "namespace/name of the Secret that holds the JWT signing keys.")
-	algorithm := flag.String("signing-algorithm", string(signingkeys.ES256), "Algorithm of new signing keys: ES256, RS256 or EdDSA.")
+	algorithm := flag.String("signing-algorithm", string(signingkeys.ES256), "Algorithm of new signing keys: ES256, RS256 or EdDSA. Changing it rotates to a key of the new algorithm.")
+	flag.DurationVar(&o.SigningKeys.Period, "signing-key-rotation-period", signingkeys.DefaultPolicy.Period, "How long a signing key signs before the next takes over.")
+	flag.DurationVar(&o.SigningKeys.Prepublish, "signing-key-prepublish", signingkeys.DefaultPolicy.Prepublish, "How long a new signing key is in the JWKS before it signs.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
@@ -49,7 +51,7 @@ func main() {
 	if o.SigningKeySecret, err = controllers.ParseSecretRef(*keySecret); err != nil {
 		fail(err)
 	}
-	if o.SigningAlgorithm, err = signingkeys.ParseAlgorithm(*algorithm); err != nil {
+	if o.SigningKeys.Algorithm, err = signingkeys.ParseAlgorithm(*algorithm); err != nil {
 		fail(err)
 	}
 	cfg, err := ctrl.GetConfig()

@@ -49,8 +49,8 @@ type Options struct {
 	Clock clock.Clock
 	// SigningKeySecret is the Secret of JWT signing keys; defaults to DefaultSigningKeySecret.
 	SigningKeySecret types.NamespacedName
-	// SigningAlgorithm is the algorithm of new signing keys; defaults to ES256.
-	SigningAlgorithm signingkeys.Algorithm
+	// SigningKeys is the signing-key rotation policy; zero fields take signingkeys.DefaultPolicy's.
+	SigningKeys signingkeys.Policy
 	// WrapClient, when set, wraps the client the controllers read and write with; tests use it
 	// to inject failures.
 	WrapClient func(client.Client) client.Client
@@ -91,8 +91,21 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.SigningKeySecret.Name == "" {
 		o.SigningKeySecret = DefaultSigningKeySecret
 	}
-	if o.SigningAlgorithm == "" {
-		o.SigningAlgorithm = signingkeys.ES256
+	d := signingkeys.DefaultPolicy
+	if o.SigningKeys.Algorithm == "" {
+		o.SigningKeys.Algorithm = d.Algorithm
+	}
+	if o.SigningKeys.Period == 0 {
+		o.SigningKeys.Period = d.Period
+	}
+	if o.SigningKeys.Prepublish == 0 {
+		o.SigningKeys.Prepublish = d.Prepublish
+	}
+	if o.SigningKeys.Retention == 0 {
+		o.SigningKeys.Retention = d.Retention
+	}
+	if err := o.SigningKeys.Validate(); err != nil {
+		return nil, err
 	}
 	cacheOpts := cache.Options{
 		// managedFields are never read here and are a large share of each object's memory.
@@ -152,7 +165,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		APIReader: mgr.GetAPIReader(),
 		Clock:     o.Clock,
 		Secret:    o.SigningKeySecret,
-		Algorithm: o.SigningAlgorithm,
+		Policy:    o.SigningKeys,
 	}
 	if err := keys.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the signing-key controller: %w", err)

@@ -188,7 +188,7 @@ type StaticKeys struct{ st *keyState }
 
 // NewStaticKeys builds a StaticKeys from a set.
 func NewStaticKeys(set *signingkeys.Set, now time.Time) (*StaticKeys, error) {
-	st, err := newKeyState(set, now, 24*time.Hour)
+	st, err := newKeyState(set, now, signingkeys.DefaultRetention)
 	if err != nil {
 		return nil, err
 	}

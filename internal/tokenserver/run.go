@@ -19,13 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
-)
-
-// MaxTokenTTL is the longest token lifetime the API allows (spec.tokenTTL); a retired key stays
-// in the JWKS this long plus ClockSkew after it stops signing.
-const (
-	MaxTokenTTL = 24 * time.Hour
-	ClockSkew   = 5 * time.Minute
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
 // Options configure a running token server.
@@ -65,7 +59,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return err
 	}
-	keys := NewSecretKeys(cs, o.SigningKeySecret, o.Clock, MaxTokenTTL+ClockSkew)
+	keys := NewSecretKeys(cs, o.SigningKeySecret, o.Clock, signingkeys.DefaultRetention)
 	srv, err := New(Config{
 		IssuerURL:       iss,
 		DefaultAudience: o.DefaultAudience,

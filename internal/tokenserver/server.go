@@ -27,9 +27,9 @@ import (
 // GrantClientCredentials is the only grant type served.
 const GrantClientCredentials = "client_credentials"
 
-// JWKSMaxAge is how long verifiers may cache the JWKS. Keys are published well before they sign
-// (see the signing-key rotation), so a cached JWKS never lacks a key that signs.
-const JWKSMaxAge = 5 * time.Minute
+// JWKSMaxAge is how long verifiers may cache the JWKS. Keys are published longer than this
+// before they sign (signingkeys.Policy.Validate), so a cached JWKS never lacks a key that signs.
+const JWKSMaxAge = signingkeys.JWKSMaxAge
 
 // Config is what a Server needs.
 type Config struct {
