@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -93,17 +92,20 @@ func (k *SecretKeys) Run(ctx context.Context) {
 // follow gets the Secret and watches it from that version until the watch ends.
 func (k *SecretKeys) follow(ctx context.Context) error {
 	secrets := k.clientset.CoreV1().Secrets(k.ref.Namespace)
+	from := "" // watch from now: the API server first sends the Secret, if it exists, as ADDED
 	s, err := secrets.Get(ctx, k.ref.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("the signing-key Secret does not exist yet")
-	}
-	if err != nil {
+	switch {
+	case apierrors.IsNotFound(err):
+		log.FromContext(ctx).Info("waiting for the manager to create the signing-key Secret", "secret", k.ref.String())
+	case err != nil:
 		return err
+	default:
+		k.load(ctx, s)
+		from = s.ResourceVersion
 	}
-	k.load(ctx, s)
 	w, err := secrets.Watch(ctx, metav1.ListOptions{
 		FieldSelector:   fields.OneTermEqualSelector("metadata.name", k.ref.Name).String(),
-		ResourceVersion: s.ResourceVersion,
+		ResourceVersion: from,
 	})
 	if err != nil {
 		return err

@@ -50,7 +50,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
+	// The crash tests make the manager fail on purpose; its error logs would only be noise here.
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.DPanicLevel)))
 	os.Exit(run(m))
 }
 
@@ -84,6 +85,9 @@ func run(m *testing.M) int {
 	go func() {
 		tsDone <- tokenserver.Run(ctx, e.Config, tokenserver.Options{IssuerURL: issuer, Listener: ln, SigningKeySecret: operator.DefaultSigningKeySecret, Clock: clk})
 	}()
+	if err := waitReady(issuer + "/readyz"); err != nil {
+		return fail(fmt.Errorf("the token server never became ready: %w", err))
+	}
 	code := m.Run()
 	cancel()
 	for _, done := range []chan error{mgrDone, tsDone} {
@@ -92,6 +96,24 @@ func run(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+func waitReady(url string) error {
+	deadline := time.Now().Add(wait)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func managerOptions(namespaces ...string) operator.Options {
@@ -180,7 +202,7 @@ func tokenStatus(t *testing.T, clientID, secret string) int {
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error string }
 		_ = json.Unmarshal(body, &e)
-		if e.Error == "" {
+		if e.Error == "" || resp.StatusCode >= 500 {
 			t.Fatalf("status %d with body %s", resp.StatusCode, body)
 		}
 	}

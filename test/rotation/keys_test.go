@@ -1,0 +1,171 @@
+package rotation
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/testenv"
+)
+
+func jwks(t *testing.T) signingkeys.JWKS {
+	t.Helper()
+	resp, err := http.Get(issuer + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var set signingkeys.JWKS
+	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+func published(set signingkeys.JWKS, kid string) bool {
+	for _, k := range set.Keys {
+		if k.KeyID == kid {
+			return true
+		}
+	}
+	return false
+}
+
+// verifies checks a token against the JWKS as a resource server would, at the fake clock's time.
+func verifies(t *testing.T, token string) error {
+	t.Helper()
+	set := jwks(t)
+	_, err := jwt.Parse(token, func(tok *jwt.Token) (any, error) {
+		for _, k := range set.Keys {
+			if k.KeyID == tok.Header["kid"] {
+				return k.PublicKey()
+			}
+		}
+		return nil, fmt.Errorf("kid %v is not published", tok.Header["kid"])
+	}, jwt.WithTimeFunc(clk.Now), jwt.WithValidMethods([]string{"ES256"}))
+	return err
+}
+
+func issue(t *testing.T, id, secret string) (token, kid string) {
+	t.Helper()
+	resp, err := http.PostForm(issuer+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil || out.AccessToken == "" {
+		t.Fatalf("token request: %d %s", resp.StatusCode, body)
+	}
+	parsed, _, err := jwt.NewParser().ParseUnverified(out.AccessToken, jwt.MapClaims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.AccessToken, parsed.Header["kid"].(string)
+}
+
+var keyPokes int
+
+// pokeKeys nudges the signing-key controller to look at the keys at the fake clock's time.
+func pokeKeys(t *testing.T) {
+	t.Helper()
+	keyPokes++
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: operator.DefaultSigningKeySecret.Namespace, Name: operator.DefaultSigningKeySecret.Name}}
+	patch := []byte(`{"metadata":{"annotations":{"test.m2m.dev/poke":"` + strconv.Itoa(keyPokes) + `"}}}`)
+	if err := env.Client.Patch(context.Background(), s, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestASigningKeyIsPublishedBeforeItSignsAndARetiredKeyVerifiesItsTokensUntilTheyExpire(t *testing.T) {
+	key := create(t, rotatingClient(sharedNamespace, "keys", func(o *m2mv1alpha1.M2MClient) {
+		o.Spec.TokenTTL = &metav1.Duration{Duration: 24 * time.Hour}
+	}))
+	obj, secret := settled(t, key, nil)
+	id := obj.Status.ClientID
+	tokenEventually(t, id, secret, http.StatusOK)
+	_, oldKid := issue(t, id, secret)
+	p := signingkeys.DefaultPolicy
+
+	// Not yet a day before the period ends: nothing new is published.
+	clk.Step(p.Period - p.Prepublish - time.Hour)
+	pokeKeys(t)
+	time.Sleep(500 * time.Millisecond)
+	if n := len(jwks(t).Keys); n != 1 {
+		t.Fatalf("%d keys published before the next key is due", n)
+	}
+
+	// A day before: the next key is published, and does not sign yet.
+	clk.Step(time.Hour + time.Second)
+	pokeKeys(t)
+	var nextKid string
+	testenv.Eventually(t, wait, func() error {
+		set := jwks(t)
+		if len(set.Keys) != 2 {
+			return fmt.Errorf("%d keys published", len(set.Keys))
+		}
+		for _, k := range set.Keys {
+			if k.KeyID != oldKid {
+				nextKid = k.KeyID
+			}
+		}
+		return nil
+	})
+	if _, kid := issue(t, id, secret); kid != oldKid {
+		t.Fatalf("the next key %s signed as soon as it was published", kid)
+	}
+
+	// A minute before it takes over, the old key still signs.
+	clk.Step(p.Prepublish - time.Minute)
+	pokeKeys(t)
+	time.Sleep(500 * time.Millisecond)
+	before, kid := issue(t, id, secret)
+	if kid != oldKid {
+		t.Fatalf("the next key %s signed before its prepublish time was over", kid)
+	}
+
+	// At the end of the period the next key signs; the old one retires and stays published.
+	clk.Step(time.Minute)
+	pokeKeys(t)
+	testenv.Eventually(t, wait, func() error {
+		if _, kid := issue(t, id, secret); kid != nextKid {
+			return fmt.Errorf("signed with %s, want the new key %s", kid, nextKid)
+		}
+		return nil
+	})
+	if err := verifies(t, before); err != nil {
+		t.Fatalf("a token signed by the retired key does not verify before it expires: %v", err)
+	}
+
+	// Once every token of the retired key has expired, the key leaves the JWKS.
+	clk.Step(p.Retention)
+	pokeKeys(t)
+	testenv.Eventually(t, wait, func() error {
+		if published(jwks(t), oldKid) {
+			return fmt.Errorf("the retired key is still published")
+		}
+		return nil
+	})
+	after, _ := issue(t, id, secret)
+	if err := verifies(t, after); err != nil {
+		t.Fatalf("a token of the new key does not verify: %v", err)
+	}
+}
