@@ -69,7 +69,8 @@ func (k *SecretKeys) Loaded() bool {
 // Run gets the Secret, then watches it, until ctx ends. Errors are retried with backoff.
 func (k *SecretKeys) Run(ctx context.Context) {
 	logger := log.FromContext(ctx).WithValues("secret", k.ref.String())
-	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 8, Cap: 30 * time.Second}
+	// Without keys the server cannot be ready, so a failing API server is retried often.
+	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 5, Cap: 5 * time.Second}
 	delay := backoff
 	for ctx.Err() == nil {
 		err := k.follow(ctx)

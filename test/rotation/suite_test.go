@@ -44,14 +44,18 @@ const (
 )
 
 var (
-	env    *testenv.Env
-	clk    *clocktesting.FakeClock
-	issuer string
+	logFile string
+	env     *testenv.Env
+	clk     *clocktesting.FakeClock
+	issuer  string
 )
 
 func TestMain(m *testing.M) {
-	// The crash tests make the manager fail on purpose; its error logs would only be noise here.
-	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.DPanicLevel)))
+	// The crash tests make the manager fail on purpose, so logs go to a file, shown only when
+	// the suite cannot start.
+	logs, _ := os.CreateTemp("", "rotation-suite-*.log")
+	logFile = logs.Name()
+	logf.SetLogger(zap.New(zap.WriteTo(logs), zap.Level(zapcore.InfoLevel)))
 	os.Exit(run(m))
 }
 
@@ -86,7 +90,8 @@ func run(m *testing.M) int {
 		tsDone <- tokenserver.Run(ctx, e.Config, tokenserver.Options{IssuerURL: issuer, Listener: ln, SigningKeySecret: operator.DefaultSigningKeySecret, Clock: clk})
 	}()
 	if err := waitReady(issuer + "/readyz"); err != nil {
-		return fail(fmt.Errorf("the token server never became ready: %w", err))
+		data, _ := os.ReadFile(logFile)
+		return fail(fmt.Errorf("the token server never became ready: %w\n%s", err, data))
 	}
 	code := m.Run()
 	cancel()
@@ -103,11 +108,12 @@ func waitReady(url string) error {
 	for {
 		resp, err := http.Get(url)
 		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
+			err = fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 		}
 		if time.Now().After(deadline) {
 			return err
