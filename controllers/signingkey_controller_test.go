@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"k8s.io/client-go/tools/events"
 	"testing"
 	"time"
 
@@ -10,11 +12,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
@@ -114,5 +118,37 @@ func TestParseSecretRef(t *testing.T) {
 		if _, err := ParseSecretRef(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// One reconcile step of the client controller, on the fake client: it asks to be woken at the
+// moment the next rotation is due, not before.
+func TestAReconcileRequeuesForTheMomentTheNextRotationIsDue(t *testing.T) {
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = m2mv1alpha1.AddToScheme(scheme)
+	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "c", UID: "uid-1"}}
+	obj.Spec.Rotation.Period = &metav1.Duration{Duration: 24 * time.Hour}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(obj).WithStatusSubresource(&m2mv1alpha1.M2MClient{}).
+		WithIndex(&m2mv1alpha1.M2MClient{}, ClientIDIndex, func(o client.Object) []string {
+			if id := ClientIDOf(o.(*m2mv1alpha1.M2MClient)); id != "" {
+				return []string{id}
+			}
+			return nil
+		}).Build()
+	r := &M2MClientReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10), Clock: clocktesting.NewFakeClock(now), IssuerURL: "https://m2m.example.com"}
+	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "c"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter != 24*time.Hour {
+		t.Fatalf("requeue after %s, want exactly the rotation period", res.RequeueAfter)
+	}
+	got := &m2mv1alpha1.M2MClient{}
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.NextRotationTime == nil || !got.Status.NextRotationTime.Time.Equal(now.Add(24*time.Hour)) {
+		t.Fatalf("nextRotationTime %v", got.Status.NextRotationTime)
 	}
 }
