@@ -2,8 +2,6 @@ package controllers
 
 import (
 	"context"
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"k8s.io/client-go/tools/events"
 	"testing"
 	"time"
 
