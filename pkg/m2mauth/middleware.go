@@ -1,0 +1,55 @@
+package m2mauth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+)
+
+type claimsKey struct{}
+
+// ClaimsFromContext returns the claims Middleware put in a request's context.
+func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
+	c, ok := ctx.Value(claimsKey{}).(*Claims)
+	return c, ok
+}
+
+// Middleware authenticates the bearer token of every request with v and opts, and passes the
+// request on with the claims in its context (ClaimsFromContext). It answers RFC 6750 errors: 401
+// with WWW-Authenticate for a missing or invalid token, 403 insufficient_scope for a token that
+// lacks a required scope.
+func Middleware(v *Verifier, opts ...AuthOption) func(http.Handler) http.Handler {
+	var cfg authConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	scope := strings.Join(cfg.scopes, " ")
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+			if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+				// RFC 6750 §3.1: no error code when the request carried no credentials.
+				w.Header().Set("WWW-Authenticate", `Bearer realm="`+v.issuer+`"`)
+				http.Error(w, "a bearer token is required", http.StatusUnauthorized)
+				return
+			}
+			claims, err := v.Authenticate(r.Context(), strings.TrimSpace(token), opts...)
+			switch {
+			case errors.Is(err, ErrMissingScope):
+				w.Header().Set("WWW-Authenticate", `Bearer realm="`+v.issuer+`", error="insufficient_scope", scope="`+scope+`"`)
+				http.Error(w, "the token lacks a required scope", http.StatusForbidden)
+				return
+			case errors.Is(err, ErrJWKS):
+				// The token may be fine; the keys are unavailable. Not the caller's fault.
+				http.Error(w, "token verification is unavailable", http.StatusServiceUnavailable)
+				return
+			case err != nil:
+				w.Header().Set("WWW-Authenticate", `Bearer realm="`+v.issuer+`", error="invalid_token"`)
+				http.Error(w, "the token is invalid", http.StatusUnauthorized)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
+		})
+	}
+}
