@@ -1,0 +1,137 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
+)
+
+// Tokens from the real token server verify with this project's library, discovering the JWKS
+// from the issuer's metadata, and with go-oidc, an independent JOSE implementation.
+func TestTokensFromTheTokenServerVerifyWithTheLibraryAndWithGoOIDC(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	obj := billingClient(namespace(t), "interop")
+	tok, err := credentialsOf(readyClient(t, obj), "read:invoices").Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	v, err := m2mauth.NewVerifier(ctx, issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, err := v.Authenticate(ctx, tok.AccessToken, m2mauth.RequiredScopes("read:invoices"), m2mauth.Audience("https://payments.example.com"))
+	if err != nil {
+		t.Fatalf("m2mauth: %v", err)
+	}
+	if claims.ClientID != obj.Status.ClientID || claims.Custom["team"] != "billing" {
+		t.Fatalf("claims %+v", claims)
+	}
+
+	provider, err := oidc.NewProvider(ctx, issuer)
+	if err != nil {
+		t.Fatalf("go-oidc discovery: %v", err)
+	}
+	idt, err := provider.Verifier(&oidc.Config{ClientID: "https://payments.example.com", SupportedSigningAlgs: []string{oidc.ES256}}).Verify(ctx, tok.AccessToken)
+	if err != nil {
+		t.Fatalf("go-oidc: %v", err)
+	}
+	if idt.Subject != obj.Status.ClientID {
+		t.Fatalf("go-oidc subject %q", idt.Subject)
+	}
+}
+
+// writeVolume mounts the Secret's data in dir as the kubelet does: files through a ..data link
+// that is swapped atomically.
+func writeVolume(t *testing.T, dir string, s *corev1.Secret, version int) {
+	t.Helper()
+	ts := filepath.Join(dir, fmt.Sprintf("..v%d", version))
+	if err := os.Mkdir(ts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, value := range s.Data {
+		if err := os.WriteFile(filepath.Join(ts, name), value, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, name)); os.IsNotExist(err) {
+			if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The token source keeps getting tokens across a real rotation by the manager, with no grace
+// period: the old secret stops working at once, and only the volume's new files can help.
+func TestTheTokenSourceSurvivesARealRotationWithoutARestart(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	obj := billingClient(namespace(t), "mounted")
+	obj.Spec.TokenTTL = &metav1.Duration{Duration: time.Minute}
+	obj.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: 0}
+	s := readyClient(t, obj)
+	dir := t.TempDir()
+	writeVolume(t, dir, s, 1)
+	// Renew whenever less than a minute is left: every call asks the token server.
+	ts, err := m2mauth.NewTokenSource(ctx, dir, m2mauth.RefreshBefore(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	old := string(s.Data["client_secret"])
+
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		o := &m2mv1alpha1.M2MClient{}
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), o); err != nil {
+			return err
+		}
+		o.Spec.Rotation.Trigger = "rotate-now"
+		return env.Client.Update(ctx, o)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := &corev1.Secret{}
+	testenv.Eventually(t, wait, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(s), fresh); err != nil {
+			return err
+		}
+		if string(fresh.Data["client_secret"]) == old {
+			return fmt.Errorf("not rotated yet")
+		}
+		return nil
+	})
+	// The old secret is refused as soon as the token server sees the rotation.
+	testenv.Eventually(t, wait, func() error {
+		if _, err := credentialsOf(s).Token(ctx); !invalidClient(err) {
+			return fmt.Errorf("the old secret still works: %v", err)
+		}
+		return nil
+	})
+	writeVolume(t, dir, fresh, 2)
+	testenv.Eventually(t, wait, func() error {
+		_, err := ts.Token()
+		return err
+	})
+}
