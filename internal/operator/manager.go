@@ -107,27 +107,24 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := o.SigningKeys.Validate(); err != nil {
 		return nil, err
 	}
+	// Only the Secrets the manager wrote, not every Secret in the cluster.
+	secrets := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{controllers.ManagedByLabel: controllers.ManagedByValue})}
 	cacheOpts := cache.Options{
 		// managedFields are never read here and are a large share of each object's memory.
 		DefaultTransform: cache.TransformStripManagedFields(),
-		ByObject: map[client.Object]cache.ByObject{
-			// Only the Secrets the manager wrote, not every Secret in the cluster.
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{controllers.ManagedByLabel: controllers.ManagedByValue})},
-		},
 	}
 	if len(o.WatchNamespaces) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range o.WatchNamespaces {
-			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
-		}
 		// The signing-key Secret lives in the operator's namespace, watched or not.
-		secrets := cacheOpts.ByObject[&corev1.Secret{}]
 		secrets.Namespaces = map[string]cache.Config{o.SigningKeySecret.Namespace: {}}
 		for _, ns := range o.WatchNamespaces {
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
 			secrets.Namespaces[ns] = cache.Config{}
 		}
-		cacheOpts.ByObject[&corev1.Secret{}] = secrets
 	}
+	// One entry for Secrets: ByObject is keyed by pointer, so a second &corev1.Secret{} key would
+	// be a second, conflicting entry.
+	cacheOpts.ByObject = map[client.Object]cache.ByObject{&corev1.Secret{}: secrets}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme(),
 		Cache:                   cacheOpts,
