@@ -1,0 +1,250 @@
+// Package plugin is `kubectl m2m`: get a token for an M2MClient, rotate its secret, describe it,
+// and verify a token. It follows kubectl's conventions: -n, --context and --kubeconfig, errors
+// on stderr, exit code 1 on failure and 2 on bad usage.
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/oauth2/clientcredentials"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
+)
+
+const usage = `kubectl m2m: machine-to-machine clients of m2m-operator.
+
+Usage:
+  kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--token-url URL] [-o json]
+  kubectl m2m rotate NAME [-n NS] [--timeout 2m]
+  kubectl m2m describe NAME [-n NS]
+  kubectl m2m verify TOKEN --issuer URL [--scope S]... [--audience A]
+
+Flags common to kubectl: -n/--namespace, --context, --kubeconfig.
+`
+
+// errUsage marks mistakes in the command line: exit code 2.
+var errUsage = errors.New("usage")
+
+// Run runs the plugin with args (without the program name) and returns the exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := run(ctx, args, stdout)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "error: %v\n\n%s", err, usage)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	}
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: a command is required", errUsage)
+	}
+	cmd := args[0]
+	flags := pflag.NewFlagSet("kubectl m2m "+cmd, pflag.ContinueOnError)
+	flags.SetOutput(io.Discard)
+	kube := genericclioptions.NewConfigFlags(true)
+	kube.AddFlags(flags)
+	scopes := flags.StringArray("scope", nil, "scope to request or require (repeatable)")
+	audiences := flags.StringArray("audience", nil, "audience to request or require (repeatable)")
+	tokenURL := flags.String("token-url", "", "token endpoint, instead of the Secret's token_url")
+	output := flags.StringP("output", "o", "", "json prints the whole token response")
+	timeout := flags.Duration("timeout", 2*time.Minute, "how long rotate waits")
+	issuer := flags.String("issuer", "", "issuer URL, for verify")
+	if err := flags.Parse(args[1:]); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	rest := flags.Args()
+	if len(rest) != 1 {
+		return fmt.Errorf("%w: %s takes exactly one argument", errUsage, cmd)
+	}
+
+	if cmd == "verify" {
+		if *issuer == "" {
+			return fmt.Errorf("%w: verify needs --issuer", errUsage)
+		}
+		return verify(ctx, stdout, rest[0], *issuer, *scopes, *audiences)
+	}
+	cfg, err := kube.ToRESTConfig()
+	if err != nil {
+		return err
+	}
+	ns, _, err := kube.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
+	if err != nil {
+		return err
+	}
+	key := types.NamespacedName{Namespace: ns, Name: rest[0]}
+	switch cmd {
+	case "token":
+		return token(ctx, c, stdout, key, *scopes, *audiences, *tokenURL, *output)
+	case "rotate":
+		return rotate(ctx, c, stdout, key, *timeout)
+	case "describe":
+		return describe(ctx, c, stdout, key)
+	}
+	return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+}
+
+func getClient(ctx context.Context, c client.Client, key types.NamespacedName) (*m2mv1alpha1.M2MClient, error) {
+	obj := &m2mv1alpha1.M2MClient{}
+	if err := c.Get(ctx, key, obj); err != nil {
+		return nil, fmt.Errorf("M2MClient %s: %w", key, err)
+	}
+	return obj, nil
+}
+
+func token(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, scopes, audiences []string, tokenURL, output string) error {
+	obj, err := getClient(ctx, c, key)
+	if err != nil {
+		return err
+	}
+	if obj.Status.SecretName == "" {
+		return fmt.Errorf("M2MClient %s has no credentials yet (see kubectl m2m describe %s)", key, key.Name)
+	}
+	s := &corev1.Secret{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: obj.Status.SecretName}, s); err != nil {
+		return fmt.Errorf("reading Secret %s: %w", obj.Status.SecretName, err)
+	}
+	if tokenURL == "" {
+		tokenURL = string(s.Data["token_url"])
+	}
+	cc := clientcredentials.Config{
+		ClientID:       string(s.Data["client_id"]),
+		ClientSecret:   string(s.Data["client_secret"]),
+		TokenURL:       tokenURL,
+		Scopes:         scopes,
+		EndpointParams: url.Values{"audience": audiences},
+	}
+	tok, err := cc.Token(ctx)
+	if err != nil {
+		return err
+	}
+	if output == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{
+			"access_token": tok.AccessToken, "token_type": tok.TokenType,
+			"expires_in": int(time.Until(tok.Expiry).Round(time.Second) / time.Second), "scope": tok.Extra("scope"),
+		})
+	}
+	if output != "" {
+		return fmt.Errorf("%w: -o %s is not supported; use -o json", errUsage, output)
+	}
+	_, err = fmt.Fprintln(out, tok.AccessToken)
+	return err
+}
+
+func rotate(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, timeout time.Duration) error {
+	if _, err := getClient(ctx, c, key); err != nil {
+		return err
+	}
+	value := strconv.FormatInt(time.Now().UnixNano(), 10)
+	patch := []byte(`{"metadata":{"annotations":{"` + m2mv1alpha1.RotateAnnotation + `":"` + value + `"}}}`)
+	obj := &m2mv1alpha1.M2MClient{}
+	obj.Namespace, obj.Name = key.Namespace, key.Name
+	if err := c.Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		obj, err := getClient(ctx, c, key)
+		if err != nil {
+			return err
+		}
+		if obj.Status.LastRotateAnnotation == value && obj.Status.ObservedGeneration == obj.Generation && obj.Status.LastRotationTime != nil {
+			_, err := fmt.Fprintf(out, "m2mclient/%s rotated at %s\n", key.Name, obj.Status.LastRotationTime.UTC().Format(time.RFC3339))
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("m2mclient/%s did not rotate within %s; is the manager running?", key.Name, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func describe(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName) error {
+	obj, err := getClient(ctx, c, key)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	scopes := make([]string, 0, len(obj.Spec.Scopes))
+	for _, s := range obj.Spec.Scopes {
+		scopes = append(scopes, string(s))
+	}
+	fmt.Fprintf(w, "Name:\t%s/%s\n", obj.Namespace, obj.Name)
+	fmt.Fprintf(w, "Client ID:\t%s\n", obj.Status.ClientID)
+	fmt.Fprintf(w, "State:\t%s\n", obj.Status.State)
+	fmt.Fprintf(w, "Scopes:\t%s\n", strings.Join(scopes, " "))
+	fmt.Fprintf(w, "Secret:\t%s\n", obj.Status.SecretName)
+	last, next := "-", "-"
+	if t := obj.Status.LastRotationTime; t != nil {
+		last = t.UTC().Format(time.RFC3339)
+	}
+	if t := obj.Status.NextRotationTime; t != nil {
+		next = t.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "Last rotation:\t%s\n", last)
+	fmt.Fprintf(w, "Next rotation:\t%s\n", next)
+	fmt.Fprintf(w, "Accepted secrets:\n  LAST FOUR\tCREATED\tEXPIRES\n")
+	for _, e := range obj.Status.AcceptedSecrets {
+		expires := "never (current)"
+		if e.ExpiresAt != nil {
+			expires = e.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "  ...%s\t%s\t%s\n", e.LastFour, e.CreatedAt.UTC().Format(time.RFC3339), expires)
+	}
+	fmt.Fprintf(w, "Conditions:\n  TYPE\tSTATUS\tREASON\tMESSAGE\n")
+	for _, cond := range obj.Status.Conditions {
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", cond.Type, cond.Status, cond.Reason, cond.Message)
+	}
+	return w.Flush()
+}
+
+func verify(ctx context.Context, out io.Writer, token, issuer string, scopes, audiences []string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	v, err := m2mauth.NewVerifier(ctx, issuer)
+	if err != nil {
+		return err
+	}
+	opts := []m2mauth.AuthOption{m2mauth.RequiredScopes(scopes...)}
+	for _, a := range audiences {
+		opts = append(opts, m2mauth.Audience(a))
+	}
+	claims, err := v.Authenticate(ctx, token, opts...)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(claims)
+}
