@@ -29,6 +29,12 @@ verify-generated: ## Fail when the committed generated files differ from fresh o
 build: ## Build the binaries into bin/.
 	go build -o bin/ ./cmd/...
 
+IMG ?= ghcr.io/m2m-dev/m2m-operator:dev
+
+.PHONY: docker-build
+docker-build: ## Build the container image (needs a Docker engine; not part of make test).
+	docker build -t $(IMG) .
+
 .PHONY: control-plane
 control-plane: ## Build (once) and print the directory of kube-apiserver, etcd and kubectl.
 	@hack/control-plane.sh
