@@ -3,9 +3,11 @@ package devenv
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -86,4 +88,83 @@ func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 	if _, err := os.Stat(sys.Kubeconfig); !os.IsNotExist(err) {
 		t.Fatalf("the kubeconfig is still there after stopping: %v", err)
 	}
+}
+
+// readmeQuickStart returns the shell blocks of the README's quick start that follow `make dev`.
+func readmeQuickStart(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(controlplane.Root(), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "## Quick start")
+	if !ok {
+		t.Fatal("the README has no Quick start")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	var blocks []string
+	for _, part := range strings.Split(section, "```sh\n")[1:] {
+		block, _, _ := strings.Cut(part, "```")
+		if strings.TrimSpace(block) != "make dev" {
+			blocks = append(blocks, block)
+		}
+	}
+	if len(blocks) == 0 {
+		t.Fatal("the quick start has no commands after make dev")
+	}
+	return strings.Join(blocks, "\n")
+}
+
+// The README's quick start, exactly as written, against the system `make dev` runs: on the
+// documented address, with the kubeconfig in the repository's .dev.
+func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
+	const addr = "127.0.0.1:8080"
+	if l, err := net.Listen("tcp", addr); err != nil {
+		t.Skipf("%s is taken (is make dev running?): %v", addr, err)
+	} else {
+		l.Close()
+	}
+	assets, err := controlplane.Assets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := controlplane.Root()
+	sys, err := Start(Options{Root: root, StateDir: filepath.Join(root, ".dev"), Assets: assets, IssuerURL: "http://" + addr, Out: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = sys.Stop()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := sys.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	shell := exec.Command("bash", "-euo", "pipefail", "-c", readmeQuickStart(t))
+	shell.Dir = root
+	shell.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets)
+	out, err := shell.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the quick start failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{`"access_token":"`, `"keys":[{`, "m2mclient.m2m.dev/reports created", "reports"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("the quick start's output lacks %q:\n%s", want, out)
+		}
+	}
+
+	stopped = true
+	if err := sys.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Ctrl-C leaves no port behind: a second make dev can start at once.
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("%s is still taken after stopping: %v", addr, err)
+	}
+	l.Close()
 }
