@@ -19,6 +19,10 @@ manifests: ## Regenerate the CRD and RBAC manifests from the API types and marke
 generate: ## Regenerate the deepcopy code of the API types.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
+.PHONY: chart
+chart: ## Regenerate charts/m2m-operator from config/.
+	hack/gen-chart.sh
+
 .PHONY: verify-generated
 verify-generated: ## Fail when the committed generated files differ from fresh output.
 	hack/verify-generated.sh
