@@ -41,6 +41,8 @@ type Options struct {
 	IssuerURL string
 	// Out receives what a person should read.
 	Out io.Writer
+	// SkipNameValidation lets tests start several systems in one process.
+	SkipNameValidation bool
 }
 
 // System is a running development system.
@@ -98,7 +100,7 @@ func (s *System) start() error {
 	if err := s.Client.Create(context.Background(), ns); err != nil {
 		return err
 	}
-	mgr, err := operator.NewManager(s.Config, operator.Options{IssuerURL: s.IssuerURL})
+	mgr, err := operator.NewManager(s.Config, operator.Options{IssuerURL: s.IssuerURL, SkipNameValidation: s.SkipNameValidation})
 	if err != nil {
 		return err
 	}

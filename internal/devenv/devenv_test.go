@@ -32,7 +32,7 @@ func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 	}
 	issuer := "http://" + l.Addr().String()
 	l.Close()
-	sys, err := Start(Options{Root: controlplane.Root(), StateDir: t.TempDir(), Assets: assets, IssuerURL: issuer, Out: &out})
+	sys, err := Start(Options{Root: controlplane.Root(), StateDir: t.TempDir(), Assets: assets, IssuerURL: issuer, Out: &out, SkipNameValidation: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := controlplane.Root()
-	sys, err := Start(Options{Root: root, StateDir: filepath.Join(root, ".dev"), Assets: assets, IssuerURL: "http://" + addr, Out: io.Discard})
+	sys, err := Start(Options{Root: root, StateDir: filepath.Join(root, ".dev"), Assets: assets, IssuerURL: "http://" + addr, Out: io.Discard, SkipNameValidation: true})
 	if err != nil {
 		t.Fatal(err)
 	}
