@@ -9,22 +9,49 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/controlplane"
 )
 
-// The system behind `make dev` comes up with the samples Ready, the commands it prints get a
-// token when pasted into a shell, and stopping it leaves no kubeconfig pointing at closed ports.
-func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
+// startReady starts a system with o (assets and root filled in), waits until its samples are
+// Ready, and returns it with the clients and a stop function that is safe to call twice.
+func startReady(t *testing.T, o Options) (*System, []m2mv1alpha1.M2MClient, func() error) {
+	t.Helper()
 	assets, err := controlplane.Assets()
 	if err != nil {
 		t.Fatal(err)
 	}
+	o.Assets, o.Root, o.SkipNameValidation = assets, controlplane.Root(), true
+	sys, err := Start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	var stopErr error
+	stop := func() error {
+		once.Do(func() { stopErr = sys.Stop() })
+		return stopErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	clients, err := sys.WaitReady(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sys, clients, stop
+}
+
+// The system behind `make dev` comes up with the samples Ready, the commands it prints get a
+// token when pasted into a shell, and stopping it leaves no kubeconfig pointing at closed ports.
+func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 	var out bytes.Buffer
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -32,22 +59,8 @@ func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 	}
 	issuer := "http://" + l.Addr().String()
 	l.Close()
-	sys, err := Start(Options{Root: controlplane.Root(), StateDir: t.TempDir(), Assets: assets, IssuerURL: issuer, Out: &out, SkipNameValidation: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = sys.Stop()
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	clients, err := sys.WaitReady(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sys, clients, stop := startReady(t, Options{StateDir: t.TempDir(), IssuerURL: issuer, Out: &out})
+	ctx := context.Background()
 	if len(clients) == 0 {
 		t.Fatal("config/samples created no M2MClient")
 	}
@@ -81,8 +94,7 @@ func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 		}
 	}
 
-	stopped = true
-	if err := sys.Stop(); err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(sys.Kubeconfig); !os.IsNotExist(err) {
@@ -124,24 +136,10 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 	} else {
 		l.Close()
 	}
+	root := controlplane.Root()
+	_, _, stop := startReady(t, Options{StateDir: filepath.Join(root, ".dev"), IssuerURL: "http://" + addr, Out: io.Discard})
 	assets, err := controlplane.Assets()
 	if err != nil {
-		t.Fatal(err)
-	}
-	root := controlplane.Root()
-	sys, err := Start(Options{Root: root, StateDir: filepath.Join(root, ".dev"), Assets: assets, IssuerURL: "http://" + addr, Out: io.Discard, SkipNameValidation: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = sys.Stop()
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := sys.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
 	shell := exec.Command("bash", "-euo", "pipefail", "-c", readmeQuickStart(t))
@@ -157,8 +155,7 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 		}
 	}
 
-	stopped = true
-	if err := sys.Stop(); err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	// Ctrl-C leaves no port behind: a second make dev can start at once.
