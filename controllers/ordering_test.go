@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,11 +24,7 @@ func TestTheSecretNeverCarriesASecretThatStatusDidNotAcceptFirst(t *testing.T) {
 	ns := namespace(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	secrets, err := testenv.Record(ctx, env.Config, &corev1.SecretList{}, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clients, err := testenv.Record(ctx, env.Config, &m2mv1alpha1.M2MClientList{}, ns)
+	recorded, err := testenv.RecordCredentials(ctx, env.Config, ns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +40,8 @@ func TestTheSecretNeverCarriesASecretThatStatusDidNotAcceptFirst(t *testing.T) {
 		waitReady(t, ns, "ordered", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
 	}
 	time.Sleep(500 * time.Millisecond) // let the last watch events arrive
-	checked, err := testenv.AcceptedBefore(secrets(), clients(), acceptsNow)
+	secrets, clients := recorded()
+	checked, err := testenv.AcceptedBefore(secrets, clients, acceptsNow)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/controlplane"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 )
@@ -163,6 +164,19 @@ func Record(ctx context.Context, cfg *rest.Config, list client.ObjectList, ns st
 		defer mu.Unlock()
 		return seen
 	}, nil
+}
+
+// RecordCredentials records the Secrets and the M2MClients of ns, for AcceptedBefore.
+func RecordCredentials(ctx context.Context, cfg *rest.Config, ns string) (func() (secrets, clients []Version), error) {
+	secrets, err := Record(ctx, cfg, &corev1.SecretList{}, ns)
+	if err != nil {
+		return nil, err
+	}
+	clients, err := Record(ctx, cfg, &m2mv1alpha1.M2MClientList{}, ns)
+	if err != nil {
+		return nil, err
+	}
+	return func() ([]Version, []Version) { return secrets(), clients() }, nil
 }
 
 // AcceptedBefore checks that every version of a Secret in secrets carries a client_secret that

@@ -265,11 +265,7 @@ func TestARotationInterruptedAfterAnyWriteIsFinishedOnceByTheNextManager(t *test
 			newNamespace(t, ns)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			secrets, err := testenv.Record(ctx, env.Config, &corev1.SecretList{}, ns)
-			if err != nil {
-				t.Fatal(err)
-			}
-			clients, err := testenv.Record(ctx, env.Config, &m2mv1alpha1.M2MClientList{}, ns)
+			recorded, err := testenv.RecordCredentials(ctx, env.Config, ns)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -328,8 +324,8 @@ func TestARotationInterruptedAfterAnyWriteIsFinishedOnceByTheNextManager(t *test
 			}
 
 			time.Sleep(300 * time.Millisecond) // let the last watch events arrive
-			secretVersions := secrets()
-			checked, err := testenv.AcceptedBefore(secretVersions, clients(), func(o client.Object, secret string) bool {
+			secretVersions, clientVersions := recorded()
+			checked, err := testenv.AcceptedBefore(secretVersions, clientVersions, func(o client.Object, secret string) bool {
 				return credentials.Verify(o.(*m2mv1alpha1.M2MClient).Status.AcceptedSecrets, secret, clk.Now())
 			})
 			if err != nil {
