@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -29,6 +30,7 @@ type jwksServer struct {
 	keys    []*signingkeys.Key
 	fetches atomic.Int64
 	slow    time.Duration
+	maxAge  atomic.Int64 // seconds; 0 means 300
 }
 
 func newJWKSServer(t testing.TB, keys ...*signingkeys.Key) *jwksServer {
@@ -45,7 +47,11 @@ func newJWKSServer(t testing.TB, keys ...*signingkeys.Key) *jwksServer {
 			s.mu.Lock()
 			set := (&signingkeys.Set{Keys: s.keys}).Published(t0, time.Hour)
 			s.mu.Unlock()
-			w.Header().Set("Cache-Control", "max-age=300")
+			maxAge := s.maxAge.Load()
+			if maxAge == 0 {
+				maxAge = 300
+			}
+			w.Header().Set("Cache-Control", fmt.Sprintf("max-age=%d", maxAge))
 			_ = json.NewEncoder(w).Encode(set)
 		default:
 			http.NotFound(w, r)
@@ -276,4 +282,24 @@ func FuzzAuthenticate(f *testing.F) {
 			t.Fatalf("claims %v and error %v", claims, err)
 		}
 	})
+}
+
+// The verifier refetches the JWKS by itself when the server's max-age runs out, with no token
+// asking for it.
+func TestTheJWKSIsRefreshedInTheBackgroundWhenItsMaxAgeRunsOut(t *testing.T) {
+	ec := genKey(t, signingkeys.ES256)
+	srv := newJWKSServer(t, ec)
+	srv.maxAge.Store(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := NewVerifier(ctx, srv.URL, WithMinRefreshInterval(100*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.fetches.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d JWKS fetches in 10s with a max-age of 1s", srv.fetches.Load())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
