@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
@@ -74,17 +75,8 @@ func OwnedBy(secret *corev1.Secret, obj *m2mv1alpha1.M2MClient) bool {
 	if ref == nil {
 		return false
 	}
-	gv, err := parseGroup(ref.APIVersion)
-	return err == nil && gv == m2mv1alpha1.GroupVersion.Group && ref.Kind == "M2MClient" && ref.Name == obj.Name
-}
-
-func parseGroup(apiVersion string) (string, error) {
-	for i := range len(apiVersion) {
-		if apiVersion[i] == '/' {
-			return apiVersion[:i], nil
-		}
-	}
-	return "", fmt.Errorf("apiVersion %q has no group", apiVersion)
+	gv, err := schema.ParseGroupVersion(ref.APIVersion)
+	return err == nil && gv.Group == m2mv1alpha1.GroupVersion.Group && ref.Kind == "M2MClient" && ref.Name == obj.Name
 }
 
 // DecideSecret says what to do with the credentials Secret of obj at now. secret is nil when no

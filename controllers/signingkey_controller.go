@@ -2,9 +2,7 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 	"maps"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -148,12 +146,4 @@ func (r *SigningKeyReconciler) labels(existing map[string]string) map[string]str
 	out[ManagedByLabel] = ManagedByValue
 	out[ComponentLabel] = SigningKeyComponent
 	return out
-}
-
-// ParseSecretRef parses "namespace/name".
-func ParseSecretRef(s string) (types.NamespacedName, error) {
-	if ns, name, ok := strings.Cut(s, "/"); ok && ns != "" && name != "" && !strings.Contains(name, "/") {
-		return types.NamespacedName{Namespace: ns, Name: name}, nil
-	}
-	return types.NamespacedName{}, fmt.Errorf("signing-key Secret %q is not namespace/name", s)
 }

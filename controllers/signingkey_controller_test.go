@@ -108,17 +108,6 @@ func TestAChangedAlgorithmPublishesAKeyOfTheNewOneAsNext(t *testing.T) {
 	}
 }
 
-func TestParseSecretRef(t *testing.T) {
-	if got, err := ParseSecretRef("m2m-system/keys"); err != nil || got != (types.NamespacedName{Namespace: "m2m-system", Name: "keys"}) {
-		t.Fatalf("got %v %v", got, err)
-	}
-	for _, bad := range []string{"", "keys", "/keys", "ns/", "a/b/c"} {
-		if _, err := ParseSecretRef(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}
-
 // One reconcile step of the client controller, on the fake client: it asks to be woken at the
 // moment the next rotation is due, not before.
 func TestAReconcileRequeuesForTheMomentTheNextRotationIsDue(t *testing.T) {

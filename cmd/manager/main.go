@@ -11,7 +11,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
@@ -48,7 +47,7 @@ func main() {
 		}
 	}
 	var err error
-	if o.SigningKeySecret, err = controllers.ParseSecretRef(*keySecret); err != nil {
+	if o.SigningKeySecret, err = signingkeys.ParseSecretRef(*keySecret); err != nil {
 		fail(err)
 	}
 	if o.SigningKeys.Algorithm, err = signingkeys.ParseAlgorithm(*algorithm); err != nil {

@@ -13,8 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/m2m-dev/m2m-operator/controllers"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 )
 
@@ -24,7 +23,7 @@ func main() {
 	zapOpts := zap.Options{}
 	flag.StringVar(&o.IssuerURL, "issuer-url", "", "The issuer URL (required). Every URL the server advertises derives from it.")
 	flag.StringVar(&o.ListenAddress, "listen-address", ":8080", "Address to serve on.")
-	flag.StringVar(&keySecret, "signing-key-secret", operator.DefaultSigningKeySecret.String(), "namespace/name of the signing-key Secret the manager writes.")
+	flag.StringVar(&keySecret, "signing-key-secret", signingkeys.DefaultSecret.String(), "namespace/name of the signing-key Secret the manager writes.")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces whose M2MClients may get tokens. Empty means all.")
 	flag.StringVar(&o.DefaultAudience, "default-audience", "", "Audience of tokens for clients with no spec.audiences.")
 	flag.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate for HTTPS; reloaded when it changes.")
@@ -40,7 +39,7 @@ func main() {
 		}
 	}
 	var err error
-	if o.SigningKeySecret, err = controllers.ParseSecretRef(keySecret); err != nil {
+	if o.SigningKeySecret, err = signingkeys.ParseSecretRef(keySecret); err != nil {
 		fail(err)
 	}
 	cfg, err := ctrl.GetConfig()

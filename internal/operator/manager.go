@@ -59,7 +59,7 @@ type Options struct {
 }
 
 // DefaultSigningKeySecret is where the manager keeps the signing keys unless told otherwise.
-var DefaultSigningKeySecret = types.NamespacedName{Namespace: "m2m-system", Name: "m2m-signing-keys"}
+var DefaultSigningKeySecret = signingkeys.DefaultSecret
 
 // Scheme returns a scheme with the Kubernetes types and the m2m.dev types.
 func Scheme() *runtime.Scheme {

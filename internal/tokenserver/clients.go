@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
 )
 
 // ClientSource finds M2MClients by client ID.
@@ -42,7 +41,13 @@ type InformerClients struct {
 
 // NewInformerClients prepares informers; Start runs them.
 func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.PassiveClock) (*InformerClients, error) {
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: operator.Scheme()})
+	// The token server reads M2MClients only: a scheme with nothing else, and no dependency on
+	// the manager's packages.
+	scheme := runtime.NewScheme()
+	if err := m2mv1alpha1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, err
 	}
