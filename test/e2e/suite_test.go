@@ -120,7 +120,7 @@ func run(m *testing.M) int {
 			SigningKeySecret: operator.DefaultSigningKeySecret,
 		})
 	}()
-	if err := waitHTTP(issuer + "/readyz"); err != nil {
+	if err := testenv.WaitOK(issuer+"/readyz", wait); err != nil {
 		fmt.Fprintln(os.Stderr, "the token server never became ready:", err)
 		return 1
 	}
@@ -134,24 +134,6 @@ func run(m *testing.M) int {
 		}
 	}
 	return code
-}
-
-func waitHTTP(url string) error {
-	deadline := time.Now().Add(wait)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 var nsCount int

@@ -278,7 +278,7 @@ func TestTokensKeepComingWhileTheAPIServerIsDownAndTheCacheCatchesUpAfter(t *tes
 		}
 		return nil
 	})
-	if err := waitHTTP(issuer + "/readyz"); err != nil {
+	if err := testenv.WaitOK(issuer+"/readyz", wait); err != nil {
 		t.Fatalf("readyz failed while the API server was down: %v", err)
 	}
 

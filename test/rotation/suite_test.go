@@ -89,7 +89,8 @@ func run(m *testing.M) int {
 	go func() {
 		tsDone <- tokenserver.Run(ctx, e.Config, tokenserver.Options{IssuerURL: issuer, Listener: ln, SigningKeySecret: operator.DefaultSigningKeySecret, Clock: clk})
 	}()
-	if err := waitReady(issuer + "/readyz"); err != nil {
+	// Generous: in a full `go test ./...` the machine also compiles and runs the other packages.
+	if err := testenv.WaitOK(issuer+"/readyz", 4*wait); err != nil {
 		data, _ := os.ReadFile(logFile)
 		return fail(fmt.Errorf("the token server never became ready: %w\n%s", err, data))
 	}
@@ -101,26 +102,6 @@ func run(m *testing.M) int {
 		}
 	}
 	return code
-}
-
-func waitReady(url string) error {
-	// Generous: in a full `go test ./...` the machine also compiles and runs the other packages.
-	deadline := time.Now().Add(4 * wait)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func managerOptions(namespaces ...string) operator.Options {
