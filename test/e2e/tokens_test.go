@@ -11,8 +11,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -234,32 +232,13 @@ func TestTokensKeepComingWhileTheAPIServerIsDownAndTheCacheCatchesUpAfter(t *tes
 	ns := namespace(t)
 	cc := credentialsOf(readyClient(t, billingClient(ns, "steady")))
 
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		deadline := time.Now().Add(3 * time.Minute)
-		for i := 0; i < 100000 && time.Now().Before(deadline); i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := cc.Token(ctx); err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
-			} else {
-				ok.Add(1)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
+	load := startConsumer(5*time.Millisecond, func() error {
+		_, err := cc.Token(ctx)
+		return err
+	})
 	testenv.Eventually(t, wait, func() error {
-		if ok.Load() < 20 {
-			return fmt.Errorf("%d tokens so far", ok.Load())
+		if load.ok.Load() < 20 {
+			return fmt.Errorf("%d tokens so far", load.ok.Load())
 		}
 		return nil
 	})
@@ -268,10 +247,10 @@ func TestTokensKeepComingWhileTheAPIServerIsDownAndTheCacheCatchesUpAfter(t *tes
 	if err := env.ControlPlane.APIServer.Stop(); err != nil && !strings.Contains(err.Error(), "timeout waiting for process") {
 		t.Fatal(err)
 	}
-	during := ok.Load()
+	during := load.ok.Load()
 	testenv.Eventually(t, wait, func() error {
-		if ok.Load() < during+50 {
-			return fmt.Errorf("%d tokens since the API server stopped", ok.Load()-during)
+		if load.ok.Load() < during+50 {
+			return fmt.Errorf("%d tokens since the API server stopped", load.ok.Load()-during)
 		}
 		if s := metric(t, "m2m_client_cache_staleness_seconds"); s <= 0 {
 			return fmt.Errorf("staleness %v while the API server is down", s)
@@ -308,9 +287,8 @@ func TestTokensKeepComingWhileTheAPIServerIsDownAndTheCacheCatchesUpAfter(t *tes
 		}
 		return nil
 	})
-	close(stop)
-	wg.Wait()
-	if failed.Load() != 0 {
-		t.Fatalf("%d of %d token requests failed during the outage; first: %v", failed.Load(), failed.Load()+ok.Load(), firstErr.Load())
+	load.stop()
+	if load.failed.Load() != 0 {
+		t.Fatalf("%d of %d token requests failed during the outage; first: %v", load.failed.Load(), load.failed.Load()+load.ok.Load(), load.firstErr.Load())
 	}
 }

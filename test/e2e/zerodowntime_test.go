@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,40 +33,21 @@ func TestAConsumerThatSeesTheSecretLateNeverFailsWhileRotationsHappen(t *testing
 		s := &corev1.Secret{}
 		return s, env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: obj.Status.SecretName}, s)
 	}
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		mounted, err := read()
-		if err != nil {
-			firstErr.Store(err.Error())
-			failed.Add(1)
-			return
+	mounted, err := read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refreshed := time.Now()
+	// The consumer's only goroutine owns mounted and refreshed.
+	load := startConsumer(10*time.Millisecond, func() error {
+		if time.Since(refreshed) >= kubeletDelay {
+			if s, err := read(); err == nil {
+				mounted, refreshed = s, time.Now()
+			}
 		}
-		refreshed := time.Now()
-		for i := 0; i < 1_000_000; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if time.Since(refreshed) >= kubeletDelay {
-				if s, err := read(); err == nil {
-					mounted, refreshed = s, time.Now()
-				}
-			}
-			if _, err := credentialsOf(mounted).Token(ctx); err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
-			} else {
-				ok.Add(1)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
+		_, err := credentialsOf(mounted).Token(ctx)
+		return err
+	})
 
 	seen := map[string]bool{}
 	for i := range rotations {
@@ -88,12 +67,11 @@ func TestAConsumerThatSeesTheSecretLateNeverFailsWhileRotationsHappen(t *testing
 		}
 	}
 	time.Sleep(kubeletDelay + time.Second)
-	close(stop)
-	wg.Wait()
+	load.stop()
 	if len(seen) < rotations/2 {
 		t.Fatalf("only %d distinct secrets were seen over %d rotations; the test did not exercise rotation", len(seen), rotations)
 	}
-	if failed.Load() != 0 || ok.Load() == 0 {
-		t.Fatalf("%d of %d token requests failed across %d rotations; first: %v", failed.Load(), failed.Load()+ok.Load(), rotations, firstErr.Load())
+	if load.failed.Load() != 0 || load.ok.Load() == 0 {
+		t.Fatalf("%d of %d token requests failed across %d rotations; first: %v", load.failed.Load(), load.failed.Load()+load.ok.Load(), rotations, load.firstErr.Load())
 	}
 }
