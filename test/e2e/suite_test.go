@@ -4,11 +4,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -30,7 +27,6 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/controlplane"
 	"github.com/m2m-dev/m2m-operator/internal/manifests"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/testenv"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 )
@@ -174,25 +170,5 @@ func readyClient(t *testing.T, obj *m2mv1alpha1.M2MClient) *corev1.Secret {
 // jwksKeyfunc fetches the JWKS over HTTP, as any verifier would, and finds keys by kid.
 func jwksKeyfunc(t *testing.T) jwt.Keyfunc {
 	t.Helper()
-	resp, err := http.Get(issuer + "/.well-known/jwks.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var set signingkeys.JWKS
-	if err := json.Unmarshal(raw, &set); err != nil {
-		t.Fatalf("JWKS %s: %v", raw, err)
-	}
-	return func(tok *jwt.Token) (any, error) {
-		for _, k := range set.Keys {
-			if k.KeyID == tok.Header["kid"] {
-				if k.Algorithm != tok.Method.Alg() {
-					return nil, fmt.Errorf("alg %s does not match the key's %s", tok.Method.Alg(), k.Algorithm)
-				}
-				return k.PublicKey()
-			}
-		}
-		return nil, fmt.Errorf("kid %v is not in the JWKS", tok.Header["kid"])
-	}
+	return testenv.Keyfunc(testenv.JWKS(t, issuer))
 }

@@ -25,16 +25,7 @@ import (
 
 func jwks(t *testing.T) signingkeys.JWKS {
 	t.Helper()
-	resp, err := http.Get(issuer + "/.well-known/jwks.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var set signingkeys.JWKS
-	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
-		t.Fatal(err)
-	}
-	return set
+	return testenv.JWKS(t, issuer)
 }
 
 func published(set signingkeys.JWKS, kid string) bool {
@@ -49,15 +40,7 @@ func published(set signingkeys.JWKS, kid string) bool {
 // verifies checks a token against the JWKS as a resource server would, at the fake clock's time.
 func verifies(t *testing.T, token string) error {
 	t.Helper()
-	set := jwks(t)
-	_, err := jwt.Parse(token, func(tok *jwt.Token) (any, error) {
-		for _, k := range set.Keys {
-			if k.KeyID == tok.Header["kid"] {
-				return k.PublicKey()
-			}
-		}
-		return nil, fmt.Errorf("kid %v is not published", tok.Header["kid"])
-	}, jwt.WithTimeFunc(clk.Now), jwt.WithValidMethods([]string{"ES256"}))
+	_, err := jwt.Parse(token, testenv.Keyfunc(jwks(t)), jwt.WithTimeFunc(clk.Now), jwt.WithValidMethods([]string{"ES256"}))
 	return err
 }
 
