@@ -49,7 +49,7 @@ vet:
 
 .PHONY: test
 test: verify-generated vet ## Everything CI checks: generated files, vet, unit and envtest integration tests.
-	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go test -count=1 ./...
+	assets="$$(hack/control-plane.sh)"; helm="$$(hack/helm.sh)"; KUBEBUILDER_ASSETS="$$assets" M2M_HELM="$$helm" go test -count=1 ./...
 
 .PHONY: bench-controller
 bench-controller: ## Controller scale benchmark (N=1000 by default); results belong in docs/benchmarks.md.
@@ -66,8 +66,8 @@ bench-rotation: ## Rotate 1,000 clients at once under token load; results belong
 ##@ Run
 
 .PHONY: dev
-dev: ## Run the whole system on a local control plane until Ctrl-C.
-	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/dev
+dev: ## Run the whole system on a local control plane until Ctrl-C (DEFAULT_AUDIENCE=... sets the token server's).
+	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/dev -default-audience='$(DEFAULT_AUDIENCE)'
 
 .PHONY: dev-clean
 dev-clean: ## Remove the state of `make dev`.

@@ -3,7 +3,10 @@ package controllers
 // Condition types of an M2MClient.
 const (
 	// ConditionReady is True when the Secret holds credentials that the token server accepts, and
-	// the client ID is the client's own. When it is False, the reason says what a human must fix.
+	// the client ID is the client's own: a token server with default settings issues tokens to
+	// the client (to one without spec.audiences for the default audience, the issuer). The token
+	// server's flags, which the manager cannot see, can still change that (--watch-namespaces,
+	// --default-audience). When it is False, the reason says what a human must fix.
 	ConditionReady = "Ready"
 )
 

@@ -26,6 +26,7 @@ func main() {
 	flag.StringVar(&o.Root, "root", root, "Repository root.")
 	flag.StringVar(&o.StateDir, "state-dir", filepath.Join(root, ".dev"), "Where the kubeconfig and state are kept.")
 	flag.StringVar(&o.IssuerURL, "issuer-url", "http://127.0.0.1:8080", "Issuer URL written into the credentials Secrets.")
+	flag.StringVar(&o.DefaultAudience, "default-audience", "", `The "aud" of tokens for clients with no spec.audiences; empty means the issuer URL.`)
 	verbose := flag.Bool("v", false, "Log debug detail.")
 	flag.Parse()
 	level := zapcore.InfoLevel

@@ -1,5 +1,6 @@
 // Package controlplane finds the kube-apiserver, etcd and kubectl binaries that
-// hack/control-plane.sh builds from Go modules and caches per user.
+// hack/control-plane.sh builds from Go modules, and the helm binary that hack/helm.sh builds; both
+// are cached per user.
 package controlplane
 
 import (
@@ -19,15 +20,23 @@ func Root() string {
 
 // Assets returns the directory of the control plane binaries: KUBEBUILDER_ASSETS when set, else
 // what hack/control-plane.sh prints (it builds them when they are missing).
-func Assets() (string, error) {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir, nil
+func Assets() (string, error) { return cached("KUBEBUILDER_ASSETS", "control-plane.sh") }
+
+// Helm returns the path of the helm binary: M2M_HELM when set, else what hack/helm.sh prints (it
+// builds Helm when it is missing).
+func Helm() (string, error) { return cached("M2M_HELM", "helm.sh") }
+
+// cached returns the environment variable when set, else the path that a hack/ script, which
+// builds and caches a tool, prints.
+func cached(envVar, script string) (string, error) {
+	if path := os.Getenv(envVar); path != "" {
+		return path, nil
 	}
-	cmd := exec.Command(filepath.Join(Root(), "hack", "control-plane.sh"))
+	cmd := exec.Command(filepath.Join(Root(), "hack", script))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("hack/control-plane.sh: %w (run `make test`, or set KUBEBUILDER_ASSETS)", err)
+		return "", fmt.Errorf("hack/%s: %w (run `make test`, or set %s)", script, err, envVar)
 	}
 	return strings.TrimSpace(string(out)), nil
 }

@@ -39,6 +39,8 @@ type Options struct {
 	Assets string
 	// IssuerURL is the issuer written into the credentials Secrets.
 	IssuerURL string
+	// DefaultAudience is the token server's --default-audience; empty means IssuerURL.
+	DefaultAudience string
 	// Out receives what a person should read.
 	Out io.Writer
 	// SkipNameValidation lets tests start several systems in one process.
@@ -120,6 +122,7 @@ func (s *System) start() error {
 	go func() {
 		s.done <- tokenserver.Run(ctx, s.Config, tokenserver.Options{
 			IssuerURL:        s.IssuerURL,
+			DefaultAudience:  s.DefaultAudience,
 			Listener:         ln,
 			SigningKeySecret: operator.DefaultSigningKeySecret,
 		})
@@ -178,7 +181,12 @@ func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
 	fmt.Fprintf(w, "  kubeconfig:    %s\n", s.Kubeconfig)
 	fmt.Fprintf(w, "  kubectl:       %s\n", kubectl)
 	fmt.Fprintf(w, "  token server:  %s/oauth2/token\n", s.IssuerURL)
-	fmt.Fprintf(w, "  JWKS:          %s/.well-known/jwks.json\n\n", s.IssuerURL)
+	fmt.Fprintf(w, "  JWKS:          %s/.well-known/jwks.json\n", s.IssuerURL)
+	aud := s.DefaultAudience
+	if aud == "" {
+		aud = s.IssuerURL + " (the issuer)"
+	}
+	fmt.Fprintf(w, "  default aud:   %s, for clients with no spec.audiences\n\n", aud)
 	fmt.Fprintf(w, "Try, in another terminal:\n\n")
 	for _, line := range s.NextSteps(clients) {
 		fmt.Fprintf(w, "  %s\n", line)

@@ -149,7 +149,13 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the quick start failed: %v\n%s", err, out)
 	}
-	for _, want := range []string{`"access_token":"`, `"keys":[{`, "m2mclient.m2m.dev/reports created", "reports"} {
+	for _, want := range []string{
+		`"access_token":"`, `"keys":[{`, "m2mclient.m2m.dev/reports created", "reports",
+		// The Stytch-shaped client, with no audience: pkg/m2mauth accepts its token with the
+		// issuer as the audience and a required scope.
+		"m2mclient.m2m.dev/foo-service created", "m2mclient.m2m.dev/foo-service condition met",
+		"\"Audience\": [\n    \"http://" + addr + "\"\n  ]", "\"read:settings\"",
+	} {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("the quick start's output lacks %q:\n%s", want, out)
 		}

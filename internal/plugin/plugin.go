@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -27,16 +28,27 @@ import (
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 )
 
-const usage = `kubectl m2m: machine-to-machine clients of m2m-operator.
+// commands are the subcommands and their usage lines, in the order the usage lists them.
+var commands = []struct{ name, usage string }{
+	{"token", "kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--token-url URL] [-o json]"},
+	{"rotate", "kubectl m2m rotate NAME [-n NS] [--timeout 2m]"},
+	{"describe", "kubectl m2m describe NAME [-n NS]"},
+	{"verify", "kubectl m2m verify TOKEN --issuer URL [--scope S]... [--audience A]"},
+}
 
-Usage:
-  kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--token-url URL] [-o json]
-  kubectl m2m rotate NAME [-n NS] [--timeout 2m]
-  kubectl m2m describe NAME [-n NS]
-  kubectl m2m verify TOKEN --issuer URL [--scope S]... [--audience A]
+var usage = func() string {
+	var b strings.Builder
+	b.WriteString("kubectl m2m: machine-to-machine clients of m2m-operator.\n\nUsage:\n")
+	for _, c := range commands {
+		b.WriteString("  " + c.usage + "\n")
+	}
+	b.WriteString("\nFlags common to kubectl: -n/--namespace, --context, --kubeconfig.\n" +
+		"Run kubectl m2m COMMAND --help for a command's flags.\n")
+	return b.String()
+}()
 
-Flags common to kubectl: -n/--namespace, --context, --kubeconfig.
-`
+// isHelp reports whether arg asks for help, as kubectl's own commands take it.
+func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "help" }
 
 // errUsage marks mistakes in the command line: exit code 2.
 var errUsage = errors.New("usage")
@@ -60,7 +72,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: a command is required", errUsage)
 	}
+	if isHelp(args[0]) {
+		_, err := io.WriteString(stdout, usage)
+		return err
+	}
 	cmd := args[0]
+	i := slices.IndexFunc(commands, func(c struct{ name, usage string }) bool { return c.name == cmd })
+	if i < 0 {
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
 	flags := pflag.NewFlagSet("kubectl m2m "+cmd, pflag.ContinueOnError)
 	flags.SetOutput(io.Discard)
 	kube := genericclioptions.NewConfigFlags(true)
@@ -71,7 +91,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	output := flags.StringP("output", "o", "", "json prints the whole token response")
 	timeout := flags.Duration("timeout", 2*time.Minute, "how long rotate waits")
 	issuer := flags.String("issuer", "", "issuer URL, for verify")
-	if err := flags.Parse(args[1:]); err != nil {
+	if err := flags.Parse(args[1:]); errors.Is(err, pflag.ErrHelp) {
+		_, err := fmt.Fprintf(stdout, "Usage:\n  %s\n\nFlags:\n%s", commands[i].usage, flags.FlagUsages())
+		return err
+	} else if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	rest := flags.Args()
@@ -106,7 +129,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "describe":
 		return describe(ctx, c, stdout, key)
 	}
-	return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	panic("unreachable: commands lists " + cmd + " but run does not handle it")
 }
 
 func getClient(ctx context.Context, c client.Client, key types.NamespacedName) (*m2mv1alpha1.M2MClient, error) {

@@ -35,7 +35,9 @@ const JWKSMaxAge = signingkeys.JWKSMaxAge
 type Config struct {
 	// IssuerURL is the issuer; every URL the server advertises derives from it.
 	IssuerURL string
-	// DefaultAudience is the audience of tokens for clients with no spec.audiences.
+	// DefaultAudience is the audience of tokens for clients with no spec.audiences. Empty means
+	// IssuerURL: every token carries an "aud" (RFC 9068 §2.2), and for a client that names no
+	// audience it is "a client of this installation", as Stytch's project audience is.
 	DefaultAudience string
 	Clients         ClientSource
 	Keys            KeySource
@@ -75,6 +77,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Ready == nil {
 		cfg.Ready = func() error { return nil }
 	}
+	cfg.DefaultAudience = EffectiveDefaultAudience(cfg.IssuerURL, cfg.DefaultAudience)
 	s := &Server{cfg: cfg, prefix: strings.TrimSuffix(u.Path, "/")}
 	for range 2 {
 		secret, err := credentials.NewSecret()
@@ -87,6 +90,15 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// EffectiveDefaultAudience is the "aud" of tokens for clients with no spec.audiences on a server
+// with this issuer and --default-audience: the flag, or the issuer when it is empty.
+func EffectiveDefaultAudience(issuerURL, configured string) string {
+	if configured == "" {
+		return issuerURL
+	}
+	return configured
 }
 
 // Handler routes the server's endpoints.
@@ -220,31 +232,35 @@ func grantScopes(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthE
 	return req.scopes, nil
 }
 
+// allowedAudiences are the audiences a client may have in its tokens: its spec.audiences, or the
+// server's default audience when it names none.
+func (s *Server) allowedAudiences(c *m2mv1alpha1.M2MClient) []string {
+	if len(c.Spec.Audiences) == 0 {
+		return []string{s.cfg.DefaultAudience}
+	}
+	out := make([]string, 0, len(c.Spec.Audiences))
+	for _, a := range c.Spec.Audiences {
+		out = append(out, string(a))
+	}
+	return out
+}
+
 // audience returns the token's audiences: the requested ones (audience and resource parameters),
-// each of which the client must be allowed; else the client's; else the server default.
+// each of which the client must be allowed; else all that the client is allowed.
 func (s *Server) audience(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthError) {
 	for _, r := range req.resources {
 		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
 			return nil, &oauthError{Code: ErrInvalidTarget, Description: "a resource must be an absolute URI without a fragment", status: http.StatusBadRequest, reason: "resource_syntax"}
 		}
 	}
+	allowed := s.allowedAudiences(c)
 	requested := append(slices.Clone(req.audiences), req.resources...)
 	if len(requested) == 0 {
-		if len(c.Spec.Audiences) > 0 {
-			out := make([]string, 0, len(c.Spec.Audiences))
-			for _, a := range c.Spec.Audiences {
-				out = append(out, string(a))
-			}
-			return out, nil
-		}
-		if s.cfg.DefaultAudience != "" {
-			return []string{s.cfg.DefaultAudience}, nil
-		}
-		return nil, &oauthError{Code: ErrInvalidTarget, Description: "the client has no audiences and the server has no default audience", status: http.StatusBadRequest, reason: "no_audience"}
+		return allowed, nil
 	}
 	var out []string
 	for _, a := range requested {
-		if !slices.Contains(c.Spec.Audiences, m2mv1alpha1.Audience(a)) {
+		if !slices.Contains(allowed, a) {
 			return nil, &oauthError{Code: ErrInvalidTarget, Description: "the client may not request the audience " + a, status: http.StatusBadRequest, reason: "audience_not_allowed"}
 		}
 		if !slices.Contains(out, a) {

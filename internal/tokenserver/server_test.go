@@ -190,7 +190,7 @@ func TestTheTokenEndpointRefusesBadRequestsWithTheRightOAuthError(t *testing.T) 
 		"a scope with a backslash is an invalid scope":    {call{contentType: form, body: with("scope", `read\x`)}, 400, ErrInvalidScope},
 		"an audience the client lacks is invalid_target":  {call{contentType: form, body: with("audience", "https://evil.example.com")}, 400, ErrInvalidTarget},
 		"a relative resource is invalid_target":           {call{contentType: form, body: with("resource", "payments")}, 400, ErrInvalidTarget},
-		"no audience anywhere is invalid_target":          {call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", bareID, "client_secret", bareSecret)}, 400, ErrInvalidTarget},
+		"a client with no audiences may ask for no other": {call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", bareID, "client_secret", bareSecret, "audience", "https://payments.example.com")}, 400, ErrInvalidTarget},
 		"one allowed and one unknown resource is refused": {call{contentType: form, body: with("resource", "https://payments.example.com", "resource", "https://other.example.com")}, 400, ErrInvalidTarget},
 	} {
 		t.Run(sentence, func(t *testing.T) {
@@ -303,6 +303,42 @@ func TestScopeAndAudienceNarrowTheToken(t *testing.T) {
 	_, claims = parseToken(t, f, body["access_token"].(string))
 	if claims["aud"] != "https://default.example.com" || claims["scope"] != "" || body["expires_in"] != float64(3600) {
 		t.Fatalf("aud %v scope %q expires_in %v", claims["aud"], claims["scope"], body["expires_in"])
+	}
+}
+
+// A client that names no audience, like the client in Stytch's M2M guide, gets a token on a server
+// with default settings: its audience is the issuer. --default-audience replaces it, and then the
+// issuer is no longer an audience such a client may ask for.
+func TestAClientWithNoAudiencesGetsTheDefaultAudienceWhichIsTheIssuerUnlessConfigured(t *testing.T) {
+	bare := formBody("grant_type", "client_credentials", "client_id", bareID, "client_secret", bareSecret)
+	for sentence, tc := range map[string]struct {
+		defaultAudience string
+		body            string
+		status          int
+		aud             string
+	}{
+		"with no default configured, the token is for the issuer":          {"", bare, 200, testIssuer},
+		"asking for the issuer by name gives the same token":               {"", bare + "&audience=" + url.QueryEscape(testIssuer), 200, testIssuer},
+		"a configured default audience replaces the issuer":                {"https://default.example.com", bare, 200, "https://default.example.com"},
+		"with a configured default, the issuer is not an allowed audience": {"https://default.example.com", bare + "&audience=" + url.QueryEscape(testIssuer), 400, ""},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			f := newFixture(t, tc.defaultAudience)
+			resp, body := f.do(t, call{contentType: form, body: tc.body})
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %v", resp.StatusCode, tc.status, body)
+			}
+			if tc.status != 200 {
+				if body["error"] != ErrInvalidTarget {
+					t.Fatalf("error %v, want %s", body["error"], ErrInvalidTarget)
+				}
+				return
+			}
+			_, claims := parseToken(t, f, body["access_token"].(string))
+			if claims["aud"] != tc.aud {
+				t.Fatalf("aud %v, want %q", claims["aud"], tc.aud)
+			}
+		})
 	}
 }
 

@@ -4,42 +4,111 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"io"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/m2m-dev/m2m-operator/internal/controlplane"
+	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 )
 
-// config/default, rendered by kustomize (kubectl's, built with the control plane), is accepted
-// by a real API server, object by object. Nothing runs the Pods: envtest has no nodes.
-func TestTheProductionManifestsRenderAndAreAccepted(t *testing.T) {
+// renderConfig renders a kustomize directory under config/ with the kubectl built with the
+// control plane.
+func renderConfig(t *testing.T, dir string) []byte {
+	t.Helper()
 	assets, err := controlplane.Assets()
 	if err != nil {
 		t.Fatal(err)
 	}
-	rendered, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", filepath.Join(controlplane.Root(), "config", "default")).Output()
+	rendered, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", filepath.Join(controlplane.Root(), "config", dir)).Output()
 	if err != nil {
-		t.Fatalf("kubectl kustomize config/default: %v", err)
+		t.Fatalf("kubectl kustomize config/%s: %v", dir, err)
 	}
+	return rendered
+}
+
+// renderChart runs `helm template` on the chart with extra arguments (--set ...).
+func renderChart(t *testing.T, args ...string) []byte {
+	t.Helper()
+	helm, err := controlplane.Helm()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(helm, append([]string{"template", "m2m", filepath.Join(controlplane.Root(), "charts", "m2m-operator"), "--namespace", "m2m-system"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	rendered, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helm template %v: %v\n%s", args, err, stderr.String())
+	}
+	return rendered
+}
+
+func decodeObjects(t *testing.T, rendered []byte) []*unstructured.Unstructured {
+	t.Helper()
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(rendered), 4096)
-	var kinds []string
+	var out []*unstructured.Unstructured
 	for {
 		obj := &unstructured.Unstructured{}
 		if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
-			break
+			return out
 		} else if err != nil {
 			t.Fatal(err)
 		}
-		if len(obj.Object) == 0 {
+		if len(obj.Object) > 0 {
+			out = append(out, obj)
+		}
+	}
+}
+
+// containerArgs returns the args of a Deployment's container in rendered manifests.
+func containerArgs(t *testing.T, rendered []byte, deployment, container string) []string {
+	t.Helper()
+	for _, obj := range decodeObjects(t, rendered) {
+		if obj.GetKind() != "Deployment" || obj.GetName() != deployment {
 			continue
 		}
+		d := &appsv1.Deployment{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, d); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Name == container {
+				return c.Args
+			}
+		}
+	}
+	t.Fatalf("no container %s in Deployment %s", container, deployment)
+	return nil
+}
+
+// tokenServerOptions parses the token server's args in rendered manifests with the token
+// server's own flag parser, so an unknown or malformed flag fails here and not in a cluster.
+func tokenServerOptions(t *testing.T, rendered []byte) tokenserver.Options {
+	t.Helper()
+	fs := flag.NewFlagSet("token-server", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	o, err := tokenserver.ParseArgs(fs, containerArgs(t, rendered, "m2m-token-server", "token-server"))
+	if err != nil {
+		t.Fatalf("the token server would not start with the rendered args: %v", err)
+	}
+	return o
+}
+
+// config/default, rendered by kustomize (kubectl's, built with the control plane), is accepted
+// by a real API server, object by object. Nothing runs the Pods: envtest has no nodes.
+func TestTheProductionManifestsRenderAndAreAccepted(t *testing.T) {
+	var kinds []string
+	for _, obj := range decodeObjects(t, renderConfig(t, "default")) {
 		if err := env.Client.Patch(context.Background(), obj, client.Apply, client.FieldOwner("manifests-test"), client.ForceOwnership); err != nil {
 			t.Fatalf("%s %s/%s was refused: %v", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
 		}
@@ -55,5 +124,44 @@ func TestTheProductionManifestsRenderAndAreAccepted(t *testing.T) {
 		if !slices.Contains(kinds, want) {
 			t.Errorf("config/default lacks %s; it has %v", want, kinds)
 		}
+	}
+}
+
+// A client with no spec.audiences gets a token on every install: the token server of
+// config/default and of the chart has a default audience, the issuer unless a value sets it.
+func TestEveryInstallGivesClientsWithNoAudiencesTheIssuerOrTheConfiguredAudience(t *testing.T) {
+	for sentence, tc := range map[string]struct {
+		rendered    func(t *testing.T) []byte
+		wantIssuer  string
+		wantDefault string
+	}{
+		"config/default uses the issuer": {
+			func(t *testing.T) []byte { return renderConfig(t, "default") },
+			"http://m2m-token-server.m2m-system.svc:8080", "http://m2m-token-server.m2m-system.svc:8080",
+		},
+		"the chart with default values uses the issuer": {
+			func(t *testing.T) []byte { return renderChart(t) },
+			"http://m2m-token-server.m2m-system.svc:8080", "http://m2m-token-server.m2m-system.svc:8080",
+		},
+		"the chart follows a changed issuer": {
+			func(t *testing.T) []byte { return renderChart(t, "--set", "issuerURL=https://m2m.example.com") },
+			"https://m2m.example.com", "https://m2m.example.com",
+		},
+		"the chart passes tokenServer.defaultAudience on": {
+			func(t *testing.T) []byte {
+				return renderChart(t, "--set", "tokenServer.defaultAudience=https://api.example.com")
+			},
+			"http://m2m-token-server.m2m-system.svc:8080", "https://api.example.com",
+		},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			o := tokenServerOptions(t, tc.rendered(t))
+			if o.IssuerURL != tc.wantIssuer {
+				t.Fatalf("--issuer-url %q, want %q", o.IssuerURL, tc.wantIssuer)
+			}
+			if got := tokenserver.EffectiveDefaultAudience(o.IssuerURL, o.DefaultAudience); got != tc.wantDefault {
+				t.Fatalf("the default audience is %q, want %q", got, tc.wantDefault)
+			}
+		})
 	}
 }

@@ -1,0 +1,49 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// Asking for help is not a mistake: usage goes to stdout and the exit code is 0, as with kubectl.
+func TestHelpPrintsUsageOnStdoutAndExitsZero(t *testing.T) {
+	for sentence, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"--help alone prints every command":      {[]string{"--help"}, "kubectl m2m rotate NAME"},
+		"-h alone prints every command":          {[]string{"-h"}, "kubectl m2m describe NAME"},
+		"help alone prints every command":        {[]string{"help"}, "kubectl m2m verify TOKEN"},
+		"token --help prints the token flags":    {[]string{"token", "--help"}, "--token-url"},
+		"verify -h prints the verify flags":      {[]string{"verify", "-h"}, "--issuer"},
+		"--help after a name still prints usage": {[]string{"rotate", "reports", "--help"}, "--timeout"},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := Run(context.Background(), tc.args, &stdout, &stderr); code != 0 {
+				t.Fatalf("exit code %d, want 0; stderr:\n%s", code, stderr.String())
+			}
+			if stderr.Len() != 0 {
+				t.Fatalf("stderr is not empty:\n%s", stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tc.want) || !strings.Contains(stdout.String(), "Usage:") {
+				t.Fatalf("stdout lacks %q:\n%s", tc.want, stdout.String())
+			}
+		})
+	}
+}
+
+// Mistakes still exit 2 with the usage on stderr.
+func TestAnUnknownCommandOrMissingArgumentIsAUsageError(t *testing.T) {
+	for _, args := range [][]string{nil, {"nope"}, {"token"}, {"describe", "a", "b"}} {
+		var stdout, stderr bytes.Buffer
+		if code := Run(context.Background(), args, &stdout, &stderr); code != 2 {
+			t.Errorf("%q: exit code %d, want 2", args, code)
+		}
+		if stdout.Len() != 0 || !strings.Contains(stderr.String(), "Usage:") {
+			t.Errorf("%q: stdout %q, stderr %q", args, stdout.String(), stderr.String())
+		}
+	}
+}

@@ -1,0 +1,37 @@
+package tokenserver
+
+import (
+	"flag"
+	"strings"
+
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+)
+
+// ParseArgs parses the token server's command line (without the program name) into Options.
+// Flags that belong to others, such as logging, are registered on fs by the caller first. The
+// manifests in config/ and the chart are checked by parsing their args with it.
+func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
+	var o Options
+	var namespaces, keySecret string
+	fs.StringVar(&o.IssuerURL, "issuer-url", "", "The issuer URL (required). Every URL the server advertises derives from it.")
+	fs.StringVar(&o.ListenAddress, "listen-address", ":8080", "Address to serve on.")
+	fs.StringVar(&keySecret, "signing-key-secret", signingkeys.DefaultSecret.String(), "namespace/name of the signing-key Secret the manager writes.")
+	fs.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces whose M2MClients may get tokens. Empty means all.")
+	fs.StringVar(&o.DefaultAudience, "default-audience", "", `The "aud" of tokens for clients with no spec.audiences. Empty means the issuer URL.`)
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate for HTTPS; reloaded when it changes.")
+	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "", "PEM private key for HTTPS; reloaded when it changes.")
+	fs.StringVar(&o.DebugAddress, "debug-address", "", "Address of a net/http/pprof endpoint for profiling; empty (the default) disables it. Never expose it.")
+	if err := fs.Parse(args); err != nil {
+		return Options{}, err
+	}
+	for _, ns := range strings.Split(namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			o.WatchNamespaces = append(o.WatchNamespaces, ns)
+		}
+	}
+	var err error
+	if o.SigningKeySecret, err = signingkeys.ParseSecretRef(keySecret); err != nil {
+		return Options{}, err
+	}
+	return o, nil
+}
