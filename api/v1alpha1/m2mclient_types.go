@@ -47,7 +47,9 @@ type M2MClientSpec struct {
 	TrustedMetadata map[string]apiextensionsv1.JSON `json:"trustedMetadata,omitempty"`
 
 	// Audiences are the audiences this client may request with the "audience" or "resource"
-	// token request parameters. A request that names none gets all of them.
+	// token request parameters. A request that names none gets all of them. A client with none
+	// gets the token server's default audience (the issuer URL unless --default-audience sets
+	// it), which every such client shares.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=32

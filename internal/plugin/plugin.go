@@ -73,24 +73,45 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: a command is required", errUsage)
 	}
 	if isHelp(args[0]) {
-		_, err := io.WriteString(stdout, usage)
-		return err
+		if len(args) < 2 {
+			_, err := io.WriteString(stdout, usage)
+			return err
+		}
+		// `kubectl m2m help token` is `kubectl m2m token --help`.
+		args = []string{args[1], "--help"}
 	}
 	cmd := args[0]
 	i := slices.IndexFunc(commands, func(c struct{ name, usage string }) bool { return c.name == cmd })
 	if i < 0 {
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
+	// Each command registers only the flags it reads, so that its --help lists just those.
 	flags := pflag.NewFlagSet("kubectl m2m "+cmd, pflag.ContinueOnError)
 	flags.SetOutput(io.Discard)
-	kube := genericclioptions.NewConfigFlags(true)
-	kube.AddFlags(flags)
-	scopes := flags.StringArray("scope", nil, "scope to request or require (repeatable)")
-	audiences := flags.StringArray("audience", nil, "audience to request or require (repeatable)")
-	tokenURL := flags.String("token-url", "", "token endpoint, instead of the Secret's token_url")
-	output := flags.StringP("output", "o", "", "json prints the whole token response")
-	timeout := flags.Duration("timeout", 2*time.Minute, "how long rotate waits")
-	issuer := flags.String("issuer", "", "issuer URL, for verify")
+	var (
+		kube              *genericclioptions.ConfigFlags
+		scopes, audiences = new([]string), new([]string)
+		tokenURL, output  = new(string), new(string)
+		issuer            = new(string)
+		timeout           = new(time.Duration)
+	)
+	if cmd != "verify" {
+		kube = genericclioptions.NewConfigFlags(true)
+		kube.AddFlags(flags)
+	}
+	switch cmd {
+	case "token":
+		flags.StringArrayVar(scopes, "scope", nil, "scope to request (repeatable)")
+		flags.StringArrayVar(audiences, "audience", nil, "audience to request (repeatable)")
+		flags.StringVar(tokenURL, "token-url", "", "token endpoint, instead of the Secret's token_url")
+		flags.StringVarP(output, "output", "o", "", "json prints the whole token response")
+	case "rotate":
+		flags.DurationVar(timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
+	case "verify":
+		flags.StringVar(issuer, "issuer", "", "issuer URL (required)")
+		flags.StringArrayVar(scopes, "scope", nil, "scope the token must have (repeatable)")
+		flags.StringArrayVar(audiences, "audience", nil, "audience the token must have")
+	}
 	if err := flags.Parse(args[1:]); errors.Is(err, pflag.ErrHelp) {
 		_, err := fmt.Fprintf(stdout, "Usage:\n  %s\n\nFlags:\n%s", commands[i].usage, flags.FlagUsages())
 		return err

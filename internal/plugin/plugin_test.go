@@ -19,6 +19,7 @@ func TestHelpPrintsUsageOnStdoutAndExitsZero(t *testing.T) {
 		"token --help prints the token flags":    {[]string{"token", "--help"}, "--token-url"},
 		"verify -h prints the verify flags":      {[]string{"verify", "-h"}, "--issuer"},
 		"--help after a name still prints usage": {[]string{"rotate", "reports", "--help"}, "--timeout"},
+		"help token prints the token flags":      {[]string{"help", "token"}, "--token-url"},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -32,6 +33,26 @@ func TestHelpPrintsUsageOnStdoutAndExitsZero(t *testing.T) {
 				t.Fatalf("stdout lacks %q:\n%s", tc.want, stdout.String())
 			}
 		})
+	}
+}
+
+// A command's help lists the flags it reads and no other command's.
+func TestACommandsHelpListsOnlyItsOwnFlags(t *testing.T) {
+	for cmd, absent := range map[string][]string{
+		"token":    {"--timeout", "--issuer"},
+		"rotate":   {"--scope", "--token-url", "--issuer"},
+		"describe": {"--scope", "--timeout", "--issuer"},
+		"verify":   {"--kubeconfig", "--timeout", "--token-url"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := Run(context.Background(), []string{cmd, "--help"}, &stdout, &stderr); code != 0 {
+			t.Fatalf("%s --help: exit code %d", cmd, code)
+		}
+		for _, flag := range absent {
+			if strings.Contains(stdout.String(), flag) {
+				t.Errorf("%s --help lists %s:\n%s", cmd, flag, stdout.String())
+			}
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"strings"
 
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
@@ -34,4 +35,14 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 		return Options{}, err
 	}
 	return o, nil
+}
+
+// ResolvedDefaultAudience is the "aud" that a server started with o gives the tokens of clients
+// with no spec.audiences.
+func (o Options) ResolvedDefaultAudience() (string, error) {
+	iss, err := issuer.Parse(o.IssuerURL)
+	if err != nil {
+		return "", err
+	}
+	return EffectiveDefaultAudience(iss, o.DefaultAudience)
 }

@@ -5,6 +5,7 @@ package tokenserver
 
 import (
 	"crypto/rand"
+	"fmt"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
@@ -64,8 +66,16 @@ type Server struct {
 
 // New returns a Server.
 func New(cfg Config) (*Server, error) {
-	u, err := url.Parse(cfg.IssuerURL)
+	iss, err := issuer.Parse(cfg.IssuerURL)
 	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(iss)
+	if err != nil {
+		return nil, err
+	}
+	cfg.IssuerURL = iss
+	if cfg.DefaultAudience, err = EffectiveDefaultAudience(iss, cfg.DefaultAudience); err != nil {
 		return nil, err
 	}
 	if cfg.Clock == nil {
@@ -77,7 +87,6 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Ready == nil {
 		cfg.Ready = func() error { return nil }
 	}
-	cfg.DefaultAudience = EffectiveDefaultAudience(cfg.IssuerURL, cfg.DefaultAudience)
 	s := &Server{cfg: cfg, prefix: strings.TrimSuffix(u.Path, "/")}
 	for range 2 {
 		secret, err := credentials.NewSecret()
@@ -93,12 +102,16 @@ func New(cfg Config) (*Server, error) {
 }
 
 // EffectiveDefaultAudience is the "aud" of tokens for clients with no spec.audiences on a server
-// with this issuer and --default-audience: the flag, or the issuer when it is empty.
-func EffectiveDefaultAudience(issuerURL, configured string) string {
+// with this issuer and --default-audience: the flag, or the issuer when it is empty. A configured
+// audience follows the rule of spec.audiences.
+func EffectiveDefaultAudience(issuerURL, configured string) (string, error) {
 	if configured == "" {
-		return issuerURL
+		return issuerURL, nil
 	}
-	return configured
+	if len(configured) > 512 || strings.IndexFunc(configured, func(r rune) bool { return r < '!' || r > '~' }) >= 0 {
+		return "", fmt.Errorf("--default-audience %q: an audience is 1 to 512 printable ASCII characters without spaces, as in spec.audiences", configured)
+	}
+	return configured, nil
 }
 
 // Handler routes the server's endpoints.

@@ -342,6 +342,24 @@ func TestAClientWithNoAudiencesGetsTheDefaultAudienceWhichIsTheIssuerUnlessConfi
 	}
 }
 
+// A default audience that no spec.audiences entry could hold, or a server with no issuer, would
+// put a meaningless "aud" in tokens: the server refuses to start instead.
+func TestAServerWithABadDefaultAudienceOrNoIssuerDoesNotStart(t *testing.T) {
+	for sentence, cfg := range map[string]Config{
+		"a blank default audience":              {IssuerURL: testIssuer, DefaultAudience: " "},
+		"a default audience with a space":       {IssuerURL: testIssuer, DefaultAudience: "https://a b"},
+		"a default audience with a NUL":         {IssuerURL: testIssuer, DefaultAudience: "https://a\x00"},
+		"a default audience of 513 characters":  {IssuerURL: testIssuer, DefaultAudience: "https://" + strings.Repeat("a", 505)},
+		"no issuer, which would be the default": {IssuerURL: ""},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			if _, err := New(cfg); err == nil {
+				t.Fatal("New accepted it")
+			}
+		})
+	}
+}
+
 func TestJWKSHasTheActiveKeyAnETagAndMaxAge(t *testing.T) {
 	f := newFixture(t, "")
 	resp, body := f.do(t, call{method: http.MethodGet, path: "/.well-known/jwks.json"})

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/m2m-dev/m2m-operator/internal/controlplane"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
@@ -95,8 +96,11 @@ func containerArgs(t *testing.T, rendered []byte, deployment, container string) 
 // server's own flag parser, so an unknown or malformed flag fails here and not in a cluster.
 func tokenServerOptions(t *testing.T, rendered []byte) tokenserver.Options {
 	t.Helper()
+	// The binary's other flags: controller-runtime's --kubeconfig and the logging flags.
 	fs := flag.NewFlagSet("token-server", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	fs.String("kubeconfig", "", "")
+	(&zap.Options{}).BindFlags(fs)
 	o, err := tokenserver.ParseArgs(fs, containerArgs(t, rendered, "m2m-token-server", "token-server"))
 	if err != nil {
 		t.Fatalf("the token server would not start with the rendered args: %v", err)
@@ -147,6 +151,10 @@ func TestEveryInstallGivesClientsWithNoAudiencesTheIssuerOrTheConfiguredAudience
 			func(t *testing.T) []byte { return renderChart(t, "--set", "issuerURL=https://m2m.example.com") },
 			"https://m2m.example.com", "https://m2m.example.com",
 		},
+		"the chart passes a value that YAML reads as a number as a string": {
+			func(t *testing.T) []byte { return renderChart(t, "--set", "tokenServer.defaultAudience=123") },
+			"http://m2m-token-server.m2m-system.svc:8080", "123",
+		},
 		"the chart passes tokenServer.defaultAudience on": {
 			func(t *testing.T) []byte {
 				return renderChart(t, "--set", "tokenServer.defaultAudience=https://api.example.com")
@@ -159,8 +167,8 @@ func TestEveryInstallGivesClientsWithNoAudiencesTheIssuerOrTheConfiguredAudience
 			if o.IssuerURL != tc.wantIssuer {
 				t.Fatalf("--issuer-url %q, want %q", o.IssuerURL, tc.wantIssuer)
 			}
-			if got := tokenserver.EffectiveDefaultAudience(o.IssuerURL, o.DefaultAudience); got != tc.wantDefault {
-				t.Fatalf("the default audience is %q, want %q", got, tc.wantDefault)
+			if got, err := o.ResolvedDefaultAudience(); err != nil || got != tc.wantDefault {
+				t.Fatalf("the default audience is %q (%v), want %q", got, err, tc.wantDefault)
 			}
 		})
 	}
