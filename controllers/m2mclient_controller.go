@@ -33,13 +33,6 @@ import (
 )
 
 const (
-	// ManagedByLabel marks the Secrets the manager writes; its cache sees only those.
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	// ManagedByValue is the value of ManagedByLabel.
-	ManagedByValue = "m2m-operator"
-	// ClientLabel names the M2MClient a credentials Secret belongs to.
-	ClientLabel = "m2m.dev/client"
-
 	// templateKeysAnnotation records which labels and annotations the manager copied from
 	// spec.secret, so that a key removed from the spec is removed from the Secret, while keys
 	// that others add to the Secret are left alone.
@@ -140,7 +133,7 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 
 	p := &statusPatcher{client: r.Client, obj: obj, base: obj.DeepCopy()}
-	readyBefore := meta.FindStatusCondition(obj.Status.Conditions, ConditionReady).DeepCopy()
+	readyBefore := meta.FindStatusCondition(obj.Status.Conditions, m2mv1alpha1.ConditionReady).DeepCopy()
 	defer func() {
 		obj.Status.ObservedGeneration = obj.Generation
 		obj.Status.SecretName = SecretName(obj)
@@ -148,7 +141,7 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if obj.Spec.Disabled {
 			obj.Status.State = m2mv1alpha1.ClientStateDisabled
 		}
-		if ready := meta.FindStatusCondition(obj.Status.Conditions, ConditionReady); ready != nil {
+		if ready := meta.FindStatusCondition(obj.Status.Conditions, m2mv1alpha1.ConditionReady); ready != nil {
 			ready.ObservedGeneration = obj.Generation
 			if ready.Status == metav1.ConditionFalse && (readyBefore == nil || readyBefore.Reason != ready.Reason) {
 				r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ready.Reason, "Reconcile", "%s", ready.Message)
@@ -200,7 +193,7 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		if obj.Status.ClientID == id {
 			obj.Status.ClientID = ""
 		}
-		r.setReady(obj, metav1.ConditionFalse, ReasonDuplicateClientID,
+		r.setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonDuplicateClientID,
 			fmt.Sprintf("client ID %q is already used by M2MClient %s/%s", id, holder.Namespace, holder.Name))
 		return ctrl.Result{}, nil
 	}
@@ -209,10 +202,10 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 	logger.V(1).Info("decided", "action", decision.Action, "why", decision.Why)
 	switch decision.Action {
 	case ActionConflict:
-		r.setReady(obj, metav1.ConditionFalse, ReasonSecretConflict, decision.Why)
+		r.setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretConflict, decision.Why)
 		return ctrl.Result{RequeueAfter: foreignSecretRecheck}, nil
 	case ActionRefuseWeak:
-		r.setReady(obj, metav1.ConditionFalse, ReasonWeakSecret, decision.Why)
+		r.setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonWeakSecret, decision.Why)
 		return ctrl.Result{}, nil
 	case ActionGenerate:
 		first := len(obj.Status.AcceptedSecrets) == 0
@@ -263,7 +256,7 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, reason, "Adopt", "%s", decision.Why)
 	case ActionCompleteRotation:
 		obj.Status.ClientID = id
-		r.completeRotation(obj, string(secret.Data[KeyClientSecret]), now)
+		r.completeRotation(obj, string(secret.Data[m2mv1alpha1.SecretKeyClientSecret]), now)
 	case ActionResumeRotation:
 		obj.Status.ClientID = id
 		if secret, err = r.rotate(ctx, obj, p, secret, id, now, "Resumed", decision.Why); err != nil {
@@ -287,7 +280,7 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 	}
 
 	// The Secret now carries an accepted secret; make the rest of it match the spec.
-	if _, err := r.writeSecret(ctx, obj, secret, id, string(secret.Data[KeyClientSecret])); err != nil {
+	if _, err := r.writeSecret(ctx, obj, secret, id, string(secret.Data[m2mv1alpha1.SecretKeyClientSecret])); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -296,7 +289,7 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		obj.Status.AcceptedSecrets = kept
 		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, EventSecretExpired, "Expire", "%d previous secret(s) reached the end of the grace period and are no longer accepted", removed)
 	}
-	r.setReady(obj, metav1.ConditionTrue, ReasonCredentialsReady, fmt.Sprintf("Secret %s holds accepted credentials", SecretName(obj)))
+	r.setReady(obj, metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady, fmt.Sprintf("Secret %s holds accepted credentials", SecretName(obj)))
 	obj.Status.NextRotationTime = nil
 	wake := nextExpiry
 	if next := NextRotation(obj); !next.IsZero() {
@@ -348,7 +341,7 @@ func (r *M2MClientReconciler) completeRotation(obj *m2mv1alpha1.M2MClient, curre
 
 func (r *M2MClientReconciler) setReady(obj *m2mv1alpha1.M2MClient, status metav1.ConditionStatus, reason, message string) {
 	meta.SetStatusCondition(&obj.Status.Conditions, metav1.Condition{
-		Type:               ConditionReady,
+		Type:               m2mv1alpha1.ConditionReady,
 		Status:             status,
 		Reason:             reason,
 		Message:            message,
@@ -474,8 +467,8 @@ func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.
 		annotations[k] = v
 		keys = append(keys, "a:"+k)
 	}
-	labels[ManagedByLabel] = ManagedByValue
-	labels[ClientLabel] = obj.Name
+	labels[m2mv1alpha1.ManagedByLabel] = m2mv1alpha1.ManagedByValue
+	labels[m2mv1alpha1.ClientLabel] = obj.Name
 	slices.Sort(keys)
 	if len(keys) > 0 {
 		annotations[templateKeysAnnotation] = strings.Join(keys, ",")
@@ -501,10 +494,10 @@ func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.
 	if secret.Data == nil {
 		secret.Data = map[string][]byte{}
 	}
-	secret.Data[KeyClientID] = []byte(id)
-	secret.Data[KeyClientSecret] = []byte(value)
-	secret.Data[KeyTokenURL] = []byte(issuer.TokenURL(r.IssuerURL))
-	secret.Data[KeyIssuer] = []byte(r.IssuerURL)
+	secret.Data[m2mv1alpha1.SecretKeyClientID] = []byte(id)
+	secret.Data[m2mv1alpha1.SecretKeyClientSecret] = []byte(value)
+	secret.Data[m2mv1alpha1.SecretKeyTokenURL] = []byte(issuer.TokenURL(r.IssuerURL))
+	secret.Data[m2mv1alpha1.SecretKeyIssuer] = []byte(r.IssuerURL)
 }
 
 // statusPatcher writes the status subresource with a merge patch against the last written copy,

@@ -20,7 +20,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 var ctx = context.Background()
@@ -47,18 +47,18 @@ func TestCreatingAClientWritesASecretWithAcceptedCredentials(t *testing.T) {
 	obj.Spec.Secret.Annotations = map[string]string{"reloader.example/match": "true"}
 	create(t, obj)
 
-	got := waitReady(t, ns, "billing", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	got := waitReady(t, ns, "billing", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	s := secretOf(t, ns, "billing-credentials")
 
-	secret := string(s.Data["client_secret"])
+	secret := string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
 	if !regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`).MatchString(secret) {
 		t.Errorf("client_secret is %d characters, not 43 of unpadded base64url", len(secret))
 	}
-	if id := string(s.Data["client_id"]); id != got.Status.ClientID || !strings.HasPrefix(id, "m2m-") {
+	if id := string(s.Data[m2mv1alpha1.SecretKeyClientID]); id != got.Status.ClientID || !strings.HasPrefix(id, "m2m-") {
 		t.Errorf("client_id %q, status.clientID %q", id, got.Status.ClientID)
 	}
-	if string(s.Data["issuer"]) != testIssuer || string(s.Data["token_url"]) != testIssuer+"/oauth2/token" {
-		t.Errorf("issuer %q token_url %q", s.Data["issuer"], s.Data["token_url"])
+	if string(s.Data[m2mv1alpha1.SecretKeyIssuer]) != testIssuer || string(s.Data[m2mv1alpha1.SecretKeyTokenURL]) != testIssuer+"/oauth2/token" {
+		t.Errorf("issuer %q token_url %q", s.Data[m2mv1alpha1.SecretKeyIssuer], s.Data[m2mv1alpha1.SecretKeyTokenURL])
 	}
 	if s.Labels["team"] != "billing" || s.Labels["app.kubernetes.io/managed-by"] != "m2m-operator" {
 		t.Errorf("labels %v", s.Labels)
@@ -86,7 +86,7 @@ func TestCreatingAClientWritesASecretWithAcceptedCredentials(t *testing.T) {
 func TestSecretIsOwnedByItsClientForGarbageCollection(t *testing.T) {
 	ns := namespace(t)
 	create(t, newClient(ns, "gc"))
-	obj := waitReady(t, ns, "gc", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	obj := waitReady(t, ns, "gc", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	ref := metav1.GetControllerOf(secretOf(t, ns, "gc-credentials"))
 	if ref == nil || ref.UID != obj.UID || ref.Kind != "M2MClient" || ref.BlockOwnerDeletion == nil || !*ref.BlockOwnerDeletion {
 		t.Fatalf("controller reference %+v does not name the client %s", ref, obj.UID)
@@ -98,20 +98,20 @@ func TestDeletedSecretIsRecreatedWithANewSecretAndTheOldOneExpiresAfterTheGraceP
 	obj := newClient(ns, "recreate")
 	obj.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: 2 * time.Hour}
 	create(t, obj)
-	waitReady(t, ns, "recreate", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	waitReady(t, ns, "recreate", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	old := secretOf(t, ns, "recreate-credentials")
-	oldSecret := string(old.Data["client_secret"])
+	oldSecret := string(old.Data[m2mv1alpha1.SecretKeyClientSecret])
 
 	deletedAt := time.Now()
 	if err := env.Client.Delete(ctx, old); err != nil {
 		t.Fatal(err)
 	}
 	fresh := waitReplaced(t, old)
-	newSecret := string(fresh.Data["client_secret"])
+	newSecret := string(fresh.Data[m2mv1alpha1.SecretKeyClientSecret])
 	if newSecret == oldSecret || len(newSecret) != 43 {
 		t.Fatal("the recreated Secret does not carry a new secret")
 	}
-	got := waitReady(t, ns, "recreate", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	got := waitReady(t, ns, "recreate", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	testenv.Eventually(t, wait, func() error {
 		get(t, got)
 		if e := entryFor(got, oldSecret); e == nil || e.ExpiresAt == nil {
@@ -135,16 +135,16 @@ func TestDeletedSecretIsRecreatedWithANewSecretAndTheOldOneExpiresAfterTheGraceP
 func TestAStrongSecretWrittenIntoTheSecretIsAdopted(t *testing.T) {
 	ns := namespace(t)
 	create(t, newClient(ns, "adopt"))
-	waitReady(t, ns, "adopt", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	waitReady(t, ns, "adopt", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	s := secretOf(t, ns, "adopt-credentials")
-	oldSecret := string(s.Data["client_secret"])
+	oldSecret := string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
 	imported := "imported-from-another-provider-0123456789"
-	s.Data["client_secret"] = []byte(imported)
+	s.Data[m2mv1alpha1.SecretKeyClientSecret] = []byte(imported)
 	if err := env.Client.Update(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, wait, func() error {
-		obj := waitReady(t, ns, "adopt", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+		obj := waitReady(t, ns, "adopt", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 		if e := entryFor(obj, imported); e == nil || e.ExpiresAt != nil {
 			return fmt.Errorf("the written secret is not accepted as current: %+v", obj.Status.AcceptedSecrets)
 		}
@@ -153,7 +153,7 @@ func TestAStrongSecretWrittenIntoTheSecretIsAdopted(t *testing.T) {
 		}
 		return nil
 	})
-	if got := string(secretOf(t, ns, "adopt-credentials").Data["client_secret"]); got != imported {
+	if got := string(secretOf(t, ns, "adopt-credentials").Data[m2mv1alpha1.SecretKeyClientSecret]); got != imported {
 		t.Fatal("the manager overwrote the adopted secret")
 	}
 	waitEvents(t, ns, "adopt", controllers.EventSecretAdopted, 1)
@@ -162,14 +162,14 @@ func TestAStrongSecretWrittenIntoTheSecretIsAdopted(t *testing.T) {
 func TestAWeakSecretWrittenIntoTheSecretIsRefusedAndTheOldHashesAreKept(t *testing.T) {
 	ns := namespace(t)
 	create(t, newClient(ns, "weak"))
-	before := waitReady(t, ns, "weak", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	before := waitReady(t, ns, "weak", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	s := secretOf(t, ns, "weak-credentials")
-	oldSecret := string(s.Data["client_secret"])
-	s.Data["client_secret"] = []byte("hunter2")
+	oldSecret := string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
+	s.Data[m2mv1alpha1.SecretKeyClientSecret] = []byte("hunter2")
 	if err := env.Client.Update(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	obj := waitReady(t, ns, "weak", metav1.ConditionFalse, controllers.ReasonWeakSecret)
+	obj := waitReady(t, ns, "weak", metav1.ConditionFalse, m2mv1alpha1.ReasonWeakSecret)
 	if !strings.Contains(obj.Status.Conditions[0].Message, "weak-credentials") || strings.Contains(obj.Status.Conditions[0].Message, "hunter2") {
 		t.Errorf("message %q must name the Secret and never the secret", obj.Status.Conditions[0].Message)
 	}
@@ -179,10 +179,10 @@ func TestAWeakSecretWrittenIntoTheSecretIsRefusedAndTheOldHashesAreKept(t *testi
 	if entryFor(obj, oldSecret).ExpiresAt != nil {
 		t.Fatal("the old secret was given an expiry although nothing replaced it")
 	}
-	if got := string(secretOf(t, ns, "weak-credentials").Data["client_secret"]); got != "hunter2" {
+	if got := string(secretOf(t, ns, "weak-credentials").Data[m2mv1alpha1.SecretKeyClientSecret]); got != "hunter2" {
 		t.Fatal("the manager overwrote what a person wrote")
 	}
-	waitEvents(t, ns, "weak", controllers.ReasonWeakSecret, 1)
+	waitEvents(t, ns, "weak", m2mv1alpha1.ReasonWeakSecret, 1)
 }
 
 func TestASecretTheOperatorDoesNotOwnIsNeverOverwritten(t *testing.T) {
@@ -193,7 +193,7 @@ func TestASecretTheOperatorDoesNotOwnIsNeverOverwritten(t *testing.T) {
 	}
 	create(t, foreign)
 	create(t, newClient(ns, "taken"))
-	obj := waitReady(t, ns, "taken", metav1.ConditionFalse, controllers.ReasonSecretConflict)
+	obj := waitReady(t, ns, "taken", metav1.ConditionFalse, m2mv1alpha1.ReasonSecretConflict)
 	if !strings.Contains(obj.Status.Conditions[0].Message, "taken-credentials") {
 		t.Errorf("message %q does not name the Secret", obj.Status.Conditions[0].Message)
 	}
@@ -209,7 +209,7 @@ func TestASecretTheOperatorDoesNotOwnIsNeverOverwritten(t *testing.T) {
 	if err := env.Client.Delete(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	waitReady(t, ns, "taken", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	waitReady(t, ns, "taken", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 }
 
 func TestALaterClientClaimingATakenClientIDIsRefusedUntilTheFirstIsGone(t *testing.T) {
@@ -217,12 +217,12 @@ func TestALaterClientClaimingATakenClientIDIsRefusedUntilTheFirstIsGone(t *testi
 	first := newClient(ns1, "first")
 	first.Spec.ClientID = "imported-client-42"
 	create(t, first)
-	waitReady(t, ns1, "first", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	waitReady(t, ns1, "first", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 
 	second := newClient(ns2, "second")
 	second.Spec.ClientID = "imported-client-42"
 	create(t, second)
-	obj := waitReady(t, ns2, "second", metav1.ConditionFalse, controllers.ReasonDuplicateClientID)
+	obj := waitReady(t, ns2, "second", metav1.ConditionFalse, m2mv1alpha1.ReasonDuplicateClientID)
 	if obj.Status.ClientID != "" {
 		t.Fatalf("the later client has status.clientID %q; the token server would see two clients", obj.Status.ClientID)
 	}
@@ -232,15 +232,15 @@ func TestALaterClientClaimingATakenClientIDIsRefusedUntilTheFirstIsGone(t *testi
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns2, Name: "second-credentials"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the later client got a Secret: %v", err)
 	}
-	if f := waitReady(t, ns1, "first", metav1.ConditionTrue, controllers.ReasonCredentialsReady); f.Status.ClientID != "imported-client-42" {
+	if f := waitReady(t, ns1, "first", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady); f.Status.ClientID != "imported-client-42" {
 		t.Fatal("the first client lost its ID")
 	}
 
 	if err := env.Client.Delete(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	obj = waitReady(t, ns2, "second", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
-	if obj.Status.ClientID != "imported-client-42" || string(secretOf(t, ns2, "second-credentials").Data["client_id"]) != "imported-client-42" {
+	obj = waitReady(t, ns2, "second", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	if obj.Status.ClientID != "imported-client-42" || string(secretOf(t, ns2, "second-credentials").Data[m2mv1alpha1.SecretKeyClientID]) != "imported-client-42" {
 		t.Fatal("the second client did not take the freed ID")
 	}
 }
@@ -248,8 +248,8 @@ func TestALaterClientClaimingATakenClientIDIsRefusedUntilTheFirstIsGone(t *testi
 func TestLostStatusIsRebuiltFromTheSecret(t *testing.T) {
 	ns := namespace(t)
 	create(t, newClient(ns, "restore"))
-	before := waitReady(t, ns, "restore", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
-	secret := string(secretOf(t, ns, "restore-credentials").Data["client_secret"])
+	before := waitReady(t, ns, "restore", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	secret := string(secretOf(t, ns, "restore-credentials").Data[m2mv1alpha1.SecretKeyClientSecret])
 
 	wiped := before.DeepCopy()
 	wiped.Status = m2mv1alpha1.M2MClientStatus{}
@@ -257,7 +257,7 @@ func TestLostStatusIsRebuiltFromTheSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, wait, func() error {
-		obj := waitReady(t, ns, "restore", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+		obj := waitReady(t, ns, "restore", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 		if obj.Status.ClientID != before.Status.ClientID {
 			return fmt.Errorf("client ID %q, want %q", obj.Status.ClientID, before.Status.ClientID)
 		}
@@ -266,7 +266,7 @@ func TestLostStatusIsRebuiltFromTheSecret(t *testing.T) {
 		}
 		return nil
 	})
-	if got := string(secretOf(t, ns, "restore-credentials").Data["client_secret"]); got != secret {
+	if got := string(secretOf(t, ns, "restore-credentials").Data[m2mv1alpha1.SecretKeyClientSecret]); got != secret {
 		t.Fatal("recovery replaced the secret that pods hold")
 	}
 }
@@ -276,17 +276,17 @@ func TestADisabledClientShowsDisabledAndKeepsItsCredentials(t *testing.T) {
 	obj := newClient(ns, "off")
 	obj.Spec.Disabled = true
 	create(t, obj)
-	got := waitReady(t, ns, "off", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	got := waitReady(t, ns, "off", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	if got.Status.State != m2mv1alpha1.ClientStateDisabled {
 		t.Fatalf("state %q", got.Status.State)
 	}
-	secret := string(secretOf(t, ns, "off-credentials").Data["client_secret"])
+	secret := string(secretOf(t, ns, "off-credentials").Data[m2mv1alpha1.SecretKeyClientSecret])
 
 	got.Spec.Disabled = false
 	if err := env.Client.Update(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	got = waitReady(t, ns, "off", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	got = waitReady(t, ns, "off", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	if got.Status.State != m2mv1alpha1.ClientStateActive || !acceptedNow(got, secret) {
 		t.Fatalf("enabling changed the credentials or state: %+v", got.Status)
 	}
@@ -297,13 +297,13 @@ func TestSecretTemplateChangesAreAppliedAndEditsToManagedKeysAreUndone(t *testin
 	obj := newClient(ns, "tpl")
 	obj.Spec.Secret.Labels = map[string]string{"keep": "1", "drop": "1"}
 	create(t, obj)
-	obj = waitReady(t, ns, "tpl", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	obj = waitReady(t, ns, "tpl", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 
 	// Someone else's label on the Secret, and a tampered client_id.
 	s := secretOf(t, ns, "tpl-credentials")
-	secret := string(s.Data["client_secret"])
+	secret := string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
 	s.Labels["added-by-someone"] = "yes"
-	s.Data["client_id"] = []byte("tampered")
+	s.Data[m2mv1alpha1.SecretKeyClientID] = []byte("tampered")
 	if err := env.Client.Update(ctx, s); err != nil {
 		t.Fatal(err)
 	}
@@ -316,10 +316,10 @@ func TestSecretTemplateChangesAreAppliedAndEditsToManagedKeysAreUndone(t *testin
 		if s.Labels["keep"] != "2" || s.Labels["drop"] != "" || s.Labels["added-by-someone"] != "yes" {
 			return fmt.Errorf("labels %v", s.Labels)
 		}
-		if string(s.Data["client_id"]) != obj.Status.ClientID {
-			return fmt.Errorf("client_id %q not restored", s.Data["client_id"])
+		if string(s.Data[m2mv1alpha1.SecretKeyClientID]) != obj.Status.ClientID {
+			return fmt.Errorf("client_id %q not restored", s.Data[m2mv1alpha1.SecretKeyClientID])
 		}
-		if string(s.Data["client_secret"]) != secret {
+		if string(s.Data[m2mv1alpha1.SecretKeyClientSecret]) != secret {
 			return fmt.Errorf("the secret changed")
 		}
 		return nil
@@ -329,13 +329,13 @@ func TestSecretTemplateChangesAreAppliedAndEditsToManagedKeysAreUndone(t *testin
 func TestEventsAreEmittedOnTransitionsOnly(t *testing.T) {
 	ns := namespace(t)
 	create(t, newClient(ns, "quiet"))
-	obj := waitReady(t, ns, "quiet", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	obj := waitReady(t, ns, "quiet", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	for i := range 3 {
 		obj.Spec.Description = fmt.Sprintf("edit %d", i)
 		if err := env.Client.Update(ctx, obj); err != nil {
 			t.Fatal(err)
 		}
-		obj = waitReady(t, ns, "quiet", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+		obj = waitReady(t, ns, "quiet", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	}
 	reasons := eventsFor(t, ns, "quiet")
 	if !slices.Equal(reasons, []string{controllers.EventCredentialsCreated}) {
@@ -422,7 +422,7 @@ func TestTheAPIServerRejectsInvalidClients(t *testing.T) {
 func TestAClientIDCanBeWrittenIntoTheSpecOnlyWithTheGeneratedValue(t *testing.T) {
 	ns := namespace(t)
 	create(t, newClient(ns, "pin"))
-	obj := waitReady(t, ns, "pin", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	obj := waitReady(t, ns, "pin", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 
 	wrong := obj.DeepCopy()
 	wrong.Spec.ClientID = "something-else"
@@ -433,7 +433,7 @@ func TestAClientIDCanBeWrittenIntoTheSpecOnlyWithTheGeneratedValue(t *testing.T)
 	if err := env.Client.Update(ctx, obj); err != nil {
 		t.Fatalf("pinning the generated client ID in the spec: %v", err)
 	}
-	waitReady(t, ns, "pin", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	waitReady(t, ns, "pin", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 }
 
 func claims(js string) map[string]apiextensionsv1.JSON {

@@ -9,9 +9,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 func acceptsNow(status client.Object, secret string) bool {
@@ -30,14 +29,14 @@ func TestTheSecretNeverCarriesASecretThatStatusDidNotAcceptFirst(t *testing.T) {
 	}
 
 	create(t, newClient(ns, "ordered"))
-	waitReady(t, ns, "ordered", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+	waitReady(t, ns, "ordered", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	for range 3 {
 		s := secretOf(t, ns, "ordered-credentials")
 		if err := env.Client.Delete(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 		waitReplaced(t, s)
-		waitReady(t, ns, "ordered", metav1.ConditionTrue, controllers.ReasonCredentialsReady)
+		waitReady(t, ns, "ordered", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	}
 	time.Sleep(500 * time.Millisecond) // let the last watch events arrive
 	secrets, clients := recorded()

@@ -12,14 +12,6 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 )
 
-// Keys of the credentials Secret.
-const (
-	KeyClientID     = "client_id"
-	KeyClientSecret = "client_secret"
-	KeyTokenURL     = "token_url"
-	KeyIssuer       = "issuer"
-)
-
 // SecretAction is what the reconciler does to bring the Secret and status.acceptedSecrets into
 // agreement.
 type SecretAction string
@@ -91,7 +83,7 @@ func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Ti
 	}
 	var value string
 	if secret != nil {
-		value = string(secret.Data[KeyClientSecret])
+		value = string(secret.Data[m2mv1alpha1.SecretKeyClientSecret])
 	}
 	if value == "" {
 		switch {
@@ -207,7 +199,7 @@ func ResolveClientID(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret) string {
 	case obj.Status.ClientID != "":
 		return obj.Status.ClientID
 	case secret != nil && OwnedBy(secret, obj) && len(obj.Status.AcceptedSecrets) == 0:
-		if id := string(secret.Data[KeyClientID]); validClientID(id) {
+		if id := string(secret.Data[m2mv1alpha1.SecretKeyClientID]); validClientID(id) {
 			return id
 		}
 	}

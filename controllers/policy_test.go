@@ -43,7 +43,7 @@ func ownedSecret(value string) *corev1.Secret {
 		APIVersion: "m2m.dev/v1alpha1", Kind: "M2MClient", Name: "c", UID: "uid-1", Controller: ptr.To(true),
 	}}}}
 	if value != "" {
-		s.Data = map[string][]byte{KeyClientSecret: []byte(value), KeyClientID: []byte("m2m-id")}
+		s.Data = map[string][]byte{m2mv1alpha1.SecretKeyClientSecret: []byte(value), m2mv1alpha1.SecretKeyClientID: []byte("m2m-id")}
 	}
 	return s
 }
@@ -187,7 +187,7 @@ func TestResolveClientID(t *testing.T) {
 	withStatus := clientWith(entry(current, nil))
 	lost := clientWith()
 	badID := ownedSecret(current)
-	badID.Data[KeyClientID] = []byte("not a valid/id")
+	badID.Data[m2mv1alpha1.SecretKeyClientID] = []byte("not a valid/id")
 	for sentence, tc := range map[string]struct {
 		obj    *m2mv1alpha1.M2MClient
 		secret *corev1.Secret

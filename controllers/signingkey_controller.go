@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
@@ -143,7 +144,7 @@ func (r *SigningKeyReconciler) labels(existing map[string]string) map[string]str
 	if out == nil {
 		out = map[string]string{}
 	}
-	out[ManagedByLabel] = ManagedByValue
+	out[m2mv1alpha1.ManagedByLabel] = m2mv1alpha1.ManagedByValue
 	out[ComponentLabel] = SigningKeyComponent
 	return out
 }

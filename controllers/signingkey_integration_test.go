@@ -8,7 +8,7 @@ import (
 
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 func activeKey(t *testing.T) (*corev1.Secret, *signingkeys.Key, error) {

@@ -19,9 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 const testIssuer = "https://m2m.test.example"
@@ -114,7 +113,7 @@ func waitReady(t *testing.T, ns, name string, status metav1.ConditionStatus, rea
 		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, obj); err != nil {
 			return err
 		}
-		c := meta.FindStatusCondition(obj.Status.Conditions, controllers.ConditionReady)
+		c := meta.FindStatusCondition(obj.Status.Conditions, m2mv1alpha1.ConditionReady)
 		if c == nil {
 			return fmt.Errorf("no Ready condition yet")
 		}

@@ -225,7 +225,7 @@ type M2MClientStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions describe the client's state. See the ConditionType constants.
+	// Conditions describe the client's state: the Ready condition and its reasons, the Condition and Reason constants of this package.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

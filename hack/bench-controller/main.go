@@ -26,10 +26,10 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 func main() {
@@ -55,7 +55,7 @@ func run(n, workers, creators int, qps float64, burst int) error {
 	defer func() { _ = env.Stop() }()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS, cfg.Burst = float32(qps), burst
-	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
+	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func measureFloor(ctx context.Context, c client.Client, n, workers int) (time.Du
 		}
 		if err := c.Create(ctx, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "floor", Name: obj.Name + "-credentials"},
-			Data:       map[string][]byte{"client_id": []byte(obj.Name), "client_secret": []byte(secret)},
+			Data:       map[string][]byte{m2mv1alpha1.SecretKeyClientID: []byte(obj.Name), m2mv1alpha1.SecretKeyClientSecret: []byte(secret)},
 		}); err != nil {
 			return err
 		}
@@ -144,7 +144,7 @@ func measureOperator(ctx context.Context, cfg *rest.Config, c client.Client, n, 
 	var once sync.Once
 	observe := func(o any) {
 		obj, ok := o.(*m2mv1alpha1.M2MClient)
-		if !ok || !meta.IsStatusConditionTrue(obj.Status.Conditions, controllers.ConditionReady) {
+		if !ok || !meta.IsStatusConditionTrue(obj.Status.Conditions, m2mv1alpha1.ConditionReady) {
 			return
 		}
 		if _, loaded := seen.LoadOrStore(obj.Name, true); !loaded && ready.Add(1) == int64(n) {

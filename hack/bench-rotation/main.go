@@ -29,10 +29,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 const ns = "bench"
@@ -123,7 +123,7 @@ func run(n, workers int, delay time.Duration) error {
 	}
 	for i := range n {
 		s := byName[fmt.Sprintf("client-%04d-credentials", i)]
-		mounts[i] = &mounted{id: string(s.Data["client_id"]), secret: string(s.Data["client_secret"])}
+		mounts[i] = &mounted{id: string(s.Data[m2mv1alpha1.SecretKeyClientID]), secret: string(s.Data[m2mv1alpha1.SecretKeyClientSecret])}
 	}
 
 	// The "kubelet": watches the Secrets and hands each change to its pod after the delay.
@@ -143,7 +143,7 @@ func run(n, workers int, delay time.Duration) error {
 			}
 			m := mounts[i]
 			m.mu.Lock()
-			if v := string(s.Data["client_secret"]); v != m.secret {
+			if v := string(s.Data[m2mv1alpha1.SecretKeyClientSecret]); v != m.secret {
 				m.next, m.nextAt = v, time.Now().Add(delay)
 			}
 			m.mu.Unlock()
@@ -236,7 +236,7 @@ func run(n, workers int, delay time.Duration) error {
 }
 
 func clientWithWatch(cfg *rest.Config) client.WithWatch {
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: operator.Scheme()})
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme.New()})
 	if err != nil {
 		panic(err)
 	}
@@ -254,7 +254,7 @@ func waitFor(ctx context.Context, c client.Client, n int, done func(*m2mv1alpha1
 		count := 0
 		for i := range list.Items {
 			o := &list.Items[i]
-			if meta.IsStatusConditionTrue(o.Status.Conditions, controllers.ConditionReady) && done(o) {
+			if meta.IsStatusConditionTrue(o.Status.Conditions, m2mv1alpha1.ConditionReady) && done(o) {
 				count++
 			}
 		}

@@ -32,11 +32,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/controlplane"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 func main() {

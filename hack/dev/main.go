@@ -16,8 +16,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/m2m-dev/m2m-operator/internal/controlplane"
-	"github.com/m2m-dev/m2m-operator/internal/devenv"
+	"github.com/m2m-dev/m2m-operator/hack/devenv"
+	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 )
 
 func main() {

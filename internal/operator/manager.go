@@ -10,9 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,6 +24,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
@@ -60,18 +59,6 @@ type Options struct {
 
 // DefaultSigningKeySecret is where the manager keeps the signing keys unless told otherwise.
 var DefaultSigningKeySecret = signingkeys.DefaultSecret
-
-// Scheme returns a scheme with the Kubernetes types and the m2m.dev types.
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := m2mv1alpha1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}
 
 // NewManager returns a manager with the M2MClient controller registered.
 func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
@@ -108,7 +95,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	// Only the Secrets the manager wrote, not every Secret in the cluster.
-	secrets := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{controllers.ManagedByLabel: controllers.ManagedByValue})}
+	secrets := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue})}
 	cacheOpts := cache.Options{
 		// managedFields are never read here and are a large share of each object's memory.
 		DefaultTransform: cache.TransformStripManagedFields(),
@@ -126,7 +113,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	// be a second, conflicting entry.
 	cacheOpts.ByObject = map[client.Object]cache.ByObject{&corev1.Secret{}: secrets}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  Scheme(),
+		Scheme:                  scheme.New(),
 		Cache:                   cacheOpts,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,

@@ -18,9 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 func TestNewManagerRefusesAMissingOrInvalidIssuerURL(t *testing.T) {
@@ -87,7 +86,7 @@ func TestTheManagerElectsALeaderServesProbesAndMetricsAndStaysInItsNamespaces(t 
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(watched), watched); err != nil {
 			return err
 		}
-		if !meta.IsStatusConditionTrue(watched.Status.Conditions, controllers.ConditionReady) {
+		if !meta.IsStatusConditionTrue(watched.Status.Conditions, m2mv1alpha1.ConditionReady) {
 			return fmt.Errorf("the client in the watched namespace is not Ready")
 		}
 		return nil

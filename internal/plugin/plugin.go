@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 )
 
@@ -137,7 +137,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
+	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
 	if err != nil {
 		return err
 	}
@@ -174,11 +174,11 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 		return fmt.Errorf("reading Secret %s: %w", obj.Status.SecretName, err)
 	}
 	if tokenURL == "" {
-		tokenURL = string(s.Data["token_url"])
+		tokenURL = string(s.Data[m2mv1alpha1.SecretKeyTokenURL])
 	}
 	cc := clientcredentials.Config{
-		ClientID:       string(s.Data["client_id"]),
-		ClientSecret:   string(s.Data["client_secret"]),
+		ClientID:       string(s.Data[m2mv1alpha1.SecretKeyClientID]),
+		ClientSecret:   string(s.Data[m2mv1alpha1.SecretKeyClientSecret]),
 		TokenURL:       tokenURL,
 		Scopes:         scopes,
 		EndpointParams: url.Values{"audience": audiences},

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 )
 
 // DataKey is the key of the signing-key Secret's data that holds the key set.
@@ -223,27 +225,9 @@ func (s *Set) Find(kid string) *Key {
 	return nil
 }
 
-// JWK is the public half of a key as a JSON Web Key (RFC 7517, 7518 §6, 8037).
-type JWK struct {
-	KeyType   string `json:"kty"`
-	Use       string `json:"use"`
-	KeyID     string `json:"kid"`
-	Algorithm string `json:"alg"`
-	Curve     string `json:"crv,omitempty"`
-	X         string `json:"x,omitempty"`
-	Y         string `json:"y,omitempty"`
-	N         string `json:"n,omitempty"`
-	E         string `json:"e,omitempty"`
-}
-
-// JWKS is a JSON Web Key Set.
-type JWKS struct {
-	Keys []JWK `json:"keys"`
-}
-
 // PublicJWK returns the key's public half as a JWK.
-func (k *Key) PublicJWK() JWK {
-	j := JWK{Use: "sig", KeyID: k.KID, Algorithm: string(k.Algorithm)}
+func (k *Key) PublicJWK() jwk.Key {
+	j := jwk.Key{Use: "sig", KeyID: k.KID, Algorithm: string(k.Algorithm)}
 	b64 := base64.RawURLEncoding.EncodeToString
 	switch pub := k.signer.Public().(type) {
 	case *ecdsa.PublicKey:
@@ -269,43 +253,11 @@ func pad(n *big.Int, size int) []byte {
 	return out
 }
 
-// PublicKey turns a JWK back into a public key, for verifiers and tests.
-func (j JWK) PublicKey() (crypto.PublicKey, error) {
-	dec := base64.RawURLEncoding.DecodeString
-	switch j.KeyType {
-	case "EC":
-		if j.Curve != "P-256" {
-			return nil, fmt.Errorf("curve %q is not supported", j.Curve)
-		}
-		x, err1 := dec(j.X)
-		y, err2 := dec(j.Y)
-		if err := errors.Join(err1, err2); err != nil || len(x) != 32 || len(y) != 32 {
-			return nil, fmt.Errorf("EC key %q has bad coordinates", j.KeyID)
-		}
-		// Uncompressed SEC 1 point: 0x04 || X || Y; ParseUncompressedPublicKey checks it is on the curve.
-		return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
-	case "RSA":
-		n, err1 := dec(j.N)
-		e, err2 := dec(j.E)
-		if err := errors.Join(err1, err2); err != nil || len(e) == 0 || len(e) > 4 {
-			return nil, fmt.Errorf("RSA key %q has bad parameters", j.KeyID)
-		}
-		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}, nil
-	case "OKP":
-		x, err := dec(j.X)
-		if err != nil || j.Curve != "Ed25519" || len(x) != ed25519.PublicKeySize {
-			return nil, fmt.Errorf("OKP key %q is not an Ed25519 key", j.KeyID)
-		}
-		return ed25519.PublicKey(x), nil
-	}
-	return nil, fmt.Errorf("key type %q is not supported", j.KeyType)
-}
-
 // Published returns the JWKS of the keys a verifier may need at now: next and active keys, and
 // retired keys that retired less than maxTokenAge ago (or at an unrecorded time), since tokens
 // they signed may still be valid.
-func (s *Set) Published(now time.Time, maxTokenAge time.Duration) JWKS {
-	out := JWKS{Keys: []JWK{}}
+func (s *Set) Published(now time.Time, maxTokenAge time.Duration) jwk.Set {
+	out := jwk.Set{Keys: []jwk.Key{}}
 	for _, k := range s.Keys {
 		if k.State == StateRetired && k.RetiredAt != nil && !now.Before(k.RetiredAt.Add(maxTokenAge)) {
 			continue

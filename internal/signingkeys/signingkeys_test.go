@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 )
 
 var now = time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
@@ -29,7 +31,7 @@ func TestATokenSignedWithEachAlgorithmVerifiesAgainstItsPublishedJWK(t *testing.
 			if err != nil {
 				t.Fatal(err)
 			}
-			var jwks JWKS
+			var jwks jwk.Set
 			if err := json.Unmarshal(raw, &jwks); err != nil || len(jwks.Keys) != 1 {
 				t.Fatalf("JWKS %s: %v", raw, err)
 			}

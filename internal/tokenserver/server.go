@@ -5,9 +5,9 @@ package tokenserver
 
 import (
 	"crypto/rand"
-	"fmt"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 )
 
 type publicKey struct {
@@ -110,7 +110,7 @@ func (c *keyCache) fetch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrJWKS, err)
 	}
-	var set signingkeys.JWKS
+	var set jwk.Set
 	if err := json.Unmarshal(body, &set); err != nil {
 		return fmt.Errorf("%w: %s is not a JWK Set: %v", ErrJWKS, c.url, err)
 	}

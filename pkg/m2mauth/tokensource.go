@@ -16,6 +16,15 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 )
 
+// Keys of the credentials Secret the manager writes (api/v1alpha1's SecretKey constants; a test
+// keeps the two equal, so that this package need not import the API and its Kubernetes modules).
+const (
+	secretKeyClientID     = "client_id"
+	secretKeyClientSecret = "client_secret"
+	secretKeyTokenURL     = "token_url"
+	secretKeyIssuer       = "issuer"
+)
+
 // TokenSourceOption configures NewTokenSource.
 type TokenSourceOption func(*tokenSourceConfig)
 
@@ -104,9 +113,9 @@ func (s *fileTokenSource) reload() error {
 		}
 		return strings.TrimSpace(string(b)), nil
 	}
-	id, err1 := read("client_id")
-	secret, err2 := read("client_secret")
-	tokenURL, err3 := read("token_url")
+	id, err1 := read(secretKeyClientID)
+	secret, err2 := read(secretKeyClientSecret)
+	tokenURL, err3 := read(secretKeyTokenURL)
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return fmt.Errorf("reading the client credentials in %s: %w", s.dir, err)
 	}

@@ -15,8 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 // Tokens from the real token server verify with this project's library, discovering the JWKS
@@ -100,7 +100,7 @@ func TestTheTokenSourceSurvivesARealRotationWithoutARestart(t *testing.T) {
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
-	old := string(s.Data["client_secret"])
+	old := string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
 
 	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		o := &m2mv1alpha1.M2MClient{}
@@ -117,7 +117,7 @@ func TestTheTokenSourceSurvivesARealRotationWithoutARestart(t *testing.T) {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(s), fresh); err != nil {
 			return err
 		}
-		if string(fresh.Data["client_secret"]) == old {
+		if string(fresh.Data[m2mv1alpha1.SecretKeyClientSecret]) == old {
 			return fmt.Errorf("not rotated yet")
 		}
 		return nil

@@ -18,8 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/m2m-dev/m2m-operator/internal/controlplane"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
+	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 )
 
 // renderConfig renders a kustomize directory under config/ with the kubectl built with the

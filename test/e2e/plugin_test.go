@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/plugin"
 )
 
@@ -47,10 +48,10 @@ func TestKubectlM2MGetsATokenDescribesRotatesAndVerifies(t *testing.T) {
 	common := []string{"-n", ns, "--kubeconfig", kc}
 
 	code, out, errOut := kubectlM2M(append([]string{"describe", "cli"}, common...)...)
-	if code != 0 || !strings.Contains(out, obj.Status.ClientID) || !strings.Contains(out, "..."+string(s.Data["client_secret"])[39:]) || !strings.Contains(out, "CredentialsReady") {
+	if code != 0 || !strings.Contains(out, obj.Status.ClientID) || !strings.Contains(out, "..."+string(s.Data[m2mv1alpha1.SecretKeyClientSecret])[39:]) || !strings.Contains(out, "CredentialsReady") {
 		t.Fatalf("describe: %d\n%s%s", code, out, errOut)
 	}
-	if strings.Contains(out, string(s.Data["client_secret"])) {
+	if strings.Contains(out, string(s.Data[m2mv1alpha1.SecretKeyClientSecret])) {
 		t.Fatal("describe printed the secret")
 	}
 
@@ -77,7 +78,7 @@ func TestKubectlM2MGetsATokenDescribesRotatesAndVerifies(t *testing.T) {
 	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(s), fresh); err != nil {
 		t.Fatal(err)
 	}
-	if string(fresh.Data["client_secret"]) == string(s.Data["client_secret"]) {
+	if string(fresh.Data[m2mv1alpha1.SecretKeyClientSecret]) == string(s.Data[m2mv1alpha1.SecretKeyClientSecret]) {
 		t.Fatal("rotate returned before the Secret carried a new secret")
 	}
 }

@@ -9,13 +9,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/scheme"
 )
 
 // The token server and manager of this suite run as the ServiceAccounts of config/rbac, so the
 // other tests show that the RBAC is enough. This one shows that the token server's is no more.
 func TestTheTokenServerMayReadItsSigningKeySecretAndNoOtherSecret(t *testing.T) {
 	ctx := context.Background()
-	c, err := client.New(tokenServerConfig, client.Options{Scheme: operator.Scheme()})
+	c, err := client.New(tokenServerConfig, client.Options{Scheme: scheme.New()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,7 @@ func TestAStytchShapedClientWithNoAudiencesGetsTokensWhoseAudienceIsTheIssuer(t 
 	}
 	obj.Namespace = namespace(t)
 	s := readyClient(t, obj)
-	id, secret := string(s.Data["client_id"]), string(s.Data["client_secret"])
+	id, secret := string(s.Data[m2mv1alpha1.SecretKeyClientID]), string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
 
 	code, out := postToken(t, "application/json", `{"client_id":"`+id+`","client_secret":"`+secret+`","grant_type":"client_credentials"}`)
 	if code != 200 || out["scope"] != "read:settings write:settings" {

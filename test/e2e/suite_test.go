@@ -23,12 +23,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/controllers"
-	"github.com/m2m-dev/m2m-operator/internal/controlplane"
-	"github.com/m2m-dev/m2m-operator/internal/manifests"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
+	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
+	"github.com/m2m-dev/m2m-operator/test/support/manifests"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 const wait = 30 * time.Second
@@ -155,7 +154,7 @@ func readyClient(t *testing.T, obj *m2mv1alpha1.M2MClient) *corev1.Secret {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 			return err
 		}
-		if !meta.IsStatusConditionTrue(obj.Status.Conditions, controllers.ConditionReady) {
+		if !meta.IsStatusConditionTrue(obj.Status.Conditions, m2mv1alpha1.ConditionReady) {
 			return fmt.Errorf("not Ready")
 		}
 		return nil

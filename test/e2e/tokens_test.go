@@ -26,7 +26,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 func billingClient(ns, name string) *m2mv1alpha1.M2MClient {
@@ -43,9 +43,9 @@ func billingClient(ns, name string) *m2mv1alpha1.M2MClient {
 
 func credentialsOf(s *corev1.Secret, scopes ...string) *clientcredentials.Config {
 	return &clientcredentials.Config{
-		ClientID:     string(s.Data["client_id"]),
-		ClientSecret: string(s.Data["client_secret"]),
-		TokenURL:     string(s.Data["token_url"]),
+		ClientID:     string(s.Data[m2mv1alpha1.SecretKeyClientID]),
+		ClientSecret: string(s.Data[m2mv1alpha1.SecretKeyClientSecret]),
+		TokenURL:     string(s.Data[m2mv1alpha1.SecretKeyTokenURL]),
 		Scopes:       scopes,
 	}
 }
@@ -54,7 +54,7 @@ func TestAServiceGetsATokenWithClientCredentialsThatVerifiesAgainstTheJWKS(t *te
 	ns := namespace(t)
 	obj := billingClient(ns, "billing")
 	secret := readyClient(t, obj)
-	if got := string(secret.Data["token_url"]); got != issuer+"/oauth2/token" {
+	if got := string(secret.Data[m2mv1alpha1.SecretKeyTokenURL]); got != issuer+"/oauth2/token" {
 		t.Fatalf("token_url %q", got)
 	}
 
@@ -108,7 +108,7 @@ func postToken(t *testing.T, contentType, body string) (int, map[string]any) {
 func TestCurlWithAJSONOrFormBodyGetsAToken(t *testing.T) {
 	ns := namespace(t)
 	s := readyClient(t, billingClient(ns, "curl"))
-	id, secret := string(s.Data["client_id"]), string(s.Data["client_secret"])
+	id, secret := string(s.Data[m2mv1alpha1.SecretKeyClientID]), string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
 	code, out := postToken(t, "application/json", `{"client_id":"`+id+`","client_secret":"`+secret+`","grant_type":"client_credentials","scope":"write:payments"}`)
 	if code != 200 || out["scope"] != "write:payments" || out["access_token"] == nil {
 		t.Fatalf("JSON body: %d %v", code, out)

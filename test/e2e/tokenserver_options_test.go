@@ -23,8 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 // writeCert writes a fresh self-signed certificate for 127.0.0.1 and returns its serial number.

@@ -63,7 +63,7 @@ func TestAConsumerThatSeesTheSecretLateNeverFailsWhileRotationsHappen(t *testing
 		}
 		time.Sleep(700 * time.Millisecond)
 		if s, err := read(); err == nil {
-			seen[string(s.Data["client_secret"])] = true
+			seen[string(s.Data[m2mv1alpha1.SecretKeyClientSecret])] = true
 		}
 	}
 	time.Sleep(kubeletDelay + time.Second)

@@ -20,15 +20,16 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/pkg/jwk"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
-func jwks(t *testing.T) signingkeys.JWKS {
+func jwks(t *testing.T) jwk.Set {
 	t.Helper()
 	return testenv.JWKS(t, issuer)
 }
 
-func published(set signingkeys.JWKS, kid string) bool {
+func published(set jwk.Set, kid string) bool {
 	for _, k := range set.Keys {
 		if k.KeyID == kid {
 			return true

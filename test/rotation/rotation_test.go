@@ -18,7 +18,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 func create(t *testing.T, obj *m2mv1alpha1.M2MClient) types.NamespacedName {
@@ -338,7 +338,7 @@ func TestARotationInterruptedAfterAnyWriteIsFinishedOnceByTheNextManager(t *test
 			values := map[string]bool{}
 			for _, v := range secretVersions {
 				if s, ok := v.Object.(*corev1.Secret); ok {
-					values[string(s.Data["client_secret"])] = true
+					values[string(s.Data[m2mv1alpha1.SecretKeyClientSecret])] = true
 				}
 			}
 			if len(values) != 2 {

@@ -32,8 +32,8 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/testenv"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 const (
@@ -140,14 +140,14 @@ func settled(t *testing.T, key types.NamespacedName, check func(*m2mv1alpha1.M2M
 		if err := env.Client.Get(ctx, key, obj); err != nil {
 			return err
 		}
-		if !meta.IsStatusConditionTrue(obj.Status.Conditions, controllers.ConditionReady) || obj.Status.ObservedGeneration != obj.Generation {
+		if !meta.IsStatusConditionTrue(obj.Status.Conditions, m2mv1alpha1.ConditionReady) || obj.Status.ObservedGeneration != obj.Generation {
 			return fmt.Errorf("not Ready at generation %d", obj.Generation)
 		}
 		s := &corev1.Secret{}
 		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: obj.Status.SecretName}, s); err != nil {
 			return err
 		}
-		secret = string(s.Data["client_secret"])
+		secret = string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
 		unexpiring := 0
 		for _, e := range obj.Status.AcceptedSecrets {
 			if e.ExpiresAt == nil {

@@ -23,8 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/controlplane"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 )
 
 // Env is a running control plane.
@@ -57,7 +58,7 @@ func Start(options ...func(*envtest.Environment)) (*Env, error) {
 	}
 	// Integration tests create many objects; the default client rate limit would dominate.
 	cfg.QPS, cfg.Burst = 500, 1000
-	c, err := client.New(cfg, client.Options{Scheme: operator.Scheme()})
+	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
 	if err != nil {
 		_ = env.Stop()
 		return nil, err
@@ -156,7 +157,7 @@ type Version struct {
 // function is called; it returns them in the order etcd stored them. etcd's revisions order
 // writes across resources, which lets a test check the order of a controller's writes.
 func Record(ctx context.Context, cfg *rest.Config, list client.ObjectList, ns string) (func() []Version, error) {
-	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: operator.Scheme()})
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme.New()})
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +222,7 @@ func AcceptedBefore(secrets, clients []Version, accepts func(status client.Objec
 				before = cv.Object
 			}
 		}
-		if before == nil || !accepts(before, string(secret.Data["client_secret"])) {
+		if before == nil || !accepts(before, string(secret.Data[m2mv1alpha1.SecretKeyClientSecret])) {
 			return checked, fmt.Errorf("Secret version %d carries a secret that no earlier status accepted", sv.RV)
 		}
 		checked++

@@ -1,6 +1,28 @@
-package controllers
+package v1alpha1
 
-// Condition types of an M2MClient.
+// Keys of a client's credentials Secret, as the manager writes them and workloads read them.
+const (
+	// SecretKeyClientID holds the client ID.
+	SecretKeyClientID = "client_id"
+	// SecretKeyClientSecret holds the current client secret.
+	SecretKeyClientSecret = "client_secret"
+	// SecretKeyTokenURL holds the token endpoint, for golang.org/x/oauth2/clientcredentials.
+	SecretKeyTokenURL = "token_url"
+	// SecretKeyIssuer holds the issuer, the "iss" of the client's tokens.
+	SecretKeyIssuer = "issuer"
+)
+
+// Labels the manager sets on the Secrets it writes.
+const (
+	// ManagedByLabel marks the Secrets the manager writes; its cache sees only those.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of ManagedByLabel.
+	ManagedByValue = "m2m-operator"
+	// ClientLabel names the M2MClient a credentials Secret belongs to.
+	ClientLabel = "m2m.dev/client"
+)
+
+// Condition types of an M2MClient, in status.conditions.
 const (
 	// ConditionReady is True when the Secret holds credentials that the token server accepts, and
 	// the client ID is the client's own: a token server with default settings issues tokens to
@@ -24,22 +46,4 @@ const (
 	// The later client gets no status.clientID, so the token server never sees two clients with
 	// one ID.
 	ReasonDuplicateClientID = "DuplicateClientID"
-)
-
-// Event reasons. Events are emitted on transitions only.
-const (
-	// EventCredentialsCreated: the first client secret was generated and written to the Secret.
-	EventCredentialsCreated = "CredentialsCreated"
-	// EventSecretRecreated: the Secret was deleted, or lost its client_secret, and was written
-	// again with a new secret. The previous secret stays accepted for the grace period.
-	EventSecretRecreated = "SecretRecreated"
-	// EventSecretAdopted: someone wrote a new client_secret into the Secret, and it is accepted.
-	EventSecretAdopted = "SecretAdopted"
-	// EventStatusRecovered: the status had lost its credentials and was rebuilt from the Secret.
-	EventStatusRecovered = "StatusRecovered"
-	// EventSecretExpired: a previous secret's grace period ended and it is no longer accepted.
-	EventSecretExpired = "SecretExpired"
-	// EventRotated: the secret was replaced by a new one, on schedule, for a new trigger or
-	// annotation value, or to resume a rotation that a crash interrupted. The message says which.
-	EventRotated = "Rotated"
 )

@@ -8,18 +8,18 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 )
 
 // JWKS fetches issuer's JWKS over HTTP, as any verifier would.
-func JWKS(t testing.TB, issuer string) signingkeys.JWKS {
+func JWKS(t testing.TB, issuer string) jwk.Set {
 	t.Helper()
 	resp, err := http.Get(issuer + "/.well-known/jwks.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var set signingkeys.JWKS
+	var set jwk.Set
 	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
 		t.Fatalf("the JWKS of %s: %v", issuer, err)
 	}
@@ -27,7 +27,7 @@ func JWKS(t testing.TB, issuer string) signingkeys.JWKS {
 }
 
 // Keyfunc finds a token's key in set by kid, and refuses a token whose alg is not its key's.
-func Keyfunc(set signingkeys.JWKS) jwt.Keyfunc {
+func Keyfunc(set jwk.Set) jwt.Keyfunc {
 	return func(tok *jwt.Token) (any, error) {
 		for _, k := range set.Keys {
 			if k.KeyID == tok.Header["kid"] {

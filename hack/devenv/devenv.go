@@ -23,10 +23,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/controllers"
-	"github.com/m2m-dev/m2m-operator/internal/manifests"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
+	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 )
 
 // Options say where the system's files are and how it is reached.
@@ -95,7 +95,7 @@ func (s *System) start() error {
 	if err := os.WriteFile(s.Kubeconfig, kubeconfig, 0o600); err != nil {
 		return err
 	}
-	if s.Client, err = client.New(s.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
+	if s.Client, err = client.New(s.Config, client.Options{Scheme: scheme.New()}); err != nil {
 		return err
 	}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operator.DefaultSigningKeySecret.Namespace}}
@@ -139,7 +139,7 @@ func (s *System) WaitReady(ctx context.Context) ([]m2mv1alpha1.M2MClient, error)
 		}
 		ready := 0
 		for i := range list.Items {
-			if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, controllers.ConditionReady) {
+			if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, m2mv1alpha1.ConditionReady) {
 				ready++
 			}
 		}

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/controlplane"
+	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 )
 
 // startReady starts a system with o (assets and root filled in), waits until its samples are

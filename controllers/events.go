@@ -1,0 +1,19 @@
+package controllers
+
+// Event reasons. Events are emitted on transitions only.
+const (
+	// EventCredentialsCreated: the first client secret was generated and written to the Secret.
+	EventCredentialsCreated = "CredentialsCreated"
+	// EventSecretRecreated: the Secret was deleted, or lost its client_secret, and was written
+	// again with a new secret. The previous secret stays accepted for the grace period.
+	EventSecretRecreated = "SecretRecreated"
+	// EventSecretAdopted: someone wrote a new client_secret into the Secret, and it is accepted.
+	EventSecretAdopted = "SecretAdopted"
+	// EventStatusRecovered: the status had lost its credentials and was rebuilt from the Secret.
+	EventStatusRecovered = "StatusRecovered"
+	// EventSecretExpired: a previous secret's grace period ended and it is no longer accepted.
+	EventSecretExpired = "SecretExpired"
+	// EventRotated: the secret was replaced by a new one, on schedule, for a new trigger or
+	// annotation value, or to resume a rotation that a crash interrupted. The message says which.
+	EventRotated = "Rotated"
+)
