@@ -207,43 +207,14 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 	case ActionRefuseWeak:
 		r.setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonWeakSecret, decision.Why)
 		return ctrl.Result{}, nil
-	case ActionGenerate:
-		first := len(obj.Status.AcceptedSecrets) == 0
-		value, err := credentials.NewSecret()
-		if err != nil {
+	}
+	obj.Status.ClientID = id
+	switch {
+	case decision.Action.Issues():
+		if secret, err = r.issue(ctx, obj, p, secret, id, now, decision); err != nil {
 			return ctrl.Result{}, err
 		}
-		// Crash safety: the hash is accepted before any Secret carries the secret.
-		before := obj.Status.AcceptedSecrets
-		obj.Status.ClientID = id
-		obj.Status.AcceptedSecrets = Accept(obj.Status.AcceptedSecrets, value, now)
-		if err := p.patch(ctx); err != nil {
-			return ctrl.Result{}, err
-		}
-		written, err := r.writeSecret(ctx, obj, secret, id, value)
-		if secret == nil && apierrors.IsAlreadyExists(err) {
-			// The secret was written nowhere, so its hash can go again.
-			obj.Status.AcceptedSecrets = before
-			if err := p.patch(ctx); err != nil {
-				return ctrl.Result{}, err
-			}
-			return ctrl.Result{}, errUnseenSecret
-		}
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		secret = written
-		r.completeRotation(obj, value, now)
-		if first {
-			// Values present at creation ask for no rotation: the first secret is brand new.
-			obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
-			obj.Status.LastRotateAnnotation = obj.Annotations[m2mv1alpha1.RotateAnnotation]
-			r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, EventCredentialsCreated, "Create", "client %s: credentials written to Secret %s", id, secret.Name)
-		} else {
-			r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, EventSecretRecreated, "Rotate", "%s: a new secret was written; the previous one expires after %s", decision.Why, GracePeriod(obj))
-		}
-	case ActionRecoverStatus, ActionAdopt:
-		obj.Status.ClientID = id
+	case decision.Action == ActionRecoverStatus || decision.Action == ActionAdopt:
 		obj.Status.AcceptedSecrets = Accept(obj.Status.AcceptedSecrets, decision.Secret, now)
 		if err := p.patch(ctx); err != nil {
 			return ctrl.Result{}, err
@@ -254,29 +225,10 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 			reason = EventStatusRecovered
 		}
 		r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, reason, "Adopt", "%s", decision.Why)
-	case ActionCompleteRotation:
-		obj.Status.ClientID = id
+	case decision.Action == ActionCompleteRotation:
 		r.completeRotation(obj, string(secret.Data[m2mv1alpha1.SecretKeyClientSecret]), now)
-	case ActionResumeRotation:
-		obj.Status.ClientID = id
-		if secret, err = r.rotate(ctx, obj, p, secret, id, now, "Resumed", decision.Why); err != nil {
-			return ctrl.Result{}, err
-		}
-	case ActionNone:
-		obj.Status.ClientID = id
-		switch reason, why := RotationDue(obj, now); reason {
-		case RotationNotDue:
-		case RotationDeferred:
-			log.FromContext(ctx).Info("rotation deferred", "why", why)
-		default:
-			// Step 1 records the values being acted on, so that a crash and restart resumes this
-			// rotation (ActionResumeRotation) instead of starting another for the same value.
-			obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
-			obj.Status.LastRotateAnnotation = obj.Annotations[m2mv1alpha1.RotateAnnotation]
-			if secret, err = r.rotate(ctx, obj, p, secret, id, now, string(reason), why); err != nil {
-				return ctrl.Result{}, err
-			}
-		}
+	case decision.Rotation == RotationDeferred:
+		logger.Info("rotation deferred", "why", decision.Why)
 	}
 
 	// The Secret now carries an accepted secret; make the rest of it match the spec.
@@ -306,25 +258,51 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 	return ctrl.Result{}, nil
 }
 
-// rotate replaces the Secret's secret in the crash-safe order: (1) accept the new hash and
-// persist the status, (2) write the Secret, (3) start the previous secrets' grace period, which
-// the end of the reconcile persists.
-func (r *M2MClientReconciler) rotate(ctx context.Context, obj *m2mv1alpha1.M2MClient, p *statusPatcher, secret *corev1.Secret, id string, now time.Time, reason, why string) (*corev1.Secret, error) {
+// issue gives the client a new secret (to generate, rotate or resume) in the crash-safe order:
+// (1) accept its hash and persist the status, (2) write the Secret, (3) start the grace period of
+// the previous secrets, which the end of the reconcile persists. A crash after (1) leaves a hash
+// that no Secret carries (ActionResumeRotation issues again); after (2), secrets without expiry
+// (ActionCompleteRotation). No Secret ever carries a secret whose hash is not accepted.
+func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MClient, p *statusPatcher, secret *corev1.Secret, id string, now time.Time, d SecretDecision) (*corev1.Secret, error) {
 	value, err := credentials.NewSecret()
 	if err != nil {
 		return nil, err
+	}
+	first := len(obj.Status.AcceptedSecrets) == 0
+	before := obj.Status.DeepCopy()
+	if first || d.Action == ActionRotate {
+		// Values present at creation ask for no rotation. A rotation records the values it acts
+		// on with its hash, so that a crash resumes it instead of starting another for them.
+		obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
+		obj.Status.LastRotateAnnotation = obj.Annotations[m2mv1alpha1.RotateAnnotation]
 	}
 	obj.Status.AcceptedSecrets = Accept(obj.Status.AcceptedSecrets, value, now)
 	if err := p.patch(ctx); err != nil {
 		return nil, err
 	}
 	written, err := r.writeSecret(ctx, obj, secret, id, value)
+	if secret == nil && apierrors.IsAlreadyExists(err) {
+		// The secret was written nowhere, so its hash can go again.
+		obj.Status.AcceptedSecrets = before.AcceptedSecrets
+		obj.Status.LastRotationTrigger, obj.Status.LastRotateAnnotation = before.LastRotationTrigger, before.LastRotateAnnotation
+		if err := p.patch(ctx); err != nil {
+			return nil, err
+		}
+		return nil, errUnseenSecret
+	}
 	if err != nil {
 		return nil, err
 	}
 	r.completeRotation(obj, value, now)
-	r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventRotated, "Rotate",
-		"rotated (%s): %s; the previous secret is accepted until %s", reason, why, now.Add(GracePeriod(obj)).UTC().Format(time.RFC3339))
+	switch {
+	case first:
+		r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventCredentialsCreated, "Create", "client %s: credentials written to Secret %s", id, written.Name)
+	case d.Action == ActionGenerate:
+		r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventSecretRecreated, "Rotate", "%s: a new secret was written; the previous one expires after %s", d.Why, GracePeriod(obj))
+	default:
+		r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventRotated, "Rotate",
+			"rotated (%s): %s; the previous secret is accepted until %s", d.Rotation, d.Why, now.Add(GracePeriod(obj)).UTC().Format(time.RFC3339))
+	}
 	return written, nil
 }
 
@@ -354,13 +332,7 @@ func (r *M2MClientReconciler) setReady(obj *m2mv1alpha1.M2MClient, status metav1
 // unlabelled Secret of that name is seen (and never overwritten). A brand-new client skips that
 // read: creating its Secret fails if one of that name exists, and then it reads (errUnseenSecret).
 func (r *M2MClientReconciler) getSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient) (*corev1.Secret, error) {
-	unexpiring := 0
-	for _, e := range obj.Status.AcceptedSecrets {
-		if e.ExpiresAt == nil {
-			unexpiring++
-		}
-	}
-	if unexpiring > 1 {
+	if Unexpiring(obj.Status.AcceptedSecrets) > 1 {
 		// A rotation is in progress: which step it is in depends on what the Secret carries, so
 		// that is read from the API server, never from a cache that may lag.
 		return r.directSecret(ctx, obj)

@@ -17,11 +17,14 @@ import (
 type SecretAction string
 
 const (
-	// ActionNone: the Secret carries the one current secret; nothing to do.
+	// ActionNone: the Secret carries the one current secret and no rotation is due.
 	ActionNone SecretAction = "None"
 	// ActionGenerate: the Secret has no secret (it is missing, or its client_secret is empty).
-	// Generate one, persist its hash, then write it.
+	// Issue a new one.
 	ActionGenerate SecretAction = "Generate"
+	// ActionRotate: the Secret carries the one current secret and a rotation is due (Rotation
+	// says why). Issue a new one; the current one gets the grace period.
+	ActionRotate SecretAction = "Rotate"
 	// ActionAdopt: the Secret carries a secret that status does not list as current (a person
 	// or tool wrote it). Accept its hash and start the previous secrets' grace period.
 	ActionAdopt SecretAction = "Adopt"
@@ -34,14 +37,20 @@ const (
 	ActionCompleteRotation SecretAction = "CompleteRotation"
 	// ActionResumeRotation: status accepts a newer secret than the one the Secret carries: a
 	// rotation persisted its hash and stopped before writing the Secret. That secret was never
-	// written anywhere and its plaintext is gone, so the rotation goes on with a fresh secret;
-	// the unwritten hash merely expires.
+	// written anywhere and its plaintext is gone, so the rotation goes on by issuing a fresh
+	// secret; the unwritten hash merely expires.
 	ActionResumeRotation SecretAction = "ResumeRotation"
 	// ActionRefuseWeak: the Secret carries a new secret that is unfit. Accept nothing.
 	ActionRefuseWeak SecretAction = "RefuseWeak"
 	// ActionConflict: the Secret is not this client's. Never touch it.
 	ActionConflict SecretAction = "Conflict"
 )
+
+// Issues reports whether the action issues a new secret (generate, rotate or resume): the one
+// path that writes the crash-safe order.
+func (a SecretAction) Issues() bool {
+	return a == ActionGenerate || a == ActionRotate || a == ActionResumeRotation
+}
 
 // SecretDecision is an action and the sentence that explains it.
 type SecretDecision struct {
@@ -50,6 +59,9 @@ type SecretDecision struct {
 	Why string
 	// Secret is the Secret's client_secret, for ActionAdopt and ActionRecoverStatus.
 	Secret string
+	// Rotation says why a rotation happens (ActionRotate, and RotationResumed for
+	// ActionResumeRotation), or that a due rotation waits (RotationDeferred, with ActionNone).
+	Rotation RotationReason
 }
 
 // SecretName is the name of the client's credentials Secret.
@@ -71,68 +83,166 @@ func OwnedBy(secret *corev1.Secret, obj *m2mv1alpha1.M2MClient) bool {
 	return err == nil && gv.Group == m2mv1alpha1.GroupVersion.Group && ref.Kind == "M2MClient" && ref.Name == obj.Name
 }
 
+// secretView is what the rules of DecideSecret look at: the object, its Secret, and what is
+// derived from them once.
+type secretView struct {
+	obj    *m2mv1alpha1.M2MClient
+	secret *corev1.Secret
+	now    time.Time
+	// value is the Secret's client_secret, and hash its hash.
+	value, hash string
+	// entry is the accepted entry of hash, or nil.
+	entry *m2mv1alpha1.AcceptedSecret
+	// newest is the hash of the newest entry without expiry; others counts the other entries
+	// without expiry.
+	newest string
+	others int
+}
+
+// secretRule returns a decision, or false when it has nothing to say and the next rule decides.
+type secretRule func(v *secretView) (SecretDecision, bool)
+
+// secretRules are asked in order; the first that decides wins. The order is the precedence:
+// never touch a foreign Secret; give a Secret without a secret one; refuse a weak new secret;
+// then follow what the Secret carries (lost status, adoption, an interrupted rotation); and only
+// in the steady state ask whether a rotation is due.
+var secretRules = []secretRule{
+	foreignSecret,
+	noSecret,
+	weakNewSecret,
+	lostStatus,
+	newSecretInSecret,
+	previousSecretBack,
+	interruptedRotation,
+	unfinishedRotation,
+	rotationDue,
+}
+
 // DecideSecret says what to do with the credentials Secret of obj at now. secret is nil when no
 // Secret of that name exists.
 //
 // Invariant, outside a rotation in progress: exactly one accepted entry has no expiry, and it is
 // the hash of the Secret's client_secret.
 func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Time) SecretDecision {
-	st := &obj.Status
-	if secret != nil && !OwnedBy(secret, obj) {
-		return SecretDecision{Action: ActionConflict, Why: fmt.Sprintf("Secret %s/%s exists and is not owned by this M2MClient; it is left untouched", secret.Namespace, secret.Name)}
-	}
-	var value string
+	v := &secretView{obj: obj, secret: secret, now: now}
 	if secret != nil {
-		value = string(secret.Data[m2mv1alpha1.SecretKeyClientSecret])
+		v.value = string(secret.Data[m2mv1alpha1.SecretKeyClientSecret])
 	}
-	if value == "" {
-		switch {
-		case len(st.AcceptedSecrets) == 0:
-			return SecretDecision{Action: ActionGenerate, Why: "the client has no credentials yet"}
-		case secret == nil:
-			return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s was deleted", SecretName(obj))}
-		default:
-			return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s has no client_secret", SecretName(obj))}
+	if v.value != "" {
+		v.hash = credentials.Hash(v.value)
+		st := &obj.Status
+		for i := range st.AcceptedSecrets {
+			if st.AcceptedSecrets[i].Hash == v.hash {
+				v.entry = &st.AcceptedSecrets[i]
+			}
 		}
-	}
-
-	hash := credentials.Hash(value)
-	var entry *m2mv1alpha1.AcceptedSecret
-	for i := range st.AcceptedSecrets {
-		if st.AcceptedSecrets[i].Hash == hash {
-			entry = &st.AcceptedSecrets[i]
-		}
-	}
-	if entry == nil || entry.ExpiresAt != nil {
-		if problem := credentials.StrengthProblem(value); problem != "" {
-			return SecretDecision{Action: ActionRefuseWeak, Why: fmt.Sprintf("the client_secret in Secret %s is %s and is not accepted; the previously accepted secrets stay in use", SecretName(obj), problem)}
-		}
-	}
-	switch {
-	case entry == nil && st.ClientID == "" && len(st.AcceptedSecrets) == 0:
-		return SecretDecision{Action: ActionRecoverStatus, Why: fmt.Sprintf("status had no credentials; they were rebuilt from Secret %s", SecretName(obj)), Secret: value}
-	case entry == nil:
-		return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("a new client_secret was written to Secret %s and is accepted; previous secrets expire after the grace period", SecretName(obj)), Secret: value}
-	case entry.ExpiresAt != nil:
-		return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("Secret %s was set back to a previous client_secret, which is accepted again; other secrets expire after the grace period", SecretName(obj)), Secret: value}
-	}
-	// Entries are in the order they were accepted, so the last one without expiry is the newest.
-	newest, others := "", 0
-	for _, e := range st.AcceptedSecrets {
-		if e.ExpiresAt == nil {
-			newest = e.Hash
-			if e.Hash != hash {
-				others++
+		// Entries are in the order they were accepted, so the last one without expiry is the
+		// newest.
+		for _, e := range st.AcceptedSecrets {
+			if e.ExpiresAt == nil {
+				v.newest = e.Hash
+				if e.Hash != v.hash {
+					v.others++
+				}
 			}
 		}
 	}
-	switch {
-	case newest != hash:
-		return SecretDecision{Action: ActionResumeRotation, Why: "a rotation stopped after accepting a new secret and before writing it to the Secret; it goes on with a fresh secret"}
-	case others > 0:
-		return SecretDecision{Action: ActionCompleteRotation, Why: "the Secret carries the new secret; the previous secrets' grace period starts"}
+	for _, rule := range secretRules {
+		if d, ok := rule(v); ok {
+			return d
+		}
 	}
 	return SecretDecision{Action: ActionNone, Why: "the Secret carries the current secret"}
+}
+
+func foreignSecret(v *secretView) (SecretDecision, bool) {
+	if v.secret == nil || OwnedBy(v.secret, v.obj) {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionConflict, Why: fmt.Sprintf("Secret %s/%s exists and is not owned by this M2MClient; it is left untouched", v.secret.Namespace, v.secret.Name)}, true
+}
+
+func noSecret(v *secretView) (SecretDecision, bool) {
+	switch {
+	case v.value != "":
+		return SecretDecision{}, false
+	case len(v.obj.Status.AcceptedSecrets) == 0:
+		return SecretDecision{Action: ActionGenerate, Why: "the client has no credentials yet"}, true
+	case v.secret == nil:
+		return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s was deleted", SecretName(v.obj))}, true
+	}
+	return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s has no client_secret", SecretName(v.obj))}, true
+}
+
+// weakNewSecret refuses a secret the manager did not issue (new, or set back to an expiring
+// one) when it is unfit; a current secret was checked when it was accepted.
+func weakNewSecret(v *secretView) (SecretDecision, bool) {
+	if v.entry != nil && v.entry.ExpiresAt == nil {
+		return SecretDecision{}, false
+	}
+	problem := credentials.StrengthProblem(v.value)
+	if problem == "" {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionRefuseWeak, Why: fmt.Sprintf("the client_secret in Secret %s is %s and is not accepted; the previously accepted secrets stay in use", SecretName(v.obj), problem)}, true
+}
+
+func lostStatus(v *secretView) (SecretDecision, bool) {
+	if v.entry != nil || v.obj.Status.ClientID != "" || len(v.obj.Status.AcceptedSecrets) > 0 {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionRecoverStatus, Why: fmt.Sprintf("status had no credentials; they were rebuilt from Secret %s", SecretName(v.obj)), Secret: v.value}, true
+}
+
+func newSecretInSecret(v *secretView) (SecretDecision, bool) {
+	if v.entry != nil {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("a new client_secret was written to Secret %s and is accepted; previous secrets expire after the grace period", SecretName(v.obj)), Secret: v.value}, true
+}
+
+func previousSecretBack(v *secretView) (SecretDecision, bool) {
+	if v.entry.ExpiresAt == nil {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("Secret %s was set back to a previous client_secret, which is accepted again; other secrets expire after the grace period", SecretName(v.obj)), Secret: v.value}, true
+}
+
+func interruptedRotation(v *secretView) (SecretDecision, bool) {
+	if v.newest == v.hash {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionResumeRotation, Rotation: RotationResumed, Why: "a rotation stopped after accepting a new secret and before writing it to the Secret; it goes on with a fresh secret"}, true
+}
+
+func unfinishedRotation(v *secretView) (SecretDecision, bool) {
+	if v.others == 0 {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionCompleteRotation, Why: "the Secret carries the new secret; the previous secrets' grace period starts"}, true
+}
+
+func rotationDue(v *secretView) (SecretDecision, bool) {
+	switch reason, why := RotationDue(v.obj, v.now); reason {
+	case RotationNotDue:
+		return SecretDecision{}, false
+	case RotationDeferred:
+		return SecretDecision{Action: ActionNone, Rotation: reason, Why: why}, true
+	default:
+		return SecretDecision{Action: ActionRotate, Rotation: reason, Why: why}, true
+	}
+}
+
+// Unexpiring counts the entries that have no expiry: one in the steady state, more while a
+// rotation is in progress.
+func Unexpiring(entries []m2mv1alpha1.AcceptedSecret) int {
+	n := 0
+	for _, e := range entries {
+		if e.ExpiresAt == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // GracePeriod is how long a replaced secret stays accepted.
@@ -246,13 +356,15 @@ const (
 	// RotationDeferred: a rotation is asked for, but status already holds as many secrets as it
 	// may; it waits until the oldest expire.
 	RotationDeferred RotationReason = "Deferred"
+	// RotationResumed: a rotation that a crash interrupted goes on.
+	RotationResumed RotationReason = "Resumed"
 )
 
 // MaxAcceptedSecrets is the size of status.acceptedSecrets that a rotation will not grow past.
 const MaxAcceptedSecrets = 100
 
-// RotationDue says whether obj's secret must rotate at now, and why. It is asked only in the
-// steady state (the Secret carries the one current secret). An empty trigger or annotation value
+// RotationDue says whether obj's secret must rotate at now, and why. DecideSecret asks it only in
+// the steady state (the Secret carries the one current secret). An empty trigger or annotation value
 // asks for nothing: removing it from Git does not rotate.
 func RotationDue(obj *m2mv1alpha1.M2MClient, now time.Time) (RotationReason, string) {
 	reason, why := RotationNotDue, ""

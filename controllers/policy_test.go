@@ -114,6 +114,21 @@ func TestDecideSecret(t *testing.T) {
 		"a lost status is rebuilt from the Secret": {
 			obj: clientWith(), secret: ownedSecret(current), want: ActionRecoverStatus,
 		},
+		"a new trigger value in the steady state rotates": {
+			obj: withTrigger(clientWith(entry(current, nil)), "v2"), secret: ownedSecret(current), want: ActionRotate,
+		},
+		"a new trigger value waits while a rotation is completed": {
+			obj: withTrigger(clientWith(entry(current, nil), entry(next, nil)), "v2"), secret: ownedSecret(next), want: ActionCompleteRotation,
+		},
+		"a new trigger value waits while an interrupted rotation is resumed": {
+			obj: withTrigger(clientWith(entry(current, nil), entry(next, nil)), "v2"), secret: ownedSecret(current), want: ActionResumeRotation,
+		},
+		"a new trigger value waits while a deleted Secret is written again": {
+			obj: withTrigger(clientWith(entry(current, nil)), "v2"), secret: nil, want: ActionGenerate,
+		},
+		"a new trigger value never rotates a Secret that is not the client's": {
+			obj: withTrigger(clientWith(entry(current, nil)), "v2"), secret: foreign, want: ActionConflict,
+		},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			got := DecideSecret(tc.obj, tc.secret, now)
@@ -129,6 +144,66 @@ func TestDecideSecret(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func withTrigger(obj *m2mv1alpha1.M2MClient, trigger string) *m2mv1alpha1.M2MClient {
+	obj.Spec.Rotation.Trigger, obj.Status.LastRotationTrigger = trigger, "v1"
+	return obj
+}
+
+// A rotation is a decision like the others: its reason travels with it, and a due rotation that
+// cannot happen yet says so without acting.
+func TestDecideSecretCarriesTheRotationReason(t *testing.T) {
+	rotated := metav1.NewTime(now.Add(-2 * time.Hour))
+	scheduled := clientWith(entry(current, nil))
+	scheduled.Spec.Rotation.Period = &metav1.Duration{Duration: time.Hour}
+	scheduled.Status.LastRotationTime = &rotated
+	full := scheduled.DeepCopy()
+	for i := 1; i < MaxAcceptedSecrets; i++ {
+		hour := time.Hour
+		full.Status.AcceptedSecrets = append([]m2mv1alpha1.AcceptedSecret{entry(strings.Repeat("x", i), &hour)}, full.Status.AcceptedSecrets...)
+	}
+	for sentence, tc := range map[string]struct {
+		obj      *m2mv1alpha1.M2MClient
+		secret   *corev1.Secret
+		action   SecretAction
+		rotation RotationReason
+	}{
+		"a passed period rotates on schedule":           {scheduled, ownedSecret(current), ActionRotate, RotationScheduled},
+		"a new trigger rotates for the trigger":         {withTrigger(clientWith(entry(current, nil)), "v2"), ownedSecret(current), ActionRotate, RotationTrigger},
+		"a due rotation with a full status waits":       {full, ownedSecret(current), ActionNone, RotationDeferred},
+		"an interrupted rotation resumes":               {clientWith(entry(current, nil), entry(next, nil)), ownedSecret(current), ActionResumeRotation, RotationResumed},
+		"the steady state with nothing due rotates not": {clientWith(entry(current, nil)), ownedSecret(current), ActionNone, RotationNotDue},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			got := DecideSecret(tc.obj, tc.secret, now)
+			if got.Action != tc.action || got.Rotation != tc.rotation {
+				t.Fatalf("got %s/%q (%s), want %s/%q", got.Action, got.Rotation, got.Why, tc.action, tc.rotation)
+			}
+		})
+	}
+}
+
+func TestOnlyGenerateRotateAndResumeIssueANewSecret(t *testing.T) {
+	for _, a := range []SecretAction{ActionNone, ActionGenerate, ActionRotate, ActionAdopt, ActionRecoverStatus, ActionCompleteRotation, ActionResumeRotation, ActionRefuseWeak, ActionConflict} {
+		want := a == ActionGenerate || a == ActionRotate || a == ActionResumeRotation
+		if a.Issues() != want {
+			t.Errorf("%s.Issues() = %v", a, a.Issues())
+		}
+	}
+}
+
+func TestUnexpiringCountsTheSecretsWithoutExpiry(t *testing.T) {
+	hour := time.Hour
+	for want, entries := range map[int][]m2mv1alpha1.AcceptedSecret{
+		0: nil,
+		1: {entry(old, &hour), entry(current, nil)},
+		2: {entry(old, &hour), entry(current, nil), entry(next, nil)},
+	} {
+		if got := Unexpiring(entries); got != want {
+			t.Errorf("Unexpiring = %d, want %d", got, want)
+		}
 	}
 }
 
