@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"sort"
 	"sync"
@@ -29,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
@@ -169,14 +169,11 @@ func run(n, workers int, delay time.Duration) error {
 				}
 				id, secret := mounts[i].get(time.Now())
 				start := time.Now()
-				resp, err := httpc.PostForm(issuer+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}})
-				if err != nil || resp.StatusCode != http.StatusOK {
+				resp, err := testenv.ClientCredentials(ctx, httpc, issuer, id, secret)
+				if err != nil || resp.Status != http.StatusOK {
 					failed.Add(1)
 				} else {
 					ok.Add(1)
-				}
-				if resp != nil {
-					resp.Body.Close()
 				}
 				latMu.Lock()
 				latencies = append(latencies, time.Since(start))
@@ -209,13 +206,7 @@ func run(n, workers int, delay time.Duration) error {
 	rwg.Wait()
 	triggered := time.Since(start)
 	if err := waitFor(ctx, c, n, func(o *m2mv1alpha1.M2MClient) bool {
-		unexpiring := 0
-		for _, e := range o.Status.AcceptedSecrets {
-			if e.ExpiresAt == nil {
-				unexpiring++
-			}
-		}
-		return o.Status.LastRotationTrigger == "v2" && unexpiring == 1 && len(o.Status.AcceptedSecrets) == 2
+		return o.Status.LastRotationTrigger == "v2" && controllers.Unexpiring(o.Status.AcceptedSecrets) == 1 && len(o.Status.AcceptedSecrets) == 2
 	}); err != nil {
 		return err
 	}

@@ -131,17 +131,8 @@ func run(m *testing.M) int {
 	return code
 }
 
-var nsCount int
-
-func namespace(t *testing.T) string {
-	t.Helper()
-	nsCount++
-	name := fmt.Sprintf("e2e-%d", nsCount)
-	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-		t.Fatal(err)
-	}
-	return name
-}
+// namespace creates a namespace of its own for one test.
+func namespace(t *testing.T) string { return testenv.Namespace(t, env.Client) }
 
 // readyClient creates obj and waits until it is Ready, and returns its Secret.
 func readyClient(t *testing.T, obj *m2mv1alpha1.M2MClient) *corev1.Secret {

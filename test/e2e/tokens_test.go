@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -92,17 +91,14 @@ func TestAServiceGetsATokenWithClientCredentialsThatVerifiesAgainstTheJWKS(t *te
 	}
 }
 
+// postToken posts body to the token endpoint as curl would.
 func postToken(t *testing.T, contentType, body string) (int, map[string]any) {
 	t.Helper()
-	resp, err := http.Post(issuer+"/oauth2/token", contentType, strings.NewReader(body))
+	resp, err := testenv.PostToken(context.Background(), http.DefaultClient, issuer, contentType, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	_ = json.Unmarshal(raw, &out)
-	return resp.StatusCode, out
+	return resp.Status, resp.Body
 }
 
 func TestCurlWithAJSONOrFormBodyGetsAToken(t *testing.T) {

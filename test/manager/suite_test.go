@@ -4,14 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -65,21 +62,8 @@ func run(m *testing.M) int {
 	return code
 }
 
-var nsCounter atomic.Int64
-
 // namespace creates a namespace of its own for one test.
-func namespace(t *testing.T) string {
-	t.Helper()
-	name := fmt.Sprintf("t%d-%s", nsCounter.Add(1), strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")))
-	if len(name) > 63 {
-		name = strings.TrimRight(name[:63], "-")
-	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if err := env.Client.Create(context.Background(), ns); err != nil {
-		t.Fatal(err)
-	}
-	return name
-}
+func namespace(t *testing.T) string { return testenv.Namespace(t, env.Client) }
 
 func newClient(ns, name string) *m2mv1alpha1.M2MClient {
 	return &m2mv1alpha1.M2MClient{
@@ -134,34 +118,12 @@ func secretOf(t *testing.T, ns, name string) *corev1.Secret {
 	return s
 }
 
-// eventsFor returns the reasons of the events about the named M2MClient, in no order.
-func eventsFor(t *testing.T, ns, name string) []string {
+// events counts the events with reason about the named client.
+func events(t *testing.T, ns, name, reason string) int {
 	t.Helper()
-	var list eventsv1.EventList
-	if err := env.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+	n, err := testenv.CountEvents(context.Background(), env.Client, ns, "M2MClient", name, reason)
+	if err != nil {
 		t.Fatal(err)
-	}
-	var reasons []string
-	for _, e := range list.Items {
-		if e.Regarding.Kind == "M2MClient" && e.Regarding.Name == name {
-			n := int(e.DeprecatedCount)
-			if e.Series != nil {
-				n = int(e.Series.Count)
-			}
-			for range max(n, 1) {
-				reasons = append(reasons, e.Reason)
-			}
-		}
-	}
-	return reasons
-}
-
-func count(items []string, want string) int {
-	n := 0
-	for _, s := range items {
-		if s == want {
-			n++
-		}
 	}
 	return n
 }
@@ -170,7 +132,7 @@ func count(items []string, want string) int {
 func waitEvents(t *testing.T, ns, name, reason string, n int) {
 	t.Helper()
 	testenv.Eventually(t, wait, func() error {
-		if got := count(eventsFor(t, ns, name), reason); got != n {
+		if got := events(t, ns, name, reason); got != n {
 			return fmt.Errorf("%d %s events, want %d", got, reason, n)
 		}
 		return nil

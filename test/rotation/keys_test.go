@@ -2,11 +2,8 @@ package rotation
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"testing"
 	"time"
@@ -47,23 +44,18 @@ func verifies(t *testing.T, token string) error {
 
 func issue(t *testing.T, id, secret string) (token, kid string) {
 	t.Helper()
-	resp, err := http.PostForm(issuer+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}})
+	resp, err := testenv.ClientCredentials(context.Background(), http.DefaultClient, issuer, id, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var out struct {
-		AccessToken string `json:"access_token"`
+	if resp.AccessToken == "" {
+		t.Fatalf("token request: %d %s", resp.Status, resp.Raw)
 	}
-	if err := json.Unmarshal(body, &out); err != nil || out.AccessToken == "" {
-		t.Fatalf("token request: %d %s", resp.StatusCode, body)
-	}
-	parsed, _, err := jwt.NewParser().ParseUnverified(out.AccessToken, jwt.MapClaims{})
+	parsed, _, err := jwt.NewParser().ParseUnverified(resp.AccessToken, jwt.MapClaims{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out.AccessToken, parsed.Header["kid"].(string)
+	return resp.AccessToken, parsed.Header["kid"].(string)
 }
 
 var keyPokes int

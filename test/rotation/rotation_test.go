@@ -261,8 +261,7 @@ func runManager(t *testing.T, o operator.Options) func() {
 func TestARotationInterruptedAfterAnyWriteIsFinishedOnceByTheNextManager(t *testing.T) {
 	for k := 0; k <= 3; k++ {
 		t.Run(fmt.Sprintf("the manager dies after %d writes", k), func(t *testing.T) {
-			ns := fmt.Sprintf("crash-%d", k)
-			newNamespace(t, ns)
+			ns := testenv.Namespace(t, env.Client)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			recorded, err := testenv.RecordCredentials(ctx, env.Config, ns)

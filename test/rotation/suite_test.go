@@ -5,12 +5,9 @@ package rotation
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -20,7 +17,6 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -108,13 +104,6 @@ func managerOptions(namespaces ...string) operator.Options {
 	return operator.Options{IssuerURL: issuer, Clock: clk, WatchNamespaces: namespaces, SkipNameValidation: true}
 }
 
-func newNamespace(t *testing.T, name string) {
-	t.Helper()
-	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func rotatingClient(ns, name string, mutate func(*m2mv1alpha1.M2MClient)) *m2mv1alpha1.M2MClient {
 	obj := &m2mv1alpha1.M2MClient{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -148,13 +137,7 @@ func settled(t *testing.T, key types.NamespacedName, check func(*m2mv1alpha1.M2M
 			return err
 		}
 		secret = string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
-		unexpiring := 0
-		for _, e := range obj.Status.AcceptedSecrets {
-			if e.ExpiresAt == nil {
-				unexpiring++
-			}
-		}
-		if unexpiring != 1 || controllers.DecideSecret(obj, s, clk.Now()).Action != controllers.ActionNone {
+		if controllers.Unexpiring(obj.Status.AcceptedSecrets) != 1 || controllers.DecideSecret(obj, s, clk.Now()).Action != controllers.ActionNone {
 			return fmt.Errorf("a rotation is still in progress: %+v", obj.Status.AcceptedSecrets)
 		}
 		if check != nil {
@@ -181,20 +164,14 @@ func poke(t *testing.T, key types.NamespacedName) {
 // tokenStatus asks the token server for a token with the client's ID and the given secret.
 func tokenStatus(t *testing.T, clientID, secret string) int {
 	t.Helper()
-	resp, err := http.PostForm(issuer+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {clientID}, "client_secret": {secret}})
+	resp, err := testenv.ClientCredentials(context.Background(), http.DefaultClient, issuer, clientID, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		_ = json.Unmarshal(body, &e)
-		if e.Error == "" || resp.StatusCode >= 500 {
-			t.Fatalf("status %d with body %s", resp.StatusCode, body)
-		}
+	if resp.Status != http.StatusOK && (resp.Error == "" || resp.Status >= 500) {
+		t.Fatalf("status %d with body %s", resp.Status, resp.Raw)
 	}
-	return resp.StatusCode
+	return resp.Status
 }
 
 // tokenEventually waits until the token server answers want for the secret: its cache follows
@@ -212,18 +189,9 @@ func tokenEventually(t *testing.T, clientID, secret string, want int) {
 // rotations counts the Rotated events about a client.
 func rotations(t *testing.T, key types.NamespacedName) int {
 	t.Helper()
-	var list eventsv1.EventList
-	if err := env.Client.List(context.Background(), &list, client.InNamespace(key.Namespace)); err != nil {
+	n, err := testenv.CountEvents(context.Background(), env.Client, key.Namespace, "M2MClient", key.Name, controllers.EventRotated)
+	if err != nil {
 		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range list.Items {
-		if e.Regarding.Name == key.Name && e.Reason == controllers.EventRotated {
-			n += max(1, int(e.DeprecatedCount))
-			if e.Series != nil {
-				n += int(e.Series.Count) - 1
-			}
-		}
 	}
 	return n
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -94,38 +95,45 @@ func Main(m *testing.M, env **Env) int {
 // timeout. It bounds a wait for the system to converge; it asserts nothing about speed.
 func Eventually(t testing.TB, timeout time.Duration, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = check(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), pollInterval, timeout, true, func(context.Context) (bool, error) {
+		last = check()
+		return last == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("condition not met after %s: %v", timeout, last)
 	}
 }
+
+// pollInterval is how often Eventually and WaitOK look again.
+const pollInterval = 50 * time.Millisecond
 
 // WaitOK polls url until it answers 200, and returns the last status and body otherwise after
 // timeout. It bounds a wait for a server to come up; it asserts nothing about speed.
 func WaitOK(url string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s answered %d: %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), pollInterval, timeout, true, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err
 		}
-		if time.Now().After(deadline) {
-			return err
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			last = err
+			return false, nil
 		}
-		time.Sleep(50 * time.Millisecond)
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return true, nil
+		}
+		last = fmt.Errorf("%s answered %d: %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
+		return false, nil
+	})
+	if err != nil && last != nil {
+		return last
 	}
+	return err
 }
 
 // RunManager starts a manager built with operator.NewManager and stops it when the test ends.

@@ -1,0 +1,107 @@
+package testenv
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
+)
+
+// TokenResponse is the token endpoint's answer.
+type TokenResponse struct {
+	// Status is the HTTP status.
+	Status int
+	// AccessToken and Error are the fields of a success and of an RFC 6749 §5.2 error.
+	AccessToken string `json:"access_token"`
+	Error       string `json:"error"`
+	// Body is the whole JSON body.
+	Body map[string]any `json:"-"`
+	// Raw is the body as it came.
+	Raw []byte `json:"-"`
+}
+
+// PostToken posts body with contentType to the token endpoint of iss (its URL derived as the
+// manager derives token_url).
+func PostToken(ctx context.Context, c *http.Client, iss, contentType, body string) (TokenResponse, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, issuer.TokenURL(iss), strings.NewReader(body))
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := c.Do(req)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	defer resp.Body.Close()
+	out := TokenResponse{Status: resp.StatusCode}
+	if out.Raw, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20)); err != nil {
+		return out, err
+	}
+	_ = json.Unmarshal(out.Raw, &out)
+	_ = json.Unmarshal(out.Raw, &out.Body)
+	return out, nil
+}
+
+// ClientCredentials asks for a token with a form body carrying the client's ID and secret.
+func ClientCredentials(ctx context.Context, c *http.Client, iss, clientID, secret string) (TokenResponse, error) {
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {clientID}, "client_secret": {secret}}
+	return PostToken(ctx, c, iss, "application/x-www-form-urlencoded", form.Encode())
+}
+
+// CountEvents counts the occurrences of events with reason (any reason when it is empty) about
+// the named object of kind: an event that the recorder folded into a series counts once per
+// occurrence.
+func CountEvents(ctx context.Context, c client.Reader, ns, kind, name, reason string) (int, error) {
+	var list eventsv1.EventList
+	if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range list.Items {
+		if e.Regarding.Kind != kind || e.Regarding.Name != name || reason != "" && e.Reason != reason {
+			continue
+		}
+		switch {
+		case e.Series != nil:
+			// events.k8s.io/v1: the series count is every occurrence, the first included.
+			n += int(e.Series.Count)
+		default:
+			n += max(1, int(e.DeprecatedCount))
+		}
+	}
+	return n, nil
+}
+
+var namespaces atomic.Int64
+
+// Namespace creates a namespace of its own for one test, named after it, and returns its name.
+func Namespace(t testing.TB, c client.Client) string {
+	t.Helper()
+	label := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(t.Name()))
+	name := fmt.Sprintf("t%d-%s", namespaces.Add(1), label)
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	name = strings.TrimRight(name, "-")
+	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
