@@ -31,6 +31,7 @@ import (
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -92,7 +93,7 @@ func run(n, workers int, delay time.Duration) error {
 	}
 	go func() { _ = mgr.Start(ctx) }()
 	go func() {
-		_ = tokenserver.Run(ctx, env.Config, tokenserver.Options{IssuerURL: issuer, Listener: ln, SigningKeySecret: operator.DefaultSigningKeySecret})
+		_ = tokenserver.Run(ctx, env.Config, tokenserver.Options{IssuerURL: issuer, Listener: ln, SigningKeySecret: signingkeys.DefaultSecret})
 	}()
 
 	fmt.Printf("creating %d clients...\n", n)

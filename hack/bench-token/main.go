@@ -33,7 +33,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -197,7 +197,7 @@ func seed(ctx context.Context, c client.Client, n int) error {
 		return err
 	}
 	if err := c.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: operator.DefaultSigningKeySecret.Namespace, Name: operator.DefaultSigningKeySecret.Name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: signingkeys.DefaultSecret.Namespace, Name: signingkeys.DefaultSecret.Name},
 		Data:       map[string][]byte{signingkeys.DataKey: data},
 	}); err != nil {
 		return err
@@ -245,21 +245,26 @@ func writeScript(path string, n int) error {
 	var b strings.Builder
 	b.WriteString("local bodies = {\n")
 	for i := range n {
-		body := url.Values{
+		form := url.Values{
 			"grant_type":    {"client_credentials"},
 			"client_id":     {fmt.Sprintf("m2m-bench-%05d", i)},
 			"client_secret": {secretFor(i)},
-		}.Encode()
-		fmt.Fprintf(&b, "  %q,\n", body)
+		}
+		if i%2 == 0 {
+			// Half the requests narrow the token: a subset of the scopes and a named audience.
+			form.Set("scope", "read:invoices")
+			form.Set("audience", "https://payments.example.com")
+		}
+		fmt.Fprintf(&b, "  %q,\n", form.Encode())
 	}
 	// Requests are formatted once, in init, so that wrk spends as little of the shared CPU as it
 	// can per request.
-	b.WriteString(`}
-local requests = {}
+	fmt.Fprintf(&b, "}\nlocal path = %q\n", issuer.TokenPath)
+	b.WriteString(`local requests = {}
 local i = 0
 init = function(args)
   for j, body in ipairs(bodies) do
-    requests[j] = wrk.format("POST", "/oauth2/token", {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
+    requests[j] = wrk.format("POST", path, {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
   end
   i = math.random(#requests)
 end

@@ -18,13 +18,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 )
@@ -98,7 +101,7 @@ func (s *System) start() error {
 	if s.Client, err = client.New(s.Config, client.Options{Scheme: scheme.New()}); err != nil {
 		return err
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operator.DefaultSigningKeySecret.Namespace}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: signingkeys.DefaultSecret.Namespace}}
 	if err := s.Client.Create(context.Background(), ns); err != nil {
 		return err
 	}
@@ -124,7 +127,7 @@ func (s *System) start() error {
 			IssuerURL:        s.IssuerURL,
 			DefaultAudience:  s.DefaultAudience,
 			Listener:         ln,
-			SigningKeySecret: operator.DefaultSigningKeySecret,
+			SigningKeySecret: signingkeys.DefaultSecret,
 		})
 	}()
 	return manifests.Create(ctx, s.Client, filepath.Join(s.Root, "config", "samples"))
@@ -132,26 +135,24 @@ func (s *System) start() error {
 
 // WaitReady waits until every M2MClient is Ready, and returns them.
 func (s *System) WaitReady(ctx context.Context) ([]m2mv1alpha1.M2MClient, error) {
-	for {
-		var list m2mv1alpha1.M2MClientList
+	var list m2mv1alpha1.M2MClientList
+	ready := 0
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		if err := s.Client.List(ctx, &list); err != nil {
-			return nil, err
+			return false, err
 		}
-		ready := 0
+		ready = 0
 		for i := range list.Items {
 			if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, m2mv1alpha1.ConditionReady) {
 				ready++
 			}
 		}
-		if ready == len(list.Items) && s.tokenServerReady(ctx) {
-			return list.Items, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%d of %d M2MClients are Ready: %w", ready, len(list.Items), ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+		return ready == len(list.Items) && s.tokenServerReady(ctx), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%d of %d M2MClients are Ready: %w", ready, len(list.Items), err)
 	}
+	return list.Items, nil
 }
 
 func (s *System) tokenServerReady(ctx context.Context) bool {
@@ -180,7 +181,7 @@ func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
 	fmt.Fprintf(w, "\nm2m-operator is running on a local control plane.\n\n")
 	fmt.Fprintf(w, "  kubeconfig:    %s\n", s.Kubeconfig)
 	fmt.Fprintf(w, "  kubectl:       %s\n", kubectl)
-	fmt.Fprintf(w, "  token server:  %s/oauth2/token\n", s.IssuerURL)
+	fmt.Fprintf(w, "  token server:  %s\n", issuer.TokenURL(s.IssuerURL))
 	fmt.Fprintf(w, "  JWKS:          %s/.well-known/jwks.json\n", s.IssuerURL)
 	aud := s.DefaultAudience
 	if aud == "" {
@@ -204,7 +205,7 @@ func (s *System) NextSteps(clients []m2mv1alpha1.M2MClient) []string {
 		kubectl + " get m2mclients -A",
 		fmt.Sprintf("CLIENT_ID=$(%s -n %s get secret %s -o jsonpath='{.data.client_id}' | base64 -d)", kubectl, ns, secret),
 		fmt.Sprintf("CLIENT_SECRET=$(%s -n %s get secret %s -o jsonpath='{.data.client_secret}' | base64 -d)", kubectl, ns, secret),
-		fmt.Sprintf(`curl -s %s/oauth2/token -H 'Content-Type: application/json' -d "{\"client_id\":\"$CLIENT_ID\",\"client_secret\":\"$CLIENT_SECRET\",\"grant_type\":\"client_credentials\"}"`, s.IssuerURL),
+		fmt.Sprintf(`curl -s %s -H 'Content-Type: application/json' -d "{\"client_id\":\"$CLIENT_ID\",\"client_secret\":\"$CLIENT_SECRET\",\"grant_type\":\"client_credentials\"}"`, issuer.TokenURL(s.IssuerURL)),
 		"curl -s " + s.IssuerURL + "/.well-known/jwks.json",
 	}
 }

@@ -49,7 +49,10 @@ func Loopback(issuerURL string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// TokenPath is the path of the token endpoint below the issuer.
+const TokenPath = "/oauth2/token"
+
 // TokenURL is the token endpoint of the issuer.
 func TokenURL(issuerURL string) string {
-	return strings.TrimSuffix(issuerURL, "/") + "/oauth2/token"
+	return strings.TrimSuffix(issuerURL, "/") + TokenPath
 }

@@ -46,7 +46,7 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// Clock is the manager's time source; tests pass a fake one.
 	Clock clock.Clock
-	// SigningKeySecret is the Secret of JWT signing keys; defaults to DefaultSigningKeySecret.
+	// SigningKeySecret is the Secret of JWT signing keys; defaults to signingkeys.DefaultSecret.
 	SigningKeySecret types.NamespacedName
 	// SigningKeys is the signing-key rotation policy; zero fields take signingkeys.DefaultPolicy's.
 	SigningKeys signingkeys.Policy
@@ -57,8 +57,9 @@ type Options struct {
 	SkipNameValidation bool
 }
 
-// DefaultSigningKeySecret is where the manager keeps the signing keys unless told otherwise.
-var DefaultSigningKeySecret = signingkeys.DefaultSecret
+// DefaultMaxConcurrentReconciles is how many M2MClients are reconciled at once unless told
+// otherwise (cmd/manager's --max-concurrent-reconciles).
+const DefaultMaxConcurrentReconciles = 8
 
 // NewManager returns a manager with the M2MClient controller registered.
 func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
@@ -70,13 +71,13 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		o.Clock = clock.RealClock{}
 	}
 	if o.MaxConcurrentReconciles <= 0 {
-		o.MaxConcurrentReconciles = 4
+		o.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles
 	}
 	if o.MetricsAddr == "" {
 		o.MetricsAddr = "0"
 	}
 	if o.SigningKeySecret.Name == "" {
-		o.SigningKeySecret = DefaultSigningKeySecret
+		o.SigningKeySecret = signingkeys.DefaultSecret
 	}
 	d := signingkeys.DefaultPolicy
 	if o.SigningKeys.Algorithm == "" {

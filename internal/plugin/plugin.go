@@ -19,7 +19,9 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/oauth2/clientcredentials"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -203,35 +205,37 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 }
 
 func rotate(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, timeout time.Duration) error {
-	if _, err := getClient(ctx, c, key); err != nil {
+	obj, err := getClient(ctx, c, key)
+	if err != nil {
 		return err
 	}
 	value := strconv.FormatInt(time.Now().UnixNano(), 10)
-	patch := []byte(`{"metadata":{"annotations":{"` + m2mv1alpha1.RotateAnnotation + `":"` + value + `"}}}`)
-	obj := &m2mv1alpha1.M2MClient{}
-	obj.Namespace, obj.Name = key.Namespace, key.Name
-	if err := c.Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
+	base := obj.DeepCopy()
+	if obj.Annotations == nil {
+		obj.Annotations = map[string]string{}
+	}
+	obj.Annotations[m2mv1alpha1.RotateAnnotation] = value
+	if err := c.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(timeout)
-	for {
+	var rotated *metav1.Time
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		obj, err := getClient(ctx, c, key)
 		if err != nil {
-			return err
+			return false, err
 		}
-		if obj.Status.LastRotateAnnotation == value && obj.Status.ObservedGeneration == obj.Generation && obj.Status.LastRotationTime != nil {
-			_, err := fmt.Fprintf(out, "m2mclient/%s rotated at %s\n", key.Name, obj.Status.LastRotationTime.UTC().Format(time.RFC3339))
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("m2mclient/%s did not rotate within %s; is the manager running?", key.Name, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
+		st := obj.Status
+		rotated = st.LastRotationTime
+		return st.LastRotateAnnotation == value && st.ObservedGeneration == obj.Generation && rotated != nil, nil
+	})
+	switch {
+	case wait.Interrupted(err) && ctx.Err() == nil:
+		return fmt.Errorf("m2mclient/%s did not rotate within %s; is the manager running?", key.Name, timeout)
+	case err != nil:
+		return err
 	}
+	_, err = fmt.Fprintf(out, "m2mclient/%s rotated at %s\n", key.Name, rotated.UTC().Format(time.RFC3339))
+	return err
 }
 
 func describe(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName) error {

@@ -9,8 +9,6 @@ import (
 const (
 	ErrInvalidRequest       = "invalid_request"
 	ErrInvalidClient        = "invalid_client"
-	ErrInvalidGrant         = "invalid_grant"
-	ErrUnauthorizedClient   = "unauthorized_client"
 	ErrUnsupportedGrantType = "unsupported_grant_type"
 	ErrInvalidScope         = "invalid_scope"
 	ErrInvalidTarget        = "invalid_target"
@@ -31,13 +29,31 @@ type oauthError struct {
 
 func (e *oauthError) Error() string { return e.Code + ": " + e.Description }
 
+// newError is the one place an oauthError is built; the functions below name its kinds.
+func newError(code string, status int, reason, description string) *oauthError {
+	return &oauthError{Code: code, Description: description, status: status, reason: reason}
+}
+
 func badRequest(reason, description string) *oauthError {
-	return &oauthError{Code: ErrInvalidRequest, Description: description, status: http.StatusBadRequest, reason: reason}
+	return newError(ErrInvalidRequest, http.StatusBadRequest, reason, description)
 }
 
 // invalidClient is the one answer for an unknown client, a wrong secret and a disabled client.
 func invalidClient(reason string) *oauthError {
-	return &oauthError{Code: ErrInvalidClient, Description: "client authentication failed", status: http.StatusUnauthorized, reason: reason}
+	return newError(ErrInvalidClient, http.StatusUnauthorized, reason, "client authentication failed")
+}
+
+func invalidScope(reason, description string) *oauthError {
+	return newError(ErrInvalidScope, http.StatusBadRequest, reason, description)
+}
+
+func invalidTarget(reason, description string) *oauthError {
+	return newError(ErrInvalidTarget, http.StatusBadRequest, reason, description)
+}
+
+// unavailable is a state of the server, not of the request: 503, never the caller's fault.
+func unavailable(reason, description string) *oauthError {
+	return newError(ErrTemporarilyUnavailable, http.StatusServiceUnavailable, reason, description)
 }
 
 // noStore marks a response as one that no cache may keep (RFC 6749 §5.1).

@@ -51,6 +51,8 @@ type SecretKeys struct {
 	state       atomic.Pointer[keyState]
 	// loadErrors counts Secret versions that did not parse.
 	loadErrors atomic.Int64
+	// seen is the resourceVersion last loaded; only Run's goroutine uses it.
+	seen string
 }
 
 // NewSecretKeys prepares a SecretKeys; Run loads and follows the Secret.
@@ -59,6 +61,9 @@ func NewSecretKeys(clientset kubernetes.Interface, ref types.NamespacedName, clk
 }
 
 func (k *SecretKeys) current() *keyState { return k.state.Load() }
+
+// LoadErrors counts the Secret versions that did not load.
+func (k *SecretKeys) LoadErrors() int64 { return k.loadErrors.Load() }
 
 // Loaded reports whether a key set with an active key is loaded.
 func (k *SecretKeys) Loaded() bool {
@@ -136,6 +141,10 @@ func (k *SecretKeys) follow(ctx context.Context) error {
 }
 
 func (k *SecretKeys) load(ctx context.Context, s *corev1.Secret) {
+	if s.ResourceVersion != "" && s.ResourceVersion == k.seen {
+		return // a watch that starts again may send the version already loaded
+	}
+	k.seen = s.ResourceVersion
 	set, err := signingkeys.Parse(s.Data[signingkeys.DataKey])
 	if err != nil {
 		k.loadErrors.Add(1)

@@ -2,10 +2,10 @@ package tokenserver
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 type metrics struct {
@@ -38,6 +38,12 @@ func newMetrics(cfg Config) (*metrics, error) {
 			Help: "How far behind the API server the M2MClient cache may be: 0 while its watch is open, else the time since the last message from the API server.",
 		}, func() float64 { return cfg.Staleness().Seconds() }))
 	}
+	if cfg.KeyLoadErrors != nil {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "m2m_signing_key_load_errors_total",
+			Help: "Versions of the signing-key Secret that did not load; the keys loaded before stay in use.",
+		}, func() float64 { return float64(cfg.KeyLoadErrors()) }))
+	}
 	if cfg.CachedClients != nil {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "m2m_clients_cached",
@@ -52,11 +58,7 @@ func newMetrics(cfg Config) (*metrics, error) {
 	return m, nil
 }
 
-func (m *metrics) timed(endpoint string, h http.Handler) http.Handler {
-	obs := m.latency.WithLabelValues(endpoint)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		h.ServeHTTP(w, r)
-		obs.Observe(time.Since(start).Seconds())
-	})
+// timed observes the latency of an endpoint's handler.
+func (m *metrics) timed(endpoint string, h http.HandlerFunc) http.Handler {
+	return promhttp.InstrumentHandlerDuration(m.latency.MustCurryWith(prometheus.Labels{"endpoint": endpoint}), h)
 }

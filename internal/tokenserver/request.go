@@ -39,7 +39,7 @@ var singleParams = []string{"grant_type", "client_id", "client_secret", "scope",
 func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauthError) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return nil, &oauthError{Code: ErrInvalidRequest, Description: "the method must be POST", status: http.StatusMethodNotAllowed, reason: "method"}
+		return nil, newError(ErrInvalidRequest, http.StatusMethodNotAllowed, "method", "the method must be POST")
 	}
 	for _, p := range []string{"client_secret", "client_id", "grant_type", "scope", "token"} {
 		if r.URL.Query().Has(p) {
@@ -51,7 +51,7 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, &oauthError{Code: ErrInvalidRequest, Description: "the request body is larger than 64 KiB", status: http.StatusRequestEntityTooLarge, reason: "body_too_large"}
+			return nil, newError(ErrInvalidRequest, http.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than 64 KiB")
 		}
 		return nil, badRequest("body_unreadable", "the request body could not be read")
 	}
@@ -171,7 +171,7 @@ func (req *tokenRequest) setScope(scope string) *oauthError {
 			continue // tolerate doubled spaces
 		}
 		if !validScopeToken(s) {
-			return &oauthError{Code: ErrInvalidScope, Description: "the scope parameter holds a character that no scope may contain", status: http.StatusBadRequest, reason: "scope_syntax"}
+			return invalidScope("scope_syntax", "the scope parameter holds a character that no scope may contain")
 		}
 		if !seen[s] {
 			seen[s] = true

@@ -69,6 +69,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		Registry:        prometheus.NewRegistry(),
 		Staleness:       clients.Staleness,
 		CachedClients:   clients.Count,
+		KeyLoadErrors:   keys.LoadErrors,
 		Ready: func() error {
 			switch {
 			case !clients.Synced():

@@ -52,6 +52,8 @@ type Config struct {
 	Staleness func() time.Duration
 	// CachedClients reports how many clients are cached, for the metrics; optional.
 	CachedClients func() int
+	// KeyLoadErrors reports how many signing-key Secret versions did not load; optional.
+	KeyLoadErrors func() int64
 }
 
 // Server serves the OAuth endpoints.
@@ -117,9 +119,9 @@ func EffectiveDefaultAudience(issuerURL, configured string) (string, error) {
 // Handler routes the server's endpoints.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(s.prefix+"/oauth2/token", s.metrics.timed("token", http.HandlerFunc(s.token)))
-	mux.Handle(s.prefix+"/oauth2/introspect", s.metrics.timed("introspect", http.HandlerFunc(s.introspect)))
-	mux.Handle(s.prefix+"/.well-known/jwks.json", s.metrics.timed("jwks", http.HandlerFunc(s.jwks)))
+	mux.Handle(s.prefix+issuer.TokenPath, s.metrics.timed("token", s.token))
+	mux.Handle(s.prefix+"/oauth2/introspect", s.metrics.timed("introspect", s.introspect))
+	mux.Handle(s.prefix+"/.well-known/jwks.json", s.metrics.timed("jwks", s.jwks))
 	mux.HandleFunc(s.prefix+"/.well-known/oauth-authorization-server", s.discovery)
 	mux.HandleFunc(s.prefix+"/.well-known/openid-configuration", s.discovery)
 	if s.prefix != "" {
@@ -159,7 +161,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.grantType != GrantClientCredentials {
-		s.fail(w, &oauthError{Code: ErrUnsupportedGrantType, Description: "only the client_credentials grant is supported", status: http.StatusBadRequest, reason: "grant_type"}, id)
+		s.fail(w, newError(ErrUnsupportedGrantType, http.StatusBadRequest, "grant_type", "only the client_credentials grant is supported"), id)
 		return
 	}
 	scopes, bad := grantScopes(client, req)
@@ -239,7 +241,7 @@ func grantScopes(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthE
 	}
 	for _, want := range req.scopes {
 		if !slices.Contains(c.Spec.Scopes, m2mv1alpha1.Scope(want)) {
-			return nil, &oauthError{Code: ErrInvalidScope, Description: "the client may not request the scope " + want, status: http.StatusBadRequest, reason: "scope_not_allowed"}
+			return nil, invalidScope("scope_not_allowed", "the client may not request the scope "+want)
 		}
 	}
 	return req.scopes, nil
@@ -263,7 +265,7 @@ func (s *Server) allowedAudiences(c *m2mv1alpha1.M2MClient) []string {
 func (s *Server) audience(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthError) {
 	for _, r := range req.resources {
 		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
-			return nil, &oauthError{Code: ErrInvalidTarget, Description: "a resource must be an absolute URI without a fragment", status: http.StatusBadRequest, reason: "resource_syntax"}
+			return nil, invalidTarget("resource_syntax", "a resource must be an absolute URI without a fragment")
 		}
 	}
 	allowed := s.allowedAudiences(c)
@@ -274,7 +276,7 @@ func (s *Server) audience(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string
 	var out []string
 	for _, a := range requested {
 		if !slices.Contains(allowed, a) {
-			return nil, &oauthError{Code: ErrInvalidTarget, Description: "the client may not request the audience " + a, status: http.StatusBadRequest, reason: "audience_not_allowed"}
+			return nil, invalidTarget("audience_not_allowed", "the client may not request the audience "+a)
 		}
 		if !slices.Contains(out, a) {
 			out = append(out, a)
@@ -287,7 +289,7 @@ func (s *Server) audience(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string
 func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (string, time.Duration, *oauthError) {
 	st := s.cfg.Keys.current()
 	if st == nil || st.active == nil {
-		return "", 0, &oauthError{Code: ErrTemporarilyUnavailable, Description: "no signing key is loaded yet", status: http.StatusServiceUnavailable, reason: "no_signing_key"}
+		return "", 0, unavailable("no_signing_key", "no signing key is loaded yet")
 	}
 	ttl := time.Hour
 	if c.Spec.TokenTTL != nil {
@@ -314,20 +316,20 @@ func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (stri
 	if c.Spec.TokenClaims != nil && len(c.Spec.TokenClaims.Claims) > 0 {
 		extra, err := json.Marshal(c.Spec.TokenClaims.Claims)
 		if err != nil {
-			return "", 0, &oauthError{Code: ErrTemporarilyUnavailable, Description: "the client's tokenClaims could not be encoded", status: http.StatusServiceUnavailable, reason: "claims_encoding"}
+			return "", 0, unavailable("claims_encoding", "the client's tokenClaims could not be encoded")
 		}
 		claims.extra = extra
 	}
 
 	payload, err := json.Marshal(claims)
 	if err != nil {
-		return "", 0, &oauthError{Code: ErrTemporarilyUnavailable, Description: "the token could not be encoded", status: http.StatusServiceUnavailable, reason: "claims_encoding"}
+		return "", 0, unavailable("claims_encoding", "the token could not be encoded")
 	}
 	// The header is the same for every token of a key, so it is encoded once per key set.
 	signingInput := st.header + "." + base64.RawURLEncoding.EncodeToString(payload)
 	sig, err := st.active.Method().Sign(signingInput, st.active.SigningKey())
 	if err != nil {
-		return "", 0, &oauthError{Code: ErrTemporarilyUnavailable, Description: "the token could not be signed", status: http.StatusServiceUnavailable, reason: "signing_failed"}
+		return "", 0, unavailable("signing_failed", "the token could not be signed")
 	}
 	signed := signingInput + "." + base64.RawURLEncoding.EncodeToString(sig)
 	return signed, ttl, nil
@@ -388,7 +390,7 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "public, max-age=3600")
 	writeJSON(w, http.StatusOK, Metadata{
 		Issuer:                               s.cfg.IssuerURL,
-		TokenEndpoint:                        s.cfg.IssuerURL + "/oauth2/token",
+		TokenEndpoint:                        issuer.TokenURL(s.cfg.IssuerURL),
 		JWKSURI:                              s.cfg.IssuerURL + "/.well-known/jwks.json",
 		IntrospectionEndpoint:                s.cfg.IssuerURL + "/oauth2/introspect",
 		GrantTypesSupported:                  []string{GrantClientCredentials},

@@ -8,8 +8,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
 // The token server and manager of this suite run as the ServiceAccounts of config/rbac, so the
@@ -20,7 +20,7 @@ func TestTheTokenServerMayReadItsSigningKeySecretAndNoOtherSecret(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Get(ctx, operator.DefaultSigningKeySecret, &corev1.Secret{}); err != nil {
+	if err := c.Get(ctx, signingkeys.DefaultSecret, &corev1.Secret{}); err != nil {
 		t.Fatalf("reading the signing-key Secret: %v", err)
 	}
 	ns := namespace(t)
@@ -29,7 +29,7 @@ func TestTheTokenServerMayReadItsSigningKeySecretAndNoOtherSecret(t *testing.T) 
 	if err := c.Get(ctx, client.ObjectKeyFromObject(s), &corev1.Secret{}); !apierrors.IsForbidden(err) {
 		t.Fatalf("reading a client's credentials Secret: %v, want Forbidden", err)
 	}
-	for _, namespace := range []string{ns, operator.DefaultSigningKeySecret.Namespace} {
+	for _, namespace := range []string{ns, signingkeys.DefaultSecret.Namespace} {
 		if err := c.List(ctx, &corev1.SecretList{}, client.InNamespace(namespace)); !apierrors.IsForbidden(err) {
 			t.Fatalf("listing Secrets in %s: %v, want Forbidden", namespace, err)
 		}

@@ -24,6 +24,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
@@ -112,7 +113,7 @@ func run(m *testing.M) int {
 		tsDone <- tokenserver.Run(ctx, tokenServerConfig, tokenserver.Options{
 			IssuerURL:        issuer,
 			Listener:         ln,
-			SigningKeySecret: operator.DefaultSigningKeySecret,
+			SigningKeySecret: signingkeys.DefaultSecret,
 		})
 	}()
 	if err := testenv.WaitOK(issuer+"/readyz", wait); err != nil {

@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -166,7 +165,7 @@ func TestTheTokenServerSignsWithANewActiveKeyWithoutARestart(t *testing.T) {
 	var next *signingkeys.Key
 	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		s := &corev1.Secret{}
-		if err := env.Client.Get(ctx, operator.DefaultSigningKeySecret, s); err != nil {
+		if err := env.Client.Get(ctx, signingkeys.DefaultSecret, s); err != nil {
 			return err
 		}
 		set, err := signingkeys.Parse(s.Data[signingkeys.DataKey])

@@ -6,7 +6,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -14,7 +13,7 @@ import (
 func activeKey(t *testing.T) (*corev1.Secret, *signingkeys.Key, error) {
 	t.Helper()
 	s := &corev1.Secret{}
-	if err := env.Client.Get(ctx, operator.DefaultSigningKeySecret, s); err != nil {
+	if err := env.Client.Get(ctx, signingkeys.DefaultSecret, s); err != nil {
 		return nil, nil, err
 	}
 	set, err := signingkeys.Parse(s.Data[signingkeys.DataKey])

@@ -4,18 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -58,17 +54,10 @@ func issue(t *testing.T, id, secret string) (token, kid string) {
 	return resp.AccessToken, parsed.Header["kid"].(string)
 }
 
-var keyPokes int
-
 // pokeKeys nudges the signing-key controller to look at the keys at the fake clock's time.
 func pokeKeys(t *testing.T) {
 	t.Helper()
-	keyPokes++
-	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: operator.DefaultSigningKeySecret.Namespace, Name: operator.DefaultSigningKeySecret.Name}}
-	patch := []byte(`{"metadata":{"annotations":{"test.m2m.dev/poke":"` + strconv.Itoa(keyPokes) + `"}}}`)
-	if err := env.Client.Patch(context.Background(), s, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Poke(t, env.Client, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: signingkeys.DefaultSecret.Namespace, Name: signingkeys.DefaultSecret.Name}})
 }
 
 func TestASigningKeyIsPublishedBeforeItSignsAndARetiredKeyVerifiesItsTokensUntilTheyExpire(t *testing.T) {

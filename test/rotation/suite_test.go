@@ -9,9 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,13 +19,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -83,7 +81,7 @@ func run(m *testing.M) int {
 	mgrDone, tsDone := make(chan error, 1), make(chan error, 1)
 	go func() { mgrDone <- mgr.Start(ctx) }()
 	go func() {
-		tsDone <- tokenserver.Run(ctx, e.Config, tokenserver.Options{IssuerURL: issuer, Listener: ln, SigningKeySecret: operator.DefaultSigningKeySecret, Clock: clk})
+		tsDone <- tokenserver.Run(ctx, e.Config, tokenserver.Options{IssuerURL: issuer, Listener: ln, SigningKeySecret: signingkeys.DefaultSecret, Clock: clk})
 	}()
 	// Generous: in a full `go test ./...` the machine also compiles and runs the other packages.
 	if err := testenv.WaitOK(issuer+"/readyz", 4*wait); err != nil {
@@ -148,17 +146,11 @@ func settled(t *testing.T, key types.NamespacedName, check func(*m2mv1alpha1.M2M
 	return obj, secret
 }
 
-var pokes atomic.Int64
-
-// poke changes an annotation that means nothing to the manager, so that it reconciles the client
-// at the fake clock's new time: the requeue it asked for is in real time.
+// poke makes the manager reconcile the client at the fake clock's new time: the requeue it
+// asked for is in real time.
 func poke(t *testing.T, key types.NamespacedName) {
 	t.Helper()
-	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
-	patch := []byte(`{"metadata":{"annotations":{"test.m2m.dev/poke":"` + strconv.FormatInt(pokes.Add(1), 10) + `"}}}`)
-	if err := env.Client.Patch(context.Background(), obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Poke(t, env.Client, &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}})
 }
 
 // tokenStatus asks the token server for a token with the client's ID and the given secret.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
@@ -104,4 +106,21 @@ func Namespace(t testing.TB, c client.Client) string {
 		t.Fatal(err)
 	}
 	return name
+}
+
+var pokes atomic.Int64
+
+// Poke changes an annotation that means nothing to the manager, so that it reconciles obj (named
+// by its namespace and name) now, for example at a fake clock's new time.
+func Poke(t testing.TB, c client.Client, obj client.Object) {
+	t.Helper()
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		"test.m2m.dev/poke": strconv.FormatInt(pokes.Add(1), 10),
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Patch(context.Background(), obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
 }
