@@ -45,6 +45,7 @@ func main() {
 	threads := flag.Int("threads", 1, "wrk threads. One leaves the token server more of a 2-core machine.")
 	duration := flag.Duration("duration", 20*time.Second, "Length of the measured load.")
 	flag.StringVar(&profile, "cpu-profile", "", "Write a 10 s CPU profile of the token server under load to this file.")
+	flag.BoolVar(&narrow, "narrow", true, "Half the requests name a subset of the scopes and an audience; false sends credentials only.")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
 	if err := run(*n, *conns, *threads, *duration); err != nil {
@@ -53,7 +54,10 @@ func main() {
 	}
 }
 
-var profile string
+var (
+	profile string
+	narrow  bool
+)
 
 func secretFor(i int) string {
 	return fmt.Sprintf("bench-secret-%06d-0123456789abcdefghijklmnop", i)
@@ -123,7 +127,7 @@ func run(n, conns, threads int, duration time.Duration) error {
 	rssIdle := rss(ts.Process.Pid, "VmRSS")
 
 	script := filepath.Join(work, "tokens.lua")
-	if err := writeScript(script, n); err != nil {
+	if err := writeScript(script, n, narrow); err != nil {
 		return err
 	}
 	// Warm up connections, caches and the Go runtime, then measure.
@@ -169,7 +173,7 @@ func run(n, conns, threads int, duration time.Duration) error {
 
 	fmt.Printf("\nwrk: %s\n", strings.TrimSpace(string(out)))
 	fmt.Printf("\nclients cached:           %d\n", n)
-	fmt.Printf("load:                     wrk -t%d -c%d -d%s, form bodies cycling through all clients\n", threads, conns, duration)
+	fmt.Printf("load:                     wrk -t%d -c%d -d%s, form bodies cycling through all clients, narrowing half: %v\n", threads, conns, duration, narrow)
 	fmt.Printf("tokens/s:                 %.0f\n", res.rps)
 	fmt.Printf("latency p50 / p99:        %s / %s\n", res.p50, res.p99)
 	fmt.Printf("non-2xx responses:        %d (socket errors: %s)\n", res.non2xx, res.socketErrors)
@@ -241,7 +245,7 @@ func seed(ctx context.Context, c client.Client, n int) error {
 	return <-errs
 }
 
-func writeScript(path string, n int) error {
+func writeScript(path string, n int, narrow bool) error {
 	var b strings.Builder
 	b.WriteString("local bodies = {\n")
 	for i := range n {
@@ -250,7 +254,7 @@ func writeScript(path string, n int) error {
 			"client_id":     {fmt.Sprintf("m2m-bench-%05d", i)},
 			"client_secret": {secretFor(i)},
 		}
-		if i%2 == 0 {
+		if narrow && i%2 == 0 {
 			// Half the requests narrow the token: a subset of the scopes and a named audience.
 			form.Set("scope", "read:invoices")
 			form.Set("audience", "https://payments.example.com")

@@ -6,19 +6,27 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
+	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -115,4 +123,70 @@ func TestTheManagerElectsALeaderServesProbesAndMetricsAndStaysInItsNamespaces(t 
 	if err != nil || code != http.StatusOK || !strings.Contains(body, `controller_runtime_reconcile_total{controller="m2mclient"`) {
 		t.Fatalf("metrics: %d %v; reconcile metrics missing", code, err)
 	}
+}
+
+// docs/operations.md says how to narrow the manager's Secret access: --watch-namespaces, and the
+// m2m-manager ClusterRole bound by RoleBindings in those namespaces and in m2m-system instead of
+// cluster-wide. A manager that authenticates as a user bound only that way makes a client in a
+// watched namespace Ready and writes the signing keys.
+func TestWithWatchNamespacesTheManagerWorksWithItsRoleBoundInThoseNamespacesOnly(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	ctx := context.Background()
+	for _, ns := range []string{"team-a", "m2m-system"} {
+		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roles, err := manifests.Read(filepath.Join(controlplane.Root(), "config", "rbac"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range roles {
+		if obj.GetKind() == "ClusterRole" && obj.GetName() == "m2m-manager" {
+			if err := env.Client.Create(ctx, obj); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const user = "narrow-manager"
+	for _, ns := range []string{"team-a", "m2m-system"} {
+		if err := env.Client.Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "m2m-manager"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "m2m-manager"},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	narrow, err := env.AddUser(envtest.User{Name: user, Groups: []string{"system:authenticated"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The user may not list Secrets cluster-wide: the binding really is narrow.
+	c, err := client.New(narrow.Config(), client.Options{Scheme: scheme.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.List(ctx, &corev1.SecretList{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("listing every Secret: %v, want forbidden", err)
+	}
+	testenv.RunManager(t, narrow.Config(), operator.Options{IssuerURL: "https://m2m.example", WatchNamespaces: []string{"team-a"}, SkipNameValidation: true})
+
+	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "c"}}
+	if err := env.Client.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(obj.Status.Conditions, m2mv1alpha1.ConditionReady) {
+			return fmt.Errorf("the client is not Ready: %+v", obj.Status.Conditions)
+		}
+		return env.Client.Get(ctx, signingkeys.DefaultSecret, &corev1.Secret{})
+	})
 }
