@@ -209,6 +209,14 @@ func rotate(ctx context.Context, c client.Client, out io.Writer, key types.Names
 	if err != nil {
 		return err
 	}
+	// The rotation is over when the secret current now has started its grace period (or is
+	// gone): the manager does that only after the Secret carries the new secret.
+	current := ""
+	for _, e := range obj.Status.AcceptedSecrets {
+		if e.ExpiresAt == nil {
+			current = e.Hash
+		}
+	}
 	value := strconv.FormatInt(time.Now().UnixNano(), 10)
 	base := obj.DeepCopy()
 	if obj.Annotations == nil {
@@ -225,8 +233,16 @@ func rotate(ctx context.Context, c client.Client, out io.Writer, key types.Names
 			return false, err
 		}
 		st := obj.Status
+		if st.LastRotateAnnotation != value || st.LastRotationTime == nil {
+			return false, nil
+		}
+		for _, e := range st.AcceptedSecrets {
+			if e.Hash == current && e.ExpiresAt == nil {
+				return false, nil
+			}
+		}
 		rotated = st.LastRotationTime
-		return st.LastRotateAnnotation == value && st.ObservedGeneration == obj.Generation && rotated != nil, nil
+		return true, nil
 	})
 	switch {
 	case wait.Interrupted(err) && ctx.Err() == nil:
