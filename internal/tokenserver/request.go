@@ -20,8 +20,10 @@ type tokenRequest struct {
 	clientID     string
 	clientSecret string
 	// basic says the credentials came in the Authorization header.
-	basic     bool
-	grantType string
+	basic bool
+	// secretGiven says the body carried a client_secret parameter, even an empty one.
+	secretGiven bool
+	grantType   string
 	// scopeGiven says a non-empty scope parameter was sent.
 	scopeGiven bool
 	scopes     []string
@@ -90,7 +92,9 @@ func parseForm(body []byte) (*tokenRequest, *oauthError) {
 			return nil, badRequest("repeated_parameter", "the parameter "+p+" appears more than once")
 		}
 	}
+	_, secretGiven := values["client_secret"]
 	req := &tokenRequest{
+		secretGiven:  secretGiven,
 		clientID:     values.Get("client_id"),
 		clientSecret: values.Get("client_secret"),
 		grantType:    values.Get("grant_type"),
@@ -101,47 +105,84 @@ func parseForm(body []byte) (*tokenRequest, *oauthError) {
 	return req, req.setScope(values.Get("scope"))
 }
 
-// jsonRequest is the JSON body Stytch's token endpoint takes. audience and resource may be a
-// string or an array of strings.
-type jsonRequest struct {
-	ClientID     *string         `json:"client_id"`
-	ClientSecret *string         `json:"client_secret"`
-	GrantType    *string         `json:"grant_type"`
-	Scope        *string         `json:"scope"`
-	Audience     json.RawMessage `json:"audience"`
-	Resource     json.RawMessage `json:"resource"`
-	Token        *string         `json:"token"`
+// jsonParams are the parameters a JSON body may carry, as in Stytch's token endpoint. audience
+// and resource may be a string or an array of strings; the others are strings.
+var jsonParams = map[string]bool{
+	"client_id": true, "client_secret": true, "grant_type": true, "scope": true,
+	"audience": true, "resource": true, "token": true, "token_type_hint": true,
 }
 
+// parseJSON reads one JSON object. A request means one thing: a repeated key, or a key that
+// differs from a parameter's name only in case, is refused rather than resolved (Go's decoder
+// would take the last one, and match names ignoring case). Other unknown keys are ignored, as
+// RFC 6749 §3.2 asks.
 func parseJSON(body []byte) (*tokenRequest, *oauthError) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	var j jsonRequest
-	if err := dec.Decode(&j); err != nil {
-		return nil, badRequest("json_syntax", "the JSON body must be an object whose parameters are strings")
+	params, bad := jsonObject(body)
+	if bad != nil {
+		return nil, bad
 	}
-	if dec.More() {
+	str := func(name string) (string, *oauthError) {
+		raw, ok := params[name]
+		if !ok || string(raw) == "null" {
+			return "", nil
+		}
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return "", badRequest("json_syntax", "the parameter "+name+" must be a string")
+		}
+		return v, nil
+	}
+	req := &tokenRequest{}
+	_, req.secretGiven = params["client_secret"]
+	var scope string
+	for name, dst := range map[string]*string{"client_id": &req.clientID, "client_secret": &req.clientSecret, "grant_type": &req.grantType, "token": &req.token, "scope": &scope} {
+		if *dst, bad = str(name); bad != nil {
+			return nil, bad
+		}
+	}
+	if req.audiences, bad = stringOrList("audience", params["audience"]); bad != nil {
+		return nil, bad
+	}
+	if req.resources, bad = stringOrList("resource", params["resource"]); bad != nil {
+		return nil, bad
+	}
+	return req, req.setScope(scope)
+}
+
+// jsonObject decodes body as exactly one JSON object into its members, refusing repeated keys
+// and keys that name a parameter in another case.
+func jsonObject(body []byte) (map[string]json.RawMessage, *oauthError) {
+	syntax := badRequest("json_syntax", "the JSON body must be one object whose parameters are strings")
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, syntax
+	}
+	out := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, syntax
+		}
+		key, _ := tok.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, syntax
+		}
+		if _, dup := out[key]; dup {
+			return nil, badRequest("repeated_parameter", "the parameter "+key+" appears more than once")
+		}
+		if lower := strings.ToLower(key); lower != key && jsonParams[lower] {
+			return nil, badRequest("parameter_case", "parameter names are lower case: "+lower)
+		}
+		out[key] = value
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, syntax
+	}
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, badRequest("json_syntax", "the JSON body must hold one object")
 	}
-	str := func(p *string) string {
-		if p == nil {
-			return ""
-		}
-		return *p
-	}
-	req := &tokenRequest{
-		clientID:     str(j.ClientID),
-		clientSecret: str(j.ClientSecret),
-		grantType:    str(j.GrantType),
-		token:        str(j.Token),
-	}
-	var bad *oauthError
-	if req.audiences, bad = stringOrList("audience", j.Audience); bad != nil {
-		return nil, bad
-	}
-	if req.resources, bad = stringOrList("resource", j.Resource); bad != nil {
-		return nil, bad
-	}
-	return req, req.setScope(str(j.Scope))
+	return out, nil
 }
 
 func stringOrList(name string, raw json.RawMessage) ([]string, *oauthError) {
@@ -212,7 +253,8 @@ func applyBasic(r *http.Request, req *tokenRequest) *oauthError {
 	if err1 != nil || err2 != nil {
 		return invalidClient("basic_encoding")
 	}
-	if req.clientSecret != "" {
+	if req.secretGiven {
+		// Even an empty one: a request with two credentials means two things.
 		return badRequest("two_auth_methods", "the client authenticated with both HTTP Basic and a client_secret in the body")
 	}
 	if req.clientID != "" && req.clientID != id {

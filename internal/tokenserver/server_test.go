@@ -178,6 +178,12 @@ func TestTheTokenEndpointRefusesBadRequestsWithTheRightOAuthError(t *testing.T) 
 		"a secret in the URL is refused":                  {call{path: "/oauth2/token?client_secret=x", contentType: form, body: with()}, 400, ErrInvalidRequest},
 		"Basic and a body secret at once are refused":     {call{contentType: form, body: with(), basicUser: goodID, basicPass: goodSecret}, 400, ErrInvalidRequest},
 		"a Bearer Authorization header is refused":        {call{contentType: form, body: with(), authorization: "Bearer abc"}, 400, ErrInvalidRequest},
+		"a repeated JSON key is refused, not resolved":    {call{contentType: "application/json", body: `{"client_id":"m2m-nobody","client_id":"` + goodID + `","client_secret":"` + goodSecret + `","grant_type":"client_credentials"}`}, 400, ErrInvalidRequest},
+		"a JSON parameter in upper case is refused":       {call{contentType: "application/json", body: `{"CLIENT_ID":"` + goodID + `","client_secret":"` + goodSecret + `","grant_type":"client_credentials"}`}, 400, ErrInvalidRequest},
+		"a JSON parameter in mixed case is refused":       {call{contentType: "application/json", body: `{"client_id":"` + goodID + `","client_secret":"` + goodSecret + `","Grant_Type":"password","grant_type":"client_credentials"}`}, 400, ErrInvalidRequest},
+		"two JSON objects are refused":                    {call{contentType: "application/json", body: `{"grant_type":"client_credentials"}{}`}, 400, ErrInvalidRequest},
+		"Basic and an empty body secret are refused":      {call{contentType: form, body: formBody("grant_type", "client_credentials", "client_secret", ""), basicUser: goodID, basicPass: goodSecret}, 400, ErrInvalidRequest},
+		"Basic and an empty JSON secret are refused":      {call{contentType: "application/json", body: `{"grant_type":"client_credentials","client_secret":""}`, basicUser: goodID, basicPass: goodSecret}, 400, ErrInvalidRequest},
 		"no credentials at all are an invalid client":     {call{contentType: form, body: formBody("grant_type", "client_credentials")}, 401, ErrInvalidClient},
 		"an unknown client is an invalid client":          {call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", "m2m-nobody", "client_secret", goodSecret)}, 401, ErrInvalidClient},
 		"a wrong secret is an invalid client":             {call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", "wrong")}, 401, ErrInvalidClient},
@@ -244,10 +250,11 @@ func parseToken(t *testing.T, f *fixture, raw string) (*jwt.Token, jwt.MapClaims
 func TestEveryWayOfSendingCredentialsGetsAnRFC9068Token(t *testing.T) {
 	f := newFixture(t, "")
 	for sentence, c := range map[string]call{
-		"a form body with credentials in it": {contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)},
-		"a JSON body as in Stytch's docs":    {contentType: "application/json; charset=utf-8", body: `{"client_id":"` + goodID + `","client_secret":"` + goodSecret + `","grant_type":"client_credentials"}`},
-		"HTTP Basic with a form body":        {contentType: form, body: formBody("grant_type", "client_credentials"), basicUser: goodID, basicPass: goodSecret},
-		"HTTP Basic and the same client_id":  {contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID), basicUser: goodID, basicPass: goodSecret},
+		"a form body with credentials in it":     {contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)},
+		"a JSON body as in Stytch's docs":        {contentType: "application/json; charset=utf-8", body: `{"client_id":"` + goodID + `","client_secret":"` + goodSecret + `","grant_type":"client_credentials"}`},
+		"HTTP Basic with a form body":            {contentType: form, body: formBody("grant_type", "client_credentials"), basicUser: goodID, basicPass: goodSecret},
+		"HTTP Basic and the same client_id":      {contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID), basicUser: goodID, basicPass: goodSecret},
+		"a JSON body with keys it does not know": {contentType: "application/json", body: `{"client_id":"` + goodID + `","client_secret":"` + goodSecret + `","grant_type":"client_credentials","client_name":"x","n":5}`},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			resp, body := f.do(t, c)
