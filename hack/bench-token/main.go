@@ -111,7 +111,12 @@ func run(n, conns, threads int, duration time.Duration) error {
 		return err
 	}
 	issuer := "http://" + addr
-	args := []string{"--issuer-url", issuer, "--listen-address", addr, "--kubeconfig", kcPath, "--zap-log-level", "error"}
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	metricsURL := "http://" + metricsAddr + "/metrics"
+	args := []string{"--issuer-url", issuer, "--listen-address", addr, "--metrics-bind-address", metricsAddr, "--kubeconfig", kcPath, "--zap-log-level", "error"}
 	if profile != "" {
 		args = append(args, "--debug-address", "127.0.0.1:6060")
 	}
@@ -121,7 +126,7 @@ func run(n, conns, threads int, duration time.Duration) error {
 		return err
 	}
 	defer func() { _ = ts.Process.Kill(); _ = ts.Wait() }()
-	if err := waitCached(issuer, n); err != nil {
+	if err := waitCached(metricsURL, n); err != nil {
 		return err
 	}
 	rssIdle := rss(ts.Process.Pid, "VmRSS")
@@ -289,12 +294,12 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// waitCached waits until the token server is ready and has every client in its cache.
-func waitCached(issuer string, n int) error {
+// waitCached waits until the token server's metrics say that every client is in its cache.
+func waitCached(metricsURL string, n int) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	want := fmt.Sprintf("m2m_clients_cached %d", n)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(issuer + "/metrics")
+		resp, err := http.Get(metricsURL)
 		if err == nil {
 			sc := bufio.NewScanner(resp.Body)
 			sc.Buffer(make([]byte, 1<<20), 1<<20)

@@ -21,6 +21,7 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 	fs.StringVar(&o.DefaultAudience, "default-audience", "", `The "aud" of tokens for clients with no spec.audiences. Empty means the issuer URL.`)
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate for HTTPS; reloaded when it changes.")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "", "PEM private key for HTTPS; reloaded when it changes.")
+	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", ":9090", `Address of the Prometheus /metrics endpoint, apart from the token port; "0" disables it.`)
 	fs.StringVar(&o.DebugAddress, "debug-address", "", "Address of a net/http/pprof endpoint for profiling; empty (the default) disables it. Never expose it.")
 	if err := fs.Parse(args); err != nil {
 		return Options{}, err

@@ -42,9 +42,9 @@ func TestASigningKeySecretThatDoesNotParseIsCountedInTheMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv.Handler())
+	hs := httptest.NewServer(srv.MetricsHandler())
 	defer hs.Close()
-	resp, err := http.Get(hs.URL + "/metrics")
+	resp, err := http.Get(hs.URL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,10 @@ type Options struct {
 	Listener net.Listener
 	// DebugAddress, when set, serves net/http/pprof there, apart from the OAuth endpoints.
 	DebugAddress string
+	// MetricsAddress serves /metrics, apart from the OAuth endpoints; empty or "0" disables it.
+	MetricsAddress string
+	// MetricsListener, when set, is served instead of listening on MetricsAddress.
+	MetricsListener net.Listener
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -103,6 +107,20 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		if ln, err = net.Listen("tcp", o.ListenAddress); err != nil {
 			return fmt.Errorf("listening on %s: %w", o.ListenAddress, err)
 		}
+	}
+	metricsLn := o.MetricsListener
+	if metricsLn == nil && o.MetricsAddress != "" && o.MetricsAddress != "0" {
+		if metricsLn, err = net.Listen("tcp", o.MetricsAddress); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("listening on %s for metrics: %w", o.MetricsAddress, err)
+		}
+	}
+	if metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.MetricsHandler())
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = ms.Serve(metricsLn) }()
+		go func() { <-ctx.Done(); _ = ms.Close() }()
 	}
 	if o.DebugAddress != "" {
 		debug := http.NewServeMux()

@@ -136,8 +136,13 @@ func (s *Server) Handler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
-	mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// MetricsHandler serves the Prometheus metrics. It is served on its own address, never on the
+// token port: per-client series and failure reasons would tell any caller which clients exist.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})
 }
 
 // tokenResponse is the successful answer (RFC 6749 §5.1).

@@ -495,3 +495,13 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
+
+// The metrics name clients and say why each failed: the token port must not serve them, or any
+// caller could learn which clients exist (docs/security.md). They have their own address.
+func TestTheTokenPortDoesNotServeMetrics(t *testing.T) {
+	f := newFixture(t, "")
+	resp, _ := f.do(t, call{method: http.MethodGet, path: "/metrics"})
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /metrics on the token port answered %d, want 404", resp.StatusCode)
+	}
+}

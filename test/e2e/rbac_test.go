@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net/http"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,5 +37,21 @@ func TestTheTokenServerMayReadItsSigningKeySecretAndNoOtherSecret(t *testing.T) 
 	}
 	if err := c.Update(ctx, obj); !apierrors.IsForbidden(err) {
 		t.Fatalf("updating an M2MClient: %v, want Forbidden", err)
+	}
+}
+
+// The running token server serves its metrics, which name clients and failure reasons, on their
+// own listener, and not on the token port that every workload can reach.
+func TestTheTokenServerServesMetricsApartFromTheTokenPort(t *testing.T) {
+	public, err := http.Get(issuer + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	public.Body.Close()
+	if public.StatusCode != http.StatusNotFound {
+		t.Fatalf("the token port answered /metrics with %d, want 404", public.StatusCode)
+	}
+	if metric(t, "m2m_clients_cached") < 0 {
+		t.Fatal("the metrics listener does not serve m2m_clients_cached")
 	}
 }

@@ -36,6 +36,8 @@ const wait = 30 * time.Second
 var (
 	env    *testenv.Env
 	issuer string
+	// metricsURL is the token server's /metrics, on its own listener.
+	metricsURL string
 	// managerConfig and tokenServerConfig authenticate as the ServiceAccounts of config/rbac,
 	// so every test here also checks that their RBAC is enough.
 	managerConfig, tokenServerConfig *rest.Config
@@ -100,6 +102,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	issuer = "http://" + ln.Addr().String()
+	metricsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	metricsURL = "http://" + metricsLn.Addr().String() + "/metrics"
 
 	mgr, err := operator.NewManager(managerConfig, operator.Options{IssuerURL: issuer})
 	if err != nil {
@@ -113,6 +121,7 @@ func run(m *testing.M) int {
 		tsDone <- tokenserver.Run(ctx, tokenServerConfig, tokenserver.Options{
 			IssuerURL:        issuer,
 			Listener:         ln,
+			MetricsListener:  metricsLn,
 			SigningKeySecret: signingkeys.DefaultSecret,
 		})
 	}()

@@ -203,7 +203,7 @@ func TestTheTokenServerSignsWithANewActiveKeyWithoutARestart(t *testing.T) {
 
 func metric(t *testing.T, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(issuer + "/metrics")
+	resp, err := http.Get(metricsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
