@@ -64,10 +64,10 @@ type M2MClientSpec struct {
 	TokenTTL *metav1.Duration `json:"tokenTTL,omitempty"`
 
 	// TokenClaims are static claims added to every access token of this client, as a JSON
-	// object. The registered claims that the token server sets itself (iss, sub, aud, exp, nbf,
-	// iat, jti, client_id and scope) are refused.
+	// object of at most 64 claims. A name that equals a claim the token server sets or reserves
+	// (iss, sub, aud, exp, client_id, scope, cnf, act, ... in any case) is refused.
 	// +optional
-	TokenClaims *TokenClaims `json:"tokenClaims,omitempty"`
+	TokenClaims TokenClaims `json:"tokenClaims,omitempty"`
 
 	// Disabled stops the token server from issuing tokens to this client. Its credentials are
 	// kept, so enabling it again restores access without a new secret. Tokens already issued stay

@@ -290,6 +290,24 @@ func (s *Server) audience(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string
 	return out, nil
 }
 
+// customClaims are the client's tokenClaims without any name that equals a reserved claim
+// ignoring case. The API refuses those at admission; objects stored before that rule may still
+// hold them, and decoders that match names ignoring case would read them as the real claims.
+func customClaims(claims m2mv1alpha1.TokenClaims) m2mv1alpha1.TokenClaims {
+	for name := range claims {
+		if m2mv1alpha1.IsReservedClaim(name) {
+			out := make(m2mv1alpha1.TokenClaims, len(claims))
+			for n, v := range claims {
+				if !m2mv1alpha1.IsReservedClaim(n) {
+					out[n] = v
+				}
+			}
+			return out
+		}
+	}
+	return claims
+}
+
 // sign issues the RFC 9068 access token.
 func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (string, time.Duration, *oauthError) {
 	st := s.cfg.Keys.current()
@@ -318,12 +336,12 @@ func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (stri
 	} else {
 		claims.Audience = audience
 	}
-	if c.Spec.TokenClaims != nil && len(c.Spec.TokenClaims.Claims) > 0 {
-		extra, err := json.Marshal(c.Spec.TokenClaims.Claims)
+	if extra := customClaims(c.Spec.TokenClaims); len(extra) > 0 {
+		raw, err := json.Marshal(extra)
 		if err != nil {
 			return "", 0, unavailable("claims_encoding", "the client's tokenClaims could not be encoded")
 		}
-		claims.extra = extra
+		claims.extra = raw
 	}
 
 	payload, err := json.Marshal(claims)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -47,7 +46,7 @@ func testClient(id, secret string) *m2mv1alpha1.M2MClient {
 			Scopes:      []m2mv1alpha1.Scope{"read:invoices", "write:payments"},
 			Audiences:   []m2mv1alpha1.Audience{"https://payments.example.com", "https://ledger.example.com"},
 			TokenTTL:    &metav1.Duration{Duration: 15 * time.Minute},
-			TokenClaims: &m2mv1alpha1.TokenClaims{Claims: map[string]apiextensionsv1.JSON{"team": {Raw: []byte(`"billing"`)}}},
+			TokenClaims: m2mv1alpha1.TokenClaims{"team": {Raw: []byte(`"billing"`)}},
 		},
 		Status: m2mv1alpha1.M2MClientStatus{ClientID: id, AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secret)}}},
 	}
@@ -101,6 +100,21 @@ func newFixture(t testing.TB, defaultAudience string) *fixture {
 		Keys:            keys,
 		Clock:           clk,
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return &fixture{srv: srv, key: key, clock: clk}
+}
+
+// serve runs a Server with one active key of alg and clients, for tests that need clients of
+// their own.
+func serve(t testing.TB, alg signingkeys.Algorithm, clients mapClients) *fixture {
+	t.Helper()
+	key, keys := staticKeys(t, alg)
+	clk := clocktesting.NewFakeClock(t0)
+	s, err := New(Config{IssuerURL: testIssuer, Clients: clients, Keys: keys, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,15 +452,8 @@ func TestIntrospectionSaysActiveOnlyForAValidTokenOfAnEnabledClient(t *testing.T
 }
 
 func TestIntrospectionSaysInactiveOnceTheClientIsDisabledOrDeleted(t *testing.T) {
-	key, keys := staticKeys(t, signingkeys.EdDSA)
 	clients := mapClients{goodID: testClient(goodID, goodSecret), bareID: testClient(bareID, bareSecret)}
-	s, err := New(Config{IssuerURL: testIssuer, Clients: clients, Keys: keys, Clock: clocktesting.NewFakeClock(t0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
-	f := &fixture{srv: srv, key: key}
+	f := serve(t, signingkeys.EdDSA, clients)
 	_, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)})
 	token := body["access_token"].(string)
 	active := func() any {
@@ -503,5 +510,39 @@ func TestTheTokenPortDoesNotServeMetrics(t *testing.T) {
 	resp, _ := f.do(t, call{method: http.MethodGet, path: "/metrics"})
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("GET /metrics on the token port answered %d, want 404", resp.StatusCode)
+	}
+}
+
+// A client stored before the admission policy (or in a cluster without it) may carry tokenClaims
+// that name reserved claims in another case. Decoders that match names ignoring case read the
+// last of "sub" and "SUB": the token server drops such names, so golang-jwt's struct claims read
+// the real subject, client ID, scope and expiry.
+func TestReservedClaimNamesInAnyCaseNeverReachAToken(t *testing.T) {
+	sneaky := testClient(goodID, goodSecret)
+	sneaky.Spec.TokenClaims = m2mv1alpha1.TokenClaims{
+		"SUB": {Raw: []byte(`"m2m-victim"`)}, "Client_ID": {Raw: []byte(`"m2m-victim"`)},
+		"EXP": {Raw: []byte(`4102444800`)}, "Scope": {Raw: []byte(`"admin:*"`)},
+		"Iss": {Raw: []byte(`"https://evil.example.com"`)}, "team": {Raw: []byte(`"billing"`)},
+	}
+	f := serve(t, signingkeys.ES256, mapClients{goodID: sneaky})
+	_, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)})
+	raw, _ := body["access_token"].(string)
+
+	var claims struct {
+		jwt.RegisteredClaims
+		ClientID string `json:"client_id"`
+		Scope    string `json:"scope"`
+		Team     string `json:"team"`
+	}
+	if _, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return f.key.Signer().Public(), nil },
+		jwt.WithValidMethods([]string{"ES256"}), jwt.WithTimeFunc(func() time.Time { return t0 })); err != nil {
+		t.Fatal(err)
+	}
+	if claims.Subject != goodID || claims.ClientID != goodID || claims.Scope != "read:invoices write:payments" ||
+		claims.Issuer != testIssuer || !claims.ExpiresAt.Time.Equal(t0.Add(15*time.Minute)) {
+		t.Fatalf("a reserved claim was overridden: sub %q client_id %q scope %q iss %q exp %v", claims.Subject, claims.ClientID, claims.Scope, claims.Issuer, claims.ExpiresAt)
+	}
+	if claims.Team != "billing" {
+		t.Fatalf("the client's own claim was dropped too: team %q", claims.Team)
 	}
 }

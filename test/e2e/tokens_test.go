@@ -17,7 +17,6 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 	corev1 "k8s.io/api/core/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,7 +33,7 @@ func billingClient(ns, name string) *m2mv1alpha1.M2MClient {
 			Scopes:      []m2mv1alpha1.Scope{"read:invoices", "write:payments"},
 			Audiences:   []m2mv1alpha1.Audience{"https://payments.example.com"},
 			TokenTTL:    &metav1.Duration{Duration: 10 * time.Minute},
-			TokenClaims: &m2mv1alpha1.TokenClaims{Claims: map[string]apiextensionsv1.JSON{"team": {Raw: []byte(`"billing"`)}}},
+			TokenClaims: m2mv1alpha1.TokenClaims{"team": {Raw: []byte(`"billing"`)}},
 		},
 	}
 }

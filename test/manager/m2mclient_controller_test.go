@@ -360,14 +360,30 @@ func TestTheAPIServerRejectsInvalidClients(t *testing.T) {
 		"a token TTL under a minute":  {func(o *m2mv1alpha1.M2MClient) { o.Spec.TokenTTL = &metav1.Duration{Duration: 30 * time.Second} }, "tokenTTL must be between 1m and 24h"},
 		"a token TTL over a day":      {func(o *m2mv1alpha1.M2MClient) { o.Spec.TokenTTL = &metav1.Duration{Duration: 25 * time.Hour} }, "tokenTTL must be between 1m and 24h"},
 		"a token claim named iss": {func(o *m2mv1alpha1.M2MClient) {
-			o.Spec.TokenClaims = &m2mv1alpha1.TokenClaims{Claims: claims(`{"iss":"x"}`)}
-		}, "registered claims"},
+			o.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"iss":"x"}`))
+		}, "cannot set iss"},
 		"a token claim named client_id": {func(o *m2mv1alpha1.M2MClient) {
-			o.Spec.TokenClaims = &m2mv1alpha1.TokenClaims{Claims: claims(`{"team":"a","client_id":7}`)}
-		}, "registered claims"},
-		"a registered claim with an object value": {func(o *m2mv1alpha1.M2MClient) {
-			o.Spec.TokenClaims = &m2mv1alpha1.TokenClaims{Claims: claims(`{"scope":{"a":1}}`)}
-		}, "spec.tokenClaims.scope"},
+			o.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"team":"a","client_id":7}`))
+		}, "cannot set client_id"},
+		"a reserved claim with an object value": {func(o *m2mv1alpha1.M2MClient) {
+			o.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"scope":{"a":1}}`))
+		}, "cannot set scope"},
+		"a reserved claim in upper case": {func(o *m2mv1alpha1.M2MClient) {
+			o.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"SUB":"m2m-victim"}`))
+		}, "cannot set SUB"},
+		"a reserved claim in mixed case": {func(o *m2mv1alpha1.M2MClient) {
+			o.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"Client_ID":"m2m-victim","EXP":4102444800}`))
+		}, "Client_ID"},
+		"a claim this server will set": {func(o *m2mv1alpha1.M2MClient) {
+			o.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"cnf":{"jkt":"x"}}`))
+		}, "cannot set cnf"},
+		"65 token claims": {func(o *m2mv1alpha1.M2MClient) {
+			many := m2mv1alpha1.TokenClaims{}
+			for i := range 65 {
+				many[fmt.Sprintf("c%d", i)] = apiextensionsv1.JSON{Raw: []byte("1")}
+			}
+			o.Spec.TokenClaims = many
+		}, "spec.tokenClaims"},
 		"a rotation period under an hour": {func(o *m2mv1alpha1.M2MClient) { o.Spec.Rotation.Period = &metav1.Duration{Duration: 30 * time.Minute} }, "rotation.period must be at least 1h"},
 		"a grace period over 30 days": {func(o *m2mv1alpha1.M2MClient) {
 			o.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: 721 * time.Hour}
@@ -389,7 +405,7 @@ func TestTheAPIServerRejectsInvalidClients(t *testing.T) {
 	valid := newClient(ns, "valid")
 	valid.Spec.Scopes = []m2mv1alpha1.Scope{"read:things", "write:*", "!#$%&'()*+,-./:;<=>?@[]^_`{|}~"}
 	valid.Spec.TrustedMetadata = claims(`{"team":"billing","limits":{"rps":10},"tags":["a"]}`)
-	valid.Spec.TokenClaims = &m2mv1alpha1.TokenClaims{Claims: claims(`{"team":"billing","tier":1,"regions":["eu"]}`)}
+	valid.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"team":"billing","tier":1,"regions":["eu"]}`))
 	valid.Spec.ClientID = "imported.client_id~1"
 	create(t, valid)
 

@@ -45,6 +45,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 
+	if err := testenv.InstallAdmission(context.Background(), e); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+
 	mgr, err := operator.NewManager(e.Config, operator.Options{IssuerURL: testIssuer, MaxConcurrentReconciles: 4})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
