@@ -9,6 +9,8 @@ import (
 	"crypto/subtle"
 	"encoding/base32"
 	"encoding/base64"
+	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -22,8 +24,8 @@ const (
 	// ClientIDPrefix makes generated client IDs recognisable in logs and configuration.
 	ClientIDPrefix = "m2m-"
 
-	// MinSecretLength is the shortest client secret the manager accepts from a user-edited Secret:
-	// 32 characters of base64url carry 192 bits, and any shorter secret is refused as weak.
+	// MinSecretLength is the shortest client secret the manager accepts from a user-edited Secret;
+	// a longer one must also reach MinStrengthBits.
 	MinSecretLength = 32
 
 	// MaxSecretLength bounds the secrets the manager accepts from a user-edited Secret.
@@ -71,6 +73,11 @@ func LastFour(secret string) string {
 	return secret[len(secret)-4:]
 }
 
+// MinStrengthBits is the least estimated strength of a secret someone writes into a Secret. Its
+// unsalted SHA-256 hash is readable by anyone who may get M2MClients, so a weaker secret could
+// be found offline.
+const MinStrengthBits = 128
+
 // StrengthProblem says why a user-supplied secret is refused, or returns "" for a secret the
 // manager accepts.
 func StrengthProblem(secret string) string {
@@ -82,7 +89,57 @@ func StrengthProblem(secret string) string {
 	case strings.TrimSpace(secret) != secret:
 		return "has leading or trailing white space"
 	}
+	if bits := EstimatedBits(secret); bits < MinStrengthBits {
+		return fmt.Sprintf("too weak: about %d bits of estimated strength, under %d (docs/security.md says how it is estimated)", int(bits), MinStrengthBits)
+	}
 	return ""
+}
+
+// EstimatedBits is an upper estimate of a secret's strength in bits, as if each character but the
+// last four (which status shows as lastFour) were drawn at random: the number of those characters
+// times log2 of the alphabet, where the alphabet is the smaller of the character classes the
+// secret uses (26 lower, 26 upper, 10 digits, 33 other printable ASCII, 128 for any non-ASCII)
+// and the number of distinct characters it holds. A 43-character generated secret scores about
+// 190 bits; 32 hex digits (128 random bits) score 112, since four of them are shown; a repeated
+// pattern scores what its few distinct characters allow. Words and other structure are not
+// detected: the estimate only refuses, it never proves a secret random.
+func EstimatedBits(secret string) float64 {
+	runes := []rune(secret)
+	if len(runes) <= 4 {
+		return 0
+	}
+	counted := runes[:len(runes)-4]
+	var lower, upper, digit, other, nonASCII bool
+	distinct := map[rune]bool{}
+	for _, r := range counted {
+		distinct[r] = true
+		switch {
+		case r >= 'a' && r <= 'z':
+			lower = true
+		case r >= 'A' && r <= 'Z':
+			upper = true
+		case r >= '0' && r <= '9':
+			digit = true
+		case r < 0x80:
+			other = true
+		default:
+			nonASCII = true
+		}
+	}
+	alphabet := 0
+	for _, class := range []struct {
+		used bool
+		size int
+	}{{lower, 26}, {upper, 26}, {digit, 10}, {other, 33}, {nonASCII, 128}} {
+		if class.used {
+			alphabet += class.size
+		}
+	}
+	alphabet = min(alphabet, len(distinct))
+	if alphabet < 2 {
+		return 0
+	}
+	return float64(len(counted)) * math.Log2(float64(alphabet))
 }
 
 // Accepted reports whether entry accepts a secret at now: when it has no expiry or expires

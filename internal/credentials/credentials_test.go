@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,7 +72,7 @@ func TestStrengthProblem(t *testing.T) {
 		weak   bool
 	}{
 		"a generated secret is strong":            {secret: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", weak: false},
-		"exactly 32 characters is strong":         {secret: "0123456789abcdef0123456789abcdef", weak: false},
+		"32 varied characters are strong":         {secret: "q83vEjRWeJq8nt7wESIzRFVmd4iZqrvM", weak: false},
 		"31 characters is weak":                   {secret: "0123456789abcdef0123456789abcde", weak: true},
 		"an empty secret is weak":                 {secret: "", weak: true},
 		"over 512 characters is refused":          {secret: string(long), weak: true},
@@ -113,5 +114,41 @@ func TestVerify(t *testing.T) {
 	}
 	if Verify(entries, "previous", future.Time) {
 		t.Fatal("a secret is still accepted at the instant it expires")
+	}
+}
+
+// Secrets written by hand are adopted only when their estimated strength, without the four
+// characters status shows, reaches 128 bits.
+func TestAnAdoptedSecretMustHaveAnEstimated128Bits(t *testing.T) {
+	for sentence, tc := range map[string]struct {
+		secret string
+		ok     bool
+	}{
+		"32 hex digits (128 bits, of which 16 are shown) are refused": {"0123456789abcdef0123456789abcdef", false},
+		"64 hex digits are accepted":                                  {"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", true},
+		"one character repeated is refused":                           {strings.Repeat("a", 64), false},
+		"a two-character pattern is refused":                          {strings.Repeat("ab", 40), false},
+		"a sentence of lower-case words is refused":                   {"correcthorsebatterystaplecorrecthorse", false},
+		"base64 of 32 random bytes is accepted":                       {"q83vEjRWeJq8nt7wESIzRFVmd4iZqrvM3e7/ABEiM0Q=", true},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			problem := StrengthProblem(tc.secret)
+			if (problem == "") != tc.ok {
+				t.Fatalf("StrengthProblem = %q (about %.0f bits), want accepted=%v", problem, EstimatedBits(tc.secret), tc.ok)
+			}
+		})
+	}
+}
+
+// The estimate never refuses a secret the manager generates.
+func TestEveryGeneratedSecretPassesTheStrengthEstimate(t *testing.T) {
+	for range 10000 {
+		s, err := NewSecret()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := StrengthProblem(s); p != "" {
+			t.Fatalf("a generated secret is refused: %s", p)
+		}
 	}
 }

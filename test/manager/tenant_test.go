@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -39,5 +41,32 @@ func TestATenantCannotSetAReservedClaimInAnyCase(t *testing.T) {
 				t.Fatalf("updating to a reserved claim: %v, want Invalid", err)
 			}
 		})
+	}
+}
+
+// A tenant who may write its Secrets (Kubernetes' edit role) writes a long but guessable secret:
+// its unsalted hash would be readable by everyone who may get M2MClients, so it is refused with
+// WeakSecret, a message that gives the estimate, and no new accepted hash.
+func TestALongButGuessableSecretWrittenByATenantIsRefused(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantSecrets)
+	if err := tenant.Create(ctx, newClient(ns, "guessable")); err != nil {
+		t.Fatal(err)
+	}
+	before := waitReady(t, ns, "guessable", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	s := secretOf(t, ns, "guessable-credentials")
+	guessable := strings.Repeat("0123456789abcdef", 2) // 32 hex digits: 112 bits once lastFour is shown
+	s.Data[m2mv1alpha1.SecretKeyClientSecret] = []byte(guessable)
+	if err := tenant.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	obj := waitReady(t, ns, "guessable", metav1.ConditionFalse, m2mv1alpha1.ReasonWeakSecret)
+	msg := meta.FindStatusCondition(obj.Status.Conditions, m2mv1alpha1.ConditionReady).Message
+	if !strings.Contains(msg, "bits of estimated strength") || strings.Contains(msg, guessable) {
+		t.Fatalf("the condition says %q", msg)
+	}
+	if acceptedNow(obj, guessable) || len(obj.Status.AcceptedSecrets) != len(before.Status.AcceptedSecrets) {
+		t.Fatalf("the guessable secret changed what is accepted: %+v", obj.Status.AcceptedSecrets)
 	}
 }
