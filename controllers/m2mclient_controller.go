@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -60,7 +61,16 @@ type M2MClientReconciler struct {
 	Clock     clock.PassiveClock
 	// IssuerURL is the token server's issuer; the Secret's issuer and token_url derive from it.
 	IssuerURL string
+
+	// pending holds, by M2MClient UID, a secret whose hash is accepted but whose Secret write has
+	// not succeeded yet, so that a retry writes the same secret instead of accepting another hash
+	// each time (status would grow until it could not be written). It lives in memory only: after
+	// a restart, the unwritten hash merely expires (ActionResumeRotation).
+	pending sync.Map
 }
+
+// pendingSecret is a secret issued and accepted but not yet written.
+type pendingSecret struct{ hash, value string }
 
 // +kubebuilder:rbac:groups=m2m.dev,resources=m2mclients,verbs=get;list;watch
 // +kubebuilder:rbac:groups=m2m.dev,resources=m2mclients/status,verbs=get;update;patch
@@ -233,7 +243,7 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 
 	// The Secret now carries an accepted secret; make the rest of it match the spec.
 	if _, err := r.writeSecret(ctx, obj, secret, id, string(secret.Data[m2mv1alpha1.SecretKeyClientSecret])); err != nil {
-		return ctrl.Result{}, err
+		return ctrl.Result{}, r.secretWriteFailed(obj, err)
 	}
 
 	kept, removed, nextExpiry := Prune(obj.Status.AcceptedSecrets, now)
@@ -264,7 +274,7 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 // that no Secret carries (ActionResumeRotation issues again); after (2), secrets without expiry
 // (ActionCompleteRotation). No Secret ever carries a secret whose hash is not accepted.
 func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MClient, p *statusPatcher, secret *corev1.Secret, id string, now time.Time, d SecretDecision) (*corev1.Secret, error) {
-	value, err := credentials.NewSecret()
+	value, err := r.pendingOrNew(obj)
 	if err != nil {
 		return nil, err
 	}
@@ -280,8 +290,10 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 	if err := p.patch(ctx); err != nil {
 		return nil, err
 	}
+	r.pending.Store(obj.UID, pendingSecret{hash: credentials.Hash(value), value: value})
 	written, err := r.writeSecret(ctx, obj, secret, id, value)
 	if secret == nil && apierrors.IsAlreadyExists(err) {
+		r.pending.Delete(obj.UID)
 		// The secret was written nowhere, so its hash can go again.
 		obj.Status.AcceptedSecrets = before.AcceptedSecrets
 		obj.Status.LastRotationTrigger, obj.Status.LastRotateAnnotation = before.LastRotationTrigger, before.LastRotateAnnotation
@@ -291,8 +303,9 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 		return nil, errUnseenSecret
 	}
 	if err != nil {
-		return nil, err
+		return nil, r.secretWriteFailed(obj, err)
 	}
+	r.pending.Delete(obj.UID)
 	r.completeRotation(obj, value, now)
 	switch {
 	case first:
@@ -304,6 +317,32 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 			"rotated (%s): %s; the previous secret is accepted until %s", d.Rotation, d.Why, now.Add(GracePeriod(obj)).UTC().Format(time.RFC3339))
 	}
 	return written, nil
+}
+
+// pendingOrNew returns the secret of an earlier attempt whose hash status still accepts without
+// expiry (its write failed), else a new one.
+func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient) (string, error) {
+	if v, ok := r.pending.Load(obj.UID); ok {
+		pend := v.(pendingSecret)
+		for _, e := range obj.Status.AcceptedSecrets {
+			if e.Hash == pend.hash && e.ExpiresAt == nil {
+				return pend.value, nil
+			}
+		}
+		r.pending.Delete(obj.UID)
+	}
+	return credentials.NewSecret()
+}
+
+// secretWriteFailed says on the Ready condition that the Secret could not be written, with the
+// API server's reason (an immutable Secret, a quota, a webhook), and returns err for a retry.
+// A conflict is a race, retried at once, and says nothing.
+func (r *M2MClientReconciler) secretWriteFailed(obj *m2mv1alpha1.M2MClient, err error) error {
+	if !apierrors.IsConflict(err) {
+		r.setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretWriteFailed,
+			fmt.Sprintf("writing Secret %s failed (%s): %v; the manager retries with the same secret", SecretName(obj), apierrors.ReasonForError(err), err))
+	}
+	return err
 }
 
 // completeRotation starts the grace period of every secret but current.

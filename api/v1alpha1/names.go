@@ -42,6 +42,10 @@ const (
 	// ReasonWeakSecret: someone wrote a client_secret into the Secret that is too short (or
 	// otherwise unfit). It is not accepted; the previously accepted secrets stay accepted.
 	ReasonWeakSecret = "WeakSecret"
+	// ReasonSecretWriteFailed: the API server refused to write the Secret (it is immutable, a
+	// quota or a webhook refused it); the message gives its reason. The manager retries with the
+	// same pending secret, so status does not grow; the previous secrets stay accepted.
+	ReasonSecretWriteFailed = "SecretWriteFailed"
 	// ReasonDuplicateClientID: an earlier M2MClient in the cluster already has this client ID.
 	// The later client gets no status.clientID, so the token server never sees two clients with
 	// one ID.

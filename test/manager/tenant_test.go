@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -68,5 +69,47 @@ func TestALongButGuessableSecretWrittenByATenantIsRefused(t *testing.T) {
 	}
 	if acceptedNow(obj, guessable) || len(obj.Status.AcceptedSecrets) != len(before.Status.AcceptedSecrets) {
 		t.Fatalf("the guessable secret changed what is accepted: %+v", obj.Status.AcceptedSecrets)
+	}
+}
+
+// A Secret the manager cannot write (a tenant made it immutable) does not grow status: every
+// retry writes the same pending secret, so at most one hash waits, and Ready says why with the
+// API server's reason. The secret in the Secret stays accepted.
+func TestASecretThatCannotBeWrittenDoesNotGrowStatus(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantSecrets)
+	if err := tenant.Create(ctx, newClient(ns, "stuck")); err != nil {
+		t.Fatal(err)
+	}
+	before := waitReady(t, ns, "stuck", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	s := secretOf(t, ns, "stuck-credentials")
+	current := string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
+	immutable := true
+	s.Immutable = &immutable
+	if err := tenant.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	obj := before.DeepCopy()
+	base := obj.DeepCopy()
+	obj.Annotations = map[string]string{m2mv1alpha1.RotateAnnotation: "now"}
+	if err := tenant.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	failed := waitReady(t, ns, "stuck", metav1.ConditionFalse, m2mv1alpha1.ReasonSecretWriteFailed)
+	if msg := meta.FindStatusCondition(failed.Status.Conditions, m2mv1alpha1.ConditionReady).Message; !strings.Contains(msg, "immutable") {
+		t.Fatalf("the condition does not give the API server's reason: %q", msg)
+	}
+	// Each poke is one more reconcile, and one more failed write, besides the retries.
+	for range 5 {
+		testenv.Poke(t, env.Client, obj)
+		time.Sleep(200 * time.Millisecond)
+	}
+	get(t, obj)
+	if n := len(obj.Status.AcceptedSecrets); n > len(before.Status.AcceptedSecrets)+1 {
+		t.Fatalf("status grew from %d to %d accepted secrets while the Secret could not be written", len(before.Status.AcceptedSecrets), n)
+	}
+	if !acceptedNow(obj, current) {
+		t.Fatal("the secret in the Secret is no longer accepted")
 	}
 }
