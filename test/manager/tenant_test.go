@@ -2,10 +2,12 @@ package manager
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -111,5 +113,75 @@ func TestASecretThatCannotBeWrittenDoesNotGrowStatus(t *testing.T) {
 	}
 	if !acceptedNow(obj, current) {
 		t.Fatal("the secret in the Secret is no longer accepted")
+	}
+}
+
+// An admin limits a namespace's scopes and audiences with annotations its tenant cannot edit; a
+// tenant's client outside them is refused with a message that says which and why, and a
+// namespace without the annotations allows any.
+func TestANamespacesAnnotationsLimitTheScopesAndAudiencesOfItsClients(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	nsObj := &corev1.Namespace{}
+	nsObj.Name = ns
+	get(t, nsObj)
+	nsObj.Annotations = map[string]string{
+		"m2m.dev/allowed-scopes":    "read:* write:invoices",
+		"m2m.dev/allowed-audiences": "https://billing.example.com/*, https://ledger.example.com",
+	}
+	if err := env.Client.Update(ctx, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantStatus)
+	limited := func(name string, scopes []m2mv1alpha1.Scope, audiences []m2mv1alpha1.Audience) *m2mv1alpha1.M2MClient {
+		obj := newClient(ns, name)
+		obj.Spec.Scopes, obj.Spec.Audiences = scopes, audiences
+		return obj
+	}
+	// The policy takes effect a moment after it is installed.
+	testenv.Eventually(t, wait, func() error {
+		err := tenant.Create(ctx, limited("probe", []m2mv1alpha1.Scope{"admin:*"}, nil), client.DryRunAll)
+		if !apierrors.IsForbidden(err) {
+			return fmt.Errorf("admin:* was not refused: %v", err)
+		}
+		return nil
+	})
+	for sentence, tc := range map[string]struct {
+		obj  *m2mv1alpha1.M2MClient
+		want string // "" means allowed
+	}{
+		"read:* allows any read scope":                 {limited("reader", []m2mv1alpha1.Scope{"read:invoices", "read:*"}, nil), ""},
+		"an exact scope is allowed":                    {limited("writer", []m2mv1alpha1.Scope{"write:invoices"}, nil), ""},
+		"another action is refused":                    {limited("admin", []m2mv1alpha1.Scope{"read:x", "admin:*"}, nil), "admin:*"},
+		"write:* is more than write:invoices":          {limited("all-writes", []m2mv1alpha1.Scope{"write:*"}, nil), "write:*"},
+		"a '*' in the action position is literal":      {limited("star", []m2mv1alpha1.Scope{"*:invoices"}, nil), "*:invoices"},
+		"an audience under the allowed prefix is fine": {limited("api", nil, []m2mv1alpha1.Audience{"https://billing.example.com/api"}), ""},
+		"an exact audience is allowed":                 {limited("ledger", nil, []m2mv1alpha1.Audience{"https://ledger.example.com"}), ""},
+		"an audience only sharing the host is refused": {limited("ledger2", nil, []m2mv1alpha1.Audience{"https://ledger.example.com.evil"}), "ledger.example.com.evil"},
+		"another service's audience is refused":        {limited("payments", nil, []m2mv1alpha1.Audience{"https://payments.example.com"}), "payments.example.com"},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			err := tenant.Create(ctx, tc.obj, client.DryRunAll)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (!apierrors.IsForbidden(err) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "m2m.dev/allowed-")):
+				t.Fatalf("got %v, want Forbidden naming %q and the annotation", err, tc.want)
+			}
+		})
+	}
+
+	// The tenant cannot widen its own limits.
+	nsObj.Annotations["m2m.dev/allowed-scopes"] = "*"
+	if err := tenant.Update(ctx, nsObj); !apierrors.IsForbidden(err) {
+		t.Fatalf("the tenant changed its namespace's annotations: %v", err)
+	}
+	// A namespace without the annotations allows any scope and audience.
+	open := namespace(t)
+	other := testenv.Tenant(t, env, open, testenv.GrantClients)
+	free := newClient(open, "free")
+	free.Spec.Scopes, free.Spec.Audiences = []m2mv1alpha1.Scope{"admin:*"}, []m2mv1alpha1.Audience{"https://payments.example.com"}
+	if err := other.Create(ctx, free, client.DryRunAll); err != nil {
+		t.Fatalf("a namespace without annotations refused: %v", err)
 	}
 }
