@@ -130,6 +130,8 @@ func TestTheProductionManifestsRenderAndAreAccepted(t *testing.T) {
 		"Deployment/m2m-manager", "Deployment/m2m-token-server",
 		"Service/m2m-token-server", "PodDisruptionBudget/m2m-token-server",
 		"ValidatingAdmissionPolicy/m2m-reserved-token-claims", "ValidatingAdmissionPolicyBinding/m2m-reserved-token-claims",
+		"ValidatingAdmissionPolicy/m2m-manager-writes-status", "ValidatingAdmissionPolicyBinding/m2m-manager-writes-status",
+		"ValidatingAdmissionPolicy/m2m-namespace-scopes-and-audiences", "ClusterRole/m2m-m2mclient-editor", "ClusterRole/m2m-m2mclient-viewer",
 	} {
 		if !slices.Contains(kinds, want) {
 			t.Errorf("config/default lacks %s; it has %v", want, kinds)
@@ -177,5 +179,38 @@ func TestEveryInstallGivesClientsWithNoAudiencesTheIssuerOrTheConfiguredAudience
 				t.Fatalf("the default audience is %q (%v), want %q", got, err, tc.wantDefault)
 			}
 		})
+	}
+}
+
+// The roles that aggregate into Kubernetes' edit, admin and view grant M2MClients and never their
+// status, which only the manager writes.
+func TestTheAggregatedUserRolesNeverGrantStatus(t *testing.T) {
+	want := map[string][]string{
+		"m2m-m2mclient-editor": {"rbac.authorization.k8s.io/aggregate-to-edit", "rbac.authorization.k8s.io/aggregate-to-admin"},
+		"m2m-m2mclient-viewer": {"rbac.authorization.k8s.io/aggregate-to-view"},
+	}
+	for _, obj := range decodeObjects(t, renderConfig(t, "default")) {
+		labels, ok := want[obj.GetName()]
+		if obj.GetKind() != "ClusterRole" || !ok {
+			continue
+		}
+		delete(want, obj.GetName())
+		for _, l := range labels {
+			if obj.GetLabels()[l] != "true" {
+				t.Errorf("%s lacks the label %s", obj.GetName(), l)
+			}
+		}
+		rules, _, _ := unstructured.NestedSlice(obj.Object, "rules")
+		for _, r := range rules {
+			resources, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "resources")
+			for _, res := range resources {
+				if res != "m2mclients" {
+					t.Errorf("%s grants %s", obj.GetName(), res)
+				}
+			}
+		}
+	}
+	if len(want) > 0 {
+		t.Fatalf("config/default lacks %v", want)
 	}
 }

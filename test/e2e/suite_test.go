@@ -18,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -42,20 +41,6 @@ var (
 	// so every test here also checks that their RBAC is enough.
 	managerConfig, tokenServerConfig *rest.Config
 )
-
-// serviceAccount returns a client config that authenticates as the named ServiceAccount.
-func serviceAccount(e *testenv.Env, ns, name string) (*rest.Config, error) {
-	u, err := e.AddUser(envtest.User{
-		Name:   "system:serviceaccount:" + ns + ":" + name,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
-	}, nil)
-	if err != nil {
-		return nil, err
-	}
-	cfg := u.Config()
-	cfg.QPS, cfg.Burst = 500, 1000
-	return cfg, nil
-}
 
 func TestMain(m *testing.M) {
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
@@ -87,11 +72,11 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if managerConfig, err = serviceAccount(e, "m2m-system", "m2m-manager"); err != nil {
+	if managerConfig, err = testenv.ServiceAccount(e, "m2m-system", "m2m-manager"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if tokenServerConfig, err = serviceAccount(e, "m2m-system", "m2m-token-server"); err != nil {
+	if tokenServerConfig, err = testenv.ServiceAccount(e, "m2m-system", "m2m-token-server"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -250,9 +250,14 @@ func TestLostStatusIsRebuiltFromTheSecret(t *testing.T) {
 	before := waitReady(t, ns, "restore", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	secret := string(secretOf(t, ns, "restore-credentials").Data[m2mv1alpha1.SecretKeyClientSecret])
 
+	// Only the manager's identity may write status (m2m-manager-writes-status).
+	asManager, err := client.New(managerConfig, client.Options{Scheme: env.Client.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	wiped := before.DeepCopy()
 	wiped.Status = m2mv1alpha1.M2MClientStatus{}
-	if err := env.Client.Status().Update(ctx, wiped); err != nil {
+	if err := asManager.Status().Update(ctx, wiped); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, wait, func() error {

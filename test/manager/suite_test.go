@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -11,12 +12,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
+	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -25,7 +29,12 @@ const testIssuer = "https://m2m.test.example"
 // wait bounds how long a test waits for the manager to converge.
 const wait = 30 * time.Second
 
-var env *testenv.Env
+var (
+	env *testenv.Env
+	// managerConfig authenticates as the manager's ServiceAccount of config/rbac, the one identity
+	// that the admission policy m2m-manager-writes-status lets write status.
+	managerConfig *rest.Config
+)
 
 func TestMain(m *testing.M) {
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
@@ -45,12 +54,20 @@ func run(m *testing.M) int {
 		return 1
 	}
 
+	if err := manifests.Create(context.Background(), e.Client, filepath.Join(controlplane.Root(), "config", "rbac")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if managerConfig, err = testenv.ServiceAccount(e, "m2m-system", "m2m-manager"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	if err := testenv.InstallAdmission(context.Background(), e); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 
-	mgr, err := operator.NewManager(e.Config, operator.Options{IssuerURL: testIssuer, MaxConcurrentReconciles: 4})
+	mgr, err := operator.NewManager(managerConfig, operator.Options{IssuerURL: testIssuer, MaxConcurrentReconciles: 4})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -183,5 +184,42 @@ func TestANamespacesAnnotationsLimitTheScopesAndAudiencesOfItsClients(t *testing
 	free.Spec.Scopes, free.Spec.Audiences = []m2mv1alpha1.Scope{"admin:*"}, []m2mv1alpha1.Audience{"https://payments.example.com"}
 	if err := other.Create(ctx, free, client.DryRunAll); err != nil {
 		t.Fatalf("a namespace without annotations refused: %v", err)
+	}
+}
+
+// A tenant whose grant includes m2mclients/status (many clusters grant m2m.dev "*") cannot write
+// it: the policy m2m-manager-writes-status refuses a hash it knows the secret of, with an expiry
+// in 9999, and a client ID taken from another namespace.
+func TestATenantWhoMayWriteStatusCannotForgeCredentials(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantStatus)
+	if err := tenant.Create(ctx, newClient(ns, "forger")); err != nil {
+		t.Fatal(err)
+	}
+	obj := waitReady(t, ns, "forger", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	for sentence, forge := range map[string]func(*m2mv1alpha1.M2MClient){
+		"a hash of a secret the tenant chose, never expiring": func(o *m2mv1alpha1.M2MClient) {
+			forever := metav1.NewTime(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))
+			o.Status.AcceptedSecrets = append(o.Status.AcceptedSecrets, m2mv1alpha1.AcceptedSecret{
+				Hash: credentials.Hash("the-tenant-knows-this-secret-0123456789"), CreatedAt: metav1.Now(), ExpiresAt: &forever,
+			})
+		},
+		"another namespace's client ID": func(o *m2mv1alpha1.M2MClient) { o.Status.ClientID = "m2m-victim-in-team-b" },
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			forged := obj.DeepCopy()
+			forge(forged)
+			err := tenant.Status().Update(ctx, forged)
+			if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "may write M2MClient status") {
+				t.Fatalf("status update: %v, want Forbidden by m2m-manager-writes-status", err)
+			}
+			base := obj.DeepCopy()
+			forged = obj.DeepCopy()
+			forge(forged)
+			if err := tenant.Status().Patch(ctx, forged, client.MergeFrom(base)); !apierrors.IsForbidden(err) {
+				t.Fatalf("status patch: %v, want Forbidden", err)
+			}
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/scheme"
@@ -83,4 +84,19 @@ func Tenant(t testing.TB, e *Env, ns string, grant Grant) client.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// ServiceAccount returns a client config that authenticates as the named ServiceAccount, with
+// the groups the API server gives one, so that tests run components under their real RBAC.
+func ServiceAccount(e *Env, ns, name string) (*rest.Config, error) {
+	u, err := e.AddUser(envtest.User{
+		Name:   "system:serviceaccount:" + ns + ":" + name,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	cfg := u.Config()
+	cfg.QPS, cfg.Burst = 500, 1000
+	return cfg, nil
 }
