@@ -203,8 +203,14 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		if obj.Status.ClientID == id {
 			obj.Status.ClientID = ""
 		}
+		// Name the holder only within the namespace: a condition never reveals another
+		// namespace's objects.
+		where := "another M2MClient in the cluster"
+		if holder.Namespace == obj.Namespace {
+			where = "M2MClient " + holder.Name + " in this namespace"
+		}
 		r.setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonDuplicateClientID,
-			fmt.Sprintf("client ID %q is already used by M2MClient %s/%s", id, holder.Namespace, holder.Name))
+			fmt.Sprintf("client ID %q is already used by %s", id, where))
 		return ctrl.Result{}, nil
 	}
 

@@ -30,6 +30,7 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 // Options say where the system's files are and how it is reached.
@@ -105,7 +106,22 @@ func (s *System) start() error {
 	if err := s.Client.Create(context.Background(), ns); err != nil {
 		return err
 	}
-	mgr, err := operator.NewManager(s.Config, operator.Options{IssuerURL: s.IssuerURL, SkipNameValidation: s.SkipNameValidation})
+	// As in a cluster: the RBAC and admission policies of config/, and each component as its
+	// ServiceAccount (only the manager's may write M2MClient status).
+	for _, dir := range []string{"rbac", "admission"} {
+		if err := manifests.Create(context.Background(), s.Client, filepath.Join(s.Root, "config", dir)); err != nil {
+			return err
+		}
+	}
+	managerConfig, err := testenv.ServiceAccount(s.env, ns.Name, "m2m-manager")
+	if err != nil {
+		return err
+	}
+	tokenServerConfig, err := testenv.ServiceAccount(s.env, ns.Name, "m2m-token-server")
+	if err != nil {
+		return err
+	}
+	mgr, err := operator.NewManager(managerConfig, operator.Options{IssuerURL: s.IssuerURL, SkipNameValidation: s.SkipNameValidation})
 	if err != nil {
 		return err
 	}
@@ -123,7 +139,7 @@ func (s *System) start() error {
 		return fmt.Errorf("the token server cannot listen on %s (is another make dev running?): %w", u.Host, err)
 	}
 	go func() {
-		s.done <- tokenserver.Run(ctx, s.Config, tokenserver.Options{
+		s.done <- tokenserver.Run(ctx, tokenServerConfig, tokenserver.Options{
 			IssuerURL:        s.IssuerURL,
 			DefaultAudience:  s.DefaultAudience,
 			Listener:         ln,

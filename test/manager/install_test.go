@@ -81,7 +81,7 @@ func TestInAnotherNamespaceOnlyThatInstallsManagerMayWriteStatus(t *testing.T) {
 			t.Fatalf("%s %s/%s: %v", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
 		}
 	}
-	cfg, err := testenv.ServiceAccount(e, installNS, "m2m-manager")
+	cfg, err := testenv.ServiceAccount(e.Environment, installNS, "m2m-manager")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if managerConfig, err = testenv.ServiceAccount(e, "m2m-system", "m2m-manager"); err != nil {
+	if managerConfig, err = testenv.ServiceAccount(e.Environment, "m2m-system", "m2m-manager"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

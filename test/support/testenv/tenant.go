@@ -88,7 +88,7 @@ func Tenant(t testing.TB, e *Env, ns string, grant Grant) client.Client {
 
 // ServiceAccount returns a client config that authenticates as the named ServiceAccount, with
 // the groups the API server gives one, so that tests run components under their real RBAC.
-func ServiceAccount(e *Env, ns, name string) (*rest.Config, error) {
+func ServiceAccount(e *envtest.Environment, ns, name string) (*rest.Config, error) {
 	u, err := e.AddUser(envtest.User{
 		Name:   "system:serviceaccount:" + ns + ":" + name,
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
