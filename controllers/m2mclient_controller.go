@@ -62,15 +62,18 @@ type M2MClientReconciler struct {
 	// IssuerURL is the token server's issuer; the Secret's issuer and token_url derive from it.
 	IssuerURL string
 
-	// pending holds, by M2MClient UID, a secret whose hash is accepted but whose Secret write has
+	// pending holds, by M2MClient namespace and name, a secret whose hash is accepted but whose Secret write has
 	// not succeeded yet, so that a retry writes the same secret instead of accepting another hash
 	// each time (status would grow until it could not be written). It lives in memory only: after
 	// a restart, the unwritten hash merely expires (ActionResumeRotation).
 	pending sync.Map
 }
 
-// pendingSecret is a secret issued and accepted but not yet written.
-type pendingSecret struct{ hash, value string }
+// pendingSecret is a secret issued and accepted but not yet written, for the object of uid.
+type pendingSecret struct {
+	uid         types.UID
+	hash, value string
+}
 
 // +kubebuilder:rbac:groups=m2m.dev,resources=m2mclients,verbs=get;list;watch
 // +kubebuilder:rbac:groups=m2m.dev,resources=m2mclients/status,verbs=get;update;patch
@@ -135,9 +138,13 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 	obj := &m2mv1alpha1.M2MClient{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.pending.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !obj.DeletionTimestamp.IsZero() {
+		r.pending.Delete(req.NamespacedName)
 		// The Secret has an owner reference; the garbage collector deletes it.
 		return ctrl.Result{}, nil
 	}
@@ -296,10 +303,11 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 	if err := p.patch(ctx); err != nil {
 		return nil, err
 	}
-	r.pending.Store(obj.UID, pendingSecret{hash: credentials.Hash(value), value: value})
+	key := client.ObjectKeyFromObject(obj)
+	r.pending.Store(key, pendingSecret{uid: obj.UID, hash: credentials.Hash(value), value: value})
 	written, err := r.writeSecret(ctx, obj, secret, id, value)
 	if secret == nil && apierrors.IsAlreadyExists(err) {
-		r.pending.Delete(obj.UID)
+		r.pending.Delete(key)
 		// The secret was written nowhere, so its hash can go again.
 		obj.Status.AcceptedSecrets = before.AcceptedSecrets
 		obj.Status.LastRotationTrigger, obj.Status.LastRotateAnnotation = before.LastRotationTrigger, before.LastRotateAnnotation
@@ -311,7 +319,7 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 	if err != nil {
 		return nil, r.secretWriteFailed(obj, err)
 	}
-	r.pending.Delete(obj.UID)
+	r.pending.Delete(key)
 	r.completeRotation(obj, value, now)
 	switch {
 	case first:
@@ -328,14 +336,15 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 // pendingOrNew returns the secret of an earlier attempt whose hash status still accepts without
 // expiry (its write failed), else a new one.
 func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient) (string, error) {
-	if v, ok := r.pending.Load(obj.UID); ok {
+	key := client.ObjectKeyFromObject(obj)
+	if v, ok := r.pending.Load(key); ok {
 		pend := v.(pendingSecret)
 		for _, e := range obj.Status.AcceptedSecrets {
-			if e.Hash == pend.hash && e.ExpiresAt == nil {
+			if pend.uid == obj.UID && e.Hash == pend.hash && e.ExpiresAt == nil {
 				return pend.value, nil
 			}
 		}
-		r.pending.Delete(obj.UID)
+		r.pending.Delete(key)
 	}
 	return credentials.NewSecret()
 }

@@ -26,10 +26,13 @@ var ReservedClaims = []string{
 	"sid", "nonce", "typ", "token_type", "client_assertion",
 }
 
-// IsReservedClaim reports whether name equals a reserved claim ignoring case.
+// IsReservedClaim reports whether name equals a reserved claim ignoring case, including the
+// non-ASCII letters that some decoders fold into ASCII ones: Go's encoding/json folds "ſ" (long s)
+// to "s" and the Kelvin sign "K" to "k"; Java's equalsIgnoreCase folds "ı" and "İ" to "i".
 func IsReservedClaim(name string) bool {
+	folded := strings.ToLower(strings.NewReplacer("ſ", "s", "\u212a", "k", "ı", "i", "İ", "i").Replace(name))
 	for _, r := range ReservedClaims {
-		if strings.EqualFold(name, r) {
+		if folded == r {
 			return true
 		}
 	}

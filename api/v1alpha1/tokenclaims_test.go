@@ -41,6 +41,7 @@ func TestTheAdmissionPolicyReservesTheClaimsTheTokenServerDrops(t *testing.T) {
 func TestIsReservedClaimIgnoresCase(t *testing.T) {
 	for name, want := range map[string]bool{
 		"sub": true, "SUB": true, "Client_ID": true, "EXP": true, "Scope": true, "cNf": true,
+		"ſub": true, "ſcope": true, "to\u212Aen_type": true, "clıent_ıd": true, "İss": true,
 		"team": false, "subject": false, "client-id": false, "": false,
 	} {
 		if got := IsReservedClaim(name); got != want {

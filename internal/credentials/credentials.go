@@ -97,12 +97,13 @@ func StrengthProblem(secret string) string {
 
 // EstimatedBits is an upper estimate of a secret's strength in bits, as if each character but the
 // last four (which status shows as lastFour) were drawn at random: the number of those characters
-// times log2 of the alphabet, where the alphabet is the smaller of the character classes the
-// secret uses (26 lower, 26 upper, 10 digits, 33 other printable ASCII, 128 for any non-ASCII)
-// and the number of distinct characters it holds. A 43-character generated secret scores about
-// 190 bits; 32 hex digits (128 random bits) score 112, since four of them are shown; a repeated
-// pattern scores what its few distinct characters allow. Words and other structure are not
-// detected: the estimate only refuses, it never proves a secret random.
+// that are new, times log2 of the alphabet. A character is new unless it ends a run of four that
+// appeared before, so a repeated pattern counts once. The alphabet is the smaller of the character
+// classes the secret uses (26 lower, 26 upper, 10 digits, 33 other printable ASCII, 128 for any
+// non-ASCII) and the number of distinct characters it holds. A 43-character generated secret
+// scores about 190 bits; 32 hex digits (128 random bits) score 112, since four of them are shown;
+// "password" six times scores about 45. Words are not detected: the estimate refuses the
+// obviously weak, it never proves a secret random.
 func EstimatedBits(secret string) float64 {
 	runes := []rune(secret)
 	if len(runes) <= 4 {
@@ -111,7 +112,15 @@ func EstimatedBits(secret string) float64 {
 	counted := runes[:len(runes)-4]
 	var lower, upper, digit, other, nonASCII bool
 	distinct := map[rune]bool{}
-	for _, r := range counted {
+	seen := map[string]bool{}
+	fresh := 0
+	for i, r := range counted {
+		if i < 3 {
+			fresh++
+		} else if run := string(counted[i-3 : i+1]); !seen[run] {
+			seen[run] = true
+			fresh++
+		}
 		distinct[r] = true
 		switch {
 		case r >= 'a' && r <= 'z':
@@ -139,7 +148,7 @@ func EstimatedBits(secret string) float64 {
 	if alphabet < 2 {
 		return 0
 	}
-	return float64(len(counted)) * math.Log2(float64(alphabet))
+	return float64(fresh) * math.Log2(float64(alphabet))
 }
 
 // Accepted reports whether entry accepts a secret at now: when it has no expiry or expires

@@ -125,11 +125,14 @@ func TestAnAdoptedSecretMustHaveAnEstimated128Bits(t *testing.T) {
 		ok     bool
 	}{
 		"32 hex digits (128 bits, of which 16 are shown) are refused": {"0123456789abcdef0123456789abcdef", false},
-		"64 hex digits are accepted":                                  {"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", true},
+		"64 random hex digits are accepted":                           {"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", true},
 		"one character repeated is refused":                           {strings.Repeat("a", 64), false},
 		"a two-character pattern is refused":                          {strings.Repeat("ab", 40), false},
 		"a sentence of lower-case words is refused":                   {"correcthorsebatterystaplecorrecthorse", false},
 		"base64 of 32 random bytes is accepted":                       {"q83vEjRWeJq8nt7wESIzRFVmd4iZqrvM3e7/ABEiM0Q=", true},
+		"a 16-character pattern four times is refused":                {strings.Repeat("0123456789abcdef", 4), false},
+		"a word six times and digits is refused":                      {strings.Repeat("password", 6) + "12", false},
+		"a phrase twice is refused":                                   {strings.Repeat("correcthorsebatterystaple", 2), false},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			problem := StrengthProblem(tc.secret)

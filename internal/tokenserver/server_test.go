@@ -523,6 +523,7 @@ func TestReservedClaimNamesInAnyCaseNeverReachAToken(t *testing.T) {
 		"SUB": {Raw: []byte(`"m2m-victim"`)}, "Client_ID": {Raw: []byte(`"m2m-victim"`)},
 		"EXP": {Raw: []byte(`4102444800`)}, "Scope": {Raw: []byte(`"admin:*"`)},
 		"Iss": {Raw: []byte(`"https://evil.example.com"`)}, "team": {Raw: []byte(`"billing"`)},
+		"ſcope": {Raw: []byte(`"admin:*"`)}, // Go's decoder folds the long s into "scope"
 	}
 	f := serve(t, signingkeys.ES256, mapClients{goodID: sneaky})
 	_, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)})

@@ -27,7 +27,8 @@ func TestATenantCannotSetAReservedClaimInAnyCase(t *testing.T) {
 		t.Run(string(grant), func(t *testing.T) {
 			ns := namespace(t)
 			tenant := testenv.Tenant(t, env, ns, grant)
-			for _, bad := range []string{`{"SUB":"m2m-victim"}`, `{"Client_ID":"m2m-victim"}`, `{"EXP":4102444800}`, `{"Scope":"admin:*"}`, `{"team":"a","sub":"x"}`} {
+			for _, bad := range []string{`{"SUB":"m2m-victim"}`, `{"Client_ID":"m2m-victim"}`, `{"EXP":4102444800}`, `{"Scope":"admin:*"}`, `{"team":"a","sub":"x"}`,
+				`{"ſub":"m2m-victim"}`, `{"to\u212Aen_type":"x"}`, `{"clıent_ıd":"m2m-victim"}`, `{"İss":"x"}`} {
 				obj := newClient(ns, "sneaky")
 				obj.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(bad))
 				if err := tenant.Create(ctx, obj); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "tokenClaims cannot set") {
