@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"io"
 	"os/exec"
@@ -15,12 +14,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
+	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 )
 
 // renderConfig renders a kustomize directory under config/ with the kubectl built with the
@@ -57,19 +56,11 @@ func renderChart(t *testing.T, args ...string) []byte {
 
 func decodeObjects(t *testing.T, rendered []byte) []*unstructured.Unstructured {
 	t.Helper()
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(rendered), 4096)
-	var out []*unstructured.Unstructured
-	for {
-		obj := &unstructured.Unstructured{}
-		if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
-			return out
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		if len(obj.Object) > 0 {
-			out = append(out, obj)
-		}
+	objs, err := manifests.Decode(rendered)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return objs
 }
 
 // containerArgs returns the args of a Deployment's container in rendered manifests.

@@ -31,20 +31,31 @@ func Read(dir string) ([]*unstructured.Unstructured, error) {
 		if err != nil {
 			return nil, err
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-		for {
-			obj := &unstructured.Unstructured{}
-			if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				return nil, fmt.Errorf("%s: %w", f, err)
-			}
-			if len(obj.Object) > 0 {
-				out = append(out, obj)
-			}
+		objs, err := Decode(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
 		}
+		out = append(out, objs...)
 	}
 	return out, nil
+}
+
+// Decode returns the objects of a stream of YAML or JSON documents, such as kustomize's output,
+// skipping empty ones.
+func Decode(data []byte) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		obj := &unstructured.Unstructured{}
+		if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
+			return out, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if len(obj.Object) > 0 {
+			out = append(out, obj)
+		}
+	}
 }
 
 // Create creates every object of dir.
