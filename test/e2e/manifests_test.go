@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -123,6 +124,7 @@ func TestTheProductionManifestsRenderAndAreAccepted(t *testing.T) {
 		"ValidatingAdmissionPolicy/m2m-reserved-token-claims", "ValidatingAdmissionPolicyBinding/m2m-reserved-token-claims",
 		"ValidatingAdmissionPolicy/m2m-manager-writes-status", "ValidatingAdmissionPolicyBinding/m2m-manager-writes-status",
 		"ValidatingAdmissionPolicy/m2m-namespace-scopes-and-audiences", "ClusterRole/m2m-m2mclient-editor", "ClusterRole/m2m-m2mclient-viewer",
+		"NetworkPolicy/m2m-token-server",
 	} {
 		if !slices.Contains(kinds, want) {
 			t.Errorf("config/default lacks %s; it has %v", want, kinds)
@@ -204,4 +206,36 @@ func TestTheAggregatedUserRolesNeverGrantStatus(t *testing.T) {
 	if len(want) > 0 {
 		t.Fatalf("config/default lacks %v", want)
 	}
+}
+
+// Any workload may reach the token port; only namespaces labelled as scrapers reach the metrics
+// port, whose series name clients and failure reasons.
+func TestTheTokenServersNetworkPolicyOpensMetricsToScrapersOnly(t *testing.T) {
+	for _, obj := range decodeObjects(t, renderConfig(t, "default")) {
+		if obj.GetKind() != "NetworkPolicy" || obj.GetName() != "m2m-token-server" {
+			continue
+		}
+		np := &networkingv1.NetworkPolicy{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, np); err != nil {
+			t.Fatal(err)
+		}
+		for _, rule := range np.Spec.Ingress {
+			for _, p := range rule.Ports {
+				switch p.Port.String() {
+				case "http":
+					if len(rule.From) != 0 {
+						t.Errorf("the token port is limited to %v", rule.From)
+					}
+				case "metrics":
+					if len(rule.From) != 1 || rule.From[0].NamespaceSelector == nil || rule.From[0].NamespaceSelector.MatchLabels["m2m.dev/metrics-scraper"] != "true" || rule.From[0].PodSelector != nil {
+						t.Errorf("the metrics port is open to %v", rule.From)
+					}
+				default:
+					t.Errorf("the policy opens port %s", p.Port.String())
+				}
+			}
+		}
+		return
+	}
+	t.Fatal("config/default has no NetworkPolicy for the token server")
 }
