@@ -213,6 +213,8 @@ func TestASecretTheOperatorDoesNotOwnIsNeverOverwritten(t *testing.T) {
 
 func TestALaterClientClaimingATakenClientIDIsRefusedUntilTheFirstIsGone(t *testing.T) {
 	ns1, ns2 := namespace(t), namespace(t)
+	allowImports(t, ns1)
+	allowImports(t, ns2)
 	first := newClient(ns1, "first")
 	first.Spec.ClientID = "imported-client-42"
 	create(t, first)
@@ -348,6 +350,7 @@ func TestEventsAreEmittedOnTransitionsOnly(t *testing.T) {
 
 func TestTheAPIServerRejectsInvalidClients(t *testing.T) {
 	ns := namespace(t)
+	allowImports(t, ns)
 	scopes := make([]m2mv1alpha1.Scope, 101)
 	for i := range scopes {
 		scopes[i] = m2mv1alpha1.Scope(fmt.Sprintf("s%d", i))

@@ -87,6 +87,30 @@ func run(m *testing.M) int {
 // namespace creates a namespace of its own for one test.
 func namespace(t *testing.T) string { return testenv.Namespace(t, env.Client) }
 
+// allowImports marks ns as an admin would, so that its clients may import a spec.clientID
+// (m2m-client-id-import), and waits until admission sees the mark.
+func allowImports(t *testing.T, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	obj := &corev1.Namespace{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: ns}, obj); err != nil {
+		t.Fatal(err)
+	}
+	base := obj.DeepCopy()
+	if obj.Annotations == nil {
+		obj.Annotations = map[string]string{}
+	}
+	obj.Annotations["m2m.dev/allow-client-id-import"] = "true"
+	if err := env.Client.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	probe := newClient(ns, "import-probe")
+	probe.Spec.ClientID = "import-probe-id"
+	testenv.Eventually(t, wait, func() error {
+		return env.Client.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+	})
+}
+
 func newClient(ns, name string) *m2mv1alpha1.M2MClient {
 	return &m2mv1alpha1.M2MClient{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},

@@ -224,3 +224,33 @@ func TestATenantWhoMayWriteStatusCannotForgeCredentials(t *testing.T) {
 		})
 	}
 }
+
+// A tenant cannot claim a chosen client ID (one that resource servers may already trust) unless
+// an admin marked its namespace for imports; it may still pin the ID the manager generated.
+func TestATenantImportsAClientIDOnlyWhereAnAdminAllowsIt(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantStatus)
+	squatter := newClient(ns, "squatter")
+	squatter.Spec.ClientID = "legacy-billing-prod"
+	err := tenant.Create(ctx, squatter)
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "m2m.dev/allow-client-id-import") {
+		t.Fatalf("importing into an unmarked namespace: %v, want Forbidden naming the annotation", err)
+	}
+
+	// Pinning its own generated ID is not an import.
+	if err := tenant.Create(ctx, newClient(ns, "pinned")); err != nil {
+		t.Fatal(err)
+	}
+	obj := waitReady(t, ns, "pinned", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	base := obj.DeepCopy()
+	obj.Spec.ClientID = obj.Status.ClientID
+	if err := tenant.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
+		t.Fatalf("pinning the generated ID: %v", err)
+	}
+
+	allowImports(t, ns)
+	if err := tenant.Create(ctx, squatter); err != nil {
+		t.Fatalf("importing into a marked namespace: %v", err)
+	}
+}
