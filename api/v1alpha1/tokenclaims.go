@@ -26,11 +26,15 @@ var ReservedClaims = []string{
 	"sid", "nonce", "typ", "token_type", "client_assertion",
 }
 
+// claimFolds maps the non-ASCII letters that decoders fold into ASCII ones; the token server asks
+// IsReservedClaim for every custom claim of every token, so it is built once.
+var claimFolds = strings.NewReplacer("ſ", "s", "\u212a", "k", "ı", "i", "İ", "i")
+
 // IsReservedClaim reports whether name equals a reserved claim ignoring case, including the
 // non-ASCII letters that some decoders fold into ASCII ones: Go's encoding/json folds "ſ" (long s)
 // to "s" and the Kelvin sign "K" to "k"; Java's equalsIgnoreCase folds "ı" and "İ" to "i".
 func IsReservedClaim(name string) bool {
-	folded := strings.ToLower(strings.NewReplacer("ſ", "s", "\u212a", "k", "ı", "i", "İ", "i").Replace(name))
+	folded := strings.ToLower(claimFolds.Replace(name))
 	for _, r := range ReservedClaims {
 		if folded == r {
 			return true

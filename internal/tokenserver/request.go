@@ -135,8 +135,11 @@ func parseJSON(body []byte) (*tokenRequest, *oauthError) {
 	req := &tokenRequest{}
 	_, req.secretGiven = params["client_secret"]
 	var scope string
-	for name, dst := range map[string]*string{"client_id": &req.clientID, "client_secret": &req.clientSecret, "grant_type": &req.grantType, "token": &req.token, "scope": &scope} {
-		if *dst, bad = str(name); bad != nil {
+	for _, p := range [...]struct {
+		name string
+		dst  *string
+	}{{"client_id", &req.clientID}, {"client_secret", &req.clientSecret}, {"grant_type", &req.grantType}, {"token", &req.token}, {"scope", &scope}} {
+		if *p.dst, bad = str(p.name); bad != nil {
 			return nil, bad
 		}
 	}
