@@ -15,9 +15,7 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -102,23 +100,13 @@ func (s *System) start() error {
 	if s.Client, err = client.New(s.Config, client.Options{Scheme: scheme.New()}); err != nil {
 		return err
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: signingkeys.DefaultSecret.Namespace}}
-	if err := s.Client.Create(context.Background(), ns); err != nil {
-		return err
-	}
 	// As in a cluster: the RBAC and admission policies of config/, and each component as its
 	// ServiceAccount (only the manager's may write M2MClient status).
-	for _, dir := range []string{"rbac", "admission"} {
-		if err := manifests.Create(context.Background(), s.Client, filepath.Join(s.Root, "config", dir)); err != nil {
-			return err
-		}
-	}
-	managerConfig, err := testenv.ServiceAccount(s.env, ns.Name, "m2m-manager")
+	managerConfig, tokenServerConfig, err := testenv.InstallRBAC(context.Background(), s.env, s.Client, s.Root)
 	if err != nil {
 		return err
 	}
-	tokenServerConfig, err := testenv.ServiceAccount(s.env, ns.Name, "m2m-token-server")
-	if err != nil {
+	if err := manifests.Create(context.Background(), s.Client, filepath.Join(s.Root, "config", "admission")); err != nil {
 		return err
 	}
 	mgr, err := operator.NewManager(managerConfig, operator.Options{IssuerURL: s.IssuerURL, SkipNameValidation: s.SkipNameValidation})

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -26,7 +24,6 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
-	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -63,20 +60,7 @@ func run(m *testing.M) int {
 	defer func() { _ = e.Stop() }()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "m2m-system"}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-
-	if err := manifests.Create(ctx, e.Client, filepath.Join(controlplane.Root(), "config", "rbac")); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if managerConfig, err = testenv.ServiceAccount(e.Environment, "m2m-system", "m2m-manager"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if tokenServerConfig, err = testenv.ServiceAccount(e.Environment, "m2m-system", "m2m-token-server"); err != nil {
+	if managerConfig, tokenServerConfig, err = testenv.InstallRBAC(ctx, e.Environment, e.Client, controlplane.Root()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

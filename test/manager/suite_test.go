@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,7 +19,6 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
-	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -49,16 +47,7 @@ func run(m *testing.M) int {
 	}
 	env = e
 	defer func() { _ = e.Stop() }()
-	if err := e.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "m2m-system"}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-
-	if err := manifests.Create(context.Background(), e.Client, filepath.Join(controlplane.Root(), "config", "rbac")); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if managerConfig, err = testenv.ServiceAccount(e.Environment, "m2m-system", "m2m-manager"); err != nil {
+	if managerConfig, _, err = testenv.InstallRBAC(context.Background(), e.Environment, e.Client, controlplane.Root()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,6 +20,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 )
@@ -99,4 +101,24 @@ func ServiceAccount(e *envtest.Environment, ns, name string) (*rest.Config, erro
 	cfg := u.Config()
 	cfg.QPS, cfg.Burst = 500, 1000
 	return cfg, nil
+}
+
+// InstallRBAC creates the operator's namespace and the RBAC of root/config/rbac, and returns client
+// configs that authenticate as the manager's and the token server's ServiceAccounts, so that the
+// components run under the RBAC that ships.
+func InstallRBAC(ctx context.Context, e *envtest.Environment, c client.Client, root string) (manager, tokenServer *rest.Config, err error) {
+	ns := signingkeys.DefaultSecret.Namespace
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, nil, err
+	}
+	if err := manifests.Create(ctx, c, filepath.Join(root, "config", "rbac")); err != nil {
+		return nil, nil, err
+	}
+	if manager, err = ServiceAccount(e, ns, "m2m-manager"); err != nil {
+		return nil, nil, err
+	}
+	if tokenServer, err = ServiceAccount(e, ns, "m2m-token-server"); err != nil {
+		return nil, nil, err
+	}
+	return manager, tokenServer, nil
 }
