@@ -15,25 +15,12 @@ cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/m2m-operator/k8s"
 dest="$cache_root/${KUBE_VERSION}-etcd-${ETCD_VERSION}"
 
 complete() {
-  [ -x "$1/kube-apiserver" ] && [ -x "$1/etcd" ] && [ -x "$1/kubectl" ]
+  [ -x "$dest/kube-apiserver" ] && [ -x "$dest/etcd" ] && [ -x "$dest/kubectl" ]
 }
 
-if complete "$dest"; then
-  echo "$dest"
-  exit 0
-fi
-
-mkdir -p "$cache_root"
-# One build at a time per cache: a second caller waits, then finds the finished directory.
-exec 9>"$cache_root/.lock"
-flock 9
-if complete "$dest"; then
-  echo "$dest"
-  exit 0
-fi
-
-work="$(mktemp -d "$cache_root/.build.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=hack/cache.sh
+. "$(dirname "$0")/cache.sh"
+cache_enter "$cache_root" complete "$dest"
 
 echo "building kube-apiserver and kubectl $KUBE_VERSION and etcd $ETCD_VERSION into $dest (cold build: several minutes)" >&2
 

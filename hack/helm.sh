@@ -10,21 +10,13 @@ HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/m2m-operator/helm"
 dest="$cache_root/$HELM_VERSION"
 
-if [ -x "$dest/helm" ]; then
-  echo "$dest/helm"
-  exit 0
-fi
+complete() {
+  [ -x "$dest/helm" ]
+}
 
-mkdir -p "$cache_root"
-exec 9>"$cache_root/.lock"
-flock 9
-if [ -x "$dest/helm" ]; then
-  echo "$dest/helm"
-  exit 0
-fi
-
-work="$(mktemp -d "$cache_root/.build.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=hack/cache.sh
+. "$(dirname "$0")/cache.sh"
+cache_enter "$cache_root" complete "$dest/helm"
 echo "building helm $HELM_VERSION into $dest (cold build: about two minutes)" >&2
 # `go install pkg@version` builds in module-aware mode outside this repository's go.mod.
 version_pkg="helm.sh/helm/v3/internal/version"
