@@ -3,8 +3,10 @@ package devenv
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,11 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 // startReady starts a system with o (assets and root filled in), waits until its samples are
@@ -170,4 +175,48 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 		t.Fatalf("%s is still taken after stopping: %v", addr, err)
 	}
 	l.Close()
+}
+
+// `make dev DEFAULT_AUDIENCE=…` reaches the token server: the system says which default audience
+// it uses, and a client with no spec.audiences gets tokens for it.
+func TestTheDevSystemUsesTheDefaultAudienceItIsGiven(t *testing.T) {
+	var out bytes.Buffer
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := "http://" + l.Addr().String()
+	l.Close()
+	const aud = "https://dev.example.com"
+	sys, clients, _ := startReady(t, Options{StateDir: t.TempDir(), IssuerURL: issuer, DefaultAudience: aud, Out: &out})
+	sys.PrintNextSteps(clients)
+	if !strings.Contains(out.String(), "default aud:   "+aud) {
+		t.Fatalf("the printed steps do not name the default audience:\n%s", out.String())
+	}
+	ctx := context.Background()
+	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "no-audience"}}
+	if err := sys.Client.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, time.Minute, func() error {
+		if err := sys.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		s := &corev1.Secret{}
+		if err := sys.Client.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: obj.Status.SecretName}, s); err != nil {
+			return err
+		}
+		resp, err := testenv.ClientCredentials(ctx, http.DefaultClient, issuer, string(s.Data[m2mv1alpha1.SecretKeyClientID]), string(s.Data[m2mv1alpha1.SecretKeyClientSecret]))
+		if err != nil || resp.AccessToken == "" {
+			return fmt.Errorf("no token yet: %v %s", err, resp.Raw)
+		}
+		claims := jwt.MapClaims{}
+		if _, _, err := jwt.NewParser().ParseUnverified(resp.AccessToken, claims); err != nil {
+			return err
+		}
+		if got, _ := claims.GetAudience(); len(got) != 1 || got[0] != aud {
+			t.Fatalf("the token's aud is %v, want [%s]", got, aud)
+		}
+		return nil
+	})
 }
