@@ -91,11 +91,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	flags := pflag.NewFlagSet("kubectl m2m "+cmd, pflag.ContinueOnError)
 	flags.SetOutput(io.Discard)
 	var (
-		kube              *genericclioptions.ConfigFlags
-		scopes, audiences = new([]string), new([]string)
-		tokenURL, output  = new(string), new(string)
-		issuer            = new(string)
-		timeout           = new(time.Duration)
+		kube                     *genericclioptions.ConfigFlags
+		scopes, audiences        []string
+		tokenURL, output, issuer string
+		timeout                  time.Duration
 	)
 	if cmd != "verify" {
 		kube = genericclioptions.NewConfigFlags(true)
@@ -103,16 +102,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	switch cmd {
 	case "token":
-		flags.StringArrayVar(scopes, "scope", nil, "scope to request (repeatable)")
-		flags.StringArrayVar(audiences, "audience", nil, "audience to request (repeatable)")
-		flags.StringVar(tokenURL, "token-url", "", "token endpoint, instead of the Secret's token_url")
-		flags.StringVarP(output, "output", "o", "", "json prints the whole token response")
+		flags.StringArrayVar(&scopes, "scope", nil, "scope to request (repeatable)")
+		flags.StringArrayVar(&audiences, "audience", nil, "audience to request (repeatable)")
+		flags.StringVar(&tokenURL, "token-url", "", "token endpoint, instead of the Secret's token_url")
+		flags.StringVarP(&output, "output", "o", "", "json prints the whole token response")
 	case "rotate":
-		flags.DurationVar(timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
+		flags.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
 	case "verify":
-		flags.StringVar(issuer, "issuer", "", "issuer URL (required)")
-		flags.StringArrayVar(scopes, "scope", nil, "scope the token must have (repeatable)")
-		flags.StringArrayVar(audiences, "audience", nil, "audience the token must have")
+		flags.StringVar(&issuer, "issuer", "", "issuer URL (required)")
+		flags.StringArrayVar(&scopes, "scope", nil, "scope the token must have (repeatable)")
+		flags.StringArrayVar(&audiences, "audience", nil, "audience the token must have")
 	}
 	if err := flags.Parse(args[1:]); errors.Is(err, pflag.ErrHelp) {
 		_, err := fmt.Fprintf(stdout, "Usage:\n  %s\n\nFlags:\n%s", commands[i].usage, flags.FlagUsages())
@@ -126,10 +125,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	if cmd == "verify" {
-		if *issuer == "" {
+		if issuer == "" {
 			return fmt.Errorf("%w: verify needs --issuer", errUsage)
 		}
-		return verify(ctx, stdout, rest[0], *issuer, *scopes, *audiences)
+		return verify(ctx, stdout, rest[0], issuer, scopes, audiences)
 	}
 	cfg, err := kube.ToRESTConfig()
 	if err != nil {
@@ -146,9 +145,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	key := types.NamespacedName{Namespace: ns, Name: rest[0]}
 	switch cmd {
 	case "token":
-		return token(ctx, c, stdout, key, *scopes, *audiences, *tokenURL, *output)
+		return token(ctx, c, stdout, key, scopes, audiences, tokenURL, output)
 	case "rotate":
-		return rotate(ctx, c, stdout, key, *timeout)
+		return rotate(ctx, c, stdout, key, timeout)
 	case "describe":
 		return describe(ctx, c, stdout, key)
 	}
