@@ -62,8 +62,8 @@ type M2MClientReconciler struct {
 	// IssuerURL is the token server's issuer; the Secret's issuer and token_url derive from it.
 	IssuerURL string
 
-	// pending holds, by M2MClient namespace and name, a secret whose hash is accepted but whose Secret write has
-	// not succeeded yet, so that a retry writes the same secret instead of accepting another hash
+	// pending holds, by M2MClient namespace and name, a secret whose hash is accepted but whose
+	// Secret write has not succeeded yet, so that a retry writes the same secret instead of accepting another hash
 	// each time (status would grow until it could not be written). It lives in memory only: after
 	// a restart, the unwritten hash merely expires (ActionResumeRotation).
 	pending sync.Map
@@ -338,10 +338,11 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient) (string, error) {
 	key := client.ObjectKeyFromObject(obj)
 	if v, ok := r.pending.Load(key); ok {
-		pend := v.(pendingSecret)
-		for _, e := range obj.Status.AcceptedSecrets {
-			if pend.uid == obj.UID && e.Hash == pend.hash && e.ExpiresAt == nil {
-				return pend.value, nil
+		if pend := v.(pendingSecret); pend.uid == obj.UID {
+			for _, e := range obj.Status.AcceptedSecrets {
+				if e.Hash == pend.hash && e.ExpiresAt == nil {
+					return pend.value, nil
+				}
 			}
 		}
 		r.pending.Delete(key)
