@@ -54,16 +54,22 @@ func startReady(t *testing.T, o Options) (*System, []m2mv1alpha1.M2MClient, func
 	return sys, clients, stop
 }
 
-// The system behind `make dev` comes up with the samples Ready, the commands it prints get a
-// token when pasted into a shell, and stopping it leaves no kubeconfig pointing at closed ports.
-func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
-	var out bytes.Buffer
+// freeIssuer is an issuer URL on a loopback port that was free a moment ago.
+func freeIssuer(t *testing.T) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	issuer := "http://" + l.Addr().String()
-	l.Close()
+	defer l.Close()
+	return "http://" + l.Addr().String()
+}
+
+// The system behind `make dev` comes up with the samples Ready, the commands it prints get a
+// token when pasted into a shell, and stopping it leaves no kubeconfig pointing at closed ports.
+func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
+	var out bytes.Buffer
+	issuer := freeIssuer(t)
 	sys, clients, stop := startReady(t, Options{StateDir: t.TempDir(), IssuerURL: issuer, Out: &out})
 	ctx := context.Background()
 	if len(clients) == 0 {
@@ -181,12 +187,7 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 // it uses, and a client with no spec.audiences gets tokens for it.
 func TestTheDevSystemUsesTheDefaultAudienceItIsGiven(t *testing.T) {
 	var out bytes.Buffer
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer := "http://" + l.Addr().String()
-	l.Close()
+	issuer := freeIssuer(t)
 	const aud = "https://dev.example.com"
 	sys, clients, _ := startReady(t, Options{StateDir: t.TempDir(), IssuerURL: issuer, DefaultAudience: aud, Out: &out})
 	sys.PrintNextSteps(clients)
