@@ -3,6 +3,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,16 +23,20 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 const (
@@ -41,6 +47,10 @@ const (
 
 	// ClientIDIndex indexes M2MClients by the client ID they claim.
 	ClientIDIndex = "m2m.dev/client-id"
+
+	// BoundClientIndex indexes ClientIDBindings by the "namespace/name" of the M2MClient they
+	// bind an ID to.
+	BoundClientIndex = "m2m.dev/bound-client"
 
 	// conflictRetry is how soon a reconcile that lost an optimistic-lock race runs again.
 	conflictRetry = 100 * time.Millisecond
@@ -61,12 +71,22 @@ type M2MClientReconciler struct {
 	Clock     clock.PassiveClock
 	// IssuerURL is the token server's issuer; the Secret's issuer and token_url derive from it.
 	IssuerURL string
+	// KeySecret is the signing-key Secret, which also holds the keys that authenticate status.
+	KeySecret types.NamespacedName
+
+	// statusKeys caches the parsed status keys by the Secret's resourceVersion.
+	statusKeys atomic.Pointer[loadedStatusKeys]
 
 	// pending holds, by M2MClient namespace and name, a secret whose hash is accepted but whose
 	// Secret write has not succeeded yet, so that a retry writes the same secret instead of accepting another hash
 	// each time (status would grow until it could not be written). It lives in memory only: after
 	// a restart, the unwritten hash merely expires (ActionResumeRotation).
 	pending sync.Map
+}
+
+type loadedStatusKeys struct {
+	resourceVersion string
+	set             *statusmac.Set
 }
 
 // pendingSecret is a secret issued and accepted but not yet written, for the object of uid.
@@ -80,6 +100,9 @@ type pendingSecret struct {
 // +kubebuilder:rbac:groups=m2m.dev,resources=m2mclients/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// ClientIDBindings are cluster-scoped, so their rule is a ClusterRole of its own
+// (config/rbac/clientidbinding_role.yaml) that stays bound cluster-wide when the manager's other
+// rules are narrowed to namespaces.
 
 // ClientIDOf is the client ID an M2MClient claims, for the index: its status, else its spec.
 func ClientIDOf(obj *m2mv1alpha1.M2MClient) string {
@@ -99,12 +122,27 @@ func (r *M2MClientReconciler) SetupWithManager(mgr ctrl.Manager, opts controller
 	}); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &m2mv1alpha1.ClientIDBinding{}, BoundClientIndex, func(o client.Object) []string {
+		b := o.(*m2mv1alpha1.ClientIDBinding)
+		return []string{b.Spec.Namespace + "/" + b.Spec.Name}
+	}); err != nil {
+		return err
+	}
+	isKeySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetNamespace() == r.KeySecret.Namespace && o.GetName() == r.KeySecret.Name
+	})
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&m2mv1alpha1.M2MClient{}).
 		Owns(&corev1.Secret{}).
 		// When a client that holds a client ID goes away or changes, the clients that wait for
 		// that ID must look again.
 		Watches(&m2mv1alpha1.M2MClient{}, handler.EnqueueRequestsFromMapFunc(r.peersWithSameClientID)).
+		// A released binding frees its ID for the clients that wait for it, and a deleted binding
+		// of a live client is made again.
+		Watches(&m2mv1alpha1.ClientIDBinding{}, handler.EnqueueRequestsFromMapFunc(r.clientsOfBinding)).
+		// A new status key (or enforcement) means every status is sealed again.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.allClients),
+			builder.WithPredicates(isKeySecret, predicate.Funcs{UpdateFunc: statusKeysChanged})).
 		WithOptions(opts).
 		Named("m2mclient").
 		Complete(r)
@@ -132,7 +170,72 @@ func (r *M2MClientReconciler) peersWithSameClientID(ctx context.Context, o clien
 	return reqs
 }
 
-// Reconcile makes the Secret and status agree: fetch, deletion, client ID, Secret, expiry.
+func (r *M2MClientReconciler) clientsOfBinding(ctx context.Context, o client.Object) []reconcile.Request {
+	b, ok := o.(*m2mv1alpha1.ClientIDBinding)
+	if !ok {
+		return nil
+	}
+	reqs := []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: b.Spec.Namespace, Name: b.Spec.Name}}}
+	var list m2mv1alpha1.M2MClientList
+	if err := r.List(ctx, &list, client.MatchingFields{ClientIDIndex: b.Spec.ClientID}); err != nil {
+		return reqs
+	}
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+func (r *M2MClientReconciler) allClients(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list m2mv1alpha1.M2MClientList
+	if err := r.List(ctx, &list); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+// statusKeysChanged reports whether an update of the signing-key Secret changed the status keys.
+func statusKeysChanged(e event.UpdateEvent) bool {
+	oldS, ok1 := e.ObjectOld.(*corev1.Secret)
+	newS, ok2 := e.ObjectNew.(*corev1.Secret)
+	return !ok1 || !ok2 || !bytes.Equal(oldS.Data[statusmac.DataKey], newS.Data[statusmac.DataKey])
+}
+
+// errNoStatusKeys says that the status keys are not loaded yet; the reconcile is retried.
+var errNoStatusKeys = errors.New("the status keys are not in the signing-key Secret yet")
+
+// loadStatusKeys returns the status keys from the cached signing-key Secret.
+func (r *M2MClientReconciler) loadStatusKeys(ctx context.Context) (*statusmac.Set, error) {
+	secret := &corev1.Secret{}
+	if err := r.Get(ctx, r.KeySecret, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, errNoStatusKeys
+		}
+		return nil, err
+	}
+	if l := r.statusKeys.Load(); l != nil && l.resourceVersion == secret.ResourceVersion {
+		return l.set, nil
+	}
+	raw, ok := secret.Data[statusmac.DataKey]
+	if !ok {
+		return nil, errNoStatusKeys
+	}
+	set, err := statusmac.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if set.Active() == nil {
+		return nil, errNoStatusKeys
+	}
+	r.statusKeys.Store(&loadedStatusKeys{resourceVersion: secret.ResourceVersion, set: set})
+	return set, nil
+}
+
+// Reconcile makes the Secret and status agree: fetch, deletion, trust, client ID, Secret, expiry.
 func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	logger := log.FromContext(ctx)
 
@@ -149,7 +252,11 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, nil
 	}
 
-	p := &statusPatcher{client: r.Client, obj: obj, base: obj.DeepCopy()}
+	keys, err := r.loadStatusKeys(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	p := &statusPatcher{client: r.Client, obj: obj, base: obj.DeepCopy(), keys: keys}
 	readyBefore := meta.FindStatusCondition(obj.Status.Conditions, m2mv1alpha1.ConditionReady).DeepCopy()
 	defer func() {
 		obj.Status.ObservedGeneration = obj.Generation
@@ -175,49 +282,65 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}()
 
 	now := r.Clock.Now()
+	r.trust(ctx, obj, keys, now)
 	secret, err := r.getSecret(ctx, obj)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res, err = r.reconcileSecret(ctx, obj, p, secret, now)
+	res, err = r.reconcileSecret(ctx, obj, p, keys, secret, now)
 	if errors.Is(err, errUnseenSecret) {
 		// A Secret of that name exists that the cache does not hold; decide again with it.
 		if secret, err = r.directSecret(ctx, obj); err != nil {
 			return ctrl.Result{}, err
 		}
-		res, err = r.reconcileSecret(ctx, obj, p, secret, now)
+		res, err = r.reconcileSecret(ctx, obj, p, keys, secret, now)
 	}
 	return res, err
+}
+
+// trust keeps of obj's status what the manager vouches for (TrustStatus). What it discards was
+// written by someone else; the steps after it rebuild status as if it had been lost.
+func (r *M2MClientReconciler) trust(ctx context.Context, obj *m2mv1alpha1.M2MClient, keys *statusmac.Set, now time.Time) {
+	t := TrustStatus(obj, keys, now)
+	if t.ClientID != obj.Status.ClientID {
+		obj.Status.ClientIDMAC = ""
+	}
+	obj.Status.ClientID, obj.Status.AcceptedSecrets = t.ClientID, t.Entries
+	if t.Discarded > 0 {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, EventStatusDiscarded, "Authenticate",
+			"%d status field(s) the manager did not write (no valid MAC) were discarded; credentials are rebuilt from the client's binding and Secret", t.Discarded)
+	}
+	if t.Migrated > 0 {
+		log.FromContext(ctx).V(1).Info("authenticating status written before MACs", "entries", t.Migrated)
+	}
 }
 
 // errUnseenSecret says that creating the Secret failed because one of that name exists.
 var errUnseenSecret = errors.New("a Secret of that name exists outside the cache")
 
 // reconcileSecret resolves the client ID, decides what the Secret needs, and does it.
-func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient, p *statusPatcher, secret *corev1.Secret, now time.Time) (ctrl.Result, error) {
+func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient, p *statusPatcher, keys *statusmac.Set, secret *corev1.Secret, now time.Time) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
-	var err error
-	id := ResolveClientID(obj, secret)
-	if id == "" {
+	bound, err := r.boundIDs(ctx, obj)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	id, source := ResolveClientID(obj, secret, bound)
+	if source == IDNew {
 		if id, err = credentials.NewClientID(); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	if holder, err := r.earlierHolder(ctx, obj, id); err != nil {
+	// The binding exists before status names the ID, so that a crash between the two leaves
+	// an ID that is this client's, and never one that another client can still take.
+	if holder, err := r.claim(ctx, obj, keys, id); err != nil {
 		return ctrl.Result{}, err
-	} else if holder != nil {
-		// Withhold the ID from status so that the token server never sees two clients with it.
-		if obj.Status.ClientID == id {
-			obj.Status.ClientID = ""
-		}
-		// Name the holder only within the namespace: a condition never reveals another
-		// namespace's objects.
-		where := "another M2MClient in the cluster"
-		if holder.Namespace == obj.Namespace {
-			where = "M2MClient " + holder.Name + " in this namespace"
-		}
+	} else if holder != "" {
+		// Withhold the ID, and the secrets that went with it, from status, so that the token
+		// server never sees two clients with it.
+		obj.Status.ClientID, obj.Status.AcceptedSecrets = "", nil
 		r.setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonDuplicateClientID,
-			fmt.Sprintf("client ID %q is already used by %s", id, where))
+			fmt.Sprintf("client ID %q is bound to %s; an administrator can release it by deleting ClientIDBinding %s", id, holder, m2mv1alpha1.ClientIDBindingName(id)))
 		return ctrl.Result{}, nil
 	}
 
@@ -419,19 +542,88 @@ func (r *M2MClientReconciler) directSecret(ctx context.Context, obj *m2mv1alpha1
 	return secret, nil
 }
 
-// earlierHolder returns another M2MClient that claimed id before obj, if there is one.
-func (r *M2MClientReconciler) earlierHolder(ctx context.Context, obj *m2mv1alpha1.M2MClient, id string) (*m2mv1alpha1.M2MClient, error) {
+// boundIDs returns the client IDs that bindings give to obj's namespace and name, oldest first.
+func (r *M2MClientReconciler) boundIDs(ctx context.Context, obj *m2mv1alpha1.M2MClient) ([]string, error) {
+	var list m2mv1alpha1.ClientIDBindingList
+	if err := r.List(ctx, &list, client.MatchingFields{BoundClientIndex: obj.Namespace + "/" + obj.Name}); err != nil {
+		return nil, err
+	}
+	items := list.Items
+	slices.SortFunc(items, func(a, b m2mv1alpha1.ClientIDBinding) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	var ids []string
+	for _, b := range items {
+		if b.Name == m2mv1alpha1.ClientIDBindingName(b.Spec.ClientID) {
+			ids = append(ids, b.Spec.ClientID)
+		}
+	}
+	return ids, nil
+}
+
+// claim makes sure that id is bound to obj, creating the binding when the ID is free. It returns
+// "" when the ID is obj's, else who holds it, in words that name no object of another namespace.
+// An ID is free when no binding holds it and no other client's status holds it: an authenticated
+// status, or before enforcement, a status written by a version without bindings, whose holders
+// get their bindings on this version's first pass.
+func (r *M2MClientReconciler) claim(ctx context.Context, obj *m2mv1alpha1.M2MClient, keys *statusmac.Set, id string) (string, error) {
+	name := m2mv1alpha1.ClientIDBindingName(id)
+	b := &m2mv1alpha1.ClientIDBinding{}
+	err := r.Get(ctx, types.NamespacedName{Name: name}, b)
+	if err == nil {
+		return heldBy(obj, b, id), nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return "", err
+	}
 	var list m2mv1alpha1.M2MClientList
 	if err := r.List(ctx, &list, client.MatchingFields{ClientIDIndex: id}); err != nil {
-		return nil, err
+		return "", err
 	}
 	for i := range list.Items {
 		other := &list.Items[i]
-		if other.UID != obj.UID && other.DeletionTimestamp.IsZero() && Earlier(other, obj) {
-			return other, nil
+		if other.UID == obj.UID || !other.DeletionTimestamp.IsZero() || other.Status.ClientID != id {
+			continue
+		}
+		if !keys.Enforced() || keys.VerifyClientID(other) {
+			if other.Namespace == obj.Namespace {
+				return "M2MClient " + other.Name + " in this namespace", nil
+			}
+			return "another M2MClient", nil
 		}
 	}
-	return nil, nil
+	b = &m2mv1alpha1.ClientIDBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue}},
+		Spec:       m2mv1alpha1.ClientIDBindingSpec{ClientID: id, Namespace: obj.Namespace, Name: obj.Name},
+	}
+	err = r.Create(ctx, b)
+	if apierrors.IsAlreadyExists(err) {
+		// Another client took it first, or the cache had not seen the binding yet.
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Name: name}, b); err != nil {
+			return "", err
+		}
+		return heldBy(obj, b, id), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return "", nil
+}
+
+// heldBy is "" when b gives id to obj, else who holds it, naming only objects of obj's namespace.
+func heldBy(obj *m2mv1alpha1.M2MClient, b *m2mv1alpha1.ClientIDBinding, id string) string {
+	switch {
+	case b.Spec.ClientID != id:
+		return "another client ID whose binding has the same name"
+	case b.Binds(obj.Namespace, obj.Name):
+		return ""
+	case b.Spec.Namespace == obj.Namespace:
+		return "M2MClient " + b.Spec.Name + " in this namespace (which may have been deleted)"
+	}
+	return "another M2MClient (which may have been deleted)"
 }
 
 // writeSecret creates the Secret, or updates it when it differs from what it should hold. It
@@ -533,9 +725,15 @@ type statusPatcher struct {
 	client client.Client
 	obj    *m2mv1alpha1.M2MClient
 	base   *m2mv1alpha1.M2MClient
+	// keys seal what the manager writes: everything left in status when it patches is what it
+	// wrote or vouched for (Reconcile discards the rest first).
+	keys *statusmac.Set
 }
 
 func (p *statusPatcher) patch(ctx context.Context) error {
+	if err := p.keys.Seal(p.obj); err != nil {
+		return err
+	}
 	if equality.Semantic.DeepEqual(p.base.Status, p.obj.Status) {
 		return nil
 	}

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -10,6 +11,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 // SecretAction is what the reconciler does to bring the Secret and status.acceptedSecrets into
@@ -299,46 +301,94 @@ func Prune(entries []m2mv1alpha1.AcceptedSecret, now time.Time) (kept []m2mv1alp
 	return kept, removed, next
 }
 
-// ResolveClientID returns the client ID that obj should have, or "" when a new one must be
-// generated: the one in status, else spec.clientID, else, when status was lost, the one in the
-// client's own Secret.
-func ResolveClientID(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret) string {
+// IDSource says where ResolveClientID found a client ID.
+type IDSource string
+
+const (
+	// IDFromSpec: spec.clientID, an imported ID.
+	IDFromSpec IDSource = "Spec"
+	// IDFromStatus: status.clientID, which the manager authenticated (or, before enforcement, a
+	// status written by a version without MACs).
+	IDFromStatus IDSource = "Status"
+	// IDFromBinding: status was lost; a ClientIDBinding gives the ID to this namespace and name.
+	IDFromBinding IDSource = "Binding"
+	// IDNew: nothing names an ID; a new one is generated.
+	IDNew IDSource = "New"
+)
+
+// ResolveClientID returns the client ID that obj should have and where it comes from: spec.clientID,
+// else status.clientID, else, when status was lost, an ID that a ClientIDBinding already gives
+// to obj's namespace and name (bound, oldest first): the one the client's own Secret names if it
+// is one of them, else the newest. Only bindings are trusted here: a tenant can write its own
+// Secret, so an ID found only there could be another namespace's. "" and IDNew mean a new ID.
+func ResolveClientID(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, bound []string) (string, IDSource) {
 	switch {
 	case obj.Spec.ClientID != "":
-		return obj.Spec.ClientID
+		return obj.Spec.ClientID, IDFromSpec
 	case obj.Status.ClientID != "":
-		return obj.Status.ClientID
-	case secret != nil && OwnedBy(secret, obj) && len(obj.Status.AcceptedSecrets) == 0:
-		if id := string(secret.Data[m2mv1alpha1.SecretKeyClientID]); validClientID(id) {
-			return id
+		return obj.Status.ClientID, IDFromStatus
+	case len(bound) > 0:
+		if secret != nil && OwnedBy(secret, obj) {
+			if id := string(secret.Data[m2mv1alpha1.SecretKeyClientID]); slices.Contains(bound, id) {
+				return id, IDFromBinding
+			}
 		}
+		return bound[len(bound)-1], IDFromBinding
 	}
-	return ""
+	return "", IDNew
 }
 
-func validClientID(id string) bool {
-	if id == "" || len(id) > 128 {
-		return false
-	}
-	for _, c := range id {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '~' || c == '-'
-		if !ok {
-			return false
-		}
-	}
-	return true
+// StatusTrust is what the manager keeps of the status it read: what it can vouch for.
+type StatusTrust struct {
+	// ClientID is status.clientID when it is kept, else "".
+	ClientID string
+	// Entries are the accepted entries that are kept.
+	Entries []m2mv1alpha1.AcceptedSecret
+	// Discarded counts what was dropped (the client ID counts as one): fields the manager did
+	// not write, which it treats as lost status.
+	Discarded int
+	// Migrated counts entries kept without a valid MAC because enforcement has not started
+	// (an upgrade from a version without MACs).
+	Migrated int
 }
 
-// Earlier reports whether a claimed a client ID before b: the older object wins, and of two
-// created in the same second, the one whose namespace/name sorts first.
-func Earlier(a, b *m2mv1alpha1.M2MClient) bool {
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+// TrustStatus decides which of obj's status the manager vouches for at now. Once the status keys
+// are enforced, only what carries a valid MAC: anything else was written by someone else and is
+// treated as lost. Before that (an upgrade), it takes over what the previous version wrote, as
+// the token server of that version accepted it: a secret in its grace period, whose plaintext is
+// gone and cannot be proven, stays accepted at most one grace period from now.
+func TrustStatus(obj *m2mv1alpha1.M2MClient, keys *statusmac.Set, now time.Time) StatusTrust {
+	st := &obj.Status
+	if !keys.Enforced() {
+		t := StatusTrust{ClientID: st.ClientID}
+		latest := metav1.NewTime(now.Add(GracePeriod(obj)).Truncate(time.Second))
+		for i := range st.AcceptedSecrets {
+			e := st.AcceptedSecrets[i]
+			if st.ClientID == "" || !keys.VerifyEntry(obj, &e) {
+				t.Migrated++
+				if e.ExpiresAt != nil && e.ExpiresAt.After(latest.Time) {
+					e.ExpiresAt = latest.DeepCopy()
+				}
+			}
+			t.Entries = append(t.Entries, e)
+		}
+		return t
 	}
-	if a.Namespace != b.Namespace {
-		return a.Namespace < b.Namespace
+	if st.ClientID == "" {
+		return StatusTrust{Discarded: len(st.AcceptedSecrets)}
 	}
-	return a.Name < b.Name
+	if !keys.VerifyClientID(obj) {
+		return StatusTrust{Discarded: 1 + len(st.AcceptedSecrets)}
+	}
+	t := StatusTrust{ClientID: st.ClientID}
+	for i := range st.AcceptedSecrets {
+		if keys.VerifyEntry(obj, &st.AcceptedSecrets[i]) {
+			t.Entries = append(t.Entries, st.AcceptedSecrets[i])
+		} else {
+			t.Discarded++
+		}
+	}
+	return t
 }
 
 // RotationReason says why a rotation is due.

@@ -11,6 +11,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 var (
@@ -261,39 +262,80 @@ func TestResolveClientID(t *testing.T) {
 	withSpec.Spec.ClientID = "imported"
 	withStatus := clientWith(entry(current, nil))
 	lost := clientWith()
-	badID := ownedSecret(current)
-	badID.Data[m2mv1alpha1.SecretKeyClientID] = []byte("not a valid/id")
+	younger := ownedSecret(current)
+	younger.Data[m2mv1alpha1.SecretKeyClientID] = []byte("m2m-someone-elses")
 	for sentence, tc := range map[string]struct {
 		obj    *m2mv1alpha1.M2MClient
 		secret *corev1.Secret
+		bound  []string
 		want   string
+		source IDSource
 	}{
-		"an imported client ID in the spec wins":                         {withSpec, ownedSecret(current), "imported"},
-		"the client ID in status is kept":                                {withStatus, nil, "m2m-id"},
-		"a lost status takes the client ID from the client's own Secret": {lost, ownedSecret(current), "m2m-id"},
-		"a Secret with an invalid client_id is not trusted":              {lost, badID, ""},
-		"a new client gets a generated ID":                               {clientWith(), nil, ""},
+		"an imported client ID in the spec wins":                                    {withSpec, ownedSecret(current), nil, "imported", IDFromSpec},
+		"the client ID in status is kept":                                           {withStatus, nil, nil, "m2m-id", IDFromStatus},
+		"a lost status takes the ID its Secret names when a binding gives it to it": {lost, ownedSecret(current), []string{"m2m-old", "m2m-id"}, "m2m-id", IDFromBinding},
+		"a lost status never takes an ID only its own Secret names":                 {lost, younger, nil, "", IDNew},
+		"a lost status takes the newest bound ID when its Secret names another":     {lost, younger, []string{"m2m-old", "m2m-newer"}, "m2m-newer", IDFromBinding},
+		"a re-created client gets the ID bound to its namespace and name":           {clientWith(), nil, []string{"m2m-id"}, "m2m-id", IDFromBinding},
+		"a new client gets a generated ID":                                          {clientWith(), nil, nil, "", IDNew},
 	} {
 		t.Run(sentence, func(t *testing.T) {
-			if got := ResolveClientID(tc.obj, tc.secret); got != tc.want {
-				t.Fatalf("got %q, want %q", got, tc.want)
+			if got, source := ResolveClientID(tc.obj, tc.secret, tc.bound); got != tc.want || source != tc.source {
+				t.Fatalf("got %q from %s, want %q from %s", got, source, tc.want, tc.source)
 			}
 		})
 	}
 }
 
-func TestEarlierPrefersTheOlderClientThenTheSmallerName(t *testing.T) {
-	a := clientWith()
-	b := clientWith()
-	a.CreationTimestamp = metav1.NewTime(now)
-	b.CreationTimestamp = metav1.NewTime(now.Add(time.Second))
-	if !Earlier(a, b) || Earlier(b, a) {
-		t.Fatal("the older client is not earlier")
+func TestTrustStatus(t *testing.T) {
+	key, err := statusmac.Generate(statusmac.StateActive, now)
+	if err != nil {
+		t.Fatal(err)
 	}
-	b.CreationTimestamp = a.CreationTimestamp
-	a.Namespace, b.Namespace = "a", "b"
-	if !Earlier(a, b) || Earlier(b, a) {
-		t.Fatal("same second: the smaller namespace is not earlier")
+	enforced := &statusmac.Set{Keys: []*statusmac.Key{key}, EnforcedSince: &now}
+	upgrading := &statusmac.Set{Keys: []*statusmac.Key{key}}
+	hour, forever := time.Hour, 9999*24*time.Hour
+	sealed := func(entries ...m2mv1alpha1.AcceptedSecret) *m2mv1alpha1.M2MClient {
+		obj := clientWith(entries...)
+		if err := enforced.Seal(obj); err != nil {
+			t.Fatal(err)
+		}
+		return obj
+	}
+	addedHash := sealed(entry(current, nil))
+	addedHash.Status.AcceptedSecrets = append(addedHash.Status.AcceptedSecrets, entry(old, &forever))
+	stolenID := sealed(entry(current, nil))
+	stolenID.Status.ClientID = "m2m-victim"
+	newUID := sealed(entry(current, nil))
+	newUID.UID = "uid-restored"
+	legacy := clientWith(entry(current, nil), entry(old, &forever))
+
+	for sentence, tc := range map[string]struct {
+		obj       *m2mv1alpha1.M2MClient
+		keys      *statusmac.Set
+		clientID  string
+		kept      int
+		discarded int
+		check     func(StatusTrust) bool
+	}{
+		"a status the manager sealed is kept whole":                                {sealed(entry(current, nil), entry(old, &hour)), enforced, "m2m-id", 2, 0, nil},
+		"a hash someone else added is discarded and the rest kept":                 {addedHash, enforced, "m2m-id", 1, 1, nil},
+		"a client ID someone else wrote is discarded with every entry":             {stolenID, enforced, "", 0, 2, nil},
+		"a restored object (new UID) has lost its status":                          {newUID, enforced, "", 0, 2, nil},
+		"entries without a client ID are discarded":                                {clientWith(), enforced, "", 0, 0, nil},
+		"an upgrade keeps what the previous version wrote":                         {legacy, upgrading, "m2m-id", 2, 0, func(tr StatusTrust) bool { return tr.Migrated == 2 }},
+		"an upgrade keeps a grace entry at most one grace period from now":         {legacy, upgrading, "m2m-id", 2, 0, func(tr StatusTrust) bool { return tr.Entries[1].ExpiresAt.Time.Equal(now.Add(time.Hour)) }},
+		"an upgrade with no status keys at all still keeps what the version wrote": {legacy, nil, "m2m-id", 2, 0, nil},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			tr := TrustStatus(tc.obj, tc.keys, now)
+			if tr.ClientID != tc.clientID || len(tr.Entries) != tc.kept || tr.Discarded != tc.discarded {
+				t.Fatalf("got ID %q, %d kept, %d discarded", tr.ClientID, len(tr.Entries), tr.Discarded)
+			}
+			if tc.check != nil && !tc.check(tr) {
+				t.Fatalf("got %+v", tr)
+			}
+		})
 	}
 }
 

@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"maps"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +24,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 const (
@@ -45,6 +48,12 @@ type SigningKeyReconciler struct {
 	Secret types.NamespacedName
 	// Policy is the rotation policy of the keys.
 	Policy signingkeys.Policy
+	// StatusKeyPeriod is how long a status MAC key signs before the next takes over; 0 for never.
+	StatusKeyPeriod time.Duration
+
+	// waiting is set while the status keys wait for the fleet of M2MClients (enforcement after an
+	// upgrade, or a retired key still in use), so that changes to M2MClients wake the reconciler.
+	waiting atomic.Bool
 }
 
 // SetupWithManager registers the controller. It reconciles once at start, and whenever the
@@ -64,14 +73,22 @@ func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 			return []reconcile.Request{req}
 		}), builder.WithPredicates(isKeySecret)).
+		// While the status keys wait for every status to be authenticated again, each change
+		// to an M2MClient may be the last one they wait for.
+		Watches(&m2mv1alpha1.M2MClient{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+			if !r.waiting.Load() {
+				return nil
+			}
+			return []reconcile.Request{req}
+		})).
 		Complete(r)
 }
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 
 // Reconcile creates the Secret with an active key when it is missing, and moves the keys through
-// their life (next, active, retired, gone) as signingkeys.Plan decides. It requeues for the
-// moment the plan next changes.
+// their life (next, active, retired, gone) as signingkeys.Plan decides, and the status MAC keys
+// as statusmac.Plan decides. It requeues for the moment a plan next changes.
 func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx).WithValues("secret", r.Secret.String())
 	now := r.Clock.Now()
@@ -90,15 +107,25 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		if err != nil {
 			return ctrl.Result{}, err
 		}
+		status, err := statusmac.Apply(nil, statusmac.KeyPlan{AddActive: true}, now)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		statusData, err := status.Encode()
+		if err != nil {
+			return ctrl.Result{}, err
+		}
 		secret = &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: r.Secret.Namespace, Name: r.Secret.Name, Labels: r.labels(nil)},
 			Type:       corev1.SecretTypeOpaque,
-			Data:       map[string][]byte{signingkeys.DataKey: data},
+			Data:       map[string][]byte{signingkeys.DataKey: data, statusmac.DataKey: statusData},
 		}
 		if err := r.Create(ctx, secret); err != nil {
 			return ctrl.Result{}, err
 		}
 		logger.Info("created the signing-key Secret", "kid", set.Active().KID, "alg", set.Active().Algorithm)
+		// The status keys' plan (enforcement) is made on the next pass, which the Secret's
+		// creation event starts.
 		return ctrl.Result{RequeueAfter: max(signingkeys.Plan(set, r.Policy, now).WakeAt.Sub(now), 0)}, nil
 	}
 	if err != nil {
@@ -110,11 +137,28 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		logger.Error(err, "the signing-key Secret is damaged; it is left as it is and the token server keeps the keys it had")
 		return ctrl.Result{RequeueAfter: damagedKeysRecheck}, nil
 	}
+	var status *statusmac.Set
+	if raw, ok := secret.Data[statusmac.DataKey]; ok {
+		if status, err = statusmac.Parse(raw); err != nil {
+			logger.Error(err, "the status keys in the signing-key Secret are damaged; they are left as they are")
+			return ctrl.Result{RequeueAfter: damagedKeysRecheck}, nil
+		}
+	}
+	fleet, err := r.fleet(ctx, status)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	plan := signingkeys.Plan(set, r.Policy, now)
+	statusPlan := statusmac.Plan(status, fleet, r.StatusKeyPeriod, now)
 	labels := r.labels(secret.Labels)
-	if !plan.Empty() || !maps.Equal(labels, secret.Labels) {
+	if !plan.Empty() || !statusPlan.Empty() || !maps.Equal(labels, secret.Labels) {
 		if !plan.Empty() {
 			if set, err = signingkeys.Apply(set, plan, r.Policy, now); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+		if !statusPlan.Empty() {
+			if status, err = statusmac.Apply(status, statusPlan, now); err != nil {
 				return ctrl.Result{}, err
 			}
 		}
@@ -122,21 +166,57 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		if err != nil {
 			return ctrl.Result{}, err
 		}
+		statusData, err := status.Encode()
+		if err != nil {
+			return ctrl.Result{}, err
+		}
 		secret.Labels = labels
 		secret.Data[signingkeys.DataKey] = data
+		secret.Data[statusmac.DataKey] = statusData
 		if err := r.Update(ctx, secret); err != nil {
 			return ctrl.Result{}, err
 		}
 		for _, why := range plan.Why {
 			logger.Info("signing keys: " + why)
 		}
-		// What the plan says after this step is when to look again.
+		for _, why := range statusPlan.Why {
+			logger.Info("status keys: " + why)
+		}
+		// What the plans say after this step is when to look again.
 		plan = signingkeys.Plan(set, r.Policy, now)
+		statusPlan = statusmac.Plan(status, fleet, r.StatusKeyPeriod, now)
 	}
-	if plan.WakeAt.IsZero() {
+	r.waiting.Store(!status.Enforced() || slices.ContainsFunc(status.Keys, func(k *statusmac.Key) bool { return k.State == statusmac.StateRetired }))
+	wake := plan.WakeAt
+	if !statusPlan.WakeAt.IsZero() && (wake.IsZero() || statusPlan.WakeAt.Before(wake)) {
+		wake = statusPlan.WakeAt
+	}
+	if wake.IsZero() {
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{RequeueAfter: max(plan.WakeAt.Sub(now), time.Millisecond)}, nil
+	return ctrl.Result{RequeueAfter: max(wake.Sub(now), time.Millisecond)}, nil
+}
+
+// +kubebuilder:rbac:groups=m2m.dev,resources=m2mclients,verbs=get;list;watch
+
+// fleet reads every M2MClient's status from the cache: whether all are authenticated, and which
+// status keys they use.
+func (r *SigningKeyReconciler) fleet(ctx context.Context, status *statusmac.Set) (statusmac.Fleet, error) {
+	var list m2mv1alpha1.M2MClientList
+	if err := r.List(ctx, &list); err != nil {
+		return statusmac.Fleet{}, err
+	}
+	f := statusmac.Fleet{AllAuthenticated: true, InUse: map[string]bool{}}
+	for i := range list.Items {
+		obj := &list.Items[i]
+		if !status.Authenticated(obj) {
+			f.AllAuthenticated = false
+		}
+		for _, id := range status.KeyIDs(obj) {
+			f.InUse[id] = true
+		}
+	}
+	return f, nil
 }
 
 func (r *SigningKeyReconciler) labels(existing map[string]string) map[string]string {

@@ -18,6 +18,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 var keyRef = types.NamespacedName{Namespace: "m2m-system", Name: "m2m-signing-keys"}
@@ -27,6 +28,7 @@ func reconcileKeys(t *testing.T, alg signingkeys.Algorithm, objs ...client.Objec
 	t.Helper()
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
+	_ = m2mv1alpha1.AddToScheme(scheme)
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
 	policy := signingkeys.DefaultPolicy
 	policy.Algorithm = alg
@@ -116,14 +118,24 @@ func TestAReconcileRequeuesForTheMomentTheNextRotationIsDue(t *testing.T) {
 	_ = m2mv1alpha1.AddToScheme(scheme)
 	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "c", UID: "uid-1"}}
 	obj.Spec.Rotation.Period = &metav1.Duration{Duration: 24 * time.Hour}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(obj).WithStatusSubresource(&m2mv1alpha1.M2MClient{}).
+	status, err := statusmac.Apply(nil, statusmac.KeyPlan{AddActive: true, Enforce: true}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusData, _ := status.Encode()
+	keys := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: keyRef.Namespace, Name: keyRef.Name}, Data: map[string][]byte{statusmac.DataKey: statusData}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(obj, keys).WithStatusSubresource(&m2mv1alpha1.M2MClient{}).
 		WithIndex(&m2mv1alpha1.M2MClient{}, ClientIDIndex, func(o client.Object) []string {
 			if id := ClientIDOf(o.(*m2mv1alpha1.M2MClient)); id != "" {
 				return []string{id}
 			}
 			return nil
+		}).
+		WithIndex(&m2mv1alpha1.ClientIDBinding{}, BoundClientIndex, func(o client.Object) []string {
+			b := o.(*m2mv1alpha1.ClientIDBinding)
+			return []string{b.Spec.Namespace + "/" + b.Spec.Name}
 		}).Build()
-	r := &M2MClientReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10), Clock: clocktesting.NewFakeClock(now), IssuerURL: "https://m2m.example.com"}
+	r := &M2MClientReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10), Clock: clocktesting.NewFakeClock(now), IssuerURL: "https://m2m.example.com", KeySecret: keyRef}
 	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "c"}})
 	if err != nil {
 		t.Fatal(err)

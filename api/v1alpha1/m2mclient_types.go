@@ -180,6 +180,14 @@ type AcceptedSecret struct {
 	// ExpiresAt is when the secret stops being accepted. Unset means it does not expire.
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// MAC authenticates the entry: the manager's HMAC-SHA256 over the client's namespace, name
+	// and UID, the client ID, Hash and ExpiresAt, under a key only the manager and the token
+	// server can read. The token server ignores an entry whose MAC does not verify, so that
+	// whoever can write status cannot add a secret they know.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	MAC string `json:"mac,omitempty"`
 }
 
 // M2MClientStatus is the observed state of an M2MClient.
@@ -188,6 +196,13 @@ type M2MClientStatus struct {
 	// token server looks clients up by this field.
 	// +optional
 	ClientID string `json:"clientID,omitempty"`
+
+	// ClientIDMAC authenticates ClientID: the manager's HMAC-SHA256 over the client's namespace,
+	// name and UID and the client ID. The token server finds no client by an ID whose MAC does not
+	// verify.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	ClientIDMAC string `json:"clientIDMAC,omitempty"`
 
 	// SecretName is the name of the Secret that holds the credentials.
 	// +optional

@@ -46,8 +46,11 @@ const (
 	// quota or a webhook refused it); the message gives its reason. The manager retries with the
 	// same pending secret, so status does not grow; the previous secrets stay accepted.
 	ReasonSecretWriteFailed = "SecretWriteFailed"
-	// ReasonDuplicateClientID: an earlier M2MClient in the cluster already has this client ID.
-	// The later client gets no status.clientID, so the token server never sees two clients with
-	// one ID.
+	// ReasonDuplicateClientID: the client ID is bound (a ClientIDBinding) to another M2MClient,
+	// which may since have been deleted; only an administrator's release of the binding frees it.
+	// The client gets no status.clientID, so the token server never sees two clients with one ID.
 	ReasonDuplicateClientID = "DuplicateClientID"
+	// ReasonStatusKeysMissing: the manager has not loaded the key that authenticates status yet
+	// (it is created with the signing keys at start); it retries.
+	ReasonStatusKeysMissing = "StatusKeysMissing"
 )

@@ -13,6 +13,7 @@ import (
 
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 func main() {
@@ -36,6 +37,7 @@ func main() {
 	algorithm := flag.String("signing-algorithm", string(signingkeys.ES256), "Algorithm of new signing keys: ES256, RS256 or EdDSA. Changing it rotates to a key of the new algorithm.")
 	flag.DurationVar(&o.SigningKeys.Period, "signing-key-rotation-period", signingkeys.DefaultPolicy.Period, "How long a signing key signs before the next takes over.")
 	flag.DurationVar(&o.SigningKeys.Prepublish, "signing-key-prepublish", signingkeys.DefaultPolicy.Prepublish, "How long a new signing key is in the JWKS before it signs.")
+	flag.DurationVar(&o.StatusKeyPeriod, "status-key-rotation-period", statusmac.DefaultPeriod, "How long the key that authenticates M2MClient status (kept in the signing-key Secret) signs before the next takes over; negative never rotates.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))

@@ -161,11 +161,19 @@ func Accepted(entry m2mv1alpha1.AcceptedSecret, now time.Time) bool {
 // secret once and compares it with every entry in constant time, so that the answer's timing
 // does not depend on which entry, if any, matched.
 func Verify(entries []m2mv1alpha1.AcceptedSecret, secret string, now time.Time) bool {
+	return VerifyWith(entries, secret, now, nil)
+}
+
+// VerifyWith is Verify that also requires authentic(entry) of the matching entry (nil accepts
+// every entry). authentic is asked of every entry, so that the work does not depend on which
+// entry matches.
+func VerifyWith(entries []m2mv1alpha1.AcceptedSecret, secret string, now time.Time, authentic func(*m2mv1alpha1.AcceptedSecret) bool) bool {
 	presented := []byte(Hash(secret))
 	match := 0
 	for i := range entries {
 		eq := subtle.ConstantTimeCompare(presented, []byte(entries[i].Hash))
-		if Accepted(entries[i], now) {
+		ok := authentic == nil || authentic(&entries[i])
+		if ok && Accepted(entries[i], now) {
 			match |= eq
 		}
 	}

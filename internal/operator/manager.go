@@ -26,6 +26,7 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 // Options configure the manager. The zero value of each optional field is a sensible default.
@@ -50,6 +51,9 @@ type Options struct {
 	SigningKeySecret types.NamespacedName
 	// SigningKeys is the signing-key rotation policy; zero fields take signingkeys.DefaultPolicy's.
 	SigningKeys signingkeys.Policy
+	// StatusKeyPeriod is how long a status MAC key signs before its successor; 0 means
+	// statusmac.DefaultPeriod, and a negative value never rotates.
+	StatusKeyPeriod time.Duration
 	// WrapClient, when set, wraps the client the controllers read and write with; tests use it
 	// to inject failures.
 	WrapClient func(client.Client) client.Client
@@ -91,6 +95,11 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	}
 	if o.SigningKeys.Retention == 0 {
 		o.SigningKeys.Retention = d.Retention
+	}
+	if o.StatusKeyPeriod == 0 {
+		o.StatusKeyPeriod = statusmac.DefaultPeriod
+	} else if o.StatusKeyPeriod > 0 && o.StatusKeyPeriod <= statusmac.Prepublish {
+		return nil, fmt.Errorf("the status key rotation period %s must exceed the prepublish time %s", o.StatusKeyPeriod, statusmac.Prepublish)
 	}
 	if err := o.SigningKeys.Validate(); err != nil {
 		return nil, err
@@ -141,16 +150,18 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		Recorder:  mgr.GetEventRecorder("m2m-manager"),
 		Clock:     o.Clock,
 		IssuerURL: issuerURL,
+		KeySecret: o.SigningKeySecret,
 	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return nil, fmt.Errorf("setting up the M2MClient controller: %w", err)
 	}
 	keys := &controllers.SigningKeyReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Clock:     o.Clock,
-		Secret:    o.SigningKeySecret,
-		Policy:    o.SigningKeys,
+		Client:          mgr.GetClient(),
+		APIReader:       mgr.GetAPIReader(),
+		Clock:           o.Clock,
+		Secret:          o.SigningKeySecret,
+		Policy:          o.SigningKeys,
+		StatusKeyPeriod: max(o.StatusKeyPeriod, 0),
 	}
 	if err := keys.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the signing-key controller: %w", err)

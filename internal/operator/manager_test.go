@@ -146,13 +146,21 @@ func TestWithWatchNamespacesTheManagerWorksWithItsRoleBoundInThoseNamespacesOnly
 		t.Fatal(err)
 	}
 	for _, obj := range roles {
-		if obj.GetKind() == "ClusterRole" && obj.GetName() == "m2m-manager" {
+		if obj.GetKind() == "ClusterRole" && (obj.GetName() == "m2m-manager" || obj.GetName() == "m2m-manager-client-ids") {
 			if err := env.Client.Create(ctx, obj); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	const user = "narrow-manager"
+	// Client ID bindings are cluster-scoped: their role stays bound cluster-wide.
+	if err := env.Client.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "m2m-manager-client-ids"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "m2m-manager-client-ids"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for _, ns := range []string{"team-a", "m2m-system"} {
 		if err := env.Client.Create(ctx, &rbacv1.RoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "m2m-manager"},

@@ -20,9 +20,10 @@ import (
 
 // ClientSource finds M2MClients by client ID.
 type ClientSource interface {
-	// Lookup returns the client whose status.clientID is id. The returned object is shared and
-	// must not be modified.
-	Lookup(id string) (*m2mv1alpha1.M2MClient, bool)
+	// Candidates returns the live clients whose status.clientID is id: one, unless someone wrote
+	// another's ID into a status, which the server tells apart by the status MAC. The returned
+	// objects are shared and must not be modified.
+	Candidates(id string) []*m2mv1alpha1.M2MClient
 }
 
 const clientIDIndex = "status.clientID"
@@ -207,25 +208,19 @@ func (s *InformerClients) Count() int {
 	return n
 }
 
-// Lookup finds a client by status.clientID in O(1). An ID held by more than one client (which the
-// manager prevents) finds nothing, so that no client authenticates as another.
-func (s *InformerClients) Lookup(id string) (*m2mv1alpha1.M2MClient, bool) {
-	var found *m2mv1alpha1.M2MClient
+// Candidates finds the clients with status.clientID id in O(1).
+func (s *InformerClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
+	var out []*m2mv1alpha1.M2MClient
 	for _, inf := range s.informers {
 		objs, err := inf.GetIndexer().ByIndex(clientIDIndex, id)
 		if err != nil {
-			return nil, false
+			return nil
 		}
 		for _, o := range objs {
-			c := o.(*m2mv1alpha1.M2MClient)
-			if c.DeletionTimestamp != nil {
-				continue
+			if c := o.(*m2mv1alpha1.M2MClient); c.DeletionTimestamp == nil {
+				out = append(out, c)
 			}
-			if found != nil {
-				return nil, false
-			}
-			found = c
 		}
 	}
-	return found, found != nil
+	return out
 }

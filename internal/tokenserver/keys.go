@@ -19,7 +19,9 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 // keyState is one loaded key set and its JWKS document, swapped in whole.
@@ -32,6 +34,21 @@ type keyState struct {
 	etag      string
 	loadedAt  time.Time
 	published map[string]bool
+	// status authenticates what the server trusts in M2MClient status; nil while the manager has
+	// written no status keys (a version without MACs), which enforces nothing.
+	status *statusmac.Set
+}
+
+// trustsClientID reports whether c's status.clientID may be believed.
+func (st *keyState) trustsClientID(c *m2mv1alpha1.M2MClient) bool {
+	return !st.status.Enforced() || st.status.VerifyClientID(c)
+}
+
+// trustsEntry reports whether e, an entry of c's status, may be believed.
+func (st *keyState) trustsEntry(c *m2mv1alpha1.M2MClient, e *m2mv1alpha1.AcceptedSecret) bool {
+	// Verified before enforcement too, so that the work is the same either way.
+	ok := st.status.VerifyEntry(c, e)
+	return ok || !st.status.Enforced()
 }
 
 // KeySource gives the token server its signing keys.
@@ -151,7 +168,20 @@ func (k *SecretKeys) load(ctx context.Context, s *corev1.Secret) {
 		log.FromContext(ctx).Error(err, "the signing-key Secret does not parse; keeping the keys loaded before", "resourceVersion", s.ResourceVersion)
 		return
 	}
-	st, err := newKeyState(set, k.clock.Now(), k.maxTokenAge)
+	var status *statusmac.Set
+	if raw, ok := s.Data[statusmac.DataKey]; ok {
+		if status, err = statusmac.Parse(raw); err != nil {
+			k.loadErrors.Add(1)
+			log.FromContext(ctx).Error(err, "the status keys do not parse; keeping the keys loaded before", "resourceVersion", s.ResourceVersion)
+			return
+		}
+	}
+	if prev := k.state.Load(); prev != nil && prev.status.Enforced() && !status.Enforced() {
+		// Enforcement is never undone by a Secret that lost it (an old manager, a restore).
+		status = prev.status
+		log.FromContext(ctx).Info("the signing-key Secret no longer enforces authenticated status; keeping the status keys loaded before")
+	}
+	st, err := newKeyState(set, status, k.clock.Now(), k.maxTokenAge)
 	if err != nil {
 		k.loadErrors.Add(1)
 		log.FromContext(ctx).Error(err, "building the JWKS")
@@ -165,7 +195,7 @@ func (k *SecretKeys) load(ctx context.Context, s *corev1.Secret) {
 	log.FromContext(ctx).Info("loaded signing keys", "keys", len(set.Keys), "activeKid", kid, "resourceVersion", s.ResourceVersion)
 }
 
-func newKeyState(set *signingkeys.Set, now time.Time, maxTokenAge time.Duration) (*keyState, error) {
+func newKeyState(set *signingkeys.Set, status *statusmac.Set, now time.Time, maxTokenAge time.Duration) (*keyState, error) {
 	jwks := set.Published(now, maxTokenAge)
 	doc, err := json.Marshal(jwks)
 	if err != nil {
@@ -192,15 +222,16 @@ func newKeyState(set *signingkeys.Set, now time.Time, maxTokenAge time.Duration)
 		etag:      `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`,
 		loadedAt:  now,
 		published: published,
+		status:    status,
 	}, nil
 }
 
 // StaticKeys is a KeySource with a fixed key set, for tests and benchmarks.
 type StaticKeys struct{ st *keyState }
 
-// NewStaticKeys builds a StaticKeys from a set.
-func NewStaticKeys(set *signingkeys.Set, now time.Time) (*StaticKeys, error) {
-	st, err := newKeyState(set, now, signingkeys.DefaultRetention)
+// NewStaticKeys builds a StaticKeys from a set and status keys (nil enforces nothing).
+func NewStaticKeys(set *signingkeys.Set, status *statusmac.Set, now time.Time) (*StaticKeys, error) {
+	st, err := newKeyState(set, status, now, signingkeys.DefaultRetention)
 	if err != nil {
 		return nil, err
 	}

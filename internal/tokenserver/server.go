@@ -24,6 +24,7 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 // GrantClientCredentials is the only grant type served.
@@ -62,8 +63,9 @@ type Server struct {
 	prefix  string
 	metrics *metrics
 	// decoy is compared against when the client ID is unknown, so that an unknown client costs
-	// the same work as a wrong secret.
-	decoy []m2mv1alpha1.AcceptedSecret
+	// the same work as a wrong secret: its entries, and MACs under decoyKeys.
+	decoy     *m2mv1alpha1.M2MClient
+	decoyKeys *statusmac.Set
 }
 
 // New returns a Server.
@@ -90,12 +92,21 @@ func New(cfg Config) (*Server, error) {
 		cfg.Ready = func() error { return nil }
 	}
 	s := &Server{cfg: cfg, prefix: strings.TrimSuffix(u.Path, "/")}
+	decoyKey, err := statusmac.Generate(statusmac.StateActive, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	s.decoyKeys = &statusmac.Set{Keys: []*statusmac.Key{decoyKey}}
+	s.decoy = &m2mv1alpha1.M2MClient{Status: m2mv1alpha1.M2MClientStatus{ClientID: "decoy"}}
 	for range 2 {
 		secret, err := credentials.NewSecret()
 		if err != nil {
 			return nil, err
 		}
-		s.decoy = append(s.decoy, m2mv1alpha1.AcceptedSecret{Hash: credentials.Hash(secret)})
+		s.decoy.Status.AcceptedSecrets = append(s.decoy.Status.AcceptedSecrets, m2mv1alpha1.AcceptedSecret{Hash: credentials.Hash(secret)})
+	}
+	if err := s.decoyKeys.Seal(s.decoy); err != nil {
+		return nil, err
 	}
 	if s.metrics, err = newMetrics(cfg); err != nil {
 		return nil, err
@@ -211,16 +222,42 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request) (*tokenRe
 	return nil, nil, false
 }
 
+// lookup finds the one client whose authenticated status.clientID is id. A client whose status
+// names id without the manager's MAC is not it (someone wrote that status), and if two are, none
+// is, so that no client authenticates as another.
+func (s *Server) lookup(id string, st *keyState) (*m2mv1alpha1.M2MClient, bool) {
+	if st == nil || id == "" {
+		return nil, false
+	}
+	var found *m2mv1alpha1.M2MClient
+	for _, c := range s.cfg.Clients.Candidates(id) {
+		if !st.trustsClientID(c) {
+			continue
+		}
+		if found != nil {
+			return nil, false
+		}
+		found = c
+	}
+	return found, found != nil
+}
+
 // authenticate finds the client and checks its secret. An unknown client, a wrong secret and a
 // disabled client give the same error after the same work: one hash, compared in constant time
-// with each accepted entry (a decoy list for an unknown client).
+// with each accepted entry, and each entry's MAC verified (a decoy client for an unknown one).
 func (s *Server) authenticate(req *tokenRequest) (*m2mv1alpha1.M2MClient, *oauthError) {
-	client, found := s.cfg.Clients.Lookup(req.clientID)
-	entries := s.decoy
+	st := s.cfg.Keys.current()
+	client, found := s.lookup(req.clientID, st)
+	var matched bool
 	if found {
-		entries = client.Status.AcceptedSecrets
+		matched = credentials.VerifyWith(client.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
+			return st.trustsEntry(client, e)
+		})
+	} else {
+		credentials.VerifyWith(s.decoy.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
+			return s.decoyKeys.VerifyEntry(s.decoy, e)
+		})
 	}
-	matched := credentials.Verify(entries, req.clientSecret, s.cfg.Clock.Now())
 	switch {
 	case req.clientID == "" || req.clientSecret == "":
 		return nil, invalidClient("no_credentials")
@@ -445,7 +482,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, _ := claims["client_id"].(string)
-	client, found := s.cfg.Clients.Lookup(id)
+	client, found := s.lookup(id, s.cfg.Keys.current())
 	if !found || client.Spec.Disabled {
 		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
 		return

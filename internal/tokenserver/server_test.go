@@ -13,11 +13,13 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 const (
@@ -32,16 +34,51 @@ const (
 
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
+// mapClients are the clients of a test by status.clientID; a key holds one client, or several
+// in listClients.
 type mapClients map[string]*m2mv1alpha1.M2MClient
 
-func (m mapClients) Lookup(id string) (*m2mv1alpha1.M2MClient, bool) {
-	c, ok := m[id]
-	return c, ok
+func (m mapClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
+	if c, ok := m[id]; ok {
+		return []*m2mv1alpha1.M2MClient{c}
+	}
+	return nil
+}
+
+// listClients holds any number of clients with one ID, as a cache does when a status was forged.
+type listClients []*m2mv1alpha1.M2MClient
+
+func (l listClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
+	var out []*m2mv1alpha1.M2MClient
+	for _, c := range l {
+		if c.Status.ClientID == id {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// testStatusKeys authenticate the test clients' status, and are enforced, as after any
+// manager of this version has run.
+var testStatusKeys = func() *statusmac.Set {
+	k, err := statusmac.Generate(statusmac.StateActive, t0)
+	if err != nil {
+		panic(err)
+	}
+	return &statusmac.Set{Keys: []*statusmac.Key{k}, EnforcedSince: &t0}
+}()
+
+// seal authenticates c's status as the manager does.
+func seal(c *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient {
+	if err := testStatusKeys.Seal(c); err != nil {
+		panic(err)
+	}
+	return c
 }
 
 func testClient(id, secret string) *m2mv1alpha1.M2MClient {
-	return &m2mv1alpha1.M2MClient{
-		ObjectMeta: metav1.ObjectMeta{Name: id, Namespace: "ns"},
+	return seal(&m2mv1alpha1.M2MClient{
+		ObjectMeta: metav1.ObjectMeta{Name: id, Namespace: "ns", UID: types.UID("uid-" + id)},
 		Spec: m2mv1alpha1.M2MClientSpec{
 			Scopes:      []m2mv1alpha1.Scope{"read:invoices", "write:payments"},
 			Audiences:   []m2mv1alpha1.Audience{"https://payments.example.com", "https://ledger.example.com"},
@@ -49,7 +86,7 @@ func testClient(id, secret string) *m2mv1alpha1.M2MClient {
 			TokenClaims: m2mv1alpha1.TokenClaims{"team": {Raw: []byte(`"billing"`)}},
 		},
 		Status: m2mv1alpha1.M2MClientStatus{ClientID: id, AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secret)}}},
-	}
+	})
 }
 
 type fixture struct {
@@ -65,7 +102,7 @@ func staticKeys(t testing.TB, alg signingkeys.Algorithm) (*signingkeys.Key, *Sta
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := NewStaticKeys(&signingkeys.Set{Keys: []*signingkeys.Key{key}}, t0)
+	keys, err := NewStaticKeys(&signingkeys.Set{Keys: []*signingkeys.Key{key}}, testStatusKeys, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +147,7 @@ func newFixture(t testing.TB, defaultAudience string) *fixture {
 
 // serve runs a Server with one active key of alg and clients, for tests that need clients of
 // their own.
-func serve(t testing.TB, alg signingkeys.Algorithm, clients mapClients) *fixture {
+func serve(t testing.TB, alg signingkeys.Algorithm, clients ClientSource) *fixture {
 	t.Helper()
 	key, keys := staticKeys(t, alg)
 	clk := clocktesting.NewFakeClock(t0)

@@ -211,17 +211,26 @@ func TestASecretTheOperatorDoesNotOwnIsNeverOverwritten(t *testing.T) {
 	waitReady(t, ns, "taken", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 }
 
-func TestALaterClientClaimingATakenClientIDIsRefusedUntilTheFirstIsGone(t *testing.T) {
+// An imported client ID stays with the namespace and name that first held it: another
+// namespace's claim waits in DuplicateClientID without learning who holds it, the holder's
+// deletion does not free it, a re-created holder gets it back without naming it, and only an
+// administrator's deletion of the ClientIDBinding passes it on.
+func TestAClientIDStaysWithItsFirstHolderAcrossDeletionUntilAnAdminReleasesIt(t *testing.T) {
+	const id = "imported-client-42"
 	ns1, ns2 := namespace(t), namespace(t)
 	allowImports(t, ns1)
 	allowImports(t, ns2)
 	first := newClient(ns1, "first")
-	first.Spec.ClientID = "imported-client-42"
+	first.Spec.ClientID = id
 	create(t, first)
 	waitReady(t, ns1, "first", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	binding := &m2mv1alpha1.ClientIDBinding{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: m2mv1alpha1.ClientIDBindingName(id)}, binding); err != nil || !binding.Binds(ns1, "first") || binding.Spec.ClientID != id {
+		t.Fatalf("binding %+v: %v", binding.Spec, err)
+	}
 
 	second := newClient(ns2, "second")
-	second.Spec.ClientID = "imported-client-42"
+	second.Spec.ClientID = id
 	create(t, second)
 	obj := waitReady(t, ns2, "second", metav1.ConditionFalse, m2mv1alpha1.ReasonDuplicateClientID)
 	if obj.Status.ClientID != "" {
@@ -233,16 +242,29 @@ func TestALaterClientClaimingATakenClientIDIsRefusedUntilTheFirstIsGone(t *testi
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns2, Name: "second-credentials"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the later client got a Secret: %v", err)
 	}
-	if f := waitReady(t, ns1, "first", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady); f.Status.ClientID != "imported-client-42" {
-		t.Fatal("the first client lost its ID")
+
+	// The holder goes away (a GitOps replace, a restore). The waiting client is reconciled at
+	// a new generation after that and still does not get the ID.
+	deleteAndWait(t, first)
+	obj = bumpGeneration(t, ns2, "second")
+	if got := waitReady(t, ns2, "second", metav1.ConditionFalse, m2mv1alpha1.ReasonDuplicateClientID); got.Status.ObservedGeneration != obj.Generation || got.Status.ClientID != "" {
+		t.Fatalf("after the holder's deletion the squatter has status %+v", got.Status)
 	}
 
-	if err := env.Client.Delete(ctx, first); err != nil {
+	// The holder comes back under its namespace and name, without naming the ID, and gets it.
+	create(t, newClient(ns1, "first"))
+	if got := waitReady(t, ns1, "first", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady); got.Status.ClientID != id {
+		t.Fatalf("the re-created holder got client ID %q, want %q", got.Status.ClientID, id)
+	}
+
+	// An administrator releases the ID: delete the holder, then its binding.
+	deleteAndWait(t, &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: ns1, Name: "first"}})
+	if err := env.Client.Delete(ctx, binding); err != nil {
 		t.Fatal(err)
 	}
 	obj = waitReady(t, ns2, "second", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
-	if obj.Status.ClientID != "imported-client-42" || string(secretOf(t, ns2, "second-credentials").Data[m2mv1alpha1.SecretKeyClientID]) != "imported-client-42" {
-		t.Fatal("the second client did not take the freed ID")
+	if obj.Status.ClientID != id || string(secretOf(t, ns2, "second-credentials").Data[m2mv1alpha1.SecretKeyClientID]) != id {
+		t.Fatal("the released ID did not pass to the waiting client")
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -188,4 +189,33 @@ func waitReplaced(t *testing.T, old *corev1.Secret) *corev1.Secret {
 		return nil
 	})
 	return fresh
+}
+
+// deleteAndWait deletes obj and waits until the API server no longer has it.
+func deleteAndWait(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := env.Client.Delete(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there: %v", err)
+	})
+}
+
+// bumpGeneration changes the client's description, so that the next waitReady waits for a
+// reconcile that ran after this moment, and returns the client at its new generation.
+func bumpGeneration(t *testing.T, ns, name string) *m2mv1alpha1.M2MClient {
+	t.Helper()
+	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	get(t, obj)
+	base := obj.DeepCopy()
+	obj.Spec.Description = fmt.Sprintf("generation %d", obj.Generation+1)
+	if err := env.Client.Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	return obj
 }

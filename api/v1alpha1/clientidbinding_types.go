@@ -1,0 +1,94 @@
+package v1alpha1
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// ClientIDBindingSpec says which M2MClient, by namespace and name, a client ID belongs to.
+type ClientIDBindingSpec struct {
+	// ClientID is the bound client ID.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9._~-]+$`
+	ClientID string `json:"clientID"`
+
+	// Namespace is the namespace of the M2MClient that holds the ID.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace"`
+
+	// Name is the name of the M2MClient that holds the ID.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// ClientIDBinding gives a client ID to one namespace and name for good: the manager creates it
+// when an M2MClient first takes the ID, and never deletes it, so that the ID outlives the
+// M2MClient (a GitOps replace, a restore) and no other namespace can take it over. Deleting the
+// binding is how an administrator releases the ID; only administrators may write bindings.
+// Its name is the client ID, or "sha256-" and the hex SHA-256 of the ID when the ID is not a
+// valid object name (ClientIDBindingName).
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=m2mbinding
+// +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.spec.clientID`
+// +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.spec.namespace`
+// +kubebuilder:printcolumn:name="Client",type=string,JSONPath=`.spec.name`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:selectablefield:JSONPath=`.spec.clientID`
+// +kubebuilder:selectablefield:JSONPath=`.spec.namespace`
+// +kubebuilder:validation:XValidation:rule="self.spec == oldSelf.spec",message="a binding cannot be changed; delete it to release the client ID"
+type ClientIDBinding struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the binding.
+	// +required
+	Spec ClientIDBindingSpec `json:"spec"`
+}
+
+// ClientIDBindingList is a list of ClientIDBindings.
+// +kubebuilder:object:root=true
+type ClientIDBindingList struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard list metadata.
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// items are the ClientIDBindings.
+	Items []ClientIDBinding `json:"items"`
+}
+
+// hashedBindingPrefix starts the name of a binding whose client ID is not a valid object name.
+// IDs that start with it are always hashed, so that no ID can take another's name.
+const hashedBindingPrefix = "sha256-"
+
+// ClientIDBindingName is the name of the ClientIDBinding of id: the ID itself when it is a valid
+// object name, so that "kubectl get clientidbinding <id>" finds it, else "sha256-" and the hex
+// SHA-256 of the ID.
+func ClientIDBindingName(id string) string {
+	if !strings.HasPrefix(id, hashedBindingPrefix) && len(validation.IsDNS1123Subdomain(id)) == 0 {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return hashedBindingPrefix + hex.EncodeToString(sum[:])
+}
+
+// Binds reports whether b gives its client ID to the M2MClient namespace/name.
+func (b *ClientIDBinding) Binds(namespace, name string) bool {
+	return b.Spec.Namespace == namespace && b.Spec.Name == name
+}
+
+func init() {
+	SchemeBuilder.Register(&ClientIDBinding{}, &ClientIDBindingList{})
+}

@@ -1,0 +1,289 @@
+// Package statusmac authenticates what the token server trusts in an M2MClient's status: each
+// accepted secret's hash and the client ID binding carry an HMAC-SHA256 under a key that only the
+// manager and the token server can read (it lives in the manager-owned signing-key Secret). Anyone
+// who can write status can change those fields, but cannot make them verify.
+package statusmac
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"strings"
+	"time"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+)
+
+// DataKey is the key of the signing-key Secret's data that holds the status keys.
+const DataKey = "status-keys.json"
+
+// keyBytes is the size of a MAC key: 256 bits, the HMAC-SHA256 block-size-safe choice.
+const keyBytes = 32
+
+// State is where a key is in its life, as for signing keys: a next key verifies but does not
+// sign yet, so that every token server knows it before the first status it authenticates
+// arrives; the active key signs; retired keys verify statuses not yet sealed again.
+type State = signingkeys.State
+
+const (
+	StateNext    = signingkeys.StateNext
+	StateActive  = signingkeys.StateActive
+	StateRetired = signingkeys.StateRetired
+)
+
+// Key is one MAC key.
+type Key struct {
+	ID        string     `json:"id"`
+	State     State      `json:"state"`
+	CreatedAt time.Time  `json:"createdAt"`
+	ActiveAt  *time.Time `json:"activeAt,omitempty"`
+	RetiredAt *time.Time `json:"retiredAt,omitempty"`
+	// Secret is the HMAC key. It is only ever in the Secret and in memory.
+	Secret []byte `json:"secret"`
+}
+
+// Set is the content of DataKey.
+type Set struct {
+	Keys []*Key `json:"keys"`
+	// EnforcedSince is when every status was found authenticated. Before it (an upgrade from a
+	// version without MACs) the token server also accepts entries without a valid MAC; from it on,
+	// never. The manager sets it once and never clears it.
+	EnforcedSince *time.Time `json:"enforcedSince,omitempty"`
+}
+
+// Generate makes a key in state, created at now.
+func Generate(state State, now time.Time) (*Key, error) {
+	secret := make([]byte, keyBytes)
+	id := make([]byte, 9)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	if _, err := rand.Read(id); err != nil {
+		return nil, err
+	}
+	k := &Key{ID: base64.RawURLEncoding.EncodeToString(id), State: state, CreatedAt: now.UTC().Truncate(time.Second), Secret: secret}
+	if state == StateActive {
+		at := k.CreatedAt
+		k.ActiveAt = &at
+	}
+	return k, nil
+}
+
+// Parse reads a set and checks it: ids are unique and well formed, keys have the right size, and
+// at most one key is active.
+func Parse(data []byte) (*Set, error) {
+	var s Set
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("the signing-key Secret's %s is not valid JSON: %w", DataKey, err)
+	}
+	ids := map[string]bool{}
+	active := 0
+	for i, k := range s.Keys {
+		switch {
+		case k == nil || k.ID == "" || strings.Contains(k.ID, "."):
+			return nil, fmt.Errorf("status key %d has no valid id", i)
+		case ids[k.ID]:
+			return nil, fmt.Errorf("status key %q appears twice", k.ID)
+		case len(k.Secret) != keyBytes:
+			return nil, fmt.Errorf("status key %q is not %d bytes", k.ID, keyBytes)
+		}
+		ids[k.ID] = true
+		switch k.State {
+		case StateActive:
+			active++
+		case StateNext, StateRetired:
+		default:
+			return nil, fmt.Errorf("status key %q has unknown state %q", k.ID, k.State)
+		}
+	}
+	if active > 1 {
+		return nil, fmt.Errorf("%s has %d active keys; exactly one may sign", DataKey, active)
+	}
+	return &s, nil
+}
+
+// Encode serialises the set for the Secret.
+func (s *Set) Encode() ([]byte, error) { return json.Marshal(s) }
+
+// Active returns the key that signs, or nil.
+func (s *Set) Active() *Key {
+	if s == nil {
+		return nil
+	}
+	for _, k := range s.Keys {
+		if k.State == StateActive {
+			return k
+		}
+	}
+	return nil
+}
+
+func (s *Set) find(id string) *Key {
+	if s == nil {
+		return nil
+	}
+	for _, k := range s.Keys {
+		if k.ID == id {
+			return k
+		}
+	}
+	return nil
+}
+
+// Enforced reports whether statuses must be authenticated. A nil set (no manager with MACs has
+// run yet) is not enforced.
+func (s *Set) Enforced() bool { return s != nil && s.EnforcedSince != nil }
+
+// version starts every MAC and every MACed message, so that a later format cannot be confused
+// with this one.
+const version = "v1"
+
+// Purposes keep a binding's MAC from verifying as an entry's, and the reverse.
+const (
+	purposeEntry   = "m2m.dev/accepted-secret"
+	purposeBinding = "m2m.dev/client-id"
+)
+
+// mac is "v1.<key id>.<base64url HMAC-SHA256>" over the purpose and fields, each length-prefixed
+// so that no two field lists encode alike.
+func mac(k *Key, purpose string, fields ...string) string {
+	return version + "." + k.ID + "." + base64.RawURLEncoding.EncodeToString(sum(k, purpose, fields))
+}
+
+func sum(k *Key, purpose string, fields []string) []byte {
+	h := hmac.New(sha256.New, k.Secret)
+	write(h, version)
+	write(h, purpose)
+	for _, f := range fields {
+		write(h, f)
+	}
+	return h.Sum(nil)
+}
+
+func write(h hash.Hash, s string) {
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(s)))
+	h.Write(n[:])
+	h.Write([]byte(s))
+}
+
+// verify checks m against the fields with the key it names.
+func (s *Set) verify(m, purpose string, fields ...string) bool {
+	v, rest, ok := strings.Cut(m, ".")
+	if !ok || v != version {
+		return false
+	}
+	id, b64, ok := strings.Cut(rest, ".")
+	if !ok {
+		return false
+	}
+	k := s.find(id)
+	if k == nil {
+		return false
+	}
+	got, err := base64.RawURLEncoding.DecodeString(b64)
+	if err != nil {
+		return false
+	}
+	return hmac.Equal(got, sum(k, purpose, fields))
+}
+
+// expiry is ExpiresAt as status stores it: RFC 3339 in whole seconds, or "" for none.
+func expiry(e *m2mv1alpha1.AcceptedSecret) string {
+	if e.ExpiresAt == nil {
+		return ""
+	}
+	return e.ExpiresAt.UTC().Truncate(time.Second).Format(time.RFC3339)
+}
+
+func entryFields(obj *m2mv1alpha1.M2MClient, e *m2mv1alpha1.AcceptedSecret) []string {
+	return []string{obj.Namespace, obj.Name, string(obj.UID), obj.Status.ClientID, e.Hash, expiry(e)}
+}
+
+func bindingFields(obj *m2mv1alpha1.M2MClient) []string {
+	return []string{obj.Namespace, obj.Name, string(obj.UID), obj.Status.ClientID}
+}
+
+// VerifyEntry reports whether e, an entry of obj's status, carries a valid MAC for obj's
+// namespace, name, UID and status.clientID.
+func (s *Set) VerifyEntry(obj *m2mv1alpha1.M2MClient, e *m2mv1alpha1.AcceptedSecret) bool {
+	return obj.Status.ClientID != "" && s.verify(e.MAC, purposeEntry, entryFields(obj, e)...)
+}
+
+// VerifyClientID reports whether obj's status.clientID carries a valid MAC for obj.
+func (s *Set) VerifyClientID(obj *m2mv1alpha1.M2MClient) bool {
+	return obj.Status.ClientID != "" && s.verify(obj.Status.ClientIDMAC, purposeBinding, bindingFields(obj)...)
+}
+
+// ErrNoActiveKey says that a status cannot be sealed: the set has no active key.
+var ErrNoActiveKey = errors.New("no active status key")
+
+// Seal sets the MAC of obj's status.clientID and of every accepted entry with the active key.
+// The caller vouches for every one of them: the manager seals only what it wrote or proved.
+func (s *Set) Seal(obj *m2mv1alpha1.M2MClient) error {
+	k := s.Active()
+	if k == nil {
+		return ErrNoActiveKey
+	}
+	st := &obj.Status
+	if st.ClientID == "" {
+		st.ClientIDMAC = ""
+		for i := range st.AcceptedSecrets {
+			st.AcceptedSecrets[i].MAC = ""
+		}
+		return nil
+	}
+	st.ClientIDMAC = mac(k, purposeBinding, bindingFields(obj)...)
+	for i := range st.AcceptedSecrets {
+		e := &st.AcceptedSecrets[i]
+		e.MAC = mac(k, purposeEntry, entryFields(obj, e)...)
+	}
+	return nil
+}
+
+// KeyIDs returns the ids of the keys whose MACs obj's status carries and that verify.
+func (s *Set) KeyIDs(obj *m2mv1alpha1.M2MClient) []string {
+	var ids []string
+	add := func(m string) {
+		if _, rest, ok := strings.Cut(m, "."); ok {
+			if id, _, ok := strings.Cut(rest, "."); ok {
+				ids = append(ids, id)
+			}
+		}
+	}
+	if s.VerifyClientID(obj) {
+		add(obj.Status.ClientIDMAC)
+	}
+	for i := range obj.Status.AcceptedSecrets {
+		if e := &obj.Status.AcceptedSecrets[i]; s.VerifyEntry(obj, e) {
+			add(e.MAC)
+		}
+	}
+	return ids
+}
+
+// Authenticated reports whether everything the token server would trust in obj's status
+// verifies. Without a client ID the token server finds the client by nothing, so it trusts
+// nothing in it.
+func (s *Set) Authenticated(obj *m2mv1alpha1.M2MClient) bool {
+	st := &obj.Status
+	if st.ClientID == "" {
+		return true
+	}
+	if !s.VerifyClientID(obj) {
+		return false
+	}
+	for i := range st.AcceptedSecrets {
+		if !s.VerifyEntry(obj, &st.AcceptedSecrets[i]) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,132 @@
+package tokenserver
+
+import (
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
+)
+
+const attackerSecret = "attacker-knows-this-0123456789abcdefghijklmn"
+
+func tokenFor(t *testing.T, f *fixture, id, secret string) (int, map[string]any) {
+	t.Helper()
+	resp, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", id, "client_secret", secret)})
+	return resp.StatusCode, body
+}
+
+// Whoever can write status can add a hash of a secret they know. Without the manager's MAC the
+// entry is ignored: no token, the same invalid_client as a wrong secret.
+func TestAnEntryWithoutTheManagersMACGetsNoToken(t *testing.T) {
+	forever := metav1.NewTime(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))
+	for name, forge := range map[string]func(c *m2mv1alpha1.M2MClient){
+		"an added hash without MAC": func(c *m2mv1alpha1.M2MClient) {
+			c.Status.AcceptedSecrets = append(c.Status.AcceptedSecrets, m2mv1alpha1.AcceptedSecret{Hash: credentials.Hash(attackerSecret), ExpiresAt: &forever})
+		},
+		"an added hash with another entry's MAC": func(c *m2mv1alpha1.M2MClient) {
+			c.Status.AcceptedSecrets = append(c.Status.AcceptedSecrets, m2mv1alpha1.AcceptedSecret{Hash: credentials.Hash(attackerSecret), MAC: c.Status.AcceptedSecrets[0].MAC})
+		},
+		"the real entry's hash replaced": func(c *m2mv1alpha1.M2MClient) {
+			c.Status.AcceptedSecrets[0].Hash = credentials.Hash(attackerSecret)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			victim := testClient(goodID, goodSecret)
+			forge(victim)
+			f := serve(t, signingkeys.ES256, mapClients{goodID: victim})
+			if code, body := tokenFor(t, f, goodID, attackerSecret); code != 401 || body["error"] != ErrInvalidClient {
+				t.Fatalf("the forged secret got %d %v", code, body)
+			}
+		})
+	}
+}
+
+// A grace entry's expiry is part of its MAC: moving it to year 9999 breaks the MAC, so the
+// secret is not accepted for longer than the manager said.
+func TestAnExtendedGracePeriodIsNotHonoured(t *testing.T) {
+	c := testClient(goodID, goodSecret)
+	soon := metav1.NewTime(t0.Add(time.Minute))
+	c.Status.AcceptedSecrets[0].ExpiresAt = &soon
+	seal(c)
+	forever := metav1.NewTime(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))
+	c.Status.AcceptedSecrets[0].ExpiresAt = &forever
+	f := serve(t, signingkeys.ES256, mapClients{goodID: c})
+	if code, body := tokenFor(t, f, goodID, goodSecret); code != 401 {
+		t.Fatalf("a grace entry with a forged expiry got %d %v", code, body)
+	}
+}
+
+// A tenant who can write its own client's status sets status.clientID to another namespace's
+// client ID, with its own secret's hash. The forged copy neither gets a token nor hides the
+// real client (which, if both counted, would find no client at all).
+func TestAStatusClaimingAnotherClientsIDNeitherImpersonatesNorHidesIt(t *testing.T) {
+	victim := testClient(goodID, goodSecret)
+	victim.Namespace = "team-b"
+	seal(victim)
+	squatter := testClient("m2m-squatter", attackerSecret)
+	squatter.Namespace = "team-a"
+	seal(squatter)
+	// The attacker copies the victim's ID and even its MACs into its own status.
+	squatter.Status.ClientID = goodID
+	squatter.Status.ClientIDMAC = victim.Status.ClientIDMAC
+	f := serve(t, signingkeys.ES256, listClients{victim, squatter})
+	if code, body := tokenFor(t, f, goodID, attackerSecret); code != 401 {
+		t.Fatalf("the squatter got %d %v", code, body)
+	}
+	if code, body := tokenFor(t, f, goodID, goodSecret); code != 200 {
+		t.Fatalf("the real client got %d %v", code, body)
+	}
+}
+
+// Upgrading from a version without MACs: until the manager has authenticated every status and
+// says so in the signing-key Secret, entries without a MAC are accepted, so that no pod holding
+// its current secret is refused; once it says so, they are not.
+func TestEntriesWithoutMACAreAcceptedOnlyUntilEnforcement(t *testing.T) {
+	legacy := &m2mv1alpha1.M2MClient{
+		Spec:   m2mv1alpha1.M2MClientSpec{Scopes: []m2mv1alpha1.Scope{"read:invoices"}},
+		Status: m2mv1alpha1.M2MClientStatus{ClientID: goodID, AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(goodSecret)}}},
+	}
+	key, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, _ := statusmac.Generate(statusmac.StateActive, t0)
+	for _, tc := range []struct {
+		name   string
+		status *statusmac.Set
+		want   int
+	}{
+		{"no status keys yet (the previous manager still runs)", nil, 200},
+		{"status keys, not enforced yet", &statusmac.Set{Keys: []*statusmac.Key{sk}}, 200},
+		{"enforced", &statusmac.Set{Keys: []*statusmac.Key{sk}, EnforcedSince: &t0}, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keys, err := NewStaticKeys(&signingkeys.Set{Keys: []*signingkeys.Key{key}}, tc.status, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: legacy}, Keys: keys, Clock: clocktesting.NewFakeClock(t0)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := &fixture{srv: newTestServer(t, s)}
+			if code, body := tokenFor(t, f, goodID, goodSecret); code != tc.want {
+				t.Fatalf("got %d %v, want %d", code, body, tc.want)
+			}
+		})
+	}
+}
+
+func newTestServer(t *testing.T, s *Server) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return srv
+}
