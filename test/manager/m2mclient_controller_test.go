@@ -24,9 +24,9 @@ import (
 
 var ctx = context.Background()
 
-// acceptedNow reports whether the client's status accepts secret now.
+// acceptedNow reports whether the client's status accepts secret now, with valid MACs.
 func acceptedNow(obj *m2mv1alpha1.M2MClient, secret string) bool {
-	return credentials.Verify(obj.Status.AcceptedSecrets, secret, time.Now())
+	return testenv.Accepts(ctx, env.Client, obj, secret, time.Now())
 }
 
 func entryFor(obj *m2mv1alpha1.M2MClient, secret string) *m2mv1alpha1.AcceptedSecret {

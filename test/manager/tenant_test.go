@@ -11,9 +11,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -252,5 +255,145 @@ func TestATenantImportsAClientIDOnlyWhereAnAdminAllowsIt(t *testing.T) {
 	allowImports(t, ns)
 	if err := tenant.Create(ctx, squatter); err != nil {
 		t.Fatalf("importing into a marked namespace: %v", err)
+	}
+}
+
+// statusWriter writes status as the one identity the policy lets through, standing in for
+// whoever can write status where the policy is not installed.
+func statusWriter(t *testing.T) client.Client {
+	t.Helper()
+	c, err := client.New(managerConfig, client.Options{Scheme: env.Client.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// The second layer: the manager treats status it did not write as lost. A hash someone added
+// with an expiry in 9999 is discarded (with a StatusDiscarded event), and the client's own
+// secret stays accepted throughout.
+func TestTheManagerDiscardsStatusItDidNotWrite(t *testing.T) {
+	ns := namespace(t)
+	create(t, newClient(ns, "target"))
+	obj := waitReady(t, ns, "target", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	secret := string(secretOf(t, ns, "target-credentials").Data[m2mv1alpha1.SecretKeyClientSecret])
+	forged := credentials.Hash("the-forger-knows-this-secret-0123456789abc")
+	forever := metav1.NewTime(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))
+	base := obj.DeepCopy()
+	obj.Status.AcceptedSecrets = append(obj.Status.AcceptedSecrets, m2mv1alpha1.AcceptedSecret{Hash: forged, CreatedAt: metav1.Now(), ExpiresAt: &forever, MAC: obj.Status.AcceptedSecrets[0].MAC})
+	if err := statusWriter(t).Status().Patch(ctx, obj, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		get(t, obj)
+		for _, e := range obj.Status.AcceptedSecrets {
+			if e.Hash == forged {
+				return fmt.Errorf("the forged hash is still in status")
+			}
+		}
+		if events(t, ns, "target", controllers.EventStatusDiscarded) == 0 {
+			return fmt.Errorf("no %s event", controllers.EventStatusDiscarded)
+		}
+		return nil
+	})
+	if !acceptedNow(obj, secret) {
+		t.Fatal("the client's own secret is no longer accepted")
+	}
+}
+
+// The rebuild of a lost status is no way around the MAC. A tenant with grants b and c wipes
+// its older client's status and writes a younger client's ID from another namespace into its
+// own Secret: the manager rebuilds the tenant's client with the ID bound to it, writes that ID
+// back into the Secret, and the younger client keeps its own.
+func TestAWipedStatusAndARewrittenSecretDoNotGiveAClientAnotherNamespacesID(t *testing.T) {
+	nsA, nsB := namespace(t), namespace(t)
+	tenant := testenv.Tenant(t, env, nsA, testenv.GrantStatus)
+	if err := tenant.Create(ctx, newClient(nsA, "older")); err != nil {
+		t.Fatal(err)
+	}
+	older := waitReady(t, nsA, "older", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	ownID := older.Status.ClientID
+	create(t, newClient(nsB, "younger"))
+	victimID := waitReady(t, nsB, "younger", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady).Status.ClientID
+
+	// The Secret first, made immutable so that the manager cannot write its own ID back before
+	// the status is wiped; then the status.
+	s := secretOf(t, nsA, "older-credentials")
+	s.Data[m2mv1alpha1.SecretKeyClientID] = []byte(victimID)
+	s.Immutable = ptr.To(true)
+	if err := tenant.Update(ctx, s); err != nil {
+		t.Fatalf("the tenant may not write its Secret (grant b): %v", err)
+	}
+	wipe := client.RawPatch(types.MergePatchType, []byte(`{"status":{"clientID":null,"clientIDMAC":null,"acceptedSecrets":null}}`))
+	if err := statusWriter(t).Status().Patch(ctx, older, wipe); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		get(t, older)
+		ready := meta.FindStatusCondition(older.Status.Conditions, m2mv1alpha1.ConditionReady)
+		if events(t, nsA, "older", controllers.EventStatusRecovered) == 0 && (ready == nil || ready.Reason != m2mv1alpha1.ReasonDuplicateClientID) {
+			return fmt.Errorf("the manager has not rebuilt the status yet")
+		}
+		return nil
+	})
+	if older.Status.ClientID != ownID {
+		t.Fatalf("the rebuilt client has ID %q, want its own %q (the victim's is %q)", older.Status.ClientID, ownID, victimID)
+	}
+	if got := waitReady(t, nsB, "younger", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady); got.Status.ClientID != victimID {
+		t.Fatalf("the victim's ID changed to %q", got.Status.ClientID)
+	}
+}
+
+// With grant b alone a tenant cannot write status, but it can prepare a Secret before its client
+// exists, owned by the client's name, naming another namespace's client ID and a secret it knows.
+// The new client gets a new ID: an ID only its own Secret names is never taken.
+func TestAPreparedSecretDoesNotGiveANewClientAnotherNamespacesID(t *testing.T) {
+	nsA, nsB := namespace(t), namespace(t)
+	create(t, newClient(nsB, "victim"))
+	victimID := waitReady(t, nsB, "victim", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady).Status.ClientID
+	tenant := testenv.Tenant(t, env, nsA, testenv.GrantSecrets)
+	prepared := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "thief-credentials", OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: m2mv1alpha1.GroupVersion.String(), Kind: "M2MClient", Name: "thief", UID: "00000000-0000-0000-0000-000000000000", Controller: ptr.To(true),
+		}}},
+		Data: map[string][]byte{
+			m2mv1alpha1.SecretKeyClientID:     []byte(victimID),
+			m2mv1alpha1.SecretKeyClientSecret: []byte("Tq7vN2xKp9LmR4sW8yZb3cFh6jD1gA5eU0oIiYtXw"),
+		},
+	}
+	if err := tenant.Create(ctx, prepared); err != nil {
+		t.Fatal(err)
+	}
+	if err := tenant.Create(ctx, newClient(nsA, "thief")); err != nil {
+		t.Fatal(err)
+	}
+	got := waitReady(t, nsA, "thief", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	if got.Status.ClientID == victimID || got.Status.ClientID == "" {
+		t.Fatalf("the new client got ID %q (the victim's is %q)", got.Status.ClientID, victimID)
+	}
+	if got := waitReady(t, nsB, "victim", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady); got.Status.ClientID != victimID {
+		t.Fatalf("the victim's ID changed to %q", got.Status.ClientID)
+	}
+}
+
+// ClientIDBindings are cluster-scoped: a tenant with every grant in its namespace can neither
+// read, create nor delete one, so it can neither learn, take nor release another's ID.
+func TestATenantCannotTouchClientIDBindings(t *testing.T) {
+	ns := namespace(t)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantStatus)
+	if err := tenant.Create(ctx, newClient(ns, "mine")); err != nil {
+		t.Fatal(err)
+	}
+	id := waitReady(t, ns, "mine", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady).Status.ClientID
+	b := &m2mv1alpha1.ClientIDBinding{ObjectMeta: metav1.ObjectMeta{Name: m2mv1alpha1.ClientIDBindingName(id)}}
+	if err := tenant.Get(ctx, client.ObjectKeyFromObject(b), b); !apierrors.IsForbidden(err) {
+		t.Fatalf("get: %v, want Forbidden", err)
+	}
+	if err := tenant.Delete(ctx, b); !apierrors.IsForbidden(err) {
+		t.Fatalf("delete: %v, want Forbidden", err)
+	}
+	taken := &m2mv1alpha1.ClientIDBinding{ObjectMeta: metav1.ObjectMeta{Name: "m2m-reserved-by-tenant"}, Spec: m2mv1alpha1.ClientIDBindingSpec{ClientID: "m2m-reserved-by-tenant", Namespace: ns, Name: "mine"}}
+	if err := tenant.Create(ctx, taken); !apierrors.IsForbidden(err) {
+		t.Fatalf("create: %v, want Forbidden", err)
 	}
 }

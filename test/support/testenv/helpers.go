@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -18,7 +19,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 // TokenResponse is the token endpoint's answer.
@@ -123,4 +128,22 @@ func Poke(t testing.TB, c client.Client, obj client.Object) {
 	if err := c.Patch(context.Background(), obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Accepts reports whether the token server, with the status keys now in the signing-key Secret,
+// accepts secret for obj at now: a matching entry that is not expired, and whose MAC and client
+// ID MAC verify. It is what the tests ask instead of the hash alone, so that they also hold the
+// manager to sealing what it accepts.
+func Accepts(ctx context.Context, c client.Reader, obj *m2mv1alpha1.M2MClient, secret string, now time.Time) bool {
+	s := &corev1.Secret{}
+	if err := c.Get(ctx, signingkeys.DefaultSecret, s); err != nil {
+		return false
+	}
+	keys, err := statusmac.Parse(s.Data[statusmac.DataKey])
+	if err != nil || !keys.VerifyClientID(obj) {
+		return false
+	}
+	return credentials.VerifyWith(obj.Status.AcceptedSecrets, secret, now, func(e *m2mv1alpha1.AcceptedSecret) bool {
+		return keys.VerifyEntry(obj, e)
+	})
 }
