@@ -50,7 +50,4 @@ const (
 	// which may since have been deleted; only an administrator's release of the binding frees it.
 	// The client gets no status.clientID, so the token server never sees two clients with one ID.
 	ReasonDuplicateClientID = "DuplicateClientID"
-	// ReasonStatusKeysMissing: the manager has not loaded the key that authenticates status yet
-	// (it is created with the signing keys at start); it retries.
-	ReasonStatusKeysMissing = "StatusKeysMissing"
 )
