@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -133,4 +135,64 @@ func TestASigningKeyIsPublishedBeforeItSignsAndARetiredKeyVerifiesItsTokensUntil
 	if err := verifies(t, after); err != nil {
 		t.Fatalf("a token of the new key does not verify: %v", err)
 	}
+}
+
+// The key that authenticates status rotates like the signing keys: its successor is published
+// first, then signs, every status is sealed again with it, and the old key goes once no status
+// uses it. A client's secret is accepted at every step.
+func TestTheStatusKeyRotatesWithoutRefusingASecret(t *testing.T) {
+	key := create(t, rotatingClient(sharedNamespace, "status-keys", nil))
+	obj, secret := settled(t, key, nil)
+	id := obj.Status.ClientID
+	tokenEventually(t, id, secret, http.StatusOK)
+	accepted := func(step string) {
+		t.Helper()
+		if code := tokenStatus(t, id, secret); code != http.StatusOK {
+			t.Fatalf("%s: the client's secret got %d", step, code)
+		}
+	}
+	old := statusKeys(t).Active()
+	if due := old.ActiveAt.Add(statusmac.DefaultPeriod); clk.Now().Before(due) {
+		clk.Step(due.Sub(clk.Now()))
+	}
+	pokeKeys(t)
+	testenv.Eventually(t, wait, func() error {
+		if set := statusKeys(t); len(set.Keys) < 2 && set.Active().ID == old.ID {
+			return fmt.Errorf("no successor of status key %s yet", old.ID)
+		}
+		return nil
+	})
+	accepted("successor published")
+	// In a cluster the successor is known for five minutes before it signs; give the token
+	// server a moment of real time to load it.
+	time.Sleep(time.Second)
+
+	clk.Step(statusmac.Prepublish)
+	pokeKeys(t)
+	var next string
+	testenv.Eventually(t, wait, func() error {
+		if next = statusKeys(t).Active().ID; next == old.ID {
+			return fmt.Errorf("status key %s still signs", old.ID)
+		}
+		if err := env.Client.Get(context.Background(), key, obj); err != nil {
+			return err
+		}
+		if !strings.Contains(obj.Status.ClientIDMAC, "."+next+".") {
+			return fmt.Errorf("the client's status is not sealed with %s yet", next)
+		}
+		return nil
+	})
+	accepted("successor signs")
+
+	clk.Step(statusmac.RetiredMinimum)
+	pokeKeys(t)
+	testenv.Eventually(t, wait, func() error {
+		for _, k := range statusKeys(t).Keys {
+			if k.ID == old.ID {
+				return fmt.Errorf("the retired status key %s is still there", old.ID)
+			}
+		}
+		return nil
+	})
+	accepted("old key dropped")
 }
