@@ -112,20 +112,24 @@ func ClientIDOf(obj *m2mv1alpha1.M2MClient) string {
 	return obj.Spec.ClientID
 }
 
-// SetupWithManager registers the index and the controller.
+func indexClientID(o client.Object) []string {
+	if id := ClientIDOf(o.(*m2mv1alpha1.M2MClient)); id != "" {
+		return []string{id}
+	}
+	return nil
+}
+
+func indexBoundClient(o client.Object) []string {
+	b := o.(*m2mv1alpha1.ClientIDBinding)
+	return []string{b.Spec.Namespace + "/" + b.Spec.Name}
+}
+
+// SetupWithManager registers the indexes and the controller.
 func (r *M2MClientReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &m2mv1alpha1.M2MClient{}, ClientIDIndex, func(o client.Object) []string {
-		if id := ClientIDOf(o.(*m2mv1alpha1.M2MClient)); id != "" {
-			return []string{id}
-		}
-		return nil
-	}); err != nil {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &m2mv1alpha1.M2MClient{}, ClientIDIndex, indexClientID); err != nil {
 		return err
 	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &m2mv1alpha1.ClientIDBinding{}, BoundClientIndex, func(o client.Object) []string {
-		b := o.(*m2mv1alpha1.ClientIDBinding)
-		return []string{b.Spec.Namespace + "/" + b.Spec.Name}
-	}); err != nil {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &m2mv1alpha1.ClientIDBinding{}, BoundClientIndex, indexBoundClient); err != nil {
 		return err
 	}
 	isKeySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
@@ -335,7 +339,9 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 	// an ID that is this client's, and never one that another client can still take.
 	if holder, err := r.claim(ctx, obj, keys, id); err != nil {
 		return ctrl.Result{}, err
-	} else if holder != "" {
+	} else if holder == "" {
+		p.vouched = true
+	} else {
 		// Withhold the ID, and the secrets that went with it, from status, so that the token
 		// server never sees two clients with it.
 		obj.Status.ClientID, obj.Status.AcceptedSecrets = "", nil
@@ -361,7 +367,10 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 			return ctrl.Result{}, err
 		}
 	case decision.Action == ActionRecoverStatus || decision.Action == ActionAdopt:
-		obj.Status.AcceptedSecrets = Accept(obj.Status.AcceptedSecrets, decision.Secret, now)
+		// A secret written into the Secret is accepted even when status is full (a rotation
+		// would wait instead): the Secret already carries it, and a status over the schema's
+		// limit could not be written at all.
+		obj.Status.AcceptedSecrets = Accept(MakeRoom(obj.Status.AcceptedSecrets, MaxAcceptedSecrets), decision.Secret, now)
 		if err := p.patch(ctx); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -728,11 +737,17 @@ type statusPatcher struct {
 	// keys seal what the manager writes: everything left in status when it patches is what it
 	// wrote or vouched for (Reconcile discards the rest first).
 	keys *statusmac.Set
+	// vouched is set once this reconcile has claimed the client ID (its binding is this
+	// client's). Until then nothing is sealed: before enforcement, status.clientID may still be
+	// whatever someone wrote, and sealing it would make it the manager's word.
+	vouched bool
 }
 
 func (p *statusPatcher) patch(ctx context.Context) error {
-	if err := p.keys.Seal(p.obj); err != nil {
-		return err
+	if p.vouched || p.obj.Status.ClientID == "" {
+		if err := p.keys.Seal(p.obj); err != nil {
+			return err
+		}
 	}
 	if equality.Semantic.DeepEqual(p.base.Status, p.obj.Status) {
 		return nil

@@ -271,6 +271,25 @@ func Accept(entries []m2mv1alpha1.AcceptedSecret, secret string, now time.Time) 
 	return append(out, accepted)
 }
 
+// MakeRoom returns entries with at most limit-1 of them, so that one more can be accepted: the
+// entries in their grace period that expire first go. Entries without expiry always stay.
+func MakeRoom(entries []m2mv1alpha1.AcceptedSecret, limit int) []m2mv1alpha1.AcceptedSecret {
+	out := slices.Clone(entries)
+	for len(out) >= limit {
+		first := -1
+		for i, e := range out {
+			if e.ExpiresAt != nil && (first < 0 || e.ExpiresAt.Before(out[first].ExpiresAt)) {
+				first = i
+			}
+		}
+		if first < 0 {
+			break
+		}
+		out = slices.Delete(out, first, first+1)
+	}
+	return out
+}
+
 // ExpireOthers returns entries where every entry other than current that has no expiry expires
 // at now + grace. Entries that already expire keep their time.
 func ExpireOthers(entries []m2mv1alpha1.AcceptedSecret, current string, now time.Time, grace time.Duration) []m2mv1alpha1.AcceptedSecret {
@@ -359,6 +378,10 @@ type StatusTrust struct {
 // gone and cannot be proven, stays accepted at most one grace period from now.
 func TrustStatus(obj *m2mv1alpha1.M2MClient, keys *statusmac.Set, now time.Time) StatusTrust {
 	st := &obj.Status
+	if st.ClientID != "" && !m2mv1alpha1.ValidClientID(st.ClientID) {
+		// No ID of this form was ever issued or bound: someone else wrote it.
+		return StatusTrust{Discarded: 1 + len(st.AcceptedSecrets)}
+	}
 	if !keys.Enforced() {
 		t := StatusTrust{ClientID: st.ClientID}
 		latest := metav1.NewTime(now.Add(GracePeriod(obj)).Truncate(time.Second))

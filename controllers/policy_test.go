@@ -309,6 +309,8 @@ func TestTrustStatus(t *testing.T) {
 	newUID := sealed(entry(current, nil))
 	newUID.UID = "uid-restored"
 	legacy := clientWith(entry(current, nil), entry(old, &forever))
+	oddID := clientWith(entry(current, nil))
+	oddID.Status.ClientID = "abc@clients"
 
 	for sentence, tc := range map[string]struct {
 		obj       *m2mv1alpha1.M2MClient
@@ -326,6 +328,7 @@ func TestTrustStatus(t *testing.T) {
 		"an upgrade keeps what the previous version wrote":                         {legacy, upgrading, "m2m-id", 2, 0, func(tr StatusTrust) bool { return tr.Migrated == 2 }},
 		"an upgrade keeps a grace entry at most one grace period from now":         {legacy, upgrading, "m2m-id", 2, 0, func(tr StatusTrust) bool { return tr.Entries[1].ExpiresAt.Time.Equal(now.Add(time.Hour)) }},
 		"an upgrade with no status keys at all still keeps what the version wrote": {legacy, nil, "m2m-id", 2, 0, nil},
+		"an upgrade does not take over a client ID no version could have issued":   {oddID, upgrading, "", 0, 2, nil},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			tr := TrustStatus(tc.obj, tc.keys, now)
@@ -396,5 +399,20 @@ func TestNextRotationIsLastRotationPlusPeriod(t *testing.T) {
 	obj.Spec.Rotation.Period = &metav1.Duration{Duration: 720 * time.Hour}
 	if got := NextRotation(obj); !got.Equal(now.Add(720 * time.Hour)) {
 		t.Fatalf("next rotation %s", got)
+	}
+}
+
+func TestMakeRoomDropsTheGraceEntriesThatExpireFirstAndKeepsUnexpiringOnes(t *testing.T) {
+	in, soon, later := time.Hour, time.Minute, 2*time.Hour
+	entries := []m2mv1alpha1.AcceptedSecret{entry("a", &in), entry(current, nil), entry("b", &soon), entry("c", &later)}
+	out := MakeRoom(entries, 3)
+	if len(out) != 2 || out[0].Hash != credentials.Hash(current) || out[1].Hash != credentials.Hash("c") {
+		t.Fatalf("kept %+v", out)
+	}
+	if len(entries) != 4 {
+		t.Fatal("MakeRoom changed its argument")
+	}
+	if got := MakeRoom([]m2mv1alpha1.AcceptedSecret{entry(current, nil), entry(old, nil)}, 2); len(got) != 2 {
+		t.Fatal("an unexpiring entry was dropped")
 	}
 }

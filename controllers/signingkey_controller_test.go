@@ -6,8 +6,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
@@ -15,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
@@ -110,6 +113,80 @@ func TestAChangedAlgorithmPublishesAKeyOfTheNewOneAsNext(t *testing.T) {
 	}
 }
 
+func enforcedKeys(t *testing.T) *statusmac.Set {
+	t.Helper()
+	set, err := statusmac.Apply(nil, statusmac.KeyPlan{AddActive: true, Enforce: true}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+// clientReconciler is the client controller on controller-runtime's fake client, with the
+// indexes the manager registers and a signing-key Secret holding status.
+func clientReconciler(t *testing.T, status *statusmac.Set, funcs interceptor.Funcs, objs ...client.Object) (*M2MClientReconciler, client.Client) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = m2mv1alpha1.AddToScheme(scheme)
+	statusData, _ := status.Encode()
+	keys := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: keyRef.Namespace, Name: keyRef.Name}, Data: map[string][]byte{statusmac.DataKey: statusData}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(append(objs, keys)...).WithStatusSubresource(&m2mv1alpha1.M2MClient{}).
+		WithIndex(&m2mv1alpha1.M2MClient{}, ClientIDIndex, indexClientID).
+		WithIndex(&m2mv1alpha1.ClientIDBinding{}, BoundClientIndex, indexBoundClient).
+		WithInterceptorFuncs(funcs).Build()
+	return &M2MClientReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10), Clock: clocktesting.NewFakeClock(now), IssuerURL: "https://m2m.example.com", KeySecret: keyRef}, c
+}
+
+// Before enforcement (an upgrade), status.clientID may be whatever someone wrote. When the
+// binding cannot be made (here the API server refuses it), the manager must not seal that ID:
+// sealing is the manager's word that the ID is the client's.
+func TestAClientIDIsNotSealedUntilItsBindingIsMade(t *testing.T) {
+	set := enforcedKeys(t)
+	set.EnforcedSince = nil
+	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "c", UID: "uid-1"}}
+	obj.Status.ClientID = "m2m-written-by-someone"
+	obj.Status.AcceptedSecrets = []m2mv1alpha1.AcceptedSecret{entry(current, nil)}
+	refuse := interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
+		if _, ok := o.(*m2mv1alpha1.ClientIDBinding); ok {
+			return apierrors.NewInvalid(schema.GroupKind{Group: "m2m.dev", Kind: "ClientIDBinding"}, o.GetName(), nil)
+		}
+		return c.Create(ctx, o, opts...)
+	}}
+	r, c := clientReconciler(t, set, refuse, obj)
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "c"}}); err == nil {
+		t.Fatal("the reconcile succeeded without a binding")
+	}
+	got := &m2mv1alpha1.M2MClient{}
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), got); err != nil {
+		t.Fatal(err)
+	}
+	if set.VerifyClientID(got) || set.Authenticated(got) {
+		t.Fatalf("the manager sealed an ID it could not bind: %+v", got.Status)
+	}
+}
+
+// A client that is being deleted, and that a finalizer keeps forever, is neither sealed nor
+// served: it does not hold enforcement back.
+func TestAClientStuckInDeletionDoesNotHoldEnforcementBack(t *testing.T) {
+	set := enforcedKeys(t)
+	set.EnforcedSince = nil
+	statusData, _ := set.Encode()
+	keysData, _ := (&signingkeys.Set{}).Encode()
+	stuck := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "stuck", Finalizers: []string{"team-a/hold"}, DeletionTimestamp: &metav1.Time{Time: now}}}
+	stuck.Status.ClientID = "m2m-unsealed"
+	secret := keySecret(string(keysData))
+	secret.Data[statusmac.DataKey] = statusData
+	s, _ := reconcileKeys(t, signingkeys.ES256, secret, stuck)
+	got, err := statusmac.Parse(s.Data[statusmac.DataKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Enforced() {
+		t.Fatal("a client stuck in deletion held enforcement back")
+	}
+}
+
 // One reconcile step of the client controller, on the fake client: it asks to be woken at the
 // moment the next rotation is due, not before.
 func TestAReconcileRequeuesForTheMomentTheNextRotationIsDue(t *testing.T) {
@@ -118,24 +195,7 @@ func TestAReconcileRequeuesForTheMomentTheNextRotationIsDue(t *testing.T) {
 	_ = m2mv1alpha1.AddToScheme(scheme)
 	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "c", UID: "uid-1"}}
 	obj.Spec.Rotation.Period = &metav1.Duration{Duration: 24 * time.Hour}
-	status, err := statusmac.Apply(nil, statusmac.KeyPlan{AddActive: true, Enforce: true}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	statusData, _ := status.Encode()
-	keys := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: keyRef.Namespace, Name: keyRef.Name}, Data: map[string][]byte{statusmac.DataKey: statusData}}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(obj, keys).WithStatusSubresource(&m2mv1alpha1.M2MClient{}).
-		WithIndex(&m2mv1alpha1.M2MClient{}, ClientIDIndex, func(o client.Object) []string {
-			if id := ClientIDOf(o.(*m2mv1alpha1.M2MClient)); id != "" {
-				return []string{id}
-			}
-			return nil
-		}).
-		WithIndex(&m2mv1alpha1.ClientIDBinding{}, BoundClientIndex, func(o client.Object) []string {
-			b := o.(*m2mv1alpha1.ClientIDBinding)
-			return []string{b.Spec.Namespace + "/" + b.Spec.Name}
-		}).Build()
-	r := &M2MClientReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10), Clock: clocktesting.NewFakeClock(now), IssuerURL: "https://m2m.example.com", KeySecret: keyRef}
+	r, c := clientReconciler(t, enforcedKeys(t), interceptor.Funcs{}, obj)
 	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "c"}})
 	if err != nil {
 		t.Fatal(err)

@@ -84,6 +84,20 @@ func ClientIDBindingName(id string) string {
 	return hashedBindingPrefix + hex.EncodeToString(sum[:])
 }
 
+// ValidClientID reports whether id has the form spec.clientID, status.clientID and a binding's
+// spec.clientID require: 1 to 128 characters of A-Z, a-z, 0-9 and "._~-".
+func ValidClientID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '~' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // Binds reports whether b gives its client ID to the M2MClient namespace/name.
 func (b *ClientIDBinding) Binds(namespace, name string) bool {
 	return b.Spec.Namespace == namespace && b.Spec.Name == name

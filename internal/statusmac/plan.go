@@ -14,6 +14,11 @@ const Prepublish = 5 * time.Minute
 // manager's cache uses it, since a token server's cache may trail the manager's.
 const RetiredMinimum = 10 * time.Minute
 
+// EnforceDeadline is how long after its first key the set is enforced even if some status is
+// still unauthenticated (a status the manager cannot write): an upgrade's window, in which forged
+// status works as before it, must end.
+const EnforceDeadline = time.Hour
+
 // DefaultPeriod is how long a key signs before the next one takes over.
 const DefaultPeriod = 90 * 24 * time.Hour
 
@@ -109,11 +114,31 @@ func Plan(set *Set, fleet Fleet, period time.Duration, now time.Time) KeyPlan {
 			p.Why = append(p.Why, fmt.Sprintf("retired status key %s authenticates no status any more", k.ID))
 		}
 	}
-	if !set.Enforced() && fleet.AllAuthenticated && set.Active() != nil {
-		p.Enforce = true
-		p.Why = append(p.Why, "every status is authenticated; the token server now ignores whatever is not")
+	if !set.Enforced() && set.Active() != nil {
+		deadline := firstKey(set).Add(EnforceDeadline)
+		switch {
+		case fleet.AllAuthenticated:
+			p.Enforce = true
+			p.Why = append(p.Why, "every status is authenticated; the token server now ignores whatever is not")
+		case !now.Before(deadline):
+			p.Enforce = true
+			p.Why = append(p.Why, fmt.Sprintf("some status is still unauthenticated %s after the first status key; enforced anyway, and the token server ignores it", EnforceDeadline))
+		default:
+			wake(&p.WakeAt, deadline)
+		}
 	}
 	return p
+}
+
+// firstKey is when the oldest key of the set was made: when the set, hence the upgrade, began.
+func firstKey(set *Set) time.Time {
+	var first time.Time
+	for _, k := range set.Keys {
+		if first.IsZero() || k.CreatedAt.Before(first) {
+			first = k.CreatedAt
+		}
+	}
+	return first
 }
 
 // Apply returns a copy of set (nil for none) with plan done at now.
