@@ -67,7 +67,7 @@ func writeLegacy(t *testing.T, c client.Client, l legacyClient, extra ...m2mv1al
 	}
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: l.ns, Name: l.name + "-credentials",
-			Labels: map[string]string{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue, m2mv1alpha1.ClientLabel: l.name},
+			Labels:          map[string]string{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue, m2mv1alpha1.ClientLabel: l.name},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: m2mv1alpha1.GroupVersion.String(), Kind: "M2MClient", Name: l.name, UID: obj.UID, Controller: ptr.To(true)}}},
 		Data: map[string][]byte{m2mv1alpha1.SecretKeyClientID: []byte(l.id), m2mv1alpha1.SecretKeyClientSecret: []byte(l.current)},
 	}
