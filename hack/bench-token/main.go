@@ -35,6 +35,7 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -205,9 +206,19 @@ func seed(ctx context.Context, c client.Client, n int) error {
 	if err != nil {
 		return err
 	}
+	// Status keys, enforced, as after any manager of this version: every request verifies the
+	// MACs of the client ID and of each entry.
+	status, err := statusmac.Apply(nil, statusmac.KeyPlan{AddActive: true, Enforce: true}, time.Now())
+	if err != nil {
+		return err
+	}
+	statusData, err := status.Encode()
+	if err != nil {
+		return err
+	}
 	if err := c.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: signingkeys.DefaultSecret.Namespace, Name: signingkeys.DefaultSecret.Name},
-		Data:       map[string][]byte{signingkeys.DataKey: data},
+		Data:       map[string][]byte{signingkeys.DataKey: data, statusmac.DataKey: statusData},
 	}); err != nil {
 		return err
 	}
@@ -237,6 +248,10 @@ func seed(ctx context.Context, c client.Client, n int) error {
 				obj.Status = m2mv1alpha1.M2MClientStatus{
 					ClientID:        fmt.Sprintf("m2m-bench-%05d", i),
 					AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secretFor(i)), CreatedAt: metav1.Now()}},
+				}
+				if err := status.Seal(obj); err != nil {
+					errs <- err
+					return
 				}
 				if err := c.Status().Update(ctx, obj); err != nil {
 					errs <- err

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"strings"
 	"time"
 
@@ -158,20 +157,21 @@ func mac(k *Key, purpose string, fields ...string) string {
 }
 
 func sum(k *Key, purpose string, fields []string) []byte {
-	h := hmac.New(sha256.New, k.Secret)
-	write(h, version)
-	write(h, purpose)
+	// One write of one buffer: the token server computes this on every request.
+	var buf [512]byte
+	b := appendField(buf[:0], version)
+	b = appendField(b, purpose)
 	for _, f := range fields {
-		write(h, f)
+		b = appendField(b, f)
 	}
+	h := hmac.New(sha256.New, k.Secret)
+	h.Write(b)
 	return h.Sum(nil)
 }
 
-func write(h hash.Hash, s string) {
-	var n [4]byte
-	binary.BigEndian.PutUint32(n[:], uint32(len(s)))
-	h.Write(n[:])
-	h.Write([]byte(s))
+func appendField(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
 }
 
 // verify checks m against the fields with the key it names.
@@ -188,11 +188,14 @@ func (s *Set) verify(m, purpose string, fields ...string) bool {
 	if k == nil {
 		return false
 	}
-	got, err := base64.RawURLEncoding.DecodeString(b64)
-	if err != nil {
+	var got [sha256.Size]byte
+	if base64.RawURLEncoding.DecodedLen(len(b64)) != len(got) {
 		return false
 	}
-	return hmac.Equal(got, sum(k, purpose, fields))
+	if _, err := base64.RawURLEncoding.Decode(got[:], []byte(b64)); err != nil {
+		return false
+	}
+	return hmac.Equal(got[:], sum(k, purpose, fields))
 }
 
 // expiry is ExpiresAt as status stores it: RFC 3339 in whole seconds, or "" for none.
