@@ -35,7 +35,7 @@ var commands = []struct{ name, usage string }{
 	{"token", "kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--token-url URL] [-o json]"},
 	{"rotate", "kubectl m2m rotate NAME [-n NS] [--timeout 2m]"},
 	{"describe", "kubectl m2m describe NAME [-n NS]"},
-	{"verify", "kubectl m2m verify TOKEN --issuer URL [--scope S]... [--audience A]"},
+	{"verify", "kubectl m2m verify TOKEN --issuer URL (--audience A... | --any-audience) [--scope S]..."},
 }
 
 var usage = func() string {
@@ -95,6 +95,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		scopes, audiences        []string
 		tokenURL, output, issuer string
 		timeout                  time.Duration
+		anyAudience              bool
 	)
 	if cmd != "verify" {
 		kube = genericclioptions.NewConfigFlags(true)
@@ -111,7 +112,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "verify":
 		flags.StringVar(&issuer, "issuer", "", "issuer URL (required)")
 		flags.StringArrayVar(&scopes, "scope", nil, "scope the token must have (repeatable)")
-		flags.StringArrayVar(&audiences, "audience", nil, "audience the token must have")
+		flags.StringArrayVar(&audiences, "audience", nil, "audience the token must be for; repeated, any of them (required unless --any-audience)")
+		flags.BoolVar(&anyAudience, "any-audience", false, "accept a token for any audience")
 	}
 	if err := flags.Parse(args[1:]); errors.Is(err, pflag.ErrHelp) {
 		_, err := fmt.Fprintf(stdout, "Usage:\n  %s\n\nFlags:\n%s", commands[i].usage, flags.FlagUsages())
@@ -125,8 +127,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	if cmd == "verify" {
-		if issuer == "" {
+		switch {
+		case issuer == "":
 			return fmt.Errorf("%w: verify needs --issuer", errUsage)
+		case len(audiences) == 0 && !anyAudience:
+			return fmt.Errorf("%w: verify needs --audience (the service the token must be for), or --any-audience", errUsage)
+		case len(audiences) > 0 && anyAudience:
+			return fmt.Errorf("%w: --audience and --any-audience contradict each other", errUsage)
 		}
 		return verify(ctx, stdout, rest[0], issuer, scopes, audiences)
 	}
@@ -295,15 +302,16 @@ func describe(ctx context.Context, c client.Client, out io.Writer, key types.Nam
 func verify(ctx context.Context, out io.Writer, token, issuer string, scopes, audiences []string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	v, err := m2mauth.NewVerifier(ctx, issuer)
+	audience := m2mauth.WithAnyAudience()
+	if len(audiences) > 0 {
+		audience = m2mauth.WithAudience(audiences...)
+	}
+	v, err := m2mauth.NewVerifier(ctx, issuer, audience)
 	if err != nil {
 		return err
 	}
-	opts := []m2mauth.AuthOption{m2mauth.RequiredScopes(scopes...)}
-	for _, a := range audiences {
-		opts = append(opts, m2mauth.Audience(a))
-	}
-	claims, err := v.Authenticate(ctx, token, opts...)
+	defer v.Close()
+	claims, err := v.Authenticate(ctx, token, m2mauth.RequiredScopes(scopes...))
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,14 @@ package plugin
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/m2m-dev/m2m-operator/test/support/inprocess"
 )
 
 // Asking for help is not a mistake: usage goes to stdout and the exit code is 0, as with kubectl.
@@ -66,5 +72,37 @@ func TestAnUnknownCommandOrMissingArgumentIsAUsageError(t *testing.T) {
 		if stdout.Len() != 0 || !strings.Contains(stderr.String(), "Usage:") {
 			t.Errorf("%q: stdout %q, stderr %q", args, stdout.String(), stderr.String())
 		}
+	}
+}
+
+// kubectl m2m verify follows the library's rule: an audience is required (or, explicitly, any),
+// and a repeated --audience means any of them.
+func TestVerifyRequiresAnAudienceAndARepeatedOneMeansAnyOf(t *testing.T) {
+	issuer, dir, stop := inprocess.TokenServer()
+	defer stop()
+	id, _ := os.ReadFile(filepath.Join(dir, "client_id"))
+	secret, _ := os.ReadFile(filepath.Join(dir, "client_secret"))
+	tok, err := (&clientcredentials.Config{ClientID: string(id), ClientSecret: string(secret), TokenURL: issuer + "/oauth2/token"}).Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sentence, tc := range map[string]struct {
+		args []string
+		code int
+	}{
+		"no audience is a usage error":                    {nil, 2},
+		"--audience with --any-audience is a usage error": {[]string{"--audience", "https://billing.example.com", "--any-audience"}, 2},
+		"the token's audience passes":                     {[]string{"--audience", "https://billing.example.com"}, 0},
+		"another audience fails":                          {[]string{"--audience", "https://payments.example.com"}, 1},
+		"a repeated --audience passes when one matches":   {[]string{"--audience", "https://payments.example.com", "--audience", "https://billing.example.com"}, 0},
+		"--any-audience passes":                           {[]string{"--any-audience"}, 0},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"verify", tok.AccessToken, "--issuer", issuer}, tc.args...)
+			if code := Run(context.Background(), args, &stdout, &stderr); code != tc.code {
+				t.Fatalf("exit code %d, want %d; stderr: %s", code, tc.code, stderr.String())
+			}
+		})
 	}
 }

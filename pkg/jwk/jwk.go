@@ -33,7 +33,14 @@ type Set struct {
 	Keys []Key `json:"keys"`
 }
 
-// PublicKey turns the JWK back into a public key.
+// The RSA key sizes PublicKey accepts.
+const (
+	MinRSABits = 2048
+	MaxRSABits = 8192
+)
+
+// PublicKey turns the JWK back into a public key. RSA keys must have MinRSABits to MaxRSABits
+// bits and the exponent 65537.
 func (j Key) PublicKey() (crypto.PublicKey, error) {
 	dec := base64.RawURLEncoding.DecodeString
 	switch j.KeyType {
@@ -54,7 +61,13 @@ func (j Key) PublicKey() (crypto.PublicKey, error) {
 		if err := errors.Join(err1, err2); err != nil || len(e) == 0 || len(e) > 4 {
 			return nil, fmt.Errorf("RSA key %q has bad parameters", j.KeyID)
 		}
-		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}, nil
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		// Below 2048 bits is breakable; above 8192 makes every verification slow for nothing;
+		// any exponent but 65537 is a sign of a key made by something unusual.
+		if bits := pub.N.BitLen(); bits < MinRSABits || bits > MaxRSABits || pub.E != 65537 {
+			return nil, fmt.Errorf("RSA key %q has %d bits and exponent %d; only %d to %d bits with exponent 65537 are accepted", j.KeyID, bits, pub.E, MinRSABits, MaxRSABits)
+		}
+		return pub, nil
 	case "OKP":
 		x, err := dec(j.X)
 		if err != nil || j.Curve != "Ed25519" || len(x) != ed25519.PublicKeySize {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,27 +25,72 @@ type publicKey struct {
 }
 
 // keyCache holds the JWKS by kid. It refetches when the server's Cache-Control max-age runs out
-// (in the background) and when a token names an unknown kid (at most once per minRefresh, with
-// concurrent misses collapsed into one fetch).
+// (in the background) and when a token names an unknown kid, with concurrent misses collapsed
+// into one fetch. Attempts, successful or not, are at least minRefresh apart, and the gap doubles
+// with each failure up to maxBackoff, so that neither made-up kids nor a failing token server
+// turn into a stream of fetches.
 type keyCache struct {
 	url        string
 	httpClient *http.Client
 	minRefresh time.Duration
-	now        func() time.Time
+	// fetchTimeout bounds one fetch. A fetch is shared by every caller waiting for it, so it
+	// runs on its own deadline, not on any one caller's.
+	fetchTimeout time.Duration
+	now          func() time.Time
 
-	mu        sync.RWMutex
-	keys      map[string]publicKey
-	etag      string
-	fetchedAt time.Time
-	maxAge    time.Duration
+	mu          sync.RWMutex
+	keys        map[string]publicKey
+	etag        string
+	fetchedAt   time.Time
+	maxAge      time.Duration
+	lastAttempt time.Time
+	failures    int
 
 	group singleflight.Group
 }
 
 const (
-	defaultMaxAge = 5 * time.Minute
-	maxMaxAge     = 24 * time.Hour
+	defaultMaxAge       = 5 * time.Minute
+	maxMaxAge           = 24 * time.Hour
+	defaultMinRefresh   = 30 * time.Second
+	defaultFetchTimeout = 10 * time.Second
+	maxBackoff          = 5 * time.Minute
 )
+
+// newHTTPClient is the client for metadata and JWKS fetches unless the caller gives one: bounded
+// connect, TLS handshake, response header and overall times, and no redirect to another origin.
+func newHTTPClient(timeout time.Duration) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = 5 * time.Second
+	t.ResponseHeaderTimeout = timeout
+	return &http.Client{Transport: t, Timeout: timeout, CheckRedirect: sameOrigin(nil)}
+}
+
+// sameOrigin refuses a redirect to another scheme or host (an https JWKS sent to http, or to a
+// host the issuer does not control), then asks next, if any, or allows up to 10 redirects.
+func sameOrigin(next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		first := via[0].URL
+		if req.URL.Scheme != first.Scheme || req.URL.Host != first.Host {
+			return fmt.Errorf("refusing a redirect from %s://%s to %s://%s", first.Scheme, first.Host, req.URL.Scheme, req.URL.Host)
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+}
+
+// withSameOrigin returns a copy of hc that also refuses redirects to another origin.
+func withSameOrigin(hc *http.Client) *http.Client {
+	c := *hc
+	c.CheckRedirect = sameOrigin(hc.CheckRedirect)
+	return &c
+}
 
 func (c *keyCache) lookup(kid string) (publicKey, bool) {
 	c.mu.RLock()
@@ -52,16 +99,26 @@ func (c *keyCache) lookup(kid string) (publicKey, bool) {
 	return k, ok
 }
 
-// get returns the key for kid, fetching the JWKS again when the kid is unknown and the last
-// fetch is older than minRefresh.
+// backoff is how long after the last attempt the next may start.
+func (c *keyCache) backoff() time.Duration {
+	limit := max(maxBackoff, c.minRefresh)
+	d := c.minRefresh
+	for i := 0; i < c.failures && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// get returns the key for kid, fetching the JWKS again when the kid is unknown and no attempt was
+// made within the backoff. It returns by ctx's deadline.
 func (c *keyCache) get(ctx context.Context, kid string) (publicKey, error) {
 	if k, ok := c.lookup(kid); ok {
 		return k, nil
 	}
 	c.mu.RLock()
-	recent := c.now().Sub(c.fetchedAt) < c.minRefresh
+	due := !c.now().Before(c.lastAttempt.Add(c.backoff()))
 	c.mu.RUnlock()
-	if !recent {
+	if due {
 		if err := c.refresh(ctx); err != nil {
 			return publicKey{}, err
 		}
@@ -72,16 +129,37 @@ func (c *keyCache) get(ctx context.Context, kid string) (publicKey, error) {
 	return publicKey{}, fmt.Errorf("%w: kid %q", ErrUnknownKey, kid)
 }
 
-// refresh fetches the JWKS; concurrent callers share one request.
+// refresh fetches the JWKS; concurrent callers share one fetch, and each waits for it only until
+// its own ctx ends.
 func (c *keyCache) refresh(ctx context.Context) error {
-	_, err, _ := c.group.Do("jwks", func() (any, error) {
-		return nil, c.fetch(ctx)
+	ch := c.group.DoChan("jwks", func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.Background(), c.fetchTimeout)
+		defer cancel()
+		return nil, c.fetch(fctx)
 	})
-	return err
+	select {
+	case res := <-ch:
+		return res.Err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for the JWKS: %w", ErrJWKS, ctx.Err())
+	}
 }
 
-func (c *keyCache) fetch(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, c.url, nil)
+// fetch gets the JWKS once, with ctx, and records the attempt.
+func (c *keyCache) fetch(ctx context.Context) (err error) {
+	c.mu.Lock()
+	c.lastAttempt = c.now()
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if err != nil {
+			c.failures++
+		} else {
+			c.failures = 0
+		}
+		c.mu.Unlock()
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrJWKS, err)
 	}
@@ -92,7 +170,7 @@ func (c *keyCache) fetch(ctx context.Context) error {
 	c.mu.RUnlock()
 	resp, err := c.httpClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrJWKS, err)
+		return fmt.Errorf("%w: %w", ErrJWKS, err)
 	}
 	defer resp.Body.Close()
 	now := c.now()
@@ -121,7 +199,7 @@ func (c *keyCache) fetch(ctx context.Context) error {
 		}
 		pub, err := j.PublicKey()
 		if err != nil || j.KeyID == "" || !acceptedAlgs[j.Algorithm] {
-			continue // a key this library cannot use never verifies anything
+			continue // a key this library cannot use, or will not trust, never verifies anything
 		}
 		keys[j.KeyID] = publicKey{key: pub, alg: j.Algorithm}
 	}
@@ -131,19 +209,23 @@ func (c *keyCache) fetch(ctx context.Context) error {
 	return nil
 }
 
-// run refreshes the JWKS in the background when its max-age runs out, until ctx ends.
+// run refreshes the JWKS in the background when its max-age runs out, or after the backoff when
+// the last attempt failed, until ctx ends.
 func (c *keyCache) run(ctx context.Context) {
 	for {
 		c.mu.RLock()
 		wait := c.maxAge - c.now().Sub(c.fetchedAt)
-		c.mu.RUnlock()
-		if wait < c.minRefresh {
-			wait = c.minRefresh
+		if c.failures > 0 {
+			wait = c.lastAttempt.Add(c.backoff()).Sub(c.now())
 		}
+		c.mu.RUnlock()
+		wait = max(wait, c.minRefresh, time.Second)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(wait):
+		case <-t.C:
 			_ = c.refresh(ctx) // keep the keys we have when the server is away
 		}
 	}

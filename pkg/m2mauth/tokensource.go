@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -29,9 +30,18 @@ const (
 type TokenSourceOption func(*tokenSourceConfig)
 
 type tokenSourceConfig struct {
-	scopes []string
-	params url.Values
-	early  time.Duration
+	scopes  []string
+	params  url.Values
+	early   time.Duration
+	timeout time.Duration
+	now     func() time.Time
+}
+
+// RequestTimeout bounds each token request, connection included (default 10s). A token server
+// that does not answer in time costs one caller that long once; while the cached token is valid,
+// the others get it at once.
+func RequestTimeout(d time.Duration) TokenSourceOption {
+	return func(c *tokenSourceConfig) { c.timeout = d }
 }
 
 // Scopes asks for these scopes; by default the token gets all of the client's.
@@ -54,15 +64,21 @@ func RefreshBefore(d time.Duration) TokenSourceOption {
 }
 
 // NewTokenSource returns a token source for the client whose Secret is mounted at dir (the files
-// client_id, client_secret and token_url). It reuses a token until shortly before it expires. It
-// reads the files again when they change (the kubelet swaps the directory's ..data symlink when
-// the Secret changes), and when the token server answers invalid_client it reads them again and
-// retries once: a pod keeps working across a rotation without a restart. ctx bounds the file
-// watch, and its oauth2.HTTPClient value, if any, is used for token requests.
+// client_id, client_secret and token_url). It reuses a token until RefreshBefore its expiry, then
+// gets a new one, each request bounded by RequestTimeout; if that fails, it keeps serving the
+// cached token until the token expires, and while one caller refreshes, the others get the cached
+// token without waiting. It reads the files again when they change (the kubelet swaps the
+// directory's ..data symlink when the Secret changes), and when the token server answers
+// invalid_client it reads them again and retries once: a pod keeps working across a rotation
+// without a restart. ctx bounds the file watch, and its oauth2.HTTPClient value, if any, is used
+// for token requests instead of a client with connect and TLS timeouts.
 func NewTokenSource(ctx context.Context, dir string, opts ...TokenSourceOption) (oauth2.TokenSource, error) {
-	cfg := tokenSourceConfig{params: url.Values{}, early: 30 * time.Second}
+	cfg := tokenSourceConfig{params: url.Values{}, early: 30 * time.Second, timeout: 10 * time.Second, now: time.Now}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if _, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); !ok {
+		ctx = context.WithValue(ctx, oauth2.HTTPClient, newHTTPClient(cfg.timeout))
 	}
 	s := &fileTokenSource{ctx: ctx, dir: dir, cfg: cfg}
 	if err := s.reload(); err != nil {
@@ -92,7 +108,68 @@ func NewTokenSource(ctx context.Context, dir string, opts ...TokenSourceOption) 
 			}
 		}
 	}()
-	return oauth2.ReuseTokenSourceWithExpiry(nil, s, cfg.early), nil
+	return &cachingTokenSource{src: s, early: cfg.early, now: cfg.now}, nil
+}
+
+// cachingTokenSource reuses a token until early before it expires. Unlike
+// oauth2.ReuseTokenSource, a failed refresh falls back to the cached token while it is valid, and
+// callers do not queue behind a refresh in progress while the cached token is valid.
+type cachingTokenSource struct {
+	src   oauth2.TokenSource
+	early time.Duration
+	now   func() time.Time
+
+	mu         sync.Mutex
+	tok        *oauth2.Token
+	refreshing chan struct{} // closed when the refresh in progress ends; nil when none is
+}
+
+// usable reports whether tok may still be sent at now, margin before its expiry.
+func usable(tok *oauth2.Token, now time.Time, margin time.Duration) bool {
+	return tok != nil && tok.AccessToken != "" && (tok.Expiry.IsZero() || now.Add(margin).Before(tok.Expiry))
+}
+
+func (c *cachingTokenSource) Token() (*oauth2.Token, error) {
+	c.mu.Lock()
+	now := c.now()
+	if usable(c.tok, now, c.early) {
+		tok := c.tok
+		c.mu.Unlock()
+		return tok, nil
+	}
+	if done := c.refreshing; done != nil {
+		if usable(c.tok, now, 0) {
+			tok := c.tok
+			c.mu.Unlock()
+			return tok, nil
+		}
+		c.mu.Unlock()
+		<-done // bounded by the request timeout of the refresh in progress
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if usable(c.tok, c.now(), 0) {
+			return c.tok, nil
+		}
+		return nil, errors.New("m2mauth: no valid token: the refresh in progress failed")
+	}
+	done := make(chan struct{})
+	c.refreshing = done
+	c.mu.Unlock()
+
+	tok, err := c.src.Token()
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refreshing = nil
+	close(done)
+	if err == nil {
+		c.tok = tok
+		return tok, nil
+	}
+	if usable(c.tok, c.now(), 0) {
+		return c.tok, nil // the token server is away; the cached token is still good
+	}
+	return nil, err
 }
 
 // fileTokenSource gets a new token on every call, with the credentials last read from dir.
@@ -100,9 +177,12 @@ type fileTokenSource struct {
 	ctx context.Context
 	dir string
 	cfg tokenSourceConfig
+	// withIssuer also reads the issuer file (the Introspector needs it).
+	withIssuer bool
 
 	mu    sync.Mutex
 	creds clientcredentials.Config
+	iss   string
 }
 
 func (s *fileTokenSource) reload() error {
@@ -116,13 +196,25 @@ func (s *fileTokenSource) reload() error {
 	id, err1 := read(secretKeyClientID)
 	secret, err2 := read(secretKeyClientSecret)
 	tokenURL, err3 := read(secretKeyTokenURL)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	var iss string
+	var err4 error
+	if s.withIssuer {
+		iss, err4 = read(secretKeyIssuer)
+	}
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return fmt.Errorf("reading the client credentials in %s: %w", s.dir, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.creds = clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: tokenURL, Scopes: s.cfg.scopes, EndpointParams: s.cfg.params}
+	s.iss = iss
 	return nil
+}
+
+func (s *fileTokenSource) issuer() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.iss
 }
 
 func (s *fileTokenSource) current() clientcredentials.Config {
@@ -131,11 +223,18 @@ func (s *fileTokenSource) current() clientcredentials.Config {
 	return s.creds
 }
 
+// request gets a token with creds, bounded by the request timeout.
+func (s *fileTokenSource) request(creds clientcredentials.Config) (*oauth2.Token, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.timeout)
+	defer cancel()
+	return creds.Token(ctx)
+}
+
 // Token gets a token; after invalid_client it reads the files again and, if they changed,
 // retries once: the watch may not have seen the new Secret yet.
 func (s *fileTokenSource) Token() (*oauth2.Token, error) {
 	creds := s.current()
-	tok, err := creds.Token(s.ctx)
+	tok, err := s.request(creds)
 	var re *oauth2.RetrieveError
 	if err == nil || !errors.As(err, &re) || re.ErrorCode != "invalid_client" {
 		return tok, err
@@ -144,7 +243,7 @@ func (s *fileTokenSource) Token() (*oauth2.Token, error) {
 		return nil, errors.Join(err, rerr)
 	}
 	if fresh := s.current(); fresh.ClientSecret != creds.ClientSecret || fresh.ClientID != creds.ClientID || fresh.TokenURL != creds.TokenURL {
-		return fresh.Token(s.ctx)
+		return s.request(fresh)
 	}
 	return nil, err
 }

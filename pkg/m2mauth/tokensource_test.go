@@ -3,6 +3,7 @@ package m2mauth
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -117,7 +118,7 @@ func TestAnInvalidClientRereadsTheFilesAndRetriesOnce(t *testing.T) {
 	srv := newFakeTokenServer(t, "secret-one", time.Hour)
 	dir := t.TempDir()
 	mountSecret(t, dir, srv.URL, "secret-one", 1)
-	s := &fileTokenSource{ctx: context.Background(), dir: dir, cfg: tokenSourceConfig{}}
+	s := &fileTokenSource{ctx: context.Background(), dir: dir, cfg: tokenSourceConfig{timeout: 10 * time.Second}}
 	if err := s.reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -136,4 +137,107 @@ func TestNewTokenSourceSaysWhichFileIsMissing(t *testing.T) {
 	if _, err := NewTokenSource(context.Background(), t.TempDir()); err == nil {
 		t.Fatal("an empty directory gave a token source")
 	}
+}
+
+// stallingTokenServer issues a token with a lifetime of an hour, then, once stall is set,
+// accepts requests and answers none until release is closed.
+type stallingTokenServer struct {
+	*httptest.Server
+	stall    atomic.Bool
+	arrived  chan struct{}
+	release  chan struct{}
+	released sync.Once
+	issued   atomic.Int64
+}
+
+func newStallingTokenServer(t *testing.T) *stallingTokenServer {
+	s := &stallingTokenServer{arrived: make(chan struct{}, 100), release: make(chan struct{})}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.stall.Load() {
+			s.arrived <- struct{}{}
+			select {
+			case <-s.release:
+			case <-r.Context().Done():
+				return
+			}
+			http.Error(w, "late", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		n := s.issued.Add(1)
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": fmt.Sprintf("token-%d", n), "token_type": "Bearer", "expires_in": 3600})
+	}))
+	t.Cleanup(func() { s.unstall(); s.Close() })
+	return s
+}
+
+func (s *stallingTokenServer) unstall() { s.released.Do(func() { close(s.release) }) }
+
+// withNow makes the token source read the time from now; for tests.
+func withNow(now func() time.Time) TokenSourceOption {
+	return func(c *tokenSourceConfig) { c.now = now }
+}
+
+// A token server that hangs while the cached token is due for renewal, but still valid: the
+// caller that refreshes waits one request timeout and gets the cached token; the others get it at
+// once, without queueing behind the refresh. Once the token has expired, the hang is an error,
+// returned by the request timeout.
+func TestAHungTokenServerNeverStallsCallersWhileTheCachedTokenIsValid(t *testing.T) {
+	srv := newStallingTokenServer(t)
+	dir := t.TempDir()
+	mountSecret(t, dir, srv.URL, "secret-one", 1)
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ts, err := NewTokenSource(ctx, dir, RequestTimeout(time.Hour), withNow(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Due for renewal (within RefreshBefore's 30s), still valid for 20s; the server hangs.
+	now.Add(int64(time.Hour - 20*time.Second))
+	srv.stall.Store(true)
+	refreshed := make(chan error, 1)
+	go func() {
+		tok, err := ts.Token()
+		if err == nil && tok.AccessToken != first.AccessToken {
+			err = fmt.Errorf("got %s", tok.AccessToken)
+		}
+		refreshed <- err
+	}()
+	select { // the refresh is waiting on the token server
+	case <-srv.arrived:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no refresh reached the token server while the cached token was due for renewal")
+	}
+	within(t, func() {
+		tok, err := ts.Token()
+		if err != nil || tok.AccessToken != first.AccessToken {
+			t.Errorf("a caller during the refresh got %v, %v; want the cached token at once", tok, err)
+		}
+	})
+	srv.unstall()
+	if err := <-refreshed; err != nil {
+		t.Fatalf("the refreshing caller, after the failed refresh: %v; want the cached token", err)
+	}
+
+	// Expired: a hanging token server is an error by the request timeout.
+	srv2 := newStallingTokenServer(t)
+	srv2.stall.Store(true)
+	dir2 := t.TempDir()
+	mountSecret(t, dir2, srv2.URL, "secret-one", 1)
+	ts2, err := NewTokenSource(ctx, dir2, RequestTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	within(t, func() {
+		if _, err := ts2.Token(); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("err %v, want the request timeout", err)
+		}
+	})
 }

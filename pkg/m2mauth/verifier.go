@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,37 +19,66 @@ import (
 // never accepted: an HMAC "signed" with a public key is the classic key-confusion attack.
 var acceptedAlgs = map[string]bool{"ES256": true, "RS256": true, "EdDSA": true}
 
-// Verifier verifies access tokens of one issuer locally, against its JWKS.
+// Verifier verifies access tokens of one issuer, for one service (its audiences), locally,
+// against the issuer's JWKS. Close stops its background key refresh.
 type Verifier struct {
-	issuer     string
-	keys       *keyCache
-	allowJWT   bool
-	now        func() time.Time
-	httpClient *http.Client
+	issuer      string
+	audiences   []string
+	anyAudience bool
+	keys        *keyCache
+	allowJWT    bool
+	now         func() time.Time
+	stop        context.CancelFunc
 }
 
 // VerifierOption configures NewVerifier.
 type VerifierOption func(*verifierConfig)
 
 type verifierConfig struct {
-	jwksURL    string
-	httpClient *http.Client
-	minRefresh time.Duration
-	allowJWT   bool
-	now        func() time.Time
+	audiences    []string
+	anyAudience  bool
+	jwksURL      string
+	httpClient   *http.Client
+	minRefresh   time.Duration
+	fetchTimeout time.Duration
+	allowJWT     bool
+	now          func() time.Time
+}
+
+// ErrNoAudience is NewVerifier's error when it is given neither WithAudience nor
+// WithAnyAudience: RFC 9068 §4 requires a resource server to check that a token is for it.
+var ErrNoAudience = errors.New("m2mauth: a verifier needs WithAudience (the audiences this service accepts) or, explicitly, WithAnyAudience")
+
+// WithAudience makes the verifier accept only tokens whose aud contains one of audiences: the
+// identifiers of this service. Given more than once, the lists add up.
+func WithAudience(audiences ...string) VerifierOption {
+	return func(c *verifierConfig) { c.audiences = append(c.audiences, audiences...) }
+}
+
+// WithAnyAudience makes the verifier accept tokens for any audience. Only for a service that
+// authorises by client ID or scope alone and accepts that a token minted for another service
+// works on it too.
+func WithAnyAudience() VerifierOption { return func(c *verifierConfig) { c.anyAudience = true } }
+
+// WithFetchTimeout bounds each metadata and JWKS fetch (default 10s).
+func WithFetchTimeout(d time.Duration) VerifierOption {
+	return func(c *verifierConfig) { c.fetchTimeout = d }
 }
 
 // WithJWKSURL takes the JWKS from url instead of discovering it through the issuer's RFC 8414
 // metadata.
 func WithJWKSURL(url string) VerifierOption { return func(c *verifierConfig) { c.jwksURL = url } }
 
-// WithHTTPClient fetches metadata and keys with hc.
+// WithHTTPClient fetches metadata and keys with hc instead of a client with connect, TLS and
+// overall timeouts. Redirects to another scheme or host are refused with hc too.
 func WithHTTPClient(hc *http.Client) VerifierOption {
 	return func(c *verifierConfig) { c.httpClient = hc }
 }
 
-// WithMinRefreshInterval bounds how often an unknown kid makes the verifier fetch the JWKS again
-// (default 30s), so that tokens with made-up kids cannot hammer the token server.
+// WithMinRefreshInterval is the least time between two JWKS fetch attempts that tokens with
+// unknown kids may cause (default 30s), successful or not; after failures the gap doubles each
+// time, up to 5 minutes, so that neither made-up kids nor a failing token server cause a stream of
+// fetches.
 func WithMinRefreshInterval(d time.Duration) VerifierOption {
 	return func(c *verifierConfig) { c.minRefresh = d }
 }
@@ -60,35 +90,57 @@ func WithAllowJWTType() VerifierOption { return func(c *verifierConfig) { c.allo
 // WithClock makes the verifier read the time from now; for tests.
 func WithClock(now func() time.Time) VerifierOption { return func(c *verifierConfig) { c.now = now } }
 
-// NewVerifier returns a Verifier for issuerURL. It discovers the JWKS URL from the issuer's
-// metadata (or takes WithJWKSURL), fetches the keys once, and refreshes them in the background
-// until ctx ends.
+// NewVerifier returns a Verifier for issuerURL and the audiences of WithAudience (one of it and
+// WithAnyAudience is required). It discovers the JWKS URL from the issuer's metadata (or takes
+// WithJWKSURL) and fetches the keys once; ctx bounds that construction only. The keys are then
+// refreshed in the background until Close.
 func NewVerifier(ctx context.Context, issuerURL string, opts ...VerifierOption) (*Verifier, error) {
-	cfg := verifierConfig{httpClient: http.DefaultClient, minRefresh: 30 * time.Second, now: time.Now}
+	cfg := verifierConfig{minRefresh: defaultMinRefresh, fetchTimeout: defaultFetchTimeout, now: time.Now}
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if len(cfg.audiences) == 0 && !cfg.anyAudience {
+		return nil, ErrNoAudience
+	}
+	if slices.Contains(cfg.audiences, "") {
+		return nil, errors.New("m2mauth: WithAudience was given an empty audience")
+	}
+	if cfg.httpClient == nil {
+		cfg.httpClient = newHTTPClient(cfg.fetchTimeout)
+	} else {
+		cfg.httpClient = withSameOrigin(cfg.httpClient)
+	}
 	issuerURL = strings.TrimSuffix(issuerURL, "/")
 	if cfg.jwksURL == "" {
-		url, err := discoverJWKS(ctx, cfg.httpClient, issuerURL)
+		dctx, cancel := context.WithTimeout(ctx, cfg.fetchTimeout)
+		url, err := discoverJWKS(dctx, cfg.httpClient, issuerURL)
+		cancel()
 		if err != nil {
 			return nil, err
 		}
 		cfg.jwksURL = url
 	}
-	v := &Verifier{
-		issuer:     issuerURL,
-		allowJWT:   cfg.allowJWT,
-		now:        cfg.now,
-		httpClient: cfg.httpClient,
-		keys:       &keyCache{url: cfg.jwksURL, httpClient: cfg.httpClient, minRefresh: cfg.minRefresh, now: cfg.now, keys: map[string]publicKey{}},
-	}
-	if err := v.keys.refresh(ctx); err != nil {
+	keys := &keyCache{url: cfg.jwksURL, httpClient: cfg.httpClient, minRefresh: cfg.minRefresh, fetchTimeout: cfg.fetchTimeout, now: cfg.now, keys: map[string]publicKey{}}
+	if err := keys.refresh(ctx); err != nil {
 		return nil, err
 	}
-	go v.keys.run(ctx)
-	return v, nil
+	// The refresher outlives ctx: a deadline on construction must not stop key refreshes.
+	bg, stop := context.WithCancel(context.Background())
+	go keys.run(bg)
+	return &Verifier{
+		issuer:      issuerURL,
+		audiences:   slices.Clone(cfg.audiences),
+		anyAudience: cfg.anyAudience,
+		keys:        keys,
+		allowJWT:    cfg.allowJWT,
+		now:         cfg.now,
+		stop:        stop,
+	}, nil
 }
+
+// Close stops the background key refresh. Authenticate keeps working with the keys it has, and
+// still fetches them for an unknown kid.
+func (v *Verifier) Close() { v.stop() }
 
 func discoverJWKS(ctx context.Context, hc *http.Client, issuer string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, issuer+"/.well-known/oauth-authorization-server", nil)
@@ -97,7 +149,7 @@ func discoverJWKS(ctx context.Context, hc *http.Client, issuer string) (string, 
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("%w: discovering the JWKS of %s: %v", ErrJWKS, issuer, err)
+		return "", fmt.Errorf("%w: discovering the JWKS of %s: %w", ErrJWKS, issuer, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -153,7 +205,7 @@ func RequiredScopes(scopes ...string) AuthOption {
 	return func(c *authConfig) { c.scopes = append(c.scopes, scopes...) }
 }
 
-// Audience requires the token to be for aud.
+// Audience requires, for this call, the token to be for aud, on top of the verifier's audiences.
 func Audience(aud string) AuthOption { return func(c *authConfig) { c.audience = aud } }
 
 // MaxTokenAge refuses tokens issued longer ago than d, for sensitive routes.
@@ -188,9 +240,6 @@ func (v *Verifier) Authenticate(ctx context.Context, token string, opts ...AuthO
 		jwt.WithLeeway(cfg.skew),
 		jwt.WithTimeFunc(v.now),
 	}
-	if cfg.audience != "" {
-		parserOpts = append(parserOpts, jwt.WithAudience(cfg.audience))
-	}
 	mc := jwt.MapClaims{}
 	_, err := jwt.NewParser(parserOpts...).ParseWithClaims(token, mc, func(t *jwt.Token) (any, error) {
 		typ, _ := t.Header["typ"].(string)
@@ -211,6 +260,9 @@ func (v *Verifier) Authenticate(ctx context.Context, token string, opts ...AuthO
 		return nil, classify(err)
 	}
 	c := toClaims(mc)
+	if err := v.checkAudience(c.Audience, cfg.audience); err != nil {
+		return nil, err
+	}
 	if cfg.maxAge > 0 {
 		if c.IssuedAt.IsZero() || v.now().Sub(c.IssuedAt) > cfg.maxAge+cfg.skew {
 			return nil, fmt.Errorf("%w: issued at %s, the limit is %s", ErrTooOld, c.IssuedAt.UTC().Format(time.RFC3339), cfg.maxAge)
@@ -223,6 +275,18 @@ func (v *Verifier) Authenticate(ctx context.Context, token string, opts ...AuthO
 		return nil, err
 	}
 	return c, nil
+}
+
+// checkAudience requires aud to contain one of the verifier's audiences (unless it accepts any)
+// and, when the call names one, that one too.
+func (v *Verifier) checkAudience(aud []string, also string) error {
+	if !v.anyAudience && !slices.ContainsFunc(aud, func(a string) bool { return slices.Contains(v.audiences, a) }) {
+		return fmt.Errorf("%w: the token is for %q, this service accepts %q", ErrAudience, aud, v.audiences)
+	}
+	if also != "" && !slices.Contains(aud, also) {
+		return fmt.Errorf("%w: the token is for %q, not %q", ErrAudience, aud, also)
+	}
+	return nil
 }
 
 // checkAlg refuses none, HMAC and every other algorithm the token server does not sign with,

@@ -116,10 +116,11 @@ func newTestVerifier(t testing.TB, srv *jwksServer, opts ...VerifierOption) *Ver
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	v, err := NewVerifier(ctx, srv.URL, append([]VerifierOption{WithClock(func() time.Time { return t0.Add(time.Minute) })}, opts...)...)
+	v, err := NewVerifier(ctx, srv.URL, append([]VerifierOption{WithAudience("https://api.example.com"), WithClock(func() time.Time { return t0.Add(time.Minute) })}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(v.Close)
 	return v
 }
 
@@ -262,7 +263,7 @@ func TestNewVerifierRefusesMetadataForAnotherIssuer(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": "https://elsewhere.example.com", "jwks_uri": "https://elsewhere.example.com/jwks"})
 	}))
 	defer srv.Close()
-	if _, err := NewVerifier(context.Background(), srv.URL); !errors.Is(err, ErrJWKS) {
+	if _, err := NewVerifier(context.Background(), srv.URL, WithAnyAudience()); !errors.Is(err, ErrJWKS) {
 		t.Fatalf("err %v, want ErrJWKS", err)
 	}
 }
@@ -292,7 +293,7 @@ func TestTheJWKSIsRefreshedInTheBackgroundWhenItsMaxAgeRunsOut(t *testing.T) {
 	srv.maxAge.Store(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if _, err := NewVerifier(ctx, srv.URL, WithMinRefreshInterval(100*time.Millisecond)); err != nil {
+	if _, err := NewVerifier(ctx, srv.URL, WithAnyAudience(), WithMinRefreshInterval(100*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

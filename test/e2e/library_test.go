@@ -30,11 +30,12 @@ func TestTokensFromTheTokenServerVerifyWithTheLibraryAndWithGoOIDC(t *testing.T)
 		t.Fatal(err)
 	}
 
-	v, err := m2mauth.NewVerifier(ctx, issuer)
+	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience("https://payments.example.com"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	claims, err := v.Authenticate(ctx, tok.AccessToken, m2mauth.RequiredScopes("read:invoices"), m2mauth.Audience("https://payments.example.com"))
+	defer v.Close()
+	claims, err := v.Authenticate(ctx, tok.AccessToken, m2mauth.RequiredScopes("read:invoices"))
 	if err != nil {
 		t.Fatalf("m2mauth: %v", err)
 	}
@@ -97,7 +98,8 @@ func TestTheTokenSourceSurvivesARealRotationWithoutARestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts.Token(); err != nil {
+	before, err := ts.Token()
+	if err != nil {
 		t.Fatal(err)
 	}
 	old := string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
@@ -130,8 +132,65 @@ func TestTheTokenSourceSurvivesARealRotationWithoutARestart(t *testing.T) {
 		return nil
 	})
 	writeVolume(t, dir, fresh, 2)
+	// A failed refresh still returns the cached token while it is valid; a new token shows that
+	// the new secret was used.
 	testenv.Eventually(t, wait, func() error {
-		_, err := ts.Token()
-		return err
+		tok, err := ts.Token()
+		if err != nil {
+			return err
+		}
+		if tok.AccessToken == before.AccessToken {
+			return fmt.Errorf("still the token from before the rotation")
+		}
+		return nil
 	})
+}
+
+// The revocation-aware path against the real token server: a service introspects with its own
+// mounted credentials, and sees a disabled client's token as inactive while a local verifier still
+// accepts it until it expires.
+func TestTheIntrospectorSeesADisabledClientBeforeItsTokenExpires(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	caller := billingClient(ns, "caller")
+	tok, err := credentialsOf(readyClient(t, caller)).Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	writeVolume(t, dir, readyClient(t, billingClient(ns, "service")), 1)
+	in, err := m2mauth.NewIntrospector(dir, m2mauth.IntrospectionCacheTTL(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := in.Introspect(ctx, tok.AccessToken); err != nil || !info.Active || info.ClientID != caller.Status.ClientID {
+		t.Fatalf("before: %+v, %v", info, err)
+	}
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(caller), caller); err != nil {
+			return err
+		}
+		caller.Spec.Disabled = true
+		return env.Client.Update(ctx, caller)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		info, err := in.Introspect(ctx, tok.AccessToken)
+		if err != nil {
+			return err
+		}
+		if info.Active {
+			return fmt.Errorf("the disabled client's token is still active")
+		}
+		return nil
+	})
+	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience("https://payments.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if _, err := v.Authenticate(ctx, tok.AccessToken); err != nil {
+		t.Fatalf("the local verifier, which cannot see revocations, refused the token: %v", err)
+	}
 }

@@ -60,7 +60,7 @@ func TestKubectlM2MGetsATokenDescribesRotatesAndVerifies(t *testing.T) {
 	if code != 0 || strings.Count(token, ".") != 2 {
 		t.Fatalf("token: %d %q %s", code, out, errOut)
 	}
-	code, out, errOut = kubectlM2M("verify", token, "--issuer", issuer, "--scope", "read:invoices")
+	code, out, errOut = kubectlM2M("verify", token, "--issuer", issuer, "--audience", "https://payments.example.com", "--scope", "read:invoices")
 	var claims map[string]any
 	if code != 0 || json.Unmarshal([]byte(out), &claims) != nil || claims["ClientID"] != obj.Status.ClientID {
 		t.Fatalf("verify: %d %s %s", code, out, errOut)
@@ -94,7 +94,7 @@ func TestKubectlM2MReportsErrorsOnStderrWithKubectlExitCodes(t *testing.T) {
 	if code, _, _ := kubectlM2M(); code != 2 {
 		t.Fatal("no command is not a usage error")
 	}
-	if code, _, errOut := kubectlM2M("verify", "a.b.c", "--issuer", issuer); code != 1 || !strings.Contains(errOut, "malformed") {
+	if code, _, errOut := kubectlM2M("verify", "a.b.c", "--issuer", issuer, "--any-audience"); code != 1 || !strings.Contains(errOut, "malformed") {
 		t.Fatalf("verify of garbage: %d %q", code, errOut)
 	}
 }

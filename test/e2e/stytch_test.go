@@ -69,12 +69,18 @@ func TestAStytchShapedClientWithNoAudiencesGetsTokensWhoseAudienceIsTheIssuer(t 
 		t.Fatalf("the clientcredentials token has aud %v, want [%s]", aud, issuer)
 	}
 
-	v, err := m2mauth.NewVerifier(ctx, issuer)
+	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience(issuer))
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer v.Close()
+	payments, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience("https://payments.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer payments.Close()
 	for name, raw := range map[string]string{"JSON body": fromJSON, "clientcredentials": tok.AccessToken} {
-		claims, err := v.Authenticate(ctx, raw, m2mauth.Audience(issuer), m2mauth.RequiredScopes("read:settings"))
+		claims, err := v.Authenticate(ctx, raw, m2mauth.RequiredScopes("read:settings"))
 		if err != nil {
 			t.Fatalf("m2mauth refused the %s token: %v", name, err)
 		}
@@ -83,7 +89,7 @@ func TestAStytchShapedClientWithNoAudiencesGetsTokensWhoseAudienceIsTheIssuer(t 
 		}
 		// A service that wants tokens meant for it alone checks its own audience: the shared
 		// default audience is not it.
-		if _, err := v.Authenticate(ctx, raw, m2mauth.Audience("https://payments.example.com")); err == nil {
+		if _, err := payments.Authenticate(ctx, raw); err == nil {
 			t.Fatalf("the %s token, for the installation, passed as a token for payments", name)
 		}
 	}

@@ -1,0 +1,202 @@
+package m2mauth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrIntrospection: the introspection endpoint could not be asked, or refused the service's own
+// credentials. It says nothing about the token.
+var ErrIntrospection = errors.New("m2mauth: introspection unavailable")
+
+// Introspection is the token server's answer about a token (RFC 7662 §2.2).
+type Introspection struct {
+	// Active is false for a token that is expired, not the server's, or whose client is now
+	// disabled or deleted; the other fields are then empty.
+	Active    bool
+	ClientID  string
+	Subject   string
+	Scopes    []string
+	Audience  []string
+	Issuer    string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	ID        string
+}
+
+// IntrospectorOption configures NewIntrospector.
+type IntrospectorOption func(*introspectorConfig)
+
+type introspectorConfig struct {
+	cacheTTL time.Duration
+	maxCache int
+	timeout  time.Duration
+	endpoint string
+	now      func() time.Time
+}
+
+// IntrospectionCacheTTL is how long an answer is reused for the same token (default 10s; 0
+// asks every time). An active answer is never reused past the token's expiry. The TTL is how long
+// a disabled client's token may still pass.
+func IntrospectionCacheTTL(d time.Duration) IntrospectorOption {
+	return func(c *introspectorConfig) { c.cacheTTL = d }
+}
+
+// IntrospectionEndpoint asks url instead of the issuer's /oauth2/introspect.
+func IntrospectionEndpoint(url string) IntrospectorOption {
+	return func(c *introspectorConfig) { c.endpoint = url }
+}
+
+// IntrospectionTimeout bounds each request to the endpoint (default 5s), within the caller's
+// context.
+func IntrospectionTimeout(d time.Duration) IntrospectorOption {
+	return func(c *introspectorConfig) { c.timeout = d }
+}
+
+// Introspector asks the token server whether a token is still active (RFC 7662), authenticated
+// with the service's own client credentials from its mounted Secret. It is the slower,
+// revocation-aware path: a network round trip on every cache miss, in exchange for seeing at
+// once (within the cache TTL) that a client was disabled or deleted, which a Verifier sees only
+// when the token expires.
+type Introspector struct {
+	creds    *fileTokenSource
+	endpoint string
+	hc       *http.Client
+	cfg      introspectorConfig
+
+	mu    sync.Mutex
+	cache map[[sha256.Size]byte]cachedIntrospection
+}
+
+type cachedIntrospection struct {
+	result Introspection
+	until  time.Time
+}
+
+// NewIntrospector reads the service's credentials (client_id, client_secret, issuer) from the
+// Secret mounted at dir, and reads them again when the token server refuses them (a rotation).
+func NewIntrospector(dir string, opts ...IntrospectorOption) (*Introspector, error) {
+	cfg := introspectorConfig{cacheTTL: 10 * time.Second, maxCache: 10000, timeout: 5 * time.Second, now: time.Now}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	creds := &fileTokenSource{dir: dir, withIssuer: true}
+	if err := creds.reload(); err != nil {
+		return nil, err
+	}
+	endpoint := cfg.endpoint
+	if endpoint == "" {
+		endpoint = strings.TrimSuffix(creds.issuer(), "/") + "/oauth2/introspect"
+	}
+	return &Introspector{creds: creds, endpoint: endpoint, hc: newHTTPClient(cfg.timeout), cfg: cfg, cache: map[[sha256.Size]byte]cachedIntrospection{}}, nil
+}
+
+// Introspect returns the token server's answer about token, from the cache when it is fresh. It
+// returns by ctx's deadline. An error means no answer (ErrIntrospection), never an inactive token.
+func (i *Introspector) Introspect(ctx context.Context, token string) (*Introspection, error) {
+	key := sha256.Sum256([]byte(token))
+	now := i.cfg.now()
+	i.mu.Lock()
+	if c, ok := i.cache[key]; ok && now.Before(c.until) {
+		i.mu.Unlock()
+		r := c.result
+		return &r, nil
+	}
+	i.mu.Unlock()
+
+	creds := i.creds.current()
+	res, status, err := i.ask(ctx, creds.ClientID, creds.ClientSecret, token)
+	if err == nil && status == http.StatusUnauthorized {
+		// The service's own secret may have rotated under it: read the files again, once.
+		if rerr := i.creds.reload(); rerr == nil {
+			if fresh := i.creds.current(); fresh.ClientSecret != creds.ClientSecret || fresh.ClientID != creds.ClientID {
+				res, status, err = i.ask(ctx, fresh.ClientID, fresh.ClientSecret, token)
+			}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("%w: %s answered %d", ErrIntrospection, i.endpoint, status)
+	}
+	if i.cfg.cacheTTL > 0 {
+		until := now.Add(i.cfg.cacheTTL)
+		if res.Active && !res.ExpiresAt.IsZero() && res.ExpiresAt.Before(until) {
+			until = res.ExpiresAt
+		}
+		i.mu.Lock()
+		if len(i.cache) >= i.cfg.maxCache {
+			for k, c := range i.cache {
+				if !now.Before(c.until) || len(i.cache) >= i.cfg.maxCache {
+					delete(i.cache, k)
+				}
+			}
+		}
+		i.cache[key] = cachedIntrospection{result: *res, until: until}
+		i.mu.Unlock()
+	}
+	return res, nil
+}
+
+func (i *Introspector) ask(ctx context.Context, id, secret, token string) (*Introspection, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, i.cfg.timeout)
+	defer cancel()
+	form := url.Values{"token": {token}, "token_type_hint": {"access_token"}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, i.endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", ErrIntrospection, err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	// RFC 6749 §2.3.1: the credentials are form-encoded before they go into Basic.
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	resp, err := i.hc.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrIntrospection, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, resp.StatusCode, nil
+	}
+	var raw struct {
+		Active   bool            `json:"active"`
+		ClientID string          `json:"client_id"`
+		Sub      string          `json:"sub"`
+		Scope    string          `json:"scope"`
+		Aud      json.RawMessage `json:"aud"`
+		Iss      string          `json:"iss"`
+		Iat      float64         `json:"iat"`
+		Exp      float64         `json:"exp"`
+		Jti      string          `json:"jti"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&raw); err != nil {
+		return nil, 0, fmt.Errorf("%w: the answer is not JSON: %v", ErrIntrospection, err)
+	}
+	if !raw.Active {
+		return &Introspection{}, http.StatusOK, nil
+	}
+	out := &Introspection{Active: true, ClientID: raw.ClientID, Subject: raw.Sub, Scopes: strings.Fields(raw.Scope), Issuer: raw.Iss, ID: raw.Jti}
+	var one string
+	if json.Unmarshal(raw.Aud, &one) == nil && one != "" {
+		out.Audience = []string{one}
+	} else {
+		_ = json.Unmarshal(raw.Aud, &out.Audience)
+	}
+	if raw.Iat > 0 {
+		out.IssuedAt = time.Unix(int64(raw.Iat), 0)
+	}
+	if raw.Exp > 0 {
+		out.ExpiresAt = time.Unix(int64(raw.Exp), 0)
+	}
+	return out, http.StatusOK, nil
+}

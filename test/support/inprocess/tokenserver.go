@@ -1,0 +1,71 @@
+// Package inprocess runs the real token server inside a test process, with one client, for
+// tests and runnable examples that need a token server but no API server.
+package inprocess
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
+	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
+)
+
+type oneClient struct{ c *m2mv1alpha1.M2MClient }
+
+func (o oneClient) Candidates(id string) []*m2mv1alpha1.M2MClient {
+	if id == o.c.Status.ClientID {
+		return []*m2mv1alpha1.M2MClient{o.c}
+	}
+	return nil
+}
+
+// TokenServer runs the real token server in process with one client, m2m-example (scope
+// read:invoices, audience https://billing.example.com), and writes that client's credentials
+// (client_id, client_secret, token_url, issuer) where a pod would mount its Secret. It returns
+// the issuer, the directory, and a stop function. It panics on failure: it is for tests.
+func TokenServer() (issuerURL, secretDir string, stop func()) {
+	var h http.Handler
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	now := time.Now()
+	key, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, now)
+	must(err)
+	status, err := statusmac.Apply(nil, statusmac.KeyPlan{AddActive: true, Enforce: true}, now)
+	must(err)
+	keys, err := tokenserver.NewStaticKeys(&signingkeys.Set{Keys: []*signingkeys.Key{key}}, status, now)
+	must(err)
+	secret, err := credentials.NewSecret()
+	must(err)
+	client := &m2mv1alpha1.M2MClient{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "billing", Name: "example", UID: "example-uid"},
+		Spec: m2mv1alpha1.M2MClientSpec{
+			Scopes:    []m2mv1alpha1.Scope{"read:invoices"},
+			Audiences: []m2mv1alpha1.Audience{"https://billing.example.com"},
+		},
+		Status: m2mv1alpha1.M2MClientStatus{ClientID: "m2m-example", AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secret)}}},
+	}
+	must(status.Seal(client))
+	s, err := tokenserver.New(tokenserver.Config{IssuerURL: srv.URL, Clients: oneClient{client}, Keys: keys})
+	must(err)
+	h = s.Handler()
+	dir, err := os.MkdirTemp("", "m2m-example-secret")
+	must(err)
+	for name, value := range map[string]string{"client_id": "m2m-example", "client_secret": secret, "token_url": issuer.TokenURL(srv.URL), "issuer": srv.URL} {
+		must(os.WriteFile(filepath.Join(dir, name), []byte(value), 0o600))
+	}
+	return srv.URL, dir, func() { srv.Close(); _ = os.RemoveAll(dir) }
+}
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
