@@ -52,7 +52,7 @@ func Example() {
 	fmt.Println(errors.Is(err, m2mauth.ErrAudience))
 
 	// The revocation-aware path: ask the token server (with the service's own credentials).
-	in, err := m2mauth.NewIntrospector(secretDir)
+	in, err := m2mauth.NewIntrospector(secretDir, m2mauth.IntrospectionAudience("https://billing.example.com"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -136,7 +136,8 @@ func ExampleNewTokenSource() {
 // A service that must refuse a disabled or deleted client's token before it expires asks the
 // token server, at the cost of a round trip per token every few seconds.
 func ExampleIntrospector_Introspect() {
-	in, err := m2mauth.NewIntrospector("/var/run/secrets/m2m", m2mauth.IntrospectionCacheTTL(5*time.Second))
+	in, err := m2mauth.NewIntrospector("/var/run/secrets/m2m",
+		m2mauth.IntrospectionAudience("https://billing.example.com"), m2mauth.IntrospectionCacheTTL(5*time.Second))
 	if err != nil {
 		log.Fatal(err)
 	}

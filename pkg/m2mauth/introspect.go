@@ -9,9 +9,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrIntrospection: the introspection endpoint could not be asked, or refused the service's own
@@ -37,11 +40,25 @@ type Introspection struct {
 type IntrospectorOption func(*introspectorConfig)
 
 type introspectorConfig struct {
-	cacheTTL time.Duration
-	maxCache int
-	timeout  time.Duration
-	endpoint string
-	now      func() time.Time
+	audiences   []string
+	anyAudience bool
+	cacheTTL    time.Duration
+	maxCache    int
+	timeout     time.Duration
+	endpoint    string
+	now         func() time.Time
+}
+
+// IntrospectionAudience makes the introspector report a token as active only when its aud
+// contains one of audiences, the identifiers of this service, as a Verifier's WithAudience does.
+// It, or IntrospectionAnyAudience, is required.
+func IntrospectionAudience(audiences ...string) IntrospectorOption {
+	return func(c *introspectorConfig) { c.audiences = append(c.audiences, audiences...) }
+}
+
+// IntrospectionAnyAudience reports tokens for any audience as active.
+func IntrospectionAnyAudience() IntrospectorOption {
+	return func(c *introspectorConfig) { c.anyAudience = true }
 }
 
 // IntrospectionCacheTTL is how long an answer is reused for the same token (default 10s; 0
@@ -70,8 +87,11 @@ func IntrospectionTimeout(d time.Duration) IntrospectorOption {
 type Introspector struct {
 	creds    *fileTokenSource
 	endpoint string
+	issuer   string
 	hc       *http.Client
 	cfg      introspectorConfig
+	// asking collapses concurrent misses for one token into one request.
+	asking singleflight.Group
 
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cachedIntrospection
@@ -84,10 +104,19 @@ type cachedIntrospection struct {
 
 // NewIntrospector reads the service's credentials (client_id, client_secret, issuer) from the
 // Secret mounted at dir, and reads them again when the token server refuses them (a rotation).
+// IntrospectionAudience, or IntrospectionAnyAudience, is required.
 func NewIntrospector(dir string, opts ...IntrospectorOption) (*Introspector, error) {
 	cfg := introspectorConfig{cacheTTL: 10 * time.Second, maxCache: 10000, timeout: 5 * time.Second, now: time.Now}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	switch {
+	case len(cfg.audiences) == 0 && !cfg.anyAudience:
+		return nil, ErrNoAudience
+	case len(cfg.audiences) > 0 && cfg.anyAudience:
+		return nil, errors.New("m2mauth: IntrospectionAudience and IntrospectionAnyAudience contradict each other")
+	case cfg.timeout <= 0:
+		return nil, fmt.Errorf("m2mauth: IntrospectionTimeout(%s) is not positive", cfg.timeout)
 	}
 	creds := &fileTokenSource{dir: dir, withIssuer: true}
 	if err := creds.reload(); err != nil {
@@ -97,7 +126,28 @@ func NewIntrospector(dir string, opts ...IntrospectorOption) (*Introspector, err
 	if endpoint == "" {
 		endpoint = strings.TrimSuffix(creds.issuer(), "/") + "/oauth2/introspect"
 	}
-	return &Introspector{creds: creds, endpoint: endpoint, hc: newHTTPClient(cfg.timeout), cfg: cfg, cache: map[[sha256.Size]byte]cachedIntrospection{}}, nil
+	hc := newHTTPClient(cfg.timeout)
+	// The request carries the service's credentials: it is never sent anywhere else, and a
+	// redirect (which would also turn the POST into a GET) is an error.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Introspector{creds: creds, endpoint: endpoint, issuer: strings.TrimSuffix(creds.issuer(), "/"), hc: hc, cfg: cfg, cache: map[[sha256.Size]byte]cachedIntrospection{}}, nil
+}
+
+// forThisService reports whether an active answer is about a token for this service, from the
+// issuer the service trusts.
+func (i *Introspector) forThisService(r *Introspection) bool {
+	if strings.TrimSuffix(r.Issuer, "/") != i.issuer {
+		return false
+	}
+	if i.cfg.anyAudience {
+		return true
+	}
+	for _, a := range r.Audience {
+		if slices.Contains(i.cfg.audiences, a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Introspect returns the token server's answer about token, from the cache when it is fresh. It
@@ -113,6 +163,26 @@ func (i *Introspector) Introspect(ctx context.Context, token string) (*Introspec
 	}
 	i.mu.Unlock()
 
+	ch := i.asking.DoChan(string(key[:]), func() (any, error) {
+		// Shared by every caller for this token, so bounded by the timeout, not by one caller.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), i.cfg.timeout)
+		defer cancel()
+		return i.lookup(ctx, key, token, now)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		r := res.Val.(Introspection)
+		return &r, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrIntrospection, ctx.Err())
+	}
+}
+
+// lookup asks the token server and caches the answer.
+func (i *Introspector) lookup(ctx context.Context, key [sha256.Size]byte, token string, now time.Time) (Introspection, error) {
 	creds := i.creds.current()
 	res, status, err := i.ask(ctx, creds.ClientID, creds.ClientSecret, token)
 	if err == nil && status == http.StatusUnauthorized {
@@ -124,10 +194,14 @@ func (i *Introspector) Introspect(ctx context.Context, token string) (*Introspec
 		}
 	}
 	if err != nil {
-		return nil, err
+		return Introspection{}, err
 	}
 	if status != http.StatusOK {
-		return nil, fmt.Errorf("%w: %s answered %d", ErrIntrospection, i.endpoint, status)
+		return Introspection{}, fmt.Errorf("%w: %s answered %d", ErrIntrospection, i.endpoint, status)
+	}
+	if res.Active && !i.forThisService(res) {
+		// Active, but minted for another service (or issuer): not a token for this one.
+		res = &Introspection{}
 	}
 	if i.cfg.cacheTTL > 0 {
 		until := now.Add(i.cfg.cacheTTL)
@@ -136,16 +210,23 @@ func (i *Introspector) Introspect(ctx context.Context, token string) (*Introspec
 		}
 		i.mu.Lock()
 		if len(i.cache) >= i.cfg.maxCache {
+			// Expired answers go first; if none has, the one that expires soonest.
+			soonest, found := [sha256.Size]byte{}, false
 			for k, c := range i.cache {
-				if !now.Before(c.until) || len(i.cache) >= i.cfg.maxCache {
+				if !now.Before(c.until) {
 					delete(i.cache, k)
+				} else if !found || c.until.Before(i.cache[soonest].until) {
+					soonest, found = k, true
 				}
+			}
+			if len(i.cache) >= i.cfg.maxCache && found {
+				delete(i.cache, soonest)
 			}
 		}
 		i.cache[key] = cachedIntrospection{result: *res, until: until}
 		i.mu.Unlock()
 	}
-	return res, nil
+	return *res, nil
 }
 
 func (i *Introspector) ask(ctx context.Context, id, secret, token string) (*Introspection, int, error) {

@@ -22,11 +22,12 @@ type fakeIntrospection struct {
 	secret  string
 	revoked bool
 	exp     time.Time
+	aud     string
 	asked   atomic.Int64
 }
 
 func newFakeIntrospection(t *testing.T, secret string, exp time.Time) *fakeIntrospection {
-	s := &fakeIntrospection{secret: secret, exp: exp}
+	s := &fakeIntrospection{secret: secret, exp: exp, aud: "https://billing.example.com"}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.asked.Add(1)
 		id, sec, _ := r.BasicAuth()
@@ -41,7 +42,7 @@ func newFakeIntrospection(t *testing.T, secret string, exp time.Time) *fakeIntro
 			_, _ = w.Write([]byte(`{"active":false}`))
 			return
 		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"active": true, "client_id": "m2m-b", "sub": "m2m-b", "scope": "read:invoices", "aud": "https://billing.example.com", "exp": s.exp.Unix()})
+		_ = json.NewEncoder(w).Encode(map[string]any{"active": true, "client_id": "m2m-b", "sub": "m2m-b", "scope": "read:invoices", "aud": s.aud, "iss": s.URL, "exp": s.exp.Unix()})
 	}))
 	t.Cleanup(s.Close)
 	return s
@@ -79,7 +80,7 @@ func TestIntrospectCachesBrieflyAndThenSeesARevocation(t *testing.T) {
 	srv := newFakeIntrospection(t, "secret-one", t0.Add(time.Hour))
 	dir := t.TempDir()
 	mountIntrospectionSecret(t, dir, srv.URL, "secret-one", 1)
-	in, err := NewIntrospector(dir, IntrospectionCacheTTL(10*time.Second), withIntrospectionNow(func() time.Time { return time.Unix(0, now.Load()) }))
+	in, err := NewIntrospector(dir, IntrospectionAudience("https://billing.example.com"), IntrospectionCacheTTL(10*time.Second), withIntrospectionNow(func() time.Time { return time.Unix(0, now.Load()) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func TestAnActiveAnswerIsNotCachedPastTheTokensExpiry(t *testing.T) {
 	srv := newFakeIntrospection(t, "secret-one", t0.Add(5*time.Second))
 	dir := t.TempDir()
 	mountIntrospectionSecret(t, dir, srv.URL, "secret-one", 1)
-	in, err := NewIntrospector(dir, IntrospectionCacheTTL(time.Hour), withIntrospectionNow(func() time.Time { return time.Unix(0, now.Load()) }))
+	in, err := NewIntrospector(dir, IntrospectionAnyAudience(), IntrospectionCacheTTL(time.Hour), withIntrospectionNow(func() time.Time { return time.Unix(0, now.Load()) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func TestIntrospectionFollowsARotatedSecretAndFailsClearly(t *testing.T) {
 	srv := newFakeIntrospection(t, "secret-one", time.Now().Add(time.Hour))
 	dir := t.TempDir()
 	mountIntrospectionSecret(t, dir, srv.URL, "secret-one", 1)
-	in, err := NewIntrospector(dir, IntrospectionCacheTTL(0))
+	in, err := NewIntrospector(dir, IntrospectionAnyAudience(), IntrospectionCacheTTL(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func TestIntrospectionFollowsARotatedSecretAndFailsClearly(t *testing.T) {
 	}
 
 	hang := hanging(t, http.NotFoundHandler(), "/oauth2/introspect")
-	in2, err := NewIntrospector(dir, IntrospectionEndpoint(hang.URL+"/oauth2/introspect"), IntrospectionTimeout(time.Hour))
+	in2, err := NewIntrospector(dir, IntrospectionAnyAudience(), IntrospectionEndpoint(hang.URL+"/oauth2/introspect"), IntrospectionTimeout(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,4 +155,22 @@ func TestIntrospectionFollowsARotatedSecretAndFailsClearly(t *testing.T) {
 			t.Errorf("err %v, want ErrIntrospection by the deadline", err)
 		}
 	})
+}
+
+// Introspection follows the verifier's audience rule: an introspector needs an audience, and an
+// active token minted for another service is inactive for this one.
+func TestIntrospectionRefusesATokenForAnotherService(t *testing.T) {
+	srv := newFakeIntrospection(t, "secret-one", time.Now().Add(time.Hour))
+	dir := t.TempDir()
+	mountIntrospectionSecret(t, dir, srv.URL, "secret-one", 1)
+	if _, err := NewIntrospector(dir); !errors.Is(err, ErrNoAudience) {
+		t.Fatalf("no audience: %v, want ErrNoAudience", err)
+	}
+	in, err := NewIntrospector(dir, IntrospectionAudience("https://payments.example.com"), IntrospectionCacheTTL(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := in.Introspect(context.Background(), "the-token"); err != nil || r.Active {
+		t.Fatalf("a billing token at payments: %+v, %v; want inactive", r, err)
+	}
 }

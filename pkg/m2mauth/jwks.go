@@ -44,7 +44,8 @@ type keyCache struct {
 	fetchedAt   time.Time
 	maxAge      time.Duration
 	lastAttempt time.Time
-	failures    int
+	// failures counts failed attempts in a row, up to maxFailures (enough for the backoff cap).
+	failures int
 
 	group singleflight.Group
 }
@@ -55,6 +56,7 @@ const (
 	defaultMinRefresh   = 30 * time.Second
 	defaultFetchTimeout = 10 * time.Second
 	maxBackoff          = 5 * time.Minute
+	maxFailures         = 16
 )
 
 // newHTTPClient is the client for metadata and JWKS fetches unless the caller gives one: bounded
@@ -153,7 +155,7 @@ func (c *keyCache) fetch(ctx context.Context) (err error) {
 	defer func() {
 		c.mu.Lock()
 		if err != nil {
-			c.failures++
+			c.failures = min(c.failures+1, maxFailures)
 		} else {
 			c.failures = 0
 		}
@@ -176,6 +178,9 @@ func (c *keyCache) fetch(ctx context.Context) (err error) {
 	now := c.now()
 	maxAge := parseMaxAge(resp.Header.Get("Cache-Control"))
 	if resp.StatusCode == http.StatusNotModified {
+		if req.Header.Get("If-None-Match") == "" {
+			return fmt.Errorf("%w: %s answered 304 to a request that was not conditional", ErrJWKS, c.url)
+		}
 		c.mu.Lock()
 		c.fetchedAt, c.maxAge = now, maxAge
 		c.mu.Unlock()
@@ -202,6 +207,10 @@ func (c *keyCache) fetch(ctx context.Context) (err error) {
 			continue // a key this library cannot use, or will not trust, never verifies anything
 		}
 		keys[j.KeyID] = publicKey{key: pub, alg: j.Algorithm}
+	}
+	if len(keys) == 0 {
+		// An empty set (an error page, a proxy) would refuse every token: keep the keys we have.
+		return fmt.Errorf("%w: %s has no key this verifier can use", ErrJWKS, c.url)
 	}
 	c.mu.Lock()
 	c.keys, c.etag, c.fetchedAt, c.maxAge = keys, resp.Header.Get("ETag"), now, maxAge

@@ -12,7 +12,7 @@ import (
 func TestMiddlewareAnswersRFC6750ErrorsAndPassesTheClaimsOn(t *testing.T) {
 	ec := genKey(t, signingkeys.ES256)
 	srv := newJWKSServer(t, ec)
-	v := newTestVerifier(t, srv, WithMinRefreshInterval(0))
+	v := newTestVerifier(t, srv, unlimitedRefresh())
 	var seen *Claims
 	h := Middleware(v, RequiredScopes("read:users"))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen, _ = ClaimsFromContext(r.Context())

@@ -141,7 +141,7 @@ func TestAuthenticateReturnsByTheRequestsDeadlineWhenTheJWKSHangs(t *testing.T) 
 	}))
 	defer srv.Close()
 	defer close(release)
-	v, err := NewVerifier(context.Background(), keys.URL, WithAnyAudience(), WithJWKSURL(srv.URL+"/jwks"), WithMinRefreshInterval(0), WithFetchTimeout(time.Hour),
+	v, err := NewVerifier(context.Background(), keys.URL, WithAnyAudience(), WithJWKSURL(srv.URL+"/jwks"), unlimitedRefresh(), WithFetchTimeout(time.Hour),
 		WithClock(func() time.Time { return t0.Add(time.Minute) }))
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +177,7 @@ func TestKeyRefreshOutlivesTheConstructionContextUntilClose(t *testing.T) {
 	srv := newJWKSServer(t, genKey(t, signingkeys.ES256))
 	srv.maxAge.Store(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	v, err := NewVerifier(ctx, srv.URL, WithAnyAudience(), WithMinRefreshInterval(100*time.Millisecond))
+	v, err := NewVerifier(ctx, srv.URL, WithAnyAudience(), WithMinRefreshInterval(time.Second))
 	cancel()
 	if err != nil {
 		t.Fatal(err)
@@ -268,4 +268,63 @@ func TestJWKSRedirectsToAnotherSchemeOrHostAreRefused(t *testing.T) {
 		t.Fatalf("a redirect within the origin: %v", err)
 	}
 	v.Close()
+}
+
+// Options that cannot work are refused when the verifier is built, not discovered in production.
+func TestAVerifierRefusesOptionsThatCannotWork(t *testing.T) {
+	srv := newJWKSServer(t, genKey(t, signingkeys.ES256))
+	for sentence, opts := range map[string][]VerifierOption{
+		"no rate limit on unknown kids":        {WithAnyAudience(), WithMinRefreshInterval(0)},
+		"a negative refresh interval":          {WithAnyAudience(), WithMinRefreshInterval(-time.Second)},
+		"a fetch timeout of zero":              {WithAnyAudience(), WithFetchTimeout(0)},
+		"an audience and any audience at once": {WithAnyAudience(), WithAudience("https://api.example.com")},
+		"an empty audience":                    {WithAudience("")},
+	} {
+		if v, err := NewVerifier(context.Background(), srv.URL, opts...); err == nil {
+			v.Close()
+			t.Errorf("%s: built", sentence)
+		}
+	}
+}
+
+// A JWKS that comes back empty (an error page, a proxy) is a failed fetch: the keys fetched
+// before stay in use.
+func TestAnEmptyJWKSKeepsTheKeysFetchedBefore(t *testing.T) {
+	ec := genKey(t, signingkeys.ES256)
+	keys := newJWKSServer(t, ec)
+	var empty atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if empty.Load() {
+			_, _ = w.Write([]byte(`{"keys":[]}`))
+			return
+		}
+		keys.Config.Handler.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	v, err := NewVerifier(context.Background(), keys.URL, WithAnyAudience(), WithJWKSURL(srv.URL+"/jwks"), unlimitedRefresh(),
+		WithClock(func() time.Time { return t0.Add(time.Minute) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	empty.Store(true)
+	// An unknown kid makes it fetch the empty set.
+	if _, err := v.Authenticate(context.Background(), mint(t, genKey(t, signingkeys.ES256), goodClaims(keys.URL), nil)); !errors.Is(err, ErrJWKS) {
+		t.Fatalf("an empty JWKS: %v, want ErrJWKS", err)
+	}
+	if _, err := v.Authenticate(context.Background(), mint(t, ec, goodClaims(keys.URL), nil)); err != nil {
+		t.Fatalf("after an empty JWKS a valid token is refused: %v", err)
+	}
+}
+
+// An https issuer whose metadata names an http JWKS is refused: the keys would come unprotected.
+func TestAnHTTPSIssuerWithAnHTTPJWKSIsRefused(t *testing.T) {
+	var srv *httptest.Server
+	srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`{"issuer":"` + srv.URL + `","jwks_uri":"http://keys.example.com/jwks"}`))
+	}))
+	defer srv.Close()
+	if _, err := NewVerifier(context.Background(), srv.URL, WithAnyAudience(), WithHTTPClient(srv.Client())); !errors.Is(err, ErrJWKS) {
+		t.Fatalf("err %v, want ErrJWKS", err)
+	}
 }

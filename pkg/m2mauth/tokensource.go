@@ -77,10 +77,16 @@ func NewTokenSource(ctx context.Context, dir string, opts ...TokenSourceOption) 
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if _, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); !ok {
-		ctx = context.WithValue(ctx, oauth2.HTTPClient, newHTTPClient(cfg.timeout))
+	if cfg.timeout <= 0 {
+		return nil, fmt.Errorf("m2mauth: RequestTimeout(%s) is not positive", cfg.timeout)
 	}
-	s := &fileTokenSource{ctx: ctx, dir: dir, cfg: cfg}
+	// Requests keep ctx's values (an oauth2.HTTPClient) but not its end: ctx bounds the file
+	// watch, and RequestTimeout bounds each request.
+	reqCtx := context.WithoutCancel(ctx)
+	if _, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); !ok {
+		reqCtx = context.WithValue(reqCtx, oauth2.HTTPClient, newHTTPClient(cfg.timeout))
+	}
+	s := &fileTokenSource{ctx: reqCtx, dir: dir, cfg: cfg}
 	if err := s.reload(); err != nil {
 		return nil, err
 	}
@@ -122,6 +128,7 @@ type cachingTokenSource struct {
 	mu         sync.Mutex
 	tok        *oauth2.Token
 	refreshing chan struct{} // closed when the refresh in progress ends; nil when none is
+	lastErr    error         // why the last refresh failed
 }
 
 // usable reports whether tok may still be sent at now, margin before its expiry.
@@ -150,24 +157,36 @@ func (c *cachingTokenSource) Token() (*oauth2.Token, error) {
 		if usable(c.tok, c.now(), 0) {
 			return c.tok, nil
 		}
-		return nil, errors.New("m2mauth: no valid token: the refresh in progress failed")
+		return nil, fmt.Errorf("m2mauth: no valid token: the refresh in progress failed: %w", c.lastErr)
 	}
 	done := make(chan struct{})
 	c.refreshing = done
 	c.mu.Unlock()
 
-	tok, err := c.src.Token()
-
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.refreshing = nil
-	close(done)
+	var tok *oauth2.Token
+	err := errors.New("m2mauth: the token request panicked")
+	defer func() {
+		// Deferred, so that a panic in the request (recovered by the caller) still ends the
+		// refresh, and no later caller waits for it forever.
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.refreshing = nil
+		close(done)
+		if err == nil {
+			c.tok = tok
+		} else {
+			c.lastErr = err
+		}
+	}()
+	tok, err = c.src.Token()
 	if err == nil {
-		c.tok = tok
 		return tok, nil
 	}
-	if usable(c.tok, c.now(), 0) {
-		return c.tok, nil // the token server is away; the cached token is still good
+	c.mu.Lock()
+	cached := c.tok
+	c.mu.Unlock()
+	if usable(cached, c.now(), 0) {
+		return cached, nil // the token server is away; the cached token is still good
 	}
 	return nil, err
 }

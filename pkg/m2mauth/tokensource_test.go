@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 // fakeTokenServer accepts exactly one secret for one client, which the test changes to rotate.
@@ -240,4 +242,44 @@ func TestAHungTokenServerNeverStallsCallersWhileTheCachedTokenIsValid(t *testing
 			t.Errorf("err %v, want the request timeout", err)
 		}
 	})
+}
+
+type panickingSource struct{ calls atomic.Int64 }
+
+func (p *panickingSource) Token() (*oauth2.Token, error) {
+	if p.calls.Add(1) == 1 {
+		panic("the token request panicked")
+	}
+	return &oauth2.Token{AccessToken: "after-the-panic", Expiry: time.Now().Add(time.Hour)}, nil
+}
+
+// A panic in a refresh, recovered by the caller (net/http recovers handler panics), does not leave
+// the token source waiting for that refresh forever.
+func TestAPanicInARefreshDoesNotWedgeTheTokenSource(t *testing.T) {
+	c := &cachingTokenSource{src: &panickingSource{}, early: time.Second, now: time.Now}
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = c.Token()
+	}()
+	within(t, func() {
+		if tok, err := c.Token(); err != nil || tok.AccessToken != "after-the-panic" {
+			t.Errorf("after the panic: %v, %v", tok, err)
+		}
+	})
+}
+
+// The context given to NewTokenSource bounds the file watch, not the token requests.
+func TestTokenRequestsOutliveTheTokenSourcesContext(t *testing.T) {
+	srv := newFakeTokenServer(t, "secret-one", time.Second)
+	dir := t.TempDir()
+	mountSecret(t, dir, srv.URL, "secret-one", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	ts, err := NewTokenSource(ctx, dir, RefreshBefore(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, err := ts.Token(); err != nil {
+		t.Fatalf("after its context ended: %v", err)
+	}
 }

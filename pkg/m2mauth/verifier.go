@@ -43,6 +43,8 @@ type verifierConfig struct {
 	fetchTimeout time.Duration
 	allowJWT     bool
 	now          func() time.Time
+	// bad collects options given values that cannot work, for NewVerifier to refuse.
+	bad []string
 }
 
 // ErrNoAudience is NewVerifier's error when it is given neither WithAudience nor
@@ -60,9 +62,14 @@ func WithAudience(audiences ...string) VerifierOption {
 // works on it too.
 func WithAnyAudience() VerifierOption { return func(c *verifierConfig) { c.anyAudience = true } }
 
-// WithFetchTimeout bounds each metadata and JWKS fetch (default 10s).
+// WithFetchTimeout bounds each metadata and JWKS fetch (default 10s); it must be positive.
 func WithFetchTimeout(d time.Duration) VerifierOption {
-	return func(c *verifierConfig) { c.fetchTimeout = d }
+	return func(c *verifierConfig) {
+		if d <= 0 {
+			c.bad = append(c.bad, fmt.Sprintf("WithFetchTimeout(%s) is not positive", d))
+		}
+		c.fetchTimeout = d
+	}
 }
 
 // WithJWKSURL takes the JWKS from url instead of discovering it through the issuer's RFC 8414
@@ -79,8 +86,15 @@ func WithHTTPClient(hc *http.Client) VerifierOption {
 // unknown kids may cause (default 30s), successful or not; after failures the gap doubles each
 // time, up to 5 minutes, so that neither made-up kids nor a failing token server cause a stream of
 // fetches.
+//
+// It must be at least a second: less would let every token with a made-up kid cause a fetch.
 func WithMinRefreshInterval(d time.Duration) VerifierOption {
-	return func(c *verifierConfig) { c.minRefresh = d }
+	return func(c *verifierConfig) {
+		if d < time.Second {
+			c.bad = append(c.bad, fmt.Sprintf("WithMinRefreshInterval(%s) is under a second", d))
+		}
+		c.minRefresh = d
+	}
 }
 
 // WithAllowJWTType also accepts tokens whose typ header is "JWT", for interoperability with
@@ -99,8 +113,14 @@ func NewVerifier(ctx context.Context, issuerURL string, opts ...VerifierOption) 
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if len(cfg.bad) > 0 {
+		return nil, fmt.Errorf("m2mauth: %s", strings.Join(cfg.bad, "; "))
+	}
 	if len(cfg.audiences) == 0 && !cfg.anyAudience {
 		return nil, ErrNoAudience
+	}
+	if len(cfg.audiences) > 0 && cfg.anyAudience {
+		return nil, errors.New("m2mauth: WithAudience and WithAnyAudience contradict each other")
 	}
 	if slices.Contains(cfg.audiences, "") {
 		return nil, errors.New("m2mauth: WithAudience was given an empty audience")
@@ -165,6 +185,10 @@ func discoverJWKS(ctx context.Context, hc *http.Client, issuer string) (string, 
 	// RFC 8414 §3.3: the metadata must name the issuer it was fetched for.
 	if strings.TrimSuffix(meta.Issuer, "/") != issuer || meta.JWKSURI == "" {
 		return "", fmt.Errorf("%w: %s's metadata names issuer %q and jwks_uri %q", ErrJWKS, issuer, meta.Issuer, meta.JWKSURI)
+	}
+	// The keys of an https issuer come over https too.
+	if strings.HasPrefix(issuer, "https://") && !strings.HasPrefix(meta.JWKSURI, "https://") {
+		return "", fmt.Errorf("%w: the https issuer %s names a jwks_uri that is not https: %q", ErrJWKS, issuer, meta.JWKSURI)
 	}
 	return meta.JWKSURI, nil
 }

@@ -159,7 +159,7 @@ func TestTheIntrospectorSeesADisabledClientBeforeItsTokenExpires(t *testing.T) {
 	}
 	dir := t.TempDir()
 	writeVolume(t, dir, readyClient(t, billingClient(ns, "service")), 1)
-	in, err := m2mauth.NewIntrospector(dir, m2mauth.IntrospectionCacheTTL(0))
+	in, err := m2mauth.NewIntrospector(dir, m2mauth.IntrospectionAudience("https://payments.example.com"), m2mauth.IntrospectionCacheTTL(0))
 	if err != nil {
 		t.Fatal(err)
 	}
