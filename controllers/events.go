@@ -16,6 +16,9 @@ const (
 	// EventRotated: the secret was replaced by a new one, on schedule, for a new trigger or
 	// annotation value, or to resume a rotation that a crash interrupted. The message says which.
 	EventRotated = "Rotated"
+	// EventSecretRetired: spec.authentication.clientSecret became false; the client secret left
+	// the Secret and stays accepted for the grace period.
+	EventSecretRetired = "SecretRetired"
 	// EventStatusDiscarded: status held fields the manager did not write (they carry no valid
 	// MAC: someone else wrote them, or the object was restored with a new UID). They were
 	// discarded, and the credentials rebuilt as after a lost status.

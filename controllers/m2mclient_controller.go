@@ -350,6 +350,9 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		return ctrl.Result{}, nil
 	}
 
+	if !m2mv1alpha1.SecretAuthentication(obj) {
+		return r.reconcileWithoutSecret(ctx, obj, secret, id, now)
+	}
 	decision := DecideSecret(obj, secret, now)
 	logger.V(1).Info("decided", "action", decision.Action, "why", decision.Why)
 	switch decision.Action {
@@ -409,6 +412,35 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 	if !wake.IsZero() {
 		// Requeue for the exact moment the next expiry or rotation is due; never poll.
 		return ctrl.Result{RequeueAfter: max(wake.Sub(now), time.Millisecond)}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// reconcileWithoutSecret keeps the Secret of a client that takes no client secret
+// (spec.authentication.clientSecret false): client_id, token_url and issuer, and no
+// client_secret. Secrets accepted before get the grace period, so that pods that still send one
+// keep working until they switch, and then none is accepted.
+func (r *M2MClientReconciler) reconcileWithoutSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, id string, now time.Time) (ctrl.Result, error) {
+	if d, ok := foreignSecret(&secretView{obj: obj, secret: secret}); ok {
+		r.setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretConflict, d.Why)
+		return ctrl.Result{RequeueAfter: foreignSecretRecheck}, nil
+	}
+	obj.Status.ClientID = id
+	if Unexpiring(obj.Status.AcceptedSecrets) > 0 {
+		obj.Status.AcceptedSecrets = ExpireOthers(obj.Status.AcceptedSecrets, "", now, GracePeriod(obj))
+		r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, EventSecretRetired, "Retire",
+			"spec.authentication.clientSecret is false: the client secret was removed from Secret %s and is accepted until %s", SecretName(obj), now.Add(GracePeriod(obj)).UTC().Format(time.RFC3339))
+	}
+	if _, err := r.writeSecret(ctx, obj, secret, id, ""); err != nil {
+		return ctrl.Result{}, r.secretWriteFailed(obj, err)
+	}
+	kept, _, nextExpiry := Prune(obj.Status.AcceptedSecrets, now)
+	obj.Status.AcceptedSecrets = kept
+	obj.Status.NextRotationTime = nil
+	r.setReady(obj, metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady,
+		fmt.Sprintf("Secret %s holds the client ID; the client authenticates with tokens of ServiceAccounts %s", SecretName(obj), strings.Join(obj.Spec.Authentication.ServiceAccounts, ", ")))
+	if !nextExpiry.IsZero() {
+		return ctrl.Result{RequeueAfter: max(nextExpiry.Sub(now), time.Millisecond)}, nil
 	}
 	return ctrl.Result{}, nil
 }
@@ -724,6 +756,10 @@ func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.
 	}
 	secret.Data[m2mv1alpha1.SecretKeyClientID] = []byte(id)
 	secret.Data[m2mv1alpha1.SecretKeyClientSecret] = []byte(value)
+	if value == "" {
+		// A client without a secret: nothing pods could mistake for one.
+		delete(secret.Data, m2mv1alpha1.SecretKeyClientSecret)
+	}
 	secret.Data[m2mv1alpha1.SecretKeyTokenURL] = []byte(issuer.TokenURL(r.IssuerURL))
 	secret.Data[m2mv1alpha1.SecretKeyIssuer] = []byte(r.IssuerURL)
 }

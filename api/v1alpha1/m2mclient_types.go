@@ -94,6 +94,41 @@ type M2MClientSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Rotation RotationPolicy `json:"rotation,omitempty"`
+
+	// Authentication says how the client may prove who it is at the token endpoint: with the
+	// client secret the manager keeps in its Secret, with a token of a ServiceAccount of its
+	// namespace, or both.
+	// +optional
+	// +kubebuilder:default={}
+	Authentication ClientAuthentication `json:"authentication,omitempty"`
+}
+
+// ClientAuthentication lists the ways a client may authenticate. At least one is enabled.
+// +kubebuilder:validation:XValidation:rule="!has(self.clientSecret) || self.clientSecret || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0)",message="a client needs a way to authenticate: keep clientSecret, or name serviceAccounts"
+type ClientAuthentication struct {
+	// ClientSecret lets the client authenticate with the client secret that the manager generates,
+	// keeps in the Secret and rotates. Default true. When false, no secret exists anywhere: the
+	// Secret carries client_id, token_url and issuer only, and the secrets accepted before expire
+	// after the grace period.
+	// +optional
+	ClientSecret *bool `json:"clientSecret,omitempty"`
+
+	// ServiceAccounts names ServiceAccounts of the client's namespace whose tokens may act as the
+	// client: a pod running as one sends a projected ServiceAccount token whose audience is the
+	// token server's issuer URL as client_assertion (client_assertion_type
+	// urn:ietf:params:oauth:client-assertion-type:jwt-bearer), with this client's client_id.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
+}
+
+// SecretAuthentication reports whether obj may authenticate with a client secret: unless
+// spec.authentication.clientSecret is false.
+func SecretAuthentication(obj *M2MClient) bool {
+	return obj.Spec.Authentication.ClientSecret == nil || *obj.Spec.Authentication.ClientSecret
 }
 
 // SecretTemplate describes the Secret that holds a client's credentials, under the keys

@@ -24,8 +24,10 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -47,6 +49,7 @@ func main() {
 	duration := flag.Duration("duration", 20*time.Second, "Length of the measured load.")
 	flag.StringVar(&profile, "cpu-profile", "", "Write a 10 s CPU profile of the token server under load to this file.")
 	flag.BoolVar(&narrow, "narrow", true, "Half the requests name a subset of the scopes and an audience; false sends credentials only.")
+	flag.BoolVar(&assertion, "serviceaccount", false, "Clients take no secret and allow a ServiceAccount; every request sends its token (from the TokenRequest API) as the client assertion.")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
 	if err := run(*n, *conns, *threads, *duration); err != nil {
@@ -56,8 +59,9 @@ func main() {
 }
 
 var (
-	profile string
-	narrow  bool
+	profile   string
+	narrow    bool
+	assertion bool
 )
 
 func secretFor(i int) string {
@@ -132,8 +136,20 @@ func run(n, conns, threads int, duration time.Duration) error {
 	}
 	rssIdle := rss(ts.Process.Pid, "VmRSS")
 
+	saToken := ""
+	if assertion {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "bench-sa"}}
+		if err := c.Create(ctx, sa); err != nil {
+			return err
+		}
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: []string{issuer}, ExpirationSeconds: ptr.To[int64](3600)}}
+		if err := c.SubResource("token").Create(ctx, sa, tr); err != nil {
+			return fmt.Errorf("requesting a ServiceAccount token: %w", err)
+		}
+		saToken = tr.Status.Token
+	}
 	script := filepath.Join(work, "tokens.lua")
-	if err := writeScript(script, n, narrow); err != nil {
+	if err := writeScript(script, n, narrow, saToken); err != nil {
 		return err
 	}
 	// Warm up connections, caches and the Go runtime, then measure.
@@ -179,7 +195,7 @@ func run(n, conns, threads int, duration time.Duration) error {
 
 	fmt.Printf("\nwrk: %s\n", strings.TrimSpace(string(out)))
 	fmt.Printf("\nclients cached:           %d\n", n)
-	fmt.Printf("load:                     wrk -t%d -c%d -d%s, form bodies cycling through all clients, narrowing half: %v\n", threads, conns, duration, narrow)
+	fmt.Printf("load:                     wrk -t%d -c%d -d%s, form bodies cycling through all clients, narrowing half: %v, ServiceAccount assertions: %v\n", threads, conns, duration, narrow, assertion)
 	fmt.Printf("tokens/s:                 %.0f\n", res.rps)
 	fmt.Printf("latency p50 / p99:        %s / %s\n", res.p50, res.p99)
 	fmt.Printf("non-2xx responses:        %d (socket errors: %s)\n", res.non2xx, res.socketErrors)
@@ -241,6 +257,9 @@ func seed(ctx context.Context, c client.Client, n int) error {
 						Audiences: []m2mv1alpha1.Audience{"https://payments.example.com"},
 					},
 				}
+				if assertion {
+					obj.Spec.Authentication = m2mv1alpha1.ClientAuthentication{ClientSecret: ptr.To(false), ServiceAccounts: []string{"bench-sa"}}
+				}
 				if err := c.Create(ctx, obj); err != nil {
 					errs <- err
 					return
@@ -248,6 +267,9 @@ func seed(ctx context.Context, c client.Client, n int) error {
 				obj.Status = m2mv1alpha1.M2MClientStatus{
 					ClientID:        fmt.Sprintf("m2m-bench-%05d", i),
 					AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secretFor(i)), CreatedAt: metav1.Now()}},
+				}
+				if assertion {
+					obj.Status.AcceptedSecrets = nil
 				}
 				if err := status.Seal(obj); err != nil {
 					errs <- err
@@ -265,7 +287,7 @@ func seed(ctx context.Context, c client.Client, n int) error {
 	return <-errs
 }
 
-func writeScript(path string, n int, narrow bool) error {
+func writeScript(path string, n int, narrow bool, saToken string) error {
 	var b strings.Builder
 	b.WriteString("local bodies = {\n")
 	for i := range n {
@@ -273,6 +295,11 @@ func writeScript(path string, n int, narrow bool) error {
 			"grant_type":    {"client_credentials"},
 			"client_id":     {fmt.Sprintf("m2m-bench-%05d", i)},
 			"client_secret": {secretFor(i)},
+		}
+		if saToken != "" {
+			form.Del("client_secret")
+			form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+			form.Set("client_assertion", saToken)
 		}
 		if narrow && i%2 == 0 {
 			// Half the requests narrow the token: a subset of the scopes and a named audience.

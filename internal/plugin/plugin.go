@@ -17,12 +17,15 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -32,7 +35,7 @@ import (
 
 // commands are the subcommands and their usage lines, in the order the usage lists them.
 var commands = []struct{ name, usage string }{
-	{"token", "kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--token-url URL] [-o json]"},
+	{"token", "kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--service-account SA] [--token-url URL] [-o json]"},
 	{"rotate", "kubectl m2m rotate NAME [-n NS] [--timeout 2m]"},
 	{"describe", "kubectl m2m describe NAME [-n NS]"},
 	{"verify", "kubectl m2m verify TOKEN --issuer URL (--audience A... | --any-audience) [--scope S]..."},
@@ -96,6 +99,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		tokenURL, output, issuer string
 		timeout                  time.Duration
 		anyAudience              bool
+		serviceAccount           string
 	)
 	if cmd != "verify" {
 		kube = genericclioptions.NewConfigFlags(true)
@@ -106,6 +110,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		flags.StringArrayVar(&scopes, "scope", nil, "scope to request (repeatable)")
 		flags.StringArrayVar(&audiences, "audience", nil, "audience to request (repeatable)")
 		flags.StringVar(&tokenURL, "token-url", "", "token endpoint, instead of the Secret's token_url")
+		flags.StringVar(&serviceAccount, "service-account", "", "authenticate as this ServiceAccount of the client's namespace (a token from the TokenRequest API), instead of with the client secret")
 		flags.StringVarP(&output, "output", "o", "", "json prints the whole token response")
 	case "rotate":
 		flags.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
@@ -152,7 +157,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	key := types.NamespacedName{Namespace: ns, Name: rest[0]}
 	switch cmd {
 	case "token":
-		return token(ctx, c, stdout, key, scopes, audiences, tokenURL, output)
+		return token(ctx, c, stdout, key, scopes, audiences, tokenURL, output, serviceAccount)
 	case "rotate":
 		return rotate(ctx, c, stdout, key, timeout)
 	case "describe":
@@ -169,7 +174,7 @@ func getClient(ctx context.Context, c client.Client, key types.NamespacedName) (
 	return obj, nil
 }
 
-func token(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, scopes, audiences []string, tokenURL, output string) error {
+func token(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, scopes, audiences []string, tokenURL, output, serviceAccount string) error {
 	obj, err := getClient(ctx, c, key)
 	if err != nil {
 		return err
@@ -190,6 +195,19 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 		TokenURL:       tokenURL,
 		Scopes:         scopes,
 		EndpointParams: url.Values{"audience": audiences},
+	}
+	if serviceAccount != "" {
+		// What a pod running as the ServiceAccount would send: a token for the issuer, from the
+		// TokenRequest API, as the client assertion.
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: serviceAccount}}
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+			Audiences: []string{string(s.Data[m2mv1alpha1.SecretKeyIssuer])}, ExpirationSeconds: ptr.To[int64](600)}}
+		if err := c.SubResource("token").Create(ctx, sa, tr); err != nil {
+			return fmt.Errorf("requesting a token for ServiceAccount %s/%s: %w", key.Namespace, serviceAccount, err)
+		}
+		cc.ClientSecret, cc.AuthStyle = "", oauth2.AuthStyleInParams
+		cc.EndpointParams.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+		cc.EndpointParams.Set("client_assertion", tr.Status.Token)
 	}
 	tok, err := cc.Token(ctx)
 	if err != nil {

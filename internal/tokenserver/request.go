@@ -31,10 +31,17 @@ type tokenRequest struct {
 	resources  []string
 	// token is the introspection request's token parameter.
 	token string
+	// assertionType and assertion are RFC 7521 client assertion parameters; assertionGiven says
+	// either was sent.
+	assertionType, assertion string
+	assertionGiven           bool
 }
 
+// JWTBearerAssertion is the client_assertion_type of RFC 7523 §2.2.
+const JWTBearerAssertion = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
 // singleParams may appear at most once (RFC 6749 §3.2).
-var singleParams = []string{"grant_type", "client_id", "client_secret", "scope", "token", "token_type_hint"}
+var singleParams = []string{"grant_type", "client_id", "client_secret", "scope", "token", "token_type_hint", "client_assertion_type", "client_assertion"}
 
 // parseRequest reads a POST with a form or JSON body and client credentials in the body or in
 // HTTP Basic. It returns an oauthError for anything malformed.
@@ -43,7 +50,7 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 		w.Header().Set("Allow", http.MethodPost)
 		return nil, newError(ErrInvalidRequest, http.StatusMethodNotAllowed, "method", "the method must be POST")
 	}
-	for _, p := range []string{"client_secret", "client_id", "grant_type", "scope", "token"} {
+	for _, p := range []string{"client_secret", "client_id", "grant_type", "scope", "token", "client_assertion"} {
 		if r.URL.Query().Has(p) {
 			// Parameters in the URL end up in access logs; a secret must never travel there.
 			return nil, badRequest("query_parameters", "parameters must be sent in the request body, not in the URL")
@@ -79,6 +86,19 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 	if bad := applyBasic(r, req); bad != nil {
 		return nil, bad
 	}
+	if req.assertionGiven {
+		switch {
+		case req.basic || req.secretGiven:
+			return nil, badRequest("two_auth_methods", "the client authenticated with both a client assertion and a client secret")
+		case req.assertionType != JWTBearerAssertion:
+			return nil, badRequest("assertion_type", "client_assertion_type must be "+JWTBearerAssertion)
+		case req.assertion == "":
+			return nil, badRequest("assertion_missing", "client_assertion is required with client_assertion_type")
+		case req.clientID == "":
+			// Several clients may allow one ServiceAccount: the request names which.
+			return nil, badRequest("client_id_missing", "client_id is required with a client assertion")
+		}
+	}
 	return req, nil
 }
 
@@ -93,14 +113,19 @@ func parseForm(body []byte) (*tokenRequest, *oauthError) {
 		}
 	}
 	_, secretGiven := values["client_secret"]
+	_, typeGiven := values["client_assertion_type"]
+	_, assertionGiven := values["client_assertion"]
 	req := &tokenRequest{
-		secretGiven:  secretGiven,
-		clientID:     values.Get("client_id"),
-		clientSecret: values.Get("client_secret"),
-		grantType:    values.Get("grant_type"),
-		token:        values.Get("token"),
-		audiences:    values["audience"],
-		resources:    values["resource"],
+		assertionType:  values.Get("client_assertion_type"),
+		assertion:      values.Get("client_assertion"),
+		assertionGiven: typeGiven || assertionGiven,
+		secretGiven:    secretGiven,
+		clientID:       values.Get("client_id"),
+		clientSecret:   values.Get("client_secret"),
+		grantType:      values.Get("grant_type"),
+		token:          values.Get("token"),
+		audiences:      values["audience"],
+		resources:      values["resource"],
 	}
 	return req, req.setScope(values.Get("scope"))
 }
@@ -110,6 +135,7 @@ func parseForm(body []byte) (*tokenRequest, *oauthError) {
 var jsonParams = map[string]bool{
 	"client_id": true, "client_secret": true, "grant_type": true, "scope": true,
 	"audience": true, "resource": true, "token": true, "token_type_hint": true,
+	"client_assertion_type": true, "client_assertion": true,
 }
 
 // parseJSON reads one JSON object. A request means one thing: a repeated key, or a key that
@@ -134,11 +160,15 @@ func parseJSON(body []byte) (*tokenRequest, *oauthError) {
 	}
 	req := &tokenRequest{}
 	_, req.secretGiven = params["client_secret"]
+	_, typeGiven := params["client_assertion_type"]
+	_, assertionGiven := params["client_assertion"]
+	req.assertionGiven = typeGiven || assertionGiven
 	var scope string
 	for _, p := range [...]struct {
 		name string
 		dst  *string
-	}{{"client_id", &req.clientID}, {"client_secret", &req.clientSecret}, {"grant_type", &req.grantType}, {"token", &req.token}, {"scope", &scope}} {
+	}{{"client_id", &req.clientID}, {"client_secret", &req.clientSecret}, {"grant_type", &req.grantType}, {"token", &req.token}, {"scope", &scope},
+		{"client_assertion_type", &req.assertionType}, {"client_assertion", &req.assertion}} {
 		if *p.dst, bad = str(p.name); bad != nil {
 			return nil, bad
 		}

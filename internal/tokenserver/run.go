@@ -64,11 +64,13 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return err
 	}
 	keys := NewSecretKeys(cs, o.SigningKeySecret, o.Clock, signingkeys.DefaultRetention)
+	serviceAccounts := NewClusterServiceAccounts(cs, o.Clock)
 	srv, err := New(Config{
 		IssuerURL:       iss,
 		DefaultAudience: o.DefaultAudience,
 		Clients:         clients,
 		Keys:            keys,
+		ServiceAccounts: serviceAccounts,
 		Clock:           o.Clock,
 		Registry:        prometheus.NewRegistry(),
 		Staleness:       clients.Staleness,
@@ -92,6 +94,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	defer cancel()
 	clients.Start(ctx)
 	go keys.Run(ctx)
+	go serviceAccounts.Run(ctx)
 
 	httpServer := &http.Server{
 		Handler:           srv.Handler(),

@@ -4,6 +4,7 @@
 package tokenserver
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -53,6 +54,9 @@ type Config struct {
 	Staleness func() time.Duration
 	// CachedClients reports how many clients are cached, for the metrics; optional.
 	CachedClients func() int
+	// ServiceAccounts verifies ServiceAccount tokens presented as client assertions; nil refuses
+	// them.
+	ServiceAccounts ServiceAccountTokens
 	// KeyLoadErrors reports how many signing-key Secret versions did not load; optional.
 	KeyLoadErrors func() int64
 }
@@ -214,7 +218,7 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request) (*tokenRe
 	req, bad := parseRequest(w, r)
 	if bad == nil {
 		var client *m2mv1alpha1.M2MClient
-		if client, bad = s.authenticate(req); bad == nil {
+		if client, bad = s.authenticate(r.Context(), req); bad == nil {
 			return req, client, true
 		}
 	}
@@ -245,7 +249,10 @@ func (s *Server) lookup(id string, st *keyState) (*m2mv1alpha1.M2MClient, bool) 
 // authenticate finds the client and checks its secret. An unknown client, a wrong secret and a
 // disabled client give the same error after the same work: one hash, compared in constant time
 // with each accepted entry, and each entry's MAC verified (a decoy client for an unknown one).
-func (s *Server) authenticate(req *tokenRequest) (*m2mv1alpha1.M2MClient, *oauthError) {
+func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alpha1.M2MClient, *oauthError) {
+	if req.assertionGiven {
+		return s.authenticateServiceAccount(ctx, req)
+	}
 	st := s.cfg.Keys.current()
 	client, found := s.lookup(req.clientID, st)
 	var matched bool
@@ -265,6 +272,30 @@ func (s *Server) authenticate(req *tokenRequest) (*m2mv1alpha1.M2MClient, *oauth
 		return nil, invalidClient("unknown_client")
 	case !matched:
 		return nil, invalidClient("wrong_secret")
+	case client.Spec.Disabled:
+		return nil, invalidClient("disabled")
+	}
+	return client, nil
+}
+
+// authenticateServiceAccount checks a Kubernetes ServiceAccount token presented as the client
+// assertion of the client named by client_id: a federated profile, not RFC 7523 §3 client
+// authentication (the token's sub is the ServiceAccount, not the client). The token must be the
+// cluster's, for this issuer, valid now, of a ServiceAccount in the client's namespace that the
+// client's spec.authentication.serviceAccounts names. Every mismatch is the same invalid_client.
+func (s *Server) authenticateServiceAccount(ctx context.Context, req *tokenRequest) (*m2mv1alpha1.M2MClient, *oauthError) {
+	client, found := s.lookup(req.clientID, s.cfg.Keys.current())
+	if s.cfg.ServiceAccounts == nil {
+		return nil, invalidClient("assertion_not_supported")
+	}
+	ns, name, err := s.cfg.ServiceAccounts.Verify(ctx, req.assertion, s.cfg.IssuerURL)
+	switch {
+	case err != nil:
+		return nil, invalidClient("assertion_invalid")
+	case !found:
+		return nil, invalidClient("unknown_client")
+	case ns != client.Namespace || !slices.Contains(client.Spec.Authentication.ServiceAccounts, name):
+		return nil, invalidClient("service_account_not_allowed")
 	case client.Spec.Disabled:
 		return nil, invalidClient("disabled")
 	}

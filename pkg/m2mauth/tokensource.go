@@ -73,6 +73,27 @@ func RefreshBefore(d time.Duration) TokenSourceOption {
 // without a restart. ctx bounds the file watch, and its oauth2.HTTPClient value, if any, is used
 // for token requests instead of a client with connect and TLS timeouts.
 func NewTokenSource(ctx context.Context, dir string, opts ...TokenSourceOption) (oauth2.TokenSource, error) {
+	return newTokenSource(ctx, dir, "", opts...)
+}
+
+// ServiceAccountTokenFile is where a pod's projected ServiceAccount token for the token server is
+// mounted in the examples and docs; any path works.
+const ServiceAccountTokenFile = "/var/run/secrets/m2m/serviceaccount/token"
+
+// NewServiceAccountTokenSource is NewTokenSource for a client that authenticates with the pod's
+// ServiceAccount instead of a secret: dir holds the client's client_id and token_url (its Secret
+// has no client_secret), and tokenFile a projected ServiceAccount token whose audience is the
+// token server's issuer URL. The token file is read again for every token request, since the
+// kubelet replaces it before it expires; it is sent as an RFC 7523 client assertion with the
+// client_id. Everything else is as for NewTokenSource.
+func NewServiceAccountTokenSource(ctx context.Context, dir, tokenFile string, opts ...TokenSourceOption) (oauth2.TokenSource, error) {
+	if tokenFile == "" {
+		return nil, errors.New("m2mauth: NewServiceAccountTokenSource needs the path of a projected ServiceAccount token")
+	}
+	return newTokenSource(ctx, dir, tokenFile, opts...)
+}
+
+func newTokenSource(ctx context.Context, dir, assertionFile string, opts ...TokenSourceOption) (oauth2.TokenSource, error) {
 	cfg := tokenSourceConfig{params: url.Values{}, early: 30 * time.Second, timeout: 10 * time.Second, now: time.Now}
 	for _, o := range opts {
 		o(&cfg)
@@ -86,7 +107,7 @@ func NewTokenSource(ctx context.Context, dir string, opts ...TokenSourceOption) 
 	if _, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); !ok {
 		reqCtx = context.WithValue(reqCtx, oauth2.HTTPClient, newHTTPClient(cfg.timeout))
 	}
-	s := &fileTokenSource{ctx: reqCtx, dir: dir, cfg: cfg}
+	s := &fileTokenSource{ctx: reqCtx, dir: dir, cfg: cfg, assertionFile: assertionFile}
 	if err := s.reload(); err != nil {
 		return nil, err
 	}
@@ -198,6 +219,9 @@ type fileTokenSource struct {
 	cfg tokenSourceConfig
 	// withIssuer also reads the issuer file (the Introspector needs it).
 	withIssuer bool
+	// assertionFile, when set, holds a ServiceAccount token sent as the client assertion instead
+	// of a client secret.
+	assertionFile string
 
 	mu    sync.Mutex
 	creds clientcredentials.Config
@@ -213,7 +237,11 @@ func (s *fileTokenSource) reload() error {
 		return strings.TrimSpace(string(b)), nil
 	}
 	id, err1 := read(secretKeyClientID)
-	secret, err2 := read(secretKeyClientSecret)
+	var secret string
+	var err2 error
+	if s.assertionFile == "" {
+		secret, err2 = read(secretKeyClientSecret)
+	}
 	tokenURL, err3 := read(secretKeyTokenURL)
 	var iss string
 	var err4 error
@@ -246,6 +274,20 @@ func (s *fileTokenSource) current() clientcredentials.Config {
 func (s *fileTokenSource) request(creds clientcredentials.Config) (*oauth2.Token, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.timeout)
 	defer cancel()
+	if s.assertionFile != "" {
+		b, err := os.ReadFile(s.assertionFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the ServiceAccount token: %w", err)
+		}
+		params := url.Values{}
+		for k, v := range creds.EndpointParams {
+			params[k] = v
+		}
+		params.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+		params.Set("client_assertion", strings.TrimSpace(string(b)))
+		creds.EndpointParams = params
+		creds.AuthStyle = oauth2.AuthStyleInParams // client_id in the body, and no secret
+	}
 	return creds.Token(ctx)
 }
 

@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -490,4 +491,37 @@ func claims(js string) map[string]apiextensionsv1.JSON {
 		out[k] = apiextensionsv1.JSON{Raw: v}
 	}
 	return out
+}
+
+// Turning client secrets off removes the secret from the Secret at once and keeps its hash
+// accepted for the grace period only; a client must keep some way to authenticate.
+func TestAClientThatStopsTakingSecretsKeepsItsIDAndLetsTheSecretExpire(t *testing.T) {
+	ns := namespace(t)
+	obj := newClient(ns, "going-secretless")
+	obj.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: 10 * time.Minute}
+	create(t, obj)
+	before := waitReady(t, ns, "going-secretless", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	secret := string(secretOf(t, ns, "going-secretless-credentials").Data[m2mv1alpha1.SecretKeyClientSecret])
+
+	base := before.DeepCopy()
+	before.Spec.Authentication.ClientSecret = ptr.To(false)
+	if err := env.Client.Patch(ctx, before, client.MergeFrom(base)); !apierrors.IsInvalid(err) {
+		t.Fatalf("turning secrets off with no ServiceAccount: %v, want Invalid", err)
+	}
+	before.Spec.Authentication.ServiceAccounts = []string{"worker"}
+	if err := env.Client.Patch(ctx, before, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	after := waitReady(t, ns, "going-secretless", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	s := secretOf(t, ns, "going-secretless-credentials")
+	if _, ok := s.Data[m2mv1alpha1.SecretKeyClientSecret]; ok {
+		t.Fatal("the Secret still carries a client secret")
+	}
+	if after.Status.ClientID != before.Status.ClientID || string(s.Data[m2mv1alpha1.SecretKeyClientID]) != before.Status.ClientID {
+		t.Fatal("the client ID changed")
+	}
+	e := entryFor(after, secret)
+	if e == nil || e.ExpiresAt == nil || e.ExpiresAt.After(time.Now().Add(10*time.Minute+time.Minute)) || !acceptedNow(after, secret) {
+		t.Fatalf("the retired secret's entry: %+v; want accepted, expiring within the grace period", e)
+	}
 }
