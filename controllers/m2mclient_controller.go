@@ -421,15 +421,17 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 // client_secret. Secrets accepted before get the grace period, so that pods that still send one
 // keep working until they switch, and then none is accepted.
 func (r *M2MClientReconciler) reconcileWithoutSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, id string, now time.Time) (ctrl.Result, error) {
-	if d, ok := foreignSecret(&secretView{obj: obj, secret: secret}); ok {
-		r.setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretConflict, d.Why)
-		return ctrl.Result{RequeueAfter: foreignSecretRecheck}, nil
-	}
 	obj.Status.ClientID = id
+	// The grace period starts first, whatever happens to the Secret: turning secrets off must end
+	// the current one even when the Secret cannot be written.
 	if Unexpiring(obj.Status.AcceptedSecrets) > 0 {
 		obj.Status.AcceptedSecrets = ExpireOthers(obj.Status.AcceptedSecrets, "", now, GracePeriod(obj))
 		r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, EventSecretRetired, "Retire",
 			"spec.authentication.clientSecret is false: the client secret was removed from Secret %s and is accepted until %s", SecretName(obj), now.Add(GracePeriod(obj)).UTC().Format(time.RFC3339))
+	}
+	if d, ok := foreignSecret(&secretView{obj: obj, secret: secret}); ok {
+		r.setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretConflict, d.Why)
+		return ctrl.Result{RequeueAfter: foreignSecretRecheck}, nil
 	}
 	if _, err := r.writeSecret(ctx, obj, secret, id, ""); err != nil {
 		return ctrl.Result{}, r.secretWriteFailed(obj, err)

@@ -104,7 +104,7 @@ type M2MClientSpec struct {
 }
 
 // ClientAuthentication lists the ways a client may authenticate. At least one is enabled.
-// +kubebuilder:validation:XValidation:rule="!has(self.clientSecret) || self.clientSecret || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0)",message="a client needs a way to authenticate: keep clientSecret, or name serviceAccounts"
+// +kubebuilder:validation:XValidation:rule="!has(self.clientSecret) || self.clientSecret || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0) || (has(self.federated) && size(self.federated) > 0)",message="a client needs a way to authenticate: keep clientSecret, or name serviceAccounts or federated identities"
 type ClientAuthentication struct {
 	// ClientSecret lets the client authenticate with the client secret that the manager generates,
 	// keeps in the Secret and rotates. Default true. When false, no secret exists anywhere: the
@@ -123,6 +123,32 @@ type ClientAuthentication struct {
 	// +kubebuilder:validation:items:MaxLength=253
 	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
+
+	// Federated names workloads outside the cluster (another cluster, a CI system, a cloud) that
+	// may act as the client: a token of Issuer whose sub is Subject and whose aud is the token
+	// server's issuer URL, sent as client_assertion with this client's client_id. Only issuers
+	// the administrator configured on the token server (--federated-issuer) are trusted; others
+	// never match.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	Federated []FederatedIdentity `json:"federated,omitempty"`
+}
+
+// FederatedIdentity is a workload identity of a federated issuer.
+type FederatedIdentity struct {
+	// Issuer is the issuer URL, exactly as the token's iss claim has it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	Issuer string `json:"issuer"`
+
+	// Subject is the token's sub claim, exactly.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	Subject string `json:"subject"`
 }
 
 // SecretAuthentication reports whether obj may authenticate with a client secret: unless

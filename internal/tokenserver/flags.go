@@ -23,6 +23,14 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "", "PEM private key for HTTPS; reloaded when it changes.")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", ":9090", `Address of the Prometheus /metrics endpoint, apart from the token port; "0" disables it.`)
 	fs.StringVar(&o.DebugAddress, "debug-address", "", "Address of a net/http/pprof endpoint for profiling; empty (the default) disables it. Never expose it.")
+	fs.Func("federated-issuer", `An issuer whose tokens clients may accept as client assertions (spec.authentication.federated): "ISSUER_URL", or "ISSUER_URL,JWKS_URL" when its keys are not at the jwks_uri of its discovery document. Repeatable.`, func(s string) error {
+		f, err := ParseFederatedIssuer(s)
+		if err != nil {
+			return err
+		}
+		o.FederatedIssuers = append(o.FederatedIssuers, f)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return Options{}, err
 	}

@@ -40,6 +40,8 @@ type Options struct {
 	MetricsAddress string
 	// MetricsListener, when set, is served instead of listening on MetricsAddress.
 	MetricsListener net.Listener
+	// FederatedIssuers are the issuers whose tokens clients may accept (--federated-issuer).
+	FederatedIssuers []FederatedIssuer
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -65,12 +67,14 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	keys := NewSecretKeys(cs, o.SigningKeySecret, o.Clock, signingkeys.DefaultRetention)
 	serviceAccounts := NewClusterServiceAccounts(cs, o.Clock)
+	federation := NewFederation(o.FederatedIssuers, o.Clock)
 	srv, err := New(Config{
 		IssuerURL:       iss,
 		DefaultAudience: o.DefaultAudience,
 		Clients:         clients,
 		Keys:            keys,
 		ServiceAccounts: serviceAccounts,
+		Federation:      federation,
 		Clock:           o.Clock,
 		Registry:        prometheus.NewRegistry(),
 		Staleness:       clients.Staleness,
@@ -95,6 +99,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	clients.Start(ctx)
 	go keys.Run(ctx)
 	go serviceAccounts.Run(ctx)
+	federation.Run(ctx)
 
 	httpServer := &http.Server{
 		Handler:           srv.Handler(),

@@ -57,6 +57,8 @@ type Config struct {
 	// ServiceAccounts verifies ServiceAccount tokens presented as client assertions; nil refuses
 	// them.
 	ServiceAccounts ServiceAccountTokens
+	// Federation verifies tokens of the federated issuers; nil trusts none.
+	Federation *Federation
 	// KeyLoadErrors reports how many signing-key Secret versions did not load; optional.
 	KeyLoadErrors func() int64
 }
@@ -257,8 +259,11 @@ func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alp
 	client, found := s.lookup(req.clientID, st)
 	var matched bool
 	if found {
+		secretsAllowed := m2mv1alpha1.SecretAuthentication(client)
 		matched = credentials.VerifyWith(client.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
-			return st.trustsEntry(client, e)
+			// A client that takes no secret accepts only secrets in their grace period, whatever
+			// the manager has done so far: turning secrets off ends an unexpiring one.
+			return st.trustsEntry(client, e) && (secretsAllowed || e.ExpiresAt != nil)
 		})
 	} else {
 		credentials.VerifyWith(s.decoy.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
@@ -278,13 +283,34 @@ func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alp
 	return client, nil
 }
 
-// authenticateServiceAccount checks a Kubernetes ServiceAccount token presented as the client
-// assertion of the client named by client_id: a federated profile, not RFC 7523 §3 client
-// authentication (the token's sub is the ServiceAccount, not the client). The token must be the
-// cluster's, for this issuer, valid now, of a ServiceAccount in the client's namespace that the
-// client's spec.authentication.serviceAccounts names. Every mismatch is the same invalid_client.
+// authenticateServiceAccount checks a client assertion of the client named by client_id: a
+// Kubernetes ServiceAccount token of this cluster, or a token of a federated issuer. This is a
+// federated profile, not RFC 7523 §3 client authentication (the token's sub is a workload, not
+// the client). A ServiceAccount token must be for this issuer, valid now, of a ServiceAccount in
+// the client's namespace that spec.authentication.serviceAccounts names; a federated token must be
+// of an issuer the administrator configured, for this issuer, valid now, with an (issuer,
+// subject) pair that spec.authentication.federated names. Every mismatch is the same
+// invalid_client.
 func (s *Server) authenticateServiceAccount(ctx context.Context, req *tokenRequest) (*m2mv1alpha1.M2MClient, *oauthError) {
 	client, found := s.lookup(req.clientID, s.cfg.Keys.current())
+	// The cluster's own ServiceAccount tokens always take the ServiceAccount path, which checks
+	// the namespace, even if an administrator also listed the cluster's issuer as federated.
+	iss := unverifiedIssuer(req.assertion)
+	local := s.cfg.ServiceAccounts != nil && iss != "" && iss == s.cfg.ServiceAccounts.Issuer()
+	if !local && s.cfg.Federation.Trusts(iss) {
+		sub, err := s.cfg.Federation.Verify(ctx, iss, req.assertion, s.cfg.IssuerURL)
+		switch {
+		case err != nil:
+			return nil, invalidClient("assertion_invalid")
+		case !found:
+			return nil, invalidClient("unknown_client")
+		case !slices.Contains(client.Spec.Authentication.Federated, m2mv1alpha1.FederatedIdentity{Issuer: iss, Subject: sub}):
+			return nil, invalidClient("identity_not_allowed")
+		case client.Spec.Disabled:
+			return nil, invalidClient("disabled")
+		}
+		return client, nil
+	}
 	if s.cfg.ServiceAccounts == nil {
 		return nil, invalidClient("assertion_not_supported")
 	}

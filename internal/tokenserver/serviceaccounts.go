@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,53 +24,58 @@ type ServiceAccountTokens interface {
 	// Verify checks that token is a ServiceAccount token of the cluster, for audience, valid now,
 	// and returns the ServiceAccount's namespace and name.
 	Verify(ctx context.Context, token, audience string) (namespace, name string, err error)
+	// Issuer is the cluster's ServiceAccount issuer, or "" while it is not known.
+	Issuer() string
 }
 
-// errServiceAccountToken is every reason a ServiceAccount token is refused; the client only ever
-// sees invalid_client.
-var errServiceAccountToken = errors.New("not a valid ServiceAccount token")
+// errAssertion is every reason an assertion is refused; the client only ever sees
+// invalid_client.
+var errAssertion = errors.New("not a valid client assertion")
 
 const (
-	// saKeysRefresh is how often the cluster's ServiceAccount signing keys are read again.
-	saKeysRefresh = 10 * time.Minute
-	// saUnknownKidRefresh is the least time between two reads caused by tokens with unknown kids.
-	saUnknownKidRefresh = 30 * time.Second
-	// saLeeway tolerates clock differences between the API server and the token server.
-	saLeeway = 30 * time.Second
+	// keysRefresh is how often an issuer's signing keys are read again.
+	keysRefresh = 10 * time.Minute
+	// unknownKidRefresh is the least time between two reads caused by tokens with unknown kids.
+	unknownKidRefresh = 30 * time.Second
+	// assertionLeeway tolerates clock differences between an issuer and the token server.
+	assertionLeeway = 30 * time.Second
+	// MaxAssertionLifetime bounds exp - iat of an assertion. The token server verifies
+	// assertions offline and cannot see a ServiceAccount deleted after its token was issued, so
+	// a token minted for years (the TokenRequest API allows it unless the cluster caps it) must
+	// not work for years.
+	MaxAssertionLifetime = 24 * time.Hour
 )
 
-// ClusterServiceAccounts verifies ServiceAccount tokens against the keys the API server publishes
-// for service-account issuer discovery (/.well-known/openid-configuration and /openid/v1/jwks,
-// which the ClusterRole system:service-account-issuer-discovery grants). The keys are cached, so
-// that verification goes on while the API server is away.
-type ClusterServiceAccounts struct {
-	rest  rest.Interface
+// issuerKeys caches the signing keys of one issuer of assertions, read by fetch. A failed read
+// keeps the keys read before, so that verification goes on while the issuer is away.
+type issuerKeys struct {
+	name  string
+	fetch func(ctx context.Context) (issuer string, set jwk.Set, err error)
 	clock clock.PassiveClock
 
 	mu          sync.RWMutex
 	issuer      string
-	keys        map[string]saKey
+	keys        map[string]assertionKey
 	lastAttempt time.Time
+	loading     sync.Mutex
 }
 
-type saKey struct {
+type assertionKey struct {
 	key any
 	alg string
 }
 
-// NewClusterServiceAccounts reads discovery through clientset's connection to the API server.
-func NewClusterServiceAccounts(clientset kubernetes.Interface, clk clock.PassiveClock) *ClusterServiceAccounts {
-	return &ClusterServiceAccounts{rest: clientset.CoreV1().RESTClient(), clock: clk, keys: map[string]saKey{}}
+func newIssuerKeys(name string, clk clock.PassiveClock, fetch func(context.Context) (string, jwk.Set, error)) *issuerKeys {
+	return &issuerKeys{name: name, fetch: fetch, clock: clk, keys: map[string]assertionKey{}}
 }
 
-// Run loads the keys, then refreshes them every saKeysRefresh until ctx ends. A failure keeps
-// the keys loaded before.
-func (s *ClusterServiceAccounts) Run(ctx context.Context) {
+// run loads the keys, then refreshes them every keysRefresh until ctx ends.
+func (k *issuerKeys) run(ctx context.Context) {
 	for {
-		if err := s.load(ctx); err != nil && ctx.Err() == nil {
-			log.FromContext(ctx).Info("reading the cluster's ServiceAccount issuer keys; keeping the ones loaded before", "error", err.Error())
+		if err := k.load(ctx); err != nil && ctx.Err() == nil {
+			log.FromContext(ctx).Info("reading assertion signing keys; keeping the ones read before", "issuer", k.name, "error", err.Error())
 		}
-		t := time.NewTimer(saKeysRefresh)
+		t := time.NewTimer(keysRefresh)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -79,97 +85,171 @@ func (s *ClusterServiceAccounts) Run(ctx context.Context) {
 	}
 }
 
-func (s *ClusterServiceAccounts) load(ctx context.Context) error {
-	s.mu.Lock()
-	s.lastAttempt = s.clock.Now()
-	s.mu.Unlock()
+func (k *issuerKeys) load(ctx context.Context) error {
+	// One read at a time: concurrent unknown kids wait for it rather than start their own.
+	k.loading.Lock()
+	defer k.loading.Unlock()
+	k.mu.Lock()
+	k.lastAttempt = k.clock.Now()
+	k.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	raw, err := s.rest.Get().AbsPath("/.well-known/openid-configuration").DoRaw(ctx)
+	iss, set, err := k.fetch(ctx)
 	if err != nil {
-		return fmt.Errorf("service-account issuer discovery: %w", err)
+		return err
 	}
-	var doc struct {
-		Issuer string `json:"issuer"`
-	}
-	if err := json.Unmarshal(raw, &doc); err != nil || doc.Issuer == "" {
-		return fmt.Errorf("service-account issuer discovery: no issuer in the document")
-	}
-	raw, err = s.rest.Get().AbsPath("/openid/v1/jwks").DoRaw(ctx)
-	if err != nil {
-		return fmt.Errorf("service-account JWKS: %w", err)
-	}
-	var set jwk.Set
-	if err := json.Unmarshal(raw, &set); err != nil {
-		return fmt.Errorf("service-account JWKS: %w", err)
-	}
-	keys := map[string]saKey{}
-	for _, k := range set.Keys {
-		pub, err := k.PublicKey()
-		if err != nil || k.KeyID == "" {
+	keys := map[string]assertionKey{}
+	for _, j := range set.Keys {
+		if j.Use != "" && j.Use != "sig" {
 			continue
 		}
-		keys[k.KeyID] = saKey{key: pub, alg: k.Algorithm}
+		pub, err := j.PublicKey()
+		if err != nil || j.KeyID == "" {
+			continue
+		}
+		keys[j.KeyID] = assertionKey{key: pub, alg: j.Algorithm}
 	}
-	if len(keys) == 0 {
-		return errors.New("service-account JWKS: no usable key")
+	if len(keys) == 0 || iss == "" {
+		return fmt.Errorf("%s: no issuer or no usable key", k.name)
 	}
-	s.mu.Lock()
-	s.issuer, s.keys = doc.Issuer, keys
-	s.mu.Unlock()
+	k.mu.Lock()
+	k.issuer, k.keys = iss, keys
+	k.mu.Unlock()
 	return nil
 }
 
-func (s *ClusterServiceAccounts) key(ctx context.Context, kid string) (saKey, string, bool) {
-	s.mu.RLock()
-	k, ok := s.keys[kid]
-	iss, last := s.issuer, s.lastAttempt
-	s.mu.RUnlock()
-	if ok || s.clock.Since(last) < saUnknownKidRefresh {
-		return k, iss, ok
+func (k *issuerKeys) key(ctx context.Context, kid string) (assertionKey, string, bool) {
+	k.mu.RLock()
+	key, ok := k.keys[kid]
+	iss, last := k.issuer, k.lastAttempt
+	k.mu.RUnlock()
+	if ok || k.clock.Since(last) < unknownKidRefresh {
+		return key, iss, ok
 	}
-	// A key the API server started signing with since the last read.
-	_ = s.load(ctx)
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	k, ok = s.keys[kid]
-	return k, s.issuer, ok
+	// A key the issuer started signing with since the last read. The read runs to completion
+	// even if this request goes away, so that a dropped request cannot use up the rate limit
+	// without a read.
+	_ = k.load(context.WithoutCancel(ctx))
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	key, ok = k.keys[kid]
+	return key, k.issuer, ok
 }
 
-// Verify implements ServiceAccountTokens.
-func (s *ClusterServiceAccounts) Verify(ctx context.Context, token, audience string) (string, string, error) {
+// verify checks token's signature against the issuer's keys, its issuer, audience and times,
+// and returns its claims.
+func (k *issuerKeys) verify(ctx context.Context, token, audience string) (jwt.MapClaims, error) {
 	var iss string
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{"RS256", "ES256"}),
 		jwt.WithAudience(audience),
 		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(saLeeway),
-		jwt.WithTimeFunc(s.clock.Now),
+		jwt.WithLeeway(assertionLeeway),
+		jwt.WithTimeFunc(k.clock.Now),
 	)
 	claims := jwt.MapClaims{}
 	_, err := parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
-		k, issuer, ok := s.key(ctx, kid)
+		key, issuer, ok := k.key(ctx, kid)
 		if !ok {
 			return nil, fmt.Errorf("unknown kid %q", kid)
 		}
-		if k.alg != "" && k.alg != t.Method.Alg() {
-			return nil, fmt.Errorf("the token says %s, its key is %s", t.Method.Alg(), k.alg)
+		if key.alg != "" && key.alg != t.Method.Alg() {
+			return nil, fmt.Errorf("the token says %s, its key is %s", t.Method.Alg(), key.alg)
 		}
 		iss = issuer
-		return k.key, nil
+		return key.key, nil
 	})
 	if err != nil {
-		return "", "", fmt.Errorf("%w: %v", errServiceAccountToken, err)
+		return nil, fmt.Errorf("%w: %v", errAssertion, err)
 	}
 	if got, _ := claims.GetIssuer(); got != iss || iss == "" {
-		return "", "", fmt.Errorf("%w: issuer %q", errServiceAccountToken, got)
+		return nil, fmt.Errorf("%w: issuer %q", errAssertion, got)
+	}
+	iat, _ := claims.GetIssuedAt()
+	exp, _ := claims.GetExpirationTime()
+	if iat == nil || exp.Sub(iat.Time) > MaxAssertionLifetime {
+		return nil, fmt.Errorf("%w: no iat, or a lifetime over %s", errAssertion, MaxAssertionLifetime)
+	}
+	return claims, nil
+}
+
+// ClusterServiceAccounts verifies ServiceAccount tokens against the keys the API server publishes
+// for service-account issuer discovery (/.well-known/openid-configuration and /openid/v1/jwks,
+// which the ClusterRole system:service-account-issuer-discovery grants).
+type ClusterServiceAccounts struct{ keys *issuerKeys }
+
+// NewClusterServiceAccounts reads discovery through clientset's connection to the API server.
+func NewClusterServiceAccounts(clientset kubernetes.Interface, clk clock.PassiveClock) *ClusterServiceAccounts {
+	rc := clientset.CoreV1().RESTClient()
+	return &ClusterServiceAccounts{keys: newIssuerKeys("the cluster's ServiceAccount issuer", clk, func(ctx context.Context) (string, jwk.Set, error) {
+		return discoverThroughAPIServer(ctx, rc)
+	})}
+}
+
+func discoverThroughAPIServer(ctx context.Context, rc rest.Interface) (string, jwk.Set, error) {
+	raw, err := rc.Get().AbsPath("/.well-known/openid-configuration").DoRaw(ctx)
+	if err != nil {
+		return "", jwk.Set{}, fmt.Errorf("service-account issuer discovery: %w", err)
+	}
+	var doc struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return "", jwk.Set{}, fmt.Errorf("service-account issuer discovery: %w", err)
+	}
+	raw, err = rc.Get().AbsPath("/openid/v1/jwks").DoRaw(ctx)
+	if err != nil {
+		return "", jwk.Set{}, fmt.Errorf("service-account JWKS: %w", err)
+	}
+	var set jwk.Set
+	if err := json.Unmarshal(raw, &set); err != nil {
+		return "", jwk.Set{}, fmt.Errorf("service-account JWKS: %w", err)
+	}
+	return doc.Issuer, set, nil
+}
+
+// Run reads the keys, then again every 10 minutes, until ctx ends.
+func (s *ClusterServiceAccounts) Run(ctx context.Context) { s.keys.run(ctx) }
+
+// Issuer is the cluster's ServiceAccount issuer, once discovered.
+func (s *ClusterServiceAccounts) Issuer() string {
+	s.keys.mu.RLock()
+	defer s.keys.mu.RUnlock()
+	return s.keys.issuer
+}
+
+// Verify implements ServiceAccountTokens.
+func (s *ClusterServiceAccounts) Verify(ctx context.Context, token, audience string) (string, string, error) {
+	claims, err := s.keys.verify(ctx, token, audience)
+	if err != nil {
+		return "", "", err
 	}
 	sub, _ := claims.GetSubject()
 	rest, ok := strings.CutPrefix(sub, "system:serviceaccount:")
 	ns, name, ok2 := strings.Cut(rest, ":")
 	if !ok || !ok2 || ns == "" || name == "" || strings.Contains(name, ":") {
-		return "", "", fmt.Errorf("%w: subject %q is not a ServiceAccount", errServiceAccountToken, sub)
+		return "", "", fmt.Errorf("%w: subject %q is not a ServiceAccount", errAssertion, sub)
 	}
 	return ns, name, nil
+}
+
+// unverifiedIssuer reads the iss claim of a JWT without verifying anything, to choose the keys to
+// verify it with.
+func unverifiedIssuer(token string) string {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Iss string `json:"iss"`
+	}
+	if json.Unmarshal(raw, &c) != nil {
+		return ""
+	}
+	return c.Iss
 }

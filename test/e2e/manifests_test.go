@@ -165,6 +165,9 @@ func TestEveryInstallGivesClientsWithNoAudiencesTheIssuerOrTheConfiguredAudience
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			o := tokenServerOptions(t, tc.rendered(t))
+			if len(o.FederatedIssuers) != 0 {
+				t.Fatalf("federated issuers %+v without any configured", o.FederatedIssuers)
+			}
 			if o.IssuerURL != tc.wantIssuer {
 				t.Fatalf("--issuer-url %q, want %q", o.IssuerURL, tc.wantIssuer)
 			}
@@ -172,6 +175,19 @@ func TestEveryInstallGivesClientsWithNoAudiencesTheIssuerOrTheConfiguredAudience
 				t.Fatalf("the default audience is %q (%v), want %q", got, err, tc.wantDefault)
 			}
 		})
+	}
+}
+
+// The chart passes tokenServer.federatedIssuers to the token server, with and without a JWKS URL,
+// as the flags its parser reads.
+func TestTheChartPassesFederatedIssuers(t *testing.T) {
+	o := tokenServerOptions(t, renderChart(t,
+		"--set", "tokenServer.federatedIssuers[0].issuer=https://token.actions.example.com",
+		"--set", "tokenServer.federatedIssuers[1].issuer=https://oidc.other.example",
+		"--set", "tokenServer.federatedIssuers[1].jwksURL=https://keys.other.example/jwks"))
+	want := []tokenserver.FederatedIssuer{{Issuer: "https://token.actions.example.com"}, {Issuer: "https://oidc.other.example", JWKSURL: "https://keys.other.example/jwks"}}
+	if len(o.FederatedIssuers) != 2 || o.FederatedIssuers[0] != want[0] || o.FederatedIssuers[1] != want[1] {
+		t.Fatalf("federated issuers %+v, want %+v", o.FederatedIssuers, want)
 	}
 }
 

@@ -27,12 +27,18 @@ import (
 // from the TokenRequest API, as the kubelet projects one into a pod.
 func serviceAccountToken(t *testing.T, ns, name string, audiences ...string) string {
 	t.Helper()
+	return serviceAccountTokenFor(t, ns, name, 10*time.Minute, audiences...)
+}
+
+// serviceAccountTokenFor is serviceAccountToken with a chosen lifetime.
+func serviceAccountTokenFor(t *testing.T, ns, name string, lifetime time.Duration, audiences ...string) string {
+	t.Helper()
 	ctx := context.Background()
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	if err := env.Client.Create(ctx, sa); err != nil && !strings.Contains(err.Error(), "already exists") {
 		t.Fatal(err)
 	}
-	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To[int64](600)}}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To(int64(lifetime / time.Second))}}
 	if err := env.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
 		t.Fatal(err)
 	}

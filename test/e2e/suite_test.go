@@ -78,6 +78,9 @@ func run(m *testing.M) int {
 	}
 	metricsURL = "http://" + metricsLn.Addr().String() + "/metrics"
 
+	federated = newFederatedIssuer()
+	defer federated.Close()
+
 	mgr, err := operator.NewManager(managerConfig, operator.Options{IssuerURL: issuer})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -92,6 +95,7 @@ func run(m *testing.M) int {
 			Listener:         ln,
 			MetricsListener:  metricsLn,
 			SigningKeySecret: signingkeys.DefaultSecret,
+			FederatedIssuers: []tokenserver.FederatedIssuer{{Issuer: federated.URL}},
 		})
 	}()
 	if err := testenv.WaitOK(issuer+"/readyz", wait); err != nil {
