@@ -440,7 +440,7 @@ func (r *M2MClientReconciler) reconcileWithoutSecret(ctx context.Context, obj *m
 	obj.Status.AcceptedSecrets = kept
 	obj.Status.NextRotationTime = nil
 	r.setReady(obj, metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady,
-		fmt.Sprintf("Secret %s holds the client ID; the client authenticates with tokens of ServiceAccounts %s", SecretName(obj), strings.Join(obj.Spec.Authentication.ServiceAccounts, ", ")))
+		fmt.Sprintf("Secret %s holds the client ID; the client authenticates without a secret (spec.authentication)", SecretName(obj)))
 	if !nextExpiry.IsZero() {
 		return ctrl.Result{RequeueAfter: max(nextExpiry.Sub(now), time.Millisecond)}, nil
 	}

@@ -104,7 +104,7 @@ type M2MClientSpec struct {
 }
 
 // ClientAuthentication lists the ways a client may authenticate. At least one is enabled.
-// +kubebuilder:validation:XValidation:rule="!has(self.clientSecret) || self.clientSecret || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0) || (has(self.federated) && size(self.federated) > 0)",message="a client needs a way to authenticate: keep clientSecret, or name serviceAccounts or federated identities"
+// +kubebuilder:validation:XValidation:rule="!has(self.clientSecret) || self.clientSecret || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0) || (has(self.federated) && size(self.federated) > 0) || (has(self.publicKeys) && size(self.publicKeys) > 0)",message="a client needs a way to authenticate: keep clientSecret, or name serviceAccounts, federated identities or publicKeys"
 type ClientAuthentication struct {
 	// ClientSecret lets the client authenticate with the client secret that the manager generates,
 	// keeps in the Secret and rotates. Default true. When false, no secret exists anywhere: the
@@ -133,6 +133,55 @@ type ClientAuthentication struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
 	Federated []FederatedIdentity `json:"federated,omitempty"`
+
+	// PublicKeys are public keys (JWK, RFC 7517) of key pairs held outside the cluster (an HSM, a
+	// cloud KMS) with which the client signs RFC 7523 client assertions (private_key_jwt): iss
+	// and sub are the client ID, aud is the token server's issuer URL alone, exp at most 5
+	// minutes after iat, and a jti not used before.
+	// +optional
+	// +listType=map
+	// +listMapKey=kid
+	// +kubebuilder:validation:MaxItems=8
+	PublicKeys []ClientPublicKey `json:"publicKeys,omitempty"`
+}
+
+// ClientPublicKey is a public JWK: EC P-256 (ES256), RSA of 2048 to 8192 bits with exponent
+// 65537 (RS256), or Ed25519 (EdDSA).
+// +kubebuilder:validation:XValidation:rule="self.kty == 'EC' ? (self.alg == 'ES256' && has(self.crv) && self.crv == 'P-256' && has(self.x) && has(self.y)) : self.kty == 'RSA' ? (self.alg == 'RS256' && has(self.n) && has(self.e)) : (self.alg == 'EdDSA' && has(self.crv) && self.crv == 'Ed25519' && has(self.x))",message="the key's kty, alg and parameters do not match: EC/ES256 with crv P-256, x and y; RSA/RS256 with n and e; OKP/EdDSA with crv Ed25519 and x"
+type ClientPublicKey struct {
+	// KeyID is the kid that the client's assertions name in their header.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	KeyID string `json:"kid"`
+	// KeyType is EC, RSA or OKP.
+	// +required
+	// +kubebuilder:validation:Enum=EC;RSA;OKP
+	KeyType string `json:"kty"`
+	// Algorithm is ES256, RS256 or EdDSA.
+	// +required
+	// +kubebuilder:validation:Enum=ES256;RS256;EdDSA
+	Algorithm string `json:"alg"`
+	// Curve is P-256 for EC keys and Ed25519 for OKP keys.
+	// +optional
+	// +kubebuilder:validation:Enum=P-256;Ed25519
+	Curve string `json:"crv,omitempty"`
+	// X is the x coordinate (EC) or the public key (OKP), base64url.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	X string `json:"x,omitempty"`
+	// Y is the y coordinate of an EC key, base64url.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Y string `json:"y,omitempty"`
+	// N is the modulus of an RSA key, base64url.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1400
+	N string `json:"n,omitempty"`
+	// E is the exponent of an RSA key, base64url (AQAB).
+	// +optional
+	// +kubebuilder:validation:MaxLength=8
+	E string `json:"e,omitempty"`
 }
 
 // FederatedIdentity is a workload identity of a federated issuer.

@@ -35,6 +35,8 @@ type tokenRequest struct {
 	// either was sent.
 	assertionType, assertion string
 	assertionGiven           bool
+	// clientIDFromAssertion says client_id was not sent and was taken from the assertion's iss.
+	clientIDFromAssertion bool
 }
 
 // JWTBearerAssertion is the client_assertion_type of RFC 7523 §2.2.
@@ -95,8 +97,9 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 		case req.assertion == "":
 			return nil, badRequest("assertion_missing", "client_assertion is required with client_assertion_type")
 		case req.clientID == "":
-			// Several clients may allow one ServiceAccount: the request names which.
-			return nil, badRequest("client_id_missing", "client_id is required with a client assertion")
+			// RFC 7523 §3: a client's own assertion names it in iss. Workload assertions need
+			// client_id, which authentication checks.
+			req.clientID, req.clientIDFromAssertion = unverifiedIssuer(req.assertion), true
 		}
 	}
 	return req, nil

@@ -72,6 +72,8 @@ type Server struct {
 	// the same work as a wrong secret: its entries, and MACs under decoyKeys.
 	decoy     *m2mv1alpha1.M2MClient
 	decoyKeys *statusmac.Set
+	// replays holds the jtis of accepted private_key_jwt assertions.
+	replays replayCache
 }
 
 // New returns a Server.
@@ -297,6 +299,23 @@ func (s *Server) authenticateServiceAccount(ctx context.Context, req *tokenReque
 	// the namespace, even if an administrator also listed the cluster's issuer as federated.
 	iss := unverifiedIssuer(req.assertion)
 	local := s.cfg.ServiceAccounts != nil && iss != "" && iss == s.cfg.ServiceAccounts.Issuer()
+	if !local && iss != "" && iss == req.clientID {
+		// (client_id may be omitted here: RFC 7523 §3 names the client by iss.)
+		// RFC 7523 §3: the client signs its own assertion with a key pair (private_key_jwt).
+		switch {
+		case !found:
+			return nil, invalidClient("unknown_client")
+		case s.verifyPrivateKeyJWT(ctx, client, req.assertion) != nil:
+			return nil, invalidClient("assertion_invalid")
+		case client.Spec.Disabled:
+			return nil, invalidClient("disabled")
+		}
+		return client, nil
+	}
+	if req.clientIDFromAssertion {
+		// Several clients may allow one workload: the request must say which.
+		return nil, badRequest("client_id_missing", "client_id is required with a ServiceAccount or federated assertion")
+	}
 	if !local && s.cfg.Federation.Trusts(iss) {
 		sub, err := s.cfg.Federation.Verify(ctx, iss, req.assertion, s.cfg.IssuerURL)
 		switch {
@@ -483,7 +502,9 @@ type Metadata struct {
 	GrantTypesSupported                  []string `json:"grant_types_supported"`
 	ResponseTypesSupported               []string `json:"response_types_supported"`
 	TokenEndpointAuthMethodsSupported    []string `json:"token_endpoint_auth_methods_supported"`
+	TokenEndpointAuthSigningAlgs         []string `json:"token_endpoint_auth_signing_alg_values_supported"`
 	IntrospectionEndpointAuthMethods     []string `json:"introspection_endpoint_auth_methods_supported"`
+	IntrospectionEndpointAuthSigningAlgs []string `json:"introspection_endpoint_auth_signing_alg_values_supported"`
 	AccessTokenSigningAlgValuesSupported []string `json:"access_token_signing_alg_values_supported,omitempty"`
 	IDTokenSigningAlgValuesSupported     []string `json:"id_token_signing_alg_values_supported,omitempty"`
 	SubjectTypesSupported                []string `json:"subject_types_supported,omitempty"`
@@ -503,7 +524,8 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	authMethods := []string{"client_secret_basic", "client_secret_post"}
+	authMethods := []string{"client_secret_basic", "client_secret_post", "private_key_jwt"}
+	assertionAlgs := []string{"ES256", "RS256", "EdDSA"}
 	w.Header().Set("Cache-Control", "public, max-age=3600")
 	writeJSON(w, http.StatusOK, Metadata{
 		Issuer:                               s.cfg.IssuerURL,
@@ -513,7 +535,9 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 		GrantTypesSupported:                  []string{GrantClientCredentials},
 		ResponseTypesSupported:               []string{},
 		TokenEndpointAuthMethodsSupported:    authMethods,
+		TokenEndpointAuthSigningAlgs:         assertionAlgs,
 		IntrospectionEndpointAuthMethods:     authMethods,
+		IntrospectionEndpointAuthSigningAlgs: assertionAlgs,
 		AccessTokenSigningAlgValuesSupported: algs,
 		// OpenID discovery clients read the algorithms from here; this server issues no ID
 		// tokens, but its access tokens are signed with these.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/golang-jwt/jwt/v5"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -182,5 +184,62 @@ func TestKubectlM2MGetsATokenAsAServiceAccount(t *testing.T) {
 	serviceAccountToken(t, ns, "stranger", issuer)
 	if code, _, errOut := kubectlM2M(append([]string{"token", "sa-cli", "--service-account", "stranger"}, common...)...); code != 1 || !strings.Contains(errOut, "invalid_client") {
 		t.Fatalf("a ServiceAccount the client does not allow: %d %s", code, errOut)
+	}
+}
+
+// A client whose key pair is held outside the cluster registers its public key and gets tokens
+// with assertions it signs (private_key_jwt); the tokens verify with pkg/m2mauth and go-oidc. A
+// key whose type and algorithm disagree is refused by the API server.
+func TestAClientWithItsOwnKeyPairGetsTokensWithPrivateKeyJWT(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	key, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := key.PublicJWK()
+	bad := billingClient(ns, "mismatched")
+	bad.Spec.Authentication = m2mv1alpha1.ClientAuthentication{ClientSecret: ptr.To(false), PublicKeys: []m2mv1alpha1.ClientPublicKey{{
+		KeyID: "k", KeyType: "EC", Algorithm: "RS256", Curve: "P-256", X: pub.X, Y: pub.Y}}}
+	if err := env.Client.Create(ctx, bad); err == nil || !strings.Contains(err.Error(), "do not match") {
+		t.Fatalf("an EC key for RS256: %v, want Invalid", err)
+	}
+	obj := billingClient(ns, "hsm-client")
+	obj.Spec.Authentication = m2mv1alpha1.ClientAuthentication{ClientSecret: ptr.To(false), PublicKeys: []m2mv1alpha1.ClientPublicKey{{
+		KeyID: pub.KeyID, KeyType: pub.KeyType, Algorithm: pub.Algorithm, Curve: pub.Curve, X: pub.X, Y: pub.Y}}}
+	id := string(readyClient(t, obj).Data[m2mv1alpha1.SecretKeyClientID])
+	sign := func() string {
+		tok := jwt.NewWithClaims(key.Method(), jwt.MapClaims{"iss": id, "sub": id, "aud": issuer,
+			"iat": time.Now().Unix(), "exp": time.Now().Add(time.Minute).Unix(), "jti": fmt.Sprint(time.Now().UnixNano())})
+		tok.Header["kid"] = key.KID
+		s, err := tok.SignedString(key.SigningKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	var access string
+	testenv.Eventually(t, wait, func() error {
+		code, body := postToken(t, "application/x-www-form-urlencoded", assertionRequest(id, sign(), nil))
+		if code != http.StatusOK {
+			return fmt.Errorf("%d %v", code, body)
+		}
+		access = body["access_token"].(string)
+		return nil
+	})
+	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience("https://payments.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if claims, err := v.Authenticate(ctx, access); err != nil || claims.ClientID != id {
+		t.Fatalf("m2mauth: %+v, %v", claims, err)
+	}
+	provider, err := oidc.NewProvider(ctx, issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idt, err := provider.Verifier(&oidc.Config{ClientID: "https://payments.example.com", SupportedSigningAlgs: []string{oidc.ES256}}).Verify(ctx, access); err != nil || idt.Subject != id {
+		t.Fatalf("go-oidc: %v", err)
 	}
 }
