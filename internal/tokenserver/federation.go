@@ -84,6 +84,13 @@ func NewFederation(issuers []FederatedIssuer, clk clock.PassiveClock) *Federatio
 				if doc.Issuer != fi.Issuer || doc.JWKSURI == "" {
 					return "", jwk.Set{}, fmt.Errorf("the discovery document of %s names issuer %q and jwks_uri %q", fi.Issuer, doc.Issuer, doc.JWKSURI)
 				}
+				// Keys come from the issuer's own scheme and host; another host needs the
+				// administrator's ISSUER,JWKS_URL.
+				iu, err1 := url.Parse(fi.Issuer)
+				ju, err2 := url.Parse(doc.JWKSURI)
+				if err1 != nil || err2 != nil || ju.Scheme != iu.Scheme || ju.Host != iu.Host {
+					return "", jwk.Set{}, fmt.Errorf("the discovery document of %s names a jwks_uri on another scheme or host: %q", fi.Issuer, doc.JWKSURI)
+				}
 				jwksURL = doc.JWKSURI
 			}
 			var set jwk.Set

@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"sync"
 	"time"
@@ -16,39 +17,62 @@ import (
 // assertion is useless soon and the replay cache stays small.
 const MaxPrivateKeyJWTLifetime = 5 * time.Minute
 
-// maxReplayEntries bounds the replay cache; a full cache refuses new jtis rather than forget
-// unexpired ones.
-const maxReplayEntries = 1 << 20
+// Bounds of the replay cache. A full cache, or a client's full share of it, refuses new jtis
+// rather than forget unexpired ones; a jti longer than maxJTILength is refused outright.
+const (
+	maxReplayEntries   = 1 << 20
+	maxReplayPerClient = 10000
+	maxJTILength       = 256
+	replaySweepEvery   = 30 * time.Second
+)
 
 // replayCache remembers the jti of every assertion accepted, until it expires. It is per
 // replica: with several token-server replicas, an assertion can be replayed once at each other
-// replica within its (at most 5 minute) lifetime.
+// replica within its (at most 5 minute) lifetime. Entries are fixed-size hashes, expired ones are
+// swept every 30 s, and each client may hold at most maxReplayPerClient of them, so that one
+// tenant's key cannot fill the server's memory or lock other clients out.
 type replayCache struct {
-	mu   sync.Mutex
-	seen map[string]time.Time // client ID + jti -> expiry
+	mu        sync.Mutex
+	seen      map[[sha256.Size]byte]replayEntry
+	perClient map[string]int
+	lastSweep time.Time
 }
 
-// first records key until exp and reports whether it was new.
-func (c *replayCache) first(key string, exp, now time.Time) bool {
+type replayEntry struct {
+	client string
+	until  time.Time
+}
+
+// first records (client, jti) until exp and reports whether it was new and could be recorded.
+func (c *replayCache) first(client, jti string, exp, now time.Time) bool {
+	if len(jti) > maxJTILength {
+		return false
+	}
+	key := sha256.Sum256([]byte(client + "\x00" + jti))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.seen == nil {
-		c.seen = map[string]time.Time{}
+		c.seen, c.perClient = map[[sha256.Size]byte]replayEntry{}, map[string]int{}
 	}
-	if until, ok := c.seen[key]; ok && now.Before(until) {
-		return false
-	}
-	if len(c.seen) >= maxReplayEntries {
-		for k, until := range c.seen {
-			if !now.Before(until) {
+	if now.Sub(c.lastSweep) >= replaySweepEvery {
+		for k, e := range c.seen {
+			if !now.Before(e.until) {
 				delete(c.seen, k)
+				if c.perClient[e.client]--; c.perClient[e.client] <= 0 {
+					delete(c.perClient, e.client)
+				}
 			}
 		}
-		if len(c.seen) >= maxReplayEntries {
-			return false
-		}
+		c.lastSweep = now
 	}
-	c.seen[key] = exp
+	if e, ok := c.seen[key]; ok && now.Before(e.until) {
+		return false
+	}
+	if c.perClient[client] >= maxReplayPerClient || len(c.seen) >= maxReplayEntries {
+		return false
+	}
+	c.seen[key] = replayEntry{client: client, until: exp}
+	c.perClient[client]++
 	return true
 }
 
@@ -109,8 +133,16 @@ func (s *Server) verifyPrivateKeyJWT(_ context.Context, client *m2mv1alpha1.M2MC
 	if jti == "" {
 		return fmt.Errorf("%w: no jti", errAssertion)
 	}
-	if !s.replays.first(client.Status.ClientID+"\x00"+jti, exp.Add(assertionLeeway), s.cfg.Clock.Now()) {
-		return fmt.Errorf("%w: jti replayed", errAssertion)
+	if !s.replays.first(client.Status.ClientID, jti, exp.Add(assertionLeeway), s.cfg.Clock.Now()) {
+		return fmt.Errorf("%w: jti replayed, too long, or over the client's share of the replay cache", errAssertion)
 	}
 	return nil
+}
+
+// decoyVerify does the signature work of an assertion check for an unknown client, so that the
+// answer's timing does not tell whether a client ID exists.
+func (s *Server) decoyVerify(assertion string) {
+	_, _ = jwt.NewParser(jwt.WithValidMethods([]string{"ES256"})).Parse(assertion, func(*jwt.Token) (any, error) {
+		return s.decoyKey, nil
+	})
 }

@@ -74,6 +74,8 @@ type Server struct {
 	decoyKeys *statusmac.Set
 	// replays holds the jtis of accepted private_key_jwt assertions.
 	replays replayCache
+	// decoyKey verifies private_key_jwt assertions of unknown clients, for equal work.
+	decoyKey any
 }
 
 // New returns a Server.
@@ -116,6 +118,11 @@ func New(cfg Config) (*Server, error) {
 	if err := s.decoyKeys.Seal(s.decoy); err != nil {
 		return nil, err
 	}
+	decoySigner, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	s.decoyKey = decoySigner.Signer().Public()
 	if s.metrics, err = newMetrics(cfg); err != nil {
 		return nil, err
 	}
@@ -304,6 +311,7 @@ func (s *Server) authenticateServiceAccount(ctx context.Context, req *tokenReque
 		// RFC 7523 §3: the client signs its own assertion with a key pair (private_key_jwt).
 		switch {
 		case !found:
+			s.decoyVerify(req.assertion)
 			return nil, invalidClient("unknown_client")
 		case s.verifyPrivateKeyJWT(ctx, client, req.assertion) != nil:
 			return nil, invalidClient("assertion_invalid")
@@ -321,6 +329,10 @@ func (s *Server) authenticateServiceAccount(ctx context.Context, req *tokenReque
 		switch {
 		case err != nil:
 			return nil, invalidClient("assertion_invalid")
+		case strings.HasPrefix(sub, "system:serviceaccount:") && s.cfg.ServiceAccounts != nil && s.cfg.ServiceAccounts.Issuer() == "":
+			// Until the cluster's own issuer is known, a ServiceAccount subject may be the
+			// cluster's own, which must take the namespace-checked path.
+			return nil, invalidClient("service_account_issuer_unknown")
 		case !found:
 			return nil, invalidClient("unknown_client")
 		case !slices.Contains(client.Spec.Authentication.Federated, m2mv1alpha1.FederatedIdentity{Issuer: iss, Subject: sub}):
