@@ -325,9 +325,13 @@ var errUnseenSecret = errors.New("a Secret of that name exists outside the cache
 // reconcileSecret resolves the client ID, decides what the Secret needs, and does it.
 func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient, p *statusPatcher, keys *statusmac.Set, secret *corev1.Secret, now time.Time) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
-	bound, err := r.boundIDs(ctx, obj)
-	if err != nil {
-		return ctrl.Result{}, err
+	var bound []string
+	var err error
+	if obj.Spec.ClientID == "" && obj.Status.ClientID == "" {
+		// Only a client with no ID of its own looks for one that a binding gives it.
+		if bound, err = r.boundIDs(ctx, obj); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	id, source := ResolveClientID(obj, secret, bound)
 	if source == IDNew {

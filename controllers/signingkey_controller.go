@@ -214,10 +214,9 @@ func (r *SigningKeyReconciler) fleet(ctx context.Context, status *statusmac.Set)
 			// seals it: a finalizer that never goes must not hold enforcement back.
 			continue
 		}
-		if !status.Authenticated(obj) {
-			f.AllAuthenticated = false
-		}
-		for _, id := range status.KeyIDs(obj) {
+		ok, ids := status.Inspect(obj)
+		f.AllAuthenticated = f.AllAuthenticated && ok
+		for _, id := range ids {
 			f.InUse[id] = true
 		}
 	}

@@ -251,42 +251,33 @@ func (s *Set) Seal(obj *m2mv1alpha1.M2MClient) error {
 	return nil
 }
 
-// KeyIDs returns the ids of the keys whose MACs obj's status carries and that verify.
-func (s *Set) KeyIDs(obj *m2mv1alpha1.M2MClient) []string {
-	var ids []string
-	add := func(m string) {
-		if _, rest, ok := strings.Cut(m, "."); ok {
-			if id, _, ok := strings.Cut(rest, "."); ok {
-				ids = append(ids, id)
+// Inspect verifies every MAC in obj's status once and reports whether everything the token
+// server would trust verifies (Authenticated), and the ids of the keys that the verifying MACs
+// use. Without a client ID the token server finds the client by nothing, so it trusts nothing in
+// it: such a status counts as authenticated.
+func (s *Set) Inspect(obj *m2mv1alpha1.M2MClient) (authenticated bool, keyIDs []string) {
+	st := &obj.Status
+	authenticated = true
+	check := func(ok bool, mac string) {
+		if !ok {
+			authenticated = st.ClientID == ""
+			return
+		}
+		if _, rest, found := strings.Cut(mac, "."); found {
+			if id, _, found := strings.Cut(rest, "."); found {
+				keyIDs = append(keyIDs, id)
 			}
 		}
 	}
-	if s.VerifyClientID(obj) {
-		add(obj.Status.ClientIDMAC)
+	check(s.VerifyClientID(obj), st.ClientIDMAC)
+	for i := range st.AcceptedSecrets {
+		check(s.VerifyEntry(obj, &st.AcceptedSecrets[i]), st.AcceptedSecrets[i].MAC)
 	}
-	for i := range obj.Status.AcceptedSecrets {
-		if e := &obj.Status.AcceptedSecrets[i]; s.VerifyEntry(obj, e) {
-			add(e.MAC)
-		}
-	}
-	return ids
+	return authenticated, keyIDs
 }
 
-// Authenticated reports whether everything the token server would trust in obj's status
-// verifies. Without a client ID the token server finds the client by nothing, so it trusts
-// nothing in it.
+// Authenticated is the first result of Inspect.
 func (s *Set) Authenticated(obj *m2mv1alpha1.M2MClient) bool {
-	st := &obj.Status
-	if st.ClientID == "" {
-		return true
-	}
-	if !s.VerifyClientID(obj) {
-		return false
-	}
-	for i := range st.AcceptedSecrets {
-		if !s.VerifyEntry(obj, &st.AcceptedSecrets[i]) {
-			return false
-		}
-	}
-	return true
+	ok, _ := s.Inspect(obj)
+	return ok
 }

@@ -76,10 +76,6 @@ func NewTokenSource(ctx context.Context, dir string, opts ...TokenSourceOption) 
 	return newTokenSource(ctx, dir, "", opts...)
 }
 
-// ServiceAccountTokenFile is where a pod's projected ServiceAccount token for the token server is
-// mounted in the examples and docs; any path works.
-const ServiceAccountTokenFile = "/var/run/secrets/m2m/serviceaccount/token"
-
 // NewServiceAccountTokenSource is NewTokenSource for a client that authenticates with the pod's
 // ServiceAccount instead of a secret: dir holds the client's client_id and token_url (its Secret
 // has no client_secret), and tokenFile a projected ServiceAccount token whose audience is the

@@ -135,15 +135,21 @@ func Poke(t testing.TB, c client.Client, obj client.Object) {
 // ID MAC verify. It is what the tests ask instead of the hash alone, so that they also hold the
 // manager to sealing what it accepts.
 func Accepts(ctx context.Context, c client.Reader, obj *m2mv1alpha1.M2MClient, secret string, now time.Time) bool {
-	s := &corev1.Secret{}
-	if err := c.Get(ctx, signingkeys.DefaultSecret, s); err != nil {
-		return false
-	}
-	keys, err := statusmac.Parse(s.Data[statusmac.DataKey])
+	keys, err := StatusKeys(ctx, c)
 	if err != nil || !keys.VerifyClientID(obj) {
 		return false
 	}
 	return credentials.VerifyWith(obj.Status.AcceptedSecrets, secret, now, func(e *m2mv1alpha1.AcceptedSecret) bool {
 		return keys.VerifyEntry(obj, e)
 	})
+}
+
+// StatusKeys reads the keys that authenticate status from the signing-key Secret, as only the
+// manager and the token server may.
+func StatusKeys(ctx context.Context, c client.Reader) (*statusmac.Set, error) {
+	s := &corev1.Secret{}
+	if err := c.Get(ctx, signingkeys.DefaultSecret, s); err != nil {
+		return nil, err
+	}
+	return statusmac.Parse(s.Data[statusmac.DataKey])
 }
