@@ -9,13 +9,12 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -35,11 +34,7 @@ func grantedScope(t *testing.T, id, secret string) (int, string) {
 // may.
 func statusKeys(t *testing.T) *statusmac.Set {
 	t.Helper()
-	s := &corev1.Secret{}
-	if err := env.Client.Get(context.Background(), signingkeys.DefaultSecret, s); err != nil {
-		t.Fatal(err)
-	}
-	set, err := statusmac.Parse(s.Data[statusmac.DataKey])
+	set, err := testenv.StatusKeys(context.Background(), env.Client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,5 +113,24 @@ func TestWithoutTheStatusPolicyForgedStatusGetsNoToken(t *testing.T) {
 	}
 	if code := tokenStatus(t, victimID, victimSecret); code != 200 {
 		t.Fatalf("the squatter's copy hid the real client: %d", code)
+	}
+}
+
+// Under grant b (Kubernetes' edit: clients and Secrets, no status) the same forgeries cannot even
+// be written: RBAC refuses the status write, policy or not. What grant b can do through its own
+// Secrets is covered by test/manager (a prepared Secret, a wiped status with a rewritten Secret).
+func TestWithoutTheStatusPolicyGrantBCannotWriteStatus(t *testing.T) {
+	ctx := context.Background()
+	ns := testenv.Namespace(t, env.Client)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantSecrets)
+	own := rotatingClient(ns, "own", nil)
+	if err := tenant.Create(ctx, own); err != nil {
+		t.Fatal(err)
+	}
+	base := own.DeepCopy()
+	own.Status.ClientID = "m2m-someone-else"
+	own.Status.AcceptedSecrets = []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash("the-tenant-knows-this-secret-0123456789abcdefgh"), CreatedAt: metav1.Now()}}
+	if err := tenant.Status().Patch(ctx, own, client.MergeFrom(base)); !apierrors.IsForbidden(err) {
+		t.Fatalf("a status write under grant b: %v, want Forbidden", err)
 	}
 }
