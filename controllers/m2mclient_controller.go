@@ -354,7 +354,8 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		return ctrl.Result{}, nil
 	}
 
-	if !m2mv1alpha1.SecretAuthentication(obj) {
+	alg := m2mv1alpha1.KeyPairAuthentication(obj)
+	if !m2mv1alpha1.SecretAuthentication(obj) && alg == "" {
 		return r.reconcileWithoutSecret(ctx, obj, secret, id, now)
 	}
 	decision := DecideSecret(obj, secret, now)
@@ -377,7 +378,11 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		// A secret written into the Secret is accepted even when status is full (a rotation
 		// would wait instead): the Secret already carries it, and a status over the schema's
 		// limit could not be written at all.
-		obj.Status.AcceptedSecrets = Accept(MakeRoom(obj.Status.AcceptedSecrets, MaxAcceptedSecrets), decision.Secret, now)
+		entry, err := credentials.Entry(alg, decision.Secret, now)
+		if err != nil {
+			return ctrl.Result{}, err // unreachable: DecideSecret refuses a key that does not parse
+		}
+		obj.Status.AcceptedSecrets = Accept(MakeRoom(obj.Status.AcceptedSecrets, MaxAcceptedSecrets), entry)
 		if err := p.patch(ctx); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -388,13 +393,13 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		}
 		r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, reason, "Adopt", "%s", decision.Why)
 	case decision.Action == ActionCompleteRotation:
-		r.completeRotation(obj, string(secret.Data[m2mv1alpha1.SecretKeyClientSecret]), now)
+		r.completeRotation(obj, string(secret.Data[credentials.DataKey(alg)]), now)
 	case decision.Rotation == RotationDeferred:
 		logger.Info("rotation deferred", "why", decision.Why)
 	}
 
 	// The Secret now carries an accepted secret; make the rest of it match the spec.
-	if _, err := r.writeSecret(ctx, obj, secret, id, string(secret.Data[m2mv1alpha1.SecretKeyClientSecret])); err != nil {
+	if _, err := r.writeSecret(ctx, obj, secret, id, string(secret.Data[credentials.DataKey(alg)])); err != nil {
 		return ctrl.Result{}, r.secretWriteFailed(obj, err)
 	}
 
@@ -469,12 +474,17 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 		obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
 		obj.Status.LastRotateAnnotation = obj.Annotations[m2mv1alpha1.RotateAnnotation]
 	}
-	obj.Status.AcceptedSecrets = Accept(obj.Status.AcceptedSecrets, value, now)
+	alg := m2mv1alpha1.KeyPairAuthentication(obj)
+	entry, err := credentials.Entry(alg, value, now)
+	if err != nil {
+		return nil, err
+	}
+	obj.Status.AcceptedSecrets = Accept(obj.Status.AcceptedSecrets, entry)
 	if err := p.patch(ctx); err != nil {
 		return nil, err
 	}
 	key := client.ObjectKeyFromObject(obj)
-	r.pending.Store(key, pendingSecret{uid: obj.UID, hash: credentials.Hash(value), value: value})
+	r.pending.Store(key, pendingSecret{uid: obj.UID, hash: entry.Hash, value: value})
 	written, err := r.writeSecret(ctx, obj, secret, id, value)
 	if secret == nil && apierrors.IsAlreadyExists(err) {
 		r.pending.Delete(key)
@@ -503,21 +513,22 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 	return written, nil
 }
 
-// pendingOrNew returns the secret of an earlier attempt whose hash status still accepts without
-// expiry (its write failed), else a new one.
+// pendingOrNew returns the credential of an earlier attempt whose hash status still accepts
+// without expiry (its write failed), if it is of the kind the client takes, else a new one.
 func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient) (string, error) {
+	alg := m2mv1alpha1.KeyPairAuthentication(obj)
 	key := client.ObjectKeyFromObject(obj)
 	if v, ok := r.pending.Load(key); ok {
 		if pend := v.(pendingSecret); pend.uid == obj.UID {
 			for _, e := range obj.Status.AcceptedSecrets {
-				if e.Hash == pend.hash && e.ExpiresAt == nil {
+				if e.Hash == pend.hash && e.ExpiresAt == nil && credentials.Fingerprint(alg, pend.value) == pend.hash {
 					return pend.value, nil
 				}
 			}
 		}
 		r.pending.Delete(key)
 	}
-	return credentials.NewSecret()
+	return credentials.Issue(alg)
 }
 
 // secretWriteFailed says on the Ready condition that the Secret could not be written, with the
@@ -531,9 +542,9 @@ func (r *M2MClientReconciler) secretWriteFailed(obj *m2mv1alpha1.M2MClient, err 
 	return err
 }
 
-// completeRotation starts the grace period of every secret but current.
+// completeRotation starts the grace period of every credential but current.
 func (r *M2MClientReconciler) completeRotation(obj *m2mv1alpha1.M2MClient, current string, now time.Time) {
-	hash := credentials.Hash(current)
+	hash := credentials.Fingerprint(m2mv1alpha1.KeyPairAuthentication(obj), current)
 	before := obj.Status.AcceptedSecrets
 	obj.Status.AcceptedSecrets = ExpireOthers(before, hash, now, GracePeriod(obj))
 	if !equality.Semantic.DeepEqual(before, obj.Status.AcceptedSecrets) || obj.Status.LastRotationTime == nil {
@@ -761,10 +772,12 @@ func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.
 		secret.Data = map[string][]byte{}
 	}
 	secret.Data[m2mv1alpha1.SecretKeyClientID] = []byte(id)
-	secret.Data[m2mv1alpha1.SecretKeyClientSecret] = []byte(value)
-	if value == "" {
-		// A client without a secret: nothing pods could mistake for one.
-		delete(secret.Data, m2mv1alpha1.SecretKeyClientSecret)
+	// The credential under the key of its kind, and nothing under the other: a client that
+	// changed kind leaves no stale secret or key for pods to send.
+	delete(secret.Data, m2mv1alpha1.SecretKeyClientSecret)
+	delete(secret.Data, m2mv1alpha1.SecretKeyPrivateKey)
+	if value != "" {
+		secret.Data[credentials.DataKey(m2mv1alpha1.KeyPairAuthentication(obj))] = []byte(value)
 	}
 	secret.Data[m2mv1alpha1.SecretKeyTokenURL] = []byte(issuer.TokenURL(r.IssuerURL))
 	secret.Data[m2mv1alpha1.SecretKeyIssuer] = []byte(r.IssuerURL)

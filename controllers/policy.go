@@ -59,7 +59,8 @@ type SecretDecision struct {
 	Action SecretAction
 	// Why is a sentence for events, conditions and logs. It never contains a secret.
 	Why string
-	// Secret is the Secret's client_secret, for ActionAdopt and ActionRecoverStatus.
+	// Secret is the credential the Secret carries (its client_secret, or its private_key for a
+	// key pair), for ActionAdopt and ActionRecoverStatus.
 	Secret string
 	// Rotation says why a rotation happens (ActionRotate, and RotationResumed for
 	// ActionResumeRotation), or that a due rotation waits (RotationDeferred, with ActionNone).
@@ -91,7 +92,12 @@ type secretView struct {
 	obj    *m2mv1alpha1.M2MClient
 	secret *corev1.Secret
 	now    time.Time
-	// value is the Secret's client_secret, and hash its hash.
+	// alg is the client's key algorithm, "" for a client secret; key is the Secret's data key of
+	// the credential.
+	alg m2mv1alpha1.KeyAlgorithm
+	key string
+	// value is the credential the Secret carries, and hash its fingerprint ("" for a private key
+	// that does not parse).
 	value, hash string
 	// entry is the accepted entry of hash, or nil.
 	entry *m2mv1alpha1.AcceptedSecret
@@ -117,24 +123,27 @@ var secretRules = []secretRule{
 	previousSecretBack,
 	interruptedRotation,
 	unfinishedRotation,
+	algorithmChanged,
 	rotationDue,
 }
 
 // DecideSecret says what to do with the credentials Secret of obj at now. secret is nil when no
 // Secret of that name exists.
 //
-// Invariant, outside a rotation in progress: exactly one accepted entry has no expiry, and it is
-// the hash of the Secret's client_secret.
+// The credential is the Secret's client_secret, or its private_key when the manager generates a
+// key pair (spec.authentication.keyPair). Invariant, outside a rotation in progress: exactly one
+// accepted entry has no expiry, and it is the fingerprint of the Secret's credential.
 func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Time) SecretDecision {
-	v := &secretView{obj: obj, secret: secret, now: now}
+	v := &secretView{obj: obj, secret: secret, now: now, alg: m2mv1alpha1.KeyPairAuthentication(obj)}
+	v.key = credentials.DataKey(v.alg)
 	if secret != nil {
-		v.value = string(secret.Data[m2mv1alpha1.SecretKeyClientSecret])
+		v.value = string(secret.Data[v.key])
 	}
 	if v.value != "" {
-		v.hash = credentials.Hash(v.value)
+		v.hash = credentials.Fingerprint(v.alg, v.value)
 		st := &obj.Status
 		for i := range st.AcceptedSecrets {
-			if st.AcceptedSecrets[i].Hash == v.hash {
+			if v.hash != "" && st.AcceptedSecrets[i].Hash == v.hash {
 				v.entry = &st.AcceptedSecrets[i]
 			}
 		}
@@ -173,7 +182,7 @@ func noSecret(v *secretView) (SecretDecision, bool) {
 	case v.secret == nil:
 		return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s was deleted", SecretName(v.obj))}, true
 	}
-	return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s has no client_secret", SecretName(v.obj))}, true
+	return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s has no %s", SecretName(v.obj), v.key)}, true
 }
 
 // weakNewSecret refuses a secret the manager did not issue (new, or set back to an expiring
@@ -182,11 +191,11 @@ func weakNewSecret(v *secretView) (SecretDecision, bool) {
 	if v.entry != nil && v.entry.ExpiresAt == nil {
 		return SecretDecision{}, false
 	}
-	problem := credentials.StrengthProblem(v.value)
+	problem := credentials.Problem(v.alg, v.value)
 	if problem == "" {
 		return SecretDecision{}, false
 	}
-	return SecretDecision{Action: ActionRefuseWeak, Why: fmt.Sprintf("the client_secret in Secret %s is %s and is not accepted; the previously accepted secrets stay in use", SecretName(v.obj), problem)}, true
+	return SecretDecision{Action: ActionRefuseWeak, Why: fmt.Sprintf("the %s in Secret %s is %s and is not accepted; the previously accepted credentials stay in use", v.key, SecretName(v.obj), problem)}, true
 }
 
 func lostStatus(v *secretView) (SecretDecision, bool) {
@@ -200,14 +209,14 @@ func newSecretInSecret(v *secretView) (SecretDecision, bool) {
 	if v.entry != nil {
 		return SecretDecision{}, false
 	}
-	return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("a new client_secret was written to Secret %s and is accepted; previous secrets expire after the grace period", SecretName(v.obj)), Secret: v.value}, true
+	return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("a new %s was written to Secret %s and is accepted; previous credentials expire after the grace period", v.key, SecretName(v.obj)), Secret: v.value}, true
 }
 
 func previousSecretBack(v *secretView) (SecretDecision, bool) {
 	if v.entry.ExpiresAt == nil {
 		return SecretDecision{}, false
 	}
-	return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("Secret %s was set back to a previous client_secret, which is accepted again; other secrets expire after the grace period", SecretName(v.obj)), Secret: v.value}, true
+	return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("Secret %s was set back to a previous %s, which is accepted again; other credentials expire after the grace period", SecretName(v.obj), v.key), Secret: v.value}, true
 }
 
 func interruptedRotation(v *secretView) (SecretDecision, bool) {
@@ -222,6 +231,15 @@ func unfinishedRotation(v *secretView) (SecretDecision, bool) {
 		return SecretDecision{}, false
 	}
 	return SecretDecision{Action: ActionCompleteRotation, Why: "the Secret carries the new secret; the previous secrets' grace period starts"}, true
+}
+
+// algorithmChanged rotates a key pair whose algorithm is no longer the one the spec asks for.
+func algorithmChanged(v *secretView) (SecretDecision, bool) {
+	k := v.entry.PublicKey
+	if v.alg == "" || k == nil || k.Algorithm == string(v.alg) || len(v.obj.Status.AcceptedSecrets) >= MaxAcceptedSecrets {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionRotate, Rotation: RotationAlgorithm, Why: fmt.Sprintf("spec.authentication.keyPair.algorithm changed from %s to %s", k.Algorithm, v.alg)}, true
 }
 
 func rotationDue(v *secretView) (SecretDecision, bool) {
@@ -255,14 +273,13 @@ func GracePeriod(obj *m2mv1alpha1.M2MClient) time.Duration {
 	return time.Hour
 }
 
-// Accept returns entries with secret's hash accepted, without expiry, and last: entries stay in
-// the order they were accepted. An existing entry for the hash keeps its creation time.
-func Accept(entries []m2mv1alpha1.AcceptedSecret, secret string, now time.Time) []m2mv1alpha1.AcceptedSecret {
-	hash := credentials.Hash(secret)
+// Accept returns entries with accepted (credentials.Entry) last and without expiry: entries stay
+// in the order they were accepted. An existing entry for its hash keeps its creation time.
+func Accept(entries []m2mv1alpha1.AcceptedSecret, accepted m2mv1alpha1.AcceptedSecret) []m2mv1alpha1.AcceptedSecret {
 	out := make([]m2mv1alpha1.AcceptedSecret, 0, len(entries)+1)
-	accepted := m2mv1alpha1.AcceptedSecret{Hash: hash, LastFour: credentials.LastFour(secret), CreatedAt: metav1.NewTime(now)}
+	accepted.ExpiresAt, accepted.MAC = nil, ""
 	for _, e := range entries {
-		if e.Hash == hash {
+		if e.Hash == accepted.Hash {
 			accepted.CreatedAt = e.CreatedAt
 			continue
 		}
@@ -431,6 +448,8 @@ const (
 	RotationDeferred RotationReason = "Deferred"
 	// RotationResumed: a rotation that a crash interrupted goes on.
 	RotationResumed RotationReason = "Resumed"
+	// RotationAlgorithm: spec.authentication.keyPair.algorithm is not the current key's.
+	RotationAlgorithm RotationReason = "Algorithm"
 )
 
 // MaxAcceptedSecrets is the size of status.acceptedSecrets that a rotation will not grow past.

@@ -210,11 +210,15 @@ func TestUnexpiringCountsTheSecretsWithoutExpiry(t *testing.T) {
 
 func TestAcceptAddsANewHashOrClearsTheExpiryOfAKnownOne(t *testing.T) {
 	hour := time.Hour
-	got := Accept([]m2mv1alpha1.AcceptedSecret{entry(current, nil)}, next, now)
+	secretEntry := func(v string) m2mv1alpha1.AcceptedSecret {
+		e, _ := credentials.Entry("", v, now)
+		return e
+	}
+	got := Accept([]m2mv1alpha1.AcceptedSecret{entry(current, nil)}, secretEntry(next))
 	if len(got) != 2 || got[1].Hash != credentials.Hash(next) || got[1].ExpiresAt != nil || !got[1].CreatedAt.Time.Equal(now) || got[1].LastFour != next[len(next)-4:] {
 		t.Fatalf("adding a new secret: %+v", got)
 	}
-	got = Accept([]m2mv1alpha1.AcceptedSecret{entry(old, &hour), entry(current, nil)}, old, now)
+	got = Accept([]m2mv1alpha1.AcceptedSecret{entry(old, &hour), entry(current, nil)}, secretEntry(old))
 	if len(got) != 2 || got[0].ExpiresAt != nil || !got[0].CreatedAt.Time.Equal(now.Add(-time.Hour)) {
 		t.Fatalf("re-accepting a known secret: %+v", got)
 	}
@@ -414,5 +418,115 @@ func TestMakeRoomDropsTheGraceEntriesThatExpireFirstAndKeepsUnexpiringOnes(t *te
 	}
 	if got := MakeRoom([]m2mv1alpha1.AcceptedSecret{entry(current, nil), entry(old, nil)}, 2); len(got) != 2 {
 		t.Fatal("an unexpiring entry was dropped")
+	}
+}
+
+func TestDecideSecretForAKeyPair(t *testing.T) {
+	issue := func(alg m2mv1alpha1.KeyAlgorithm) (string, m2mv1alpha1.AcceptedSecret) {
+		pemKey, err := credentials.Issue(alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := credentials.Entry(alg, pemKey, now.Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pemKey, e
+	}
+	keyClient := func(alg m2mv1alpha1.KeyAlgorithm, entries ...m2mv1alpha1.AcceptedSecret) *m2mv1alpha1.M2MClient {
+		obj := clientWith(entries...)
+		obj.Spec.Authentication.KeyPair = &m2mv1alpha1.KeyPairPolicy{Algorithm: alg}
+		return obj
+	}
+	withKey := func(pemKey string) *corev1.Secret {
+		s := ownedSecret("")
+		s.Data = map[string][]byte{m2mv1alpha1.SecretKeyPrivateKey: []byte(pemKey), m2mv1alpha1.SecretKeyClientID: []byte("m2m-id")}
+		return s
+	}
+	curKey, curEntry := issue(m2mv1alpha1.KeyAlgorithmES256)
+	nextKey, nextEntry := issue(m2mv1alpha1.KeyAlgorithmES256)
+	edKey, _ := issue(m2mv1alpha1.KeyAlgorithmEdDSA)
+	hour := time.Hour
+	expiring := curEntry
+	expiring.ExpiresAt = ptr.To(metav1.NewTime(now.Add(hour)))
+
+	for sentence, tc := range map[string]struct {
+		obj    *m2mv1alpha1.M2MClient
+		secret *corev1.Secret
+		want   SecretAction
+		reason RotationReason
+	}{
+		"a new key-pair client gets a generated key pair": {
+			obj: keyClient(""), secret: nil, want: ActionGenerate,
+		},
+		"a client that switches from a secret to a key pair gets a key pair": {
+			obj: keyClient("", entry(current, nil)), secret: ownedSecret(current), want: ActionGenerate,
+		},
+		"a client that switches from a key pair to a secret gets a secret": {
+			obj: clientWith(curEntry), secret: withKey(curKey), want: ActionGenerate,
+		},
+		"a Secret that carries the current private key needs nothing": {
+			obj: keyClient("", curEntry), secret: withKey(curKey), want: ActionNone,
+		},
+		"a crash after writing the new key but before expiring the old one completes the rotation": {
+			obj: keyClient("", curEntry, nextEntry), secret: withKey(nextKey), want: ActionCompleteRotation,
+		},
+		"a crash after persisting a new public key but before writing the private key resumes the rotation": {
+			obj: keyClient("", curEntry, nextEntry), secret: withKey(curKey), want: ActionResumeRotation, reason: RotationResumed,
+		},
+		"a new trigger value rotates the key pair": {
+			obj: withTrigger(keyClient("", curEntry), "v2"), secret: withKey(curKey), want: ActionRotate, reason: RotationTrigger,
+		},
+		"a changed algorithm rotates the key pair": {
+			obj: keyClient(m2mv1alpha1.KeyAlgorithmEdDSA, curEntry), secret: withKey(curKey), want: ActionRotate, reason: RotationAlgorithm,
+		},
+		"a private key of the algorithm, written by a person, is adopted": {
+			obj: keyClient("", curEntry), secret: withKey(nextKey), want: ActionAdopt,
+		},
+		"a Secret set back to the previous private key re-accepts it": {
+			obj: keyClient("", expiring, nextEntry), secret: withKey(curKey), want: ActionAdopt,
+		},
+		"a lost status is rebuilt from the private key": {
+			obj: keyClient(""), secret: withKey(curKey), want: ActionRecoverStatus,
+		},
+		"a private key of another algorithm, written by a person, is refused": {
+			obj: keyClient("", curEntry), secret: withKey(edKey), want: ActionRefuseWeak,
+		},
+		"a private_key that is not PEM is refused": {
+			obj: keyClient("", curEntry), secret: withKey("not a key"), want: ActionRefuseWeak,
+		},
+		"a client secret written as the private_key is refused": {
+			obj: keyClient("", curEntry), secret: withKey(next), want: ActionRefuseWeak,
+		},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			got := DecideSecret(tc.obj, tc.secret, now)
+			if got.Action != tc.want || got.Rotation != tc.reason {
+				t.Fatalf("action %s/%q (%s), want %s/%q", got.Action, got.Rotation, got.Why, tc.want, tc.reason)
+			}
+			if strings.Contains(got.Why, "PRIVATE KEY") {
+				t.Fatal("the decision quotes the key")
+			}
+		})
+	}
+}
+
+func TestAKeyPairEntryCarriesThePublicKeyNamedByItsThumbprint(t *testing.T) {
+	pemKey, err := credentials.Issue(m2mv1alpha1.KeyAlgorithmEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := credentials.Entry(m2mv1alpha1.KeyAlgorithmEdDSA, pemKey, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.PublicKey == nil || e.Hash != credentials.HashPrefix+e.PublicKey.KeyID || e.PublicKey.Algorithm != "EdDSA" || e.LastFour != "" {
+		t.Fatalf("entry %+v", e)
+	}
+	if credentials.Fingerprint(m2mv1alpha1.KeyAlgorithmEdDSA, pemKey) != e.Hash {
+		t.Fatal("the fingerprint of the private key is not the entry's hash")
+	}
+	if strings.Contains(e.PublicKey.X+e.PublicKey.Y+e.PublicKey.N, strings.Split(pemKey, "\n")[1]) {
+		t.Fatal("the entry carries private key material")
 	}
 }

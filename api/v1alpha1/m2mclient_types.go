@@ -104,14 +104,24 @@ type M2MClientSpec struct {
 }
 
 // ClientAuthentication lists the ways a client may authenticate. At least one is enabled.
-// +kubebuilder:validation:XValidation:rule="!has(self.clientSecret) || self.clientSecret || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0) || (has(self.federated) && size(self.federated) > 0) || (has(self.publicKeys) && size(self.publicKeys) > 0)",message="a client needs a way to authenticate: keep clientSecret, or name serviceAccounts, federated identities or publicKeys"
+// +kubebuilder:validation:XValidation:rule="!has(self.clientSecret) || self.clientSecret || has(self.keyPair) || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0) || (has(self.federated) && size(self.federated) > 0) || (has(self.publicKeys) && size(self.publicKeys) > 0)",message="a client needs a way to authenticate: keep clientSecret, or set keyPair, or name serviceAccounts, federated identities or publicKeys"
+// +kubebuilder:validation:XValidation:rule="!has(self.keyPair) || !has(self.clientSecret) || !self.clientSecret",message="the manager generates a client secret or a key pair, not both: remove clientSecret, or set it to false"
 type ClientAuthentication struct {
 	// ClientSecret lets the client authenticate with the client secret that the manager generates,
-	// keeps in the Secret and rotates. Default true. When false, no secret exists anywhere: the
-	// Secret carries client_id, token_url and issuer only, and the secrets accepted before expire
+	// keeps in the Secret and rotates. Default true, unless keyPair is set. When false, no secret
+	// exists anywhere: the Secret carries no client_secret, and the secrets accepted before expire
 	// after the grace period.
 	// +optional
 	ClientSecret *bool `json:"clientSecret,omitempty"`
+
+	// KeyPair makes the manager generate a key pair instead of a client secret: the private key
+	// goes into the Secret (private_key, PKCS #8 PEM), the public key into status, and the client
+	// signs RFC 7523 client assertions (private_key_jwt) with it, naming the key by its RFC 7638
+	// thumbprint as kid. spec.rotation rotates the key pair as it would a secret; the previous
+	// public key is accepted for the grace period. No secret that could be replayed ever leaves
+	// the pod.
+	// +optional
+	KeyPair *KeyPairPolicy `json:"keyPair,omitempty"`
 
 	// ServiceAccounts names ServiceAccounts of the client's namespace whose tokens may act as the
 	// client: a pod running as one sends a projected ServiceAccount token whose audience is the
@@ -184,6 +194,28 @@ type ClientPublicKey struct {
 	E string `json:"e,omitempty"`
 }
 
+// KeyAlgorithm is the signature algorithm of a generated key pair.
+// +kubebuilder:validation:Enum=ES256;EdDSA;RS256
+type KeyAlgorithm string
+
+const (
+	// KeyAlgorithmES256 is ECDSA with P-256 and SHA-256.
+	KeyAlgorithmES256 KeyAlgorithm = "ES256"
+	// KeyAlgorithmEdDSA is Ed25519.
+	KeyAlgorithmEdDSA KeyAlgorithm = "EdDSA"
+	// KeyAlgorithmRS256 is RSASSA-PKCS1-v1_5 with SHA-256 and a 2048-bit key.
+	KeyAlgorithmRS256 KeyAlgorithm = "RS256"
+)
+
+// KeyPairPolicy describes the key pair the manager generates for a client.
+type KeyPairPolicy struct {
+	// Algorithm of the key pair: ES256 (default), EdDSA, or RS256 with a 2048-bit key.
+	// Changing it rotates the key pair.
+	// +optional
+	// +kubebuilder:default=ES256
+	Algorithm KeyAlgorithm `json:"algorithm,omitempty"`
+}
+
 // FederatedIdentity is a workload identity of a federated issuer.
 type FederatedIdentity struct {
 	// Issuer is the issuer URL, exactly as the token's iss claim has it.
@@ -201,9 +233,26 @@ type FederatedIdentity struct {
 }
 
 // SecretAuthentication reports whether obj may authenticate with a client secret: unless
-// spec.authentication.clientSecret is false.
+// spec.authentication.clientSecret is false, or unset with a keyPair.
 func SecretAuthentication(obj *M2MClient) bool {
-	return obj.Spec.Authentication.ClientSecret == nil || *obj.Spec.Authentication.ClientSecret
+	a := obj.Spec.Authentication
+	if a.ClientSecret == nil {
+		return a.KeyPair == nil
+	}
+	return *a.ClientSecret && a.KeyPair == nil
+}
+
+// KeyPairAuthentication returns the algorithm of the key pair the manager generates for obj, or
+// "" when it generates none.
+func KeyPairAuthentication(obj *M2MClient) KeyAlgorithm {
+	kp := obj.Spec.Authentication.KeyPair
+	switch {
+	case kp == nil:
+		return ""
+	case kp.Algorithm == "":
+		return KeyAlgorithmES256
+	}
+	return kp.Algorithm
 }
 
 // SecretTemplate describes the Secret that holds a client's credentials, under the keys
@@ -268,12 +317,17 @@ const (
 	ClientStateDisabled ClientState = "Disabled"
 )
 
-// AcceptedSecret is the hash of a client secret that the token server accepts.
+// AcceptedSecret is a credential that the token server accepts: the hash of a client secret, or
+// the public key of a key pair the manager generated.
 //
 // The token server accepts a presented secret exactly when "sha256:" followed by the unpadded
-// base64url SHA-256 of the secret equals Hash, and ExpiresAt is unset or in the future.
+// base64url SHA-256 of the secret equals Hash, the entry has no PublicKey, and ExpiresAt is unset
+// or in the future. It accepts a client assertion signed by PublicKey while ExpiresAt is unset or
+// in the future.
 type AcceptedSecret struct {
-	// Hash is "sha256:" followed by the unpadded base64url (RFC 4648 §5) SHA-256 of the secret.
+	// Hash is "sha256:" followed by the unpadded base64url (RFC 4648 §5) SHA-256 of the secret,
+	// or for a key pair, of its public key's RFC 7638 thumbprint input, so that Hash without the
+	// prefix is the kid.
 	// +required
 	// +kubebuilder:validation:Pattern=`^sha256:[A-Za-z0-9_-]{43}$`
 	Hash string `json:"hash"`
@@ -282,6 +336,11 @@ type AcceptedSecret struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=4
 	LastFour string `json:"lastFour,omitempty"`
+
+	// PublicKey is the public key of a generated key pair, whose private key is in the Secret.
+	// An entry with a PublicKey never accepts a client secret.
+	// +optional
+	PublicKey *ClientPublicKey `json:"publicKey,omitempty"`
 
 	// CreatedAt is when the manager first accepted the secret.
 	// +required
@@ -292,7 +351,8 @@ type AcceptedSecret struct {
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
 	// MAC authenticates the entry: the manager's HMAC-SHA256 over the client's namespace, name
-	// and UID, the client ID, Hash and ExpiresAt, under a key only the manager and the token
+	// and UID, the client ID, Hash, ExpiresAt and PublicKey (with a different purpose for secrets
+	// and for keys), under a key only the manager and the token
 	// server can read. The token server ignores an entry whose MAC does not verify, so that
 	// whoever can write status cannot add a secret they know.
 	// +optional
@@ -324,8 +384,9 @@ type M2MClientStatus struct {
 	// +optional
 	State ClientState `json:"state,omitempty"`
 
-	// AcceptedSecrets are the hashes of the client secrets the token server accepts: the current
-	// one, and previous ones until they expire.
+	// AcceptedSecrets are the credentials the token server accepts: the hash of the current
+	// client secret or the public key of the current key pair, and previous ones until they
+	// expire.
 	// +optional
 	// +listType=map
 	// +listMapKey=hash

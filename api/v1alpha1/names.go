@@ -6,6 +6,8 @@ const (
 	SecretKeyClientID = "client_id"
 	// SecretKeyClientSecret holds the current client secret.
 	SecretKeyClientSecret = "client_secret"
+	// SecretKeyPrivateKey holds the private key of a generated key pair (PKCS #8, PEM).
+	SecretKeyPrivateKey = "private_key"
 	// SecretKeyTokenURL holds the token endpoint, for golang.org/x/oauth2/clientcredentials.
 	SecretKeyTokenURL = "token_url"
 	// SecretKeyIssuer holds the issuer, the "iss" of the client's tokens.
@@ -34,13 +36,14 @@ const (
 
 // Reasons of the Ready condition.
 const (
-	// ReasonCredentialsReady: the Secret carries a client secret whose hash is accepted.
+	// ReasonCredentialsReady: the Secret carries a client secret whose hash is accepted, or a
+	// private key whose public key is accepted, or the client authenticates without either.
 	ReasonCredentialsReady = "CredentialsReady"
 	// ReasonSecretConflict: a Secret of the configured name exists and belongs to something else.
 	// The manager never overwrites it; delete it or set spec.secret.name on a new client.
 	ReasonSecretConflict = "SecretConflict"
 	// ReasonWeakSecret: someone wrote a client_secret into the Secret that is too short (or
-	// otherwise unfit). It is not accepted; the previously accepted secrets stay accepted.
+	// otherwise unfit), or a private_key that is not a usable key of the configured algorithm. It is not accepted; the previously accepted secrets stay accepted.
 	ReasonWeakSecret = "WeakSecret"
 	// ReasonSecretWriteFailed: the API server refused to write the Secret (it is immutable, a
 	// quota or a webhook refused it); the message gives its reason. The manager retries with the

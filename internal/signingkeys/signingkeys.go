@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 	"time"
 
@@ -105,20 +104,24 @@ type Set struct {
 	Keys []*Key `json:"keys"`
 }
 
-// Generate makes a new key of alg in state, created at now.
-func Generate(alg Algorithm, state State, now time.Time) (*Key, error) {
-	var signer crypto.Signer
-	var err error
+// NewSigner makes a private key of alg: P-256 for ES256, 2048-bit RSA for RS256, Ed25519 for
+// EdDSA.
+func NewSigner(alg Algorithm) (crypto.Signer, error) {
 	switch alg {
 	case ES256:
-		signer, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	case RS256:
-		signer, err = rsa.GenerateKey(rand.Reader, 2048)
+		return rsa.GenerateKey(rand.Reader, 2048)
 	case EdDSA:
-		_, signer, err = ed25519.GenerateKey(rand.Reader)
-	default:
-		return nil, fmt.Errorf("signing algorithm %q is not supported", alg)
+		_, signer, err := ed25519.GenerateKey(rand.Reader)
+		return signer, err
 	}
+	return nil, fmt.Errorf("signing algorithm %q is not supported", alg)
+}
+
+// Generate makes a new key of alg in state, created at now.
+func Generate(alg Algorithm, state State, now time.Time) (*Key, error) {
+	signer, err := NewSigner(alg)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +180,7 @@ func Parse(data []byte) (*Set, error) {
 			return nil, fmt.Errorf("signing key %q: the private key does not parse", k.KID)
 		}
 		signer, ok := parsed.(crypto.Signer)
-		if !ok || !matches(k.Algorithm, signer) {
+		if !ok || !Matches(k.Algorithm, signer) {
 			return nil, fmt.Errorf("signing key %q is not an %s key", k.KID, k.Algorithm)
 		}
 		k.signer = signer
@@ -188,7 +191,8 @@ func Parse(data []byte) (*Set, error) {
 	return &s, nil
 }
 
-func matches(alg Algorithm, s crypto.Signer) bool {
+// Matches reports whether s is a key of alg that this package would make or accept.
+func Matches(alg Algorithm, s crypto.Signer) bool {
 	switch k := s.(type) {
 	case *ecdsa.PrivateKey:
 		return alg == ES256 && k.Curve == elliptic.P256()
@@ -227,30 +231,9 @@ func (s *Set) Find(kid string) *Key {
 
 // PublicJWK returns the key's public half as a JWK.
 func (k *Key) PublicJWK() jwk.Key {
-	j := jwk.Key{Use: "sig", KeyID: k.KID, Algorithm: string(k.Algorithm)}
-	b64 := base64.RawURLEncoding.EncodeToString
-	switch pub := k.signer.Public().(type) {
-	case *ecdsa.PublicKey:
-		j.KeyType, j.Curve = "EC", "P-256"
-		j.X, j.Y = b64(pad(pub.X, 32)), b64(pad(pub.Y, 32))
-	case *rsa.PublicKey:
-		j.KeyType = "RSA"
-		j.N, j.E = b64(pub.N.Bytes()), b64(big.NewInt(int64(pub.E)).Bytes())
-	case ed25519.PublicKey:
-		j.KeyType, j.Curve, j.X = "OKP", "Ed25519", b64(pub)
-	}
+	j, _ := jwk.FromPublicKey(k.signer.Public()) // Parse and Generate admit only supported keys
+	j.Use, j.KeyID, j.Algorithm = "sig", k.KID, string(k.Algorithm)
 	return j
-}
-
-// pad returns n as a big-endian byte string of exactly size bytes, as RFC 7518 §6.2.1.2 requires.
-func pad(n *big.Int, size int) []byte {
-	b := n.Bytes()
-	if len(b) >= size {
-		return b
-	}
-	out := make([]byte, size)
-	copy(out[size-len(b):], b)
-	return out
 }
 
 // Published returns the JWKS of the keys a verifier may need at now: next and active keys, and

@@ -144,10 +144,13 @@ func (s *Set) Enforced() bool { return s != nil && s.EnforcedSince != nil }
 // with this one.
 const version = "v1"
 
-// Purposes keep a binding's MAC from verifying as an entry's, and the reverse.
+// Purposes keep a binding's MAC from verifying as an entry's, and the reverse, and a key pair's
+// entry from verifying as a secret's: without its public key, a key entry's hash would accept as
+// a secret the thumbprint input, which anyone can compute from the public key.
 const (
-	purposeEntry   = "m2m.dev/accepted-secret"
-	purposeBinding = "m2m.dev/client-id"
+	purposeEntry    = "m2m.dev/accepted-secret"
+	purposeKeyEntry = "m2m.dev/accepted-key"
+	purposeBinding  = "m2m.dev/client-id"
 )
 
 // mac is "v1.<key id>.<base64url HMAC-SHA256>" over the purpose and fields, each length-prefixed
@@ -157,7 +160,8 @@ func mac(k *Key, purpose string, fields ...string) string {
 }
 
 func sum(k *Key, purpose string, fields []string) []byte {
-	// One write of one buffer: the token server computes this on every request.
+	// One write of one buffer: the token server computes this on every request. (An RSA key
+	// entry outgrows it, and append allocates.)
 	var buf [512]byte
 	b := appendField(buf[:0], version)
 	b = appendField(b, purpose)
@@ -206,8 +210,13 @@ func expiry(e *m2mv1alpha1.AcceptedSecret) string {
 	return e.ExpiresAt.UTC().Truncate(time.Second).Format(time.RFC3339)
 }
 
-func entryFields(obj *m2mv1alpha1.M2MClient, e *m2mv1alpha1.AcceptedSecret) []string {
-	return []string{obj.Namespace, obj.Name, string(obj.UID), obj.Status.ClientID, e.Hash, expiry(e)}
+// entryFields are the purpose and the fields of e's MAC.
+func entryFields(obj *m2mv1alpha1.M2MClient, e *m2mv1alpha1.AcceptedSecret) (string, []string) {
+	fields := []string{obj.Namespace, obj.Name, string(obj.UID), obj.Status.ClientID, e.Hash, expiry(e)}
+	if k := e.PublicKey; k != nil {
+		return purposeKeyEntry, append(fields, k.KeyID, k.KeyType, k.Algorithm, k.Curve, k.X, k.Y, k.N, k.E)
+	}
+	return purposeEntry, fields
 }
 
 func bindingFields(obj *m2mv1alpha1.M2MClient) []string {
@@ -217,7 +226,8 @@ func bindingFields(obj *m2mv1alpha1.M2MClient) []string {
 // VerifyEntry reports whether e, an entry of obj's status, carries a valid MAC for obj's
 // namespace, name, UID and status.clientID.
 func (s *Set) VerifyEntry(obj *m2mv1alpha1.M2MClient, e *m2mv1alpha1.AcceptedSecret) bool {
-	return obj.Status.ClientID != "" && s.verify(e.MAC, purposeEntry, entryFields(obj, e)...)
+	purpose, fields := entryFields(obj, e)
+	return obj.Status.ClientID != "" && s.verify(e.MAC, purpose, fields...)
 }
 
 // VerifyClientID reports whether obj's status.clientID carries a valid MAC for obj.
@@ -246,7 +256,8 @@ func (s *Set) Seal(obj *m2mv1alpha1.M2MClient) error {
 	st.ClientIDMAC = mac(k, purposeBinding, bindingFields(obj)...)
 	for i := range st.AcceptedSecrets {
 		e := &st.AcceptedSecrets[i]
-		e.MAC = mac(k, purposeEntry, entryFields(obj, e)...)
+		purpose, fields := entryFields(obj, e)
+		e.MAC = mac(k, purpose, fields...)
 	}
 	return nil
 }

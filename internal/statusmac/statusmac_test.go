@@ -24,6 +24,8 @@ func sealed(t *testing.T) (*Set, *m2mv1alpha1.M2MClient) {
 		Status: m2mv1alpha1.M2MClientStatus{ClientID: "m2m-victim", AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{
 			{Hash: "sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", ExpiresAt: &exp},
 			{Hash: "sha256:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"},
+			{Hash: "sha256:CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC", PublicKey: &m2mv1alpha1.ClientPublicKey{
+				KeyID: "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC", KeyType: "OKP", Algorithm: "EdDSA", Curve: "Ed25519", X: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}},
 		}},
 	}
 	if err := set.Seal(obj); err != nil {
@@ -69,6 +71,33 @@ func TestChangingAnyAuthenticatedFieldBreaksTheMAC(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestChangingAnyPartOfAKeyEntryBreaksItsMAC(t *testing.T) {
+	for name, change := range map[string]func(e *m2mv1alpha1.AcceptedSecret){
+		"another public key":  func(e *m2mv1alpha1.AcceptedSecret) { e.PublicKey.X = "22qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" },
+		"another kid":         func(e *m2mv1alpha1.AcceptedSecret) { e.PublicKey.KeyID = "other" },
+		"another algorithm":   func(e *m2mv1alpha1.AcceptedSecret) { e.PublicKey.Algorithm = "ES256" },
+		"an added coordinate": func(e *m2mv1alpha1.AcceptedSecret) { e.PublicKey.Y = "AAAA" },
+		// Without its public key, the entry would accept as a client secret the thumbprint
+		// input, which anyone can compute from the public key.
+		"the public key removed, making it a secret's entry": func(e *m2mv1alpha1.AcceptedSecret) { e.PublicKey = nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			set, obj := sealed(t)
+			change(&obj.Status.AcceptedSecrets[2])
+			if set.VerifyEntry(obj, &obj.Status.AcceptedSecrets[2]) {
+				t.Fatal("the changed key entry still verifies")
+			}
+		})
+	}
+	t.Run("a public key added to a secret's entry", func(t *testing.T) {
+		set, obj := sealed(t)
+		obj.Status.AcceptedSecrets[1].PublicKey = obj.Status.AcceptedSecrets[2].PublicKey
+		if set.VerifyEntry(obj, &obj.Status.AcceptedSecrets[1]) {
+			t.Fatal("a secret's entry with a key added still verifies")
+		}
+	})
 }
 
 func TestAMACUnderAnUnknownKeyDoesNotVerify(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 )
 
@@ -76,14 +77,26 @@ func (c *replayCache) first(client, jti string, exp, now time.Time) bool {
 	return true
 }
 
-// clientKeys returns the usable public keys of the client by kid; a key that does not parse
-// (or is too weak) is left out and never verifies.
-func clientKeys(c *m2mv1alpha1.M2MClient) map[string]assertionKey {
+// clientKeys returns the usable public keys of the client by kid: those of its spec, and those
+// of the key pairs the manager generated that status accepts now, authenticated by their MAC (a
+// generated key no longer asked for only in its grace period). A key that does not parse (or is
+// too weak) is left out and never verifies.
+func clientKeys(c *m2mv1alpha1.M2MClient, st *keyState, now time.Time) map[string]assertionKey {
 	out := map[string]assertionKey{}
-	for _, k := range c.Spec.Authentication.PublicKeys {
+	add := func(k *m2mv1alpha1.ClientPublicKey) {
 		j := jwk.Key{KeyID: k.KeyID, KeyType: k.KeyType, Algorithm: k.Algorithm, Curve: k.Curve, X: k.X, Y: k.Y, N: k.N, E: k.E}
 		if pub, err := j.PublicKey(); err == nil {
 			out[k.KeyID] = assertionKey{key: pub, alg: k.Algorithm}
+		}
+	}
+	for i := range c.Spec.Authentication.PublicKeys {
+		add(&c.Spec.Authentication.PublicKeys[i])
+	}
+	generates := m2mv1alpha1.KeyPairAuthentication(c) != ""
+	for i := range c.Status.AcceptedSecrets {
+		e := &c.Status.AcceptedSecrets[i]
+		if e.PublicKey != nil && credentials.Accepted(*e, now) && (generates || e.ExpiresAt != nil) && st.trustsEntry(c, e) {
+			add(e.PublicKey)
 		}
 	}
 	return out
@@ -94,8 +107,8 @@ func clientKeys(c *m2mv1alpha1.M2MClient) map[string]assertionKey {
 // algorithm; iss and sub equal to the client ID; aud equal to this issuer identifier alone (not
 // the token endpoint URL, which let one assertion pass at several endpoints); exp, iat and jti
 // present, exp at most 5 minutes after iat; and a jti not accepted before within its lifetime.
-func (s *Server) verifyPrivateKeyJWT(_ context.Context, client *m2mv1alpha1.M2MClient, assertion string) error {
-	keys := clientKeys(client)
+func (s *Server) verifyPrivateKeyJWT(_ context.Context, client *m2mv1alpha1.M2MClient, st *keyState, assertion string) error {
+	keys := clientKeys(client, st, s.cfg.Clock.Now())
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{"ES256", "RS256", "EdDSA"}),
 		jwt.WithExpirationRequired(),

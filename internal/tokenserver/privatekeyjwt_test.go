@@ -1,16 +1,20 @@
 package tokenserver
 
 import (
+	"crypto"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 )
 
 // RFC 7523 §3 and draft-ietf-oauth-rfc7523bis: a client with a public key of its own gets tokens
@@ -114,4 +118,150 @@ func TestTheReplayCacheIsBoundedPerClientAndSweepsExpiredEntries(t *testing.T) {
 	if !c.first("a", "after-expiry", later.Add(time.Minute), later) || len(c.seen) != 1 {
 		t.Fatalf("expired entries were not swept: %d left", len(c.seen))
 	}
+}
+
+// generatedKeyClient is a client whose key pair the manager generated: the private key (PEM)
+// and the client, with the public key in its sealed status.
+func generatedKeyClient(t *testing.T, alg m2mv1alpha1.KeyAlgorithm) (crypto.Signer, *m2mv1alpha1.M2MClient) {
+	t.Helper()
+	pemKey, err := credentials.Issue(alg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _, err := jwk.ParsePrivateKeyPEM([]byte(pemKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := credentials.Entry(alg, pemKey, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testClient(goodID, goodSecret)
+	c.Spec.Authentication = m2mv1alpha1.ClientAuthentication{KeyPair: &m2mv1alpha1.KeyPairPolicy{Algorithm: alg}}
+	c.Status.AcceptedSecrets = []m2mv1alpha1.AcceptedSecret{entry}
+	return signer, seal(c)
+}
+
+// selfSigned is an RFC 7523 §3 assertion of goodID signed by signer, named by its thumbprint.
+func selfSigned(t *testing.T, signer crypto.Signer, jti string) string {
+	t.Helper()
+	pub, err := jwk.FromPublicKey(signer.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid, _ := pub.Thumbprint()
+	tok := jwt.NewWithClaims(jwt.GetSigningMethod(pub.Algorithm), jwt.MapClaims{
+		"iss": goodID, "sub": goodID, "aud": testIssuer, "iat": t0.Unix(), "exp": t0.Add(time.Minute).Unix(), "jti": jti})
+	tok.Header["kid"] = kid
+	signed, err := tok.SignedString(signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed
+}
+
+func assertionStatus(t *testing.T, c *m2mv1alpha1.M2MClient, assertion string) int {
+	t.Helper()
+	_, keys := staticKeys(t, signingkeys.ES256)
+	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: c}, Keys: keys, Clock: clocktesting.NewFakeClock(t0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{srv: newTestServer(t, s)}
+	resp, _ := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials",
+		"client_assertion_type", JWTBearerAssertion, "client_assertion", assertion)})
+	return resp.StatusCode
+}
+
+func TestAGeneratedKeyPairInAuthenticatedStatusSignsAssertions(t *testing.T) {
+	for _, alg := range []m2mv1alpha1.KeyAlgorithm{m2mv1alpha1.KeyAlgorithmES256, m2mv1alpha1.KeyAlgorithmEdDSA, m2mv1alpha1.KeyAlgorithmRS256} {
+		signer, c := generatedKeyClient(t, alg)
+		if code := assertionStatus(t, c, selfSigned(t, signer, "a")); code != 200 {
+			t.Errorf("%s: an assertion signed with the generated key got %d", alg, code)
+		}
+	}
+}
+
+// Whoever can write status cannot add a key, extend one, or turn a key's entry into a secret's.
+func TestAGeneratedKeyIsAcceptedOnlyAsTheManagerSealedIt(t *testing.T) {
+	forever := metav1.NewTime(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))
+	past := metav1.NewTime(t0.Add(-time.Second))
+	for sentence, tc := range map[string]struct {
+		change func(c *m2mv1alpha1.M2MClient, attacker crypto.Signer)
+		// byAttacker: the attacker signs with its own key, else with the client's.
+		byAttacker bool
+		want       int
+	}{
+		"the sealed key is accepted": {func(*m2mv1alpha1.M2MClient, crypto.Signer) {}, false, 200},
+		"an attacker's key added without a MAC is refused": {func(c *m2mv1alpha1.M2MClient, a crypto.Signer) {
+			e, _ := credentials.Entry(m2mv1alpha1.KeyAlgorithmES256, pemOf(t, a), t0)
+			e.ExpiresAt = &forever
+			c.Status.AcceptedSecrets = append(c.Status.AcceptedSecrets, e)
+		}, true, 401},
+		"an attacker's key in place of the sealed one, with its MAC, is refused": {func(c *m2mv1alpha1.M2MClient, a crypto.Signer) {
+			e, _ := credentials.Entry(m2mv1alpha1.KeyAlgorithmES256, pemOf(t, a), t0)
+			e.MAC = c.Status.AcceptedSecrets[0].MAC
+			c.Status.AcceptedSecrets[0] = e
+		}, true, 401},
+		"a key past its grace period is refused": {func(c *m2mv1alpha1.M2MClient, _ crypto.Signer) {
+			c.Status.AcceptedSecrets[0].ExpiresAt = &past
+			seal(c)
+		}, false, 401},
+		"a key of a client that no longer generates key pairs is refused once it has no expiry": {func(c *m2mv1alpha1.M2MClient, _ crypto.Signer) {
+			c.Spec.Authentication = m2mv1alpha1.ClientAuthentication{}
+		}, false, 401},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			signer, c := generatedKeyClient(t, m2mv1alpha1.KeyAlgorithmES256)
+			attacker, _ := credentials.Issue(m2mv1alpha1.KeyAlgorithmES256)
+			a, _, _ := jwk.ParsePrivateKeyPEM([]byte(attacker))
+			tc.change(c, a)
+			if tc.byAttacker {
+				signer = a
+			}
+			if code := assertionStatus(t, c, selfSigned(t, signer, "a")); code != tc.want {
+				t.Fatalf("got %d, want %d", code, tc.want)
+			}
+		})
+	}
+}
+
+// A key entry's hash is the SHA-256 of the thumbprint input, which anyone can compute from the
+// public key in status. Sent as a client secret, it must not match, MAC or not.
+func TestTheThumbprintInputOfAGeneratedKeyIsNotAClientSecret(t *testing.T) {
+	signer, c := generatedKeyClient(t, m2mv1alpha1.KeyAlgorithmES256)
+	c.Spec.Authentication.ClientSecret = nil
+	c.Spec.Authentication.KeyPair = nil // a client that takes secrets too
+	seal(c)
+	j := mustJWK(t, signer)
+	input := `{"crv":"P-256","kty":"EC","x":"` + j.X + `","y":"` + j.Y + `"}`
+	if credentials.Hash(input) != c.Status.AcceptedSecrets[0].Hash {
+		t.Fatal("the test's thumbprint input is not the entry's hash input")
+	}
+	f := serve(t, signingkeys.ES256, mapClients{goodID: c})
+	if code, body := tokenFor(t, f, goodID, input); code != 401 {
+		t.Fatalf("the public thumbprint input got %d %v as a client secret", code, body)
+	}
+	// Stripping the public key, which would make it a secret's entry, breaks its MAC.
+	c.Status.AcceptedSecrets[0].PublicKey = nil
+	f = serve(t, signingkeys.ES256, mapClients{goodID: c})
+	if code, body := tokenFor(t, f, goodID, input); code != 401 {
+		t.Fatalf("with the public key stripped, the thumbprint input got %d %v", code, body)
+	}
+}
+
+func mustJWK(t *testing.T, s crypto.Signer) jwk.Key {
+	j, err := jwk.FromPublicKey(s.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func pemOf(t *testing.T, s crypto.Signer) string {
+	b, err := jwk.MarshalPrivateKeyPEM(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -272,7 +272,8 @@ func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alp
 		matched = credentials.VerifyWith(client.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
 			// A client that takes no secret accepts only secrets in their grace period, whatever
 			// the manager has done so far: turning secrets off ends an unexpiring one.
-			return st.trustsEntry(client, e) && (secretsAllowed || e.ExpiresAt != nil)
+			// A key pair's entry never accepts a secret: its hash is of public values.
+			return e.PublicKey == nil && st.trustsEntry(client, e) && (secretsAllowed || e.ExpiresAt != nil)
 		})
 	} else {
 		credentials.VerifyWith(s.decoy.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
@@ -301,7 +302,8 @@ func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alp
 // subject) pair that spec.authentication.federated names. Every mismatch is the same
 // invalid_client.
 func (s *Server) authenticateServiceAccount(ctx context.Context, req *tokenRequest) (*m2mv1alpha1.M2MClient, *oauthError) {
-	client, found := s.lookup(req.clientID, s.cfg.Keys.current())
+	st := s.cfg.Keys.current()
+	client, found := s.lookup(req.clientID, st)
 	// The cluster's own ServiceAccount tokens always take the ServiceAccount path, which checks
 	// the namespace, even if an administrator also listed the cluster's issuer as federated.
 	iss := unverifiedIssuer(req.assertion)
@@ -313,7 +315,7 @@ func (s *Server) authenticateServiceAccount(ctx context.Context, req *tokenReque
 		case !found:
 			s.decoyVerify(req.assertion)
 			return nil, invalidClient("unknown_client")
-		case s.verifyPrivateKeyJWT(ctx, client, req.assertion) != nil:
+		case s.verifyPrivateKeyJWT(ctx, client, st, req.assertion) != nil:
 			return nil, invalidClient("assertion_invalid")
 		case client.Spec.Disabled:
 			return nil, invalidClient("disabled")

@@ -1,6 +1,10 @@
 package jwk
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
@@ -38,5 +42,53 @@ func TestRSAKeysOfUnusualSizeOrExponentAreRefused(t *testing.T) {
 				t.Fatalf("err %v", err)
 			}
 		})
+	}
+}
+
+func TestThumbprintsMatchTheRFCExamples(t *testing.T) {
+	// RFC 7638 §3.1 (RSA) and RFC 8037 Appendix A.3 (Ed25519).
+	rsaKey := Key{KeyType: "RSA", KeyID: "2011-04-29", Algorithm: "RS256", E: "AQAB",
+		N: "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}
+	okp := Key{KeyType: "OKP", Curve: "Ed25519", X: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+	for name, tc := range map[string]struct {
+		key  Key
+		want string
+	}{
+		"the RSA key of RFC 7638":     {rsaKey, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"},
+		"the Ed25519 key of RFC 8037": {okp, "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"},
+	} {
+		got, err := tc.key.Thumbprint()
+		if err != nil || got != tc.want {
+			t.Errorf("%s: thumbprint %q, %v; want %q", name, got, err, tc.want)
+		}
+	}
+}
+
+func TestAThumbprintOfAParameterThatNeedsJSONEscapingIsRefused(t *testing.T) {
+	if _, err := (Key{KeyType: "OKP", Curve: "Ed25519", X: `a","kty":"RSA`}).Thumbprint(); err == nil {
+		t.Fatal("a parameter with quotes was hashed")
+	}
+}
+
+func TestFromPublicKeyRoundTripsEveryKeyType(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rs, _ := rsa.GenerateKey(rand.Reader, 2048)
+	edPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	for name, pub := range map[string]crypto.PublicKey{"EC": &ec.PublicKey, "RSA": &rs.PublicKey, "OKP": edPub} {
+		j, err := FromPublicKey(pub)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		back, err := j.PublicKey()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !back.(interface{ Equal(crypto.PublicKey) bool }).Equal(pub) {
+			t.Errorf("%s: the key did not survive the round trip", name)
+		}
+	}
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if _, err := FromPublicKey(&p384.PublicKey); err == nil {
+		t.Error("a P-384 key was turned into a JWK that claims ES256")
 	}
 }
