@@ -30,6 +30,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 )
 
@@ -110,7 +111,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		flags.StringArrayVar(&scopes, "scope", nil, "scope to request (repeatable)")
 		flags.StringArrayVar(&audiences, "audience", nil, "audience to request (repeatable)")
 		flags.StringVar(&tokenURL, "token-url", "", "token endpoint, instead of the Secret's token_url")
-		flags.StringVar(&serviceAccount, "service-account", "", "authenticate as this ServiceAccount of the client's namespace (a token from the TokenRequest API), instead of with the client secret")
+		flags.StringVar(&serviceAccount, "service-account", "", "authenticate as this ServiceAccount of the client's namespace (a token from the TokenRequest API), instead of with the Secret's client secret or key pair")
 		flags.StringVarP(&output, "output", "o", "", "json prints the whole token response")
 	case "rotate":
 		flags.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
@@ -196,6 +197,20 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 		Scopes:         scopes,
 		EndpointParams: url.Values{"audience": audiences},
 	}
+	if pemKey := s.Data[m2mv1alpha1.SecretKeyPrivateKey]; len(pemKey) > 0 && serviceAccount == "" {
+		// A generated key pair: an assertion signed with the key, as the pod would send.
+		key, _, err := jwk.ParsePrivateKeyPEM(pemKey)
+		if err != nil {
+			return fmt.Errorf("the private_key in Secret %s: %w", obj.Status.SecretName, err)
+		}
+		ts, err := m2mauth.NewPrivateKeyTokenSource(ctx, m2mauth.PrivateKeyClient{
+			ClientID: cc.ClientID, TokenURL: tokenURL, Issuer: string(s.Data[m2mv1alpha1.SecretKeyIssuer]), Key: key},
+			m2mauth.Scopes(scopes...), m2mauth.Audiences(audiences...))
+		if err != nil {
+			return err
+		}
+		return printToken(out, ts, output)
+	}
 	if serviceAccount != "" {
 		// What a pod running as the ServiceAccount would send: a token for the issuer, from the
 		// TokenRequest API, as the client assertion.
@@ -209,7 +224,16 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 		cc.EndpointParams.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
 		cc.EndpointParams.Set("client_assertion", tr.Status.Token)
 	}
-	tok, err := cc.Token(ctx)
+	return printToken(out, cc.TokenSource(ctx), output)
+}
+
+// printToken gets a token from ts and prints it: the access token alone, or with -o json the
+// response's fields.
+func printToken(out io.Writer, ts oauth2.TokenSource, output string) error {
+	if output != "" && output != "json" {
+		return fmt.Errorf("%w: -o %s is not supported; use -o json", errUsage, output)
+	}
+	tok, err := ts.Token()
 	if err != nil {
 		return err
 	}
@@ -220,9 +244,6 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 			"access_token": tok.AccessToken, "token_type": tok.TokenType,
 			"expires_in": int(time.Until(tok.Expiry).Round(time.Second) / time.Second), "scope": tok.Extra("scope"),
 		})
-	}
-	if output != "" {
-		return fmt.Errorf("%w: -o %s is not supported; use -o json", errUsage, output)
 	}
 	_, err = fmt.Fprintln(out, tok.AccessToken)
 	return err
@@ -302,13 +323,17 @@ func describe(ctx context.Context, c client.Client, out io.Writer, key types.Nam
 	}
 	fmt.Fprintf(w, "Last rotation:\t%s\n", last)
 	fmt.Fprintf(w, "Next rotation:\t%s\n", next)
-	fmt.Fprintf(w, "Accepted secrets:\n  LAST FOUR\tCREATED\tEXPIRES\n")
+	fmt.Fprintf(w, "Accepted credentials:\n  CREDENTIAL\tCREATED\tEXPIRES\n")
 	for _, e := range obj.Status.AcceptedSecrets {
 		expires := "never (current)"
 		if e.ExpiresAt != nil {
 			expires = e.ExpiresAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(w, "  ...%s\t%s\t%s\n", e.LastFour, e.CreatedAt.UTC().Format(time.RFC3339), expires)
+		what := "secret ..." + e.LastFour
+		if k := e.PublicKey; k != nil {
+			what = k.Algorithm + " key " + k.KeyID
+		}
+		fmt.Fprintf(w, "  %s\t%s\t%s\n", what, e.CreatedAt.UTC().Format(time.RFC3339), expires)
 	}
 	fmt.Fprintf(w, "Conditions:\n  TYPE\tSTATUS\tREASON\tMESSAGE\n")
 	for _, cond := range obj.Status.Conditions {

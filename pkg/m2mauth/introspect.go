@@ -102,9 +102,10 @@ type cachedIntrospection struct {
 	until  time.Time
 }
 
-// NewIntrospector reads the service's credentials (client_id, client_secret, issuer) from the
-// Secret mounted at dir, and reads them again when the token server refuses them (a rotation).
-// IntrospectionAudience, or IntrospectionAnyAudience, is required.
+// NewIntrospector reads the service's credentials (client_id and issuer, and client_secret or a
+// generated key pair's private_key) from the Secret mounted at dir, and reads them again when the
+// token server refuses them (a rotation). IntrospectionAudience, or IntrospectionAnyAudience, is
+// required.
 func NewIntrospector(dir string, opts ...IntrospectorOption) (*Introspector, error) {
 	cfg := introspectorConfig{cacheTTL: 10 * time.Second, maxCache: 10000, timeout: 5 * time.Second, now: time.Now}
 	for _, o := range opts {
@@ -184,12 +185,12 @@ func (i *Introspector) Introspect(ctx context.Context, token string) (*Introspec
 // lookup asks the token server and caches the answer.
 func (i *Introspector) lookup(ctx context.Context, key [sha256.Size]byte, token string, now time.Time) (Introspection, error) {
 	creds := i.creds.current()
-	res, status, err := i.ask(ctx, creds.ClientID, creds.ClientSecret, token)
+	res, status, err := i.ask(ctx, creds, token)
 	if err == nil && status == http.StatusUnauthorized {
-		// The service's own secret may have rotated under it: read the files again, once.
+		// The service's own credentials may have rotated under it: read the files again, once.
 		if rerr := i.creds.reload(); rerr == nil {
-			if fresh := i.creds.current(); fresh.ClientSecret != creds.ClientSecret || fresh.ClientID != creds.ClientID {
-				res, status, err = i.ask(ctx, fresh.ClientID, fresh.ClientSecret, token)
+			if fresh := i.creds.current(); !fresh.same(creds) {
+				res, status, err = i.ask(ctx, fresh, token)
 			}
 		}
 	}
@@ -229,18 +230,30 @@ func (i *Introspector) lookup(ctx context.Context, key [sha256.Size]byte, token 
 	return *res, nil
 }
 
-func (i *Introspector) ask(ctx context.Context, id, secret, token string) (*Introspection, int, error) {
+func (i *Introspector) ask(ctx context.Context, creds clientCreds, token string) (*Introspection, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, i.cfg.timeout)
 	defer cancel()
 	form := url.Values{"token": {token}, "token_type_hint": {"access_token"}}
+	if creds.key != nil {
+		// A generated key pair authenticates with an assertion, as at the token endpoint.
+		assertion, err := signAssertion(creds, i.cfg.now())
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: %v", ErrIntrospection, err)
+		}
+		form.Set("client_id", creds.ClientID)
+		form.Set("client_assertion_type", jwtBearer)
+		form.Set("client_assertion", assertion)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, i.endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %v", ErrIntrospection, err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	// RFC 6749 §2.3.1: the credentials are form-encoded before they go into Basic.
-	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	if creds.key == nil {
+		// RFC 6749 §2.3.1: the credentials are form-encoded before they go into Basic.
+		req.SetBasicAuth(url.QueryEscape(creds.ClientID), url.QueryEscape(creds.ClientSecret))
+	}
 	resp, err := i.hc.Do(req)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrIntrospection, err)

@@ -11,6 +11,7 @@ func TestTheTokenSourceReadsTheSecretKeysTheAPIDefines(t *testing.T) {
 	for mine, api := range map[string]string{
 		secretKeyClientID:     m2mv1alpha1.SecretKeyClientID,
 		secretKeyClientSecret: m2mv1alpha1.SecretKeyClientSecret,
+		secretKeyPrivateKey:   m2mv1alpha1.SecretKeyPrivateKey,
 		secretKeyTokenURL:     m2mv1alpha1.SecretKeyTokenURL,
 		secretKeyIssuer:       m2mv1alpha1.SecretKeyIssuer,
 	} {

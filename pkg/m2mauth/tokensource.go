@@ -2,6 +2,7 @@ package m2mauth
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 )
 
 // Keys of the credentials Secret the manager writes (api/v1alpha1's SecretKey constants; a test
@@ -22,6 +25,7 @@ import (
 const (
 	secretKeyClientID     = "client_id"
 	secretKeyClientSecret = "client_secret"
+	secretKeyPrivateKey   = "private_key"
 	secretKeyTokenURL     = "token_url"
 	secretKeyIssuer       = "issuer"
 )
@@ -63,8 +67,10 @@ func RefreshBefore(d time.Duration) TokenSourceOption {
 	return func(c *tokenSourceConfig) { c.early = d }
 }
 
-// NewTokenSource returns a token source for the client whose Secret is mounted at dir (the files
-// client_id, client_secret and token_url). It reuses a token until RefreshBefore its expiry, then
+// NewTokenSource returns a token source for the client whose Secret is mounted at dir: the files
+// client_id, token_url, and client_secret, or for a key pair the manager generated, private_key
+// and issuer (each request then carries a fresh RFC 7523 assertion signed with the key). It
+// follows the Secret from one kind to the other. It reuses a token until RefreshBefore its expiry, then
 // gets a new one, each request bounded by RequestTimeout; if that fails, it keeps serving the
 // cached token until the token expires, and while one caller refreshes, the others get the cached
 // token without waiting. It reads the files again when they change (the kubelet swaps the
@@ -89,19 +95,28 @@ func NewServiceAccountTokenSource(ctx context.Context, dir, tokenFile string, op
 	return newTokenSource(ctx, dir, tokenFile, opts...)
 }
 
-func newTokenSource(ctx context.Context, dir, assertionFile string, opts ...TokenSourceOption) (oauth2.TokenSource, error) {
+// tokenSourceSetup applies opts and returns the context token requests run in: ctx's values
+// (an oauth2.HTTPClient) but not its end, with an HTTP client with timeouts unless ctx has one.
+func tokenSourceSetup(ctx context.Context, opts []TokenSourceOption) (tokenSourceConfig, context.Context, error) {
 	cfg := tokenSourceConfig{params: url.Values{}, early: 30 * time.Second, timeout: 10 * time.Second, now: time.Now}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.timeout <= 0 {
-		return nil, fmt.Errorf("m2mauth: RequestTimeout(%s) is not positive", cfg.timeout)
+		return cfg, nil, fmt.Errorf("m2mauth: RequestTimeout(%s) is not positive", cfg.timeout)
 	}
-	// Requests keep ctx's values (an oauth2.HTTPClient) but not its end: ctx bounds the file
-	// watch, and RequestTimeout bounds each request.
 	reqCtx := context.WithoutCancel(ctx)
 	if _, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); !ok {
 		reqCtx = context.WithValue(reqCtx, oauth2.HTTPClient, newHTTPClient(cfg.timeout))
+	}
+	return cfg, reqCtx, nil
+}
+
+func newTokenSource(ctx context.Context, dir, assertionFile string, opts ...TokenSourceOption) (oauth2.TokenSource, error) {
+	// ctx bounds the file watch; RequestTimeout bounds each request.
+	cfg, reqCtx, err := tokenSourceSetup(ctx, opts)
+	if err != nil {
+		return nil, err
 	}
 	s := &fileTokenSource{ctx: reqCtx, dir: dir, cfg: cfg, assertionFile: assertionFile}
 	if err := s.reload(); err != nil {
@@ -220,8 +235,7 @@ type fileTokenSource struct {
 	assertionFile string
 
 	mu    sync.Mutex
-	creds clientcredentials.Config
-	iss   string
+	creds clientCreds
 }
 
 func (s *fileTokenSource) reload() error {
@@ -233,58 +247,56 @@ func (s *fileTokenSource) reload() error {
 		return strings.TrimSpace(string(b)), nil
 	}
 	id, err1 := read(secretKeyClientID)
-	var secret string
-	var err2 error
-	if s.assertionFile == "" {
-		secret, err2 = read(secretKeyClientSecret)
+	tokenURL, err2 := read(secretKeyTokenURL)
+	iss, err3 := read(secretKeyIssuer)
+	if iss == "" && !s.withIssuer {
+		err3 = nil // only a key pair and the Introspector need it
 	}
-	tokenURL, err3 := read(secretKeyTokenURL)
-	var iss string
+	creds := clientCreds{Config: clientcredentials.Config{ClientID: id, TokenURL: tokenURL, Scopes: s.cfg.scopes, EndpointParams: s.cfg.params}, issuer: iss}
 	var err4 error
-	if s.withIssuer {
-		iss, err4 = read(secretKeyIssuer)
+	if s.assertionFile == "" {
+		// A generated key pair's private_key, if the Secret has one, else its client_secret.
+		if pemKey, err := read(secretKeyPrivateKey); err == nil && pemKey != "" {
+			if creds.key, creds.kid, creds.alg, err4 = parseKey(pemKey); err4 == nil && iss == "" {
+				err4 = errors.New("a private_key needs the issuer file")
+			}
+		} else {
+			creds.ClientSecret, err4 = read(secretKeyClientSecret)
+		}
 	}
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return fmt.Errorf("reading the client credentials in %s: %w", s.dir, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.creds = clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: tokenURL, Scopes: s.cfg.scopes, EndpointParams: s.cfg.params}
-	s.iss = iss
+	s.creds = creds
 	return nil
+}
+
+// parseKey reads a private_key and names it as the manager does: by its thumbprint.
+func parseKey(pemKey string) (crypto.Signer, string, string, error) {
+	key, pub, err := jwk.ParsePrivateKeyPEM([]byte(pemKey))
+	if err != nil {
+		return nil, "", "", fmt.Errorf("private_key: %w", err)
+	}
+	return key, pub.KeyID, pub.Algorithm, nil
 }
 
 func (s *fileTokenSource) issuer() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.iss
+	return s.creds.issuer
 }
 
-func (s *fileTokenSource) current() clientcredentials.Config {
+func (s *fileTokenSource) current() clientCreds {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.creds
 }
 
 // request gets a token with creds, bounded by the request timeout.
-func (s *fileTokenSource) request(creds clientcredentials.Config) (*oauth2.Token, error) {
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.timeout)
-	defer cancel()
-	if s.assertionFile != "" {
-		b, err := os.ReadFile(s.assertionFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading the ServiceAccount token: %w", err)
-		}
-		params := url.Values{}
-		for k, v := range creds.EndpointParams {
-			params[k] = v
-		}
-		params.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
-		params.Set("client_assertion", strings.TrimSpace(string(b)))
-		creds.EndpointParams = params
-		creds.AuthStyle = oauth2.AuthStyleInParams // client_id in the body, and no secret
-	}
-	return creds.Token(ctx)
+func (s *fileTokenSource) request(creds clientCreds) (*oauth2.Token, error) {
+	return requestToken(s.ctx, s.cfg, creds, s.assertionFile)
 }
 
 // Token gets a token; after invalid_client it reads the files again and, if they changed,
@@ -299,7 +311,7 @@ func (s *fileTokenSource) Token() (*oauth2.Token, error) {
 	if rerr := s.reload(); rerr != nil {
 		return nil, errors.Join(err, rerr)
 	}
-	if fresh := s.current(); fresh.ClientSecret != creds.ClientSecret || fresh.ClientID != creds.ClientID || fresh.TokenURL != creds.TokenURL {
+	if fresh := s.current(); !fresh.same(creds) {
 		return s.request(fresh)
 	}
 	return nil, err

@@ -106,6 +106,8 @@ func TestAFederatedWorkloadGetsATokenThroughAKeyRotationAndAnIssuerOutage(t *tes
 		}
 	}
 	testenv.Eventually(t, wait, ok(federated.token(t, "repo:acme/app:ref:refs/heads/main", issuer)))
+	_, body := postToken(t, "application/x-www-form-urlencoded", assertionRequest(id, federated.token(t, "repo:acme/app:ref:refs/heads/main", issuer), nil))
+	verifiesEverywhere(t, body["access_token"].(string), id)
 
 	stranger := newFederatedIssuer() // serves the same paths, but no administrator trusts it
 	defer stranger.Close()

@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +18,8 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
+	"github.com/m2m-dev/m2m-operator/pkg/jwk"
+	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -81,6 +85,22 @@ func TestWithoutTheStatusPolicyForgedStatusGetsNoToken(t *testing.T) {
 	if err := tenant.Status().Patch(ctx, own, client.MergeFrom(base)); err != nil {
 		t.Fatalf("the tenant may not write its status (the test needs grant c): %v", err)
 	}
+	// Forgery 1b: it adds the public key of a key pair it holds, as a generated key's entry in
+	// its grace period (which any client accepts), with a copied MAC.
+	tenantKey, err := credentials.Issue(m2mv1alpha1.KeyAlgorithmES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyEntry, err := credentials.Entry(m2mv1alpha1.KeyAlgorithmES256, tenantKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyEntry.ExpiresAt, keyEntry.MAC = &forever, own.Status.AcceptedSecrets[0].MAC
+	base = own.DeepCopy()
+	own.Status.AcceptedSecrets = append(own.Status.AcceptedSecrets, keyEntry)
+	if err := tenant.Status().Patch(ctx, own, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
 	// Forgery 2: a second client claims the victim's ID, with the victim's MACs copied over.
 	squatter := rotatingClient(ns, "squatter", nil)
 	if err := tenant.Create(ctx, squatter); err != nil {
@@ -113,6 +133,20 @@ func TestWithoutTheStatusPolicyForgedStatusGetsNoToken(t *testing.T) {
 	}
 	if code := tokenStatus(t, victimID, victimSecret); code != 200 {
 		t.Fatalf("the squatter's copy hid the real client: %d", code)
+	}
+	signer, _, err := jwk.ParsePrivateKeyPEM([]byte(tenantKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{own.Status.ClientID, victimID} {
+		ts, err := m2mauth.NewPrivateKeyTokenSource(ctx, m2mauth.PrivateKeyClient{ClientID: id, TokenURL: issuer + "/oauth2/token", Issuer: issuer, Key: signer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var re *oauth2.RetrieveError
+		if _, err := ts.Token(); !errors.As(err, &re) || re.ErrorCode != "invalid_client" {
+			t.Errorf("an assertion for %s signed with the key the tenant added: %v, want invalid_client", id, err)
+		}
 	}
 }
 

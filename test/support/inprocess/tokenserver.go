@@ -33,6 +33,16 @@ func (o oneClient) Candidates(id string) []*m2mv1alpha1.M2MClient {
 // (client_id, client_secret, token_url, issuer) where a pod would mount its Secret. It returns
 // the issuer, the directory, and a stop function. It panics on failure: it is for tests.
 func TokenServer() (issuerURL, secretDir string, stop func()) {
+	return tokenServer("")
+}
+
+// KeyPairTokenServer is TokenServer for a client with a generated key pair of alg: the
+// directory holds private_key instead of client_secret.
+func KeyPairTokenServer(alg m2mv1alpha1.KeyAlgorithm) (issuerURL, secretDir string, stop func()) {
+	return tokenServer(alg)
+}
+
+func tokenServer(alg m2mv1alpha1.KeyAlgorithm) (issuerURL, secretDir string, stop func()) {
 	var h http.Handler
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	now := time.Now()
@@ -42,7 +52,9 @@ func TokenServer() (issuerURL, secretDir string, stop func()) {
 	must(err)
 	keys, err := tokenserver.NewStaticKeys(&signingkeys.Set{Keys: []*signingkeys.Key{key}}, status, now)
 	must(err)
-	secret, err := credentials.NewSecret()
+	secret, err := credentials.Issue(alg)
+	must(err)
+	entry, err := credentials.Entry(alg, secret, now)
 	must(err)
 	client := &m2mv1alpha1.M2MClient{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "billing", Name: "example", UID: "example-uid"},
@@ -50,7 +62,10 @@ func TokenServer() (issuerURL, secretDir string, stop func()) {
 			Scopes:    []m2mv1alpha1.Scope{"read:invoices"},
 			Audiences: []m2mv1alpha1.Audience{"https://billing.example.com"},
 		},
-		Status: m2mv1alpha1.M2MClientStatus{ClientID: "m2m-example", AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secret)}}},
+		Status: m2mv1alpha1.M2MClientStatus{ClientID: "m2m-example", AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{entry}},
+	}
+	if alg != "" {
+		client.Spec.Authentication.KeyPair = &m2mv1alpha1.KeyPairPolicy{Algorithm: alg}
 	}
 	must(status.Seal(client))
 	s, err := tokenserver.New(tokenserver.Config{IssuerURL: srv.URL, Clients: oneClient{client}, Keys: keys})
@@ -58,7 +73,7 @@ func TokenServer() (issuerURL, secretDir string, stop func()) {
 	h = s.Handler()
 	dir, err := os.MkdirTemp("", "m2m-example-secret")
 	must(err)
-	for name, value := range map[string]string{"client_id": "m2m-example", "client_secret": secret, "token_url": issuer.TokenURL(srv.URL), "issuer": srv.URL} {
+	for name, value := range map[string]string{"client_id": "m2m-example", credentials.DataKey(alg): secret, "token_url": issuer.TokenURL(srv.URL), "issuer": srv.URL} {
 		must(os.WriteFile(filepath.Join(dir, name), []byte(value), 0o600))
 	}
 	return srv.URL, dir, func() { srv.Close(); _ = os.RemoveAll(dir) }
