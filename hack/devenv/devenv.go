@@ -214,9 +214,10 @@ func (s *System) NextSteps(clients []m2mv1alpha1.M2MClient) []string {
 	}
 }
 
+// firstSecret names the Secret of the first sample in default that has a client secret.
 func firstSecret(clients []m2mv1alpha1.M2MClient) string {
-	for _, c := range clients {
-		if c.Namespace == "default" {
+	for i, c := range clients {
+		if c.Namespace == "default" && m2mv1alpha1.SecretAuthentication(&clients[i]) {
 			return c.Status.SecretName
 		}
 	}
