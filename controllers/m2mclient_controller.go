@@ -521,7 +521,7 @@ func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient) (string, 
 	if v, ok := r.pending.Load(key); ok {
 		if pend := v.(pendingSecret); pend.uid == obj.UID {
 			for _, e := range obj.Status.AcceptedSecrets {
-				if e.Hash == pend.hash && e.ExpiresAt == nil && credentials.Fingerprint(alg, pend.value) == pend.hash {
+				if e.Hash == pend.hash && e.ExpiresAt == nil && credentials.Fingerprint(alg, pend.value) == pend.hash && credentials.Problem(alg, pend.value) == "" {
 					return pend.value, nil
 				}
 			}

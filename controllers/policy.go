@@ -99,11 +99,15 @@ type secretView struct {
 	// value is the credential the Secret carries, and hash its fingerprint ("" for a private key
 	// that does not parse).
 	value, hash string
-	// entry is the accepted entry of hash, or nil.
+	// entry is the accepted entry of hash and of the client's kind (a key's entry for a key
+	// pair, else a secret's), or nil.
 	entry *m2mv1alpha1.AcceptedSecret
-	// newest is the hash of the newest entry without expiry; others counts the other entries
-	// without expiry.
-	newest string
+	// keyHash: hash is the hash of a key's entry while the client takes a secret. A key's
+	// hash input is public, so such a secret is never accepted.
+	keyHash bool
+	// newest is the newest entry without expiry, of either kind; others counts the other
+	// entries without expiry, of either kind, so that switching kind expires the old one.
+	newest *m2mv1alpha1.AcceptedSecret
 	others int
 }
 
@@ -143,16 +147,22 @@ func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Ti
 		v.hash = credentials.Fingerprint(v.alg, v.value)
 		st := &obj.Status
 		for i := range st.AcceptedSecrets {
-			if v.hash != "" && st.AcceptedSecrets[i].Hash == v.hash {
-				v.entry = &st.AcceptedSecrets[i]
+			e := &st.AcceptedSecrets[i]
+			if v.hash == "" || e.Hash != v.hash {
+				continue
+			}
+			if (e.PublicKey != nil) == (v.alg != "") {
+				v.entry = e
+			} else if v.alg == "" {
+				v.keyHash = true
 			}
 		}
 		// Entries are in the order they were accepted, so the last one without expiry is the
 		// newest.
-		for _, e := range st.AcceptedSecrets {
-			if e.ExpiresAt == nil {
-				v.newest = e.Hash
-				if e.Hash != v.hash {
+		for i := range st.AcceptedSecrets {
+			if e := &st.AcceptedSecrets[i]; e.ExpiresAt == nil {
+				v.newest = e
+				if e != v.entry {
 					v.others++
 				}
 			}
@@ -192,6 +202,9 @@ func weakNewSecret(v *secretView) (SecretDecision, bool) {
 		return SecretDecision{}, false
 	}
 	problem := credentials.Problem(v.alg, v.value)
+	if v.keyHash {
+		problem = "the thumbprint input of a public key in status, which anyone who can read the client can compute"
+	}
 	if problem == "" {
 		return SecretDecision{}, false
 	}
@@ -220,7 +233,7 @@ func previousSecretBack(v *secretView) (SecretDecision, bool) {
 }
 
 func interruptedRotation(v *secretView) (SecretDecision, bool) {
-	if v.newest == v.hash {
+	if v.newest == v.entry {
 		return SecretDecision{}, false
 	}
 	return SecretDecision{Action: ActionResumeRotation, Rotation: RotationResumed, Why: "a rotation stopped after accepting a new secret and before writing it to the Secret; it goes on with a fresh secret"}, true
@@ -404,7 +417,13 @@ func TrustStatus(obj *m2mv1alpha1.M2MClient, keys *statusmac.Set, now time.Time)
 		latest := metav1.NewTime(now.Add(GracePeriod(obj)).Truncate(time.Second))
 		for i := range st.AcceptedSecrets {
 			e := st.AcceptedSecrets[i]
-			if st.ClientID == "" || !keys.VerifyEntry(obj, &e) {
+			verified := st.ClientID != "" && keys.VerifyEntry(obj, &e)
+			if e.PublicKey != nil && !verified {
+				// No version without MACs wrote a key's entry: someone else did.
+				t.Discarded++
+				continue
+			}
+			if !verified {
 				t.Migrated++
 				if e.ExpiresAt != nil && e.ExpiresAt.After(latest.Time) {
 					e.ExpiresAt = latest.DeepCopy()

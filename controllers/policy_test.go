@@ -315,6 +315,10 @@ func TestTrustStatus(t *testing.T) {
 	legacy := clientWith(entry(current, nil), entry(old, &forever))
 	oddID := clientWith(entry(current, nil))
 	oddID.Status.ClientID = "abc@clients"
+	pemKey, _ := credentials.Issue(m2mv1alpha1.KeyAlgorithmES256)
+	keyEntry, _ := credentials.Entry(m2mv1alpha1.KeyAlgorithmES256, pemKey, now)
+	keyEntry.ExpiresAt = ptr.To(metav1.NewTime(now.Add(forever)))
+	addedKeyBeforeEnforcement := clientWith(entry(current, nil), keyEntry)
 
 	for sentence, tc := range map[string]struct {
 		obj       *m2mv1alpha1.M2MClient
@@ -324,15 +328,16 @@ func TestTrustStatus(t *testing.T) {
 		discarded int
 		check     func(StatusTrust) bool
 	}{
-		"a status the manager sealed is kept whole":                                {sealed(entry(current, nil), entry(old, &hour)), enforced, "m2m-id", 2, 0, nil},
-		"a hash someone else added is discarded and the rest kept":                 {addedHash, enforced, "m2m-id", 1, 1, nil},
-		"a client ID someone else wrote is discarded with every entry":             {stolenID, enforced, "", 0, 2, nil},
-		"a restored object (new UID) has lost its status":                          {newUID, enforced, "", 0, 2, nil},
-		"entries without a client ID are discarded":                                {clientWith(), enforced, "", 0, 0, nil},
-		"an upgrade keeps what the previous version wrote":                         {legacy, upgrading, "m2m-id", 2, 0, func(tr StatusTrust) bool { return tr.Migrated == 2 }},
-		"an upgrade keeps a grace entry at most one grace period from now":         {legacy, upgrading, "m2m-id", 2, 0, func(tr StatusTrust) bool { return tr.Entries[1].ExpiresAt.Time.Equal(now.Add(time.Hour)) }},
-		"an upgrade with no status keys at all still keeps what the version wrote": {legacy, nil, "m2m-id", 2, 0, nil},
-		"an upgrade does not take over a client ID no version could have issued":   {oddID, upgrading, "", 0, 2, nil},
+		"a status the manager sealed is kept whole":                                                    {sealed(entry(current, nil), entry(old, &hour)), enforced, "m2m-id", 2, 0, nil},
+		"a hash someone else added is discarded and the rest kept":                                     {addedHash, enforced, "m2m-id", 1, 1, nil},
+		"a client ID someone else wrote is discarded with every entry":                                 {stolenID, enforced, "", 0, 2, nil},
+		"a restored object (new UID) has lost its status":                                              {newUID, enforced, "", 0, 2, nil},
+		"entries without a client ID are discarded":                                                    {clientWith(), enforced, "", 0, 0, nil},
+		"an upgrade keeps what the previous version wrote":                                             {legacy, upgrading, "m2m-id", 2, 0, func(tr StatusTrust) bool { return tr.Migrated == 2 }},
+		"an upgrade keeps a grace entry at most one grace period from now":                             {legacy, upgrading, "m2m-id", 2, 0, func(tr StatusTrust) bool { return tr.Entries[1].ExpiresAt.Time.Equal(now.Add(time.Hour)) }},
+		"an upgrade with no status keys at all still keeps what the version wrote":                     {legacy, nil, "m2m-id", 2, 0, nil},
+		"an upgrade does not take over a client ID no version could have issued":                       {oddID, upgrading, "", 0, 2, nil},
+		"an upgrade never takes over a key's entry without a MAC, which no version without MACs wrote": {addedKeyBeforeEnforcement, upgrading, "m2m-id", 1, 1, nil},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			tr := TrustStatus(tc.obj, tc.keys, now)
@@ -498,6 +503,15 @@ func TestDecideSecretForAKeyPair(t *testing.T) {
 		"a client secret written as the private_key is refused": {
 			obj: keyClient("", curEntry), secret: withKey(next), want: ActionRefuseWeak,
 		},
+		"switching to secrets with the current key's public thumbprint input as the secret is refused": {
+			obj: clientWith(curEntry), secret: ownedSecret(thumbprintInput(curEntry)), want: ActionRefuseWeak,
+		},
+		"switching to a key pair whose fingerprint collides with the current secret's hash adopts the key": {
+			obj: keyClient("", entry(thumbprintInput(curEntry), nil)), secret: withKey(curKey), want: ActionAdopt,
+		},
+		"a key pair with the previous kind's secret still unexpiring completes the switch": {
+			obj: keyClient("", entry(current, nil), curEntry), secret: withKey(curKey), want: ActionCompleteRotation,
+		},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			got := DecideSecret(tc.obj, tc.secret, now)
@@ -509,6 +523,11 @@ func TestDecideSecretForAKeyPair(t *testing.T) {
 			}
 		})
 	}
+}
+
+// thumbprintInput is the RFC 7638 input of an EC key's entry: public, and hashed into its hash.
+func thumbprintInput(e m2mv1alpha1.AcceptedSecret) string {
+	return `{"crv":"P-256","kty":"EC","x":"` + e.PublicKey.X + `","y":"` + e.PublicKey.Y + `"}`
 }
 
 func TestAKeyPairEntryCarriesThePublicKeyNamedByItsThumbprint(t *testing.T) {

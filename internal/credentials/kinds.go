@@ -1,6 +1,7 @@
 package credentials
 
 import (
+	"crypto/rsa"
 	"fmt"
 	"time"
 
@@ -14,6 +15,9 @@ import (
 // The credential a client's Secret carries is a client secret, or the private key of a key pair.
 // Functions here take the key algorithm of the client (m2mv1alpha1.KeyPairAuthentication): ""
 // means a client secret.
+
+// MaxAdoptedRSABits bounds the RSA keys that someone writes into a Secret.
+const MaxAdoptedRSABits = 4096
 
 // DataKey is the key of the Secret's data that holds the credential.
 func DataKey(alg m2mv1alpha1.KeyAlgorithm) string {
@@ -81,6 +85,10 @@ func Problem(alg m2mv1alpha1.KeyAlgorithm, value string) string {
 		return fmt.Sprintf("not a usable private key (%v)", err)
 	case pub.Algorithm != string(alg) || !signingkeys.Matches(signingkeys.Algorithm(alg), signer):
 		return fmt.Sprintf("a %s key, not the %s key that spec.authentication.keyPair asks for", pub.Algorithm, alg)
+	}
+	if rsaKey, ok := signer.Public().(*rsa.PublicKey); ok && rsaKey.N.BitLen() > MaxAdoptedRSABits {
+		// Every reconcile parses it and every assertion verifies with it.
+		return fmt.Sprintf("an RSA key of %d bits; at most %d are accepted", rsaKey.N.BitLen(), MaxAdoptedRSABits)
 	}
 	return ""
 }

@@ -3,6 +3,7 @@ package tokenserver
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -95,7 +96,8 @@ func clientKeys(c *m2mv1alpha1.M2MClient, st *keyState, now time.Time) map[strin
 	generates := m2mv1alpha1.KeyPairAuthentication(c) != ""
 	for i := range c.Status.AcceptedSecrets {
 		e := &c.Status.AcceptedSecrets[i]
-		if e.PublicKey != nil && credentials.Accepted(*e, now) && (generates || e.ExpiresAt != nil) && st.trustsEntry(c, e) {
+		// A key's entry needs its MAC even before enforcement: no version without MACs wrote one.
+		if e.PublicKey != nil && credentials.Accepted(*e, now) && (generates || e.ExpiresAt != nil) && st.status.VerifyEntry(c, e) {
 			add(e.PublicKey)
 		}
 	}
@@ -119,18 +121,23 @@ func (s *Server) verifyPrivateKeyJWT(_ context.Context, client *m2mv1alpha1.M2MC
 		jwt.WithSubject(client.Status.ClientID),
 	)
 	claims := jwt.MapClaims{}
+	var mismatch error
 	_, err := parser.ParseWithClaims(assertion, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		k, ok := keys[kid]
-		if !ok {
-			return nil, fmt.Errorf("the client has no key %q", kid)
+		switch {
+		case !ok:
+			mismatch = fmt.Errorf("the client has no key %q", kid)
+		case k.alg != t.Method.Alg():
+			mismatch = fmt.Errorf("the token says %s, the key is %s", t.Method.Alg(), k.alg)
+		default:
+			return k.key, nil
 		}
-		if k.alg != t.Method.Alg() {
-			return nil, fmt.Errorf("the token says %s, the key is %s", t.Method.Alg(), k.alg)
-		}
-		return k.key, nil
+		// A signature check against a decoy all the same, so that an unknown kid costs what
+		// a wrong signature does.
+		return s.decoyKeys[t.Method.Alg()], nil
 	})
-	if err != nil {
+	if err = errors.Join(mismatch, err); err != nil {
 		return fmt.Errorf("%w: %v", errAssertion, err)
 	}
 	aud, _ := claims.GetAudience()
@@ -152,10 +159,11 @@ func (s *Server) verifyPrivateKeyJWT(_ context.Context, client *m2mv1alpha1.M2MC
 	return nil
 }
 
-// decoyVerify does the signature work of an assertion check for an unknown client, so that the
-// answer's timing does not tell whether a client ID exists.
+// decoyVerify does the signature work of an assertion check for an unknown client, with a decoy
+// key of the assertion's algorithm, so that the answer's timing does not tell whether a client ID
+// exists.
 func (s *Server) decoyVerify(assertion string) {
-	_, _ = jwt.NewParser(jwt.WithValidMethods([]string{"ES256"})).Parse(assertion, func(*jwt.Token) (any, error) {
-		return s.decoyKey, nil
+	_, _ = jwt.NewParser(jwt.WithValidMethods([]string{"ES256", "RS256", "EdDSA"})).Parse(assertion, func(t *jwt.Token) (any, error) {
+		return s.decoyKeys[t.Method.Alg()], nil
 	})
 }

@@ -5,6 +5,7 @@ package tokenserver
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -69,13 +70,14 @@ type Server struct {
 	prefix  string
 	metrics *metrics
 	// decoy is compared against when the client ID is unknown, so that an unknown client costs
-	// the same work as a wrong secret: its entries, and MACs under decoyKeys.
-	decoy     *m2mv1alpha1.M2MClient
-	decoyKeys *statusmac.Set
+	// the same work as a wrong secret: its entries, and MACs under decoyStatusKeys.
+	decoy           *m2mv1alpha1.M2MClient
+	decoyStatusKeys *statusmac.Set
 	// replays holds the jtis of accepted private_key_jwt assertions.
 	replays replayCache
-	// decoyKey verifies private_key_jwt assertions of unknown clients, for equal work.
-	decoyKey any
+	// decoyKeys verify, by algorithm, private_key_jwt assertions of unknown clients and of
+	// unknown kids, so that the work does not tell them apart from a wrong signature.
+	decoyKeys map[string]crypto.PublicKey
 }
 
 // New returns a Server.
@@ -106,7 +108,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.decoyKeys = &statusmac.Set{Keys: []*statusmac.Key{decoyKey}}
+	s.decoyStatusKeys = &statusmac.Set{Keys: []*statusmac.Key{decoyKey}}
 	s.decoy = &m2mv1alpha1.M2MClient{Status: m2mv1alpha1.M2MClientStatus{ClientID: "decoy"}}
 	for range 2 {
 		secret, err := credentials.NewSecret()
@@ -115,14 +117,17 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.decoy.Status.AcceptedSecrets = append(s.decoy.Status.AcceptedSecrets, m2mv1alpha1.AcceptedSecret{Hash: credentials.Hash(secret)})
 	}
-	if err := s.decoyKeys.Seal(s.decoy); err != nil {
+	if err := s.decoyStatusKeys.Seal(s.decoy); err != nil {
 		return nil, err
 	}
-	decoySigner, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, time.Now())
-	if err != nil {
-		return nil, err
+	s.decoyKeys = map[string]crypto.PublicKey{}
+	for _, alg := range []signingkeys.Algorithm{signingkeys.ES256, signingkeys.RS256, signingkeys.EdDSA} {
+		signer, err := signingkeys.NewSigner(alg)
+		if err != nil {
+			return nil, err
+		}
+		s.decoyKeys[string(alg)] = signer.Public()
 	}
-	s.decoyKey = decoySigner.Signer().Public()
 	if s.metrics, err = newMetrics(cfg); err != nil {
 		return nil, err
 	}
@@ -277,7 +282,7 @@ func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alp
 		})
 	} else {
 		credentials.VerifyWith(s.decoy.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
-			return s.decoyKeys.VerifyEntry(s.decoy, e)
+			return s.decoyStatusKeys.VerifyEntry(s.decoy, e)
 		})
 	}
 	switch {

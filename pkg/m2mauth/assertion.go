@@ -49,10 +49,11 @@ type PrivateKeyClient struct {
 
 // NewPrivateKeyTokenSource returns a token source that authenticates with c's key: each token
 // request carries a fresh client assertion (a new jti, valid for one minute) signed by c.Key.
-// Tokens are cached and refreshed as NewTokenSource does; ctx's oauth2.HTTPClient value, if any,
-// is used for token requests.
+// Tokens are cached and refreshed as NewTokenSource does. ctx bounds every request (once it
+// ends, requests fail, as with golang.org/x/oauth2's sources), and its oauth2.HTTPClient value,
+// if any, is used for them.
 func NewPrivateKeyTokenSource(ctx context.Context, c PrivateKeyClient, opts ...TokenSourceOption) (oauth2.TokenSource, error) {
-	cfg, reqCtx, err := tokenSourceSetup(ctx, opts)
+	cfg, reqCtx, err := tokenSourceSetupWith(ctx, opts, false)
 	if err != nil {
 		return nil, err
 	}
@@ -182,6 +183,9 @@ func signWith(key crypto.Signer, alg string, input []byte) ([]byte, error) {
 	var rs struct{ R, S *big.Int }
 	if rest, err := asn1.Unmarshal(sig, &rs); err != nil || len(rest) > 0 {
 		return nil, errors.New("the ECDSA signer did not return an ASN.1 signature")
+	}
+	if rs.R.Sign() <= 0 || rs.S.Sign() <= 0 || rs.R.BitLen() > 256 || rs.S.BitLen() > 256 {
+		return nil, errors.New("the ECDSA signer returned a signature that is not a P-256 signature")
 	}
 	out := make([]byte, 64)
 	rs.R.FillBytes(out[:32])

@@ -98,6 +98,11 @@ func NewServiceAccountTokenSource(ctx context.Context, dir, tokenFile string, op
 // tokenSourceSetup applies opts and returns the context token requests run in: ctx's values
 // (an oauth2.HTTPClient) but not its end, with an HTTP client with timeouts unless ctx has one.
 func tokenSourceSetup(ctx context.Context, opts []TokenSourceOption) (tokenSourceConfig, context.Context, error) {
+	return tokenSourceSetupWith(ctx, opts, true)
+}
+
+// tokenSourceSetupWith is tokenSourceSetup; detach false keeps ctx's end for the requests too.
+func tokenSourceSetupWith(ctx context.Context, opts []TokenSourceOption, detach bool) (tokenSourceConfig, context.Context, error) {
 	cfg := tokenSourceConfig{params: url.Values{}, early: 30 * time.Second, timeout: 10 * time.Second, now: time.Now}
 	for _, o := range opts {
 		o(&cfg)
@@ -105,7 +110,10 @@ func tokenSourceSetup(ctx context.Context, opts []TokenSourceOption) (tokenSourc
 	if cfg.timeout <= 0 {
 		return cfg, nil, fmt.Errorf("m2mauth: RequestTimeout(%s) is not positive", cfg.timeout)
 	}
-	reqCtx := context.WithoutCancel(ctx)
+	reqCtx := ctx
+	if detach {
+		reqCtx = context.WithoutCancel(ctx)
+	}
 	if _, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); !ok {
 		reqCtx = context.WithValue(reqCtx, oauth2.HTTPClient, newHTTPClient(cfg.timeout))
 	}
