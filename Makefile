@@ -20,7 +20,7 @@ generate: ## Regenerate the deepcopy code of the API types.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
 .PHONY: chart
-chart: ## Regenerate charts/m2m-operator from config/.
+chart: ## Regenerate what charts/m2m-operator copies from config/ (CRDs, the manager's RBAC rules, static policies).
 	hack/gen-chart.sh
 
 .PHONY: verify-generated

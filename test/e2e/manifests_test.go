@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"os/exec"
 	"path/filepath"
@@ -38,21 +39,39 @@ func renderConfig(t *testing.T, dir string) []byte {
 	return rendered
 }
 
-// renderChart runs `helm template` on the chart with extra arguments (--set ...).
+// renderChart runs `helm template` on the chart in m2m-system with extra arguments (--set ...).
 func renderChart(t *testing.T, args ...string) []byte {
+	t.Helper()
+	return renderChartIn(t, "m2m-system", args...)
+}
+
+// renderChartIn is renderChart for a release in namespace ns.
+func renderChartIn(t *testing.T, ns string, args ...string) []byte {
+	t.Helper()
+	rendered, err := helmCommand(t, append([]string{"template", "m2m", chartDir(), "--namespace", ns}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rendered
+}
+
+func chartDir() string { return filepath.Join(controlplane.Root(), "charts", "m2m-operator") }
+
+// helmCommand runs the cached Helm and returns its output, or an error with its stderr.
+func helmCommand(t *testing.T, args ...string) ([]byte, error) {
 	t.Helper()
 	helm, err := controlplane.Helm()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(helm, append([]string{"template", "m2m", filepath.Join(controlplane.Root(), "charts", "m2m-operator"), "--namespace", "m2m-system"}, args...)...)
+	cmd := exec.Command(helm, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	rendered, err := cmd.Output()
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("helm template %v: %v\n%s", args, err, stderr.String())
+		return out, fmt.Errorf("helm %v: %v\n%s", args, err, stderr.String())
 	}
-	return rendered
+	return out, nil
 }
 
 func decodeObjects(t *testing.T, rendered []byte) []*unstructured.Unstructured {
@@ -152,8 +171,8 @@ func TestEveryInstallGivesClientsWithNoAudiencesTheIssuerOrTheConfiguredAudience
 			func(t *testing.T) []byte { return renderChart(t, "--set", "issuerURL=https://m2m.example.com") },
 			"https://m2m.example.com", "https://m2m.example.com",
 		},
-		"the chart passes a value that YAML reads as a number as a string": {
-			func(t *testing.T) []byte { return renderChart(t, "--set", "tokenServer.defaultAudience=123") },
+		"the chart passes a value that YAML would read as a number, set as a string": {
+			func(t *testing.T) []byte { return renderChart(t, "--set-string", "tokenServer.defaultAudience=123") },
 			"http://m2m-token-server.m2m-system.svc:8080", "123",
 		},
 		"the chart passes tokenServer.defaultAudience on": {

@@ -1,0 +1,89 @@
+{{/*
+Object names are fixed (m2m-manager, m2m-token-server, ...): cluster-scoped objects and the
+admission policies name them, and config/default uses the same ones. One release per cluster.
+*/}}
+
+{{/* The image of both containers: the tag defaults to the chart's appVersion. */}}
+{{- define "m2m.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* The issuer URL: the value, or the token server's Service in the release namespace. */}}
+{{- define "m2m.issuerURL" -}}
+{{ .Values.issuerURL | default (printf "http://m2m-token-server.%s.svc:8080" .Release.Namespace) }}
+{{- end }}
+
+{{/* namespace/name of the signing-key Secret. */}}
+{{- define "m2m.signingKeySecret" -}}
+{{ .Release.Namespace }}/m2m-signing-keys
+{{- end }}
+
+{{/* Labels every object carries: what Helm and tooling read. */}}
+{{- define "m2m.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+{{- end }}
+
+{{/* Selector labels of a component (dict "component" "manager"): they never change. */}}
+{{- define "m2m.selectorLabels" -}}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/name: m2m-operator
+{{- end }}
+
+{{/* Labels of a component's objects: (dict "ctx" $ "component" "manager"). */}}
+{{- define "m2m.componentLabels" -}}
+{{ include "m2m.selectorLabels" . }}
+{{ include "m2m.labels" .ctx }}
+{{- end }}
+
+{{/* The scheduling and pod fields shared by both Deployments: (dict "ctx" $ "pod" .Values.manager). */}}
+{{- define "m2m.podScheduling" -}}
+{{- with .ctx.Values.image.pullSecrets }}
+imagePullSecrets:
+{{- range . }}
+- name: {{ . }}
+{{- end }}
+{{- end }}
+{{- with .pod.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+securityContext:
+  runAsNonRoot: true
+  seccompProfile:
+    type: RuntimeDefault
+{{- end }}
+
+{{/* The container security context of both containers. */}}
+{{- define "m2m.containerSecurityContext" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  capabilities:
+    drop:
+    - ALL
+  readOnlyRootFilesystem: true
+{{- end }}
+
+{{/* Subjects: a ServiceAccount of the release namespace. */}}
+{{- define "m2m.subject" -}}
+- kind: ServiceAccount
+  name: {{ .name }}
+  namespace: {{ .ctx.Release.Namespace }}
+{{- end }}

@@ -1,0 +1,205 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// nonDefaultValues sets every value the chart has to something other than its default.
+const nonDefaultValues = `
+image: {repository: registry.example.com/m2m, tag: v9.9.9, pullPolicy: Always, pullSecrets: [regcred]}
+issuerURL: https://m2m.example.com
+signingAlgorithm: EdDSA
+watchNamespaces: [team-a, team-b]
+manager:
+  replicas: 2
+  logLevel: debug
+  resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {memory: 128Mi}}
+  nodeSelector: {kubernetes.io/os: linux}
+  tolerations: [{key: dedicated, operator: Equal, value: infra, effect: NoSchedule}]
+  affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [amd64]}]}]}}}
+  topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app.kubernetes.io/component: manager}}}]
+  priorityClassName: system-cluster-critical
+  podLabels: {team: platform}
+  podAnnotations: {example.com/owner: platform}
+tokenServer:
+  replicas: 3
+  defaultAudience: https://api.example.com
+  federatedIssuers: [{issuer: https://token.actions.example.com}]
+  resources: {requests: {cpu: 200m, memory: 128Mi}, limits: {memory: 512Mi}}
+  nodeSelector: {kubernetes.io/os: linux}
+  tolerations: [{key: dedicated, operator: Equal, value: infra, effect: NoSchedule}]
+  priorityClassName: system-cluster-critical
+  podLabels: {team: platform}
+  podAnnotations: {example.com/owner: platform}
+  podDisruptionBudget: {enabled: true, minAvailable: 2}
+metrics: {scraperNamespaceLabel: example.com/prometheus}
+`
+
+func writeValues(t *testing.T, values string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(path, []byte(values), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// helm lint --strict passes with the default values and with every value changed.
+func TestTheChartPassesHelmLintStrict(t *testing.T) {
+	for name, args := range map[string][]string{
+		"default values":     nil,
+		"non-default values": {"-f", writeValues(t, nonDefaultValues)},
+	} {
+		if out, err := helmCommand(t, append([]string{"lint", "--strict", chartDir()}, args...)...); err != nil {
+			t.Errorf("%s: %v\n%s", name, err, out)
+		}
+	}
+}
+
+// A bad value fails at install time, with the value's path in the message.
+func TestTheValuesSchemaRefusesBadValues(t *testing.T) {
+	for _, bad := range []string{
+		"tokenServer.replicas=two", "signingAlgorithm=HS256", "issuerURL=ftp://x", "manager.logLevel=loud",
+		"image.pullPolicy=Sometimes", "watchNamespaces[0]=Team_A", "tokenServer.federatedIssuers[0].issuer=https://a,b",
+		"tokenServr.replicas=2", "tokenServer.defaultAudience=123",
+	} {
+		if out, err := helmCommand(t, "template", "m2m", chartDir(), "--set", bad); err == nil {
+			t.Errorf("--set %s was accepted:\n%.300s", bad, out)
+		}
+	}
+}
+
+// normalized is obj with what legitimately differs between the chart and config/default taken
+// out: the informational app.kubernetes.io/* and helm.sh/* labels of the object (selectors and
+// pod labels stay), and the image (a release's tag against kustomize's latest).
+func normalized(obj *unstructured.Unstructured) map[string]any {
+	o := obj.DeepCopy()
+	labels := o.GetLabels()
+	for k := range labels {
+		if strings.HasPrefix(k, "app.kubernetes.io/") || strings.HasPrefix(k, "helm.sh/") {
+			delete(labels, k)
+		}
+	}
+	o.SetLabels(labels)
+	if len(labels) == 0 {
+		unstructured.RemoveNestedField(o.Object, "metadata", "labels")
+	}
+	if containers, ok, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers"); ok {
+		for _, c := range containers {
+			delete(c.(map[string]any), "image")
+		}
+		_ = unstructured.SetNestedSlice(o.Object, containers, "spec", "template", "spec", "containers")
+	}
+	return o.Object
+}
+
+func objectKey(o *unstructured.Unstructured) string {
+	return o.GetKind() + " " + o.GetNamespace() + "/" + o.GetName()
+}
+
+// The chart's default rendering in m2m-system is config/default object by object, apart from
+// the Namespace (Helm's --create-namespace makes it), the CRDs (crds/, a generated copy) and the
+// differences normalized takes out.
+func TestTheChartsDefaultRenderingIsConfigDefault(t *testing.T) {
+	want := map[string]map[string]any{}
+	for _, obj := range decodeObjects(t, renderConfig(t, "default")) {
+		if obj.GetKind() != "Namespace" && obj.GetKind() != "CustomResourceDefinition" {
+			want[objectKey(obj)] = normalized(obj)
+		}
+	}
+	got := map[string]map[string]any{}
+	for _, obj := range decodeObjects(t, renderChart(t)) {
+		got[objectKey(obj)] = normalized(obj)
+	}
+	for key, w := range want {
+		g, ok := got[key]
+		if !ok {
+			t.Errorf("the chart lacks %s", key)
+			continue
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("%s differs:\nchart:  %v\nconfig: %v", key, g, w)
+		}
+	}
+	for key := range got {
+		if _, ok := want[key]; !ok {
+			t.Errorf("the chart has %s, which config/default lacks", key)
+		}
+	}
+}
+
+// The chart installs onto the real API server in any namespace, with the default values and with
+// every value changed: every object is accepted, names follow the release namespace, and
+// watchNamespaces binds the RBAC in those namespaces only.
+func TestTheChartInstallsWithDefaultAndNonDefaultValues(t *testing.T) {
+	ctx := context.Background()
+	for name, args := range map[string][]string{
+		"default values":     nil,
+		"non-default values": {"-f", writeValues(t, nonDefaultValues)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ns := namespace(t)
+			for _, watched := range []string{"team-a", "team-b"} {
+				if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: watched}}); err != nil && !apierrors.IsAlreadyExists(err) {
+					t.Fatal(err)
+				}
+			}
+			objs := decodeObjects(t, renderChartIn(t, ns, args...))
+			kinds := map[string]bool{}
+			for _, obj := range objs {
+				if obj.GetKind() == "Namespace" {
+					t.Fatalf("the chart renders a Namespace (%s); Helm's --create-namespace is the convention", obj.GetName())
+				}
+				if err := env.Client.Patch(ctx, obj, client.Apply, client.FieldOwner("chart-test"), client.ForceOwnership); err != nil {
+					t.Fatalf("%s was refused: %v", objectKey(obj), err)
+				}
+				if strings.HasPrefix(obj.GetKind(), "ValidatingAdmissionPolicy") {
+					t.Cleanup(func() { _ = env.Client.Delete(context.Background(), obj) })
+				}
+				if ons := obj.GetNamespace(); ons != "" && ons != ns && !strings.HasPrefix(ons, "team-") {
+					t.Errorf("%s is outside the release namespace", objectKey(obj))
+				}
+				kinds[objectKey(obj)] = true
+			}
+			rendered := string(renderChartIn(t, ns, args...))
+			if strings.Contains(rendered, "m2m-system") {
+				t.Error("the rendering names m2m-system; it must follow the release namespace")
+			}
+			if !strings.Contains(rendered, "system:serviceaccount:"+ns+":m2m-manager") {
+				t.Error("the status policy does not name the manager of the release namespace")
+			}
+			if name == "non-default values" {
+				for _, want := range []string{"RoleBinding team-a/m2m-manager", "RoleBinding team-b/m2m-token-server", "RoleBinding " + ns + "/m2m-manager"} {
+					if !kinds[want] {
+						t.Errorf("watchNamespaces: no %s", want)
+					}
+				}
+				if kinds["ClusterRoleBinding /m2m-manager"] || kinds["ClusterRoleBinding /m2m-token-server"] {
+					t.Error("watchNamespaces still binds the manager or the token server cluster-wide")
+				}
+				for _, want := range []string{"registry.example.com/m2m:v9.9.9", "--issuer-url=https://m2m.example.com", "--watch-namespaces=team-a,team-b", "--zap-log-level=debug", "--signing-algorithm=EdDSA", "priorityClassName: system-cluster-critical", "regcred", "minAvailable: 2", "example.com/prometheus"} {
+					if !strings.Contains(rendered, want) {
+						t.Errorf("the rendering lacks %q", want)
+					}
+				}
+			} else if !kinds["ClusterRoleBinding /m2m-manager"] || !strings.Contains(rendered, "--issuer-url=http://m2m-token-server."+ns+".svc:8080") {
+				t.Error("the default install does not bind the manager cluster-wide or derive the issuer from the release namespace")
+			}
+			opts := tokenServerOptions(t, []byte(rendered))
+			if opts.IssuerURL == "" {
+				t.Error("the token server has no issuer")
+			}
+		})
+	}
+}
