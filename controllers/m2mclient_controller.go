@@ -36,6 +36,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
@@ -73,6 +74,9 @@ type M2MClientReconciler struct {
 	IssuerURL string
 	// KeySecret is the signing-key Secret, which also holds the keys that authenticate status.
 	KeySecret types.NamespacedName
+	// CASecret, when set, is the Secret of the CA that signs the token server's certificate:
+	// with an https issuer, its bundle goes into every credentials Secret as ca.crt.
+	CASecret types.NamespacedName
 
 	// statusKeys caches the parsed status keys by the Secret's resourceVersion.
 	statusKeys atomic.Pointer[loadedStatusKeys]
@@ -135,6 +139,9 @@ func (r *M2MClientReconciler) SetupWithManager(mgr ctrl.Manager, opts controller
 	isKeySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetNamespace() == r.KeySecret.Namespace && o.GetName() == r.KeySecret.Name
 	})
+	isCASecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return r.CASecret.Name != "" && client.ObjectKeyFromObject(o) == r.CASecret
+	})
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&m2mv1alpha1.M2MClient{}).
 		Owns(&corev1.Secret{}).
@@ -147,6 +154,9 @@ func (r *M2MClientReconciler) SetupWithManager(mgr ctrl.Manager, opts controller
 		// A new status key (or enforcement) means every status is sealed again.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.allClients),
 			builder.WithPredicates(isKeySecret, predicate.Funcs{UpdateFunc: statusKeysChanged})).
+		// A new CA bundle goes into every credentials Secret.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.allClients),
+			builder.WithPredicates(isCASecret, predicate.Funcs{UpdateFunc: bundleChanged})).
 		WithOptions(opts).
 		Named("m2mclient").
 		Complete(r)
@@ -208,6 +218,36 @@ func statusKeysChanged(e event.UpdateEvent) bool {
 	newS, ok2 := e.ObjectNew.(*corev1.Secret)
 	return !ok1 || !ok2 || !bytes.Equal(oldS.Data[statusmac.DataKey], newS.Data[statusmac.DataKey])
 }
+
+// bundleChanged reports whether an update of the CA Secret changed the bundle.
+func bundleChanged(e event.UpdateEvent) bool {
+	oldS, ok1 := e.ObjectOld.(*corev1.Secret)
+	newS, ok2 := e.ObjectNew.(*corev1.Secret)
+	return !ok1 || !ok2 || !bytes.Equal(oldS.Data[servingcert.Bundle], newS.Data[servingcert.Bundle])
+}
+
+// caBundle is what credentials Secrets carry as ca.crt: the CA bundle when the manager issues
+// the token server's certificate and the issuer is https, else nil (no ca.crt).
+func (r *M2MClientReconciler) caBundle(ctx context.Context) ([]byte, error) {
+	if r.CASecret.Name == "" || !strings.HasPrefix(r.IssuerURL, "https://") {
+		return nil, nil
+	}
+	s := &corev1.Secret{}
+	if err := r.Get(ctx, r.CASecret, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, errNoCABundle
+		}
+		return nil, err
+	}
+	if len(s.Data[servingcert.Bundle]) == 0 {
+		return nil, errNoCABundle
+	}
+	return s.Data[servingcert.Bundle], nil
+}
+
+// errNoCABundle says that the CA is not made yet; the reconcile is retried, so that no
+// credentials Secret for an https issuer is written without the CA to trust it.
+var errNoCABundle = errors.New("the CA bundle is not in the CA Secret yet")
 
 // errNoStatusKeys says that the status keys are not loaded yet; the reconcile is retried.
 var errNoStatusKeys = errors.New("the status keys are not in the signing-key Secret yet")
@@ -688,6 +728,10 @@ func heldBy(obj *m2mv1alpha1.M2MClient, b *m2mv1alpha1.ClientIDBinding, id strin
 // uses the Secret's resourceVersion, so that a concurrent edit makes it fail and retry rather than
 // be overwritten.
 func (r *M2MClientReconciler) writeSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient, existing *corev1.Secret, id, value string) (*corev1.Secret, error) {
+	bundle, err := r.caBundle(ctx)
+	if err != nil {
+		return nil, err
+	}
 	desired := existing.DeepCopy()
 	if desired == nil {
 		desired = &corev1.Secret{
@@ -695,7 +739,7 @@ func (r *M2MClientReconciler) writeSecret(ctx context.Context, obj *m2mv1alpha1.
 			Type:       corev1.SecretTypeOpaque,
 		}
 	}
-	r.render(obj, desired, id, value)
+	r.render(obj, desired, id, value, bundle)
 	if existing == nil {
 		if err := r.Create(ctx, desired); err != nil {
 			return nil, err
@@ -715,7 +759,7 @@ func (r *M2MClientReconciler) writeSecret(ctx context.Context, obj *m2mv1alpha1.
 }
 
 // render sets the fields of secret that the manager owns.
-func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, id, value string) {
+func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, id, value string, bundle []byte) {
 	tpl := obj.Spec.Secret
 	previous := strings.Fields(strings.ReplaceAll(secret.Annotations[templateKeysAnnotation], ",", " "))
 	labels := maps.Clone(secret.Labels)
@@ -781,6 +825,9 @@ func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.
 	}
 	secret.Data[m2mv1alpha1.SecretKeyTokenURL] = []byte(issuer.TokenURL(r.IssuerURL))
 	secret.Data[m2mv1alpha1.SecretKeyIssuer] = []byte(r.IssuerURL)
+	if bundle != nil {
+		secret.Data[m2mv1alpha1.SecretKeyCA] = bundle
+	}
 }
 
 // statusPatcher writes the status subresource with a merge patch against the last written copy,

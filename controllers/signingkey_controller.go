@@ -224,11 +224,5 @@ func (r *SigningKeyReconciler) fleet(ctx context.Context, status *statusmac.Set)
 }
 
 func (r *SigningKeyReconciler) labels(existing map[string]string) map[string]string {
-	out := maps.Clone(existing)
-	if out == nil {
-		out = map[string]string{}
-	}
-	out[m2mv1alpha1.ManagedByLabel] = m2mv1alpha1.ManagedByValue
-	out[ComponentLabel] = SigningKeyComponent
-	return out
+	return componentLabels(existing, SigningKeyComponent)
 }

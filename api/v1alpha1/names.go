@@ -12,6 +12,9 @@ const (
 	SecretKeyTokenURL = "token_url"
 	// SecretKeyIssuer holds the issuer, the "iss" of the client's tokens.
 	SecretKeyIssuer = "issuer"
+	// SecretKeyCA holds the PEM bundle of the CAs that sign the token server's certificate,
+	// when the manager issues it and the issuer is https.
+	SecretKeyCA = "ca.crt"
 )
 
 // Labels the manager sets on the Secrets it writes.

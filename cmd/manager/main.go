@@ -8,10 +8,12 @@ import (
 	"os"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
@@ -38,6 +40,14 @@ func main() {
 	flag.DurationVar(&o.SigningKeys.Period, "signing-key-rotation-period", signingkeys.DefaultPolicy.Period, "How long a signing key signs before the next takes over.")
 	flag.DurationVar(&o.SigningKeys.Prepublish, "signing-key-prepublish", signingkeys.DefaultPolicy.Prepublish, "How long a new signing key is in the JWKS before it signs.")
 	flag.DurationVar(&o.StatusKeyPeriod, "status-key-rotation-period", statusmac.DefaultPeriod, "How long the key that authenticates M2MClient status (kept in the signing-key Secret) signs before the next takes over; negative never rotates.")
+	certSecret := flag.String("serving-cert-secret", "", "namespace/name of the kubernetes.io/tls Secret of the token server's serving certificate, which the manager issues and rotates from its own CA; empty: the manager issues none (an https issuer then needs another source, such as cert-manager).")
+	caSecret := flag.String("ca-secret", "", "namespace/name of the Secret of the CA that signs the serving certificate; defaults to m2m-ca in the serving certificate's namespace.")
+	certHosts := flag.String("serving-cert-hosts", "", "Comma-separated DNS names or IP addresses the serving certificate covers besides the issuer URL's host (the token server Service's names).")
+	sc := operator.ServingCertOptions{}
+	flag.DurationVar(&sc.Policy.CertValidity, "serving-cert-validity", servingcert.DefaultPolicy.CertValidity, "Lifetime of a serving certificate; it is renewed after two thirds.")
+	flag.DurationVar(&sc.Policy.CAValidity, "ca-validity", servingcert.DefaultPolicy.CAValidity, "Lifetime of a CA.")
+	flag.DurationVar(&sc.Policy.CARenewBefore, "ca-renew-before", servingcert.DefaultPolicy.CARenewBefore, "How long before a CA expires its rotation starts.")
+	flag.DurationVar(&sc.Policy.Overlap, "ca-overlap", servingcert.DefaultPolicy.Overlap, "How long a new CA is trusted before it signs, and an old one after: longer than pods take to see a changed Secret.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
@@ -54,6 +64,23 @@ func main() {
 	}
 	if o.SigningKeys.Algorithm, err = signingkeys.ParseAlgorithm(*algorithm); err != nil {
 		fail(err)
+	}
+	if *certSecret != "" {
+		if sc.CertSecret, err = signingkeys.ParseSecretRef(*certSecret); err != nil {
+			fail(fmt.Errorf("--serving-cert-secret: %w", err))
+		}
+		sc.CASecret = types.NamespacedName{Namespace: sc.CertSecret.Namespace, Name: "m2m-ca"}
+		if *caSecret != "" {
+			if sc.CASecret, err = signingkeys.ParseSecretRef(*caSecret); err != nil {
+				fail(fmt.Errorf("--ca-secret: %w", err))
+			}
+		}
+		for _, h := range strings.Split(*certHosts, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				sc.Hosts = append(sc.Hosts, h)
+			}
+		}
+		o.ServingCert = &sc
 	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +27,7 @@ import (
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
@@ -54,11 +57,25 @@ type Options struct {
 	// StatusKeyPeriod is how long a status MAC key signs before its successor; 0 means
 	// statusmac.DefaultPeriod, and a negative value never rotates.
 	StatusKeyPeriod time.Duration
+	// ServingCert, when set, makes the manager issue and rotate the token server's serving
+	// certificate from a CA it keeps.
+	ServingCert *ServingCertOptions
 	// WrapClient, when set, wraps the client the controllers read and write with; tests use it
 	// to inject failures.
 	WrapClient func(client.Client) client.Client
 	// SkipNameValidation lets tests run several managers, one after another, in one process.
 	SkipNameValidation bool
+}
+
+// ServingCertOptions configure the serving certificate the manager issues.
+type ServingCertOptions struct {
+	// CASecret holds the CA (manager only); CertSecret the certificate (kubernetes.io/tls,
+	// mounted by the token server).
+	CASecret, CertSecret types.NamespacedName
+	// Hosts are names the certificate covers besides the issuer URL's host (the Service's).
+	Hosts []string
+	// Policy is the lifetime and rotation policy; zero fields take servingcert.DefaultPolicy's.
+	Policy servingcert.Policy
 }
 
 // DefaultMaxConcurrentReconciles is how many M2MClients are reconciled at once unless told
@@ -152,6 +169,12 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		IssuerURL: issuerURL,
 		KeySecret: o.SigningKeySecret,
 	}
+	if sc := o.ServingCert; sc != nil {
+		r.CASecret = sc.CASecret
+		if err := setupServingCert(mgr, o, issuerURL); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return nil, fmt.Errorf("setting up the M2MClient controller: %w", err)
 	}
@@ -182,4 +205,35 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		}
 	}
 	return mgr, nil
+}
+
+// setupServingCert registers the serving-certificate controller for o.ServingCert.
+func setupServingCert(mgr ctrl.Manager, o Options, issuerURL string) error {
+	sc := *o.ServingCert
+	d := servingcert.DefaultPolicy
+	p := &sc.Policy
+	for _, f := range []struct{ v, def *time.Duration }{{&p.CAValidity, &d.CAValidity}, {&p.CARenewBefore, &d.CARenewBefore}, {&p.Overlap, &d.Overlap}, {&p.CertValidity, &d.CertValidity}} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if sc.CASecret.Name == "" || sc.CertSecret.Name == "" {
+		return fmt.Errorf("the serving certificate needs a CA Secret and a certificate Secret")
+	}
+	u, err := url.Parse(issuerURL)
+	if err != nil {
+		return err
+	}
+	hosts := append([]string{u.Hostname()}, sc.Hosts...)
+	rec := &controllers.ServingCertReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
+		CASecret: sc.CASecret, CertSecret: sc.CertSecret, Hosts: slices.Compact(hosts), Policy: *p,
+	}
+	if err := rec.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the serving-certificate controller: %w", err)
+	}
+	return nil
 }

@@ -5,10 +5,13 @@ package plugin
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -189,6 +192,19 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 	}
 	if tokenURL == "" {
 		tokenURL = string(s.Data[m2mv1alpha1.SecretKeyTokenURL])
+	}
+	if bundle := s.Data[m2mv1alpha1.SecretKeyCA]; len(bundle) > 0 {
+		// The manager's CA signs the token server's certificate: trust it, as pods do.
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(bundle) {
+			return fmt.Errorf("the ca.crt of Secret %s holds no certificate", obj.Status.SecretName)
+		}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+		ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Transport: t, Timeout: 30 * time.Second})
 	}
 	cc := clientcredentials.Config{
 		ClientID:       string(s.Data[m2mv1alpha1.SecretKeyClientID]),

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -128,6 +129,7 @@ func NewIntrospector(dir string, opts ...IntrospectorOption) (*Introspector, err
 		endpoint = strings.TrimSuffix(creds.issuer(), "/") + "/oauth2/introspect"
 	}
 	hc := newHTTPClient(cfg.timeout)
+	hc = withCAFile(hc, filepath.Join(dir, secretKeyCA), true)
 	// The request carries the service's credentials: it is never sent anywhere else, and a
 	// redirect (which would also turn the POST into a GET) is an error.
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

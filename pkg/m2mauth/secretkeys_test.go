@@ -14,6 +14,7 @@ func TestTheTokenSourceReadsTheSecretKeysTheAPIDefines(t *testing.T) {
 		secretKeyPrivateKey:   m2mv1alpha1.SecretKeyPrivateKey,
 		secretKeyTokenURL:     m2mv1alpha1.SecretKeyTokenURL,
 		secretKeyIssuer:       m2mv1alpha1.SecretKeyIssuer,
+		secretKeyCA:           m2mv1alpha1.SecretKeyCA,
 	} {
 		if mine != api {
 			t.Errorf("m2mauth reads %q where the API defines %q", mine, api)

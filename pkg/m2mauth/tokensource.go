@@ -28,6 +28,7 @@ const (
 	secretKeyPrivateKey   = "private_key"
 	secretKeyTokenURL     = "token_url"
 	secretKeyIssuer       = "issuer"
+	secretKeyCA           = "ca.crt"
 )
 
 // TokenSourceOption configures NewTokenSource.
@@ -39,6 +40,8 @@ type tokenSourceConfig struct {
 	early   time.Duration
 	timeout time.Duration
 	now     func() time.Time
+	// ownClient: the caller's context carries its own oauth2.HTTPClient, which is used as is.
+	ownClient bool
 }
 
 // RequestTimeout bounds each token request, connection included (default 10s). A token server
@@ -70,7 +73,9 @@ func RefreshBefore(d time.Duration) TokenSourceOption {
 // NewTokenSource returns a token source for the client whose Secret is mounted at dir: the files
 // client_id, token_url, and client_secret, or for a key pair the manager generated, private_key
 // and issuer (each request then carries a fresh RFC 7523 assertion signed with the key). It
-// follows the Secret from one kind to the other. It reuses a token until RefreshBefore its expiry, then
+// follows the Secret from one kind to the other. When the Secret has ca.crt (the manager's CA,
+// with an https issuer), it is trusted besides the system's roots, and read again when it
+// changes. It reuses a token until RefreshBefore its expiry, then
 // gets a new one, each request bounded by RequestTimeout; if that fails, it keeps serving the
 // cached token until the token expires, and while one caller refreshes, the others get the cached
 // token without waiting. It reads the files again when they change (the kubelet swaps the
@@ -114,7 +119,9 @@ func tokenSourceSetupWith(ctx context.Context, opts []TokenSourceOption, detach 
 	if detach {
 		reqCtx = context.WithoutCancel(ctx)
 	}
-	if _, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); !ok {
+	if _, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); ok {
+		cfg.ownClient = true
+	} else {
 		reqCtx = context.WithValue(reqCtx, oauth2.HTTPClient, newHTTPClient(cfg.timeout))
 	}
 	return cfg, reqCtx, nil
@@ -125,6 +132,11 @@ func newTokenSource(ctx context.Context, dir, assertionFile string, opts ...Toke
 	cfg, reqCtx, err := tokenSourceSetup(ctx, opts)
 	if err != nil {
 		return nil, err
+	}
+	if !cfg.ownClient {
+		// The Secret's ca.crt, when it has one, is trusted besides the system's roots, and read
+		// again when the manager rotates its CA (or adds it, moving the install to https).
+		reqCtx = context.WithValue(reqCtx, oauth2.HTTPClient, withCAFile(newHTTPClient(cfg.timeout), filepath.Join(dir, secretKeyCA), true))
 	}
 	s := &fileTokenSource{ctx: reqCtx, dir: dir, cfg: cfg, assertionFile: assertionFile}
 	if err := s.reload(); err != nil {

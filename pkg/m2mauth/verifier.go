@@ -39,6 +39,7 @@ type verifierConfig struct {
 	anyAudience  bool
 	jwksURL      string
 	httpClient   *http.Client
+	caFile       string
 	minRefresh   time.Duration
 	fetchTimeout time.Duration
 	allowJWT     bool
@@ -127,6 +128,9 @@ func NewVerifier(ctx context.Context, issuerURL string, opts ...VerifierOption) 
 	}
 	if cfg.httpClient == nil {
 		cfg.httpClient = newHTTPClient(cfg.fetchTimeout)
+		if cfg.caFile != "" {
+			cfg.httpClient = withCAFile(cfg.httpClient, cfg.caFile, false)
+		}
 	} else {
 		cfg.httpClient = withSameOrigin(cfg.httpClient)
 	}

@@ -1,0 +1,257 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/servingcert"
+)
+
+// Components of the Secrets the ServingCertReconciler writes.
+const (
+	CAComponent          = "ca"
+	ServingCertComponent = "serving-cert"
+)
+
+// ServingCertReconciler keeps the token server's serving certificate (a kubernetes.io/tls Secret
+// that the token server mounts) signed by a CA that it keeps in a Secret of its own, and rotates
+// both as servingcert.Plan decides. The CA bundle reaches clients through their credentials
+// Secrets (M2MClientReconciler writes ca.crt).
+type ServingCertReconciler struct {
+	client.Client
+	APIReader client.Reader
+	Clock     clock.PassiveClock
+	// CASecret holds the CA; CertSecret the serving certificate.
+	CASecret, CertSecret types.NamespacedName
+	// Hosts are the names the certificate covers: the issuer's host and the Service's names.
+	Hosts  []string
+	Policy servingcert.Policy
+}
+
+// SetupWithManager reconciles at start and whenever either Secret changes.
+func (r *ServingCertReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	req := reconcile.Request{NamespacedName: r.CertSecret}
+	atStart := source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		q.Add(req)
+		return nil
+	})
+	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		key := client.ObjectKeyFromObject(o)
+		return key == r.CASecret || key == r.CertSecret
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("servingcert").
+		WatchesRawSource(atStart).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+			return []reconcile.Request{req}
+		}), builder.WithPredicates(ours)).
+		Complete(r)
+}
+
+// get reads a Secret from the cache, or from the API server when the cache lacks it (a Secret
+// restored without the manager's label); nil when there is none.
+func (r *ServingCertReconciler) get(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	err := r.Get(ctx, key, s)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, s)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return s, err
+}
+
+// Reconcile makes one CA step, or issues the serving certificate, and requeues for the next due
+// moment. The bundle changes before the CA that signs does, by an overlap, so that every client
+// trusts a CA before a certificate of it is served, and after it is no longer served.
+func (r *ServingCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	now := r.Clock.Now()
+	caSecret, err := r.get(ctx, r.CASecret)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	certSecret, err := r.get(ctx, r.CertSecret)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	st, err := r.state(caSecret, certSecret)
+	if err != nil {
+		// Never overwrite a CA that does not parse: clients may trust it, and it may be the only copy.
+		logger.Error(err, "the CA Secret is damaged; it is left as it is", "secret", r.CASecret.String())
+		return ctrl.Result{RequeueAfter: damagedKeysRecheck}, nil
+	}
+	d := servingcert.Plan(st, r.Hosts, now, r.Policy)
+	if d.CA != servingcert.CANone {
+		if err := r.stepCA(ctx, caSecret, st, d.CA, now); apierrors.IsConflict(err) {
+			// The cache had not seen the last write yet; decide again on the newer version.
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
+		} else if err != nil {
+			return ctrl.Result{}, err
+		}
+		logger.Info("CA: "+d.CAWhy, "step", d.CA)
+		return ctrl.Result{RequeueAfter: time.Millisecond}, nil // decide again on what was written
+	}
+	bundle := caSecret.Data[servingcert.Bundle]
+	if d.Issue {
+		kp, err := servingcert.Issue(st.CA, r.Hosts, now, r.Policy.CertValidity)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := r.writeCert(ctx, certSecret, kp, bundle); apierrors.IsConflict(err) {
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
+		} else if err != nil {
+			return ctrl.Result{}, err
+		}
+		logger.Info("issued the serving certificate: "+d.IssueWhy, "notAfter", kp.Cert.NotAfter.UTC().Format(time.RFC3339))
+	} else if !bytes.Equal(certSecret.Data[servingcert.TLSCA], bundle) {
+		if err := r.writeCert(ctx, certSecret, nil, bundle); apierrors.IsConflict(err) {
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
+		} else if err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if d.Wake.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{RequeueAfter: max(d.Wake.Sub(now), time.Millisecond)}, nil
+}
+
+// state parses the two Secrets. Only a CA Secret that exists and does not parse is an error.
+func (r *ServingCertReconciler) state(caSecret, certSecret *corev1.Secret) (servingcert.State, error) {
+	var st servingcert.State
+	if caSecret != nil {
+		ca, err := servingcert.Parse(caSecret.Data[servingcert.CACert], caSecret.Data[servingcert.CAKey])
+		if err != nil {
+			return st, fmt.Errorf("ca.crt and ca.key: %w", err)
+		}
+		st.CA = ca
+		if len(caSecret.Data[servingcert.NextCert]) > 0 {
+			if st.Next, err = servingcert.Parse(caSecret.Data[servingcert.NextCert], caSecret.Data[servingcert.NextKey]); err != nil {
+				return st, fmt.Errorf("next.crt and next.key: %w", err)
+			}
+			st.NextSince, _ = time.Parse(time.RFC3339, caSecret.Annotations[servingcert.NextSinceAnnotation])
+		}
+		if len(caSecret.Data[servingcert.PreviousCert]) > 0 {
+			if st.Previous, err = servingcert.ParseCert(caSecret.Data[servingcert.PreviousCert]); err != nil {
+				return st, fmt.Errorf("previous.crt: %w", err)
+			}
+			st.PreviousUntil, _ = time.Parse(time.RFC3339, caSecret.Annotations[servingcert.PreviousUntilAnnotation])
+		}
+		st.CARotationAsked = rotationAsked(caSecret)
+	}
+	if certSecret != nil {
+		// A certificate that does not parse is replaced: it is the CA's to issue again.
+		st.Cert, _ = servingcert.ParseCert(certSecret.Data[servingcert.TLSCert])
+		st.CertRotationAsked = rotationAsked(certSecret)
+	}
+	return st, nil
+}
+
+func rotationAsked(s *corev1.Secret) bool {
+	v := s.Annotations[servingcert.RotateAnnotation]
+	return v != "" && v != s.Annotations[servingcert.RotatedAnnotation]
+}
+
+// stepCA writes one CA step into the CA Secret, guarded by its resourceVersion.
+func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, st servingcert.State, step servingcert.CAStep, now time.Time) error {
+	if step == servingcert.CACreate && s == nil {
+		ca, err := servingcert.NewCA(now, r.Policy.CAValidity)
+		if err != nil {
+			return err
+		}
+		return r.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: r.CASecret.Namespace, Name: r.CASecret.Name, Labels: componentLabels(nil, CAComponent)},
+			Type:       corev1.SecretTypeOpaque,
+			Data:       map[string][]byte{servingcert.CACert: ca.CertPEM, servingcert.CAKey: ca.KeyPEM, servingcert.Bundle: servingcert.BundleOf(ca.CertPEM)},
+		})
+	}
+	s = s.DeepCopy()
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	d := s.Data
+	switch step {
+	case servingcert.CACreate:
+		return fmt.Errorf("the CA Secret %s exists without a CA", r.CASecret)
+	case servingcert.CAAddNext:
+		next, err := servingcert.NewCA(now, r.Policy.CAValidity)
+		if err != nil {
+			return err
+		}
+		d[servingcert.NextCert], d[servingcert.NextKey] = next.CertPEM, next.KeyPEM
+		s.Annotations[servingcert.NextSinceAnnotation] = now.UTC().Format(time.RFC3339)
+		if v := s.Annotations[servingcert.RotateAnnotation]; v != "" {
+			s.Annotations[servingcert.RotatedAnnotation] = v
+		}
+	case servingcert.CAPromote:
+		d[servingcert.PreviousCert] = d[servingcert.CACert]
+		d[servingcert.CACert], d[servingcert.CAKey] = d[servingcert.NextCert], d[servingcert.NextKey]
+		delete(d, servingcert.NextCert)
+		delete(d, servingcert.NextKey)
+		delete(s.Annotations, servingcert.NextSinceAnnotation)
+		s.Annotations[servingcert.PreviousUntilAnnotation] = now.Add(r.Policy.Overlap).UTC().Format(time.RFC3339)
+	case servingcert.CADropPrevious:
+		delete(d, servingcert.PreviousCert)
+		delete(s.Annotations, servingcert.PreviousUntilAnnotation)
+	}
+	d[servingcert.Bundle] = servingcert.BundleOf(d[servingcert.CACert], d[servingcert.NextCert], d[servingcert.PreviousCert])
+	s.Labels = componentLabels(s.Labels, CAComponent)
+	return r.Update(ctx, s)
+}
+
+// writeCert writes the serving certificate (kp, unless nil) and the bundle into its Secret.
+func (r *ServingCertReconciler) writeCert(ctx context.Context, s *corev1.Secret, kp *servingcert.KeyPair, bundle []byte) error {
+	if s == nil {
+		return r.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: r.CertSecret.Namespace, Name: r.CertSecret.Name, Labels: componentLabels(nil, ServingCertComponent)},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{servingcert.TLSCert: kp.CertPEM, servingcert.TLSKey: kp.KeyPEM, servingcert.TLSCA: bundle},
+		})
+	}
+	s = s.DeepCopy()
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	if kp != nil {
+		s.Data[servingcert.TLSCert], s.Data[servingcert.TLSKey] = kp.CertPEM, kp.KeyPEM
+		if v := s.Annotations[servingcert.RotateAnnotation]; v != "" {
+			s.Annotations[servingcert.RotatedAnnotation] = v
+		}
+	}
+	s.Data[servingcert.TLSCA] = bundle
+	s.Labels = componentLabels(s.Labels, ServingCertComponent)
+	return r.Update(ctx, s)
+}
+
+// componentLabels returns labels with the manager's label, which its cache selects on, and the
+// component.
+func componentLabels(labels map[string]string, component string) map[string]string {
+	out := maps.Clone(labels)
+	if out == nil {
+		out = map[string]string{}
+	}
+	out[m2mv1alpha1.ManagedByLabel] = m2mv1alpha1.ManagedByValue
+	out[ComponentLabel] = component
+	return out
+}

@@ -1,0 +1,106 @@
+package m2mauth
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+// caFile trusts the system's roots and the PEM bundle in a file that may change (a mounted
+// Secret's ca.crt, which the manager rewrites when its CA rotates). The file is read again when
+// its size or modification time changes, so that a new CA is trusted from the next handshake on,
+// without a new client.
+type caFile struct {
+	path string
+	// optional: without the file, the system's roots alone (a Secret without ca.crt).
+	optional bool
+
+	mu      sync.Mutex
+	modTime time.Time
+	size    int64
+	pem     []byte
+	pool    *x509.CertPool
+}
+
+// roots returns the pool for the file as it is now. A file that cannot be read or holds no
+// certificate keeps the pool read before; with none before, it is an error.
+func (c *caFile) roots() (*x509.CertPool, error) {
+	fi, err := os.Stat(c.path)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil && c.optional && c.pool == nil {
+		return x509.SystemCertPool()
+	}
+	if err == nil && (c.pool == nil || !fi.ModTime().Equal(c.modTime) || fi.Size() != c.size) {
+		if b, rerr := os.ReadFile(c.path); rerr == nil && (c.pool == nil || !bytes.Equal(b, c.pem)) {
+			pool, perr := x509.SystemCertPool()
+			if perr != nil {
+				pool = x509.NewCertPool()
+			}
+			if pool.AppendCertsFromPEM(b) {
+				c.pool, c.pem = pool, b
+			}
+		}
+		c.modTime, c.size = fi.ModTime(), fi.Size()
+	}
+	if c.pool == nil {
+		return nil, fmt.Errorf("m2mauth: no CA certificate in %s", c.path)
+	}
+	return c.pool, nil
+}
+
+// dialTLS connects with crypto/tls's own verification (chain, host name, server-auth usage)
+// against roots() as they are at this handshake.
+func (c *caFile) dialTLS(dialer *net.Dialer, handshakeTimeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		roots, err := c.roots()
+		if err != nil {
+			return nil, err
+		}
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+		defer cancel()
+		tc := tls.Client(conn, &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: host})
+		if err := tc.HandshakeContext(hctx); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
+}
+
+// withCAFile returns hc's copy whose transport trusts the system's roots and the bundle in path
+// (if optional, only once the file exists). Requests through a proxy use the system's roots.
+func withCAFile(hc *http.Client, path string, optional bool) *http.Client {
+	t, ok := hc.Transport.(*http.Transport)
+	if !ok {
+		return hc // a caller's own transport is the caller's to configure
+	}
+	t = t.Clone()
+	t.DialTLSContext = (&caFile{path: path, optional: optional}).dialTLS(&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}, t.TLSHandshakeTimeout)
+	out := *hc
+	out.Transport = t
+	return &out
+}
+
+// WithCAFile trusts, besides the system's roots, the PEM CA bundle in path for metadata and JWKS
+// fetches: for example the ca.crt of a mounted credentials Secret, when the manager issues the
+// token server's certificate. The file is read again when it changes. It has no effect with
+// WithHTTPClient.
+func WithCAFile(path string) VerifierOption {
+	return func(c *verifierConfig) { c.caFile = path }
+}
