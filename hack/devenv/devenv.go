@@ -191,7 +191,11 @@ func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
 	if aud == "" {
 		aud = s.IssuerURL + " (the issuer)"
 	}
-	fmt.Fprintf(w, "  default aud:   %s, for clients with no spec.audiences\n\n", aud)
+	fmt.Fprintf(w, "  default aud:   %s, for clients with no spec.audiences\n", aud)
+	if strings.HasPrefix(s.IssuerURL, "http://") {
+		fmt.Fprintf(w, "  transport:     plain HTTP on loopback, for development only; installs serve HTTPS (docs/operations.md#tls)\n")
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Try, in another terminal:\n\n")
 	for _, line := range s.NextSteps(clients) {
 		fmt.Fprintf(w, "  %s\n", line)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -198,7 +199,7 @@ func TestTheChartInstallsWithDefaultAndNonDefaultValues(t *testing.T) {
 						t.Errorf("the rendering lacks %q", want)
 					}
 				}
-			} else if !kinds["ClusterRoleBinding /m2m-manager"] || !strings.Contains(rendered, "--issuer-url=http://m2m-token-server."+ns+".svc:8080") {
+			} else if !kinds["ClusterRoleBinding /m2m-manager"] || !strings.Contains(rendered, "--issuer-url=https://m2m-token-server."+ns+".svc") || !strings.Contains(rendered, "--tls-cert-file=") {
 				t.Error("the default install does not bind the manager cluster-wide or derive the issuer from the release namespace")
 			}
 			opts := tokenServerOptions(t, []byte(rendered))
@@ -206,5 +207,45 @@ func TestTheChartInstallsWithDefaultAndNonDefaultValues(t *testing.T) {
 				t.Error("the token server has no issuer")
 			}
 		})
+	}
+}
+
+// An upgrade never changes the issuer by itself (every resource server pins it): with issuerURL
+// unset, the chart keeps the --issuer-url of the install it upgrades, an http one included, and
+// then serves plain HTTP as that install did. A new install gets https. Helm renders against the
+// real API server (helm template --dry-run=server), where its lookup sees the installed Deployment.
+func TestAnUpgradeKeepsTheIssuerOfTheInstallItUpgrades(t *testing.T) {
+	ctx := context.Background()
+	kc := kubeconfigFile(t)
+	render := func(ns string) string {
+		out, err := helmCommand(t, "template", "m2m", chartDir(), "-n", ns, "--dry-run=server", "--kubeconfig", kc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	fresh := namespace(t)
+	if out := render(fresh); !strings.Contains(out, "--issuer-url=https://m2m-token-server."+fresh+".svc") || !strings.Contains(out, "--tls-cert-file=") {
+		t.Fatal("a new install is not https")
+	}
+
+	ns := namespace(t)
+	old := "http://m2m-token-server." + ns + ".svc:8080"
+	labels := map[string]string{"app.kubernetes.io/name": "m2m-operator", "app.kubernetes.io/component": "token-server"}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "m2m-token-server"},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "token-server", Image: "ghcr.io/m2m-dev/m2m-operator:0.0.9", Args: []string{"--issuer-url=" + old, "--listen-address=:8080"},
+			}}}},
+		},
+	}
+	if err := env.Client.Create(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	out := render(ns)
+	if strings.Count(out, "--issuer-url="+old) != 2 || strings.Contains(out, "--tls-cert-file=") || !strings.Contains(out, "port: 8080") {
+		t.Fatalf("the upgrade does not keep the http issuer %s for the manager and the token server", old)
 	}
 }

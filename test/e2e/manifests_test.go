@@ -161,11 +161,11 @@ func TestEveryInstallGivesClientsWithNoAudiencesTheIssuerOrTheConfiguredAudience
 	}{
 		"config/default uses the issuer": {
 			func(t *testing.T) []byte { return renderConfig(t, "default") },
-			"http://m2m-token-server.m2m-system.svc:8080", "http://m2m-token-server.m2m-system.svc:8080",
+			"https://m2m-token-server.m2m-system.svc", "https://m2m-token-server.m2m-system.svc",
 		},
 		"the chart with default values uses the issuer": {
 			func(t *testing.T) []byte { return renderChart(t) },
-			"http://m2m-token-server.m2m-system.svc:8080", "http://m2m-token-server.m2m-system.svc:8080",
+			"https://m2m-token-server.m2m-system.svc", "https://m2m-token-server.m2m-system.svc",
 		},
 		"the chart follows a changed issuer": {
 			func(t *testing.T) []byte { return renderChart(t, "--set", "issuerURL=https://m2m.example.com") },
@@ -173,13 +173,13 @@ func TestEveryInstallGivesClientsWithNoAudiencesTheIssuerOrTheConfiguredAudience
 		},
 		"the chart passes a value that YAML would read as a number, set as a string": {
 			func(t *testing.T) []byte { return renderChart(t, "--set-string", "tokenServer.defaultAudience=123") },
-			"http://m2m-token-server.m2m-system.svc:8080", "123",
+			"https://m2m-token-server.m2m-system.svc", "123",
 		},
 		"the chart passes tokenServer.defaultAudience on": {
 			func(t *testing.T) []byte {
 				return renderChart(t, "--set", "tokenServer.defaultAudience=https://api.example.com")
 			},
-			"http://m2m-token-server.m2m-system.svc:8080", "https://api.example.com",
+			"https://m2m-token-server.m2m-system.svc", "https://api.example.com",
 		},
 	} {
 		t.Run(sentence, func(t *testing.T) {
@@ -257,7 +257,7 @@ func TestTheTokenServersNetworkPolicyOpensMetricsToScrapersOnly(t *testing.T) {
 		for _, rule := range np.Spec.Ingress {
 			for _, p := range rule.Ports {
 				switch p.Port.String() {
-				case "http":
+				case "http", "https":
 					if len(rule.From) != 0 {
 						t.Errorf("the token port is limited to %v", rule.From)
 					}

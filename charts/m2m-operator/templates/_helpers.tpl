@@ -8,9 +8,38 @@ admission policies name them, and config/default uses the same ones. One release
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
-{{/* The issuer URL: the value, or the token server's Service in the release namespace. */}}
+{{/* The --issuer-url of the install being upgraded, if any (empty with helm template). */}}
+{{- define "m2m.existingIssuer" -}}
+{{- $d := lookup "apps/v1" "Deployment" .Release.Namespace "m2m-token-server" -}}
+{{- if $d -}}
+{{- range $d.spec.template.spec.containers -}}
+{{- range .args -}}
+{{- if hasPrefix "--issuer-url=" . }}{{ trimPrefix "--issuer-url=" . }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+The issuer URL: the value; else the upgraded install's, which resource servers pin; else the
+token server's Service in the release namespace, https with TLS on.
+*/}}
 {{- define "m2m.issuerURL" -}}
-{{ .Values.issuerURL | default (printf "http://m2m-token-server.%s.svc:8080" .Release.Namespace) }}
+{{- $existing := include "m2m.existingIssuer" . -}}
+{{- if .Values.issuerURL -}}
+{{ .Values.issuerURL }}
+{{- else if $existing -}}
+{{ $existing }}
+{{- else if .Values.tls.enabled -}}
+https://m2m-token-server.{{ .Release.Namespace }}.svc
+{{- else -}}
+http://m2m-token-server.{{ .Release.Namespace }}.svc:8080
+{{- end -}}
+{{- end }}
+
+{{/* "true" when the token server serves HTTPS with the manager's certificate. */}}
+{{- define "m2m.tls" -}}
+{{- if and .Values.tls.enabled (hasPrefix "https://" (include "m2m.issuerURL" .)) }}true{{ end -}}
 {{- end }}
 
 {{/* namespace/name of the signing-key Secret. */}}
