@@ -22,6 +22,7 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate for HTTPS; reloaded when it changes.")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "", "PEM private key for HTTPS; reloaded when it changes.")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", ":9090", `Address of the Prometheus /metrics endpoint, apart from the token port; "0" disables it.`)
+	fs.BoolVar(&o.PerClientMetrics, "metrics-per-client", false, "Label the token counters by client ID as well as by namespace: one series per client that asks for a token, which costs memory in the token server and in Prometheus with many clients.")
 	fs.StringVar(&o.DebugAddress, "debug-address", "", "Address of a net/http/pprof endpoint for profiling; empty (the default) disables it. Never expose it.")
 	fs.Func("federated-issuer", `An issuer whose tokens clients may accept as client assertions (spec.authentication.federated): "ISSUER_URL", or "ISSUER_URL,JWKS_URL" when its keys are not at the jwks_uri of its discovery document. Repeatable.`, func(s string) error {
 		f, err := ParseFederatedIssuer(s)

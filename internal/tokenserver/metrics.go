@@ -6,24 +6,49 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 type metrics struct {
-	issued   *prometheus.CounterVec
-	failures *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	issued    *prometheus.CounterVec
+	failures  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	perClient bool
+}
+
+// unknown labels a failure before a client is authenticated.
+const unknown = "unknown"
+
+// labels are the namespace, and with per-client metrics the client ID, of client (nil: unknown).
+// By namespace alone, the series are bounded by the namespaces, whatever the number of clients.
+func (m *metrics) labels(client *m2mv1alpha1.M2MClient) []string {
+	ns, id := unknown, unknown
+	if client != nil {
+		ns, id = client.Namespace, client.Status.ClientID
+	}
+	if m.perClient {
+		return []string{ns, id}
+	}
+	return []string{ns}
 }
 
 func newMetrics(cfg Config) (*metrics, error) {
+	labels := []string{"namespace"}
+	by := "namespace"
+	if cfg.PerClientMetrics {
+		labels, by = append(labels, "client"), "namespace and client ID"
+	}
 	m := &metrics{
+		perClient: cfg.PerClientMetrics,
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "m2m_tokens_issued_total",
-			Help: "Access tokens issued, by client ID.",
-		}, []string{"client"}),
+			Help: "Access tokens issued, by " + by + ".",
+		}, labels),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "m2m_token_failures_total",
-			Help: "Failed token and introspection requests, by reason and client ID (\"unknown\" before the client is authenticated).",
-		}, []string{"reason", "client"}),
+			Help: "Failed token and introspection requests, by reason and " + by + " (\"unknown\" before the client is authenticated).",
+		}, append([]string{"reason"}, labels...)),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "m2m_request_duration_seconds",
 			Help:    "Time to answer a request, by endpoint.",

@@ -42,6 +42,8 @@ type Options struct {
 	MetricsListener net.Listener
 	// FederatedIssuers are the issuers whose tokens clients may accept (--federated-issuer).
 	FederatedIssuers []FederatedIssuer
+	// PerClientMetrics labels the token counters by client ID too (--metrics-per-client).
+	PerClientMetrics bool
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -69,17 +71,18 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	serviceAccounts := NewClusterServiceAccounts(cs, o.Clock)
 	federation := NewFederation(o.FederatedIssuers, o.Clock)
 	srv, err := New(Config{
-		IssuerURL:       iss,
-		DefaultAudience: o.DefaultAudience,
-		Clients:         clients,
-		Keys:            keys,
-		ServiceAccounts: serviceAccounts,
-		Federation:      federation,
-		Clock:           o.Clock,
-		Registry:        prometheus.NewRegistry(),
-		Staleness:       clients.Staleness,
-		CachedClients:   clients.Count,
-		KeyLoadErrors:   keys.LoadErrors,
+		IssuerURL:        iss,
+		DefaultAudience:  o.DefaultAudience,
+		Clients:          clients,
+		Keys:             keys,
+		ServiceAccounts:  serviceAccounts,
+		Federation:       federation,
+		Clock:            o.Clock,
+		Registry:         prometheus.NewRegistry(),
+		PerClientMetrics: o.PerClientMetrics,
+		Staleness:        clients.Staleness,
+		CachedClients:    clients.Count,
+		KeyLoadErrors:    keys.LoadErrors,
 		Ready: func() error {
 			switch {
 			case !clients.Synced():
