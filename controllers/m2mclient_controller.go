@@ -545,8 +545,10 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 	case first:
 		r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventCredentialsCreated, "Create", "client %s: credentials written to Secret %s", id, written.Name)
 	case d.Action == ActionGenerate:
+		Rotations.WithLabelValues("Recreated").Inc()
 		r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventSecretRecreated, "Rotate", "%s: a new secret was written; the previous one expires after %s", d.Why, GracePeriod(obj))
 	default:
+		Rotations.WithLabelValues(string(d.Rotation)).Inc()
 		r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventRotated, "Rotate",
 			"rotated (%s): %s; the previous secret is accepted until %s", d.Rotation, d.Why, now.Add(GracePeriod(obj)).UTC().Format(time.RFC3339))
 	}
@@ -576,6 +578,7 @@ func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient) (string, 
 // A conflict is a race, retried at once, and says nothing.
 func (r *M2MClientReconciler) secretWriteFailed(obj *m2mv1alpha1.M2MClient, err error) error {
 	if !apierrors.IsConflict(err) {
+		RotationFailures.Inc()
 		r.setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretWriteFailed,
 			fmt.Sprintf("writing Secret %s failed (%s): %v; the manager retries with the same secret", SecretName(obj), apierrors.ReasonForError(err), err))
 	}

@@ -101,6 +101,15 @@ func (r *ServingCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (
 		logger.Error(err, "the CA Secret is damaged; it is left as it is", "secret", r.CASecret.String())
 		return ctrl.Result{RequeueAfter: damagedKeysRecheck}, nil
 	}
+	if fixed := r.repairCA(caSecret, st, now); fixed != nil {
+		if err := r.Update(ctx, fixed); apierrors.IsConflict(err) {
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
+		} else if err != nil {
+			return ctrl.Result{}, err
+		}
+		logger.Info("repaired the CA Secret's bundle or rotation times")
+		return ctrl.Result{RequeueAfter: time.Millisecond}, nil
+	}
 	d := servingcert.Plan(st, r.Hosts, now, r.Policy)
 	if d.CA != servingcert.CANone {
 		if err := r.stepCA(ctx, caSecret, st, d.CA, now); apierrors.IsConflict(err) {
@@ -161,11 +170,41 @@ func (r *ServingCertReconciler) state(caSecret, certSecret *corev1.Secret) (serv
 		st.CARotationAsked = rotationAsked(caSecret)
 	}
 	if certSecret != nil {
-		// A certificate that does not parse is replaced: it is the CA's to issue again.
-		st.Cert, _ = servingcert.ParseCert(certSecret.Data[servingcert.TLSCert])
+		// A certificate that does not parse, or whose key is not its own, is replaced: it is
+		// the CA's to issue again.
+		if kp, err := servingcert.Parse(certSecret.Data[servingcert.TLSCert], certSecret.Data[servingcert.TLSKey]); err == nil {
+			st.Cert = kp.Cert
+		}
 		st.CertRotationAsked = rotationAsked(certSecret)
 	}
 	return st, nil
+}
+
+// repairCA returns the CA Secret with what a hand edit or a partial restore broke put right, or
+// nil when nothing is: the bundle is the CAs it holds, and a rotation in progress has its times
+// (missing ones count from now, so that the overlap is waited out in full).
+func (r *ServingCertReconciler) repairCA(s *corev1.Secret, st servingcert.State, now time.Time) *corev1.Secret {
+	if s == nil || st.CA == nil {
+		return nil
+	}
+	fixed := s.DeepCopy()
+	if fixed.Annotations == nil {
+		fixed.Annotations = map[string]string{}
+	}
+	d := fixed.Data
+	if want := servingcert.BundleOf(d[servingcert.CACert], d[servingcert.NextCert], d[servingcert.PreviousCert]); !bytes.Equal(want, d[servingcert.Bundle]) {
+		d[servingcert.Bundle] = want
+	}
+	if st.Next != nil && st.NextSince.IsZero() {
+		fixed.Annotations[servingcert.NextSinceAnnotation] = now.UTC().Format(time.RFC3339)
+	}
+	if st.Previous != nil && st.PreviousUntil.IsZero() {
+		fixed.Annotations[servingcert.PreviousUntilAnnotation] = now.Add(r.Policy.Overlap).UTC().Format(time.RFC3339)
+	}
+	if bytes.Equal(d[servingcert.Bundle], s.Data[servingcert.Bundle]) && maps.Equal(fixed.Annotations, s.Annotations) {
+		return nil
+	}
+	return fixed
 }
 
 func rotationAsked(s *corev1.Secret) bool {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +22,7 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -131,6 +133,10 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
 		// The signing-key Secret lives in the operator's namespace, watched or not.
 		secrets.Namespaces = map[string]cache.Config{o.SigningKeySecret.Namespace: {}}
+		if sc := o.ServingCert; sc != nil {
+			secrets.Namespaces[sc.CASecret.Namespace] = cache.Config{}
+			secrets.Namespaces[sc.CertSecret.Namespace] = cache.Config{}
+		}
 		for _, ns := range o.WatchNamespaces {
 			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
 			secrets.Namespaces[ns] = cache.Config{}
@@ -189,6 +195,11 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := keys.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the signing-key controller: %w", err)
 	}
+	fleet := &controllers.FleetCollector{Reader: mgr.GetClient(), Clock: o.Clock, KeySecret: o.SigningKeySecret}
+	if o.ServingCert != nil {
+		fleet.CertSecret = o.ServingCert.CertSecret
+	}
+	registerMetrics(fleet)
 	if o.ProbeAddr != "" && o.ProbeAddr != "0" {
 		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 			return nil, err
@@ -237,3 +248,25 @@ func setupServingCert(mgr ctrl.Manager, o Options, issuerURL string) error {
 	}
 	return nil
 }
+
+// registerMetrics adds the manager's metrics to controller-runtime's registry, which its
+// metrics endpoint serves. The counters are registered once per process; the fleet collector
+// of the newest manager replaces an earlier one's (tests start several).
+func registerMetrics(fleet *controllers.FleetCollector) {
+	registerOnce.Do(func() {
+		metrics.Registry.MustRegister(controllers.Rotations, controllers.RotationFailures)
+	})
+	fleetMu.Lock()
+	defer fleetMu.Unlock()
+	if currentFleet != nil {
+		metrics.Registry.Unregister(currentFleet)
+	}
+	metrics.Registry.MustRegister(fleet)
+	currentFleet = fleet
+}
+
+var (
+	registerOnce sync.Once
+	fleetMu      sync.Mutex
+	currentFleet *controllers.FleetCollector
+)

@@ -58,12 +58,19 @@ type Decision struct {
 func Plan(st State, hosts []string, now time.Time, p Policy) Decision {
 	var d Decision
 	renewCA := time.Time{}
+	// A CA that is not valid now (it expired while the manager was away, or a skewed clock made
+	// it) protects no one by waiting: its successor takes over at once.
+	caValid := st.CA != nil && validAt(st.CA.Cert, now)
 	if st.CA != nil {
 		renewCA = st.CA.Cert.NotAfter.Add(-p.CARenewBefore)
 	}
 	switch {
 	case st.CA == nil:
 		d.CA, d.CAWhy = CACreate, "there is no CA"
+	case !caValid && st.Next != nil && validAt(st.Next.Cert, now):
+		d.CA, d.CAWhy = CAPromote, fmt.Sprintf("the CA is not valid now (%s to %s); its successor signs at once", st.CA.Cert.NotBefore.UTC().Format(time.RFC3339), st.CA.Cert.NotAfter.UTC().Format(time.RFC3339))
+	case !caValid && st.Next == nil:
+		d.CA, d.CAWhy = CAAddNext, "the CA is not valid now; a successor is made"
 	case st.Previous != nil && !now.Before(st.PreviousUntil):
 		d.CA, d.CAWhy = CADropPrevious, fmt.Sprintf("the previous CA's overlap ended at %s", st.PreviousUntil.UTC().Format(time.RFC3339))
 	case st.Next != nil && !now.Before(st.NextSince.Add(p.Overlap)):
@@ -87,6 +94,11 @@ func Plan(st State, hosts []string, now time.Time, p Policy) Decision {
 		d.Issue, d.IssueWhy = true, fmt.Sprintf("the serving certificate does not cover %v", hosts)
 	case st.CertRotationAsked:
 		d.Issue, d.IssueWhy = true, "a new serving certificate was asked for (m2m.dev/rotate)"
+	case !validAt(c, now):
+		d.Issue, d.IssueWhy = true, fmt.Sprintf("the serving certificate is not valid now (%s to %s)", c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+	case !st.CA.Cert.NotAfter.After(c.NotAfter):
+		// A new certificate would end with the CA, no later than this one: renewing it now
+		// would only repeat. The CA's rotation brings the next one.
 	default:
 		renewCert = c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) * 2 / 3)
 		if !now.Before(renewCert) {
@@ -106,4 +118,9 @@ func Plan(st State, hosts []string, now time.Time, p Policy) Decision {
 		}
 	}
 	return d
+}
+
+// validAt reports whether cert is within its validity at now, allowing a minute of clock skew.
+func validAt(cert *x509.Certificate, now time.Time) bool {
+	return !now.Before(cert.NotBefore.Add(-time.Minute)) && now.Before(cert.NotAfter)
 }

@@ -35,6 +35,9 @@ func TestPlan(t *testing.T) {
 	next := mustCA(t, t0)
 	oldCA := mustCA(t, t0.Add(-950*time.Hour))
 	cert := mustCert(t, ca, hosts, t0)
+	expired := mustCA(t, t0.Add(-1001*time.Hour))
+	future := mustCert(t, ca, hosts, t0.Add(30*24*time.Hour))
+	endsWithCA := mustCert(t, oldCA, hosts, t0) // cut to the old CA's end, 50h from t0
 	for sentence, tc := range map[string]struct {
 		st     State
 		now    time.Time
@@ -42,20 +45,25 @@ func TestPlan(t *testing.T) {
 		issue  bool
 		wakeIn time.Duration
 	}{
-		"a new install creates a CA":                            {State{}, t0, CACreate, false, 0},
-		"a CA without a serving certificate issues one":         {State{CA: ca}, t0, CANone, true, 900 * time.Hour},
-		"a fresh certificate of the CA needs nothing until 60h": {State{CA: ca, Cert: cert}, t0, CANone, false, 60 * time.Hour},
-		"a certificate two thirds through its life is renewed":  {State{CA: ca, Cert: cert}, t0.Add(61 * time.Hour), CANone, true, 839 * time.Hour},
-		"a certificate of another CA is replaced":               {State{CA: next, Cert: cert}, t0, CANone, true, 900 * time.Hour},
-		"a certificate missing a host is replaced":              {State{CA: ca, Cert: mustCert(t, ca, hosts[:1], t0)}, t0, CANone, true, 900 * time.Hour},
-		"a rotation asked for on the certificate issues one":    {State{CA: ca, Cert: cert, CertRotationAsked: true}, t0, CANone, true, 900 * time.Hour},
-		"a CA near its end gets a successor in the bundle":      {State{CA: oldCA, Cert: mustCert(t, oldCA, hosts, t0)}, t0, CAAddNext, false, 0},
-		"a CA rotation asked for adds the successor":            {State{CA: ca, Cert: cert, CARotationAsked: true}, t0, CAAddNext, false, 0},
-		"the successor waits out the overlap before it signs":   {State{CA: ca, Cert: cert, Next: next, NextSince: t0}, t0.Add(time.Hour), CANone, false, 9 * time.Hour},
-		"the successor signs after the overlap":                 {State{CA: ca, Cert: cert, Next: next, NextSince: t0}, t0.Add(10 * time.Hour), CAPromote, false, 0},
-		"the previous CA stays for the overlap after":           {State{CA: next, Cert: mustCert(t, next, hosts, t0), Previous: ca.Cert, PreviousUntil: t0.Add(10 * time.Hour)}, t0.Add(time.Hour), CANone, false, 9 * time.Hour},
-		"the previous CA leaves after its overlap":              {State{CA: next, Cert: cert, Previous: ca.Cert, PreviousUntil: t0}, t0, CADropPrevious, false, 0},
-		"a rotation asked for waits while one is in progress":   {State{CA: ca, Cert: cert, Next: next, NextSince: t0, CARotationAsked: true}, t0.Add(time.Hour), CANone, false, 9 * time.Hour},
+		"a new install creates a CA":                                       {State{}, t0, CACreate, false, 0},
+		"a CA without a serving certificate issues one":                    {State{CA: ca}, t0, CANone, true, 900 * time.Hour},
+		"a fresh certificate of the CA needs nothing until 60h":            {State{CA: ca, Cert: cert}, t0, CANone, false, 60 * time.Hour},
+		"a certificate two thirds through its life is renewed":             {State{CA: ca, Cert: cert}, t0.Add(61 * time.Hour), CANone, true, 839 * time.Hour},
+		"a certificate of another CA is replaced":                          {State{CA: next, Cert: cert}, t0, CANone, true, 900 * time.Hour},
+		"a certificate missing a host is replaced":                         {State{CA: ca, Cert: mustCert(t, ca, hosts[:1], t0)}, t0, CANone, true, 900 * time.Hour},
+		"a rotation asked for on the certificate issues one":               {State{CA: ca, Cert: cert, CertRotationAsked: true}, t0, CANone, true, 900 * time.Hour},
+		"a CA near its end gets a successor in the bundle":                 {State{CA: oldCA, Cert: mustCert(t, oldCA, hosts, t0)}, t0, CAAddNext, false, 0},
+		"a CA rotation asked for adds the successor":                       {State{CA: ca, Cert: cert, CARotationAsked: true}, t0, CAAddNext, false, 0},
+		"the successor waits out the overlap before it signs":              {State{CA: ca, Cert: cert, Next: next, NextSince: t0}, t0.Add(time.Hour), CANone, false, 9 * time.Hour},
+		"the successor signs after the overlap":                            {State{CA: ca, Cert: cert, Next: next, NextSince: t0}, t0.Add(10 * time.Hour), CAPromote, false, 0},
+		"the previous CA stays for the overlap after":                      {State{CA: next, Cert: mustCert(t, next, hosts, t0), Previous: ca.Cert, PreviousUntil: t0.Add(10 * time.Hour)}, t0.Add(time.Hour), CANone, false, 9 * time.Hour},
+		"the previous CA leaves after its overlap":                         {State{CA: next, Cert: cert, Previous: ca.Cert, PreviousUntil: t0}, t0, CADropPrevious, false, 0},
+		"an expired CA with a successor hands over at once":                {State{CA: expired, Cert: cert, Next: next, NextSince: t0}, t0, CAPromote, false, 0},
+		"an expired CA without a successor gets one":                       {State{CA: expired, Cert: cert}, t0, CAAddNext, false, 0},
+		"a certificate not valid yet (a skewed clock) is replaced":         {State{CA: ca, Cert: future}, t0, CANone, true, 0},
+		"an expired certificate is replaced":                               {State{CA: ca, Cert: cert}, t0.Add(91 * time.Hour), CANone, true, 0},
+		"a certificate that ends with its CA is not renewed over and over": {State{CA: oldCA, Cert: endsWithCA, Next: next, NextSince: t0.Add(35 * time.Hour)}, t0.Add(40 * time.Hour), CANone, false, 5 * time.Hour},
+		"a rotation asked for waits while one is in progress":              {State{CA: ca, Cert: cert, Next: next, NextSince: t0, CARotationAsked: true}, t0.Add(time.Hour), CANone, false, 9 * time.Hour},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			d := Plan(tc.st, hosts, tc.now, testPolicy)

@@ -121,6 +121,9 @@ func Issue(ca *KeyPair, hosts []string, now time.Time, validity time.Duration) (
 	if len(hosts) == 0 {
 		return nil, errors.New("a serving certificate needs a host")
 	}
+	if !ca.Cert.NotAfter.After(now) {
+		return nil, fmt.Errorf("the CA expired at %s", ca.Cert.NotAfter.UTC().Format(time.RFC3339))
+	}
 	key, serial, err := newKeyAndSerial()
 	if err != nil {
 		return nil, err

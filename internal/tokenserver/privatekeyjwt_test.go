@@ -207,9 +207,13 @@ func TestAGeneratedKeyIsAcceptedOnlyAsTheManagerSealedIt(t *testing.T) {
 			c.Status.AcceptedSecrets[0].ExpiresAt = &past
 			seal(c)
 		}, false, 401},
-		"a key of a client that no longer generates key pairs is refused once it has no expiry": {func(c *m2mv1alpha1.M2MClient, _ crypto.Signer) {
-			c.Spec.Authentication = m2mv1alpha1.ClientAuthentication{}
+		"an unexpiring key of a client that turned key pairs off with nothing instead is refused": {func(c *m2mv1alpha1.M2MClient, _ crypto.Signer) {
+			off := false
+			c.Spec.Authentication = m2mv1alpha1.ClientAuthentication{ClientSecret: &off, ServiceAccounts: []string{"worker"}}
 		}, false, 401},
+		"an unexpiring key of a client switching to a secret is accepted until the manager starts its grace period": {func(c *m2mv1alpha1.M2MClient, _ crypto.Signer) {
+			c.Spec.Authentication = m2mv1alpha1.ClientAuthentication{}
+		}, false, 200},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			signer, c := generatedKeyClient(t, m2mv1alpha1.KeyAlgorithmES256)
@@ -264,4 +268,24 @@ func pemOf(t *testing.T, s crypto.Signer) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A client switching from a secret to a key pair keeps its secret until the manager has issued
+// the key and started the secret's grace period; one turning secrets off with nothing instead
+// does not.
+func TestASecretStaysAcceptedWhileItsClientSwitchesToAKeyPair(t *testing.T) {
+	for sentence, tc := range map[string]struct {
+		auth m2mv1alpha1.ClientAuthentication
+		want int
+	}{
+		"switching to a key pair": {m2mv1alpha1.ClientAuthentication{KeyPair: &m2mv1alpha1.KeyPairPolicy{}}, 200},
+		"turning secrets off":     {m2mv1alpha1.ClientAuthentication{ClientSecret: new(bool), ServiceAccounts: []string{"worker"}}, 401},
+	} {
+		c := testClient(goodID, goodSecret)
+		c.Spec.Authentication = tc.auth
+		f := serve(t, signingkeys.ES256, mapClients{goodID: c})
+		if code, _ := tokenFor(t, f, goodID, goodSecret); code != tc.want {
+			t.Errorf("%s: the unexpiring secret got %d, want %d", sentence, code, tc.want)
+		}
+	}
 }

@@ -273,10 +273,12 @@ func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alp
 	client, found := s.lookup(req.clientID, st)
 	var matched bool
 	if found {
-		secretsAllowed := m2mv1alpha1.SecretAuthentication(client)
+		// A client that takes no secret and gets no key pair instead accepts only secrets in
+		// their grace period, whatever the manager has done so far: turning secrets off ends an
+		// unexpiring one. A client switching to a key pair keeps its secret until the manager has
+		// issued the key and started the secret's grace period.
+		secretsAllowed := m2mv1alpha1.SecretAuthentication(client) || m2mv1alpha1.KeyPairAuthentication(client) != ""
 		matched = credentials.VerifyWith(client.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
-			// A client that takes no secret accepts only secrets in their grace period, whatever
-			// the manager has done so far: turning secrets off ends an unexpiring one.
 			// A key pair's entry never accepts a secret: its hash is of public values.
 			return e.PublicKey == nil && st.trustsEntry(client, e) && (secretsAllowed || e.ExpiresAt != nil)
 		})

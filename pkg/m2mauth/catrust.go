@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -83,15 +84,44 @@ func (c *caFile) dialTLS(dialer *net.Dialer, handshakeTimeout time.Duration) fun
 	}
 }
 
+// proxiedTLS verifies, at each handshake the transport makes itself (through a proxy), the
+// chain, the server name and the server-auth usage against roots() as they are then.
+// crypto/tls's own check is replaced because its roots are fixed at configuration.
+func (c *caFile) proxiedTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, //nolint:gosec // VerifyConnection does all of the verification
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if cs.ServerName == "" || len(cs.PeerCertificates) == 0 {
+				return errors.New("m2mauth: no server name or certificate to verify")
+			}
+			roots, err := c.roots()
+			if err != nil {
+				return err
+			}
+			inter := x509.NewCertPool()
+			for _, ic := range cs.PeerCertificates[1:] {
+				inter.AddCert(ic)
+			}
+			_, err = cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: cs.ServerName,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+			return err
+		},
+	}
+}
+
 // withCAFile returns hc's copy whose transport trusts the system's roots and the bundle in path
-// (if optional, only once the file exists). Requests through a proxy use the system's roots.
+// (if optional, only once the file exists), for direct and proxied connections.
 func withCAFile(hc *http.Client, path string, optional bool) *http.Client {
 	t, ok := hc.Transport.(*http.Transport)
 	if !ok {
 		return hc // a caller's own transport is the caller's to configure
 	}
 	t = t.Clone()
-	t.DialTLSContext = (&caFile{path: path, optional: optional}).dialTLS(&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}, t.TLSHandshakeTimeout)
+	ca := &caFile{path: path, optional: optional}
+	t.DialTLSContext = ca.dialTLS(&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}, t.TLSHandshakeTimeout)
+	// Through a proxy (HTTPS_PROXY), the transport makes the TLS connection itself, with this.
+	t.TLSClientConfig = ca.proxiedTLS()
 	out := *hc
 	out.Transport = t
 	return &out

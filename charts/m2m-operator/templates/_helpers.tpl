@@ -11,13 +11,17 @@ admission policies name them, and config/default uses the same ones. One release
 {{/* The --issuer-url of the install being upgraded, if any (empty with helm template). */}}
 {{- define "m2m.existingIssuer" -}}
 {{- $d := lookup "apps/v1" "Deployment" .Release.Namespace "m2m-token-server" -}}
+{{- $found := "" -}}
 {{- if $d -}}
 {{- range $d.spec.template.spec.containers -}}
+{{- if eq .name "token-server" -}}
 {{- range .args -}}
-{{- if hasPrefix "--issuer-url=" . }}{{ trimPrefix "--issuer-url=" . }}{{ end -}}
+{{- if and (not $found) (hasPrefix "--issuer-url=" .) }}{{ $found = trimPrefix "--issuer-url=" . }}{{ end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+{{ $found }}
 {{- end }}
 
 {{/*
