@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
+)
+
+var (
+	metricName = regexp.MustCompile(`\bm2m_[a-z0-9_]+\b`)
+	fqName     = regexp.MustCompile(`fqName: "([^"]+)"`)
+)
+
+// family is a sample name's metric family: a histogram's _bucket, _sum and _count are its own.
+func family(name string, known map[string]bool) string {
+	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+		if base, ok := strings.CutSuffix(name, suffix); ok && known[base] {
+			return base
+		}
+	}
+	return name
+}
+
+// knownMetrics are the metric families the token server serves (read from its /metrics after a
+// token and a failure, so that its vectors have series) and those the manager registers.
+func knownMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	s := readyClient(t, billingClient(namespace(t), "monitored"))
+	testenv.Eventually(t, wait, func() error {
+		_, err := credentialsOf(s).Token(context.Background())
+		return err
+	})
+	postToken(t, "application/x-www-form-urlencoded", "grant_type=client_credentials&client_id=m2m-nobody&client_secret=x")
+	known := map[string]bool{}
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == "#" && f[1] == "TYPE" {
+			known[f[2]] = true
+		}
+	}
+	descs := make(chan *prometheus.Desc, 64)
+	for _, c := range []prometheus.Collector{controllers.Rotations, controllers.RotationFailures, &controllers.FleetCollector{}} {
+		c.Describe(descs)
+	}
+	close(descs)
+	for d := range descs {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			known[m[1]] = true
+		}
+	}
+	return known
+}
+
+// Every metric that the Grafana dashboard and the alerts query exists, in the token server's or
+// the manager's metrics: a renamed metric fails here, not on a dashboard nobody looks at.
+func TestEveryMetricTheDashboardAndTheAlertsQueryExists(t *testing.T) {
+	known := knownMetrics(t)
+	root := controlplane.Root()
+	var exprs []string
+	raw, err := os.ReadFile(filepath.Join(root, "config", "grafana", "m2m-operator.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("the dashboard is not JSON: %v", err)
+	}
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	rules := 0
+	for _, obj := range decodeObjects(t, renderConfig(t, "prometheus")) {
+		if obj.GetKind() != "PrometheusRule" {
+			continue
+		}
+		groups, _, _ := unstructured.NestedSlice(obj.Object, "spec", "groups")
+		for _, g := range groups {
+			for _, r := range g.(map[string]any)["rules"].([]any) {
+				exprs = append(exprs, r.(map[string]any)["expr"].(string))
+				rules++
+			}
+		}
+	}
+	if len(exprs) < 10 || rules < 5 {
+		t.Fatalf("only %d queries and %d alerts found", len(exprs), rules)
+	}
+	for _, e := range exprs {
+		for _, name := range metricName.FindAllString(e, -1) {
+			if !known[family(name, known)] {
+				t.Errorf("%q queries %s, which no component serves", e, name)
+			}
+		}
+	}
+}
+
+// The manager's gauges describe the running system: clients by state and reason, and the
+// signing key's age.
+func TestTheManagerReportsItsClientsAndSigningKey(t *testing.T) {
+	readyClient(t, billingClient(namespace(t), "counted"))
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready, keyAge float64
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			switch f.GetName() {
+			case "m2m_manager_clients":
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["state"] == "Active" && labels["reason"] == "CredentialsReady" {
+					ready = m.GetGauge().GetValue()
+				}
+			case "m2m_manager_signing_key_age_seconds":
+				keyAge = m.GetGauge().GetValue()
+			}
+		}
+	}
+	if ready < 1 || keyAge <= 0 {
+		t.Fatalf("m2m_manager_clients{Active,CredentialsReady} = %v, signing key age %v", ready, keyAge)
+	}
+}
