@@ -49,7 +49,7 @@ vet:
 
 .PHONY: test
 test: verify-generated vet ## Everything CI checks: generated files, vet, unit and envtest integration tests.
-	assets="$$(hack/control-plane.sh)"; helm="$$(hack/helm.sh)"; KUBEBUILDER_ASSETS="$$assets" M2M_HELM="$$helm" go test -count=1 ./...
+	assets="$$(hack/control-plane.sh)"; helm="$$(hack/helm.sh)"; crds="$$(hack/optional-crds.sh)"; KUBEBUILDER_ASSETS="$$assets" M2M_HELM="$$helm" M2M_OPTIONAL_CRDS="$$crds" go test -count=1 ./...
 
 .PHONY: bench-controller
 bench-controller: ## Controller scale benchmark (N=1000 by default); results belong in docs/benchmarks.md.

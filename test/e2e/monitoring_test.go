@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,10 +14,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
+	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -146,5 +149,73 @@ func TestTheManagerReportsItsClientsAndSigningKey(t *testing.T) {
 	}
 	if ready < 1 || keyAge <= 0 {
 		t.Fatalf("m2m_manager_clients{Active,CredentialsReady} = %v, signing key age %v", ready, keyAge)
+	}
+}
+
+// installOptionalCRDs installs the Prometheus Operator's and cert-manager's CRDs that
+// hack/optional-crds.sh builds, and waits until they serve.
+func installOptionalCRDs(t *testing.T) {
+	t.Helper()
+	dir, err := controlplane.OptionalCRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	crds, err := manifests.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, crd := range crds {
+		if err := env.Client.Patch(ctx, crd, client.Apply, client.FieldOwner("optional-crds"), client.ForceOwnership); err != nil {
+			t.Fatalf("%s: %v", crd.GetName(), err)
+		}
+	}
+	for _, crd := range crds {
+		testenv.Eventually(t, wait, func() error {
+			got := &unstructured.Unstructured{}
+			got.SetGroupVersionKind(crd.GroupVersionKind())
+			if err := env.Client.Get(ctx, client.ObjectKey{Name: crd.GetName()}, got); err != nil {
+				return err
+			}
+			conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+			for _, c := range conds {
+				if m := c.(map[string]any); m["type"] == "Established" && m["status"] == "True" {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s is not established", crd.GetName())
+		})
+	}
+}
+
+// config/prometheus and the chart's monitoring switches are accepted by a real API server with
+// the Prometheus Operator's CRDs (generated from its pinned API types): the ServiceMonitor, the
+// PrometheusRule and the metrics Service, in a fresh namespace.
+func TestTheMonitoringObjectsAreAcceptedWithThePrometheusOperatorsCRDs(t *testing.T) {
+	installOptionalCRDs(t)
+	ctx := context.Background()
+	for name, rendered := range map[string]func(ns string) []byte{
+		"config/prometheus": func(string) []byte { return renderConfig(t, "prometheus") },
+		"the chart": func(ns string) []byte {
+			return renderChartIn(t, ns, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true")
+		},
+	} {
+		ns := namespace(t)
+		kinds := map[string]bool{}
+		for _, obj := range decodeObjects(t, rendered(ns)) {
+			if obj.GetAPIVersion() != "monitoring.coreos.com/v1" && obj.GetName() != "m2m-metrics" {
+				continue
+			}
+			obj.SetNamespace(ns)
+			if err := env.Client.Patch(ctx, obj, client.Apply, client.FieldOwner("monitoring-test"), client.ForceOwnership); err != nil {
+				t.Fatalf("%s: %s was refused: %v", name, objectKey(obj), err)
+			}
+			kinds[obj.GetKind()] = true
+		}
+		for _, want := range []string{"ServiceMonitor", "PrometheusRule", "Service"} {
+			if !kinds[want] {
+				t.Errorf("%s has no %s", name, want)
+			}
+		}
 	}
 }

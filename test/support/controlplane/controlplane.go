@@ -26,6 +26,11 @@ func Assets() (string, error) { return cached("KUBEBUILDER_ASSETS", "control-pla
 // builds Helm when it is missing).
 func Helm() (string, error) { return cached("M2M_HELM", "helm.sh") }
 
+// OptionalCRDs returns the directory of the optional integrations' CRDs (PrometheusRule,
+// ServiceMonitor, cert-manager's Certificate and issuers): M2M_OPTIONAL_CRDS when set, else what
+// hack/optional-crds.sh prints (it builds them when they are missing).
+func OptionalCRDs() (string, error) { return cached("M2M_OPTIONAL_CRDS", "optional-crds.sh") }
+
 // cached returns the environment variable when set, else the path that a hack/ script, which
 // builds and caches a tool, prints.
 func cached(envVar, script string) (string, error) {

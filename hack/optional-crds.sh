@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the CRDs of the optional integrations, pinned, from their Go modules, and caches them
+# per user: the Prometheus Operator's PrometheusRule and ServiceMonitor (generated with this
+# repository's controller-gen from the monitoring API types) and cert-manager's Certificate,
+# Issuer and ClusterIssuer (from the cert-manager module). Tests install them into the test API
+# server to check config/prometheus and the chart's optional objects against the real schemas.
+#
+# Prints the directory of the CRD files on stdout; everything else goes to stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MONITORING_VERSION="${MONITORING_VERSION:-v0.95.2}"
+CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.19.1}"
+cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/m2m-operator/crds"
+dest="$cache_root/monitoring-$MONITORING_VERSION-cert-manager-$CERT_MANAGER_VERSION"
+
+complete() {
+  [ -f "$dest/monitoring.coreos.com_prometheusrules.yaml" ] && [ -f "$dest/cert-manager.io_certificates.yaml" ]
+}
+
+# shellcheck source=hack/cache.sh
+. hack/cache.sh
+cache_enter "$cache_root" complete "$dest"
+echo "building the optional CRDs into $dest" >&2
+go build -o "$work/controller-gen" sigs.k8s.io/controller-tools/cmd/controller-gen
+mkdir -p "$work/mod" "$work/out"
+monitoring=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring
+(
+  cd "$work/mod"
+  printf 'module crdgen\n\ngo 1.26\n' > go.mod
+  printf 'package crdgen\n\nimport _ "%s/v1"\n' "$monitoring" > tools.go
+  GOFLAGS= go get "$monitoring@$MONITORING_VERSION" >&2
+  GOFLAGS= go mod tidy >&2
+  "$work/controller-gen" crd:allowDangerousTypes=true paths="$monitoring/v1" output:crd:dir="$work/gen" >&2
+)
+cp "$work/gen/monitoring.coreos.com_prometheusrules.yaml" "$work/gen/monitoring.coreos.com_servicemonitors.yaml" "$work/out/"
+cm="$(GOFLAGS= go mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+for crd in certificates issuers clusterissuers; do
+  cp "$cm/deploy/crds/cert-manager.io_$crd.yaml" "$work/out/"
+done
+chmod -R u+w "$work/out"
+rm -rf "$dest"
+mv "$work/out" "$dest"
+echo "$dest"
