@@ -36,7 +36,6 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
-	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
@@ -74,9 +73,11 @@ type M2MClientReconciler struct {
 	IssuerURL string
 	// KeySecret is the signing-key Secret, which also holds the keys that authenticate status.
 	KeySecret types.NamespacedName
-	// CASecret, when set, is the Secret of the CA that signs the token server's certificate:
-	// with an https issuer, its bundle goes into every credentials Secret as ca.crt.
-	CASecret types.NamespacedName
+	// CASecret, when set, is the Secret whose CABundleKey holds the CA bundle that signs the
+	// token server's certificate (the manager's CA Secret, or the Secret cert-manager writes):
+	// with an https issuer, the bundle goes into every credentials Secret as ca.crt.
+	CASecret    types.NamespacedName
+	CABundleKey string
 
 	// statusKeys caches the parsed status keys by the Secret's resourceVersion.
 	statusKeys atomic.Pointer[loadedStatusKeys]
@@ -156,7 +157,7 @@ func (r *M2MClientReconciler) SetupWithManager(mgr ctrl.Manager, opts controller
 			builder.WithPredicates(isKeySecret, predicate.Funcs{UpdateFunc: statusKeysChanged})).
 		// A new CA bundle goes into every credentials Secret.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.allClients),
-			builder.WithPredicates(isCASecret, predicate.Funcs{UpdateFunc: bundleChanged})).
+			builder.WithPredicates(isCASecret, predicate.Funcs{UpdateFunc: r.bundleChanged})).
 		WithOptions(opts).
 		Named("m2mclient").
 		Complete(r)
@@ -220,10 +221,10 @@ func statusKeysChanged(e event.UpdateEvent) bool {
 }
 
 // bundleChanged reports whether an update of the CA Secret changed the bundle.
-func bundleChanged(e event.UpdateEvent) bool {
+func (r *M2MClientReconciler) bundleChanged(e event.UpdateEvent) bool {
 	oldS, ok1 := e.ObjectOld.(*corev1.Secret)
 	newS, ok2 := e.ObjectNew.(*corev1.Secret)
-	return !ok1 || !ok2 || !bytes.Equal(oldS.Data[servingcert.Bundle], newS.Data[servingcert.Bundle])
+	return !ok1 || !ok2 || !bytes.Equal(oldS.Data[r.CABundleKey], newS.Data[r.CABundleKey])
 }
 
 // caBundle is what credentials Secrets carry as ca.crt: the CA bundle when the manager issues
@@ -239,10 +240,10 @@ func (r *M2MClientReconciler) caBundle(ctx context.Context) ([]byte, error) {
 		}
 		return nil, err
 	}
-	if len(s.Data[servingcert.Bundle]) == 0 {
+	if len(s.Data[r.CABundleKey]) == 0 {
 		return nil, errNoCABundle
 	}
-	return s.Data[servingcert.Bundle], nil
+	return s.Data[r.CABundleKey], nil
 }
 
 // errNoCABundle says that the CA is not made yet; the reconcile is retried, so that no

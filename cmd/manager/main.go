@@ -42,6 +42,7 @@ func main() {
 	flag.DurationVar(&o.StatusKeyPeriod, "status-key-rotation-period", statusmac.DefaultPeriod, "How long the key that authenticates M2MClient status (kept in the signing-key Secret) signs before the next takes over; negative never rotates.")
 	certSecret := flag.String("serving-cert-secret", "", "namespace/name of the kubernetes.io/tls Secret of the token server's serving certificate, which the manager issues and rotates from its own CA; empty: the manager issues none (an https issuer then needs another source, such as cert-manager).")
 	caSecret := flag.String("ca-secret", "", "namespace/name of the Secret of the CA that signs the serving certificate; defaults to m2m-ca in the serving certificate's namespace.")
+	caBundleSecret := flag.String("ca-bundle-secret", "", "namespace/name of a Secret whose ca.crt signs the token server's certificate, issued by something else (cert-manager: the Certificate's Secret, labelled app.kubernetes.io/managed-by=m2m-operator so that the manager sees it); copied into credentials Secrets. Not with --serving-cert-secret.")
 	certHosts := flag.String("serving-cert-hosts", "", "Comma-separated DNS names or IP addresses the serving certificate covers besides the issuer URL's host (the token server Service's names).")
 	sc := operator.ServingCertOptions{}
 	flag.DurationVar(&sc.Policy.CertValidity, "serving-cert-validity", servingcert.DefaultPolicy.CertValidity, "Lifetime of a serving certificate; it is renewed after two thirds.")
@@ -81,6 +82,11 @@ func main() {
 			}
 		}
 		o.ServingCert = &sc
+	}
+	if *caBundleSecret != "" {
+		if o.CABundleSecret, err = signingkeys.ParseSecretRef(*caBundleSecret); err != nil {
+			fail(fmt.Errorf("--ca-bundle-secret: %w", err))
+		}
 	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

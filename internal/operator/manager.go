@@ -62,6 +62,9 @@ type Options struct {
 	// ServingCert, when set, makes the manager issue and rotate the token server's serving
 	// certificate from a CA it keeps.
 	ServingCert *ServingCertOptions
+	// CABundleSecret, when set instead of ServingCert, is a Secret whose ca.crt signs the token
+	// server's certificate (cert-manager's): the manager copies it into credentials Secrets.
+	CABundleSecret types.NamespacedName
 	// WrapClient, when set, wraps the client the controllers read and write with; tests use it
 	// to inject failures.
 	WrapClient func(client.Client) client.Client
@@ -137,6 +140,9 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 			secrets.Namespaces[sc.CASecret.Namespace] = cache.Config{}
 			secrets.Namespaces[sc.CertSecret.Namespace] = cache.Config{}
 		}
+		if o.CABundleSecret.Name != "" {
+			secrets.Namespaces[o.CABundleSecret.Namespace] = cache.Config{}
+		}
 		for _, ns := range o.WatchNamespaces {
 			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
 			secrets.Namespaces[ns] = cache.Config{}
@@ -175,8 +181,14 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		IssuerURL: issuerURL,
 		KeySecret: o.SigningKeySecret,
 	}
+	if o.CABundleSecret.Name != "" {
+		if o.ServingCert != nil {
+			return nil, fmt.Errorf("the manager either issues the serving certificate or takes the CA bundle of another issuer's Secret, not both")
+		}
+		r.CASecret, r.CABundleKey = o.CABundleSecret, servingcert.TLSCA
+	}
 	if sc := o.ServingCert; sc != nil {
-		r.CASecret = sc.CASecret
+		r.CASecret, r.CABundleKey = sc.CASecret, servingcert.Bundle
 		if err := setupServingCert(mgr, o, issuerURL); err != nil {
 			return nil, err
 		}

@@ -219,3 +219,42 @@ func TestTheMonitoringObjectsAreAcceptedWithThePrometheusOperatorsCRDs(t *testin
 		}
 	}
 }
+
+// With cert-manager, config/cert-manager and the chart's tls.certManager switch give the token
+// server a Certificate that the real cert-manager CRD accepts, and the manager takes the CA bundle
+// from its Secret instead of issuing a certificate of its own.
+func TestTheCertManagerCertificateIsAcceptedAndTheManagerTakesItsCA(t *testing.T) {
+	installOptionalCRDs(t)
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		rendered func(ns string) []byte
+		manager  string
+	}{
+		"config/cert-manager": {func(string) []byte { return renderConfig(t, "cert-manager") }, "m2m-system"},
+		"the chart": {func(ns string) []byte {
+			return renderChartIn(t, ns, "--set", "tls.certManager.enabled=true", "--set", "tls.certManager.issuerRef.name=m2m-ca-issuer")
+		}, ""},
+	} {
+		ns := namespace(t)
+		rendered := tc.rendered(ns)
+		found := false
+		for _, obj := range decodeObjects(t, rendered) {
+			if obj.GetKind() != "Certificate" {
+				continue
+			}
+			obj.SetNamespace(ns)
+			if err := env.Client.Patch(ctx, obj, client.Apply, client.FieldOwner("cert-manager-test"), client.ForceOwnership); err != nil {
+				t.Fatalf("%s: the Certificate was refused: %v", name, err)
+			}
+			found = true
+		}
+		managerNS := tc.manager
+		if managerNS == "" {
+			managerNS = ns
+		}
+		args := strings.Join(containerArgs(t, rendered, "m2m-manager", "manager"), " ")
+		if !found || !strings.Contains(args, "--ca-bundle-secret="+managerNS+"/m2m-token-server-tls") || strings.Contains(args, "--serving-cert-secret") {
+			t.Errorf("%s: Certificate %v, manager args %s", name, found, args)
+		}
+	}
+}
