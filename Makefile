@@ -34,6 +34,12 @@ build: ## Build the binaries into bin/.
 	go build -o bin/ ./cmd/...
 
 IMG ?= ghcr.io/m2m-dev/m2m-operator:dev
+ARCH ?= amd64
+
+.PHONY: image
+image: ## Build the container image as a tarball, bin/m2m-operator-image.tar, with no container engine (docker load or crane push it).
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) go build -trimpath -ldflags "-s -w" -o bin/linux/ ./cmd/manager ./cmd/token-server ./cmd/kubectl-m2m
+	go run ./hack/image -bin bin/linux -arch $(ARCH) -tag $(IMG) -o bin/m2m-operator-image.tar
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine; not part of make test).
@@ -49,7 +55,7 @@ vet:
 
 .PHONY: test
 test: verify-generated vet ## Everything CI checks: generated files, vet, unit and envtest integration tests.
-	assets="$$(hack/control-plane.sh)"; helm="$$(hack/helm.sh)"; crds="$$(hack/optional-crds.sh)"; KUBEBUILDER_ASSETS="$$assets" M2M_HELM="$$helm" M2M_OPTIONAL_CRDS="$$crds" go test -count=1 ./...
+	assets="$$(hack/control-plane.sh)"; helm="$$(hack/helm.sh)"; crds="$$(hack/optional-crds.sh)"; KUBEBUILDER_ASSETS="$$assets" M2M_HELM="$$helm" M2M_OPTIONAL_CRDS="$$crds" CGO_ENABLED=0 go test -count=1 ./...
 
 .PHONY: bench-controller
 bench-controller: ## Controller scale benchmark (N=1000 by default); results belong in docs/benchmarks.md.

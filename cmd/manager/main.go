@@ -3,6 +3,9 @@
 package main
 
 import (
+	// CA roots in the binary, for images without a CA bundle (make image builds from scratch).
+	_ "golang.org/x/crypto/x509roots/fallback"
+
 	"flag"
 	"fmt"
 	"os"
