@@ -19,7 +19,7 @@ func TestTheCABundleComesFromTheConfiguredSecretAndKey(t *testing.T) {
 	ref := types.NamespacedName{Namespace: "m2m-system", Name: "m2m-token-server-tls"}
 	withCA := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name}, Data: map[string][]byte{"ca.crt": []byte("PEM")}}
 	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(withCA).Build()
-	r := &M2MClientReconciler{Client: c, IssuerURL: "https://m2m.example.com", CASecret: ref, CABundleKey: "ca.crt"}
+	r := &M2MClientReconciler{Client: c, APIReader: c, IssuerURL: "https://m2m.example.com", CASecret: ref, CABundleKey: "ca.crt"}
 	if b, err := r.caBundle(context.Background()); err != nil || string(b) != "PEM" {
 		t.Fatalf("got %q, %v", b, err)
 	}

@@ -234,21 +234,24 @@ func (r *M2MClientReconciler) caBundle(ctx context.Context) ([]byte, error) {
 		return nil, nil
 	}
 	s := &corev1.Secret{}
-	if err := r.Get(ctx, r.CASecret, s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, errNoCABundle
-		}
-		return nil, err
+	err := r.Get(ctx, r.CASecret, s)
+	if apierrors.IsNotFound(err) {
+		// The cache holds the manager's labelled Secrets only; another issuer's Secret may lack
+		// the label.
+		err = r.APIReader.Get(ctx, r.CASecret, s)
 	}
-	if len(s.Data[r.CABundleKey]) == 0 {
-		return nil, errNoCABundle
+	if apierrors.IsNotFound(err) || (err == nil && len(s.Data[r.CABundleKey]) == 0) {
+		return nil, fmt.Errorf("%w: Secret %s has no %s (with --ca-bundle-secret, the issuer must put its CA there)", errNoCABundle, r.CASecret, r.CABundleKey)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return s.Data[r.CABundleKey], nil
 }
 
-// errNoCABundle says that the CA is not made yet; the reconcile is retried, so that no
+// errNoCABundle says that the CA bundle is not there (yet); the reconcile is retried, so that no
 // credentials Secret for an https issuer is written without the CA to trust it.
-var errNoCABundle = errors.New("the CA bundle is not in the CA Secret yet")
+var errNoCABundle = errors.New("no CA bundle for the credentials Secrets")
 
 // errNoStatusKeys says that the status keys are not loaded yet; the reconcile is retried.
 var errNoStatusKeys = errors.New("the status keys are not in the signing-key Secret yet")

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -24,6 +25,11 @@ var (
 		Name: "m2m_manager_rotations_total",
 		Help: "Credentials issued to replace others, by cause (Scheduled, Trigger, Annotation, Algorithm, Resumed, Recreated).",
 	}, []string{"cause"})
+	// FleetErrors counts scrapes whose fleet gauges could not be read (they are then absent).
+	FleetErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "m2m_manager_fleet_metric_errors_total",
+		Help: "Scrapes whose fleet gauges (clients, expiring credentials, signing key, serving certificate) could not be read; those gauges are then absent.",
+	})
 	// RotationFailures counts credential writes that the API server refused (the reconcile is
 	// retried with the same credential).
 	RotationFailures = prometheus.NewCounter(prometheus.CounterOpts{
@@ -36,7 +42,9 @@ var (
 // and Ready reason, accepted credentials that expire within the hour, the age of the signing key,
 // and when the serving certificate expires.
 type FleetCollector struct {
-	Reader     client.Reader
+	Reader client.Reader
+	// APIReader reads the certificate Secret when the cache lacks it (cert-manager's).
+	APIReader  client.Reader
 	Clock      clock.PassiveClock
 	KeySecret  types.NamespacedName
 	CertSecret types.NamespacedName // zero when the manager issues no serving certificate
@@ -61,7 +69,10 @@ func (c *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	now := c.Clock.Now()
 	var list m2mv1alpha1.M2MClientList
-	if err := c.Reader.List(ctx, &list); err == nil {
+	// Read-only: the cache's objects as they are, not a copy of each per scrape.
+	if err := c.Reader.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		FleetErrors.Inc()
+	} else {
 		type key struct{ state, reason string }
 		counts := map[key]int{}
 		expiring := 0
@@ -88,18 +99,29 @@ func (c *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(expiringDesc, prometheus.GaugeValue, float64(expiring))
 	}
 	s := &corev1.Secret{}
-	if err := c.Reader.Get(ctx, c.KeySecret, s); err == nil {
-		if set, err := signingkeys.Parse(s.Data[signingkeys.DataKey]); err == nil {
-			if k := set.Active(); k != nil && k.ActiveAt != nil {
-				ch <- prometheus.MustNewConstMetric(keyAgeDesc, prometheus.GaugeValue, now.Sub(*k.ActiveAt).Seconds())
-			}
-		}
+	if set, err := c.keys(ctx, s); err != nil {
+		FleetErrors.Inc()
+	} else if k := set.Active(); k != nil && k.ActiveAt != nil {
+		ch <- prometheus.MustNewConstMetric(keyAgeDesc, prometheus.GaugeValue, now.Sub(*k.ActiveAt).Seconds())
 	}
 	if c.CertSecret.Name != "" {
-		if err := c.Reader.Get(ctx, c.CertSecret, s); err == nil {
-			if cert, err := servingcert.ParseCert(s.Data[servingcert.TLSCert]); err == nil {
-				ch <- prometheus.MustNewConstMetric(certDesc, prometheus.GaugeValue, float64(cert.NotAfter.Unix()))
-			}
+		s := &corev1.Secret{}
+		err := c.Reader.Get(ctx, c.CertSecret, s)
+		if apierrors.IsNotFound(err) && c.APIReader != nil {
+			err = c.APIReader.Get(ctx, c.CertSecret, s) // cert-manager's Secret may lack the label
+		}
+		cert, perr := servingcert.ParseCert(s.Data[servingcert.TLSCert])
+		if err != nil || perr != nil {
+			FleetErrors.Inc()
+		} else {
+			ch <- prometheus.MustNewConstMetric(certDesc, prometheus.GaugeValue, float64(cert.NotAfter.Unix()))
 		}
 	}
+}
+
+func (c *FleetCollector) keys(ctx context.Context, s *corev1.Secret) (*signingkeys.Set, error) {
+	if err := c.Reader.Get(ctx, c.KeySecret, s); err != nil {
+		return nil, err
+	}
+	return signingkeys.Parse(s.Data[signingkeys.DataKey])
 }

@@ -49,6 +49,7 @@ func main() {
 	duration := flag.Duration("duration", 20*time.Second, "Length of the measured load.")
 	flag.StringVar(&profile, "cpu-profile", "", "Write a 10 s CPU profile of the token server under load to this file.")
 	flag.BoolVar(&narrow, "narrow", true, "Half the requests name a subset of the scopes and an audience; false sends credentials only.")
+	flag.BoolVar(&perClient, "per-client-metrics", false, "Run the token server with --metrics-per-client (one metric series per client), as before issue 14.")
 	flag.BoolVar(&assertion, "serviceaccount", false, "Clients take no secret and allow a ServiceAccount; every request sends its token (from the TokenRequest API) as the client assertion.")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
@@ -62,6 +63,7 @@ var (
 	profile   string
 	narrow    bool
 	assertion bool
+	perClient bool
 )
 
 func secretFor(i int) string {
@@ -124,6 +126,9 @@ func run(n, conns, threads int, duration time.Duration) error {
 	args := []string{"--issuer-url", issuer, "--listen-address", addr, "--metrics-bind-address", metricsAddr, "--kubeconfig", kcPath, "--zap-log-level", "error"}
 	if profile != "" {
 		args = append(args, "--debug-address", "127.0.0.1:6060")
+	}
+	if perClient {
+		args = append(args, "--metrics-per-client")
 	}
 	ts := exec.Command(bin, args...)
 	ts.Stdout, ts.Stderr = os.Stderr, os.Stderr

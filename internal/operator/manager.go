@@ -207,9 +207,12 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := keys.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the signing-key controller: %w", err)
 	}
-	fleet := &controllers.FleetCollector{Reader: mgr.GetClient(), Clock: o.Clock, KeySecret: o.SigningKeySecret}
+	fleet := &controllers.FleetCollector{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock, KeySecret: o.SigningKeySecret}
 	if o.ServingCert != nil {
 		fleet.CertSecret = o.ServingCert.CertSecret
+	}
+	if o.CABundleSecret.Name != "" {
+		fleet.CertSecret = o.CABundleSecret // cert-manager's certificate Secret
 	}
 	registerMetrics(fleet)
 	if o.ProbeAddr != "" && o.ProbeAddr != "0" {
@@ -266,7 +269,7 @@ func setupServingCert(mgr ctrl.Manager, o Options, issuerURL string) error {
 // of the newest manager replaces an earlier one's (tests start several).
 func registerMetrics(fleet *controllers.FleetCollector) {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(controllers.Rotations, controllers.RotationFailures)
+		metrics.Registry.MustRegister(controllers.Rotations, controllers.RotationFailures, controllers.FleetErrors)
 	})
 	fleetMu.Lock()
 	defer fleetMu.Unlock()

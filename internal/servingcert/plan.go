@@ -58,19 +58,19 @@ type Decision struct {
 func Plan(st State, hosts []string, now time.Time, p Policy) Decision {
 	var d Decision
 	renewCA := time.Time{}
-	// A CA that is not valid now (it expired while the manager was away, or a skewed clock made
-	// it) protects no one by waiting: its successor takes over at once.
-	caValid := st.CA != nil && validAt(st.CA.Cert, now)
+	// A CA that expired (while the manager was away) protects no one by waiting: its successor
+	// takes over at once. A CA not valid yet is a clock fault, not a reason to rotate.
+	caValid := st.CA != nil && now.Before(st.CA.Cert.NotAfter)
 	if st.CA != nil {
 		renewCA = st.CA.Cert.NotAfter.Add(-p.CARenewBefore)
 	}
 	switch {
 	case st.CA == nil:
 		d.CA, d.CAWhy = CACreate, "there is no CA"
-	case !caValid && st.Next != nil && validAt(st.Next.Cert, now):
-		d.CA, d.CAWhy = CAPromote, fmt.Sprintf("the CA is not valid now (%s to %s); its successor signs at once", st.CA.Cert.NotBefore.UTC().Format(time.RFC3339), st.CA.Cert.NotAfter.UTC().Format(time.RFC3339))
+	case !caValid && st.Next != nil && now.Before(st.Next.Cert.NotAfter):
+		d.CA, d.CAWhy = CAPromote, fmt.Sprintf("the CA expired at %s; its successor signs at once", st.CA.Cert.NotAfter.UTC().Format(time.RFC3339))
 	case !caValid && st.Next == nil:
-		d.CA, d.CAWhy = CAAddNext, "the CA is not valid now; a successor is made"
+		d.CA, d.CAWhy = CAAddNext, "the CA expired; a successor is made"
 	case st.Previous != nil && !now.Before(st.PreviousUntil):
 		d.CA, d.CAWhy = CADropPrevious, fmt.Sprintf("the previous CA's overlap ended at %s", st.PreviousUntil.UTC().Format(time.RFC3339))
 	case st.Next != nil && !now.Before(st.NextSince.Add(p.Overlap)):

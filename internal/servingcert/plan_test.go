@@ -63,6 +63,7 @@ func TestPlan(t *testing.T) {
 		"a certificate not valid yet (a skewed clock) is replaced":         {State{CA: ca, Cert: future}, t0, CANone, true, 0},
 		"an expired certificate is replaced":                               {State{CA: ca, Cert: cert}, t0.Add(91 * time.Hour), CANone, true, 0},
 		"a certificate that ends with its CA is not renewed over and over": {State{CA: oldCA, Cert: endsWithCA, Next: next, NextSince: t0.Add(35 * time.Hour)}, t0.Add(40 * time.Hour), CANone, false, 5 * time.Hour},
+		"a CA not valid yet (a clock behind) is no reason to rotate":       {State{CA: mustCA(t, t0.Add(time.Hour)), Cert: mustCert(t, ca, hosts, t0)}, t0, CANone, true, 0},
 		"a rotation asked for waits while one is in progress":              {State{CA: ca, Cert: cert, Next: next, NextSince: t0, CARotationAsked: true}, t0.Add(time.Hour), CANone, false, 9 * time.Hour},
 	} {
 		t.Run(sentence, func(t *testing.T) {

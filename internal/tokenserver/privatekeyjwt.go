@@ -93,9 +93,9 @@ func clientKeys(c *m2mv1alpha1.M2MClient, st *keyState, now time.Time) map[strin
 	for i := range c.Spec.Authentication.PublicKeys {
 		add(&c.Spec.Authentication.PublicKeys[i])
 	}
-	// As for secrets: a client that neither gets a key pair nor switches to a secret accepts
-	// only keys in their grace period.
-	generates := m2mv1alpha1.KeyPairAuthentication(c) != "" || m2mv1alpha1.SecretAuthentication(c)
+	// As for secrets: a client that gets no key pair accepts only keys in their grace period,
+	// but while it switches to a secret and the manager has not yet handled that, its key too.
+	generates := m2mv1alpha1.KeyPairAuthentication(c) != "" || (m2mv1alpha1.SecretAuthentication(c) && switching(c))
 	for i := range c.Status.AcceptedSecrets {
 		e := &c.Status.AcceptedSecrets[i]
 		// A key's entry needs its MAC even before enforcement: no version without MACs wrote one.

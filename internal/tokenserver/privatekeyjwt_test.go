@@ -3,6 +3,7 @@ package tokenserver
 import (
 	"crypto"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,9 +212,14 @@ func TestAGeneratedKeyIsAcceptedOnlyAsTheManagerSealedIt(t *testing.T) {
 			off := false
 			c.Spec.Authentication = m2mv1alpha1.ClientAuthentication{ClientSecret: &off, ServiceAccounts: []string{"worker"}}
 		}, false, 401},
-		"an unexpiring key of a client switching to a secret is accepted until the manager starts its grace period": {func(c *m2mv1alpha1.M2MClient, _ crypto.Signer) {
+		"an unexpiring key of a client switching to a secret is accepted until the manager handles the change": {func(c *m2mv1alpha1.M2MClient, _ crypto.Signer) {
 			c.Spec.Authentication = m2mv1alpha1.ClientAuthentication{}
+			c.Generation, c.Status.ObservedGeneration = 2, 1
 		}, false, 200},
+		"an unexpiring key of a client whose switch to a secret the manager has handled is refused": {func(c *m2mv1alpha1.M2MClient, _ crypto.Signer) {
+			c.Spec.Authentication = m2mv1alpha1.ClientAuthentication{}
+			c.Generation, c.Status.ObservedGeneration = 2, 2
+		}, false, 401},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			signer, c := generatedKeyClient(t, m2mv1alpha1.KeyAlgorithmES256)
@@ -278,11 +284,16 @@ func TestASecretStaysAcceptedWhileItsClientSwitchesToAKeyPair(t *testing.T) {
 		auth m2mv1alpha1.ClientAuthentication
 		want int
 	}{
-		"switching to a key pair": {m2mv1alpha1.ClientAuthentication{KeyPair: &m2mv1alpha1.KeyPairPolicy{}}, 200},
-		"turning secrets off":     {m2mv1alpha1.ClientAuthentication{ClientSecret: new(bool), ServiceAccounts: []string{"worker"}}, 401},
+		"switching to a key pair, not handled yet": {m2mv1alpha1.ClientAuthentication{KeyPair: &m2mv1alpha1.KeyPairPolicy{}}, 200},
+		"switching to a key pair, handled":         {m2mv1alpha1.ClientAuthentication{KeyPair: &m2mv1alpha1.KeyPairPolicy{}}, 401},
+		"turning secrets off":                      {m2mv1alpha1.ClientAuthentication{ClientSecret: new(bool), ServiceAccounts: []string{"worker"}}, 401},
 	} {
 		c := testClient(goodID, goodSecret)
 		c.Spec.Authentication = tc.auth
+		c.Generation, c.Status.ObservedGeneration = 2, 1
+		if strings.HasSuffix(sentence, "handled") && !strings.HasSuffix(sentence, "not handled yet") {
+			c.Status.ObservedGeneration = 2
+		}
 		f := serve(t, signingkeys.ES256, mapClients{goodID: c})
 		if code, _ := tokenFor(t, f, goodID, goodSecret); code != tc.want {
 			t.Errorf("%s: the unexpiring secret got %d, want %d", sentence, code, tc.want)

@@ -273,11 +273,11 @@ func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alp
 	client, found := s.lookup(req.clientID, st)
 	var matched bool
 	if found {
-		// A client that takes no secret and gets no key pair instead accepts only secrets in
-		// their grace period, whatever the manager has done so far: turning secrets off ends an
-		// unexpiring one. A client switching to a key pair keeps its secret until the manager has
-		// issued the key and started the secret's grace period.
-		secretsAllowed := m2mv1alpha1.SecretAuthentication(client) || m2mv1alpha1.KeyPairAuthentication(client) != ""
+		// A client that takes no secret accepts only secrets in their grace period, whatever the
+		// manager has done so far: turning secrets off ends an unexpiring one. A client switching
+		// to a key pair keeps its secret while the manager has not yet handled the change (it then
+		// issues the key and starts the secret's grace period), and no longer.
+		secretsAllowed := m2mv1alpha1.SecretAuthentication(client) || (m2mv1alpha1.KeyPairAuthentication(client) != "" && switching(client))
 		matched = credentials.VerifyWith(client.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
 			// A key pair's entry never accepts a secret: its hash is of public values.
 			return e.PublicKey == nil && st.trustsEntry(client, e) && (secretsAllowed || e.ExpiresAt != nil)
@@ -624,4 +624,10 @@ func (s *Server) verify(raw string) (jwt.MapClaims, bool) {
 		return k.Signer().Public(), nil
 	})
 	return claims, err == nil
+}
+
+// switching reports whether the manager has not yet handled c's current spec: a change of the
+// kind of credential it takes may still be on its way. Only the manager writes status.
+func switching(c *m2mv1alpha1.M2MClient) bool {
+	return c.Status.ObservedGeneration < c.Generation
 }

@@ -249,3 +249,14 @@ func TestAnUpgradeKeepsTheIssuerOfTheInstallItUpgrades(t *testing.T) {
 		t.Fatalf("the upgrade does not keep the http issuer %s for the manager and the token server", old)
 	}
 }
+
+// A client-side render of an upgrade (helm template --is-upgrade, as GitOps tools do) cannot read
+// the installed issuer, so it fails unless issuerURL is set, rather than change the issuer.
+func TestAnUpgradeRenderedWithoutTheClusterNeedsTheIssuer(t *testing.T) {
+	if out, err := helmCommand(t, "template", "m2m", chartDir(), "-n", "m2m-system", "--is-upgrade"); err == nil || !strings.Contains(err.Error(), "set issuerURL") {
+		t.Fatalf("an upgrade rendered without the cluster and without issuerURL: %v\n%.200s", err, out)
+	}
+	if _, err := helmCommand(t, "template", "m2m", chartDir(), "-n", "m2m-system", "--is-upgrade", "--set", "issuerURL=https://m2m.example.com"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -243,13 +243,15 @@ func TestTheAggregatedUserRolesNeverGrantStatus(t *testing.T) {
 	}
 }
 
-// Any workload may reach the token port; only namespaces labelled as scrapers reach the metrics
-// port, whose series name clients and failure reasons.
-func TestTheTokenServersNetworkPolicyOpensMetricsToScrapersOnly(t *testing.T) {
+// Any workload may reach the token port (and the kubelet the manager's probes); only namespaces
+// labelled as scrapers reach the metrics ports, whose series name clients and failure reasons.
+func TestTheNetworkPoliciesOpenMetricsToScrapersOnly(t *testing.T) {
+	seen := 0
 	for _, obj := range decodeObjects(t, renderConfig(t, "default")) {
-		if obj.GetKind() != "NetworkPolicy" || obj.GetName() != "m2m-token-server" {
+		if obj.GetKind() != "NetworkPolicy" {
 			continue
 		}
+		seen++
 		np := &networkingv1.NetworkPolicy{}
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, np); err != nil {
 			t.Fatal(err)
@@ -257,20 +259,21 @@ func TestTheTokenServersNetworkPolicyOpensMetricsToScrapersOnly(t *testing.T) {
 		for _, rule := range np.Spec.Ingress {
 			for _, p := range rule.Ports {
 				switch p.Port.String() {
-				case "http", "https":
+				case "http", "https", "probes":
 					if len(rule.From) != 0 {
-						t.Errorf("the token port is limited to %v", rule.From)
+						t.Errorf("%s: port %s is limited to %v", obj.GetName(), p.Port.String(), rule.From)
 					}
 				case "metrics":
 					if len(rule.From) != 1 || rule.From[0].NamespaceSelector == nil || rule.From[0].NamespaceSelector.MatchLabels["m2m.dev/metrics-scraper"] != "true" || rule.From[0].PodSelector != nil {
 						t.Errorf("the metrics port is open to %v", rule.From)
 					}
 				default:
-					t.Errorf("the policy opens port %s", p.Port.String())
+					t.Errorf("%s opens port %s", obj.GetName(), p.Port.String())
 				}
 			}
 		}
-		return
 	}
-	t.Fatal("config/default has no NetworkPolicy for the token server")
+	if seen != 2 {
+		t.Fatalf("config/default has %d NetworkPolicies; want the token server's and the manager's", seen)
+	}
 }

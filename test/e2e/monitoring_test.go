@@ -61,7 +61,7 @@ func knownMetrics(t *testing.T) map[string]bool {
 		}
 	}
 	descs := make(chan *prometheus.Desc, 64)
-	for _, c := range []prometheus.Collector{controllers.Rotations, controllers.RotationFailures, &controllers.FleetCollector{}} {
+	for _, c := range []prometheus.Collector{controllers.Rotations, controllers.RotationFailures, controllers.FleetErrors, &controllers.FleetCollector{}} {
 		c.Describe(descs)
 	}
 	close(descs)

@@ -30,6 +30,9 @@ token server's Service in the release namespace, https with TLS on.
 */}}
 {{- define "m2m.issuerURL" -}}
 {{- $existing := include "m2m.existingIssuer" . -}}
+{{- if and .Release.IsUpgrade (not .Values.issuerURL) (not $existing) -}}
+{{- fail "an upgrade needs the issuer of the install it upgrades, and Helm could not read it (a client-side render?): set issuerURL to it, as GitOps tools that render with helm template must always do" -}}
+{{- end -}}
 {{- if .Values.issuerURL -}}
 {{ .Values.issuerURL }}
 {{- else if $existing -}}
