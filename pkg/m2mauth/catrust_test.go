@@ -2,10 +2,14 @@ package m2mauth
 
 import (
 	"crypto/tls"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,5 +88,64 @@ func TestTheCAFileIsTrustedAndFollowedAcrossChanges(t *testing.T) {
 	}
 	if err := get(withCAFile(newHTTPClient(5*time.Second), filepath.Join(t.TempDir(), "none"), false)); err == nil {
 		t.Fatal("a missing required file was not an error")
+	}
+}
+
+// Through an HTTPS_PROXY, the transport makes the TLS connection itself: the mounted CA is
+// trusted there too, by host name, and a server it did not sign is refused.
+func TestTheCAFileIsTrustedThroughAProxy(t *testing.T) {
+	now := time.Now()
+	ca, _ := servingcert.NewCA(now, time.Hour)
+	other, _ := servingcert.NewCA(now, time.Hour)
+	leaf, _ := servingcert.Issue(ca, []string{"localhost"}, now, time.Hour)
+	pair, _ := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	srv.StartTLS()
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+
+	var tunnels atomic.Int64
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+			return
+		}
+		upstream, err := net.Dial("tcp", srv.Listener.Addr().String()) // localhost:port
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		tunnels.Add(1)
+		w.WriteHeader(http.StatusOK)
+		conn, _, _ := w.(http.Hijacker).Hijack()
+		go func() { _, _ = io.Copy(upstream, conn); upstream.Close() }()
+		_, _ = io.Copy(conn, upstream)
+		conn.Close()
+	}))
+	defer proxy.Close()
+	proxyURL, _ := url.Parse(proxy.URL)
+
+	get := func(caPEM []byte) error {
+		path := filepath.Join(t.TempDir(), "ca.crt")
+		if err := os.WriteFile(path, caPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		hc := withCAFile(newHTTPClient(5*time.Second), path, false)
+		hc.Transport.(*http.Transport).Proxy = http.ProxyURL(proxyURL)
+		resp, err := hc.Get("https://localhost:" + port)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := get(ca.CertPEM); err != nil {
+		t.Fatalf("through the proxy, with the server's CA mounted: %v", err)
+	}
+	if err := get(other.CertPEM); err == nil {
+		t.Fatal("through the proxy, a server of a CA outside the file was trusted")
+	}
+	if tunnels.Load() != 2 {
+		t.Fatalf("%d requests went through the proxy, want 2", tunnels.Load())
 	}
 }
