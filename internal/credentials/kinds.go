@@ -72,6 +72,12 @@ func Entry(alg m2mv1alpha1.KeyAlgorithm, value string, now time.Time) (m2mv1alph
 	return e, nil
 }
 
+// JWK is k, a public key of the API (spec.authentication.publicKeys or an accepted entry), as
+// the jwk package's key, which turns it into a crypto key.
+func JWK(k *m2mv1alpha1.ClientPublicKey) jwk.Key {
+	return jwk.Key{KeyID: k.KeyID, KeyType: k.KeyType, Algorithm: k.Algorithm, Curve: k.Curve, X: k.X, Y: k.Y, N: k.N, E: k.E}
+}
+
 // Problem says why a credential someone wrote into the Secret is refused, or returns "" for one
 // the manager accepts: a secret must pass StrengthProblem; a private key must be a PKCS #8 PEM
 // key of alg.

@@ -12,7 +12,6 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 )
 
 // MaxPrivateKeyJWTLifetime bounds exp - iat of a private_key_jwt assertion, so that a captured
@@ -85,21 +84,18 @@ func (c *replayCache) first(client, jti string, exp, now time.Time) bool {
 func clientKeys(c *m2mv1alpha1.M2MClient, st *keyState, now time.Time) map[string]assertionKey {
 	out := map[string]assertionKey{}
 	add := func(k *m2mv1alpha1.ClientPublicKey) {
-		j := jwk.Key{KeyID: k.KeyID, KeyType: k.KeyType, Algorithm: k.Algorithm, Curve: k.Curve, X: k.X, Y: k.Y, N: k.N, E: k.E}
-		if pub, err := j.PublicKey(); err == nil {
+		if pub, err := credentials.JWK(k).PublicKey(); err == nil {
 			out[k.KeyID] = assertionKey{key: pub, alg: k.Algorithm}
 		}
 	}
 	for i := range c.Spec.Authentication.PublicKeys {
 		add(&c.Spec.Authentication.PublicKeys[i])
 	}
-	// As for secrets: a client that gets no key pair accepts only keys in their grace period,
-	// but while it switches to a secret and the manager has not yet handled that, its key too.
-	generates := m2mv1alpha1.KeyPairAuthentication(c) != "" || (m2mv1alpha1.SecretAuthentication(c) && switching(c))
+	current := acceptsCurrent(c, true)
 	for i := range c.Status.AcceptedSecrets {
 		e := &c.Status.AcceptedSecrets[i]
 		// A key's entry needs its MAC even before enforcement: no version without MACs wrote one.
-		if e.PublicKey != nil && credentials.Accepted(*e, now) && (generates || e.ExpiresAt != nil) && st.status.VerifyEntry(c, e) {
+		if e.PublicKey != nil && credentials.Accepted(*e, now) && (current || e.ExpiresAt != nil) && st.status.VerifyEntry(c, e) {
 			add(e.PublicKey)
 		}
 	}

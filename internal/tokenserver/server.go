@@ -273,14 +273,10 @@ func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alp
 	client, found := s.lookup(req.clientID, st)
 	var matched bool
 	if found {
-		// A client that takes no secret accepts only secrets in their grace period, whatever the
-		// manager has done so far: turning secrets off ends an unexpiring one. A client switching
-		// to a key pair keeps its secret while the manager has not yet handled the change (it then
-		// issues the key and starts the secret's grace period), and no longer.
-		secretsAllowed := m2mv1alpha1.SecretAuthentication(client) || (m2mv1alpha1.KeyPairAuthentication(client) != "" && switching(client))
+		current := acceptsCurrent(client, false)
 		matched = credentials.VerifyWith(client.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
 			// A key pair's entry never accepts a secret: its hash is of public values.
-			return e.PublicKey == nil && st.trustsEntry(client, e) && (secretsAllowed || e.ExpiresAt != nil)
+			return e.PublicKey == nil && st.trustsEntry(client, e) && (current || e.ExpiresAt != nil)
 		})
 	} else {
 		credentials.VerifyWith(s.decoy.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
@@ -626,8 +622,17 @@ func (s *Server) verify(raw string) (jwt.MapClaims, bool) {
 	return claims, err == nil
 }
 
-// switching reports whether the manager has not yet handled c's current spec: a change of the
-// kind of credential it takes may still be on its way. Only the manager writes status.
-func switching(c *m2mv1alpha1.M2MClient) bool {
-	return c.Status.ObservedGeneration < c.Generation
+// acceptsCurrent reports whether c accepts its current (unexpiring) client secret, or with
+// keys its current generated key: while its spec asks for that kind, or while it switches from
+// that kind to the other and the manager has not yet handled the change (status.observedGeneration
+// behind metadata.generation; only the manager writes status). Once it has, the old kind's
+// credential has its grace period, and a client that turned it off with nothing instead accepts
+// it only through that.
+func acceptsCurrent(c *m2mv1alpha1.M2MClient, keys bool) bool {
+	secret, key := m2mv1alpha1.SecretAuthentication(c), m2mv1alpha1.KeyPairAuthentication(c) != ""
+	switching := c.Status.ObservedGeneration < c.Generation
+	if keys {
+		return key || (secret && switching)
+	}
+	return secret || (key && switching)
 }

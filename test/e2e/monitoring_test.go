@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -49,13 +47,7 @@ func knownMetrics(t *testing.T) map[string]bool {
 	})
 	postToken(t, "application/x-www-form-urlencoded", "grant_type=client_credentials&client_id=m2m-nobody&client_secret=x")
 	known := map[string]bool{}
-	resp, err := http.Get(metricsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(raw), "\n") {
+	for _, line := range metricsLines(t) {
 		if f := strings.Fields(line); len(f) >= 3 && f[0] == "#" && f[1] == "TYPE" {
 			known[f[2]] = true
 		}

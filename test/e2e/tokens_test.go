@@ -200,7 +200,8 @@ func TestTheTokenServerSignsWithANewActiveKeyWithoutARestart(t *testing.T) {
 	})
 }
 
-func metric(t *testing.T, name string) float64 {
+// metricsLines are the lines of the token server's /metrics.
+func metricsLines(t *testing.T) []string {
 	t.Helper()
 	resp, err := http.Get(metricsURL)
 	if err != nil {
@@ -208,7 +209,12 @@ func metric(t *testing.T, name string) float64 {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(raw), "\n") {
+	return strings.Split(string(raw), "\n")
+}
+
+func metric(t *testing.T, name string) float64 {
+	t.Helper()
+	for _, line := range metricsLines(t) {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
