@@ -35,6 +35,7 @@ manager:
   podAnnotations: {example.com/owner: platform}
 tokenServer:
   replicas: 3
+  logLevel: error
   defaultAudience: https://api.example.com
   federatedIssuers: [{issuer: https://token.actions.example.com}]
   resources: {requests: {cpu: 200m, memory: 128Mi}, limits: {memory: 512Mi}}
@@ -194,7 +195,7 @@ func TestTheChartInstallsWithDefaultAndNonDefaultValues(t *testing.T) {
 				if kinds["ClusterRoleBinding /m2m-manager"] || kinds["ClusterRoleBinding /m2m-token-server"] {
 					t.Error("watchNamespaces still binds the manager or the token server cluster-wide")
 				}
-				for _, want := range []string{"registry.example.com/m2m:v9.9.9", "--issuer-url=https://m2m.example.com", "--watch-namespaces=team-a,team-b", "--zap-log-level=debug", "--signing-algorithm=EdDSA", "priorityClassName: system-cluster-critical", "regcred", "minAvailable: 2", "example.com/prometheus"} {
+				for _, want := range []string{"registry.example.com/m2m:v9.9.9", "--issuer-url=https://m2m.example.com", "--watch-namespaces=team-a,team-b", "--zap-log-level=debug", "--zap-log-level=error", "--signing-algorithm=EdDSA", "priorityClassName: system-cluster-critical", "regcred", "minAvailable: 2", "example.com/prometheus"} {
 					if !strings.Contains(rendered, want) {
 						t.Errorf("the rendering lacks %q", want)
 					}
