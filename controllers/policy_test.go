@@ -482,6 +482,12 @@ func TestDecideSecretForAKeyPair(t *testing.T) {
 		"a new trigger value rotates the key pair": {
 			obj: withTrigger(keyClient("", curEntry), "v2"), secret: withKey(curKey), want: ActionRotate, reason: RotationTrigger,
 		},
+		"a new m2m.dev/rotate annotation rotates the key pair": {
+			obj: withAnnotation(keyClient("", curEntry), "now"), secret: withKey(curKey), want: ActionRotate, reason: RotationAnnotation,
+		},
+		"a key pair past its rotation period rotates": {
+			obj: withPeriod(keyClient("", curEntry), time.Hour), secret: withKey(curKey), want: ActionRotate, reason: RotationScheduled,
+		},
 		"a changed algorithm rotates the key pair": {
 			obj: keyClient(m2mv1alpha1.KeyAlgorithmEdDSA, curEntry), secret: withKey(curKey), want: ActionRotate, reason: RotationAlgorithm,
 		},
@@ -548,4 +554,17 @@ func TestAKeyPairEntryCarriesThePublicKeyNamedByItsThumbprint(t *testing.T) {
 	if strings.Contains(e.PublicKey.X+e.PublicKey.Y+e.PublicKey.N, strings.Split(pemKey, "\n")[1]) {
 		t.Fatal("the entry carries private key material")
 	}
+}
+
+func withAnnotation(obj *m2mv1alpha1.M2MClient, value string) *m2mv1alpha1.M2MClient {
+	obj.Annotations = map[string]string{m2mv1alpha1.RotateAnnotation: value}
+	return obj
+}
+
+// withPeriod sets a rotation period that has passed: the last rotation was twice as long ago.
+func withPeriod(obj *m2mv1alpha1.M2MClient, period time.Duration) *m2mv1alpha1.M2MClient {
+	obj.Spec.Rotation.Period = &metav1.Duration{Duration: period}
+	last := metav1.NewTime(now.Add(-2 * period))
+	obj.Status.LastRotationTime = &last
+	return obj
 }

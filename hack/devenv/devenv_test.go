@@ -82,6 +82,9 @@ func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 		}
 	}
 	sys.PrintNextSteps(clients)
+	if !strings.Contains(out.String(), "plain HTTP on loopback, for development only") {
+		t.Fatalf("the printed URLs do not say that make dev serves plain HTTP:\n%s", out.String())
+	}
 	if !strings.Contains(out.String(), sys.Kubeconfig) || !strings.Contains(out.String(), "get m2mclients") {
 		t.Fatalf("the printed next steps lack the kubeconfig or a kubectl line:\n%s", out.String())
 	}

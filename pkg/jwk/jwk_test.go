@@ -7,8 +7,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"math/big"
+	"strings"
 	"testing"
 )
 
@@ -90,5 +93,42 @@ func TestFromPublicKeyRoundTripsEveryKeyType(t *testing.T) {
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	if _, err := FromPublicKey(&p384.PublicKey); err == nil {
 		t.Error("a P-384 key was turned into a JWK that claims ES256")
+	}
+}
+
+// A private_key is tenant-written input (anyone who may edit the Secret): everything but one
+// PKCS #8 PEM key of a supported type and size is an error, and no error quotes the key.
+func TestParsePrivateKeyPEMRefusesWhatIsNotOneUsableKey(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	good, err := MarshalPrivateKeyPEM(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, pub, err := ParsePrivateKeyPEM(good); err != nil || pub.Algorithm != "ES256" || pub.KeyID == "" {
+		t.Fatalf("a P-256 key: %+v, %v", pub, err)
+	}
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	p384PEM, _ := MarshalPrivateKeyPEM(p384)
+	rsa1024, _ := rsa.GenerateKey(rand.Reader, 1024)
+	rsa1024PEM, _ := MarshalPrivateKeyPEM(rsa1024)
+	der, _ := x509.MarshalECPrivateKey(ec)
+	sec1 := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+	for name, in := range map[string][]byte{
+		"empty":                             nil,
+		"not PEM":                           []byte("hunter2"),
+		"a SEC 1 key, not PKCS #8":          sec1,
+		"two keys":                          append(append([]byte{}, good...), good...),
+		"a key with trailing text":          append(append([]byte{}, good...), []byte("junk")...),
+		"a PKCS #8 block of garbage":        pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte("garbage")}),
+		"a P-384 key":                       p384PEM,
+		"a 1024-bit RSA key":                rsa1024PEM,
+		"a certificate where a key belongs": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+	} {
+		_, _, err := ParsePrivateKeyPEM(in)
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if strings.Contains(err.Error(), "PRIVATE KEY-----") || (len(in) > 40 && strings.Contains(err.Error(), string(in[30:40]))) {
+			t.Errorf("%s: the error quotes the input: %v", name, err)
+		}
 	}
 }

@@ -11,10 +11,12 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
@@ -114,34 +116,57 @@ func TestEveryMetricTheDashboardAndTheAlertsQueryExists(t *testing.T) {
 	}
 }
 
-// The manager's gauges describe the running system: clients by state and reason, and the
-// signing key's age.
-func TestTheManagerReportsItsClientsAndSigningKey(t *testing.T) {
-	readyClient(t, billingClient(namespace(t), "counted"))
-	families, err := metrics.Registry.Gather()
-	if err != nil {
+// The manager's metrics describe the running system: clients by state and reason, the signing
+// key's age, rotations by cause, and a rotated secret in its (one-hour) grace period as expiring
+// within the hour.
+func TestTheManagerReportsItsClientsRotationsAndSigningKey(t *testing.T) {
+	obj := billingClient(namespace(t), "counted")
+	readyClient(t, obj)
+	triggered := testutil.ToFloat64(controllers.Rotations.WithLabelValues("Trigger"))
+	o := &m2mv1alpha1.M2MClient{}
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(obj), o); err != nil {
 		t.Fatal(err)
 	}
-	var ready, keyAge float64
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			switch f.GetName() {
-			case "m2m_manager_clients":
-				labels := map[string]string{}
-				for _, l := range m.GetLabel() {
-					labels[l.GetName()] = l.GetValue()
+	o.Spec.Rotation.Trigger = "metrics-test"
+	if err := env.Client.Update(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		if testutil.ToFloat64(controllers.Rotations.WithLabelValues("Trigger")) <= triggered {
+			return fmt.Errorf("m2m_manager_rotations_total{cause=\"Trigger\"} did not grow")
+		}
+		return nil
+	})
+	// The gauges read the manager's cache, which sees the grace period a moment after the rotation.
+	testenv.Eventually(t, wait, func() error {
+		families, err := metrics.Registry.Gather()
+		if err != nil {
+			return err
+		}
+		var ready, keyAge, expiring float64
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				switch f.GetName() {
+				case "m2m_manager_clients":
+					labels := map[string]string{}
+					for _, l := range m.GetLabel() {
+						labels[l.GetName()] = l.GetValue()
+					}
+					if labels["state"] == "Active" && labels["reason"] == "CredentialsReady" {
+						ready = m.GetGauge().GetValue()
+					}
+				case "m2m_manager_signing_key_age_seconds":
+					keyAge = m.GetGauge().GetValue()
+				case "m2m_manager_credentials_expiring_within_hour":
+					expiring = m.GetGauge().GetValue()
 				}
-				if labels["state"] == "Active" && labels["reason"] == "CredentialsReady" {
-					ready = m.GetGauge().GetValue()
-				}
-			case "m2m_manager_signing_key_age_seconds":
-				keyAge = m.GetGauge().GetValue()
 			}
 		}
-	}
-	if ready < 1 || keyAge <= 0 {
-		t.Fatalf("m2m_manager_clients{Active,CredentialsReady} = %v, signing key age %v", ready, keyAge)
-	}
+		if ready < 1 || keyAge <= 0 || expiring < 1 {
+			return fmt.Errorf("m2m_manager_clients{Active,CredentialsReady} = %v, signing key age %v, expiring within the hour %v", ready, keyAge, expiring)
+		}
+		return nil
+	})
 }
 
 // installOptionalCRDs installs the Prometheus Operator's and cert-manager's CRDs that

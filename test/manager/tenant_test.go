@@ -2,11 +2,13 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -103,10 +105,18 @@ func TestASecretThatCannotBeWrittenDoesNotGrowStatus(t *testing.T) {
 	if err := tenant.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
+	failuresBefore := testutil.ToFloat64(controllers.RotationFailures)
 	failed := waitReady(t, ns, "stuck", metav1.ConditionFalse, m2mv1alpha1.ReasonSecretWriteFailed)
 	if msg := meta.FindStatusCondition(failed.Status.Conditions, m2mv1alpha1.ConditionReady).Message; !strings.Contains(msg, "immutable") {
 		t.Fatalf("the condition does not give the API server's reason: %q", msg)
 	}
+	// The failed rotation is counted for the M2MRotationStuck alert's dashboard panel.
+	testenv.Eventually(t, wait, func() error {
+		if testutil.ToFloat64(controllers.RotationFailures) <= failuresBefore {
+			return errors.New("m2m_manager_secret_write_failures_total did not grow")
+		}
+		return nil
+	})
 	// Each poke is one more reconcile, and one more failed write, besides the retries.
 	for range 5 {
 		testenv.Poke(t, env.Client, obj)

@@ -17,8 +17,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/plugin"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -144,4 +146,38 @@ func TestAPodWithOnlyItsSecretGetsTokensOverHTTPSThroughCertificateAndCARotation
 		t.Fatalf("%d of %d token requests failed across a certificate and a CA rotation; first: %v", failed.Load(), ok.Load()+failed.Load(), firstErr.Load())
 	}
 	t.Logf("%d token requests over new TLS connections, none failed", ok.Load())
+}
+
+// kubectl m2m token reaches the token server over HTTPS with the CA bundle of the client's
+// Secret, as pods do, and nothing else.
+func TestKubectlM2MGetsATokenOverHTTPSWithTheSecretsCA(t *testing.T) {
+	ctx := context.Background()
+	ns := testenv.Namespace(t, env.Client)
+	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cli"},
+		Spec: m2mv1alpha1.M2MClientSpec{Scopes: []m2mv1alpha1.Scope{"read:invoices"}}}
+	if err := env.Client.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	u, err := env.AddUser(envtest.User{Name: "plugin-user", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := u.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, func() error {
+		var out, errOut bytes.Buffer
+		if code := plugin.Run(ctx, []string{"token", "cli", "-n", ns, "--kubeconfig", path}, &out, &errOut); code != 0 {
+			return fmt.Errorf("exit %d: %s", code, errOut.String())
+		}
+		if strings.Count(strings.TrimSpace(out.String()), ".") != 2 {
+			return fmt.Errorf("not a JWT: %q", out.String())
+		}
+		return nil
+	})
 }
