@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -123,13 +124,8 @@ func New(cfg Config) (*Server, error) {
 	if err := s.decoyStatusKeys.Seal(s.decoy); err != nil {
 		return nil, err
 	}
-	s.decoyKeys = map[string]crypto.PublicKey{}
-	for _, alg := range []signingkeys.Algorithm{signingkeys.ES256, signingkeys.RS256, signingkeys.EdDSA} {
-		signer, err := signingkeys.NewSigner(alg)
-		if err != nil {
-			return nil, err
-		}
-		s.decoyKeys[string(alg)] = signer.Public()
+	if s.decoyKeys, err = decoyPublicKeys(); err != nil {
+		return nil, err
 	}
 	if s.metrics, err = newMetrics(cfg); err != nil {
 		return nil, err
@@ -636,3 +632,17 @@ func acceptsCurrent(c *m2mv1alpha1.M2MClient, keys bool) bool {
 	}
 	return secret || (key && switching)
 }
+
+// decoyPublicKeys are made once per process: an RSA key takes a while to generate, and public
+// keys whose private halves are thrown away serve every server alike.
+var decoyPublicKeys = sync.OnceValues(func() (map[string]crypto.PublicKey, error) {
+	keys := map[string]crypto.PublicKey{}
+	for _, alg := range []signingkeys.Algorithm{signingkeys.ES256, signingkeys.RS256, signingkeys.EdDSA} {
+		signer, err := signingkeys.NewSigner(alg)
+		if err != nil {
+			return nil, err
+		}
+		keys[string(alg)] = signer.Public()
+	}
+	return keys, nil
+})
