@@ -112,7 +112,7 @@ func (r *ServingCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (
 	}
 	d := servingcert.Plan(st, r.Hosts, now, r.Policy)
 	if d.CA != servingcert.CANone {
-		if err := r.stepCA(ctx, caSecret, st, d.CA, now); apierrors.IsConflict(err) {
+		if err := r.stepCA(ctx, caSecret, d.CA, now); apierrors.IsConflict(err) {
 			// The cache had not seen the last write yet; decide again on the newer version.
 			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		} else if err != nil {
@@ -213,7 +213,7 @@ func rotationAsked(s *corev1.Secret) bool {
 }
 
 // stepCA writes one CA step into the CA Secret, guarded by its resourceVersion.
-func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, st servingcert.State, step servingcert.CAStep, now time.Time) error {
+func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, step servingcert.CAStep, now time.Time) error {
 	if step == servingcert.CACreate && s == nil {
 		ca, err := servingcert.NewCA(now, r.Policy.CAValidity)
 		if err != nil {
