@@ -398,8 +398,8 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		return ctrl.Result{}, nil
 	}
 
-	alg := m2mv1alpha1.KeyPairAuthentication(obj)
-	if !m2mv1alpha1.SecretAuthentication(obj) && alg == "" {
+	kind := credentials.KindOf(obj)
+	if kind == nil {
 		return r.reconcileWithoutSecret(ctx, obj, secret, id, now)
 	}
 	decision := DecideSecret(obj, secret, now)
@@ -415,14 +415,14 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 	obj.Status.ClientID = id
 	switch {
 	case decision.Action.Issues():
-		if secret, err = r.issue(ctx, obj, p, secret, id, now, decision); err != nil {
+		if secret, err = r.issue(ctx, obj, kind, p, secret, id, now, decision); err != nil {
 			return ctrl.Result{}, err
 		}
 	case decision.Action == ActionRecoverStatus || decision.Action == ActionAdopt:
 		// A secret written into the Secret is accepted even when status is full (a rotation
 		// would wait instead): the Secret already carries it, and a status over the schema's
 		// limit could not be written at all.
-		entry, err := credentials.Entry(alg, decision.Secret, now)
+		entry, err := kind.Entry(decision.Secret, now)
 		if err != nil {
 			return ctrl.Result{}, err // unreachable: DecideSecret refuses a key that does not parse
 		}
@@ -430,20 +430,20 @@ func (r *M2MClientReconciler) reconcileSecret(ctx context.Context, obj *m2mv1alp
 		if err := p.patch(ctx); err != nil {
 			return ctrl.Result{}, err
 		}
-		r.completeRotation(obj, decision.Secret, now)
+		r.completeRotation(obj, kind, decision.Secret, now)
 		reason := EventSecretAdopted
 		if decision.Action == ActionRecoverStatus {
 			reason = EventStatusRecovered
 		}
 		r.Recorder.Eventf(obj, secret, corev1.EventTypeNormal, reason, "Adopt", "%s", decision.Why)
 	case decision.Action == ActionCompleteRotation:
-		r.completeRotation(obj, string(secret.Data[credentials.DataKey(alg)]), now)
+		r.completeRotation(obj, kind, string(secret.Data[kind.DataKey()]), now)
 	case decision.Rotation == RotationDeferred:
 		logger.Info("rotation deferred", "why", decision.Why)
 	}
 
 	// The Secret now carries an accepted secret; make the rest of it match the spec.
-	if _, err := r.writeSecret(ctx, obj, secret, id, string(secret.Data[credentials.DataKey(alg)])); err != nil {
+	if _, err := r.writeSecret(ctx, obj, secret, id, string(secret.Data[kind.DataKey()])); err != nil {
 		return ctrl.Result{}, r.secretWriteFailed(obj, err)
 	}
 
@@ -505,8 +505,8 @@ func (r *M2MClientReconciler) reconcileWithoutSecret(ctx context.Context, obj *m
 // the previous secrets, which the end of the reconcile persists. A crash after (1) leaves a hash
 // that no Secret carries (ActionResumeRotation issues again); after (2), secrets without expiry
 // (ActionCompleteRotation). No Secret ever carries a secret whose hash is not accepted.
-func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MClient, p *statusPatcher, secret *corev1.Secret, id string, now time.Time, d SecretDecision) (*corev1.Secret, error) {
-	value, err := r.pendingOrNew(obj)
+func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MClient, kind credentials.Kind, p *statusPatcher, secret *corev1.Secret, id string, now time.Time, d SecretDecision) (*corev1.Secret, error) {
+	value, err := r.pendingOrNew(obj, kind)
 	if err != nil {
 		return nil, err
 	}
@@ -518,8 +518,7 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 		obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
 		obj.Status.LastRotateAnnotation = obj.Annotations[m2mv1alpha1.RotateAnnotation]
 	}
-	alg := m2mv1alpha1.KeyPairAuthentication(obj)
-	entry, err := credentials.Entry(alg, value, now)
+	entry, err := kind.Entry(value, now)
 	if err != nil {
 		return nil, err
 	}
@@ -544,7 +543,7 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 		return nil, r.secretWriteFailed(obj, err)
 	}
 	r.pending.Delete(key)
-	r.completeRotation(obj, value, now)
+	r.completeRotation(obj, kind, value, now)
 	switch {
 	case first:
 		r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventCredentialsCreated, "Create", "client %s: credentials written to Secret %s", id, written.Name)
@@ -561,20 +560,19 @@ func (r *M2MClientReconciler) issue(ctx context.Context, obj *m2mv1alpha1.M2MCli
 
 // pendingOrNew returns the credential of an earlier attempt whose hash status still accepts
 // without expiry (its write failed), if it is of the kind the client takes, else a new one.
-func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient) (string, error) {
-	alg := m2mv1alpha1.KeyPairAuthentication(obj)
+func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient, kind credentials.Kind) (string, error) {
 	key := client.ObjectKeyFromObject(obj)
 	if v, ok := r.pending.Load(key); ok {
 		if pend := v.(pendingSecret); pend.uid == obj.UID {
 			for _, e := range obj.Status.AcceptedSecrets {
-				if e.Hash == pend.hash && e.ExpiresAt == nil && credentials.Fingerprint(alg, pend.value) == pend.hash && credentials.Problem(alg, pend.value) == "" {
+				if e.Hash == pend.hash && e.ExpiresAt == nil && kind.Fingerprint(pend.value) == pend.hash && kind.Problem(pend.value) == "" {
 					return pend.value, nil
 				}
 			}
 		}
 		r.pending.Delete(key)
 	}
-	return credentials.Issue(alg)
+	return kind.Issue()
 }
 
 // secretWriteFailed says on the Ready condition that the Secret could not be written, with the
@@ -590,8 +588,8 @@ func (r *M2MClientReconciler) secretWriteFailed(obj *m2mv1alpha1.M2MClient, err 
 }
 
 // completeRotation starts the grace period of every credential but current.
-func (r *M2MClientReconciler) completeRotation(obj *m2mv1alpha1.M2MClient, current string, now time.Time) {
-	hash := credentials.Fingerprint(m2mv1alpha1.KeyPairAuthentication(obj), current)
+func (r *M2MClientReconciler) completeRotation(obj *m2mv1alpha1.M2MClient, kind credentials.Kind, current string, now time.Time) {
+	hash := kind.Fingerprint(current)
 	before := obj.Status.AcceptedSecrets
 	obj.Status.AcceptedSecrets = ExpireOthers(before, hash, now, GracePeriod(obj))
 	if !equality.Semantic.DeepEqual(before, obj.Status.AcceptedSecrets) || obj.Status.LastRotationTime == nil {
@@ -825,10 +823,11 @@ func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.
 	secret.Data[m2mv1alpha1.SecretKeyClientID] = []byte(id)
 	// The credential under the key of its kind, and nothing under the other: a client that
 	// changed kind leaves no stale secret or key for pods to send.
-	delete(secret.Data, m2mv1alpha1.SecretKeyClientSecret)
-	delete(secret.Data, m2mv1alpha1.SecretKeyPrivateKey)
-	if value != "" {
-		secret.Data[credentials.DataKey(m2mv1alpha1.KeyPairAuthentication(obj))] = []byte(value)
+	for _, k := range credentials.DataKeys {
+		delete(secret.Data, k)
+	}
+	if kind := credentials.KindOf(obj); kind != nil && value != "" {
+		secret.Data[kind.DataKey()] = []byte(value)
 	}
 	secret.Data[m2mv1alpha1.SecretKeyTokenURL] = []byte(issuer.TokenURL(r.IssuerURL))
 	secret.Data[m2mv1alpha1.SecretKeyIssuer] = []byte(r.IssuerURL)

@@ -92,19 +92,19 @@ type secretView struct {
 	obj    *m2mv1alpha1.M2MClient
 	secret *corev1.Secret
 	now    time.Time
-	// alg is the client's key algorithm, "" for a client secret; key is the Secret's data key of
-	// the credential.
-	alg m2mv1alpha1.KeyAlgorithm
-	key string
+	// kind is the kind of credential the client's Secret carries; key is its Secret data key.
+	kind credentials.Kind
+	key  string
 	// value is the credential the Secret carries, and hash its fingerprint ("" for a private key
 	// that does not parse).
 	value, hash string
 	// entry is the accepted entry of hash and of the client's kind (a key's entry for a key
 	// pair, else a secret's), or nil.
 	entry *m2mv1alpha1.AcceptedSecret
-	// keyHash: hash is the hash of a key's entry while the client takes a secret. A key's
-	// hash input is public, so such a secret is never accepted.
-	keyHash bool
+	// otherForm: hash is the hash of an entry of another form than the kind's (a key's entry
+	// while the client takes a secret). A key's hash input is public, so such a secret is never
+	// accepted.
+	otherForm bool
 	// newest is the newest entry without expiry, of either kind; others counts the other
 	// entries without expiry, of either kind, so that switching kind expires the old one.
 	newest *m2mv1alpha1.AcceptedSecret
@@ -127,7 +127,7 @@ var secretRules = []secretRule{
 	previousSecretBack,
 	interruptedRotation,
 	unfinishedRotation,
-	algorithmChanged,
+	credentialOutdated,
 	rotationDue,
 }
 
@@ -138,23 +138,23 @@ var secretRules = []secretRule{
 // key pair (spec.authentication.keyPair). Invariant, outside a rotation in progress: exactly one
 // accepted entry has no expiry, and it is the fingerprint of the Secret's credential.
 func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Time) SecretDecision {
-	v := &secretView{obj: obj, secret: secret, now: now, alg: m2mv1alpha1.KeyPairAuthentication(obj)}
-	v.key = credentials.DataKey(v.alg)
+	v := &secretView{obj: obj, secret: secret, now: now, kind: credentials.KindOf(obj)}
+	v.key = v.kind.DataKey()
 	if secret != nil {
 		v.value = string(secret.Data[v.key])
 	}
 	if v.value != "" {
-		v.hash = credentials.Fingerprint(v.alg, v.value)
+		v.hash = v.kind.Fingerprint(v.value)
 		st := &obj.Status
 		for i := range st.AcceptedSecrets {
 			e := &st.AcceptedSecrets[i]
 			if v.hash == "" || e.Hash != v.hash {
 				continue
 			}
-			if (e.PublicKey != nil) == (v.alg != "") {
+			if credentials.FormOf(e) == v.kind.Form() {
 				v.entry = e
-			} else if v.alg == "" {
-				v.keyHash = true
+			} else if v.kind.Form() == credentials.FormSecret {
+				v.otherForm = true
 			}
 		}
 		// Entries are in the order they were accepted, so the last one without expiry is the
@@ -201,8 +201,8 @@ func weakNewSecret(v *secretView) (SecretDecision, bool) {
 	if v.entry != nil && v.entry.ExpiresAt == nil {
 		return SecretDecision{}, false
 	}
-	problem := credentials.Problem(v.alg, v.value)
-	if v.keyHash {
+	problem := v.kind.Problem(v.value)
+	if v.otherForm {
 		problem = "the thumbprint input of a public key in status, which anyone who can read the client can compute"
 	}
 	if problem == "" {
@@ -246,13 +246,14 @@ func unfinishedRotation(v *secretView) (SecretDecision, bool) {
 	return SecretDecision{Action: ActionCompleteRotation, Why: "the Secret carries the new secret; the previous secrets' grace period starts"}, true
 }
 
-// algorithmChanged rotates a key pair whose algorithm is no longer the one the spec asks for.
-func algorithmChanged(v *secretView) (SecretDecision, bool) {
-	k := v.entry.PublicKey
-	if v.alg == "" || k == nil || k.Algorithm == string(v.alg) || len(v.obj.Status.AcceptedSecrets) >= MaxAcceptedSecrets {
+// credentialOutdated rotates a credential that no longer fits the spec (a key pair whose
+// algorithm is no longer the one the spec asks for).
+func credentialOutdated(v *secretView) (SecretDecision, bool) {
+	why := v.kind.Outdated(v.entry)
+	if why == "" || len(v.obj.Status.AcceptedSecrets) >= MaxAcceptedSecrets {
 		return SecretDecision{}, false
 	}
-	return SecretDecision{Action: ActionRotate, Rotation: RotationAlgorithm, Why: fmt.Sprintf("spec.authentication.keyPair.algorithm changed from %s to %s", k.Algorithm, v.alg)}, true
+	return SecretDecision{Action: ActionRotate, Rotation: RotationAlgorithm, Why: why}, true
 }
 
 func rotationDue(v *secretView) (SecretDecision, bool) {
@@ -418,7 +419,7 @@ func TrustStatus(obj *m2mv1alpha1.M2MClient, keys *statusmac.Set, now time.Time)
 		for i := range st.AcceptedSecrets {
 			e := st.AcceptedSecrets[i]
 			verified := st.ClientID != "" && keys.VerifyEntry(obj, &e)
-			if e.PublicKey != nil && !verified {
+			if credentials.FormOf(&e) == credentials.FormKey && !verified {
 				// No version without MACs wrote a key's entry: someone else did.
 				t.Discarded++
 				continue

@@ -211,7 +211,7 @@ func TestUnexpiringCountsTheSecretsWithoutExpiry(t *testing.T) {
 func TestAcceptAddsANewHashOrClearsTheExpiryOfAKnownOne(t *testing.T) {
 	hour := time.Hour
 	secretEntry := func(v string) m2mv1alpha1.AcceptedSecret {
-		e, _ := credentials.Entry("", v, now)
+		e, _ := credentials.ClientSecret{}.Entry(v, now)
 		return e
 	}
 	got := Accept([]m2mv1alpha1.AcceptedSecret{entry(current, nil)}, secretEntry(next))
@@ -315,8 +315,8 @@ func TestTrustStatus(t *testing.T) {
 	legacy := clientWith(entry(current, nil), entry(old, &forever))
 	oddID := clientWith(entry(current, nil))
 	oddID.Status.ClientID = "abc@clients"
-	pemKey, _ := credentials.Issue(m2mv1alpha1.KeyAlgorithmES256)
-	keyEntry, _ := credentials.Entry(m2mv1alpha1.KeyAlgorithmES256, pemKey, now)
+	pemKey, _ := credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmES256}.Issue()
+	keyEntry, _ := credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmES256}.Entry(pemKey, now)
 	keyEntry.ExpiresAt = ptr.To(metav1.NewTime(now.Add(forever)))
 	addedKeyBeforeEnforcement := clientWith(entry(current, nil), keyEntry)
 
@@ -428,11 +428,11 @@ func TestMakeRoomDropsTheGraceEntriesThatExpireFirstAndKeepsUnexpiringOnes(t *te
 
 func TestDecideSecretForAKeyPair(t *testing.T) {
 	issue := func(alg m2mv1alpha1.KeyAlgorithm) (string, m2mv1alpha1.AcceptedSecret) {
-		pemKey, err := credentials.Issue(alg)
+		pemKey, err := credentials.KeyPair{Algorithm: alg}.Issue()
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := credentials.Entry(alg, pemKey, now.Add(-time.Hour))
+		e, err := credentials.KeyPair{Algorithm: alg}.Entry(pemKey, now.Add(-time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -537,18 +537,18 @@ func thumbprintInput(e m2mv1alpha1.AcceptedSecret) string {
 }
 
 func TestAKeyPairEntryCarriesThePublicKeyNamedByItsThumbprint(t *testing.T) {
-	pemKey, err := credentials.Issue(m2mv1alpha1.KeyAlgorithmEdDSA)
+	pemKey, err := credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmEdDSA}.Issue()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := credentials.Entry(m2mv1alpha1.KeyAlgorithmEdDSA, pemKey, now)
+	e, err := credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmEdDSA}.Entry(pemKey, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e.PublicKey == nil || e.Hash != credentials.HashPrefix+e.PublicKey.KeyID || e.PublicKey.Algorithm != "EdDSA" || e.LastFour != "" {
 		t.Fatalf("entry %+v", e)
 	}
-	if credentials.Fingerprint(m2mv1alpha1.KeyAlgorithmEdDSA, pemKey) != e.Hash {
+	if (credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmEdDSA}).Fingerprint(pemKey) != e.Hash {
 		t.Fatal("the fingerprint of the private key is not the entry's hash")
 	}
 	if strings.Contains(e.PublicKey.X+e.PublicKey.Y+e.PublicKey.N, strings.Split(pemKey, "\n")[1]) {

@@ -91,11 +91,11 @@ func clientKeys(c *m2mv1alpha1.M2MClient, st *keyState, now time.Time) map[strin
 	for i := range c.Spec.Authentication.PublicKeys {
 		add(&c.Spec.Authentication.PublicKeys[i])
 	}
-	current := acceptsCurrent(c, true)
+	current := credentials.AcceptsCurrent(c, credentials.FormKey)
 	for i := range c.Status.AcceptedSecrets {
 		e := &c.Status.AcceptedSecrets[i]
 		// A key's entry needs its MAC even before enforcement: no version without MACs wrote one.
-		if e.PublicKey != nil && credentials.Accepted(*e, now) && (current || e.ExpiresAt != nil) && st.status.VerifyEntry(c, e) {
+		if credentials.FormOf(e) == credentials.FormKey && credentials.Accepted(*e, now) && (current || e.ExpiresAt != nil) && st.status.VerifyEntry(c, e) {
 			add(e.PublicKey)
 		}
 	}

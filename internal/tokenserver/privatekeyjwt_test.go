@@ -125,7 +125,7 @@ func TestTheReplayCacheIsBoundedPerClientAndSweepsExpiredEntries(t *testing.T) {
 // and the client, with the public key in its sealed status.
 func generatedKeyClient(t *testing.T, alg m2mv1alpha1.KeyAlgorithm) (crypto.Signer, *m2mv1alpha1.M2MClient) {
 	t.Helper()
-	pemKey, err := credentials.Issue(alg)
+	pemKey, err := credentials.KeyPair{Algorithm: alg}.Issue()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func generatedKeyClient(t *testing.T, alg m2mv1alpha1.KeyAlgorithm) (crypto.Sign
 	if err != nil {
 		t.Fatal(err)
 	}
-	entry, err := credentials.Entry(alg, pemKey, t0)
+	entry, err := credentials.KeyPair{Algorithm: alg}.Entry(pemKey, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,12 +195,12 @@ func TestAGeneratedKeyIsAcceptedOnlyAsTheManagerSealedIt(t *testing.T) {
 	}{
 		"the sealed key is accepted": {func(*m2mv1alpha1.M2MClient, crypto.Signer) {}, false, 200},
 		"an attacker's key added without a MAC is refused": {func(c *m2mv1alpha1.M2MClient, a crypto.Signer) {
-			e, _ := credentials.Entry(m2mv1alpha1.KeyAlgorithmES256, pemOf(t, a), t0)
+			e, _ := credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmES256}.Entry(pemOf(t, a), t0)
 			e.ExpiresAt = &forever
 			c.Status.AcceptedSecrets = append(c.Status.AcceptedSecrets, e)
 		}, true, 401},
 		"an attacker's key in place of the sealed one, with its MAC, is refused": {func(c *m2mv1alpha1.M2MClient, a crypto.Signer) {
-			e, _ := credentials.Entry(m2mv1alpha1.KeyAlgorithmES256, pemOf(t, a), t0)
+			e, _ := credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmES256}.Entry(pemOf(t, a), t0)
 			e.MAC = c.Status.AcceptedSecrets[0].MAC
 			c.Status.AcceptedSecrets[0] = e
 		}, true, 401},
@@ -223,7 +223,7 @@ func TestAGeneratedKeyIsAcceptedOnlyAsTheManagerSealedIt(t *testing.T) {
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			signer, c := generatedKeyClient(t, m2mv1alpha1.KeyAlgorithmES256)
-			attacker, _ := credentials.Issue(m2mv1alpha1.KeyAlgorithmES256)
+			attacker, _ := credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmES256}.Issue()
 			a, _, _ := jwk.ParsePrivateKeyPEM([]byte(attacker))
 			tc.change(c, a)
 			if tc.byAttacker {

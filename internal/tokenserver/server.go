@@ -269,10 +269,10 @@ func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alp
 	client, found := s.lookup(req.clientID, st)
 	var matched bool
 	if found {
-		current := acceptsCurrent(client, false)
+		current := credentials.AcceptsCurrent(client, credentials.FormSecret)
 		matched = credentials.VerifyWith(client.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
 			// A key pair's entry never accepts a secret: its hash is of public values.
-			return e.PublicKey == nil && st.trustsEntry(client, e) && (current || e.ExpiresAt != nil)
+			return credentials.FormOf(e) == credentials.FormSecret && st.trustsEntry(client, e) && (current || e.ExpiresAt != nil)
 		})
 	} else {
 		credentials.VerifyWith(s.decoy.Status.AcceptedSecrets, req.clientSecret, s.cfg.Clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
@@ -616,21 +616,6 @@ func (s *Server) verify(raw string) (jwt.MapClaims, bool) {
 		return k.Signer().Public(), nil
 	})
 	return claims, err == nil
-}
-
-// acceptsCurrent reports whether c accepts its current (unexpiring) client secret, or with
-// keys its current generated key: while its spec asks for that kind, or while it switches from
-// that kind to the other and the manager has not yet handled the change (status.observedGeneration
-// behind metadata.generation; only the manager writes status). Once it has, the old kind's
-// credential has its grace period, and a client that turned it off with nothing instead accepts
-// it only through that.
-func acceptsCurrent(c *m2mv1alpha1.M2MClient, keys bool) bool {
-	secret, key := m2mv1alpha1.SecretAuthentication(c), m2mv1alpha1.KeyPairAuthentication(c) != ""
-	switching := c.Status.ObservedGeneration < c.Generation
-	if keys {
-		return key || (secret && switching)
-	}
-	return secret || (key && switching)
 }
 
 // decoyPublicKeys are made once per process: an RSA key takes a while to generate, and public

@@ -75,7 +75,7 @@ func TestAGeneratedKeyPairGetsTokensWithNoSecretAnywhere(t *testing.T) {
 	}
 	entries := obj.Status.AcceptedSecrets
 	if len(entries) != 1 || entries[0].PublicKey == nil || entries[0].PublicKey.Algorithm != "ES256" || entries[0].LastFour != "" ||
-		entries[0].Hash != credentials.Fingerprint(m2mv1alpha1.KeyAlgorithmES256, string(pemKey)) {
+		entries[0].Hash != (credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmES256}).Fingerprint(string(pemKey)) {
 		t.Fatalf("status does not hold the public key of the Secret's private key: %+v", entries)
 	}
 
@@ -102,7 +102,7 @@ func TestAGeneratedKeyPairGetsTokensWithNoSecretAnywhere(t *testing.T) {
 	}
 	verifiesEverywhere(t, strings.TrimSpace(out), id)
 
-	other, err := credentials.Issue(m2mv1alpha1.KeyAlgorithmES256)
+	other, err := credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmES256}.Issue()
 	if err != nil {
 		t.Fatal(err)
 	}

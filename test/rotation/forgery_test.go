@@ -87,11 +87,11 @@ func TestWithoutTheStatusPolicyForgedStatusGetsNoToken(t *testing.T) {
 	}
 	// Forgery 1b: it adds the public key of a key pair it holds, as a generated key's entry in
 	// its grace period (which any client accepts), with a copied MAC.
-	tenantKey, err := credentials.Issue(m2mv1alpha1.KeyAlgorithmES256)
+	tenantKey, err := credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmES256}.Issue()
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyEntry, err := credentials.Entry(m2mv1alpha1.KeyAlgorithmES256, tenantKey, time.Now())
+	keyEntry, err := credentials.KeyPair{Algorithm: m2mv1alpha1.KeyAlgorithmES256}.Entry(tenantKey, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

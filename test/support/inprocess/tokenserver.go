@@ -52,28 +52,30 @@ func tokenServer(alg m2mv1alpha1.KeyAlgorithm) (issuerURL, secretDir string, sto
 	must(err)
 	keys, err := tokenserver.NewStaticKeys(&signingkeys.Set{Keys: []*signingkeys.Key{key}}, status, now)
 	must(err)
-	secret, err := credentials.Issue(alg)
-	must(err)
-	entry, err := credentials.Entry(alg, secret, now)
-	must(err)
 	client := &m2mv1alpha1.M2MClient{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "billing", Name: "example", UID: "example-uid"},
 		Spec: m2mv1alpha1.M2MClientSpec{
 			Scopes:    []m2mv1alpha1.Scope{"read:invoices"},
 			Audiences: []m2mv1alpha1.Audience{"https://billing.example.com"},
 		},
-		Status: m2mv1alpha1.M2MClientStatus{ClientID: "m2m-example", AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{entry}},
+		Status: m2mv1alpha1.M2MClientStatus{ClientID: "m2m-example"},
 	}
 	if alg != "" {
 		client.Spec.Authentication.KeyPair = &m2mv1alpha1.KeyPairPolicy{Algorithm: alg}
 	}
+	kind := credentials.KindOf(client)
+	secret, err := kind.Issue()
+	must(err)
+	entry, err := kind.Entry(secret, now)
+	must(err)
+	client.Status.AcceptedSecrets = []m2mv1alpha1.AcceptedSecret{entry}
 	must(status.Seal(client))
 	s, err := tokenserver.New(tokenserver.Config{IssuerURL: srv.URL, Clients: oneClient{client}, Keys: keys})
 	must(err)
 	h = s.Handler()
 	dir, err := os.MkdirTemp("", "m2m-example-secret")
 	must(err)
-	for name, value := range map[string]string{"client_id": "m2m-example", credentials.DataKey(alg): secret, "token_url": issuer.TokenURL(srv.URL), "issuer": srv.URL} {
+	for name, value := range map[string]string{"client_id": "m2m-example", kind.DataKey(): secret, "token_url": issuer.TokenURL(srv.URL), "issuer": srv.URL} {
 		must(os.WriteFile(filepath.Join(dir, name), []byte(value), 0o600))
 	}
 	return srv.URL, dir, func() { srv.Close(); _ = os.RemoveAll(dir) }
