@@ -132,8 +132,8 @@ func clientReconciler(t *testing.T, status *statusmac.Set, funcs interceptor.Fun
 	statusData, _ := status.Encode()
 	keys := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: keyRef.Namespace, Name: keyRef.Name}, Data: map[string][]byte{statusmac.DataKey: statusData}}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(append(objs, keys)...).WithStatusSubresource(&m2mv1alpha1.M2MClient{}).
-		WithIndex(&m2mv1alpha1.M2MClient{}, ClientIDIndex, indexClientID).
-		WithIndex(&m2mv1alpha1.ClientIDBinding{}, BoundClientIndex, indexBoundClient).
+		WithIndex(&m2mv1alpha1.M2MClient{}, clientIDIndex, indexClientID).
+		WithIndex(&m2mv1alpha1.ClientIDBinding{}, boundClientIndex, indexBoundClient).
 		WithInterceptorFuncs(funcs).Build()
 	return &M2MClientReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10), Clock: clocktesting.NewFakeClock(now), IssuerURL: "https://m2m.example.com", KeySecret: keyRef}, c
 }

@@ -28,7 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
@@ -207,7 +207,7 @@ func run(n, workers int, delay time.Duration) error {
 	rwg.Wait()
 	triggered := time.Since(start)
 	if err := waitFor(ctx, c, n, func(o *m2mv1alpha1.M2MClient) bool {
-		return o.Status.LastRotationTrigger == "v2" && controllers.Unexpiring(o.Status.AcceptedSecrets) == 1 && len(o.Status.AcceptedSecrets) == 2
+		return o.Status.LastRotationTrigger == "v2" && credentials.Entries(o.Status.AcceptedSecrets).Unexpiring() == 1 && len(o.Status.AcceptedSecrets) == 2
 	}); err != nil {
 		return err
 	}

@@ -4,7 +4,12 @@
 package layout
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -67,5 +72,49 @@ func TestTheControllersTestsNeedNoControlPlane(t *testing.T) {
 		if dep == "sigs.k8s.io/controller-runtime/pkg/envtest" || strings.HasPrefix(dep, module+"/test/support") {
 			t.Errorf("the controllers' tests link %s", dep)
 		}
+	}
+}
+
+// Only the step list knows the order of an M2MClient's reconcile steps: no step calls another,
+// so that adding, removing or moving a step is one line of clientSteps.
+func TestNoReconcileStepCallsAnother(t *testing.T) {
+	fset := token.NewFileSet()
+	dir := filepath.Join(controlplane.Root(), "controllers")
+	pkgs, err := parser.ParseDir(fset, dir, func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := pkgs["controllers"].Files
+	steps := map[string]bool{}
+	for _, f := range files {
+		ast.Inspect(f, func(n ast.Node) bool {
+			if vs, ok := n.(*ast.ValueSpec); ok && len(vs.Names) == 1 && vs.Names[0].Name == "clientSteps" {
+				ast.Inspect(vs, func(n ast.Node) bool {
+					// A method expression (*clientReconcile).step names a step.
+					if sel, ok := n.(*ast.SelectorExpr); ok {
+						if _, ok := sel.X.(*ast.ParenExpr); ok {
+							steps[sel.Sel.Name] = true
+						}
+					}
+					return true
+				})
+			}
+			return true
+		})
+	}
+	if len(steps) < 2 {
+		t.Fatalf("found the steps %v in clientSteps; the test no longer sees the list", steps)
+	}
+	for name, f := range files {
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok {
+				return true
+			}
+			if sel, ok := call.Fun.(*ast.SelectorExpr); ok && steps[sel.Sel.Name] {
+				t.Errorf("%s: %s calls the step %s; only clientSteps orders the steps", filepath.Base(name), fset.Position(call.Pos()), sel.Sel.Name)
+			}
+			return true
+		})
 	}
 }

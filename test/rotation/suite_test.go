@@ -24,6 +24,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
@@ -135,7 +136,7 @@ func settled(t *testing.T, key types.NamespacedName, check func(*m2mv1alpha1.M2M
 			return err
 		}
 		secret = string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
-		if controllers.Unexpiring(obj.Status.AcceptedSecrets) != 1 || controllers.DecideSecret(obj, s, clk.Now()).Action != controllers.ActionNone {
+		if credentials.Entries(obj.Status.AcceptedSecrets).Unexpiring() != 1 || controllers.DecideSecret(obj, s, clk.Now()).Action != controllers.ActionNone {
 			return fmt.Errorf("a rotation is still in progress: %+v", obj.Status.AcceptedSecrets)
 		}
 		if check != nil {

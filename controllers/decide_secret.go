@@ -1,0 +1,245 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+)
+
+// SecretAction is what the reconciler does to bring the Secret and status.acceptedSecrets into
+// agreement.
+type SecretAction string
+
+const (
+	// ActionNone: the Secret carries the one current secret and no rotation is due.
+	ActionNone SecretAction = "None"
+	// ActionGenerate: the Secret has no secret (it is missing, or its client_secret is empty).
+	// Issue a new one.
+	ActionGenerate SecretAction = "Generate"
+	// ActionRotate: the Secret carries the one current secret and a rotation is due (Rotation
+	// says why). Issue a new one; the current one gets the grace period.
+	ActionRotate SecretAction = "Rotate"
+	// ActionAdopt: the Secret carries a secret that status does not list as current (a person
+	// or tool wrote it). Accept its hash and start the previous secrets' grace period.
+	ActionAdopt SecretAction = "Adopt"
+	// ActionRecoverStatus: status has no client ID and no hashes, but the Secret does: status was
+	// lost (a restore without status, or a manual wipe). Rebuild it from the Secret.
+	ActionRecoverStatus SecretAction = "RecoverStatus"
+	// ActionCompleteRotation: the Secret carries the newest secret, but earlier secrets have no
+	// expiry yet. Start their grace period. Reached after a crash between writing a new secret
+	// and expiring the old ones.
+	ActionCompleteRotation SecretAction = "CompleteRotation"
+	// ActionResumeRotation: status accepts a newer secret than the one the Secret carries: a
+	// rotation persisted its hash and stopped before writing the Secret. That secret was never
+	// written anywhere and its plaintext is gone, so the rotation goes on by issuing a fresh
+	// secret; the unwritten hash merely expires.
+	ActionResumeRotation SecretAction = "ResumeRotation"
+	// ActionRefuseWeak: the Secret carries a new secret that is unfit. Accept nothing.
+	ActionRefuseWeak SecretAction = "RefuseWeak"
+	// ActionConflict: the Secret is not this client's. Never touch it.
+	ActionConflict SecretAction = "Conflict"
+)
+
+// Issues reports whether the action issues a new secret (generate, rotate or resume): the one
+// path that writes the crash-safe order.
+func (a SecretAction) Issues() bool {
+	return a == ActionGenerate || a == ActionRotate || a == ActionResumeRotation
+}
+
+// SecretDecision is an action and the sentence that explains it.
+type SecretDecision struct {
+	Action SecretAction
+	// Why is a sentence for events, conditions and logs. It never contains a secret.
+	Why string
+	// Secret is the credential the Secret carries (its client_secret, or its private_key for a
+	// key pair), for ActionAdopt and ActionRecoverStatus.
+	Secret string
+	// Rotation says why a rotation happens (ActionRotate, and RotationResumed for
+	// ActionResumeRotation), or that a due rotation waits (RotationDeferred, with ActionNone).
+	Rotation RotationReason
+}
+
+// secretView is what the rules of DecideSecret look at: the object, its Secret, and what is
+// derived from them once.
+type secretView struct {
+	obj    *m2mv1alpha1.M2MClient
+	secret *corev1.Secret
+	now    time.Time
+	// kind is the kind of credential the client's Secret carries; key is its Secret data key.
+	kind credentials.Kind
+	key  string
+	// value is the credential the Secret carries, and hash its fingerprint ("" for a private key
+	// that does not parse).
+	value, hash string
+	// entry is the accepted entry of hash and of the client's kind (a key's entry for a key
+	// pair, else a secret's), or nil.
+	entry *m2mv1alpha1.AcceptedSecret
+	// otherForm: hash is the hash of an entry of another form than the kind's (a key's entry
+	// while the client takes a secret). A key's hash input is public, so such a secret is never
+	// accepted.
+	otherForm bool
+	// newest is the newest entry without expiry, of either kind; others counts the other
+	// entries without expiry, of either kind, so that switching kind expires the old one.
+	newest *m2mv1alpha1.AcceptedSecret
+	others int
+}
+
+// secretRule returns a decision, or false when it has nothing to say and the next rule decides.
+type secretRule func(v *secretView) (SecretDecision, bool)
+
+// secretRules are asked in order; the first that decides wins. The order is the precedence:
+// never touch a foreign Secret; give a Secret without a secret one; refuse a weak new secret;
+// then follow what the Secret carries (lost status, adoption, an interrupted rotation); and only
+// in the steady state ask whether a rotation is due.
+var secretRules = []secretRule{
+	foreignSecret,
+	noSecret,
+	weakNewSecret,
+	lostStatus,
+	newSecretInSecret,
+	previousSecretBack,
+	interruptedRotation,
+	unfinishedRotation,
+	credentialOutdated,
+	rotationDue,
+}
+
+// DecideSecret says what to do with the credentials Secret of obj at now. secret is nil when no
+// Secret of that name exists.
+//
+// The credential is the Secret's client_secret, or its private_key when the manager generates a
+// key pair (spec.authentication.keyPair). Invariant, outside a rotation in progress: exactly one
+// accepted entry has no expiry, and it is the fingerprint of the Secret's credential.
+func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Time) SecretDecision {
+	v := &secretView{obj: obj, secret: secret, now: now, kind: credentials.KindOf(obj)}
+	v.key = v.kind.DataKey()
+	if secret != nil {
+		v.value = string(secret.Data[v.key])
+	}
+	if v.value != "" {
+		v.hash = v.kind.Fingerprint(v.value)
+		st := &obj.Status
+		for i := range st.AcceptedSecrets {
+			e := &st.AcceptedSecrets[i]
+			if v.hash == "" || e.Hash != v.hash {
+				continue
+			}
+			if credentials.FormOf(e) == v.kind.Form() {
+				v.entry = e
+			} else if v.kind.Form() == credentials.FormSecret {
+				v.otherForm = true
+			}
+		}
+		// Entries are in the order they were accepted, so the last one without expiry is the
+		// newest.
+		for i := range st.AcceptedSecrets {
+			if e := &st.AcceptedSecrets[i]; e.ExpiresAt == nil {
+				v.newest = e
+				if e != v.entry {
+					v.others++
+				}
+			}
+		}
+	}
+	for _, rule := range secretRules {
+		if d, ok := rule(v); ok {
+			return d
+		}
+	}
+	return SecretDecision{Action: ActionNone, Why: "the Secret carries the current secret"}
+}
+
+func foreignSecret(v *secretView) (SecretDecision, bool) {
+	if v.secret == nil || ownedBy(v.secret, v.obj) {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionConflict, Why: fmt.Sprintf("Secret %s/%s exists and is not owned by this M2MClient; it is left untouched", v.secret.Namespace, v.secret.Name)}, true
+}
+
+func noSecret(v *secretView) (SecretDecision, bool) {
+	switch {
+	case v.value != "":
+		return SecretDecision{}, false
+	case len(v.obj.Status.AcceptedSecrets) == 0:
+		return SecretDecision{Action: ActionGenerate, Why: "the client has no credentials yet"}, true
+	case v.secret == nil:
+		return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s was deleted", secretName(v.obj))}, true
+	}
+	return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s has no %s", secretName(v.obj), v.key)}, true
+}
+
+// weakNewSecret refuses a secret the manager did not issue (new, or set back to an expiring
+// one) when it is unfit; a current secret was checked when it was accepted.
+func weakNewSecret(v *secretView) (SecretDecision, bool) {
+	if v.entry != nil && v.entry.ExpiresAt == nil {
+		return SecretDecision{}, false
+	}
+	problem := v.kind.Problem(v.value)
+	if v.otherForm {
+		problem = "the thumbprint input of a public key in status, which anyone who can read the client can compute"
+	}
+	if problem == "" {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionRefuseWeak, Why: fmt.Sprintf("the %s in Secret %s is %s and is not accepted; the previously accepted credentials stay in use", v.key, secretName(v.obj), problem)}, true
+}
+
+func lostStatus(v *secretView) (SecretDecision, bool) {
+	if v.entry != nil || v.obj.Status.ClientID != "" || len(v.obj.Status.AcceptedSecrets) > 0 {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionRecoverStatus, Why: fmt.Sprintf("status had no credentials; they were rebuilt from Secret %s", secretName(v.obj)), Secret: v.value}, true
+}
+
+func newSecretInSecret(v *secretView) (SecretDecision, bool) {
+	if v.entry != nil {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("a new %s was written to Secret %s and is accepted; previous credentials expire after the grace period", v.key, secretName(v.obj)), Secret: v.value}, true
+}
+
+func previousSecretBack(v *secretView) (SecretDecision, bool) {
+	if v.entry.ExpiresAt == nil {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionAdopt, Why: fmt.Sprintf("Secret %s was set back to a previous %s, which is accepted again; other credentials expire after the grace period", secretName(v.obj), v.key), Secret: v.value}, true
+}
+
+func interruptedRotation(v *secretView) (SecretDecision, bool) {
+	if v.newest == v.entry {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionResumeRotation, Rotation: RotationResumed, Why: "a rotation stopped after accepting a new secret and before writing it to the Secret; it goes on with a fresh secret"}, true
+}
+
+func unfinishedRotation(v *secretView) (SecretDecision, bool) {
+	if v.others == 0 {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionCompleteRotation, Why: "the Secret carries the new secret; the previous secrets' grace period starts"}, true
+}
+
+// credentialOutdated rotates a credential that no longer fits the spec (a key pair whose
+// algorithm is no longer the one the spec asks for).
+func credentialOutdated(v *secretView) (SecretDecision, bool) {
+	why := v.kind.Outdated(v.entry)
+	if why == "" || len(v.obj.Status.AcceptedSecrets) >= maxAcceptedSecrets {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionRotate, Rotation: RotationAlgorithm, Why: why}, true
+}
+
+func rotationDue(v *secretView) (SecretDecision, bool) {
+	switch reason, why := RotationDue(v.obj, v.now); reason {
+	case RotationNotDue:
+		return SecretDecision{}, false
+	case RotationDeferred:
+		return SecretDecision{Action: ActionNone, Rotation: reason, Why: why}, true
+	default:
+		return SecretDecision{Action: ActionRotate, Rotation: reason, Why: why}, true
+	}
+}

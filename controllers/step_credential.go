@@ -1,0 +1,211 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+)
+
+// pendingSecret is a credential issued and accepted but not yet written, for the object of uid.
+type pendingSecret struct {
+	uid         types.UID
+	hash, value string
+}
+
+// reconcileCredential decides what the client's credential needs (DecideSecret) and does it: issue,
+// adopt, or finish a rotation. A client whose Secret carries no credential retires the ones it
+// had instead.
+func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, error) {
+	if c.kind == nil {
+		return c.retire()
+	}
+	obj := c.obj
+	d := DecideSecret(obj, c.secret, c.now)
+	log.FromContext(ctx).V(1).Info("decided", "action", d.Action, "why", d.Why)
+	switch d.Action {
+	case ActionConflict:
+		setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretConflict, d.Why)
+		return stopAndRequeue(foreignSecretRecheck), nil
+	case ActionRefuseWeak:
+		setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonWeakSecret, d.Why)
+		return stopAndRequeue(0), nil
+	}
+	obj.Status.ClientID = c.id
+	switch {
+	case d.Action.Issues():
+		written, err := c.issue(ctx, d)
+		if err != nil {
+			return proceed, err
+		}
+		c.secret = written
+	case d.Action == ActionRecoverStatus || d.Action == ActionAdopt:
+		if err := c.adopt(ctx, d); err != nil {
+			return proceed, err
+		}
+	case d.Action == ActionCompleteRotation:
+		c.completeRotation(string(c.secret.Data[c.kind.DataKey()]))
+	case d.Rotation == RotationDeferred:
+		log.FromContext(ctx).Info("rotation deferred", "why", d.Why)
+	}
+	return proceed, nil
+}
+
+// retire ends the credentials of a client that takes none in its Secret any more
+// (spec.authentication.clientSecret false): they get the grace period, so that pods that still
+// send one keep working until they switch, and then none is accepted. The grace period starts
+// first, whatever happens to the Secret: turning secrets off must end the current one even when
+// the Secret cannot be written.
+func (c *clientReconcile) retire() (stepResult, error) {
+	obj := c.obj
+	obj.Status.ClientID = c.id
+	if credentials.Entries(obj.Status.AcceptedSecrets).Unexpiring() > 0 {
+		obj.Status.AcceptedSecrets = credentials.Entries(obj.Status.AcceptedSecrets).ExpireOthers("", c.now, gracePeriod(obj))
+		c.r.Recorder.Eventf(obj, c.secret, corev1.EventTypeNormal, EventSecretRetired, "Retire",
+			"spec.authentication.clientSecret is false: the client secret was removed from Secret %s and is accepted until %s", secretName(obj), c.now.Add(gracePeriod(obj)).UTC().Format(time.RFC3339))
+	}
+	if d, ok := foreignSecret(&secretView{obj: obj, secret: c.secret}); ok {
+		setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretConflict, d.Why)
+		return stopAndRequeue(foreignSecretRecheck), nil
+	}
+	return proceed, nil
+}
+
+// adopt accepts the credential that the Secret carries and status does not (someone wrote it,
+// or status was lost). It is accepted even when status is full (a rotation would wait instead):
+// the Secret already carries it, and a status over the schema's limit could not be written at
+// all.
+func (c *clientReconcile) adopt(ctx context.Context, d SecretDecision) error {
+	obj := c.obj
+	entry, err := c.kind.Entry(d.Secret, c.now)
+	if err != nil {
+		return err // unreachable: DecideSecret refuses a credential that does not parse
+	}
+	obj.Status.AcceptedSecrets = credentials.Entries(obj.Status.AcceptedSecrets).MakeRoom(maxAcceptedSecrets).Accept(entry)
+	if err := c.status.patch(ctx); err != nil {
+		return err
+	}
+	c.completeRotation(d.Secret)
+	reason := EventSecretAdopted
+	if d.Action == ActionRecoverStatus {
+		reason = EventStatusRecovered
+	}
+	c.r.Recorder.Eventf(obj, c.secret, corev1.EventTypeNormal, reason, "Adopt", "%s", d.Why)
+	return nil
+}
+
+// issue gives the client a new credential (to generate, rotate or resume) in the crash-safe
+// order: (1) accept its hash and persist the status, (2) write the Secret, (3) start the grace
+// period of the previous credentials, which the end of the reconcile persists. A crash after (1)
+// leaves a hash that no Secret carries (ActionResumeRotation issues again); after (2), entries
+// without expiry (ActionCompleteRotation). No Secret ever carries a credential whose hash is not
+// accepted. It returns the Secret as written.
+func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.Secret, error) {
+	r, obj := c.r, c.obj
+	value, err := r.pendingOrNew(obj, c.kind)
+	if err != nil {
+		return nil, err
+	}
+	first := len(obj.Status.AcceptedSecrets) == 0
+	before := obj.Status.DeepCopy()
+	if first || d.Action == ActionRotate {
+		// Values present at creation ask for no rotation. A rotation records the values it acts
+		// on with its hash, so that a crash resumes it instead of starting another for them.
+		obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
+		obj.Status.LastRotateAnnotation = obj.Annotations[m2mv1alpha1.RotateAnnotation]
+	}
+	entry, err := c.kind.Entry(value, c.now)
+	if err != nil {
+		return nil, err
+	}
+	obj.Status.AcceptedSecrets = credentials.Entries(obj.Status.AcceptedSecrets).Accept(entry)
+	if err := c.status.patch(ctx); err != nil {
+		return nil, err
+	}
+	key := client.ObjectKeyFromObject(obj)
+	r.pending.Store(key, pendingSecret{uid: obj.UID, hash: entry.Hash, value: value})
+	written, err := r.writeSecret(ctx, obj, c.secret, c.id, value)
+	if c.secret == nil && apierrors.IsAlreadyExists(err) {
+		r.pending.Delete(key)
+		// The credential was written nowhere, so its hash can go again.
+		obj.Status.AcceptedSecrets = before.AcceptedSecrets
+		obj.Status.LastRotationTrigger, obj.Status.LastRotateAnnotation = before.LastRotationTrigger, before.LastRotateAnnotation
+		if err := c.status.patch(ctx); err != nil {
+			return nil, err
+		}
+		return nil, errUnseenSecret
+	}
+	if err != nil {
+		return nil, r.secretWriteFailed(obj, err)
+	}
+	r.pending.Delete(key)
+	c.completeRotation(value)
+	c.issued(d, written, first)
+	return written, nil
+}
+
+// issued counts and announces a credential that issue wrote; first: the client's first.
+func (c *clientReconcile) issued(d SecretDecision, written *corev1.Secret, first bool) {
+	obj := c.obj
+	switch {
+	case first:
+		c.r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventCredentialsCreated, "Create", "client %s: credentials written to Secret %s", c.id, written.Name)
+	case d.Action == ActionGenerate:
+		Rotations.WithLabelValues("Recreated").Inc()
+		c.r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventSecretRecreated, "Rotate", "%s: a new secret was written; the previous one expires after %s", d.Why, gracePeriod(obj))
+	default:
+		Rotations.WithLabelValues(string(d.Rotation)).Inc()
+		c.r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventRotated, "Rotate",
+			"rotated (%s): %s; the previous secret is accepted until %s", d.Rotation, d.Why, c.now.Add(gracePeriod(obj)).UTC().Format(time.RFC3339))
+	}
+}
+
+// pendingOrNew returns the credential of an earlier attempt whose hash status still accepts
+// without expiry (its write failed), if it is of the client's kind, else a new one.
+func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient, kind credentials.Kind) (string, error) {
+	key := client.ObjectKeyFromObject(obj)
+	if v, ok := r.pending.Load(key); ok {
+		if pend := v.(pendingSecret); pend.uid == obj.UID {
+			for _, e := range obj.Status.AcceptedSecrets {
+				if e.Hash == pend.hash && e.ExpiresAt == nil && kind.Fingerprint(pend.value) == pend.hash && kind.Problem(pend.value) == "" {
+					return pend.value, nil
+				}
+			}
+		}
+		r.pending.Delete(key)
+	}
+	return kind.Issue()
+}
+
+// secretWriteFailed says on the Ready condition that the Secret could not be written, with the
+// API server's reason (an immutable Secret, a quota, a webhook), and returns err for a retry.
+// A conflict is a race, retried at once, and says nothing.
+func (r *M2MClientReconciler) secretWriteFailed(obj *m2mv1alpha1.M2MClient, err error) error {
+	if !apierrors.IsConflict(err) {
+		RotationFailures.Inc()
+		setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretWriteFailed,
+			fmt.Sprintf("writing Secret %s failed (%s): %v; the manager retries with the same secret", secretName(obj), apierrors.ReasonForError(err), err))
+	}
+	return err
+}
+
+// completeRotation starts the grace period of every credential but current.
+func (c *clientReconcile) completeRotation(current string) {
+	obj := c.obj
+	before := obj.Status.AcceptedSecrets
+	obj.Status.AcceptedSecrets = credentials.Entries(before).ExpireOthers(c.kind.Fingerprint(current), c.now, gracePeriod(obj))
+	if !equality.Semantic.DeepEqual(before, obj.Status.AcceptedSecrets) || obj.Status.LastRotationTime == nil {
+		t := metav1.NewTime(c.now)
+		obj.Status.LastRotationTime = &t
+	}
+}

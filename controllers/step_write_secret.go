@@ -1,0 +1,197 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
+)
+
+// syncSecret makes the rest of the Secret match the spec, once it carries an accepted
+// credential (or, for a client that takes none, none).
+func (c *clientReconcile) syncSecret(ctx context.Context) (stepResult, error) {
+	value := ""
+	if c.kind != nil {
+		value = string(c.secret.Data[c.kind.DataKey()])
+	}
+	if _, err := c.r.writeSecret(ctx, c.obj, c.secret, c.id, value); err != nil {
+		return proceed, c.r.secretWriteFailed(c.obj, err)
+	}
+	return proceed, nil
+}
+
+// secretName is the name of the client's credentials Secret.
+func secretName(obj *m2mv1alpha1.M2MClient) string {
+	if obj.Spec.Secret.Name != "" {
+		return obj.Spec.Secret.Name
+	}
+	return obj.Name + "-credentials"
+}
+
+// ownedBy reports whether secret's controller is the M2MClient obj. The owner's UID is not
+// compared, so that a client restored from a backup (with a new UID) finds its Secret again.
+func ownedBy(secret *corev1.Secret, obj *m2mv1alpha1.M2MClient) bool {
+	ref := metav1.GetControllerOf(secret)
+	if ref == nil {
+		return false
+	}
+	gv, err := schema.ParseGroupVersion(ref.APIVersion)
+	return err == nil && gv.Group == m2mv1alpha1.GroupVersion.Group && ref.Kind == "M2MClient" && ref.Name == obj.Name
+}
+
+// writeSecret creates the Secret, or updates it when it differs from what it should hold. It
+// uses the Secret's resourceVersion, so that a concurrent edit makes it fail and retry rather than
+// be overwritten.
+func (r *M2MClientReconciler) writeSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient, existing *corev1.Secret, id, value string) (*corev1.Secret, error) {
+	bundle, err := r.caBundle(ctx)
+	if err != nil {
+		return nil, err
+	}
+	desired := existing.DeepCopy()
+	if desired == nil {
+		desired = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: secretName(obj), Namespace: obj.Namespace},
+			Type:       corev1.SecretTypeOpaque,
+		}
+	}
+	r.render(obj, desired, id, value, bundle)
+	if existing == nil {
+		if err := r.Create(ctx, desired); err != nil {
+			return nil, err
+		}
+		return desired, nil
+	}
+	if equality.Semantic.DeepEqual(existing.Labels, desired.Labels) &&
+		equality.Semantic.DeepEqual(existing.Annotations, desired.Annotations) &&
+		equality.Semantic.DeepEqual(existing.OwnerReferences, desired.OwnerReferences) &&
+		equality.Semantic.DeepEqual(existing.Data, desired.Data) {
+		return existing, nil
+	}
+	if err := r.Update(ctx, desired); err != nil {
+		return nil, err
+	}
+	return desired, nil
+}
+
+// render sets the fields of secret that the manager owns: its metadata and its data.
+func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, id, value string, bundle []byte) {
+	renderMetadata(obj, secret)
+	// Point the controller reference at this object (its UID changes when restored from backup).
+	refs := secret.OwnerReferences[:0:0]
+	for _, ref := range secret.OwnerReferences {
+		if ref.Controller == nil || !*ref.Controller {
+			refs = append(refs, ref)
+		}
+	}
+	secret.OwnerReferences = refs
+	_ = controllerutil.SetControllerReference(obj, secret, r.Scheme())
+	r.renderData(obj, secret, id, value, bundle)
+}
+
+// renderMetadata sets the labels and annotations of spec.secret and the manager's own, and
+// removes those that an earlier spec.secret set and this one does not.
+func renderMetadata(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret) {
+	tpl := obj.Spec.Secret
+	previous := strings.Fields(strings.ReplaceAll(secret.Annotations[templateKeysAnnotation], ",", " "))
+	labels := maps.Clone(secret.Labels)
+	annotations := maps.Clone(secret.Annotations)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	for _, k := range previous {
+		if kind, key, ok := strings.Cut(k, ":"); ok {
+			if kind == "l" {
+				delete(labels, key)
+			} else {
+				delete(annotations, key)
+			}
+		}
+	}
+	var keys []string
+	for k, v := range tpl.Labels {
+		labels[k] = v
+		keys = append(keys, "l:"+k)
+	}
+	for k, v := range tpl.Annotations {
+		annotations[k] = v
+		keys = append(keys, "a:"+k)
+	}
+	labels[m2mv1alpha1.ManagedByLabel] = m2mv1alpha1.ManagedByValue
+	labels[m2mv1alpha1.ClientLabel] = obj.Name
+	slices.Sort(keys)
+	if len(keys) > 0 {
+		annotations[templateKeysAnnotation] = strings.Join(keys, ",")
+	} else {
+		delete(annotations, templateKeysAnnotation)
+	}
+	secret.Labels = labels
+	if len(annotations) == 0 {
+		annotations = nil
+	}
+	secret.Annotations = annotations
+
+}
+
+// renderData sets the client ID, the credential under the key of its kind, the issuer, the token
+// URL and the CA bundle.
+func (r *M2MClientReconciler) renderData(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, id, value string, bundle []byte) {
+	if secret.Data == nil {
+		secret.Data = map[string][]byte{}
+	}
+	secret.Data[m2mv1alpha1.SecretKeyClientID] = []byte(id)
+	// The credential under the key of its kind, and nothing under the other: a client that
+	// changed kind leaves no stale secret or key for pods to send.
+	for _, k := range credentials.DataKeys {
+		delete(secret.Data, k)
+	}
+	if kind := credentials.KindOf(obj); kind != nil && value != "" {
+		secret.Data[kind.DataKey()] = []byte(value)
+	}
+	secret.Data[m2mv1alpha1.SecretKeyTokenURL] = []byte(issuer.TokenURL(r.IssuerURL))
+	secret.Data[m2mv1alpha1.SecretKeyIssuer] = []byte(r.IssuerURL)
+	if bundle != nil {
+		secret.Data[m2mv1alpha1.SecretKeyCA] = bundle
+	}
+}
+
+// caBundle is what credentials Secrets carry as ca.crt: the CA bundle when the manager issues
+// the token server's certificate and the issuer is https, else nil (no ca.crt).
+func (r *M2MClientReconciler) caBundle(ctx context.Context) ([]byte, error) {
+	if r.CASecret.Name == "" || !strings.HasPrefix(r.IssuerURL, "https://") {
+		return nil, nil
+	}
+	s := &corev1.Secret{}
+	err := r.Get(ctx, r.CASecret, s)
+	if apierrors.IsNotFound(err) {
+		// The cache holds the manager's labelled Secrets only; another issuer's Secret may lack
+		// the label.
+		err = r.APIReader.Get(ctx, r.CASecret, s)
+	}
+	if apierrors.IsNotFound(err) || (err == nil && len(s.Data[r.CABundleKey]) == 0) {
+		return nil, fmt.Errorf("%w: Secret %s has no %s (with --ca-bundle-secret, the issuer must put its CA there)", errNoCABundle, r.CASecret, r.CABundleKey)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.Data[r.CABundleKey], nil
+}
+
+// errNoCABundle says that the CA bundle is not there (yet); the reconcile is retried, so that no
+// credentials Secret for an https issuer is written without the CA to trust it.
+var errNoCABundle = errors.New("no CA bundle for the credentials Secrets")
