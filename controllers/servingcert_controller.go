@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
@@ -67,31 +66,17 @@ func (r *ServingCertReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// get reads a Secret from the cache, or from the API server when the cache lacks it (a Secret
-// restored without the manager's label); nil when there is none.
-func (r *ServingCertReconciler) get(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
-	s := &corev1.Secret{}
-	err := r.Get(ctx, key, s)
-	if apierrors.IsNotFound(err) {
-		err = r.APIReader.Get(ctx, key, s)
-	}
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	return s, err
-}
-
 // Reconcile makes one CA step, or issues the serving certificate, and requeues for the next due
 // moment. The bundle changes before the CA that signs does, by an overlap, so that every client
 // trusts a CA before a certificate of it is served, and after it is no longer served.
 func (r *ServingCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
 	now := r.Clock.Now()
-	caSecret, err := r.get(ctx, r.CASecret)
+	caSecret, err := readSecret(ctx, r.Client, r.APIReader, r.CASecret)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	certSecret, err := r.get(ctx, r.CertSecret)
+	certSecret, err := readSecret(ctx, r.Client, r.APIReader, r.CertSecret)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -212,27 +197,24 @@ func rotationAsked(s *corev1.Secret) bool {
 	return v != "" && v != s.Annotations[servingcert.RotatedAnnotation]
 }
 
-// stepCA writes one CA step into the CA Secret, guarded by its resourceVersion.
+// stepCA writes one CA step into the CA Secret, guarded by its resourceVersion; CACreate
+// writes the first CA into the empty Secret that stands for a missing one.
 func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, step servingcert.CAStep, now time.Time) error {
-	if step == servingcert.CACreate && s == nil {
-		ca, err := servingcert.NewCA(now, r.Policy.CAValidity)
-		if err != nil {
-			return err
-		}
-		return r.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: r.CASecret.Namespace, Name: r.CASecret.Name, Labels: componentLabels(nil, CAComponent)},
-			Type:       corev1.SecretTypeOpaque,
-			Data:       map[string][]byte{servingcert.CACert: ca.CertPEM, servingcert.CAKey: ca.KeyPEM, servingcert.Bundle: servingcert.BundleOf(ca.CertPEM)},
-		})
+	if step == servingcert.CACreate && s != nil {
+		return fmt.Errorf("the CA Secret %s exists without a CA", r.CASecret)
 	}
-	s = s.DeepCopy()
+	s = editSecret(s, r.CASecret, corev1.SecretTypeOpaque)
 	if s.Annotations == nil {
 		s.Annotations = map[string]string{}
 	}
 	d := s.Data
 	switch step {
 	case servingcert.CACreate:
-		return fmt.Errorf("the CA Secret %s exists without a CA", r.CASecret)
+		ca, err := servingcert.NewCA(now, r.Policy.CAValidity)
+		if err != nil {
+			return err
+		}
+		d[servingcert.CACert], d[servingcert.CAKey] = ca.CertPEM, ca.KeyPEM
 	case servingcert.CAAddNext:
 		next, err := servingcert.NewCA(now, r.Policy.CAValidity)
 		if err != nil {
@@ -256,22 +238,14 @@ func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, st
 	}
 	d[servingcert.Bundle] = servingcert.BundleOf(d[servingcert.CACert], d[servingcert.NextCert], d[servingcert.PreviousCert])
 	s.Labels = componentLabels(s.Labels, CAComponent)
-	return r.Update(ctx, s)
+	_, err := writeSecret(ctx, r.Client, s)
+	return err
 }
 
-// writeCert writes the serving certificate (kp, unless nil) and the bundle into its Secret.
+// writeCert writes the serving certificate (kp, unless nil) and the bundle into its Secret,
+// which it creates when there is none.
 func (r *ServingCertReconciler) writeCert(ctx context.Context, s *corev1.Secret, kp *servingcert.KeyPair, bundle []byte) error {
-	if s == nil {
-		return r.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: r.CertSecret.Namespace, Name: r.CertSecret.Name, Labels: componentLabels(nil, ServingCertComponent)},
-			Type:       corev1.SecretTypeTLS,
-			Data:       map[string][]byte{servingcert.TLSCert: kp.CertPEM, servingcert.TLSKey: kp.KeyPEM, servingcert.TLSCA: bundle},
-		})
-	}
-	s = s.DeepCopy()
-	if s.Data == nil {
-		s.Data = map[string][]byte{}
-	}
+	s = editSecret(s, r.CertSecret, corev1.SecretTypeTLS)
 	if kp != nil {
 		s.Data[servingcert.TLSCert], s.Data[servingcert.TLSKey] = kp.CertPEM, kp.KeyPEM
 		if v := s.Annotations[servingcert.RotateAnnotation]; v != "" {
@@ -280,7 +254,8 @@ func (r *ServingCertReconciler) writeCert(ctx context.Context, s *corev1.Secret,
 	}
 	s.Data[servingcert.TLSCA] = bundle
 	s.Labels = componentLabels(s.Labels, ServingCertComponent)
-	return r.Update(ctx, s)
+	_, err := writeSecret(ctx, r.Client, s)
+	return err
 }
 
 // componentLabels returns labels with the manager's label, which its cache selects on, and the

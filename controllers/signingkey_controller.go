@@ -2,14 +2,13 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
@@ -86,63 +85,21 @@ func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 
-// Reconcile creates the Secret with an active key when it is missing, and moves the keys through
-// their life (next, active, retired, gone) as signingkeys.Plan decides, and the status MAC keys
-// as statusmac.Plan decides. It requeues for the moment a plan next changes.
+// Reconcile moves the signing keys through their life (next, active, retired, gone) as
+// signingkeys.Plan decides, and the status MAC keys as statusmac.Plan decides, and requeues for
+// the moment a plan next changes. A missing Secret is the empty one, in which both plans start
+// with an active key: writing it creates it.
 func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx).WithValues("secret", r.Secret.String())
 	now := r.Clock.Now()
-
-	secret := &corev1.Secret{}
-	err := r.Get(ctx, r.Secret, secret)
-	if apierrors.IsNotFound(err) {
-		err = r.APIReader.Get(ctx, r.Secret, secret)
-	}
-	if apierrors.IsNotFound(err) {
-		set, err := signingkeys.Apply(&signingkeys.Set{}, signingkeys.KeyPlan{AddActive: true}, r.Policy, now)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		data, err := set.Encode()
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		status, err := statusmac.Apply(nil, statusmac.KeyPlan{AddActive: true}, now)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		statusData, err := status.Encode()
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		secret = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: r.Secret.Namespace, Name: r.Secret.Name, Labels: r.labels(nil)},
-			Type:       corev1.SecretTypeOpaque,
-			Data:       map[string][]byte{signingkeys.DataKey: data, statusmac.DataKey: statusData},
-		}
-		if err := r.Create(ctx, secret); err != nil {
-			return ctrl.Result{}, err
-		}
-		logger.Info("created the signing-key Secret", "kid", set.Active().KID, "alg", set.Active().Algorithm)
-		// The status keys' plan (enforcement) is made on the next pass, which the Secret's
-		// creation event starts.
-		return ctrl.Result{RequeueAfter: max(signingkeys.Plan(set, r.Policy, now).WakeAt.Sub(now), 0)}, nil
-	}
+	secret, err := readSecret(ctx, r.Client, r.APIReader, r.Secret)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-
-	set, err := signingkeys.Parse(secret.Data[signingkeys.DataKey])
+	set, status, err := keySets(secret)
 	if err != nil {
 		logger.Error(err, "the signing-key Secret is damaged; it is left as it is and the token server keeps the keys it had")
 		return ctrl.Result{RequeueAfter: damagedKeysRecheck}, nil
-	}
-	var status *statusmac.Set
-	if raw, ok := secret.Data[statusmac.DataKey]; ok {
-		if status, err = statusmac.Parse(raw); err != nil {
-			logger.Error(err, "the status keys in the signing-key Secret are damaged; they are left as they are")
-			return ctrl.Result{RequeueAfter: damagedKeysRecheck}, nil
-		}
 	}
 	fleet, err := r.fleet(ctx, status)
 	if err != nil {
@@ -150,30 +107,18 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	}
 	plan := signingkeys.Plan(set, r.Policy, now)
 	statusPlan := statusmac.Plan(status, fleet, r.StatusKeyPeriod, now)
-	labels := r.labels(secret.Labels)
-	if !plan.Empty() || !statusPlan.Empty() || !maps.Equal(labels, secret.Labels) {
-		if !plan.Empty() {
-			if set, err = signingkeys.Apply(set, plan, r.Policy, now); err != nil {
-				return ctrl.Result{}, err
-			}
+	secret = editSecret(secret, r.Secret, corev1.SecretTypeOpaque)
+	if labels := r.labels(secret.Labels); !plan.Empty() || !statusPlan.Empty() || !maps.Equal(labels, secret.Labels) {
+		if set, err = signingkeys.Apply(set, plan, r.Policy, now); err != nil {
+			return ctrl.Result{}, err
 		}
 		if !statusPlan.Empty() {
 			if status, err = statusmac.Apply(status, statusPlan, now); err != nil {
 				return ctrl.Result{}, err
 			}
 		}
-		data, err := set.Encode()
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		statusData, err := status.Encode()
-		if err != nil {
-			return ctrl.Result{}, err
-		}
 		secret.Labels = labels
-		secret.Data[signingkeys.DataKey] = data
-		secret.Data[statusmac.DataKey] = statusData
-		if err := r.Update(ctx, secret); err != nil {
+		if err := r.write(ctx, secret, set, status); err != nil {
 			return ctrl.Result{}, err
 		}
 		for _, why := range plan.Why {
@@ -195,6 +140,47 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{RequeueAfter: max(wake.Sub(now), time.Millisecond)}, nil
+}
+
+// keySets parses the Secret's signing keys and status keys (nil when it has none yet). A Secret
+// that does not exist holds no keys; one that exists must hold signing keys that parse, since
+// the manager never overwrites keys it cannot read: they may be the only copy.
+func keySets(secret *corev1.Secret) (*signingkeys.Set, *statusmac.Set, error) {
+	if secret == nil {
+		return &signingkeys.Set{}, nil, nil
+	}
+	set, err := signingkeys.Parse(secret.Data[signingkeys.DataKey])
+	if err != nil {
+		return nil, nil, err
+	}
+	raw, ok := secret.Data[statusmac.DataKey]
+	if !ok {
+		return set, nil, nil
+	}
+	status, err := statusmac.Parse(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the status keys: %w", err)
+	}
+	return set, status, nil
+}
+
+// write stores both key sets in the Secret: it creates the Secret, or updates it.
+func (r *SigningKeyReconciler) write(ctx context.Context, secret *corev1.Secret, set *signingkeys.Set, status *statusmac.Set) error {
+	data, err := set.Encode()
+	if err != nil {
+		return err
+	}
+	statusData, err := status.Encode()
+	if err != nil {
+		return err
+	}
+	secret.Data[signingkeys.DataKey] = data
+	secret.Data[statusmac.DataKey] = statusData
+	created, err := writeSecret(ctx, r.Client, secret)
+	if created && err == nil {
+		log.FromContext(ctx).Info("created the signing-key Secret", "secret", r.Secret.String(), "kid", set.Active().KID, "alg", set.Active().Algorithm)
+	}
+	return err
 }
 
 // +kubebuilder:rbac:groups=m2m.dev,resources=m2mclients,verbs=get;list;watch

@@ -90,6 +90,16 @@ func TestADamagedSigningKeySecretIsNeverOverwritten(t *testing.T) {
 	}
 }
 
+// A missing Secret is written from an empty one; a Secret that exists without keys is not
+// missing: it is left as it is, like any the manager cannot read.
+func TestAnExistingSigningKeySecretWithoutKeysIsNotTakenForAMissingOne(t *testing.T) {
+	empty := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: keyRef.Namespace, Name: keyRef.Name}}
+	s, res := reconcileKeys(t, signingkeys.ES256, empty)
+	if len(s.Data) != 0 || res.RequeueAfter != damagedKeysRecheck {
+		t.Fatalf("the Secret was filled (%d keys) or not looked at again (%s)", len(s.Data), res.RequeueAfter)
+	}
+}
+
 func TestAYoungSigningKeySetIsLeftAsItIsUntilItsNextStep(t *testing.T) {
 	first, res := reconcileKeys(t, signingkeys.ES256)
 	if want := signingkeys.DefaultPolicy.Period - signingkeys.DefaultPolicy.Prepublish; res.RequeueAfter < want-time.Second || res.RequeueAfter > want {

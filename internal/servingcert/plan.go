@@ -4,6 +4,8 @@ import (
 	"crypto/x509"
 	"fmt"
 	"time"
+
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 )
 
 // State is what the CA Secret and the serving-certificate Secret hold, parsed.
@@ -58,29 +60,11 @@ type Decision struct {
 func Plan(st State, hosts []string, now time.Time, p Policy) Decision {
 	var d Decision
 	renewCA := time.Time{}
-	// A CA that expired (while the manager was away) protects no one by waiting: its successor
-	// takes over at once. A CA not valid yet is a clock fault, not a reason to rotate.
-	caValid := st.CA != nil && now.Before(st.CA.Cert.NotAfter)
 	if st.CA != nil {
 		renewCA = st.CA.Cert.NotAfter.Add(-p.CARenewBefore)
 	}
-	switch {
-	case st.CA == nil:
-		d.CA, d.CAWhy = CACreate, "there is no CA"
-	case !caValid && st.Next != nil && now.Before(st.Next.Cert.NotAfter):
-		d.CA, d.CAWhy = CAPromote, fmt.Sprintf("the CA expired at %s; its successor signs at once", st.CA.Cert.NotAfter.UTC().Format(time.RFC3339))
-	case !caValid && st.Next == nil:
-		d.CA, d.CAWhy = CAAddNext, "the CA expired; a successor is made"
-	case st.Previous != nil && !now.Before(st.PreviousUntil):
-		d.CA, d.CAWhy = CADropPrevious, fmt.Sprintf("the previous CA's overlap ended at %s", st.PreviousUntil.UTC().Format(time.RFC3339))
-	case st.Next != nil && !now.Before(st.NextSince.Add(p.Overlap)):
-		d.CA, d.CAWhy = CAPromote, fmt.Sprintf("the next CA has been trusted since %s, for the overlap of %s", st.NextSince.UTC().Format(time.RFC3339), p.Overlap)
-	case st.Next == nil && st.Previous == nil && !now.Before(renewCA):
-		d.CA, d.CAWhy = CAAddNext, fmt.Sprintf("the CA expires at %s, within %s", st.CA.Cert.NotAfter.UTC().Format(time.RFC3339), p.CARenewBefore)
-	case st.Next == nil && st.Previous == nil && st.CARotationAsked:
-		d.CA, d.CAWhy = CAAddNext, "a CA rotation was asked for (m2m.dev/rotate)"
-	}
-	if d.CA != CANone {
+	ring := caStep(st, now, p)
+	if d.CA, d.CAWhy = ring.step, ring.why; d.CA != CANone {
 		// The certificate is decided after the CA step is written.
 		return d
 	}
@@ -105,20 +89,89 @@ func Plan(st State, hosts []string, now time.Time, p Policy) Decision {
 			d.Issue, d.IssueWhy = true, fmt.Sprintf("two thirds of the serving certificate's lifetime passed at %s", renewCert.UTC().Format(time.RFC3339))
 		}
 	}
-	due := []time.Time{renewCA, renewCert}
-	if st.Next != nil {
-		due = append(due, st.NextSince.Add(p.Overlap))
-	}
-	if st.Previous != nil {
-		due = append(due, st.PreviousUntil)
-	}
-	for _, t := range due {
+	// The ring wakes for the next CA's promotion and the previous CA's end; the CA's renewal
+	// counts even while a rotation is in progress.
+	for _, t := range []time.Time{renewCA, renewCert, ring.wakeAt} {
 		if t.After(now) && (d.Wake.IsZero() || t.Before(d.Wake)) {
 			d.Wake = t
 		}
 	}
 	return d
 }
+
+// caPlan is the CA ring's decision, as one step.
+type caPlan struct {
+	step   CAStep
+	why    string
+	wakeAt time.Time
+}
+
+// caStep decides the CA ring's next step, one at a time, in this order: a CA when there is
+// none; a successor, at once, for a CA that expired; the previous CA's removal; the next CA's
+// promotion; the next CA's publication.
+func caStep(st State, now time.Time, p Policy) caPlan {
+	keys, expired := caRing(st, now, p)
+	plan := keyring.Decide(keys, keyring.Rules{Noun: "CA", Prepublish: p.Overlap, RetiredSlots: 1}, now)
+	out := caPlan{wakeAt: plan.WakeAt}
+	if !plan.Empty() {
+		// Why has one sentence for each dropped key, then one for the active and next keys.
+		out.why = plan.Why[len(plan.Why)-1]
+	}
+	switch {
+	case st.CA == nil:
+		out.step = CACreate
+	case expired && plan.Promote:
+		out.step, out.why = CAPromote, fmt.Sprintf("the CA expired at %s; %s", st.CA.Cert.NotAfter.UTC().Format(time.RFC3339), out.why)
+	case expired:
+		// Its successor is made next and signs on the next decision; the CA Secret has no
+		// other way to replace the CA it holds.
+		out.step, out.why = CAAddNext, fmt.Sprintf("the CA expired at %s; %s", st.CA.Cert.NotAfter.UTC().Format(time.RFC3339), out.why)
+	case len(plan.Drop) > 0:
+		out.step, out.why = CADropPrevious, plan.Why[0]
+	case plan.Promote:
+		out.step = CAPromote
+	case plan.AddNext:
+		out.step = CAAddNext
+	}
+	return out
+}
+
+// caRing is the CA Secret as a key ring: the CA (active, due for a successor CARenewBefore
+// before it expires, or now when a rotation was asked for), the next CA (published since
+// NextSince) and the previous one (retired, until PreviousUntil). A CA that expired (while the
+// manager was away) protects no one by waiting, so the ring does not count it as signing, and
+// its successor takes over at once; unless the successor expired too, when the rotation runs its
+// course. A CA not valid yet is a clock fault, not a reason to rotate.
+func caRing(st State, now time.Time, p Policy) (keys []keyring.Key, expired bool) {
+	if st.CA == nil {
+		return nil, false
+	}
+	expired = !now.Before(st.CA.Cert.NotAfter) && (st.Next == nil || now.Before(st.Next.Cert.NotAfter))
+	if !expired {
+		ca := keyring.Key{ID: serial(st.CA.Cert), State: keyring.StateActive, At: st.CA.Cert.NotAfter.Add(-p.CARenewBefore)}
+		ca.Reason = fmt.Sprintf("expires at %s, within %s", st.CA.Cert.NotAfter.UTC().Format(time.RFC3339), p.CARenewBefore)
+		if st.CARotationAsked && now.Before(ca.At) {
+			ca.At, ca.Reason = now, "was asked to rotate (m2m.dev/rotate)"
+		}
+		keys = append(keys, ca)
+	}
+	if st.Next != nil {
+		keys = append(keys, keyring.Key{ID: serial(st.Next.Cert), State: keyring.StateNext, At: st.NextSince})
+	}
+	if st.Previous != nil {
+		// A previous CA without its end (which the reconciler repairs first) goes at once.
+		until := st.PreviousUntil
+		if until.IsZero() {
+			until = now
+		}
+		keys = append(keys, keyring.Key{ID: serial(st.Previous), State: keyring.StateRetired, At: until,
+			Reason: fmt.Sprintf("its overlap ended at %s", st.PreviousUntil.UTC().Format(time.RFC3339))})
+	}
+	return keys, expired
+}
+
+// serial names a CA in sentences, as openssl x509 -serial does.
+func serial(c *x509.Certificate) string { return fmt.Sprintf("%X", c.SerialNumber) }
 
 // validAt reports whether cert is within its validity at now, allowing a minute of clock skew.
 func validAt(cert *x509.Certificate, now time.Time) bool {

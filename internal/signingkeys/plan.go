@@ -3,6 +3,8 @@ package signingkeys
 import (
 	"fmt"
 	"time"
+
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 )
 
 // JWKSMaxAge is how long verifiers may cache the JWKS (the token server's Cache-Control max-age).
@@ -43,142 +45,55 @@ func (p Policy) Validate() error {
 	return nil
 }
 
-// KeyPlan is what to do with a key set now, and when to look again.
-type KeyPlan struct {
-	// AddActive: there is no active key and no next key to promote; make one that signs at once.
-	AddActive bool
-	// AddNext: publish a new key of the policy's algorithm as next.
-	AddNext bool
-	// Promote: the next key starts signing and the active key retires.
-	Promote bool
-	// Drop lists keys to remove: retired keys past retention, and next keys of another algorithm
-	// (which never signed).
-	Drop []string
-	// Why explains each step, for logs and events.
-	Why []string
-	// WakeAt is when the plan changes next; zero for never.
-	WakeAt time.Time
-}
+// KeyPlan is what to do with a key set now, and when to look again: the key ring's plan. Its
+// Drop lists retired keys past retention, and next keys of another algorithm (which never signed).
+type KeyPlan = keyring.Plan
 
-// Empty reports whether the plan changes nothing.
-func (p KeyPlan) Empty() bool {
-	return !p.AddActive && !p.AddNext && !p.Promote && len(p.Drop) == 0
+// rules are the signing keys' ring: a key is published for Prepublish, longer than verifiers
+// cache the JWKS, before it signs, and never before the active key's period is over.
+func rules(policy Policy) keyring.Rules {
+	return keyring.Rules{Noun: "key", Prepublish: policy.Prepublish, FullTerm: true}
 }
 
 // Plan decides the next step of the key set's life at now.
 func Plan(s *Set, policy Policy, now time.Time) KeyPlan {
-	var plan KeyPlan
-	wake := func(t time.Time) {
-		if t.After(now) && (plan.WakeAt.IsZero() || t.Before(plan.WakeAt)) {
-			plan.WakeAt = t
-		}
-	}
-	var next *Key
+	keys := make([]keyring.Key, 0, len(s.Keys))
 	for _, k := range s.Keys {
+		v := keyring.Key{ID: k.KID, State: k.State}
 		switch k.State {
 		case StateNext:
-			if k.Algorithm != policy.Algorithm || next != nil {
-				plan.Drop = append(plan.Drop, k.KID)
-				plan.Why = append(plan.Why, fmt.Sprintf("next key %s (%s) is not needed; it never signed", k.KID, k.Algorithm))
-				continue
+			v.At = k.CreatedAt
+			if k.Algorithm != policy.Algorithm {
+				v.Reason = fmt.Sprintf("it is %s, not %s, and never signed", k.Algorithm, policy.Algorithm)
 			}
-			next = k
+		case StateActive:
+			rotateAt := k.Since().Add(policy.Period)
+			v.Reason = fmt.Sprintf("signs until %s, the end of its period", rotateAt.UTC().Format(time.RFC3339))
+			if k.Algorithm != policy.Algorithm {
+				// The algorithm changed: rotate as soon as a key of the new one is published.
+				rotateAt = now
+				v.Reason = fmt.Sprintf("is %s, not %s", k.Algorithm, policy.Algorithm)
+			}
+			v.At = rotateAt.Add(-policy.Prepublish)
 		case StateRetired:
+			// A retirement not recorded keeps the key: its tokens' ages are unknown.
 			if k.RetiredAt != nil {
-				gone := k.RetiredAt.Add(policy.Retention)
-				if !now.Before(gone) {
-					plan.Drop = append(plan.Drop, k.KID)
-					plan.Why = append(plan.Why, fmt.Sprintf("retired key %s: every token it signed has expired", k.KID))
-				} else {
-					wake(gone)
-				}
+				v.At = k.RetiredAt.Add(policy.Retention)
+				v.Reason = "every token it signed has expired"
 			}
 		}
+		keys = append(keys, v)
 	}
-
-	active := s.Active()
-	if active == nil {
-		if next != nil {
-			plan.Promote = true
-			plan.Why = append(plan.Why, fmt.Sprintf("no key signs; next key %s starts at once", next.KID))
-		} else {
-			plan.AddActive = true
-			plan.Why = append(plan.Why, "no key signs; a new key starts at once")
-		}
-		return plan
-	}
-
-	activeAt := active.CreatedAt
-	if active.ActiveAt != nil {
-		activeAt = *active.ActiveAt
-	}
-	rotateAt := activeAt.Add(policy.Period)
-	if active.Algorithm != policy.Algorithm {
-		rotateAt = now // the algorithm changed: rotate as soon as a key of the new one is published
-	}
-	if next == nil {
-		publishAt := rotateAt.Add(-policy.Prepublish)
-		if !now.Before(publishAt) {
-			plan.AddNext = true
-			plan.Why = append(plan.Why, fmt.Sprintf("a %s key is published as next; it signs from %s", policy.Algorithm, maxTime(rotateAt, now.Add(policy.Prepublish)).UTC().Format(time.RFC3339)))
-			wake(maxTime(rotateAt, now.Add(policy.Prepublish)))
-		} else {
-			wake(publishAt)
-		}
-		return plan
-	}
-	startAt := maxTime(rotateAt, next.CreatedAt.Add(policy.Prepublish))
-	if !now.Before(startAt) {
-		plan.Promote = true
-		plan.Why = append(plan.Why, fmt.Sprintf("next key %s starts signing; key %s retires", next.KID, active.KID))
-	} else {
-		wake(startAt)
-	}
-	return plan
+	return keyring.Decide(keys, rules(policy), now)
 }
 
-// Apply carries out a plan on a copy of the set.
+// Apply carries out a plan on a copy of the set: new keys are of the policy's algorithm.
 func Apply(s *Set, plan KeyPlan, policy Policy, now time.Time) (*Set, error) {
-	out := &Set{}
-	drop := map[string]bool{}
-	for _, kid := range plan.Drop {
-		drop[kid] = true
+	keys, err := keyring.Apply(s.Keys, plan, func(k *Key) string { return k.KID }, func(state State) (*Key, error) {
+		return Generate(policy.Algorithm, state, now)
+	}, now)
+	if err != nil {
+		return nil, err
 	}
-	for _, k := range s.Keys {
-		if !drop[k.KID] {
-			c := *k
-			out.Keys = append(out.Keys, &c)
-		}
-	}
-	if plan.Promote {
-		for _, k := range out.Keys {
-			at := now.UTC().Truncate(time.Second)
-			switch k.State {
-			case StateActive:
-				k.State, k.RetiredAt = StateRetired, &at
-			case StateNext:
-				k.State, k.ActiveAt = StateActive, &at
-			}
-		}
-	}
-	for _, add := range []struct {
-		yes   bool
-		state State
-	}{{plan.AddActive, StateActive}, {plan.AddNext, StateNext}} {
-		if add.yes {
-			k, err := Generate(policy.Algorithm, add.state, now)
-			if err != nil {
-				return nil, err
-			}
-			out.Keys = append(out.Keys, k)
-		}
-	}
-	return out, nil
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
+	return &Set{Keys: keys}, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 )
 
@@ -49,27 +50,24 @@ func ParseAlgorithm(s string) (Algorithm, error) {
 	return a, nil
 }
 
-// State is where a key is in its life.
-type State string
+// State is where a key is in its life (keyring.State): next keys are published in the JWKS but
+// do not sign yet, so that verifiers that cache the JWKS know them before the first token signed
+// with them arrives; the active key signs; retired keys stay published while tokens they signed
+// may be valid.
+type State = keyring.State
 
 const (
-	// StateNext keys are published in the JWKS but do not sign yet, so that verifiers that cache
-	// the JWKS know them before the first token signed with them arrives.
-	StateNext State = "next"
-	// StateActive is the one key that signs.
-	StateActive State = "active"
-	// StateRetired keys no longer sign; they stay published while tokens they signed may be valid.
-	StateRetired State = "retired"
+	StateNext    = keyring.StateNext
+	StateActive  = keyring.StateActive
+	StateRetired = keyring.StateRetired
 )
 
 // Key is one signing key.
 type Key struct {
-	KID       string     `json:"kid"`
-	Algorithm Algorithm  `json:"alg"`
-	State     State      `json:"state"`
-	CreatedAt time.Time  `json:"createdAt"`
-	ActiveAt  *time.Time `json:"activeAt,omitempty"`
-	RetiredAt *time.Time `json:"retiredAt,omitempty"`
+	KID       string    `json:"kid"`
+	Algorithm Algorithm `json:"alg"`
+	// Life is the key's state and its times (state, createdAt, activeAt, retiredAt).
+	keyring.Life
 	// PrivateKey is PKCS #8 DER. It is only ever in the Secret and in memory.
 	PrivateKey []byte `json:"privateKey"`
 
@@ -133,19 +131,13 @@ func Generate(alg Algorithm, state State, now time.Time) (*Key, error) {
 	if _, err := rand.Read(kid); err != nil {
 		return nil, err
 	}
-	k := &Key{
+	return &Key{
 		KID:        base64.RawURLEncoding.EncodeToString(kid),
 		Algorithm:  alg,
-		State:      state,
-		CreatedAt:  now.UTC().Truncate(time.Second),
+		Life:       keyring.NewLife(state, now),
 		PrivateKey: der,
 		signer:     signer,
-	}
-	if state == StateActive {
-		at := k.CreatedAt
-		k.ActiveAt = &at
-	}
-	return k, nil
+	}, nil
 }
 
 // Parse reads a key set from the Secret's data and checks it: every key parses and matches its

@@ -2,8 +2,9 @@ package statusmac
 
 import (
 	"fmt"
-	"slices"
 	"time"
+
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 )
 
 // Prepublish is how long a new key only verifies before it signs: longer than any token server
@@ -30,7 +31,8 @@ type Fleet struct {
 	InUse map[string]bool
 }
 
-// KeyPlan is what to do with the set now, and when to look again.
+// KeyPlan is what to do with the set now, and when to look again: the key ring's plan
+// (keyring.Plan), and the enforcement that only status keys have.
 type KeyPlan struct {
 	// AddActive: there is no key that signs; make one that signs at once (a new install, or an
 	// upgrade from a version without MACs, where nothing is enforced yet).
@@ -39,7 +41,7 @@ type KeyPlan struct {
 	AddNext bool
 	// Promote: the next key signs, and the active key retires.
 	Promote bool
-	// Drop lists retired keys that no status uses any more.
+	// Drop lists retired keys that no status uses any more (and next keys beside the one next).
 	Drop []string
 	// Enforce: every status is authenticated; from now on the token server trusts nothing else.
 	Enforce bool
@@ -54,66 +56,26 @@ func (p KeyPlan) Empty() bool {
 	return !p.AddActive && !p.AddNext && !p.Promote && len(p.Drop) == 0 && !p.Enforce
 }
 
-func wake(at *time.Time, t time.Time) {
-	if at.IsZero() || t.Before(*at) {
-		*at = t
-	}
+// ring is the key ring's part of the plan.
+func (p KeyPlan) ring() keyring.Plan {
+	return keyring.Plan{AddActive: p.AddActive, AddNext: p.AddNext, Promote: p.Promote, Drop: p.Drop}
 }
+
+// rules are the status keys' ring: a successor signs once every token server can have loaded
+// it, whatever the age of the active key.
+var rules = keyring.Rules{Noun: "status key", Prepublish: Prepublish}
 
 // Plan decides the next step for set (nil when the Secret has none yet) at now, with period the
 // active key's lifetime (0 for never).
 func Plan(set *Set, fleet Fleet, period time.Duration, now time.Time) KeyPlan {
-	var p KeyPlan
-	active := set.Active()
-	var next *Key
+	var keys []keyring.Key
 	if set != nil {
 		for _, k := range set.Keys {
-			if k.State == StateNext {
-				next = k
-			}
+			keys = append(keys, ringKey(k, fleet, period, now))
 		}
 	}
-	switch {
-	case active == nil && next == nil:
-		p.AddActive = true
-		p.Why = append(p.Why, "no status key signs; a new one signs at once")
-	case next != nil:
-		ready := next.CreatedAt.Add(Prepublish)
-		if !now.Before(ready) || active == nil {
-			p.Promote = true
-			p.Why = append(p.Why, fmt.Sprintf("status key %s has been known for %s and now signs", next.ID, Prepublish))
-		} else {
-			wake(&p.WakeAt, ready)
-		}
-	case period > 0:
-		due := active.CreatedAt.Add(period)
-		if active.ActiveAt != nil {
-			due = active.ActiveAt.Add(period)
-		}
-		if !now.Before(due) {
-			p.AddNext = true
-			p.Why = append(p.Why, fmt.Sprintf("status key %s has signed for %s; its successor is published", active.ID, period))
-		} else {
-			wake(&p.WakeAt, due)
-		}
-	}
-	if set != nil {
-		for _, k := range set.Keys {
-			if k.State != StateRetired || fleet.InUse[k.ID] {
-				continue
-			}
-			until := now
-			if k.RetiredAt != nil {
-				until = k.RetiredAt.Add(RetiredMinimum)
-			}
-			if now.Before(until) {
-				wake(&p.WakeAt, until)
-				continue
-			}
-			p.Drop = append(p.Drop, k.ID)
-			p.Why = append(p.Why, fmt.Sprintf("retired status key %s authenticates no status any more", k.ID))
-		}
-	}
+	r := keyring.Decide(keys, rules, now)
+	p := KeyPlan{AddActive: r.AddActive, AddNext: r.AddNext, Promote: r.Promote, Drop: r.Drop, Why: r.Why, WakeAt: r.WakeAt}
 	if !set.Enforced() && set.Active() != nil {
 		deadline := firstKey(set).Add(EnforceDeadline)
 		switch {
@@ -130,6 +92,35 @@ func Plan(set *Set, fleet Fleet, period time.Duration, now time.Time) KeyPlan {
 	return p
 }
 
+// ringKey is what the key ring reads of k: an active key is due after period; a retired key
+// goes RetiredMinimum after its retirement (at once when that was not recorded), but only once no
+// status in the fleet uses it.
+func ringKey(k *Key, fleet Fleet, period time.Duration, now time.Time) keyring.Key {
+	v := keyring.Key{ID: k.ID, State: k.State}
+	switch k.State {
+	case StateNext:
+		v.At = k.CreatedAt
+	case StateActive:
+		if period > 0 {
+			v.At, v.Reason = k.Since().Add(period), fmt.Sprintf("has signed for %s", period)
+		}
+	case StateRetired:
+		if !fleet.InUse[k.ID] {
+			v.At, v.Reason = now, "it authenticates no status any more"
+			if k.RetiredAt != nil {
+				v.At = k.RetiredAt.Add(RetiredMinimum)
+			}
+		}
+	}
+	return v
+}
+
+func wake(at *time.Time, t time.Time) {
+	if at.IsZero() || t.Before(*at) {
+		*at = t
+	}
+}
+
 // firstKey is when the oldest key of the set was made: when the set, hence the upgrade, began.
 func firstKey(set *Set) time.Time {
 	var first time.Time
@@ -144,40 +135,19 @@ func firstKey(set *Set) time.Time {
 // Apply returns a copy of set (nil for none) with plan done at now.
 func Apply(set *Set, plan KeyPlan, now time.Time) (*Set, error) {
 	out := &Set{}
+	var keys []*Key
 	if set != nil {
-		out.EnforcedSince = set.EnforcedSince
-		for _, k := range set.Keys {
-			c := *k
-			out.Keys = append(out.Keys, &c)
-		}
+		out.EnforcedSince, keys = set.EnforcedSince, set.Keys
 	}
-	at := now.UTC().Truncate(time.Second)
-	if plan.AddActive {
-		k, err := Generate(StateActive, now)
-		if err != nil {
-			return nil, err
-		}
-		out.Keys = append(out.Keys, k)
+	keys, err := keyring.Apply(keys, plan.ring(), func(k *Key) string { return k.ID }, func(state State) (*Key, error) {
+		return Generate(state, now)
+	}, now)
+	if err != nil {
+		return nil, err
 	}
-	if plan.AddNext {
-		k, err := Generate(StateNext, now)
-		if err != nil {
-			return nil, err
-		}
-		out.Keys = append(out.Keys, k)
-	}
-	if plan.Promote {
-		for _, k := range out.Keys {
-			switch k.State {
-			case StateActive:
-				k.State, k.RetiredAt = StateRetired, &at
-			case StateNext:
-				k.State, k.ActiveAt = StateActive, &at
-			}
-		}
-	}
-	out.Keys = slices.DeleteFunc(out.Keys, func(k *Key) bool { return slices.Contains(plan.Drop, k.ID) })
+	out.Keys = keys
 	if plan.Enforce && out.EnforcedSince == nil {
+		at := now.UTC().Truncate(time.Second)
 		out.EnforcedSince = &at
 	}
 	return out, nil

@@ -3,13 +3,15 @@ package statusmac
 import (
 	"testing"
 	"time"
+
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 )
 
 func at(d time.Duration) *time.Time { t := t0.Add(d); return &t }
 
 func TestPlan(t *testing.T) {
 	active := func(created time.Duration) *Key {
-		return &Key{ID: "act", State: StateActive, CreatedAt: t0.Add(created), ActiveAt: at(created)}
+		return &Key{ID: "act", Life: keyring.Life{State: StateActive, CreatedAt: t0.Add(created), ActiveAt: at(created)}}
 	}
 	all := Fleet{AllAuthenticated: true}
 	for _, tc := range []struct {
@@ -33,15 +35,17 @@ func TestPlan(t *testing.T) {
 			func(p KeyPlan) bool { return p.Empty() && p.WakeAt.Equal(t0.Add(DefaultPeriod)) }},
 		{"a key that has signed for the period gets a successor", &Set{Keys: []*Key{active(0)}, EnforcedSince: at(0)}, all, t0.Add(DefaultPeriod),
 			func(p KeyPlan) bool { return p.AddNext && !p.Promote }},
-		{"a successor signs only after the prepublish time", &Set{Keys: []*Key{active(0), {ID: "nxt", State: StateNext, CreatedAt: t0.Add(time.Hour)}}, EnforcedSince: at(0)}, all, t0.Add(time.Hour + Prepublish - time.Second),
+		{"a successor signs only after the prepublish time", &Set{Keys: []*Key{active(0), {ID: "nxt", Life: keyring.Life{State: StateNext, CreatedAt: t0.Add(time.Hour)}}}, EnforcedSince: at(0)}, all, t0.Add(time.Hour + Prepublish - time.Second),
 			func(p KeyPlan) bool { return p.Empty() && p.WakeAt.Equal(t0.Add(time.Hour+Prepublish)) }},
-		{"a successor known for the prepublish time signs", &Set{Keys: []*Key{active(0), {ID: "nxt", State: StateNext, CreatedAt: t0.Add(time.Hour)}}, EnforcedSince: at(0)}, all, t0.Add(time.Hour + Prepublish),
+		{"a successor known for the prepublish time signs", &Set{Keys: []*Key{active(0), {ID: "nxt", Life: keyring.Life{State: StateNext, CreatedAt: t0.Add(time.Hour)}}}, EnforcedSince: at(0)}, all, t0.Add(time.Hour + Prepublish),
 			func(p KeyPlan) bool { return p.Promote }},
-		{"a retired key that a status still uses stays", &Set{Keys: []*Key{active(0), {ID: "old", State: StateRetired, RetiredAt: at(0)}}, EnforcedSince: at(0)}, Fleet{AllAuthenticated: true, InUse: map[string]bool{"old": true}}, t0.Add(time.Hour),
+		{"a retired key that a status still uses stays", &Set{Keys: []*Key{active(0), {ID: "old", Life: keyring.Life{State: StateRetired, RetiredAt: at(0)}}}, EnforcedSince: at(0)}, Fleet{AllAuthenticated: true, InUse: map[string]bool{"old": true}}, t0.Add(time.Hour),
 			func(p KeyPlan) bool { return len(p.Drop) == 0 }},
-		{"a retired key stays for the minimum even when unused", &Set{Keys: []*Key{active(0), {ID: "old", State: StateRetired, RetiredAt: at(0)}}, EnforcedSince: at(0)}, all, t0.Add(RetiredMinimum - time.Second),
+		{"a retired key stays for the minimum even when unused", &Set{Keys: []*Key{active(0), {ID: "old", Life: keyring.Life{State: StateRetired, RetiredAt: at(0)}}}, EnforcedSince: at(0)}, all, t0.Add(RetiredMinimum - time.Second),
 			func(p KeyPlan) bool { return len(p.Drop) == 0 && p.WakeAt.Equal(t0.Add(RetiredMinimum)) }},
-		{"a retired key that no status uses is dropped", &Set{Keys: []*Key{active(0), {ID: "old", State: StateRetired, RetiredAt: at(0)}}, EnforcedSince: at(0)}, all, t0.Add(RetiredMinimum),
+		{"a second successor goes, never having signed; the first one signs", &Set{Keys: []*Key{active(0), {ID: "nxt", Life: keyring.Life{State: StateNext, CreatedAt: t0}}, {ID: "nx2", Life: keyring.Life{State: StateNext, CreatedAt: t0}}}, EnforcedSince: at(0)}, all, t0.Add(Prepublish),
+			func(p KeyPlan) bool { return p.Promote && len(p.Drop) == 1 && p.Drop[0] == "nx2" }},
+		{"a retired key that no status uses is dropped", &Set{Keys: []*Key{active(0), {ID: "old", Life: keyring.Life{State: StateRetired, RetiredAt: at(0)}}}, EnforcedSince: at(0)}, all, t0.Add(RetiredMinimum),
 			func(p KeyPlan) bool { return len(p.Drop) == 1 && p.Drop[0] == "old" }},
 	} {
 		t.Run(tc.sentence, func(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 )
 
 // DataKey is the key of the signing-key Secret's data that holds the status keys.
@@ -29,21 +29,19 @@ const keyBytes = 32
 // State is where a key is in its life, as for signing keys: a next key verifies but does not
 // sign yet, so that every token server knows it before the first status it authenticates
 // arrives; the active key signs; retired keys verify statuses not yet sealed again.
-type State = signingkeys.State
+type State = keyring.State
 
 const (
-	StateNext    = signingkeys.StateNext
-	StateActive  = signingkeys.StateActive
-	StateRetired = signingkeys.StateRetired
+	StateNext    = keyring.StateNext
+	StateActive  = keyring.StateActive
+	StateRetired = keyring.StateRetired
 )
 
 // Key is one MAC key.
 type Key struct {
-	ID        string     `json:"id"`
-	State     State      `json:"state"`
-	CreatedAt time.Time  `json:"createdAt"`
-	ActiveAt  *time.Time `json:"activeAt,omitempty"`
-	RetiredAt *time.Time `json:"retiredAt,omitempty"`
+	ID string `json:"id"`
+	// Life is the key's state and its times (state, createdAt, activeAt, retiredAt).
+	keyring.Life
 	// Secret is the HMAC key. It is only ever in the Secret and in memory.
 	Secret []byte `json:"secret"`
 }
@@ -67,12 +65,7 @@ func Generate(state State, now time.Time) (*Key, error) {
 	if _, err := rand.Read(id); err != nil {
 		return nil, err
 	}
-	k := &Key{ID: base64.RawURLEncoding.EncodeToString(id), State: state, CreatedAt: now.UTC().Truncate(time.Second), Secret: secret}
-	if state == StateActive {
-		at := k.CreatedAt
-		k.ActiveAt = &at
-	}
-	return k, nil
+	return &Key{ID: base64.RawURLEncoding.EncodeToString(id), Life: keyring.NewLife(state, now), Secret: secret}, nil
 }
 
 // Parse reads a set and checks it: ids are unique and well formed, keys have the right size, and
