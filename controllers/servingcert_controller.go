@@ -72,11 +72,11 @@ func (r *ServingCertReconciler) SetupWithManager(mgr ctrl.Manager) error {
 func (r *ServingCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
 	now := r.Clock.Now()
-	caSecret, err := readSecret(ctx, r.Client, r.APIReader, r.CASecret)
+	caSecret, err := readOwnSecret(ctx, r.Client, r.APIReader, r.CASecret)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	certSecret, err := readSecret(ctx, r.Client, r.APIReader, r.CertSecret)
+	certSecret, err := readOwnSecret(ctx, r.Client, r.APIReader, r.CertSecret)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -203,7 +203,7 @@ func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, st
 	if step == servingcert.CACreate && s != nil {
 		return fmt.Errorf("the CA Secret %s exists without a CA", r.CASecret)
 	}
-	s = editSecret(s, r.CASecret, corev1.SecretTypeOpaque)
+	s = editOwnSecret(s, r.CASecret, corev1.SecretTypeOpaque)
 	if s.Annotations == nil {
 		s.Annotations = map[string]string{}
 	}
@@ -238,14 +238,14 @@ func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, st
 	}
 	d[servingcert.Bundle] = servingcert.BundleOf(d[servingcert.CACert], d[servingcert.NextCert], d[servingcert.PreviousCert])
 	s.Labels = componentLabels(s.Labels, CAComponent)
-	_, err := writeSecret(ctx, r.Client, s)
+	_, err := writeOwnSecret(ctx, r.Client, s)
 	return err
 }
 
 // writeCert writes the serving certificate (kp, unless nil) and the bundle into its Secret,
 // which it creates when there is none.
 func (r *ServingCertReconciler) writeCert(ctx context.Context, s *corev1.Secret, kp *servingcert.KeyPair, bundle []byte) error {
-	s = editSecret(s, r.CertSecret, corev1.SecretTypeTLS)
+	s = editOwnSecret(s, r.CertSecret, corev1.SecretTypeTLS)
 	if kp != nil {
 		s.Data[servingcert.TLSCert], s.Data[servingcert.TLSKey] = kp.CertPEM, kp.KeyPEM
 		if v := s.Annotations[servingcert.RotateAnnotation]; v != "" {
@@ -254,7 +254,7 @@ func (r *ServingCertReconciler) writeCert(ctx context.Context, s *corev1.Secret,
 	}
 	s.Data[servingcert.TLSCA] = bundle
 	s.Labels = componentLabels(s.Labels, ServingCertComponent)
-	_, err := writeSecret(ctx, r.Client, s)
+	_, err := writeOwnSecret(ctx, r.Client, s)
 	return err
 }
 

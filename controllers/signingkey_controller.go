@@ -92,7 +92,7 @@ func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx).WithValues("secret", r.Secret.String())
 	now := r.Clock.Now()
-	secret, err := readSecret(ctx, r.Client, r.APIReader, r.Secret)
+	secret, err := readOwnSecret(ctx, r.Client, r.APIReader, r.Secret)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -107,7 +107,7 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	}
 	plan := signingkeys.Plan(set, r.Policy, now)
 	statusPlan := statusmac.Plan(status, fleet, r.StatusKeyPeriod, now)
-	secret = editSecret(secret, r.Secret, corev1.SecretTypeOpaque)
+	secret = editOwnSecret(secret, r.Secret, corev1.SecretTypeOpaque)
 	if labels := r.labels(secret.Labels); !plan.Empty() || !statusPlan.Empty() || !maps.Equal(labels, secret.Labels) {
 		if set, err = signingkeys.Apply(set, plan, r.Policy, now); err != nil {
 			return ctrl.Result{}, err
@@ -176,7 +176,7 @@ func (r *SigningKeyReconciler) write(ctx context.Context, secret *corev1.Secret,
 	}
 	secret.Data[signingkeys.DataKey] = data
 	secret.Data[statusmac.DataKey] = statusData
-	created, err := writeSecret(ctx, r.Client, secret)
+	created, err := writeOwnSecret(ctx, r.Client, secret)
 	if created && err == nil {
 		log.FromContext(ctx).Info("created the signing-key Secret", "secret", r.Secret.String(), "kid", set.Active().KID, "alg", set.Active().Algorithm)
 	}

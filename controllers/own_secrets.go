@@ -15,9 +15,9 @@ import (
 // a missing one holding nothing, and one write creates it or updates it. So no Secret has a
 // creation path that differs from its update path.
 
-// readSecret reads a Secret from the cache, or from the API server when the cache lacks it (a
+// readOwnSecret reads a Secret from the cache, or from the API server when the cache lacks it (a
 // Secret restored without the manager's label); nil when there is none.
-func readSecret(ctx context.Context, cache, api client.Reader, key types.NamespacedName) (*corev1.Secret, error) {
+func readOwnSecret(ctx context.Context, cache, api client.Reader, key types.NamespacedName) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
 	err := cache.Get(ctx, key, s)
 	if apierrors.IsNotFound(err) {
@@ -29,9 +29,9 @@ func readSecret(ctx context.Context, cache, api client.Reader, key types.Namespa
 	return s, err
 }
 
-// editSecret returns a copy of s to change, or, when there is none, an empty Secret of key and
-// typ that writeSecret will create.
-func editSecret(s *corev1.Secret, key types.NamespacedName, typ corev1.SecretType) *corev1.Secret {
+// editOwnSecret returns a copy of s to change, or, when there is none, an empty Secret of key and
+// typ that writeOwnSecret will create.
+func editOwnSecret(s *corev1.Secret, key types.NamespacedName, typ corev1.SecretType) *corev1.Secret {
 	if s == nil {
 		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}, Type: typ}
 	} else {
@@ -43,9 +43,9 @@ func editSecret(s *corev1.Secret, key types.NamespacedName, typ corev1.SecretTyp
 	return s
 }
 
-// writeSecret creates s when it was never written (it has no resourceVersion: editSecret made
+// writeOwnSecret creates s when it was never written (it has no resourceVersion: editOwnSecret made
 // it) and updates it otherwise, guarded by its resourceVersion. created says which.
-func writeSecret(ctx context.Context, c client.Writer, s *corev1.Secret) (created bool, err error) {
+func writeOwnSecret(ctx context.Context, c client.Writer, s *corev1.Secret) (created bool, err error) {
 	if s.ResourceVersion == "" {
 		return true, c.Create(ctx, s)
 	}
