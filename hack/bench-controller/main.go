@@ -28,7 +28,6 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -55,7 +54,7 @@ func run(n, workers, creators int, qps float64, burst int) error {
 	defer func() { _ = env.Stop() }()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS, cfg.Burst = float32(qps), burst
-	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+	c, err := client.New(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
 		return err
 	}

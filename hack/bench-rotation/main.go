@@ -30,7 +30,6 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -228,7 +227,7 @@ func run(n, workers int, delay time.Duration) error {
 }
 
 func clientWithWatch(cfg *rest.Config) client.WithWatch {
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme.New()})
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
 		panic(err)
 	}

@@ -24,7 +24,6 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
@@ -97,7 +96,7 @@ func (s *System) start() error {
 	if err := os.WriteFile(s.Kubeconfig, kubeconfig, 0o600); err != nil {
 		return err
 	}
-	if s.Client, err = client.New(s.Config, client.Options{Scheme: scheme.New()}); err != nil {
+	if s.Client, err = client.New(s.Config, client.Options{Scheme: m2mv1alpha1.NewScheme()}); err != nil {
 		return err
 	}
 	// As in a cluster: the RBAC and admission policies of config/, and each component as its

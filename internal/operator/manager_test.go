@@ -23,7 +23,6 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
@@ -175,7 +174,7 @@ func TestWithWatchNamespacesTheManagerWorksWithItsRoleBoundInThoseNamespacesOnly
 		t.Fatal(err)
 	}
 	// The user may not list Secrets cluster-wide: the binding really is narrow.
-	c, err := client.New(narrow.Config(), client.Options{Scheme: scheme.New()})
+	c, err := client.New(narrow.Config(), client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
