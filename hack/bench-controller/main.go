@@ -26,8 +26,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -117,7 +117,7 @@ func measureFloor(ctx context.Context, c client.Client, n, workers int) (time.Du
 }
 
 func measureOperator(ctx context.Context, cfg *rest.Config, c client.Client, n, workers, creators int) (time.Duration, error) {
-	mgr, err := operator.NewManager(cfg, operator.Options{
+	mgr, err := controllers.NewManager(cfg, controllers.Options{
 		IssuerURL:               "https://m2m.bench.example",
 		WatchNamespaces:         []string{"operator"},
 		MaxConcurrentReconciles: workers,

@@ -29,7 +29,6 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -86,7 +85,7 @@ func run(n, workers int, delay time.Duration) error {
 	issuer := "http://" + ln.Addr().String()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS, cfg.Burst = 500, 1000
-	mgr, err := operator.NewManager(cfg, operator.Options{IssuerURL: issuer, MaxConcurrentReconciles: 8})
+	mgr, err := controllers.NewManager(cfg, controllers.Options{IssuerURL: issuer, MaxConcurrentReconciles: 8})
 	if err != nil {
 		return err
 	}

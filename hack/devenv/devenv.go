@@ -22,8 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
@@ -108,7 +108,7 @@ func (s *System) start() error {
 	if err := manifests.Create(context.Background(), s.Client, filepath.Join(s.Root, "config", "admission")); err != nil {
 		return err
 	}
-	mgr, err := operator.NewManager(managerConfig, operator.Options{IssuerURL: s.IssuerURL, SkipNameValidation: s.SkipNameValidation})
+	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: s.IssuerURL, SkipNameValidation: s.SkipNameValidation})
 	if err != nil {
 		return err
 	}

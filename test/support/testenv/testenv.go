@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 )
 
@@ -135,10 +135,10 @@ func WaitOK(url string, timeout time.Duration) error {
 	return err
 }
 
-// RunManager starts a manager built with operator.NewManager and stops it when the test ends.
-func RunManager(t testing.TB, cfg *rest.Config, o operator.Options) {
+// RunManager starts a manager built with controllers.NewManager and stops it when the test ends.
+func RunManager(t testing.TB, cfg *rest.Config, o controllers.Options) {
 	t.Helper()
-	mgr, err := operator.NewManager(cfg, o)
+	mgr, err := controllers.NewManager(cfg, o)
 	if err != nil {
 		t.Fatal(err)
 	}
