@@ -362,7 +362,7 @@ func verify(ctx context.Context, out io.Writer, token, issuer string, scopes, au
 	defer cancel()
 	audience := m2mauth.WithAnyAudience()
 	if len(audiences) > 0 {
-		audience = m2mauth.WithAudience(audiences...)
+		audience = m2mauth.WithAudiences(audiences...)
 	}
 	v, err := m2mauth.NewVerifier(ctx, issuer, audience)
 	if err != nil {
