@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // The bundle that credentials Secrets carry comes from the configured Secret and key: the
@@ -18,7 +18,7 @@ import (
 func TestTheCABundleComesFromTheConfiguredSecretAndKey(t *testing.T) {
 	ref := types.NamespacedName{Namespace: "m2m-system", Name: "m2m-token-server-tls"}
 	withCA := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name}, Data: map[string][]byte{"ca.crt": []byte("PEM")}}
-	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(withCA).Build()
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(withCA).Build()
 	r := &M2MClientReconciler{Client: c, APIReader: c, IssuerURL: "https://m2m.example.com", CASecret: ref, CABundleKey: "ca.crt"}
 	if b, err := r.caBundle(context.Background()); err != nil || string(b) != "PEM" {
 		t.Fatalf("got %q, %v", b, err)

@@ -12,7 +12,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 )
 
@@ -21,7 +20,7 @@ import (
 // next reconcile, as the watch would), which writes nothing and waits for the certificate's
 // renewal: missing Secrets take the same write path as existing ones.
 func TestMissingCAAndCertificateSecretsAreWrittenFromEmptyOnes(t *testing.T) {
-	c := fake.NewClientBuilder().WithScheme(scheme.New()).Build()
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).Build()
 	caRef := types.NamespacedName{Namespace: "m2m-system", Name: "m2m-token-server-ca"}
 	certRef := types.NamespacedName{Namespace: "m2m-system", Name: "m2m-token-server-tls"}
 	hosts := []string{"m2m-token-server.m2m-system.svc"}

@@ -15,7 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
@@ -23,7 +23,7 @@ import (
 
 func main() {
 	var (
-		o          operator.Options
+		o          controllers.Options
 		namespaces string
 		qps        float64
 		burst      int
@@ -35,7 +35,7 @@ func main() {
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Use leader election, so that only one replica reconciles at a time.")
 	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease. Defaults to the pod's namespace.")
-	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", operator.DefaultMaxConcurrentReconciles, "How many M2MClients are reconciled at once.")
+	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles, "How many M2MClients are reconciled at once.")
 	flag.Float64Var(&qps, "kube-api-qps", 100, "Sustained queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries to the API server.")
 	keySecret := flag.String("signing-key-secret", signingkeys.DefaultSecret.String(), "namespace/name of the Secret that holds the JWT signing keys.")
@@ -47,7 +47,7 @@ func main() {
 	caSecret := flag.String("ca-secret", "", "namespace/name of the Secret of the CA that signs the serving certificate; defaults to m2m-ca in the serving certificate's namespace.")
 	caBundleSecret := flag.String("ca-bundle-secret", "", "namespace/name of a Secret whose ca.crt signs the token server's certificate, issued by something else (cert-manager: the Certificate's Secret, labelled app.kubernetes.io/managed-by=m2m-operator so that the manager sees it); copied into credentials Secrets. Not with --serving-cert-secret.")
 	certHosts := flag.String("serving-cert-hosts", "", "Comma-separated DNS names or IP addresses the serving certificate covers besides the issuer URL's host (the token server Service's names).")
-	sc := operator.ServingCertOptions{}
+	sc := controllers.ServingCertOptions{}
 	flag.DurationVar(&sc.Policy.CertValidity, "serving-cert-validity", servingcert.DefaultPolicy.CertValidity, "Lifetime of a serving certificate; it is renewed after two thirds.")
 	flag.DurationVar(&sc.Policy.CAValidity, "ca-validity", servingcert.DefaultPolicy.CAValidity, "Lifetime of a CA.")
 	flag.DurationVar(&sc.Policy.CARenewBefore, "ca-renew-before", servingcert.DefaultPolicy.CARenewBefore, "How long before a CA expires its rotation starts.")
@@ -96,7 +96,7 @@ func main() {
 		fail(err)
 	}
 	cfg.QPS, cfg.Burst = float32(qps), burst
-	mgr, err := operator.NewManager(cfg, o)
+	mgr, err := controllers.NewManager(cfg, o)
 	if err != nil {
 		fail(err)
 	}

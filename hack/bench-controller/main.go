@@ -26,9 +26,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -55,7 +54,7 @@ func run(n, workers, creators int, qps float64, burst int) error {
 	defer func() { _ = env.Stop() }()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS, cfg.Burst = float32(qps), burst
-	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+	c, err := client.New(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
 		return err
 	}
@@ -118,7 +117,7 @@ func measureFloor(ctx context.Context, c client.Client, n, workers int) (time.Du
 }
 
 func measureOperator(ctx context.Context, cfg *rest.Config, c client.Client, n, workers, creators int) (time.Duration, error) {
-	mgr, err := operator.NewManager(cfg, operator.Options{
+	mgr, err := controllers.NewManager(cfg, controllers.Options{
 		IssuerURL:               "https://m2m.bench.example",
 		WatchNamespaces:         []string{"operator"},
 		MaxConcurrentReconciles: workers,

@@ -28,9 +28,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -87,7 +86,7 @@ func run(n, workers int, delay time.Duration) error {
 	issuer := "http://" + ln.Addr().String()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS, cfg.Burst = 500, 1000
-	mgr, err := operator.NewManager(cfg, operator.Options{IssuerURL: issuer, MaxConcurrentReconciles: 8})
+	mgr, err := controllers.NewManager(cfg, controllers.Options{IssuerURL: issuer, MaxConcurrentReconciles: 8})
 	if err != nil {
 		return err
 	}
@@ -228,7 +227,7 @@ func run(n, workers int, delay time.Duration) error {
 }
 
 func clientWithWatch(cfg *rest.Config) client.WithWatch {
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme.New()})
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
 		panic(err)
 	}

@@ -22,9 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
@@ -97,7 +96,7 @@ func (s *System) start() error {
 	if err := os.WriteFile(s.Kubeconfig, kubeconfig, 0o600); err != nil {
 		return err
 	}
-	if s.Client, err = client.New(s.Config, client.Options{Scheme: scheme.New()}); err != nil {
+	if s.Client, err = client.New(s.Config, client.Options{Scheme: m2mv1alpha1.NewScheme()}); err != nil {
 		return err
 	}
 	// As in a cluster: the RBAC and admission policies of config/, and each component as its
@@ -109,7 +108,7 @@ func (s *System) start() error {
 	if err := manifests.Create(context.Background(), s.Client, filepath.Join(s.Root, "config", "admission")); err != nil {
 		return err
 	}
-	mgr, err := operator.NewManager(managerConfig, operator.Options{IssuerURL: s.IssuerURL, SkipNameValidation: s.SkipNameValidation})
+	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: s.IssuerURL, SkipNameValidation: s.SkipNameValidation})
 	if err != nil {
 		return err
 	}

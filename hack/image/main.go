@@ -10,7 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/m2m-dev/m2m-operator/internal/image"
+	"github.com/m2m-dev/m2m-operator/hack/internal/image"
 )
 
 func main() {

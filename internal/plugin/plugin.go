@@ -32,7 +32,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 )
@@ -154,7 +153,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+	c, err := client.New(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
 		return err
 	}
@@ -363,7 +362,7 @@ func verify(ctx context.Context, out io.Writer, token, issuer string, scopes, au
 	defer cancel()
 	audience := m2mauth.WithAnyAudience()
 	if len(audiences) > 0 {
-		audience = m2mauth.WithAudience(audiences...)
+		audience = m2mauth.WithAudiences(audiences...)
 	}
 	v, err := m2mauth.NewVerifier(ctx, issuer, audience)
 	if err != nil {

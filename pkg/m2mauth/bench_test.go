@@ -20,7 +20,7 @@ func BenchmarkAuthenticate(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := v.Authenticate(ctx, token, RequiredScopes("read:users"), Audience("https://api.example.com")); err != nil {
+		if _, err := v.Authenticate(ctx, token, RequiredScopes("read:users"), RequiredAudience("https://api.example.com")); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -31,7 +31,7 @@ func Example() {
 	}
 
 	// The billing service: it accepts tokens for itself only.
-	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience("https://billing.example.com"))
+	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudiences("https://billing.example.com"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func Example() {
 	fmt.Println(claims.ClientID, claims.Scopes, claims.Audience)
 
 	// Another service refuses the same token.
-	other, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience("https://payments.example.com"))
+	other, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudiences("https://payments.example.com"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func Example() {
 	fmt.Println(errors.Is(err, m2mauth.ErrAudience))
 
 	// The revocation-aware path: ask the token server (with the service's own credentials).
-	in, err := m2mauth.NewIntrospector(secretDir, m2mauth.IntrospectionAudience("https://billing.example.com"))
+	in, err := m2mauth.NewIntrospector(secretDir, m2mauth.IntrospectionAudiences("https://billing.example.com"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func Example() {
 // The audience is required: the identifier of this service.
 func ExampleNewVerifier() {
 	v, err := m2mauth.NewVerifier(context.Background(), "http://m2m-token-server.m2m-system.svc:8080",
-		m2mauth.WithAudience("https://billing.example.com"))
+		m2mauth.WithAudiences("https://billing.example.com"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func ExampleNewVerifier() {
 func ExampleVerifier_Authenticate() {
 	ctx := context.Background()
 	v, err := m2mauth.NewVerifier(ctx, "http://m2m-token-server.m2m-system.svc:8080",
-		m2mauth.WithAudience("https://billing.example.com"))
+		m2mauth.WithAudiences("https://billing.example.com"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func ExampleVerifier_Authenticate() {
 
 func ExampleMiddleware() {
 	v, err := m2mauth.NewVerifier(context.Background(), "http://m2m-token-server.m2m-system.svc:8080",
-		m2mauth.WithAudience("https://billing.example.com"))
+		m2mauth.WithAudiences("https://billing.example.com"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func ExampleNewTokenSource() {
 // token server, at the cost of a round trip per token every few seconds.
 func ExampleIntrospector_Introspect() {
 	in, err := m2mauth.NewIntrospector("/var/run/secrets/m2m",
-		m2mauth.IntrospectionAudience("https://billing.example.com"), m2mauth.IntrospectionCacheTTL(5*time.Second))
+		m2mauth.IntrospectionAudiences("https://billing.example.com"), m2mauth.IntrospectionCacheTTL(5*time.Second))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -50,10 +50,10 @@ type introspectorConfig struct {
 	now         func() time.Time
 }
 
-// IntrospectionAudience makes the introspector report a token as active only when its aud
-// contains one of audiences, the identifiers of this service, as a Verifier's WithAudience does.
+// IntrospectionAudiences makes the introspector report a token as active only when its aud
+// contains one of audiences, the identifiers of this service, as a Verifier's WithAudiences does.
 // It, or IntrospectionAnyAudience, is required.
-func IntrospectionAudience(audiences ...string) IntrospectorOption {
+func IntrospectionAudiences(audiences ...string) IntrospectorOption {
 	return func(c *introspectorConfig) { c.audiences = append(c.audiences, audiences...) }
 }
 
@@ -105,7 +105,7 @@ type cachedIntrospection struct {
 
 // NewIntrospector reads the service's credentials (client_id and issuer, and client_secret or a
 // generated key pair's private_key) from the Secret mounted at dir, and reads them again when the
-// token server refuses them (a rotation). IntrospectionAudience, or IntrospectionAnyAudience, is
+// token server refuses them (a rotation). IntrospectionAudiences, or IntrospectionAnyAudience, is
 // required.
 func NewIntrospector(dir string, opts ...IntrospectorOption) (*Introspector, error) {
 	cfg := introspectorConfig{cacheTTL: 10 * time.Second, maxCache: 10000, timeout: 5 * time.Second, now: time.Now}
@@ -116,7 +116,7 @@ func NewIntrospector(dir string, opts ...IntrospectorOption) (*Introspector, err
 	case len(cfg.audiences) == 0 && !cfg.anyAudience:
 		return nil, ErrNoAudience
 	case len(cfg.audiences) > 0 && cfg.anyAudience:
-		return nil, errors.New("m2mauth: IntrospectionAudience and IntrospectionAnyAudience contradict each other")
+		return nil, errors.New("m2mauth: IntrospectionAudiences and IntrospectionAnyAudience contradict each other")
 	case cfg.timeout <= 0:
 		return nil, fmt.Errorf("m2mauth: IntrospectionTimeout(%s) is not positive", cfg.timeout)
 	}

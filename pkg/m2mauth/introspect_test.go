@@ -80,7 +80,7 @@ func TestIntrospectCachesBrieflyAndThenSeesARevocation(t *testing.T) {
 	srv := newFakeIntrospection(t, "secret-one", t0.Add(time.Hour))
 	dir := t.TempDir()
 	mountIntrospectionSecret(t, dir, srv.URL, "secret-one", 1)
-	in, err := NewIntrospector(dir, IntrospectionAudience("https://billing.example.com"), IntrospectionCacheTTL(10*time.Second), withIntrospectionNow(func() time.Time { return time.Unix(0, now.Load()) }))
+	in, err := NewIntrospector(dir, IntrospectionAudiences("https://billing.example.com"), IntrospectionCacheTTL(10*time.Second), withIntrospectionNow(func() time.Time { return time.Unix(0, now.Load()) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestIntrospectionRefusesATokenForAnotherService(t *testing.T) {
 	if _, err := NewIntrospector(dir); !errors.Is(err, ErrNoAudience) {
 		t.Fatalf("no audience: %v, want ErrNoAudience", err)
 	}
-	in, err := NewIntrospector(dir, IntrospectionAudience("https://payments.example.com"), IntrospectionCacheTTL(0))
+	in, err := NewIntrospector(dir, IntrospectionAudiences("https://payments.example.com"), IntrospectionCacheTTL(0))
 	if err != nil {
 		t.Fatal(err)
 	}

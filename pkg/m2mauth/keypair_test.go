@@ -45,7 +45,7 @@ func TestAMountedKeyPairGetsTokensAndIntrospects(t *testing.T) {
 			if first.AccessToken == second.AccessToken {
 				t.Fatal("the second call did not ask the token server")
 			}
-			v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience("https://billing.example.com"))
+			v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudiences("https://billing.example.com"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -53,7 +53,7 @@ func TestAMountedKeyPairGetsTokensAndIntrospects(t *testing.T) {
 			if claims, err := v.Authenticate(ctx, second.AccessToken); err != nil || claims.ClientID != "m2m-example" {
 				t.Fatalf("the token does not verify: %v %+v", err, claims)
 			}
-			in, err := m2mauth.NewIntrospector(dir, m2mauth.IntrospectionAudience("https://billing.example.com"))
+			in, err := m2mauth.NewIntrospector(dir, m2mauth.IntrospectionAudiences("https://billing.example.com"))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -69,9 +69,9 @@ func TestATokenForAnotherServiceIsRefusedUnlessTheVerifierSaysAnyAudience(t *tes
 		opts []VerifierOption
 		want error
 	}{
-		"a verifier for another service refuses it":            {[]VerifierOption{WithAudience("https://billing.example.com")}, ErrAudience},
-		"a verifier for the token's service accepts it":        {[]VerifierOption{WithAudience("https://api.example.com")}, nil},
-		"a verifier for several audiences accepts any of them": {[]VerifierOption{WithAudience("https://billing.example.com", "https://api.example.com")}, nil},
+		"a verifier for another service refuses it":            {[]VerifierOption{WithAudiences("https://billing.example.com")}, ErrAudience},
+		"a verifier for the token's service accepts it":        {[]VerifierOption{WithAudiences("https://api.example.com")}, nil},
+		"a verifier for several audiences accepts any of them": {[]VerifierOption{WithAudiences("https://billing.example.com", "https://api.example.com")}, nil},
 		"a verifier told to accept any audience accepts it":    {[]VerifierOption{WithAnyAudience()}, nil},
 	} {
 		t.Run(sentence, func(t *testing.T) {
@@ -277,8 +277,8 @@ func TestAVerifierRefusesOptionsThatCannotWork(t *testing.T) {
 		"no rate limit on unknown kids":        {WithAnyAudience(), WithMinRefreshInterval(0)},
 		"a negative refresh interval":          {WithAnyAudience(), WithMinRefreshInterval(-time.Second)},
 		"a fetch timeout of zero":              {WithAnyAudience(), WithFetchTimeout(0)},
-		"an audience and any audience at once": {WithAnyAudience(), WithAudience("https://api.example.com")},
-		"an empty audience":                    {WithAudience("")},
+		"an audience and any audience at once": {WithAnyAudience(), WithAudiences("https://api.example.com")},
+		"an empty audience":                    {WithAudiences("")},
 	} {
 		if v, err := NewVerifier(context.Background(), srv.URL, opts...); err == nil {
 			v.Close()

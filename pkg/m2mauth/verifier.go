@@ -48,13 +48,13 @@ type verifierConfig struct {
 	bad []string
 }
 
-// ErrNoAudience is NewVerifier's error when it is given neither WithAudience nor
+// ErrNoAudience is NewVerifier's error when it is given neither WithAudiences nor
 // WithAnyAudience: RFC 9068 §4 requires a resource server to check that a token is for it.
-var ErrNoAudience = errors.New("m2mauth: a verifier needs WithAudience (the audiences this service accepts) or, explicitly, WithAnyAudience")
+var ErrNoAudience = errors.New("m2mauth: a verifier needs WithAudiences (the audiences this service accepts) or, explicitly, WithAnyAudience")
 
-// WithAudience makes the verifier accept only tokens whose aud contains one of audiences: the
+// WithAudiences makes the verifier accept only tokens whose aud contains one of audiences: the
 // identifiers of this service. Given more than once, the lists add up.
-func WithAudience(audiences ...string) VerifierOption {
+func WithAudiences(audiences ...string) VerifierOption {
 	return func(c *verifierConfig) { c.audiences = append(c.audiences, audiences...) }
 }
 
@@ -105,7 +105,7 @@ func WithAllowJWTType() VerifierOption { return func(c *verifierConfig) { c.allo
 // WithClock makes the verifier read the time from now; for tests.
 func WithClock(now func() time.Time) VerifierOption { return func(c *verifierConfig) { c.now = now } }
 
-// NewVerifier returns a Verifier for issuerURL and the audiences of WithAudience (one of it and
+// NewVerifier returns a Verifier for issuerURL and the audiences of WithAudiences (one of it and
 // WithAnyAudience is required). It discovers the JWKS URL from the issuer's metadata (or takes
 // WithJWKSURL) and fetches the keys once; ctx bounds that construction only. The keys are then
 // refreshed in the background until Close.
@@ -121,10 +121,10 @@ func NewVerifier(ctx context.Context, issuerURL string, opts ...VerifierOption) 
 		return nil, ErrNoAudience
 	}
 	if len(cfg.audiences) > 0 && cfg.anyAudience {
-		return nil, errors.New("m2mauth: WithAudience and WithAnyAudience contradict each other")
+		return nil, errors.New("m2mauth: WithAudiences and WithAnyAudience contradict each other")
 	}
 	if slices.Contains(cfg.audiences, "") {
-		return nil, errors.New("m2mauth: WithAudience was given an empty audience")
+		return nil, errors.New("m2mauth: WithAudiences was given an empty audience")
 	}
 	if cfg.httpClient == nil {
 		cfg.httpClient = newHTTPClient(cfg.fetchTimeout)
@@ -233,8 +233,9 @@ func RequiredScopes(scopes ...string) AuthOption {
 	return func(c *authConfig) { c.scopes = append(c.scopes, scopes...) }
 }
 
-// Audience requires, for this call, the token to be for aud, on top of the verifier's audiences.
-func Audience(aud string) AuthOption { return func(c *authConfig) { c.audience = aud } }
+// RequiredAudience requires, for this call, the token to be for aud, on top of the verifier's
+// audiences. It is named as RequiredScopes is, the other per-call requirement.
+func RequiredAudience(aud string) AuthOption { return func(c *authConfig) { c.audience = aud } }
 
 // MaxTokenAge refuses tokens issued longer ago than d, for sensitive routes.
 func MaxTokenAge(d time.Duration) AuthOption { return func(c *authConfig) { c.maxAge = d } }

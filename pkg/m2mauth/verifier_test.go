@@ -120,7 +120,7 @@ func newTestVerifier(t testing.TB, srv *jwksServer, opts ...VerifierOption) *Ver
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	v, err := NewVerifier(ctx, srv.URL, append([]VerifierOption{WithAudience("https://api.example.com"), WithClock(func() time.Time { return t0.Add(time.Minute) })}, opts...)...)
+	v, err := NewVerifier(ctx, srv.URL, append([]VerifierOption{WithAudiences("https://api.example.com"), WithClock(func() time.Time { return t0.Add(time.Minute) })}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestAuthenticateRefusesEveryAttackAndEdgeCase(t *testing.T) {
 		opts  []AuthOption
 		want  error
 	}{
-		"a valid token passes":                                {valid, []AuthOption{RequiredScopes("read:users"), Audience("https://api.example.com")}, nil},
+		"a valid token passes":                                {valid, []AuthOption{RequiredScopes("read:users"), RequiredAudience("https://api.example.com")}, nil},
 		"alg none is refused":                                 {noneSigned, nil, ErrAlgorithm},
 		"HS256 signed with the public key is refused":         {hmacSigned, nil, ErrAlgorithm},
 		"an RS256 token naming the EC key is refused":         {confused, nil, ErrAlgorithm},
@@ -164,7 +164,7 @@ func TestAuthenticateRefusesEveryAttackAndEdgeCase(t *testing.T) {
 		"an expired token is refused":                         {mint(t, ec, with(good, "exp", t0.Unix()), nil), nil, ErrExpired},
 		"a token whose nbf is in the future is refused":       {mint(t, ec, with(good, "nbf", t0.Add(time.Hour).Unix()), nil), nil, ErrNotYetValid},
 		"a token from another issuer is refused":              {mint(t, ec, with(good, "iss", "https://evil.example.com"), nil), nil, ErrIssuer},
-		"a token for another audience is refused":             {valid, []AuthOption{Audience("https://other.example.com")}, ErrAudience},
+		"a token for another audience is refused":             {valid, []AuthOption{RequiredAudience("https://other.example.com")}, ErrAudience},
 		"a kid not in the JWKS is refused":                    {mint(t, stranger, good, nil), nil, ErrUnknownKey},
 		"a tampered payload is refused":                       {tampered, nil, ErrSignature},
 		"a missing scope is refused":                          {valid, []AuthOption{RequiredScopes("delete:users")}, ErrMissingScope},

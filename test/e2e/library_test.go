@@ -30,7 +30,7 @@ func TestTokensFromTheTokenServerVerifyWithTheLibraryAndWithGoOIDC(t *testing.T)
 		t.Fatal(err)
 	}
 
-	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience("https://payments.example.com"))
+	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudiences("https://payments.example.com"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestTheIntrospectorSeesADisabledClientBeforeItsTokenExpires(t *testing.T) {
 	}
 	dir := t.TempDir()
 	writeVolume(t, dir, readyClient(t, billingClient(ns, "service")), 1)
-	in, err := m2mauth.NewIntrospector(dir, m2mauth.IntrospectionAudience("https://payments.example.com"), m2mauth.IntrospectionCacheTTL(0))
+	in, err := m2mauth.NewIntrospector(dir, m2mauth.IntrospectionAudiences("https://payments.example.com"), m2mauth.IntrospectionCacheTTL(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestTheIntrospectorSeesADisabledClientBeforeItsTokenExpires(t *testing.T) {
 		}
 		return nil
 	})
-	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience("https://payments.example.com"))
+	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudiences("https://payments.example.com"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
@@ -17,7 +17,7 @@ import (
 // other tests show that the RBAC is enough. This one shows that the token server's is no more.
 func TestTheTokenServerMayReadItsSigningKeySecretAndNoOtherSecret(t *testing.T) {
 	ctx := context.Background()
-	c, err := client.New(tokenServerConfig, client.Options{Scheme: scheme.New()})
+	c, err := client.New(tokenServerConfig, client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
 		t.Fatal(err)
 	}

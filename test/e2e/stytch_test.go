@@ -69,12 +69,12 @@ func TestAStytchShapedClientWithNoAudiencesGetsTokensWhoseAudienceIsTheIssuer(t 
 		t.Fatalf("the clientcredentials token has aud %v, want [%s]", aud, issuer)
 	}
 
-	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience(issuer))
+	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudiences(issuer))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	payments, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience("https://payments.example.com"))
+	payments, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudiences("https://payments.example.com"))
 	if err != nil {
 		t.Fatal(err)
 	}

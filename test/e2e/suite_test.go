@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
@@ -81,7 +81,7 @@ func run(m *testing.M) int {
 	federated = newFederatedIssuer()
 	defer federated.Close()
 
-	mgr, err := operator.NewManager(managerConfig, operator.Options{IssuerURL: issuer})
+	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: issuer})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -15,7 +15,7 @@ import (
 func verifiesEverywhere(t *testing.T, access, clientID string) {
 	t.Helper()
 	ctx := context.Background()
-	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudience("https://payments.example.com"))
+	v, err := m2mauth.NewVerifier(ctx, issuer, m2mauth.WithAudiences("https://payments.example.com"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -77,7 +77,7 @@ func TestInAnotherNamespaceOnlyThatInstallsManagerMayWriteStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.RunManager(t, cfg, operator.Options{IssuerURL: testIssuer, SigningKeySecret: types.NamespacedName{Namespace: installNS, Name: "m2m-signing-keys"}, SkipNameValidation: true})
+	testenv.RunManager(t, cfg, controllers.Options{IssuerURL: testIssuer, SigningKeySecret: types.NamespacedName{Namespace: installNS, Name: "m2m-signing-keys"}, SkipNameValidation: true})
 
 	ns := testenv.Namespace(t, e.Client)
 	tenant := testenv.Tenant(t, e, ns, testenv.GrantStatus)

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -57,7 +57,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 
-	mgr, err := operator.NewManager(managerConfig, operator.Options{IssuerURL: testIssuer, MaxConcurrentReconciles: 4})
+	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: testIssuer, MaxConcurrentReconciles: 4})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -16,8 +16,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -230,9 +230,9 @@ func (s *dyingStatus) Patch(ctx context.Context, o client.Object, p client.Patch
 }
 
 // runManager starts a manager for ns and returns a function that stops it.
-func runManager(t *testing.T, o operator.Options) func() {
+func runManager(t *testing.T, o controllers.Options) func() {
 	t.Helper()
-	mgr, err := operator.NewManager(env.Config, o)
+	mgr, err := controllers.NewManager(env.Config, o)
 	if err != nil {
 		t.Fatal(err)
 	}

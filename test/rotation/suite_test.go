@@ -25,7 +25,6 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -75,7 +74,7 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	issuer = "http://" + ln.Addr().String()
-	mgr, err := operator.NewManager(e.Config, managerOptions(sharedNamespace))
+	mgr, err := controllers.NewManager(e.Config, managerOptions(sharedNamespace))
 	if err != nil {
 		return fail(err)
 	}
@@ -99,8 +98,8 @@ func run(m *testing.M) int {
 	return code
 }
 
-func managerOptions(namespaces ...string) operator.Options {
-	return operator.Options{IssuerURL: issuer, Clock: clk, WatchNamespaces: namespaces, SkipNameValidation: true}
+func managerOptions(namespaces ...string) controllers.Options {
+	return controllers.Options{IssuerURL: issuer, Clock: clk, WatchNamespaces: namespaces, SkipNameValidation: true}
 }
 
 func rotatingClient(ns, name string, mutate func(*m2mv1alpha1.M2MClient)) *m2mv1alpha1.M2MClient {

@@ -20,7 +20,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/m2m-dev/m2m-operator/internal/operator"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
@@ -67,7 +67,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	issuer = "https://" + ln.Addr().String()
-	mgr, err := operator.NewManager(managerConfig, operator.Options{IssuerURL: issuer, ServingCert: &operator.ServingCertOptions{
+	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: issuer, ServingCert: &controllers.ServingCertOptions{
 		CASecret: caSecret, CertSecret: certSecret, Hosts: []string{"m2m-token-server.m2m-system.svc"},
 		Policy: servingcert.Policy{CAValidity: 1000 * time.Hour, CARenewBefore: 100 * time.Hour, Overlap: overlap, CertValidity: 90 * time.Hour},
 	}})

@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
@@ -178,7 +178,7 @@ func TestUpgradingUnderLoadRefusesNoCurrentOrGraceSecretAndThenEnforcesMACs(t *t
 	}
 
 	// Step 2: the new manager.
-	testenv.RunManager(t, env.Config, operator.Options{IssuerURL: issuer, SkipNameValidation: true})
+	testenv.RunManager(t, env.Config, controllers.Options{IssuerURL: issuer, SkipNameValidation: true})
 	var enforcedAt time.Time
 	testenv.Eventually(t, wait, func() error {
 		s := &corev1.Secret{}

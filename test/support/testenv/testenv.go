@@ -24,8 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 )
 
@@ -59,7 +58,7 @@ func Start(options ...func(*envtest.Environment)) (*Env, error) {
 	}
 	// Integration tests create many objects; the default client rate limit would dominate.
 	cfg.QPS, cfg.Burst = 500, 1000
-	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
+	c, err := client.New(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
 		_ = env.Stop()
 		return nil, err
@@ -136,10 +135,10 @@ func WaitOK(url string, timeout time.Duration) error {
 	return err
 }
 
-// RunManager starts a manager built with operator.NewManager and stops it when the test ends.
-func RunManager(t testing.TB, cfg *rest.Config, o operator.Options) {
+// RunManager starts a manager built with controllers.NewManager and stops it when the test ends.
+func RunManager(t testing.TB, cfg *rest.Config, o controllers.Options) {
 	t.Helper()
-	mgr, err := operator.NewManager(cfg, o)
+	mgr, err := controllers.NewManager(cfg, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +164,7 @@ type Version struct {
 // function is called; it returns them in the order etcd stored them. etcd's revisions order
 // writes across resources, which lets a test check the order of a controller's writes.
 func Record(ctx context.Context, cfg *rest.Config, list client.ObjectList, ns string) (func() []Version, error) {
-	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme.New()})
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
 		return nil, err
 	}

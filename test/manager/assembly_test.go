@@ -1,4 +1,11 @@
-package operator_test
+// Tests of the manager's assembly, controllers.NewManager, each against a control plane of its
+// own, so that what it checks (leader election, probes, metrics, namespaces, RBAC) is not
+// disturbed by the suite's shared manager. They live here rather than beside NewManager because
+// the controllers' own tests link no control plane (test/layout).
+// Each manager sets SkipNameValidation: the suite's manager registered the controllers' names
+// first in this process.
+
+package manager
 
 import (
 	"context"
@@ -17,27 +24,16 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/operator"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
-
-func TestNewManagerRefusesAMissingOrInvalidIssuerURL(t *testing.T) {
-	for _, raw := range []string{"", "not a url", "ftp://example.com", "https://example.com?a=b"} {
-		_, err := operator.NewManager(&rest.Config{Host: "https://127.0.0.1:1"}, operator.Options{IssuerURL: raw})
-		if err == nil || !strings.Contains(err.Error(), "issuer URL") {
-			t.Errorf("issuer %q: error %v, want one about the issuer URL", raw, err)
-		}
-	}
-}
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
 func freeAddr(t *testing.T) string {
@@ -50,6 +46,7 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// httpGet returns the status and body of a GET of url.
 func httpGet(url string) (int, string, error) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -61,21 +58,22 @@ func httpGet(url string) (int, string, error) {
 }
 
 func TestTheManagerElectsALeaderServesProbesAndMetricsAndStaysInItsNamespaces(t *testing.T) {
-	env, err := testenv.Start()
+	e, err := testenv.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Cleanups run last-in first-out: the manager stops before the API server does.
-	t.Cleanup(func() { _ = env.Stop() })
+	t.Cleanup(func() { _ = e.Stop() })
 	ctx := context.Background()
 	for _, ns := range []string{"watched", "ignored", "m2m-system"} {
-		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	probes, metrics := freeAddr(t), freeAddr(t)
-	testenv.RunManager(t, env.Config, operator.Options{
+	testenv.RunManager(t, e.Config, controllers.Options{
 		IssuerURL:               "https://m2m.example",
+		SkipNameValidation:      true,
 		WatchNamespaces:         []string{"watched"},
 		ProbeAddr:               probes,
 		MetricsAddr:             metrics,
@@ -86,12 +84,12 @@ func TestTheManagerElectsALeaderServesProbesAndMetricsAndStaysInItsNamespaces(t 
 	ignored := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "ignored", Name: "c"}}
 	watched := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "watched", Name: "c"}}
 	for _, obj := range []*m2mv1alpha1.M2MClient{ignored, watched} {
-		if err := env.Client.Create(ctx, obj); err != nil {
+		if err := e.Client.Create(ctx, obj); err != nil {
 			t.Fatal(err)
 		}
 	}
 	testenv.Eventually(t, 30*time.Second, func() error {
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(watched), watched); err != nil {
+		if err := e.Client.Get(ctx, client.ObjectKeyFromObject(watched), watched); err != nil {
 			return err
 		}
 		if !meta.IsStatusConditionTrue(watched.Status.Conditions, m2mv1alpha1.ConditionReady) {
@@ -99,7 +97,7 @@ func TestTheManagerElectsALeaderServesProbesAndMetricsAndStaysInItsNamespaces(t 
 		}
 		return nil
 	})
-	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(ignored), ignored); err != nil {
+	if err := e.Client.Get(ctx, client.ObjectKeyFromObject(ignored), ignored); err != nil {
 		t.Fatal(err)
 	}
 	if len(ignored.Status.Conditions) != 0 || ignored.Status.ClientID != "" {
@@ -107,7 +105,7 @@ func TestTheManagerElectsALeaderServesProbesAndMetricsAndStaysInItsNamespaces(t 
 	}
 
 	lease := &coordinationv1.Lease{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "m2m-manager.m2m.dev"}, lease); err != nil {
+	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "m2m-manager.m2m.dev"}, lease); err != nil {
 		t.Fatalf("no leader election lease: %v", err)
 	}
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -130,14 +128,14 @@ func TestTheManagerElectsALeaderServesProbesAndMetricsAndStaysInItsNamespaces(t 
 // cluster-wide. A manager that authenticates as a user bound only that way makes a client in a
 // watched namespace Ready and writes the signing keys.
 func TestWithWatchNamespacesTheManagerWorksWithItsRoleBoundInThoseNamespacesOnly(t *testing.T) {
-	env, err := testenv.Start()
+	e, err := testenv.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = env.Stop() })
+	t.Cleanup(func() { _ = e.Stop() })
 	ctx := context.Background()
 	for _, ns := range []string{"team-a", "m2m-system"} {
-		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -147,14 +145,14 @@ func TestWithWatchNamespacesTheManagerWorksWithItsRoleBoundInThoseNamespacesOnly
 	}
 	for _, obj := range roles {
 		if obj.GetKind() == "ClusterRole" && (obj.GetName() == "m2m-manager" || obj.GetName() == "m2m-manager-client-ids") {
-			if err := env.Client.Create(ctx, obj); err != nil {
+			if err := e.Client.Create(ctx, obj); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	const user = "narrow-manager"
 	// Client ID bindings are cluster-scoped: their role stays bound cluster-wide.
-	if err := env.Client.Create(ctx, &rbacv1.ClusterRoleBinding{
+	if err := e.Client.Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "m2m-manager-client-ids"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "m2m-manager-client-ids"},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
@@ -162,7 +160,7 @@ func TestWithWatchNamespacesTheManagerWorksWithItsRoleBoundInThoseNamespacesOnly
 		t.Fatal(err)
 	}
 	for _, ns := range []string{"team-a", "m2m-system"} {
-		if err := env.Client.Create(ctx, &rbacv1.RoleBinding{
+		if err := e.Client.Create(ctx, &rbacv1.RoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "m2m-manager"},
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "m2m-manager"},
 			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
@@ -170,31 +168,31 @@ func TestWithWatchNamespacesTheManagerWorksWithItsRoleBoundInThoseNamespacesOnly
 			t.Fatal(err)
 		}
 	}
-	narrow, err := env.AddUser(envtest.User{Name: user, Groups: []string{"system:authenticated"}}, nil)
+	narrow, err := e.AddUser(envtest.User{Name: user, Groups: []string{"system:authenticated"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The user may not list Secrets cluster-wide: the binding really is narrow.
-	c, err := client.New(narrow.Config(), client.Options{Scheme: scheme.New()})
+	c, err := client.New(narrow.Config(), client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.List(ctx, &corev1.SecretList{}); !apierrors.IsForbidden(err) {
 		t.Fatalf("listing every Secret: %v, want forbidden", err)
 	}
-	testenv.RunManager(t, narrow.Config(), operator.Options{IssuerURL: "https://m2m.example", WatchNamespaces: []string{"team-a"}, SkipNameValidation: true})
+	testenv.RunManager(t, narrow.Config(), controllers.Options{IssuerURL: "https://m2m.example", WatchNamespaces: []string{"team-a"}, SkipNameValidation: true})
 
 	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "c"}}
-	if err := env.Client.Create(ctx, obj); err != nil {
+	if err := e.Client.Create(ctx, obj); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 30*time.Second, func() error {
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		if err := e.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 			return err
 		}
 		if !meta.IsStatusConditionTrue(obj.Status.Conditions, m2mv1alpha1.ConditionReady) {
 			return fmt.Errorf("the client is not Ready: %+v", obj.Status.Conditions)
 		}
-		return env.Client.Get(ctx, signingkeys.DefaultSecret, &corev1.Secret{})
+		return e.Client.Get(ctx, signingkeys.DefaultSecret, &corev1.Secret{})
 	})
 }

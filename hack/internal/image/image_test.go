@@ -25,7 +25,7 @@ func TestTheImageRunsStaticBinariesAsANonRootUser(t *testing.T) {
 	bin := t.TempDir()
 	// make image adds -trimpath and -ldflags "-s -w"; without them this build shares the
 	// compiled packages of make test, which also runs with CGO_ENABLED=0.
-	build := exec.Command("go", "build", "-o", bin+"/", "../../cmd/manager", "../../cmd/token-server", "../../cmd/kubectl-m2m")
+	build := exec.Command("go", "build", "-o", bin+"/", "../../../cmd/manager", "../../../cmd/token-server", "../../../cmd/kubectl-m2m")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the binaries: %v\n%s", err, out)

@@ -1,6 +1,9 @@
-// Package operator assembles the manager: its cache, indexes and controllers. cmd/manager and the
-// integration tests both build the manager here, so the tests run what ships.
-package operator
+// The manager's assembly: its cache, indexes and  cmd/manager, hack/ and the
+// integration tests all build the manager with NewManager, so the tests run what ships. It lives
+// beside the controllers it wires, so that nothing outside cmd/manager, hack/ and the tests
+// imports this package and every import points down.
+
+package controllers
 
 import (
 	"context"
@@ -26,9 +29,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
-	"github.com/m2m-dev/m2m-operator/internal/scheme"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
@@ -152,7 +153,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	// be a second, conflicting entry.
 	cacheOpts.ByObject = map[client.Object]cache.ByObject{&corev1.Secret{}: secrets}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  scheme.New(),
+		Scheme:                  m2mv1alpha1.NewScheme(),
 		Cache:                   cacheOpts,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
@@ -173,7 +174,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
-	r := &controllers.M2MClientReconciler{
+	r := &M2MClientReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("m2m-manager"),
@@ -196,7 +197,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return nil, fmt.Errorf("setting up the M2MClient controller: %w", err)
 	}
-	keys := &controllers.SigningKeyReconciler{
+	keys := &SigningKeyReconciler{
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),
 		Clock:           o.Clock,
@@ -207,7 +208,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := keys.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the signing-key controller: %w", err)
 	}
-	fleet := &controllers.FleetCollector{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock, KeySecret: o.SigningKeySecret}
+	fleet := &FleetCollector{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock, KeySecret: o.SigningKeySecret}
 	if o.ServingCert != nil {
 		fleet.CertSecret = o.ServingCert.CertSecret
 	}
@@ -254,7 +255,7 @@ func setupServingCert(mgr ctrl.Manager, o Options, issuerURL string) error {
 		return err
 	}
 	hosts := append([]string{u.Hostname()}, sc.Hosts...)
-	rec := &controllers.ServingCertReconciler{
+	rec := &ServingCertReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
 		CASecret: sc.CASecret, CertSecret: sc.CertSecret, Hosts: slices.Compact(hosts), Policy: *p,
 	}
@@ -267,9 +268,9 @@ func setupServingCert(mgr ctrl.Manager, o Options, issuerURL string) error {
 // registerMetrics adds the manager's metrics to controller-runtime's registry, which its
 // metrics endpoint serves. The counters are registered once per process; the fleet collector
 // of the newest manager replaces an earlier one's (tests start several).
-func registerMetrics(fleet *controllers.FleetCollector) {
+func registerMetrics(fleet *FleetCollector) {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(controllers.Rotations, controllers.RotationFailures, controllers.FleetErrors)
+		metrics.Registry.MustRegister(Rotations, RotationFailures, FleetErrors)
 	})
 	fleetMu.Lock()
 	defer fleetMu.Unlock()
@@ -283,5 +284,5 @@ func registerMetrics(fleet *controllers.FleetCollector) {
 var (
 	registerOnce sync.Once
 	fleetMu      sync.Mutex
-	currentFleet *controllers.FleetCollector
+	currentFleet *FleetCollector
 )
