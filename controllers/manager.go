@@ -94,6 +94,53 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	if o.CABundleSecret.Name != "" && o.ServingCert != nil {
+		return nil, fmt.Errorf("the manager either issues the serving certificate or takes the CA bundle of another issuer's Secret, not both")
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  m2mv1alpha1.NewScheme(),
+		Cache:                   o.cacheOptions(),
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        "m2m-manager.m2m.dev",
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		// Step down at once on SIGTERM so that the next leader starts without waiting out the lease.
+		LeaderElectionReleaseOnCancel: true,
+		Controller:                    ctrlconfig.Controller{SkipNameValidation: &o.SkipNameValidation},
+		NewClient: func(cfg *rest.Config, opts client.Options) (client.Client, error) {
+			c, err := client.New(cfg, opts)
+			if err != nil || o.WrapClient == nil {
+				return c, err
+			}
+			return o.WrapClient(c), nil
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the manager: %w", err)
+	}
+	if err := setupControllers(mgr, o, issuerURL); err != nil {
+		return nil, err
+	}
+	fleet := &FleetCollector{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock, KeySecret: o.SigningKeySecret}
+	if o.ServingCert != nil {
+		fleet.CertSecret = o.ServingCert.CertSecret
+	}
+	if o.CABundleSecret.Name != "" {
+		fleet.CertSecret = o.CABundleSecret // cert-manager's certificate Secret
+	}
+	registerMetrics(fleet)
+	if err := addProbes(mgr, o.ProbeAddr); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// setDefaults fills in what o leaves unset and refuses key policies that cannot work.
+func (o *Options) setDefaults() error {
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
@@ -122,11 +169,13 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.StatusKeyPeriod == 0 {
 		o.StatusKeyPeriod = statusmac.DefaultPeriod
 	} else if o.StatusKeyPeriod > 0 && o.StatusKeyPeriod <= statusmac.Prepublish {
-		return nil, fmt.Errorf("the status key rotation period %s must exceed the prepublish time %s", o.StatusKeyPeriod, statusmac.Prepublish)
+		return fmt.Errorf("the status key rotation period %s must exceed the prepublish time %s", o.StatusKeyPeriod, statusmac.Prepublish)
 	}
-	if err := o.SigningKeys.Validate(); err != nil {
-		return nil, err
-	}
+	return o.SigningKeys.Validate()
+}
+
+// cacheOptions caches the watched namespaces, and of Secrets only those the manager wrote.
+func (o *Options) cacheOptions() cache.Options {
 	// Only the Secrets the manager wrote, not every Secret in the cluster.
 	secrets := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue})}
 	cacheOpts := cache.Options{
@@ -152,28 +201,12 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	// One entry for Secrets: ByObject is keyed by pointer, so a second &corev1.Secret{} key would
 	// be a second, conflicting entry.
 	cacheOpts.ByObject = map[client.Object]cache.ByObject{&corev1.Secret{}: secrets}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  m2mv1alpha1.NewScheme(),
-		Cache:                   cacheOpts,
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
-		HealthProbeBindAddress:  o.ProbeAddr,
-		LeaderElection:          o.LeaderElection,
-		LeaderElectionID:        "m2m-manager.m2m.dev",
-		LeaderElectionNamespace: o.LeaderElectionNamespace,
-		// Step down at once on SIGTERM so that the next leader starts without waiting out the lease.
-		LeaderElectionReleaseOnCancel: true,
-		Controller:                    ctrlconfig.Controller{SkipNameValidation: &o.SkipNameValidation},
-		NewClient: func(cfg *rest.Config, opts client.Options) (client.Client, error) {
-			c, err := client.New(cfg, opts)
-			if err != nil || o.WrapClient == nil {
-				return c, err
-			}
-			return o.WrapClient(c), nil
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("creating the manager: %w", err)
-	}
+	return cacheOpts
+}
+
+// setupControllers registers the M2MClient, signing-key and (when the manager issues it)
+// serving-certificate controllers.
+func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 	r := &M2MClientReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -183,19 +216,16 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		KeySecret: o.SigningKeySecret,
 	}
 	if o.CABundleSecret.Name != "" {
-		if o.ServingCert != nil {
-			return nil, fmt.Errorf("the manager either issues the serving certificate or takes the CA bundle of another issuer's Secret, not both")
-		}
 		r.CASecret, r.CABundleKey = o.CABundleSecret, servingcert.TLSCA
 	}
 	if sc := o.ServingCert; sc != nil {
 		r.CASecret, r.CABundleKey = sc.CASecret, servingcert.Bundle
 		if err := setupServingCert(mgr, o, issuerURL); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
-		return nil, fmt.Errorf("setting up the M2MClient controller: %w", err)
+		return fmt.Errorf("setting up the M2MClient controller: %w", err)
 	}
 	keys := &SigningKeyReconciler{
 		Client:          mgr.GetClient(),
@@ -206,32 +236,27 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		StatusKeyPeriod: max(o.StatusKeyPeriod, 0),
 	}
 	if err := keys.SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("setting up the signing-key controller: %w", err)
+		return fmt.Errorf("setting up the signing-key controller: %w", err)
 	}
-	fleet := &FleetCollector{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock, KeySecret: o.SigningKeySecret}
-	if o.ServingCert != nil {
-		fleet.CertSecret = o.ServingCert.CertSecret
+	return nil
+}
+
+// addProbes serves /healthz, and /readyz once the informers have synced, on the probe address.
+func addProbes(mgr ctrl.Manager, probeAddr string) error {
+	if probeAddr == "" || probeAddr == "0" {
+		return nil
 	}
-	if o.CABundleSecret.Name != "" {
-		fleet.CertSecret = o.CABundleSecret // cert-manager's certificate Secret
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
 	}
-	registerMetrics(fleet)
-	if o.ProbeAddr != "" && o.ProbeAddr != "0" {
-		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-			return nil, err
+	return mgr.AddReadyzCheck("informers", func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return fmt.Errorf("informers have not synced")
 		}
-		if err := mgr.AddReadyzCheck("informers", func(req *http.Request) error {
-			ctx, cancel := context.WithTimeout(req.Context(), time.Second)
-			defer cancel()
-			if !mgr.GetCache().WaitForCacheSync(ctx) {
-				return fmt.Errorf("informers have not synced")
-			}
-			return nil
-		}); err != nil {
-			return nil, err
-		}
-	}
-	return mgr, nil
+		return nil
+	})
 }
 
 // setupServingCert registers the serving-certificate controller for o.ServingCert.
