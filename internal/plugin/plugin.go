@@ -96,33 +96,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	// Each command registers only the flags it reads, so that its --help lists just those.
 	flags := pflag.NewFlagSet("kubectl m2m "+cmd, pflag.ContinueOnError)
 	flags.SetOutput(io.Discard)
-	var (
-		kube                     *genericclioptions.ConfigFlags
-		scopes, audiences        []string
-		tokenURL, output, issuer string
-		timeout                  time.Duration
-		anyAudience              bool
-		serviceAccount           string
-	)
-	if cmd != "verify" {
-		kube = genericclioptions.NewConfigFlags(true)
-		kube.AddFlags(flags)
-	}
-	switch cmd {
-	case "token":
-		flags.StringArrayVar(&scopes, "scope", nil, "scope to request (repeatable)")
-		flags.StringArrayVar(&audiences, "audience", nil, "audience to request (repeatable)")
-		flags.StringVar(&tokenURL, "token-url", "", "token endpoint, instead of the Secret's token_url")
-		flags.StringVar(&serviceAccount, "service-account", "", "authenticate as this ServiceAccount of the client's namespace (a token from the TokenRequest API), instead of with the Secret's client secret or key pair")
-		flags.StringVarP(&output, "output", "o", "", "json prints the whole token response")
-	case "rotate":
-		flags.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
-	case "verify":
-		flags.StringVar(&issuer, "issuer", "", "issuer URL (required)")
-		flags.StringArrayVar(&scopes, "scope", nil, "scope the token must have (repeatable)")
-		flags.StringArrayVar(&audiences, "audience", nil, "audience the token must be for; repeated, any of them (required unless --any-audience)")
-		flags.BoolVar(&anyAudience, "any-audience", false, "accept a token for any audience")
-	}
+	f := registerFlags(cmd, flags)
 	if err := flags.Parse(args[1:]); errors.Is(err, pflag.ErrHelp) {
 		_, err := fmt.Fprintf(stdout, "Usage:\n  %s\n\nFlags:\n%s", commands[i].usage, flags.FlagUsages())
 		return err
@@ -133,23 +107,67 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(rest) != 1 {
 		return fmt.Errorf("%w: %s takes exactly one argument", errUsage, cmd)
 	}
-
 	if cmd == "verify" {
-		switch {
-		case issuer == "":
-			return fmt.Errorf("%w: verify needs --issuer", errUsage)
-		case len(audiences) == 0 && !anyAudience:
-			return fmt.Errorf("%w: verify needs --audience (the service the token must be for), or --any-audience", errUsage)
-		case len(audiences) > 0 && anyAudience:
-			return fmt.Errorf("%w: --audience and --any-audience contradict each other", errUsage)
-		}
-		return verify(ctx, stdout, rest[0], issuer, scopes, audiences)
+		return f.verify(ctx, stdout, rest[0])
 	}
-	cfg, err := kube.ToRESTConfig()
+	return f.runOnCluster(ctx, cmd, stdout, rest[0])
+}
+
+// commandFlags are the values of every command's flags; each command registers only its own.
+type commandFlags struct {
+	kube                     *genericclioptions.ConfigFlags
+	scopes, audiences        []string
+	tokenURL, output, issuer string
+	timeout                  time.Duration
+	anyAudience              bool
+	serviceAccount           string
+}
+
+// registerFlags registers the flags of cmd on flags and returns where their values go.
+func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
+	f := &commandFlags{}
+	if cmd != "verify" {
+		f.kube = genericclioptions.NewConfigFlags(true)
+		f.kube.AddFlags(flags)
+	}
+	switch cmd {
+	case "token":
+		flags.StringArrayVar(&f.scopes, "scope", nil, "scope to request (repeatable)")
+		flags.StringArrayVar(&f.audiences, "audience", nil, "audience to request (repeatable)")
+		flags.StringVar(&f.tokenURL, "token-url", "", "token endpoint, instead of the Secret's token_url")
+		flags.StringVar(&f.serviceAccount, "service-account", "", "authenticate as this ServiceAccount of the client's namespace (a token from the TokenRequest API), instead of with the Secret's client secret or key pair")
+		flags.StringVarP(&f.output, "output", "o", "", "json prints the whole token response")
+	case "rotate":
+		flags.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
+	case "verify":
+		flags.StringVar(&f.issuer, "issuer", "", "issuer URL (required)")
+		flags.StringArrayVar(&f.scopes, "scope", nil, "scope the token must have (repeatable)")
+		flags.StringArrayVar(&f.audiences, "audience", nil, "audience the token must be for; repeated, any of them (required unless --any-audience)")
+		flags.BoolVar(&f.anyAudience, "any-audience", false, "accept a token for any audience")
+	}
+	return f
+}
+
+// verify checks its flags and verifies token; it needs no cluster.
+func (f *commandFlags) verify(ctx context.Context, stdout io.Writer, token string) error {
+	switch {
+	case f.issuer == "":
+		return fmt.Errorf("%w: verify needs --issuer", errUsage)
+	case len(f.audiences) == 0 && !f.anyAudience:
+		return fmt.Errorf("%w: verify needs --audience (the service the token must be for), or --any-audience", errUsage)
+	case len(f.audiences) > 0 && f.anyAudience:
+		return fmt.Errorf("%w: --audience and --any-audience contradict each other", errUsage)
+	}
+	return verify(ctx, stdout, token, f.issuer, f.scopes, f.audiences)
+}
+
+// runOnCluster runs a command on the M2MClient name of the kubeconfig's namespace.
+func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.Writer, name string) error {
+	cfg, err := f.kube.ToRESTConfig()
 	if err != nil {
 		return err
 	}
-	ns, _, err := kube.ToRawKubeConfigLoader().Namespace()
+	ns, _, err := f.kube.ToRawKubeConfigLoader().Namespace()
 	if err != nil {
 		return err
 	}
@@ -157,12 +175,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	key := types.NamespacedName{Namespace: ns, Name: rest[0]}
+	key := types.NamespacedName{Namespace: ns, Name: name}
 	switch cmd {
 	case "token":
-		return token(ctx, c, stdout, key, scopes, audiences, tokenURL, output, serviceAccount)
+		return token(ctx, c, stdout, key, f.scopes, f.audiences, f.tokenURL, f.output, f.serviceAccount)
 	case "rotate":
-		return rotate(ctx, c, stdout, key, timeout)
+		return rotate(ctx, c, stdout, key, f.timeout)
 	case "describe":
 		return describe(ctx, c, stdout, key)
 	}
