@@ -39,8 +39,7 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	authMethods := []string{"client_secret_basic", "client_secret_post", "private_key_jwt"}
-	assertionAlgs := []string{"ES256", "RS256", "EdDSA"}
+	authMethods, assertionAlgs := advertisedAuth(s.authenticators)
 	w.Header().Set("Cache-Control", "public, max-age=3600")
 	writeJSON(w, http.StatusOK, Metadata{
 		Issuer:                               s.cfg.IssuerURL,
@@ -59,4 +58,27 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 		IDTokenSigningAlgValuesSupported: algs,
 		SubjectTypesSupported:            []string{"public"},
 	})
+}
+
+// advertisedAuth are the client authentication methods and assertion signing algorithms of the
+// metadata: those the authenticators advertise, in the order of the list, each once. The token
+// and the introspection endpoint authenticate clients alike, so both name the same.
+func advertisedAuth(list []authenticator) (methods, signingAlgs []string) {
+	methods, signingAlgs = []string{}, []string{}
+	for _, a := range list {
+		m, algs := a.advertised()
+		methods = appendNew(methods, m)
+		signingAlgs = appendNew(signingAlgs, algs)
+	}
+	return methods, signingAlgs
+}
+
+// appendNew appends to list the values it does not hold yet.
+func appendNew(list, values []string) []string {
+	for _, v := range values {
+		if !slices.Contains(list, v) {
+			list = append(list, v)
+		}
+	}
+	return list
 }
