@@ -40,7 +40,8 @@ type authenticator interface {
 //     namespace; a federated match (an administrator may list the cluster's issuer as federated)
 //     or private_key_jwt (a client ID could equal the issuer) would skip that check.
 //   - An assertion whose iss is the client ID is the client's own (RFC 7523 §3). Without
-//     client_id, iss names the client, so every other assertion without client_id comes here.
+//     client_id, iss names the client, so every other assertion with an iss and without
+//     client_id comes here.
 //     It comes before the federated issuers, so that no issuer an administrator lists changes
 //     how a client with a key of its own authenticates.
 //   - The federated issuers come before the ServiceAccount path, which takes every other
