@@ -224,3 +224,23 @@ func (s *InformerClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
 	}
 	return out
 }
+
+// lookup finds the one client whose authenticated status.clientID is id. A client whose status
+// names id without the manager's MAC is not it (someone wrote that status), and if two are, none
+// is, so that no client authenticates as another.
+func (s *Server) lookup(id string, st *keyState) (*m2mv1alpha1.M2MClient, bool) {
+	if st == nil || id == "" {
+		return nil, false
+	}
+	var found *m2mv1alpha1.M2MClient
+	for _, c := range s.cfg.Clients.Candidates(id) {
+		if !st.trustsClientID(c) {
+			continue
+		}
+		if found != nil {
+			return nil, false
+		}
+		found = c
+	}
+	return found, found != nil
+}

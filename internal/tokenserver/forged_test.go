@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -167,37 +166,7 @@ func (f fakeServiceAccounts) Issuer() string { return f.issuer }
 // let a client of team-a name team-b's ServiceAccount as a federated subject: the cluster's tokens
 // always take the ServiceAccount path, which checks the namespace.
 func TestTheClustersOwnTokensNeverTakeTheFederatedPath(t *testing.T) {
-	const clusterIssuer = "https://kubernetes.default.svc"
-	c := testClient(goodID, goodSecret)
-	c.Namespace = "team-a"
-	c.Spec.Authentication.Federated = []m2mv1alpha1.FederatedIdentity{{Issuer: clusterIssuer, Subject: "system:serviceaccount:team-b:worker"}}
-	c.Spec.Authentication.ServiceAccounts = []string{"worker"}
-	seal(c)
-	_, keys := staticKeys(t, signingkeys.ES256)
-	// The federated issuer's keys are loaded, so that only the choice of path can refuse.
-	fed := NewFederation([]FederatedIssuer{{Issuer: clusterIssuer}}, clocktesting.NewFakeClock(t0))
-	issuerKey, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fk := fed.issuers[clusterIssuer]
-	fk.issuer, fk.lastAttempt = clusterIssuer, t0
-	fk.keys[issuerKey.KID] = assertionKey{key: issuerKey.Signer().Public(), alg: "ES256"}
-	tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"iss": clusterIssuer, "sub": "system:serviceaccount:team-b:worker",
-		"aud": testIssuer, "iat": t0.Unix(), "exp": t0.Add(10 * time.Minute).Unix()})
-	tok.Header["kid"] = issuerKey.KID
-	assertion, err := tok.SignedString(issuerKey.SigningKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sub, err := fed.Verify(context.Background(), clusterIssuer, assertion, testIssuer); err != nil || sub == "" {
-		t.Fatalf("the federated path itself would refuse the assertion (%v), so the test could not fail", err)
-	}
-	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: c}, Keys: keys, Clock: clocktesting.NewFakeClock(t0),
-		ServiceAccounts: fakeServiceAccounts{issuer: clusterIssuer}, Federation: fed})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, assertion := ownIssuerListedAsFederated(t)
 	f := &fixture{srv: newTestServer(t, s)}
 	resp, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID,
 		"client_assertion_type", JWTBearerAssertion, "client_assertion", assertion)})

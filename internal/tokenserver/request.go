@@ -19,22 +19,28 @@ const MaxBodyBytes = 64 << 10
 type tokenRequest struct {
 	clientID     string
 	clientSecret string
+	grantType    string
+	scopes       []string
+	audiences    []string
+	resources    []string
+	// token is the introspection request's token parameter.
+	token string
+	// assertionType and assertion are RFC 7521 client assertion parameters.
+	assertionType, assertion string
+	// assertionIssuer is the assertion's iss, unverified: it only chooses the authenticator
+	// (authenticatorOrder) and the keys that verify the assertion.
+	assertionIssuer string
+
+	// The flags stay together, so that the struct keeps to one allocation size class.
+
 	// basic says the credentials came in the Authorization header.
 	basic bool
 	// secretGiven says the body carried a client_secret parameter, even an empty one.
 	secretGiven bool
-	grantType   string
 	// scopeGiven says a non-empty scope parameter was sent.
 	scopeGiven bool
-	scopes     []string
-	audiences  []string
-	resources  []string
-	// token is the introspection request's token parameter.
-	token string
-	// assertionType and assertion are RFC 7521 client assertion parameters; assertionGiven says
-	// either was sent.
-	assertionType, assertion string
-	assertionGiven           bool
+	// assertionGiven says either client assertion parameter was sent.
+	assertionGiven bool
 	// clientIDFromAssertion says client_id was not sent and was taken from the assertion's iss.
 	clientIDFromAssertion bool
 }
@@ -96,10 +102,12 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 			return nil, badRequest("assertion_type", "client_assertion_type must be "+JWTBearerAssertion)
 		case req.assertion == "":
 			return nil, badRequest("assertion_missing", "client_assertion is required with client_assertion_type")
-		case req.clientID == "":
+		}
+		req.assertionIssuer = unverifiedIssuer(req.assertion)
+		if req.clientID == "" {
 			// RFC 7523 §3: a client's own assertion names it in iss. Workload assertions need
 			// client_id, which authentication checks.
-			req.clientID, req.clientIDFromAssertion = unverifiedIssuer(req.assertion), true
+			req.clientID, req.clientIDFromAssertion = req.assertionIssuer, true
 		}
 	}
 	return req, nil

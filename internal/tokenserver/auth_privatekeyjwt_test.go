@@ -2,7 +2,6 @@ package tokenserver
 
 import (
 	"crypto"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,13 +26,7 @@ func TestPrivateKeyJWTFollowsRFC7523bis(t *testing.T) {
 		t.Fatal(err)
 	}
 	other, _ := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, t0)
-	pub := key.PublicJWK()
-	off := false
-	c := testClient(goodID, goodSecret)
-	c.Spec.Authentication = m2mv1alpha1.ClientAuthentication{ClientSecret: &off, PublicKeys: []m2mv1alpha1.ClientPublicKey{{
-		KeyID: pub.KeyID, KeyType: pub.KeyType, Algorithm: pub.Algorithm, Curve: pub.Curve, X: pub.X, Y: pub.Y}}}
-	c.Status.AcceptedSecrets = nil
-	seal(c)
+	c := seal(clientWithKey(goodID, key))
 	_, keys := staticKeys(t, signingkeys.ES256)
 	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: c}, Keys: keys, Clock: clocktesting.NewFakeClock(t0)})
 	if err != nil {
@@ -47,13 +40,7 @@ func TestPrivateKeyJWTFollowsRFC7523bis(t *testing.T) {
 		if change != nil {
 			change(claims)
 		}
-		tok := jwt.NewWithClaims(k.Method(), claims)
-		tok.Header["kid"] = k.KID
-		signed, err := tok.SignedString(k.SigningKey())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return signed
+		return signed(t, k, claims)
 	}
 	post := func(clientID, a string) int {
 		params := []string{"grant_type", "client_credentials", "client_assertion_type", JWTBearerAssertion, "client_assertion", a}
@@ -90,34 +77,6 @@ func TestPrivateKeyJWTFollowsRFC7523bis(t *testing.T) {
 	}
 	if code := post(disabledID, assertion(key, func(c jwt.MapClaims) { c["iss"], c["sub"] = disabledID, disabledID })); code != 401 {
 		t.Errorf("an assertion for a client that does not exist got %d", code)
-	}
-}
-
-// One client's key cannot fill the replay cache for everyone: a jti over 256 bytes is refused,
-// each client holds at most its share, and expired entries are swept.
-func TestTheReplayCacheIsBoundedPerClientAndSweepsExpiredEntries(t *testing.T) {
-	var c replayCache
-	exp := t0.Add(time.Minute)
-	if c.first("a", string(make([]byte, maxJTILength+1)), exp, t0) {
-		t.Fatal("a jti over the length limit was recorded")
-	}
-	for i := range maxReplayPerClient {
-		if !c.first("a", "jti-"+strconv.Itoa(i), exp, t0) {
-			t.Fatalf("jti %d of client a was refused before its share was full", i)
-		}
-	}
-	if c.first("a", "one-more", exp, t0) {
-		t.Fatal("client a went over its share")
-	}
-	if !c.first("b", "jti-0", exp, t0) {
-		t.Fatal("client a's full share locked client b out")
-	}
-	if c.first("b", "jti-0", exp, t0) {
-		t.Fatal("a replayed jti was accepted")
-	}
-	later := exp.Add(replaySweepEvery)
-	if !c.first("a", "after-expiry", later.Add(time.Minute), later) || len(c.seen) != 1 {
-		t.Fatalf("expired entries were not swept: %d left", len(c.seen))
 	}
 }
 

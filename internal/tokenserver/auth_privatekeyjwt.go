@@ -2,79 +2,68 @@ package tokenserver
 
 import (
 	"context"
-	"crypto/sha256"
+	"crypto"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"k8s.io/utils/clock"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
 // MaxPrivateKeyJWTLifetime bounds exp - iat of a private_key_jwt assertion, so that a captured
 // assertion is useless soon and the replay cache stays small.
 const MaxPrivateKeyJWTLifetime = 5 * time.Minute
 
-// Bounds of the replay cache. A full cache, or a client's full share of it, refuses new jtis
-// rather than forget unexpired ones; a jti longer than maxJTILength is refused outright.
-const (
-	maxReplayEntries   = 1 << 20
-	maxReplayPerClient = 10000
-	maxJTILength       = 256
-	replaySweepEvery   = 30 * time.Second
-)
+// privateKeyJWTAlgs are the algorithms a client's assertion may be signed with: those of the
+// keys a client can have. The metadata advertises what the parser accepts.
+var privateKeyJWTAlgs = []string{"ES256", "RS256", "EdDSA"}
 
-// replayCache remembers the jti of every assertion accepted, until it expires. It is per
-// replica: with several token-server replicas, an assertion can be replayed once at each other
-// replica within its (at most 5 minute) lifetime. Entries are fixed-size hashes, expired ones are
-// swept every 30 s, and each client may hold at most maxReplayPerClient of them, so that one
-// tenant's key cannot fill the server's memory or lock other clients out.
-type replayCache struct {
-	mu        sync.Mutex
-	seen      map[[sha256.Size]byte]replayEntry
-	perClient map[string]int
-	lastSweep time.Time
+// privateKeyJWTAuth is private_key_jwt (RFC 7523 §3): the client signs its assertion with a key of
+// its own and names itself in iss, so client_id may be omitted.
+type privateKeyJWTAuth struct {
+	issuerURL string
+	clock     clock.PassiveClock
+	// replays holds the jtis of accepted assertions.
+	replays replayCache
+	// decoyKeys verify, by algorithm, assertions of unknown clients and of unknown kids, so that
+	// the work does not tell them apart from a wrong signature.
+	decoyKeys map[string]crypto.PublicKey
 }
 
-type replayEntry struct {
-	client string
-	until  time.Time
+func newPrivateKeyJWTAuth(cfg Config) (authenticator, error) {
+	decoyKeys, err := decoyPublicKeys()
+	if err != nil {
+		return nil, err
+	}
+	return &privateKeyJWTAuth{issuerURL: cfg.IssuerURL, clock: cfg.Clock, decoyKeys: decoyKeys}, nil
 }
 
-// first records (client, jti) until exp and reports whether it was new and could be recorded.
-func (c *replayCache) first(client, jti string, exp, now time.Time) bool {
-	if len(jti) > maxJTILength {
-		return false
+func (*privateKeyJWTAuth) advertised() (methods, signingAlgs []string) {
+	return []string{"private_key_jwt"}, privateKeyJWTAlgs
+}
+
+// applies to an assertion whose iss is the client ID: the client's own, as RFC 7523 §3 has it.
+// (The cluster's own ServiceAccount issuer is taken before, in authenticatorOrder.)
+func (*privateKeyJWTAuth) applies(req *tokenRequest) bool {
+	return req.assertionGiven && req.assertionIssuer != "" && req.assertionIssuer == req.clientID
+}
+
+func (a *privateKeyJWTAuth) authenticate(_ context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, st *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
+	switch {
+	case client == nil:
+		return nil, invalidClient("unknown_client")
+	case a.verify(client, st, req.assertion) != nil:
+		return nil, invalidClient("assertion_invalid")
+	case client.Spec.Disabled:
+		return nil, invalidClient("disabled")
 	}
-	key := sha256.Sum256([]byte(client + "\x00" + jti))
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.seen == nil {
-		c.seen, c.perClient = map[[sha256.Size]byte]replayEntry{}, map[string]int{}
-	}
-	if now.Sub(c.lastSweep) >= replaySweepEvery {
-		for k, e := range c.seen {
-			if !now.Before(e.until) {
-				delete(c.seen, k)
-				if c.perClient[e.client]--; c.perClient[e.client] <= 0 {
-					delete(c.perClient, e.client)
-				}
-			}
-		}
-		c.lastSweep = now
-	}
-	if e, ok := c.seen[key]; ok && now.Before(e.until) {
-		return false
-	}
-	if c.perClient[client] >= maxReplayPerClient || len(c.seen) >= maxReplayEntries {
-		return false
-	}
-	c.seen[key] = replayEntry{client: client, until: exp}
-	c.perClient[client]++
-	return true
+	return client, nil
 }
 
 // clientKeys returns the usable public keys of the client by kid: those of its spec, and those
@@ -102,19 +91,19 @@ func clientKeys(c *m2mv1alpha1.M2MClient, st *keyState, now time.Time) map[strin
 	return out
 }
 
-// verifyPrivateKeyJWT checks an RFC 7523 §3 client assertion of client, as the current revision
+// verify checks an RFC 7523 §3 client assertion of client, as the current revision
 // (draft-ietf-oauth-rfc7523bis) asks: signed by one of the client's keys with that key's
 // algorithm; iss and sub equal to the client ID; aud equal to this issuer identifier alone (not
 // the token endpoint URL, which let one assertion pass at several endpoints); exp, iat and jti
 // present, exp at most 5 minutes after iat; and a jti not accepted before within its lifetime.
-func (s *Server) verifyPrivateKeyJWT(_ context.Context, client *m2mv1alpha1.M2MClient, st *keyState, assertion string) error {
-	keys := clientKeys(client, st, s.cfg.Clock.Now())
+func (a *privateKeyJWTAuth) verify(client *m2mv1alpha1.M2MClient, st *keyState, assertion string) error {
+	keys := clientKeys(client, st, a.clock.Now())
 	parser := jwt.NewParser(
-		jwt.WithValidMethods([]string{"ES256", "RS256", "EdDSA"}),
+		jwt.WithValidMethods(privateKeyJWTAlgs),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(assertionLeeway),
-		jwt.WithTimeFunc(s.cfg.Clock.Now),
+		jwt.WithTimeFunc(a.clock.Now),
 		jwt.WithIssuer(client.Status.ClientID),
 		jwt.WithSubject(client.Status.ClientID),
 	)
@@ -133,13 +122,13 @@ func (s *Server) verifyPrivateKeyJWT(_ context.Context, client *m2mv1alpha1.M2MC
 		}
 		// A signature check against a decoy all the same, so that an unknown kid costs what
 		// a wrong signature does.
-		return s.decoyKeys[t.Method.Alg()], nil
+		return a.decoyKeys[t.Method.Alg()], nil
 	})
 	if err = errors.Join(mismatch, err); err != nil {
 		return fmt.Errorf("%w: %v", errAssertion, err)
 	}
 	aud, _ := claims.GetAudience()
-	if len(aud) != 1 || aud[0] != s.cfg.IssuerURL {
+	if len(aud) != 1 || aud[0] != a.issuerURL {
 		return fmt.Errorf("%w: aud %q is not the issuer alone", errAssertion, aud)
 	}
 	iat, _ := claims.GetIssuedAt()
@@ -151,17 +140,31 @@ func (s *Server) verifyPrivateKeyJWT(_ context.Context, client *m2mv1alpha1.M2MC
 	if jti == "" {
 		return fmt.Errorf("%w: no jti", errAssertion)
 	}
-	if !s.replays.first(client.Status.ClientID, jti, exp.Add(assertionLeeway), s.cfg.Clock.Now()) {
+	if !a.replays.first(client.Status.ClientID, jti, exp.Add(assertionLeeway), a.clock.Now()) {
 		return fmt.Errorf("%w: jti replayed, too long, or over the client's share of the replay cache", errAssertion)
 	}
 	return nil
 }
 
-// decoyVerify does the signature work of an assertion check for an unknown client, with a decoy
-// key of the assertion's algorithm, so that the answer's timing does not tell whether a client ID
+// decoy does the signature work of an assertion check for an unknown client, with a decoy key of
+// the assertion's algorithm, so that the answer's timing does not tell whether a client ID
 // exists.
-func (s *Server) decoyVerify(assertion string) {
-	_, _ = jwt.NewParser(jwt.WithValidMethods([]string{"ES256", "RS256", "EdDSA"})).Parse(assertion, func(t *jwt.Token) (any, error) {
-		return s.decoyKeys[t.Method.Alg()], nil
+func (a *privateKeyJWTAuth) decoy(req *tokenRequest) {
+	_, _ = jwt.NewParser(jwt.WithValidMethods(privateKeyJWTAlgs)).Parse(req.assertion, func(t *jwt.Token) (any, error) {
+		return a.decoyKeys[t.Method.Alg()], nil
 	})
 }
+
+// decoyPublicKeys are made once per process: an RSA key takes a while to generate, and public
+// keys whose private halves are thrown away serve every server alike.
+var decoyPublicKeys = sync.OnceValues(func() (map[string]crypto.PublicKey, error) {
+	keys := map[string]crypto.PublicKey{}
+	for _, alg := range []signingkeys.Algorithm{signingkeys.ES256, signingkeys.RS256, signingkeys.EdDSA} {
+		signer, err := signingkeys.NewSigner(alg)
+		if err != nil {
+			return nil, err
+		}
+		keys[string(alg)] = signer.Public()
+	}
+	return keys, nil
+})

@@ -1,0 +1,70 @@
+package tokenserver
+
+import (
+	"context"
+	"slices"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+)
+
+// serviceAccountAuth takes a Kubernetes ServiceAccount token of this cluster as the assertion of
+// the client named by client_id. It is a profile of this server, not RFC 7523 §3 client
+// authentication: the token's sub is a workload, not the client. The token must be for this
+// issuer, valid now, and of a ServiceAccount in the client's namespace that
+// spec.authentication.serviceAccounts names. The metadata does not advertise it.
+type serviceAccountAuth struct {
+	// tokens verifies the cluster's ServiceAccount tokens; nil refuses every assertion that comes
+	// here.
+	tokens    ServiceAccountTokens
+	issuerURL string
+	// clusterIssuerOnly limits it to assertions whose iss is the cluster's own issuer, for the
+	// entry of authenticatorOrder that comes before every other assertion.
+	clusterIssuerOnly bool
+}
+
+// newClusterServiceAccountAuth is the ServiceAccount path for the cluster's own issuer only.
+func newClusterServiceAccountAuth(cfg Config) (authenticator, error) {
+	return &serviceAccountAuth{tokens: cfg.ServiceAccounts, issuerURL: cfg.IssuerURL, clusterIssuerOnly: true}, nil
+}
+
+// newServiceAccountAuth is the ServiceAccount path for any assertion.
+func newServiceAccountAuth(cfg Config) (authenticator, error) {
+	return &serviceAccountAuth{tokens: cfg.ServiceAccounts, issuerURL: cfg.IssuerURL}, nil
+}
+
+func (*serviceAccountAuth) advertised() (methods, signingAlgs []string) { return nil, nil }
+
+func (a *serviceAccountAuth) applies(req *tokenRequest) bool {
+	switch {
+	case !req.assertionGiven:
+		return false
+	case !a.clusterIssuerOnly:
+		return true
+	}
+	return a.tokens != nil && req.assertionIssuer != "" && req.assertionIssuer == a.tokens.Issuer()
+}
+
+// decoy does nothing: the token is verified against the cluster's keys whatever the client, so an
+// unknown client costs the same work already.
+func (*serviceAccountAuth) decoy(*tokenRequest) {}
+
+func (a *serviceAccountAuth) authenticate(ctx context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, _ *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
+	if bad := workloadClientID(req); bad != nil {
+		return nil, bad
+	}
+	if a.tokens == nil {
+		return nil, invalidClient("assertion_not_supported")
+	}
+	ns, name, err := a.tokens.Verify(ctx, req.assertion, a.issuerURL)
+	switch {
+	case err != nil:
+		return nil, invalidClient("assertion_invalid")
+	case client == nil:
+		return nil, invalidClient("unknown_client")
+	case ns != client.Namespace || !slices.Contains(client.Spec.Authentication.ServiceAccounts, name):
+		return nil, invalidClient("service_account_not_allowed")
+	case client.Spec.Disabled:
+		return nil, invalidClient("disabled")
+	}
+	return client, nil
+}

@@ -1,0 +1,69 @@
+package tokenserver
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+)
+
+// introspect answers RFC 7662 requests from any authenticated M2MClient.
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
+	req, caller, ok := s.authenticated(w, r)
+	if !ok {
+		return
+	}
+	if req.token == "" {
+		s.fail(w, badRequest("no_token", "the token parameter is required"), caller)
+		return
+	}
+	noStore(w)
+	claims, ok := s.verify(req.token)
+	if !ok {
+		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		return
+	}
+	id, _ := claims["client_id"].(string)
+	client, found := s.lookup(id, s.cfg.Keys.current())
+	if !found || client.Spec.Disabled {
+		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		return
+	}
+	out := map[string]any{"active": true, "token_type": "Bearer"}
+	for _, k := range []string{"scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti"} {
+		if v, ok := claims[k]; ok {
+			out[k] = v
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// verify checks a token this server issued: a known key of the token's algorithm, typ at+jwt,
+// this issuer, and the time claims.
+func (s *Server) verify(raw string) (jwt.MapClaims, bool) {
+	st := s.cfg.Keys.current()
+	if st == nil {
+		return nil, false
+	}
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{string(signingkeys.ES256), string(signingkeys.RS256), string(signingkeys.EdDSA)}),
+		jwt.WithIssuer(s.cfg.IssuerURL),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(s.cfg.Clock.Now),
+	)
+	claims := jwt.MapClaims{}
+	_, err := parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, "at+jwt") {
+			return nil, jwt.ErrTokenUnverifiable
+		}
+		kid, _ := t.Header["kid"].(string)
+		k := st.set.Find(kid)
+		if k == nil || t.Method.Alg() != string(k.Algorithm) {
+			return nil, jwt.ErrTokenUnverifiable
+		}
+		return k.Signer().Public(), nil
+	})
+	return claims, err == nil
+}

@@ -1,0 +1,84 @@
+package tokenserver
+
+import (
+	"net/http"
+	"slices"
+
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
+)
+
+// Metadata is the authorization server metadata (RFC 8414 §2).
+type Metadata struct {
+	Issuer                               string   `json:"issuer"`
+	TokenEndpoint                        string   `json:"token_endpoint"`
+	JWKSURI                              string   `json:"jwks_uri"`
+	IntrospectionEndpoint                string   `json:"introspection_endpoint"`
+	GrantTypesSupported                  []string `json:"grant_types_supported"`
+	ResponseTypesSupported               []string `json:"response_types_supported"`
+	TokenEndpointAuthMethodsSupported    []string `json:"token_endpoint_auth_methods_supported"`
+	TokenEndpointAuthSigningAlgs         []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+	IntrospectionEndpointAuthMethods     []string `json:"introspection_endpoint_auth_methods_supported"`
+	IntrospectionEndpointAuthSigningAlgs []string `json:"introspection_endpoint_auth_signing_alg_values_supported"`
+	AccessTokenSigningAlgValuesSupported []string `json:"access_token_signing_alg_values_supported,omitempty"`
+	IDTokenSigningAlgValuesSupported     []string `json:"id_token_signing_alg_values_supported,omitempty"`
+	SubjectTypesSupported                []string `json:"subject_types_supported,omitempty"`
+}
+
+// discovery serves the metadata, at the RFC 8414 and the OpenID Connect discovery paths alike.
+func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	algs := []string{}
+	if st := s.cfg.Keys.current(); st != nil {
+		for _, k := range st.set.Keys {
+			if st.published[k.KID] && !slices.Contains(algs, string(k.Algorithm)) {
+				algs = append(algs, string(k.Algorithm))
+			}
+		}
+	}
+	authMethods, assertionAlgs := advertisedAuth(s.authenticators)
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	writeJSON(w, http.StatusOK, Metadata{
+		Issuer:                               s.cfg.IssuerURL,
+		TokenEndpoint:                        issuer.TokenURL(s.cfg.IssuerURL),
+		JWKSURI:                              s.cfg.IssuerURL + "/.well-known/jwks.json",
+		IntrospectionEndpoint:                s.cfg.IssuerURL + "/oauth2/introspect",
+		GrantTypesSupported:                  []string{GrantClientCredentials},
+		ResponseTypesSupported:               []string{},
+		TokenEndpointAuthMethodsSupported:    authMethods,
+		TokenEndpointAuthSigningAlgs:         assertionAlgs,
+		IntrospectionEndpointAuthMethods:     authMethods,
+		IntrospectionEndpointAuthSigningAlgs: assertionAlgs,
+		AccessTokenSigningAlgValuesSupported: algs,
+		// OpenID discovery clients read the algorithms from here; this server issues no ID
+		// tokens, but its access tokens are signed with these.
+		IDTokenSigningAlgValuesSupported: algs,
+		SubjectTypesSupported:            []string{"public"},
+	})
+}
+
+// advertisedAuth are the client authentication methods and assertion signing algorithms of the
+// metadata: those the authenticators advertise, in the order of the list, each once. The token
+// and the introspection endpoint authenticate clients alike, so both name the same.
+func advertisedAuth(list []authenticator) (methods, signingAlgs []string) {
+	methods, signingAlgs = []string{}, []string{}
+	for _, a := range list {
+		m, algs := a.advertised()
+		methods = appendNew(methods, m)
+		signingAlgs = appendNew(signingAlgs, algs)
+	}
+	return methods, signingAlgs
+}
+
+// appendNew appends to list the values it does not hold yet.
+func appendNew(list, values []string) []string {
+	for _, v := range values {
+		if !slices.Contains(list, v) {
+			list = append(list, v)
+		}
+	}
+	return list
+}

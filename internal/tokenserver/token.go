@@ -1,0 +1,187 @@
+package tokenserver
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+)
+
+// tokenResponse is the successful answer (RFC 6749 §5.1).
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope"`
+}
+
+// token is the pipeline: parse, authenticate the client, check grant, scope and audience, sign,
+// write.
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	req, client, ok := s.authenticated(w, r)
+	if !ok {
+		return
+	}
+	if req.grantType == "" {
+		s.fail(w, badRequest("no_grant_type", "the grant_type parameter is required"), client)
+		return
+	}
+	if req.grantType != GrantClientCredentials {
+		s.fail(w, newError(ErrUnsupportedGrantType, http.StatusBadRequest, "grant_type", "only the client_credentials grant is supported"), client)
+		return
+	}
+	scopes, bad := grantScopes(client, req)
+	if bad != nil {
+		s.fail(w, bad, client)
+		return
+	}
+	audience, bad := s.audience(client, req)
+	if bad != nil {
+		s.fail(w, bad, client)
+		return
+	}
+	signed, ttl, bad := s.sign(client, scopes, audience)
+	if bad != nil {
+		s.fail(w, bad, client)
+		return
+	}
+	s.metrics.issued.WithLabelValues(s.metrics.labels(client)...).Inc()
+	noStore(w)
+	writeJSON(w, http.StatusOK, tokenResponse{AccessToken: signed, TokenType: "Bearer", ExpiresIn: int64(ttl / time.Second), Scope: strings.Join(scopes, " ")})
+}
+
+// fail counts the failure, for client (nil before a client is authenticated), and writes it.
+func (s *Server) fail(w http.ResponseWriter, e *oauthError, client *m2mv1alpha1.M2MClient) {
+	s.metrics.failures.WithLabelValues(append([]string{e.reason}, s.metrics.labels(client)...)...).Inc()
+	writeError(w, e)
+}
+
+// grantScopes returns the requested scopes when the client may have all of them, or all of the
+// client's scopes when none were requested.
+func grantScopes(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthError) {
+	if !req.scopeGiven {
+		out := make([]string, 0, len(c.Spec.Scopes))
+		for _, s := range c.Spec.Scopes {
+			out = append(out, string(s))
+		}
+		return out, nil
+	}
+	for _, want := range req.scopes {
+		if !slices.Contains(c.Spec.Scopes, m2mv1alpha1.Scope(want)) {
+			return nil, invalidScope("scope_not_allowed", "the client may not request the scope "+want)
+		}
+	}
+	return req.scopes, nil
+}
+
+// allowedAudiences are the audiences a client may have in its tokens: its spec.audiences, or the
+// server's default audience when it names none.
+func (s *Server) allowedAudiences(c *m2mv1alpha1.M2MClient) []string {
+	if len(c.Spec.Audiences) == 0 {
+		return []string{s.cfg.DefaultAudience}
+	}
+	out := make([]string, 0, len(c.Spec.Audiences))
+	for _, a := range c.Spec.Audiences {
+		out = append(out, string(a))
+	}
+	return out
+}
+
+// audience returns the token's audiences: the requested ones (audience and resource parameters),
+// each of which the client must be allowed; else all that the client is allowed.
+func (s *Server) audience(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthError) {
+	for _, r := range req.resources {
+		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
+			return nil, invalidTarget("resource_syntax", "a resource must be an absolute URI without a fragment")
+		}
+	}
+	allowed := s.allowedAudiences(c)
+	requested := append(slices.Clone(req.audiences), req.resources...)
+	if len(requested) == 0 {
+		return allowed, nil
+	}
+	var out []string
+	for _, a := range requested {
+		if !slices.Contains(allowed, a) {
+			return nil, invalidTarget("audience_not_allowed", "the client may not request the audience "+a)
+		}
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// customClaims are the client's tokenClaims without any name that equals a reserved claim
+// ignoring case. The API refuses those at admission; objects stored before that rule may still
+// hold them, and decoders that match names ignoring case would read them as the real claims.
+func customClaims(claims m2mv1alpha1.TokenClaims) m2mv1alpha1.TokenClaims {
+	for name := range claims {
+		if m2mv1alpha1.IsReservedClaim(name) {
+			out := make(m2mv1alpha1.TokenClaims, len(claims))
+			for n, v := range claims {
+				if !m2mv1alpha1.IsReservedClaim(n) {
+					out[n] = v
+				}
+			}
+			return out
+		}
+	}
+	return claims
+}
+
+// sign issues the RFC 9068 access token.
+func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (string, time.Duration, *oauthError) {
+	st := s.cfg.Keys.current()
+	if st == nil || st.active == nil {
+		return "", 0, unavailable("no_signing_key", "no signing key is loaded yet")
+	}
+	ttl := time.Hour
+	if c.Spec.TokenTTL != nil {
+		ttl = c.Spec.TokenTTL.Duration
+	}
+	jti := make([]byte, 16)
+	_, _ = rand.Read(jti) // crypto/rand.Read never fails (Go 1.24+)
+	now := s.cfg.Clock.Now().Truncate(time.Second)
+	claims := accessClaims{
+		Issuer:   s.cfg.IssuerURL,
+		Subject:  c.Status.ClientID,
+		ClientID: c.Status.ClientID,
+		Scope:    strings.Join(scopes, " "),
+		IssuedAt: now.Unix(),
+		NotBef:   now.Unix(),
+		Expires:  now.Add(ttl).Unix(),
+		ID:       base64.RawURLEncoding.EncodeToString(jti),
+	}
+	if len(audience) == 1 {
+		claims.Audience = audience[0]
+	} else {
+		claims.Audience = audience
+	}
+	if extra := customClaims(c.Spec.TokenClaims); len(extra) > 0 {
+		raw, err := json.Marshal(extra)
+		if err != nil {
+			return "", 0, unavailable("claims_encoding", "the client's tokenClaims could not be encoded")
+		}
+		claims.extra = raw
+	}
+
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", 0, unavailable("claims_encoding", "the token could not be encoded")
+	}
+	// The header is the same for every token of a key, so it is encoded once per key set.
+	signingInput := st.header + "." + base64.RawURLEncoding.EncodeToString(payload)
+	sig, err := st.active.Method().Sign(signingInput, st.active.SigningKey())
+	if err != nil {
+		return "", 0, unavailable("signing_failed", "the token could not be signed")
+	}
+	signed := signingInput + "." + base64.RawURLEncoding.EncodeToString(sig)
+	return signed, ttl, nil
+}
