@@ -113,17 +113,30 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		MaxHeaderBytes:    16 << 10,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	ln, err := o.listen(ctx, srv)
+	if err != nil {
+		return err
+	}
+	logger.Info("token server listening", "address", ln.Addr().String(), "issuer", iss, "tls", o.TLSCertFile != "")
+
+	return serveUntilDone(ctx, httpServer, ln)
+}
+
+// listen opens the token port (over TLS with a certificate file, which it reloads when the file
+// changes) and serves the metrics and debug ports until ctx ends.
+func (o Options) listen(ctx context.Context, srv *Server) (net.Listener, error) {
+	var err error
 	ln := o.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", o.ListenAddress); err != nil {
-			return fmt.Errorf("listening on %s: %w", o.ListenAddress, err)
+			return nil, fmt.Errorf("listening on %s: %w", o.ListenAddress, err)
 		}
 	}
 	metricsLn := o.MetricsListener
 	if metricsLn == nil && o.MetricsAddress != "" && o.MetricsAddress != "0" {
 		if metricsLn, err = net.Listen("tcp", o.MetricsAddress); err != nil {
 			_ = ln.Close()
-			return fmt.Errorf("listening on %s for metrics: %w", o.MetricsAddress, err)
+			return nil, fmt.Errorf("listening on %s for metrics: %w", o.MetricsAddress, err)
 		}
 	}
 	if metricsLn != nil {
@@ -146,13 +159,16 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		watcher, err := certwatcher.New(o.TLSCertFile, o.TLSKeyFile)
 		if err != nil {
 			_ = ln.Close()
-			return fmt.Errorf("loading the TLS certificate: %w", err)
+			return nil, fmt.Errorf("loading the TLS certificate: %w", err)
 		}
 		go func() { _ = watcher.Start(ctx) }()
 		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: watcher.GetCertificate, NextProtos: []string{"http/1.1"}})
 	}
-	logger.Info("token server listening", "address", ln.Addr().String(), "issuer", iss, "tls", o.TLSCertFile != "")
+	return ln, nil
+}
 
+// serveUntilDone serves on ln until ctx ends, then shuts down, giving requests in flight 10 s to finish.
+func serveUntilDone(ctx context.Context, httpServer *http.Server, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- httpServer.Serve(ln) }()
 	select {
