@@ -25,12 +25,6 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 )
 
-// Components of the Secrets the ServingCertReconciler writes.
-const (
-	CAComponent          = "ca"
-	ServingCertComponent = "serving-cert"
-)
-
 // ServingCertReconciler keeps the token server's serving certificate (a kubernetes.io/tls Secret
 // that the token server mounts) signed by a CA that it keeps in a Secret of its own, and rotates
 // both as servingcert.Plan decides. The CA bundle reaches clients through their credentials
@@ -237,7 +231,7 @@ func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, st
 		delete(s.Annotations, servingcert.PreviousUntilAnnotation)
 	}
 	d[servingcert.Bundle] = servingcert.BundleOf(d[servingcert.CACert], d[servingcert.NextCert], d[servingcert.PreviousCert])
-	s.Labels = componentLabels(s.Labels, CAComponent)
+	s.Labels = componentLabels(s.Labels, m2mv1alpha1.CAComponent)
 	_, err := writeOwnSecret(ctx, r.Client, s)
 	return err
 }
@@ -253,7 +247,7 @@ func (r *ServingCertReconciler) writeCert(ctx context.Context, s *corev1.Secret,
 		}
 	}
 	s.Data[servingcert.TLSCA] = bundle
-	s.Labels = componentLabels(s.Labels, ServingCertComponent)
+	s.Labels = componentLabels(s.Labels, m2mv1alpha1.ServingCertComponent)
 	_, err := writeOwnSecret(ctx, r.Client, s)
 	return err
 }
@@ -266,6 +260,6 @@ func componentLabels(labels map[string]string, component string) map[string]stri
 		out = map[string]string{}
 	}
 	out[m2mv1alpha1.ManagedByLabel] = m2mv1alpha1.ManagedByValue
-	out[ComponentLabel] = component
+	out[m2mv1alpha1.ComponentLabel] = component
 	return out
 }

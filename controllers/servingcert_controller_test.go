@@ -39,13 +39,13 @@ func TestMissingCAAndCertificateSecretsAreWrittenFromEmptyOnes(t *testing.T) {
 	if err := c.Get(context.Background(), certRef, cert); err != nil {
 		t.Fatal(err)
 	}
-	if ca.Type != corev1.SecretTypeOpaque || ca.Labels[ComponentLabel] != CAComponent || ca.Labels[m2mv1alpha1.ManagedByLabel] != m2mv1alpha1.ManagedByValue || len(ca.Annotations) != 0 {
+	if ca.Type != corev1.SecretTypeOpaque || ca.Labels[m2mv1alpha1.ComponentLabel] != m2mv1alpha1.CAComponent || ca.Labels[m2mv1alpha1.ManagedByLabel] != m2mv1alpha1.ManagedByValue || len(ca.Annotations) != 0 {
 		t.Fatalf("CA Secret %s, labels %v, annotations %v", ca.Type, ca.Labels, ca.Annotations)
 	}
 	if string(ca.Data[servingcert.Bundle]) != string(servingcert.BundleOf(ca.Data[servingcert.CACert])) {
 		t.Fatal("the bundle is not the one CA")
 	}
-	if cert.Type != corev1.SecretTypeTLS || cert.Labels[ComponentLabel] != ServingCertComponent || string(cert.Data[servingcert.TLSCA]) != string(ca.Data[servingcert.Bundle]) {
+	if cert.Type != corev1.SecretTypeTLS || cert.Labels[m2mv1alpha1.ComponentLabel] != m2mv1alpha1.ServingCertComponent || string(cert.Data[servingcert.TLSCA]) != string(ca.Data[servingcert.Bundle]) {
 		t.Fatalf("certificate Secret %s, labels %v", cert.Type, cert.Labels)
 	}
 	kp, err := servingcert.Parse(cert.Data[servingcert.TLSCert], cert.Data[servingcert.TLSKey])

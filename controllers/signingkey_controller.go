@@ -27,10 +27,6 @@ import (
 )
 
 const (
-	// ComponentLabel and SigningKeyComponent mark the signing-key Secret among the manager's Secrets.
-	ComponentLabel      = "app.kubernetes.io/component"
-	SigningKeyComponent = "signing-keys"
-
 	// damagedKeysRecheck is how often a signing-key Secret that does not parse is looked at
 	// again. The manager never overwrites it: the keys in it may be the only copy.
 	damagedKeysRecheck = time.Minute
@@ -210,5 +206,5 @@ func (r *SigningKeyReconciler) fleet(ctx context.Context, status *statusmac.Set)
 }
 
 func (r *SigningKeyReconciler) labels(existing map[string]string) map[string]string {
-	return componentLabels(existing, SigningKeyComponent)
+	return componentLabels(existing, m2mv1alpha1.SigningKeyComponent)
 }

@@ -61,7 +61,7 @@ func TestAMissingSigningKeySecretIsCreatedWithOneActiveKeyOfTheConfiguredAlgorit
 		if len(set.Keys) != 1 || set.Active() == nil || set.Active().Algorithm != alg || set.Active().ActiveAt == nil {
 			t.Fatalf("%s: key set %+v", alg, set.Keys)
 		}
-		if s.Labels[m2mv1alpha1.ManagedByLabel] != m2mv1alpha1.ManagedByValue || s.Labels[ComponentLabel] != SigningKeyComponent {
+		if s.Labels[m2mv1alpha1.ManagedByLabel] != m2mv1alpha1.ManagedByValue || s.Labels[m2mv1alpha1.ComponentLabel] != m2mv1alpha1.SigningKeyComponent {
 			t.Fatalf("labels %v", s.Labels)
 		}
 	}

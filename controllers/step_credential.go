@@ -71,7 +71,7 @@ func (c *clientReconcile) retire() (stepResult, error) {
 	obj.Status.ClientID = c.id
 	if credentials.Entries(obj.Status.AcceptedSecrets).Unexpiring() > 0 {
 		obj.Status.AcceptedSecrets = credentials.Entries(obj.Status.AcceptedSecrets).ExpireOthers("", c.now, gracePeriod(obj))
-		c.r.Recorder.Eventf(obj, c.secret, corev1.EventTypeNormal, EventSecretRetired, "Retire",
+		c.r.Recorder.Eventf(obj, c.secret, corev1.EventTypeNormal, m2mv1alpha1.EventSecretRetired, "Retire",
 			"spec.authentication.clientSecret is false: the client secret was removed from Secret %s and is accepted until %s", secretName(obj), c.now.Add(gracePeriod(obj)).UTC().Format(time.RFC3339))
 	}
 	if d, ok := foreignSecret(&secretView{obj: obj, secret: c.secret}); ok {
@@ -96,9 +96,9 @@ func (c *clientReconcile) adopt(ctx context.Context, d SecretDecision) error {
 		return err
 	}
 	c.completeRotation(d.Secret)
-	reason := EventSecretAdopted
+	reason := m2mv1alpha1.EventSecretAdopted
 	if d.Action == ActionRecoverStatus {
-		reason = EventStatusRecovered
+		reason = m2mv1alpha1.EventStatusRecovered
 	}
 	c.r.Recorder.Eventf(obj, c.secret, corev1.EventTypeNormal, reason, "Adopt", "%s", d.Why)
 	return nil
@@ -159,13 +159,13 @@ func (c *clientReconcile) issued(d SecretDecision, written *corev1.Secret, first
 	obj := c.obj
 	switch {
 	case first:
-		c.r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventCredentialsCreated, "Create", "client %s: credentials written to Secret %s", c.id, written.Name)
+		c.r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, m2mv1alpha1.EventCredentialsCreated, "Create", "client %s: credentials written to Secret %s", c.id, written.Name)
 	case d.Action == ActionGenerate:
 		Rotations.WithLabelValues("Recreated").Inc()
-		c.r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventSecretRecreated, "Rotate", "%s: a new secret was written; the previous one expires after %s", d.Why, gracePeriod(obj))
+		c.r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, m2mv1alpha1.EventSecretRecreated, "Rotate", "%s: a new secret was written; the previous one expires after %s", d.Why, gracePeriod(obj))
 	default:
 		Rotations.WithLabelValues(string(d.Rotation)).Inc()
-		c.r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, EventRotated, "Rotate",
+		c.r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, m2mv1alpha1.EventRotated, "Rotate",
 			"rotated (%s): %s; the previous secret is accepted until %s", d.Rotation, d.Why, c.now.Add(gracePeriod(obj)).UTC().Format(time.RFC3339))
 	}
 }

@@ -25,7 +25,7 @@ func (c *clientReconcile) expireEntries(context.Context) (stepResult, error) {
 		return proceed, nil
 	}
 	if removed > 0 {
-		c.r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, EventSecretExpired, "Expire", "%d previous secret(s) reached the end of the grace period and are no longer accepted", removed)
+		c.r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, m2mv1alpha1.EventSecretExpired, "Expire", "%d previous secret(s) reached the end of the grace period and are no longer accepted", removed)
 	}
 	setReady(obj, metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady, fmt.Sprintf("Secret %s holds accepted credentials", secretName(obj)))
 	if next := nextRotation(obj); !next.IsZero() {

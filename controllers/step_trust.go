@@ -5,6 +5,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // trustStatus keeps of the client's status what the manager vouches for (TrustStatus). What it
@@ -18,7 +20,7 @@ func (c *clientReconcile) trustStatus(ctx context.Context) (stepResult, error) {
 	}
 	obj.Status.ClientID, obj.Status.AcceptedSecrets = t.ClientID, t.Entries
 	if t.Discarded > 0 {
-		c.r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, EventStatusDiscarded, "Authenticate",
+		c.r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, m2mv1alpha1.EventStatusDiscarded, "Authenticate",
 			"%d status field(s) the manager did not write (no valid MAC) were discarded; credentials are rebuilt from the client's binding and Secret", t.Discarded)
 	}
 	if t.Migrated > 0 {

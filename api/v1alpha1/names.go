@@ -57,3 +57,43 @@ const (
 	// The client gets no status.clientID, so the token server never sees two clients with one ID.
 	ReasonDuplicateClientID = "DuplicateClientID"
 )
+
+// Reasons of the events the manager emits on an M2MClient. Events are emitted on transitions
+// only.
+const (
+	// EventCredentialsCreated: the first client secret was generated and written to the Secret.
+	EventCredentialsCreated = "CredentialsCreated"
+	// EventSecretRecreated: the Secret was deleted, or lost its client_secret, and was written
+	// again with a new secret. The previous secret stays accepted for the grace period.
+	EventSecretRecreated = "SecretRecreated"
+	// EventSecretAdopted: someone wrote a new client_secret into the Secret, and it is accepted.
+	EventSecretAdopted = "SecretAdopted"
+	// EventStatusRecovered: the status had lost its credentials and was rebuilt from the Secret.
+	EventStatusRecovered = "StatusRecovered"
+	// EventSecretExpired: a previous secret's grace period ended and it is no longer accepted.
+	EventSecretExpired = "SecretExpired"
+	// EventRotated: the secret was replaced by a new one, on schedule, for a new trigger or
+	// annotation value, or to resume a rotation that a crash interrupted. The message says which.
+	EventRotated = "Rotated"
+	// EventSecretRetired: spec.authentication.clientSecret became false; the client secret left
+	// the Secret and stays accepted for the grace period.
+	EventSecretRetired = "SecretRetired"
+	// EventStatusDiscarded: status held fields the manager did not write (they carry no valid
+	// MAC: someone else wrote them, or the object was restored with a new UID). They were
+	// discarded, and the credentials rebuilt as after a lost status.
+	EventStatusDiscarded = "StatusDiscarded"
+)
+
+// ComponentLabel marks each of the manager's own Secrets (not the credentials Secrets) with the
+// component it holds.
+const ComponentLabel = "app.kubernetes.io/component"
+
+// Values of ComponentLabel.
+const (
+	// SigningKeyComponent: the signing-key Secret, which also holds the status keys.
+	SigningKeyComponent = "signing-keys"
+	// CAComponent: the CA that signs the token server's serving certificate.
+	CAComponent = "ca"
+	// ServingCertComponent: the token server's serving certificate.
+	ServingCertComponent = "serving-cert"
+)

@@ -18,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -78,7 +77,7 @@ func TestCreatingAClientWritesASecretWithAcceptedCredentials(t *testing.T) {
 	if got.Spec.TokenTTL == nil || got.Spec.TokenTTL.Duration != time.Hour || got.Spec.Rotation.GracePeriod == nil || got.Spec.Rotation.GracePeriod.Duration != time.Hour {
 		t.Errorf("defaults not applied: tokenTTL %v gracePeriod %v", got.Spec.TokenTTL, got.Spec.Rotation.GracePeriod)
 	}
-	waitEvents(t, ns, "billing", controllers.EventCredentialsCreated, 1)
+	waitEvents(t, ns, "billing", m2mv1alpha1.EventCredentialsCreated, 1)
 }
 
 // envtest runs no garbage collector, so the test asserts the owner reference that makes the
@@ -129,7 +128,7 @@ func TestDeletedSecretIsRecreatedWithANewSecretAndTheOldOneExpiresAfterTheGraceP
 	if expires.Before(deletedAt.Add(2*time.Hour-time.Minute)) || expires.After(time.Now().Add(2*time.Hour+time.Minute)) {
 		t.Fatalf("the old secret expires at %s, not the grace period of 2h after the deletion at %s", expires, deletedAt)
 	}
-	waitEvents(t, ns, "recreate", controllers.EventSecretRecreated, 1)
+	waitEvents(t, ns, "recreate", m2mv1alpha1.EventSecretRecreated, 1)
 }
 
 func TestAStrongSecretWrittenIntoTheSecretIsAdopted(t *testing.T) {
@@ -156,7 +155,7 @@ func TestAStrongSecretWrittenIntoTheSecretIsAdopted(t *testing.T) {
 	if got := string(secretOf(t, ns, "adopt-credentials").Data[m2mv1alpha1.SecretKeyClientSecret]); got != imported {
 		t.Fatal("the manager overwrote the adopted secret")
 	}
-	waitEvents(t, ns, "adopt", controllers.EventSecretAdopted, 1)
+	waitEvents(t, ns, "adopt", m2mv1alpha1.EventSecretAdopted, 1)
 }
 
 func TestAWeakSecretWrittenIntoTheSecretIsRefusedAndTheOldHashesAreKept(t *testing.T) {
@@ -366,7 +365,7 @@ func TestEventsAreEmittedOnTransitionsOnly(t *testing.T) {
 		}
 		obj = waitReady(t, ns, "quiet", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	}
-	if all, created := events(t, ns, "quiet", ""), events(t, ns, "quiet", controllers.EventCredentialsCreated); all != 1 || created != 1 {
+	if all, created := events(t, ns, "quiet", ""), events(t, ns, "quiet", m2mv1alpha1.EventCredentialsCreated); all != 1 || created != 1 {
 		t.Fatalf("%d events of which %d CredentialsCreated, want just one CredentialsCreated", all, created)
 	}
 }

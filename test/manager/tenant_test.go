@@ -301,8 +301,8 @@ func TestTheManagerDiscardsStatusItDidNotWrite(t *testing.T) {
 				return fmt.Errorf("the forged hash is still in status")
 			}
 		}
-		if events(t, ns, "target", controllers.EventStatusDiscarded) == 0 {
-			return fmt.Errorf("no %s event", controllers.EventStatusDiscarded)
+		if events(t, ns, "target", m2mv1alpha1.EventStatusDiscarded) == 0 {
+			return fmt.Errorf("no %s event", m2mv1alpha1.EventStatusDiscarded)
 		}
 		return nil
 	})
@@ -341,7 +341,7 @@ func TestAWipedStatusAndARewrittenSecretDoNotGiveAClientAnotherNamespacesID(t *t
 	// Rebuilt means a StatusRecovered event (emitted after the rebuilt status is stored), or
 	// DuplicateClientID if the manager had taken the Secret's ID; the status is read after that.
 	testenv.Eventually(t, wait, func() error {
-		if events(t, nsA, "older", controllers.EventStatusRecovered) > 0 {
+		if events(t, nsA, "older", m2mv1alpha1.EventStatusRecovered) > 0 {
 			return nil
 		}
 		get(t, older)

@@ -181,7 +181,7 @@ func tokenEventually(t *testing.T, clientID, secret string, want int) {
 // rotations counts the Rotated events about a client.
 func rotations(t *testing.T, key types.NamespacedName) int {
 	t.Helper()
-	n, err := testenv.CountEvents(context.Background(), env.Client, key.Namespace, "M2MClient", key.Name, controllers.EventRotated)
+	n, err := testenv.CountEvents(context.Background(), env.Client, key.Namespace, "M2MClient", key.Name, m2mv1alpha1.EventRotated)
 	if err != nil {
 		t.Fatal(err)
 	}
