@@ -8,8 +8,12 @@ import (
 
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/go-logr/logr"
 
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -55,6 +59,11 @@ func main() {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	// The container's memory limit sets the Go runtime's soft limit to 90% of it, unless
+	// GOMEMLIMIT is set (or AUTOMEMLIMIT=off): the garbage collector then works harder before the
+	// kernel's OOM killer would end the process. Without a cgroup limit (make dev, tests) the
+	// runtime stays unlimited.
+	_, _ = memlimit.Set(memlimit.WithProvider(memlimit.FromCgroup), memlimit.WithLogger(slog.New(logr.ToSlogHandler(ctrl.Log.WithName("memlimit")))))
 	log := ctrl.Log.WithName("setup")
 
 	for _, ns := range strings.Split(namespaces, ",") {

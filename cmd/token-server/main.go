@@ -9,7 +9,11 @@ import (
 
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/go-logr/logr"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -26,6 +30,11 @@ func main() {
 		fail(err)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	// The container's memory limit sets the Go runtime's soft limit to 90% of it, unless
+	// GOMEMLIMIT is set (or AUTOMEMLIMIT=off): the garbage collector then works harder before the
+	// kernel's OOM killer would end the process. The replay cache's budget is a tenth of it.
+	// Without a cgroup limit (make dev, tests) the runtime stays unlimited.
+	_, _ = memlimit.Set(memlimit.WithProvider(memlimit.FromCgroup), memlimit.WithLogger(slog.New(logr.ToSlogHandler(ctrl.Log.WithName("memlimit")))))
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		fail(err)

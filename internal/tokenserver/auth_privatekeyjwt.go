@@ -41,7 +41,7 @@ func newPrivateKeyJWTAuth(cfg Config) (authenticator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &privateKeyJWTAuth{issuerURL: cfg.IssuerURL, clock: cfg.Clock, decoyKeys: decoyKeys}, nil
+	return &privateKeyJWTAuth{issuerURL: cfg.IssuerURL, clock: cfg.Clock, decoyKeys: decoyKeys, replays: replayCache{budget: cfg.ReplayBudget}}, nil
 }
 
 func (*privateKeyJWTAuth) advertised() (methods, signingAlgs []string) {
@@ -140,8 +140,8 @@ func (a *privateKeyJWTAuth) verify(client *m2mv1alpha1.M2MClient, st *keyState, 
 	if jti == "" {
 		return fmt.Errorf("%w: no jti", errAssertion)
 	}
-	if !a.replays.first(client.Status.ClientID, jti, exp.Add(assertionLeeway), a.clock.Now()) {
-		return fmt.Errorf("%w: jti replayed, too long, or over the client's share of the replay cache", errAssertion)
+	if !a.replays.first(client.Namespace, client.Status.ClientID, jti, exp.Add(assertionLeeway), a.clock.Now()) {
+		return fmt.Errorf("%w: jti replayed, too long, or over the namespace's share of the replay cache", errAssertion)
 	}
 	return nil
 }

@@ -2,66 +2,130 @@ package tokenserver
 
 import (
 	"crypto/sha256"
+	"math"
+	"runtime/debug"
 	"sync"
 	"time"
 )
 
-// Bounds of the replay cache. A full cache, or a client's full share of it, refuses new jtis
-// rather than forget unexpired ones; a jti longer than maxJTILength is refused outright.
+// Bounds of the replay cache.
 const (
-	maxReplayEntries   = 1 << 20
-	maxReplayPerClient = 10000
-	maxJTILength       = 256
-	replaySweepEvery   = 30 * time.Second
+	// minReplayShare is the share of the cache that every namespace with entries may hold, however
+	// many namespaces have entries: at one assertion a second per client, enough for dozens of
+	// clients of a namespace within an assertion's 5-minute lifetime.
+	minReplayShare = 10000
+	// defaultReplayBudget is the budget without a memory limit to derive it from (GOMEMLIMIT
+	// unset): 262,144 entries, about 30 MiB.
+	defaultReplayBudget = 1 << 18
+	// replayMemoryShare is the part of the memory limit that the replay cache may take at its
+	// budget.
+	replayMemoryShare = 0.10
+	// replayEntryBytes is the heap an entry takes, map overhead included, as
+	// BenchmarkReplayCacheMemory measures it (docs/benchmarks.md), rounded up.
+	replayEntryBytes = 128
+	// replayCeiling times the budget is what the cache holds at most. One namespace holds at
+	// most the budget (its share when it is alone); the ceiling is reached only when the shares
+	// of namespaces that filled them one after another add up (budget/1 + budget/2 + ...), and
+	// then refuses every namespace until entries expire, rather than outgrow the memory limit.
+	replayCeiling = 2
+	// maxJTILength bounds a jti; a longer one is refused outright.
+	maxJTILength     = 256
+	replaySweepEvery = 30 * time.Second
 )
 
-// replayCache remembers the jti of every assertion accepted, until it expires. Each authenticator
-// that accepts one-time assertions keeps its own (private_key_jwt's is the only one). It is per
-// replica: with several token-server replicas, an assertion can be replayed once at each other
-// replica within its (at most 5 minute) lifetime. Entries are fixed-size hashes, expired ones are
-// swept every 30 s, and each client may hold at most maxReplayPerClient of them, so that one
-// tenant's key cannot fill the server's memory or lock other clients out.
+// ReplayBudget is the number of entries the replay cache holds before namespaces share it: a
+// tenth of the Go memory limit (GOMEMLIMIT, which the binaries set from the container's memory
+// limit) over the size of an entry, and defaultReplayBudget without a limit.
+func ReplayBudget(memoryLimit int64) int {
+	if memoryLimit <= 0 || memoryLimit == math.MaxInt64 {
+		return defaultReplayBudget
+	}
+	return max(int(float64(memoryLimit)*replayMemoryShare/replayEntryBytes), minReplayShare)
+}
+
+// replayKey is the fixed-size key of an entry: the SHA-256 of what one use is unique within (a
+// client ID for private_key_jwt, a proof key's thumbprint for DPoP proofs) and the jti, so that
+// an entry's size does not depend on what a client sends.
+type replayKey [sha256.Size]byte
+
+// replayCache remembers one-time values (the jti of every assertion accepted) until they expire.
+// Each authenticator that accepts one-time assertions keeps its own. It is per replica: with
+// several token-server replicas, an assertion can be replayed once at each other replica within
+// its (at most 5 minute) lifetime.
+//
+// It is fair by namespace, the tenant boundary: each namespace with entries may hold at most
+// max(budget / namespaces with entries, minReplayShare) of them, counting a namespace that is
+// about to record its first. A namespace over its share is refused until its entries expire, and
+// no other namespace is: one tenant's clients (which may all list one key) cannot lock other
+// tenants out. Its memory is bounded by construction: entries are fixed-size, expired ones are
+// swept every 30 s, and the cache never holds more than replayCeiling times the budget.
 type replayCache struct {
+	// budget is B; zero means ReplayBudget of the process's memory limit, read at the first use.
+	budget int
+
 	mu        sync.Mutex
-	seen      map[[sha256.Size]byte]replayEntry
-	perClient map[string]int
+	seen      map[replayKey]replayEntry
+	perNS     map[string]int
 	lastSweep time.Time
 }
 
 type replayEntry struct {
-	client string
-	until  time.Time
+	until     int64 // Unix nanoseconds
+	namespace string
 }
 
-// first records (client, jti) until exp and reports whether it was new and could be recorded.
-func (c *replayCache) first(client, jti string, exp, now time.Time) bool {
+// first records (scope, jti) for a client of namespace until exp, and reports whether it was new
+// and could be recorded.
+func (c *replayCache) first(namespace, scope, jti string, exp, now time.Time) bool {
 	if len(jti) > maxJTILength {
 		return false
 	}
-	key := sha256.Sum256([]byte(client + "\x00" + jti))
+	key := replayKey(sha256.Sum256([]byte(scope + "\x00" + jti)))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.seen == nil {
-		c.seen, c.perClient = map[[sha256.Size]byte]replayEntry{}, map[string]int{}
+		c.seen, c.perNS = map[replayKey]replayEntry{}, map[string]int{}
+		if c.budget <= 0 {
+			c.budget = ReplayBudget(debug.SetMemoryLimit(-1))
+		}
 	}
 	if now.Sub(c.lastSweep) >= replaySweepEvery {
-		for k, e := range c.seen {
-			if !now.Before(e.until) {
-				delete(c.seen, k)
-				if c.perClient[e.client]--; c.perClient[e.client] <= 0 {
-					delete(c.perClient, e.client)
-				}
-			}
+		c.sweep(now)
+	}
+	if e, ok := c.seen[key]; ok {
+		if now.UnixNano() < e.until {
+			return false
 		}
-		c.lastSweep = now
+		c.forget(key, e) // expired, not swept yet
 	}
-	if e, ok := c.seen[key]; ok && now.Before(e.until) {
+	held := c.perNS[namespace]
+	namespaces := len(c.perNS)
+	if held == 0 {
+		namespaces++
+	}
+	if held >= max(c.budget/namespaces, minReplayShare) || len(c.seen) >= replayCeiling*c.budget {
 		return false
 	}
-	if c.perClient[client] >= maxReplayPerClient || len(c.seen) >= maxReplayEntries {
-		return false
-	}
-	c.seen[key] = replayEntry{client: client, until: exp}
-	c.perClient[client]++
+	c.seen[key] = replayEntry{until: exp.UnixNano(), namespace: namespace}
+	c.perNS[namespace] = held + 1
 	return true
+}
+
+// sweep removes the entries that expired by now.
+func (c *replayCache) sweep(now time.Time) {
+	at := now.UnixNano()
+	for k, e := range c.seen {
+		if at >= e.until {
+			c.forget(k, e)
+		}
+	}
+	c.lastSweep = now
+}
+
+// forget removes the entry e of key and its count.
+func (c *replayCache) forget(key replayKey, e replayEntry) {
+	delete(c.seen, key)
+	if c.perNS[e.namespace]--; c.perNS[e.namespace] <= 0 {
+		delete(c.perNS, e.namespace)
+	}
 }

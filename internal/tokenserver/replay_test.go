@@ -1,35 +1,122 @@
 package tokenserver
 
 import (
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
 )
 
-// One client's key cannot fill the replay cache for everyone: a jti over 256 bytes is refused,
-// each client holds at most its share, and expired entries are swept.
-func TestTheReplayCacheIsBoundedPerClientAndSweepsExpiredEntries(t *testing.T) {
-	var c replayCache
+// One namespace cannot fill the replay cache for everyone: a jti over 256 bytes is refused, a
+// namespace holds at most its share, a replay is refused, and expired entries are swept.
+func TestTheReplayCacheIsBoundedPerNamespaceAndSweepsExpiredEntries(t *testing.T) {
+	c := replayCache{budget: 2 * minReplayShare}
 	exp := t0.Add(time.Minute)
-	if c.first("a", string(make([]byte, maxJTILength+1)), exp, t0) {
+	if c.first("ns-a", "a", string(make([]byte, maxJTILength+1)), exp, t0) {
 		t.Fatal("a jti over the length limit was recorded")
 	}
-	for i := range maxReplayPerClient {
-		if !c.first("a", "jti-"+strconv.Itoa(i), exp, t0) {
-			t.Fatalf("jti %d of client a was refused before its share was full", i)
+	// Alone, namespace a may hold the whole budget.
+	for i := range 2 * minReplayShare {
+		if !c.first("ns-a", "a", "jti-"+strconv.Itoa(i), exp, t0) {
+			t.Fatalf("jti %d of namespace a was refused before its share was full", i)
 		}
 	}
-	if c.first("a", "one-more", exp, t0) {
-		t.Fatal("client a went over its share")
+	if c.first("ns-a", "a", "one-more", exp, t0) {
+		t.Fatal("namespace a went over the budget")
 	}
-	if !c.first("b", "jti-0", exp, t0) {
-		t.Fatal("client a's full share locked client b out")
+	if !c.first("ns-b", "b", "jti-0", exp, t0) {
+		t.Fatal("namespace a's full share locked namespace b out")
 	}
-	if c.first("b", "jti-0", exp, t0) {
+	if c.first("ns-b", "b", "jti-0", exp, t0) {
 		t.Fatal("a replayed jti was accepted")
 	}
+	if c.first("ns-a", "a2", "another-client", exp, t0) {
+		t.Fatal("namespace a, over its share of two, recorded a jti of another of its clients")
+	}
 	later := exp.Add(replaySweepEvery)
-	if !c.first("a", "after-expiry", later.Add(time.Minute), later) || len(c.seen) != 1 {
-		t.Fatalf("expired entries were not swept: %d left", len(c.seen))
+	if !c.first("ns-a", "a", "after-expiry", later.Add(time.Minute), later) || len(c.seen) != 1 || c.perNS["ns-b"] != 0 {
+		t.Fatalf("expired entries were not swept: %d left, %v", len(c.seen), c.perNS)
+	}
+}
+
+// The denial of service of issue 20: 200 clients of one namespace (they may all list the same
+// public key) each fill what the cache lets them; a client of another namespace is refused
+// nothing.
+func TestAFloodFromOneNamespaceRefusesNoAssertionOfAnother(t *testing.T) {
+	c := replayCache{budget: 5 * minReplayShare}
+	exp := t0.Add(MaxPrivateKeyJWTLifetime)
+	for client := range 200 {
+		for i := range 1000 {
+			if !c.first("flood", "client-"+strconv.Itoa(client), strconv.Itoa(i), exp, t0) {
+				break
+			}
+		}
+	}
+	if held := c.perNS["flood"]; held != c.budget {
+		t.Fatalf("the flooding namespace holds %d entries, not the budget of %d", held, c.budget)
+	}
+	refused := 0
+	for i := range 2 * minReplayShare {
+		if !c.first("victim", "victim-client", strconv.Itoa(i), exp, t0) {
+			refused++
+		}
+	}
+	if refused > 0 {
+		t.Fatalf("a client of another namespace was refused %d of %d assertions", refused, 2*minReplayShare)
+	}
+	if c.first("flood", "client-0", "after-the-victim", exp, t0) {
+		t.Fatal("the flooding namespace, over its share, recorded another jti")
+	}
+}
+
+// The cache never holds more than its ceiling, even when namespaces fill their shares one after
+// another; every namespace keeps at least minReplayShare below it.
+func TestTheReplayCacheStopsAtItsCeiling(t *testing.T) {
+	c := replayCache{budget: minReplayShare}
+	exp := t0.Add(time.Minute)
+	for ns := range 5 {
+		for i := range minReplayShare + 1 {
+			c.first("ns-"+strconv.Itoa(ns), "c-"+strconv.Itoa(ns), strconv.Itoa(i), exp, t0)
+		}
+	}
+	if len(c.seen) != replayCeiling*c.budget {
+		t.Fatalf("the cache holds %d entries, not its ceiling %d", len(c.seen), replayCeiling*c.budget)
+	}
+}
+
+func TestTheReplayBudgetIsATenthOfTheMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		limit int64
+		want  int
+	}{
+		{0, defaultReplayBudget},
+		{1<<63 - 1, defaultReplayBudget}, // GOMEMLIMIT unset
+		{256 << 20, 256 << 20 / 10 / replayEntryBytes},
+		{8 << 20, minReplayShare}, // never below one namespace's share
+	} {
+		if got := ReplayBudget(tc.limit); got != tc.want {
+			t.Errorf("ReplayBudget(%d) = %d, want %d", tc.limit, got, tc.want)
+		}
+	}
+}
+
+// BenchmarkReplayCacheMemory reports the heap an entry takes (bytes/entry), which
+// replayEntryBytes must cover: 100,000 entries across 10 namespaces.
+func BenchmarkReplayCacheMemory(b *testing.B) {
+	const n = 100000
+	exp := t0.Add(time.Minute)
+	for range b.N {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		c := replayCache{budget: n}
+		for i := range n {
+			ns := "namespace-" + strconv.Itoa(i%10)
+			c.first(ns, "client", strconv.Itoa(i), exp, t0)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(c.seen)), "bytes/entry")
+		runtime.KeepAlive(&c)
 	}
 }

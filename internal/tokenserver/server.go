@@ -52,6 +52,9 @@ type Config struct {
 	ServiceAccounts ServiceAccountTokens
 	// Federation verifies tokens of the federated issuers; nil trusts none.
 	Federation *Federation
+	// ReplayBudget is the number of one-time assertion IDs the replay cache holds before
+	// namespaces share it (replayCache); zero derives it from the Go memory limit (ReplayBudget).
+	ReplayBudget int
 	// KeyLoadErrors reports how many signing-key Secret versions did not load; optional.
 	KeyLoadErrors func() int64
 }
