@@ -97,3 +97,8 @@ const (
 	// ServingCertComponent: the token server's serving certificate.
 	ServingCertComponent = "serving-cert"
 )
+
+// AllowedClaimsAnnotation, on a namespace, lists the GuardedClaims (separated by spaces or
+// commas) that its clients' tokenClaims may set. Tenants with the usual edit or admin roles
+// cannot edit namespaces.
+const AllowedClaimsAnnotation = "m2m.dev/allowed-claims"

@@ -26,6 +26,15 @@ var ReservedClaims = []string{
 	"sid", "nonce", "typ", "token_type", "client_assertion",
 }
 
+// GuardedClaims are claim names that resource servers read with a meaning, as authorization or
+// as the caller's identity: Azure's scp, roles and groups, permissions and entitlements, Okta's
+// cid, Azure v1's appid and Keycloak's clientId (compared ignoring case, as IsReservedClaim
+// compares). A client's tokenClaims may set them only where an administrator allows them with the
+// namespace annotation AllowedClaimsAnnotation (admission policy m2m-guarded-token-claims, whose
+// list a test keeps equal to this one). Unlike ReservedClaims, the token server does not drop
+// them: it reads no Namespaces, so it cannot know what an administrator allowed.
+var GuardedClaims = []string{"scp", "roles", "groups", "permissions", "entitlements", "cid", "appid", "clientid"}
+
 // claimFolds maps the non-ASCII letters that decoders fold into ASCII ones; the token server asks
 // IsReservedClaim for every custom claim of every token, so it is built once.
 var claimFolds = strings.NewReplacer("ſ", "s", "\u212a", "k", "ı", "i", "İ", "i")

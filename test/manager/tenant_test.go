@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -410,5 +411,69 @@ func TestATenantCannotTouchClientIDBindings(t *testing.T) {
 	taken := &m2mv1alpha1.ClientIDBinding{ObjectMeta: metav1.ObjectMeta{Name: "m2m-reserved-by-tenant"}, Spec: m2mv1alpha1.ClientIDBindingSpec{ClientID: "m2m-reserved-by-tenant", Namespace: ns, Name: "mine"}}
 	if err := tenant.Create(ctx, taken); !apierrors.IsForbidden(err) {
 		t.Fatalf("create: %v, want Forbidden", err)
+	}
+}
+
+// A tenant cannot give its client a claim that resource servers read as authorization or as the
+// caller's identity (scp, roles, groups, ...), in any case, unless an administrator allows the
+// name on its namespace; a client that already carried one keeps it unchanged through updates
+// after the annotation goes, and cannot change it.
+func TestATenantSetsAClaimResourceServersReadAsAuthorizationOnlyWhereItsNamespaceAllowsIt(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantClients)
+	withClaims := func(name, raw string) *m2mv1alpha1.M2MClient {
+		obj := newClient(ns, name)
+		obj.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(raw))
+		return obj
+	}
+	// The policy takes effect a moment after it is installed.
+	testenv.Eventually(t, wait, func() error {
+		if err := tenant.Create(ctx, withClaims("probe", `{"scp":"admin"}`), client.DryRunAll); !apierrors.IsForbidden(err) {
+			return fmt.Errorf("scp was not refused: %v", err)
+		}
+		return nil
+	})
+	for i, bad := range []string{`{"scp":"admin"}`, `{"Roles":["admin"]}`, `{"team":"a","groups":["admins"]}`, `{"permissions":["*"]}`,
+		`{"ENTITLEMENTS":["all"]}`, `{"cid":"m2m-victim"}`, `{"appid":"victim"}`, `{"clientId":"victim"}`, `{"ſcp":"admin"}`} {
+		err := tenant.Create(ctx, withClaims("bad-"+strconv.Itoa(i), bad))
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "m2m.dev/allowed-claims") {
+			t.Fatalf("creating with %s: %v, want Forbidden naming the annotation", bad, err)
+		}
+	}
+	if err := tenant.Create(ctx, withClaims("plain", `{"team":"a","tier":1}`)); err != nil {
+		t.Fatalf("a claim without a meaning to resource servers was refused: %v", err)
+	}
+
+	nsObj := &corev1.Namespace{}
+	nsObj.Name = ns
+	get(t, nsObj)
+	nsObj.Annotations = map[string]string{m2mv1alpha1.AllowedClaimsAnnotation: "roles, Groups"}
+	if err := env.Client.Update(ctx, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	legacy := withClaims("legacy", `{"roles":["reader"],"groups":["billing"]}`)
+	if err := tenant.Create(ctx, legacy); err != nil {
+		t.Fatalf("roles and groups, which the namespace allows, were refused: %v", err)
+	}
+	if err := tenant.Create(ctx, withClaims("still-no-scp", `{"roles":["reader"],"scp":"admin"}`)); !apierrors.IsForbidden(err) {
+		t.Fatalf("scp, which the namespace does not allow, with allowed roles: %v, want Forbidden", err)
+	}
+
+	// The administrator takes the allowance back: the client keeps its claims as they are.
+	get(t, nsObj)
+	delete(nsObj.Annotations, m2mv1alpha1.AllowedClaimsAnnotation)
+	if err := env.Client.Update(ctx, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	base := legacy.DeepCopy()
+	legacy.Annotations = map[string]string{m2mv1alpha1.RotateAnnotation: "1"}
+	if err := tenant.Patch(ctx, legacy, client.MergeFrom(base)); err != nil {
+		t.Fatalf("an update that keeps the claims the client already had was refused: %v", err)
+	}
+	base = legacy.DeepCopy()
+	legacy.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"roles":["admin"],"groups":["billing"]}`))
+	if err := tenant.Patch(ctx, legacy, client.MergeFrom(base)); !apierrors.IsForbidden(err) {
+		t.Fatalf("changing roles once the namespace no longer allows it: %v, want Forbidden", err)
 	}
 }
