@@ -3,17 +3,20 @@ package tokenserver
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
@@ -38,6 +41,10 @@ type InformerClients struct {
 	// bookmark), and how many watch streams are open right now.
 	lastMessage atomic.Int64 // unix nanoseconds
 	openWatches atomic.Int64
+
+	// undecodable holds the namespace/name of the objects left out because they do not decode.
+	undecodableMu sync.Mutex
+	undecodable   map[string]struct{}
 }
 
 // NewInformerClients prepares informers; Start runs them.
@@ -93,32 +100,102 @@ func trim(obj any) (any, error) {
 	return c, nil
 }
 
+// listWatch lists and watches M2MClients as unstructured objects and decodes them one at a time,
+// so that one object that does not decode (a status time that passed the API server's format
+// check but not metav1.Time's, say) is left out of the cache instead of failing every LIST and
+// WATCH: a token server would otherwise never become ready, or serve a cache that no longer
+// changes, for every namespace. Such an object is removed, not kept at its last good version, so
+// that an administrator's disabled: true that arrives with a poisoned status takes effect.
 func (s *InformerClients) listWatch(c client.WithWatch, ns string) *toolscache.ListWatch {
 	return &toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			list := &m2mv1alpha1.M2MClientList{}
-			err := c.List(ctx, list, &client.ListOptions{Namespace: ns, Raw: &opts})
-			if err == nil {
-				s.touch()
+			raw := &unstructured.UnstructuredList{}
+			raw.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClientList"))
+			if err := c.List(ctx, raw, &client.ListOptions{Namespace: ns, Raw: &opts}); err != nil {
+				return nil, err
 			}
-			return list, err
+			s.touch()
+			list := &m2mv1alpha1.M2MClientList{}
+			list.ResourceVersion, list.Continue = raw.GetResourceVersion(), raw.GetContinue()
+			list.Items = make([]m2mv1alpha1.M2MClient, 0, len(raw.Items))
+			listed := make(map[string]bool, len(raw.Items))
+			for i := range raw.Items {
+				listed[raw.Items[i].GetNamespace()+"/"+raw.Items[i].GetName()] = true
+				if obj, ok := s.decode(ctx, &raw.Items[i]); ok {
+					list.Items = append(list.Items, *obj)
+				}
+			}
+			if opts.Continue == "" && list.Continue == "" {
+				s.forgetUndecodable(ns, listed) // a whole LIST, not one page of it
+			}
+			return list, nil
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			w, err := c.Watch(ctx, &m2mv1alpha1.M2MClientList{}, &client.ListOptions{Namespace: ns, Raw: &opts})
+			raw := &unstructured.UnstructuredList{}
+			raw.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClientList"))
+			w, err := c.Watch(ctx, raw, &client.ListOptions{Namespace: ns, Raw: &opts})
 			if err != nil {
 				return nil, err
 			}
 			s.touch()
-			return s.observe(w), nil
+			return s.observe(ctx, w), nil
 		},
 	}
 }
 
+// decode turns u into an M2MClient, or reports (log, and the set of undecodable clients) why it
+// cannot and returns false.
+func (s *InformerClients) decode(ctx context.Context, u *unstructured.Unstructured) (*m2mv1alpha1.M2MClient, bool) {
+	key := u.GetNamespace() + "/" + u.GetName()
+	obj := &m2mv1alpha1.M2MClient{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj); err != nil {
+		s.markUndecodable(key, true)
+		log.FromContext(ctx).Error(err, "an M2MClient does not decode; it gets no tokens until it is fixed", "namespace", u.GetNamespace(), "name", u.GetName())
+		return nil, false
+	}
+	s.markUndecodable(key, false)
+	return obj, true
+}
+
+// markUndecodable records whether the object of key (namespace/name) does not decode.
+func (s *InformerClients) markUndecodable(key string, bad bool) {
+	s.undecodableMu.Lock()
+	defer s.undecodableMu.Unlock()
+	if bad {
+		if s.undecodable == nil {
+			s.undecodable = map[string]struct{}{}
+		}
+		s.undecodable[key] = struct{}{}
+	} else {
+		delete(s.undecodable, key)
+	}
+}
+
+// forgetUndecodable forgets the undecodable objects of namespace ns ("" for all) that a LIST no
+// longer has (deleted while no watch was open).
+func (s *InformerClients) forgetUndecodable(ns string, listed map[string]bool) {
+	s.undecodableMu.Lock()
+	defer s.undecodableMu.Unlock()
+	for key := range s.undecodable {
+		if (ns == "" || strings.HasPrefix(key, ns+"/")) && !listed[key] {
+			delete(s.undecodable, key)
+		}
+	}
+}
+
+// Undecodable is how many M2MClients are left out of the cache because they do not decode.
+func (s *InformerClients) Undecodable() int {
+	s.undecodableMu.Lock()
+	defer s.undecodableMu.Unlock()
+	return len(s.undecodable)
+}
+
 func (s *InformerClients) touch() { s.lastMessage.Store(s.clock.Now().UnixNano()) }
 
-// observe passes a watch through, noting every message (bookmarks included) and whether the
-// stream is open.
-func (s *InformerClients) observe(w watch.Interface) watch.Interface {
+// observe passes a watch through, decoding each object (an object that does not decode becomes
+// the deletion of its namespace and name) and noting every message (bookmarks included) and
+// whether the stream is open.
+func (s *InformerClients) observe(ctx context.Context, w watch.Interface) watch.Interface {
 	o := &observedWatch{inner: w, out: make(chan watch.Event), done: make(chan struct{})}
 	s.openWatches.Add(1)
 	go func() {
@@ -132,7 +209,7 @@ func (s *InformerClients) observe(w watch.Interface) watch.Interface {
 				}
 				s.touch()
 				select {
-				case o.out <- ev:
+				case o.out <- s.typed(ctx, ev):
 				case <-o.done:
 					return
 				}
@@ -142,6 +219,23 @@ func (s *InformerClients) observe(w watch.Interface) watch.Interface {
 		}
 	}()
 	return o
+}
+
+// typed is ev with its object decoded. An object that does not decode is deleted from the cache.
+func (s *InformerClients) typed(ctx context.Context, ev watch.Event) watch.Event {
+	u, ok := ev.Object.(*unstructured.Unstructured)
+	if !ok {
+		return ev // an error's *metav1.Status
+	}
+	gone := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: u.GetNamespace(), Name: u.GetName(), ResourceVersion: u.GetResourceVersion()}}
+	if ev.Type == watch.Deleted {
+		s.markUndecodable(u.GetNamespace()+"/"+u.GetName(), false)
+		return watch.Event{Type: watch.Deleted, Object: gone}
+	}
+	if obj, ok := s.decode(ctx, u); ok {
+		return watch.Event{Type: ev.Type, Object: obj}
+	}
+	return watch.Event{Type: watch.Deleted, Object: gone}
 }
 
 type observedWatch struct {

@@ -75,6 +75,12 @@ func newMetrics(cfg Config) (*metrics, error) {
 			Help: "M2MClients in the token server's cache.",
 		}, func() float64 { return float64(cfg.CachedClients()) }))
 	}
+	if cfg.UndecodableClients != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "m2m_clients_undecodable",
+			Help: "M2MClients left out of the token server's cache because they do not decode (the log names them); they get no tokens.",
+		}, func() float64 { return float64(cfg.UndecodableClients()) }))
+	}
 	for _, c := range cs {
 		if err := cfg.Registry.Register(c); err != nil {
 			return nil, err

@@ -71,18 +71,19 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	serviceAccounts := NewClusterServiceAccounts(cs, o.Clock)
 	federation := NewFederation(o.FederatedIssuers, o.Clock)
 	srv, err := New(Config{
-		IssuerURL:        iss,
-		DefaultAudience:  o.DefaultAudience,
-		Clients:          clients,
-		Keys:             keys,
-		ServiceAccounts:  serviceAccounts,
-		Federation:       federation,
-		Clock:            o.Clock,
-		Registry:         prometheus.NewRegistry(),
-		PerClientMetrics: o.PerClientMetrics,
-		Staleness:        clients.Staleness,
-		CachedClients:    clients.Count,
-		KeyLoadErrors:    keys.LoadErrors,
+		IssuerURL:          iss,
+		DefaultAudience:    o.DefaultAudience,
+		Clients:            clients,
+		Keys:               keys,
+		ServiceAccounts:    serviceAccounts,
+		Federation:         federation,
+		Clock:              o.Clock,
+		Registry:           prometheus.NewRegistry(),
+		PerClientMetrics:   o.PerClientMetrics,
+		Staleness:          clients.Staleness,
+		CachedClients:      clients.Count,
+		UndecodableClients: clients.Undecodable,
+		KeyLoadErrors:      keys.LoadErrors,
 		Ready: func() error {
 			switch {
 			case !clients.Synced():

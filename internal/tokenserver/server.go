@@ -47,6 +47,9 @@ type Config struct {
 	Staleness func() time.Duration
 	// CachedClients reports how many clients are cached, for the metrics; optional.
 	CachedClients func() int
+	// UndecodableClients reports how many clients are left out of the cache because they do not
+	// decode, for the metrics; optional.
+	UndecodableClients func() int
 	// ServiceAccounts verifies ServiceAccount tokens presented as client assertions; nil refuses
 	// them.
 	ServiceAccounts ServiceAccountTokens

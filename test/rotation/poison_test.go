@@ -1,0 +1,81 @@
+package rotation
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/test/support/testenv"
+)
+
+// sealedClient creates a client in ns, outside the suite's manager's namespace, with a status as
+// the manager would write it: the client ID id, accepting secret.
+func sealedClient(t *testing.T, ns, name, id, secret string) *m2mv1alpha1.M2MClient {
+	t.Helper()
+	ctx := context.Background()
+	obj := rotatingClient(ns, name, nil)
+	if err := env.Client.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	base := obj.DeepCopy()
+	obj.Status.ClientID = id
+	obj.Status.AcceptedSecrets = []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secret), CreatedAt: metav1.Now()}}
+	if err := statusKeys(t).Seal(obj); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Status().Patch(ctx, obj, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
+// getsToken waits until the token server issues a token to id with secret (want), or refuses it.
+func getsToken(t *testing.T, id, secret string, want bool) {
+	t.Helper()
+	testenv.Eventually(t, wait, func() error {
+		resp, err := testenv.ClientCredentials(context.Background(), http.DefaultClient, issuer, id, secret)
+		if err != nil {
+			return err
+		}
+		if got := resp.Status == http.StatusOK; got != want {
+			return fmt.Errorf("token for %s: HTTP %d %s (want a token: %v)", id, resp.Status, resp.Raw, want)
+		}
+		return nil
+	})
+}
+
+// Where the status policy is not installed (this suite installs none), someone who may write a
+// client's status writes a time that passes the API server's date-time check (it lowercases its
+// input) but not metav1.Time's decoding. Every typed LIST and WATCH of M2MClients would fail: the
+// token server would serve a cache that no longer changes. Instead the one object is left out:
+// a client created afterwards in another namespace gets tokens, and the poisoned one gets none
+// (it is not kept at its last good version).
+func TestOneUndecodableClientLeavesTheTokenServerServingEveryOther(t *testing.T) {
+	ctx := context.Background()
+	poisonedNS, otherNS := testenv.Namespace(t, env.Client), testenv.Namespace(t, env.Client)
+	const poisonedSecret, otherSecret = "the-poisoned-clients-secret-0123456789abcdefgh", "the-other-clients-secret-0123456789abcdefghij"
+	poisoned := sealedClient(t, poisonedNS, "poisoned", "m2m-poisoned-client-0000001", poisonedSecret)
+	getsToken(t, poisoned.Status.ClientID, poisonedSecret, true)
+
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClient"))
+	u.SetNamespace(poisonedNS)
+	u.SetName("poisoned")
+	// The typed client could not decode the answer, so the patch goes through an unstructured one.
+	if err := env.Client.Status().Patch(ctx, u, client.RawPatch(types.MergePatchType, []byte(`{"status":{"lastRotationTime":"2026-01-01t00:00:00z"}}`))); err != nil {
+		t.Fatalf("the API server refused the lowercase time (then the test cannot fail): %v", err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), u) })
+
+	other := sealedClient(t, otherNS, "other", "m2m-other-client-000000001", otherSecret)
+	getsToken(t, other.Status.ClientID, otherSecret, true)
+	getsToken(t, poisoned.Status.ClientID, poisonedSecret, false)
+}
