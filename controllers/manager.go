@@ -100,9 +100,12 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.CABundleSecret.Name != "" && o.ServingCert != nil {
 		return nil, fmt.Errorf("the manager either issues the serving certificate or takes the CA bundle of another issuer's Secret, not both")
 	}
+	repair := &statusRepair{namespaces: o.WatchNamespaces}
+	cacheOpts := o.cacheOptions()
+	cacheOpts.DefaultWatchErrorHandler = repair.onWatchError
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  m2mv1alpha1.NewScheme(),
-		Cache:                   o.cacheOptions(),
+		Cache:                   cacheOpts,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
 		LeaderElection:          o.LeaderElection,
@@ -122,6 +125,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
+	repair.start(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("m2m-manager"))
 	if err := setupControllers(mgr, o, issuerURL); err != nil {
 		return nil, err
 	}
@@ -295,7 +299,7 @@ func setupServingCert(mgr ctrl.Manager, o Options, issuerURL string) error {
 // of the newest manager replaces an earlier one's (tests start several).
 func registerMetrics(fleet *FleetCollector) {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(Rotations, RotationFailures, FleetErrors)
+		metrics.Registry.MustRegister(Rotations, RotationFailures, FleetErrors, StatusesRepaired)
 	})
 	fleetMu.Lock()
 	defer fleetMu.Unlock()

@@ -82,6 +82,10 @@ const (
 	// MAC: someone else wrote them, or the object was restored with a new UID). They were
 	// discarded, and the credentials rebuilt as after a lost status.
 	EventStatusDiscarded = "StatusDiscarded"
+	// EventStatusUndecodable: status held a value that does not decode (a time the API server's
+	// date-time check accepted and Go's RFC 3339 parser does not), which made every LIST of
+	// M2MClients fail. The manager removed the status and rebuilds it as after a lost status.
+	EventStatusUndecodable = "StatusUndecodable"
 )
 
 // ComponentLabel marks each of the manager's own Secrets (not the credentials Secrets) with the

@@ -79,3 +79,38 @@ func TestOneUndecodableClientLeavesTheTokenServerServingEveryOther(t *testing.T)
 	getsToken(t, other.Status.ClientID, otherSecret, true)
 	getsToken(t, poisoned.Status.ClientID, poisonedSecret, false)
 }
+
+// The same poisoned status on a client that the manager reconciles would stop its cache, and so
+// every reconcile in every namespace. The manager removes that status instead: another client
+// created afterwards becomes Ready, and the poisoned one is rebuilt with its client ID (from its
+// binding) and its secret (from its Secret), which gets tokens again.
+func TestTheManagerRebuildsAStatusThatDoesNotDecodeAndKeepsReconcilingOthers(t *testing.T) {
+	ctx := context.Background()
+	key := create(t, rotatingClient(sharedNamespace, "poisoned-status", nil))
+	before, secret := settled(t, key, nil)
+
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClient"))
+	u.SetNamespace(key.Namespace)
+	u.SetName(key.Name)
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), u) })
+	if err := env.Client.Status().Patch(ctx, u, client.RawPatch(types.MergePatchType, []byte(`{"status":{"lastRotationTime":"2026-01-01t00:00:00z"}}`))); err != nil {
+		t.Fatalf("the API server refused the lowercase time (then the test cannot fail): %v", err)
+	}
+
+	otherKey := create(t, rotatingClient(sharedNamespace, "after-the-poison", nil))
+	settled(t, otherKey, nil)
+	after, afterSecret := settled(t, key, func(obj *m2mv1alpha1.M2MClient, _ string) error {
+		if obj.Status.ClientID != before.Status.ClientID {
+			return fmt.Errorf("client ID %q, want %q", obj.Status.ClientID, before.Status.ClientID)
+		}
+		return nil
+	})
+	if afterSecret != secret {
+		t.Fatal("the rebuilt client has another secret; pods holding the old one would be refused")
+	}
+	getsToken(t, after.Status.ClientID, secret, true)
+	if n, err := testenv.CountEvents(ctx, env.Client, key.Namespace, "M2MClient", key.Name, m2mv1alpha1.EventStatusUndecodable); err != nil || n == 0 {
+		t.Fatalf("no %s event (%v)", m2mv1alpha1.EventStatusUndecodable, err)
+	}
+}
