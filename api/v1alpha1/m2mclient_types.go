@@ -342,12 +342,20 @@ type AcceptedSecret struct {
 	// +optional
 	PublicKey *ClientPublicKey `json:"publicKey,omitempty"`
 
-	// CreatedAt is when the manager first accepted the secret.
+	// CreatedAt is when the manager first accepted the secret. Times in status must be in the
+	// canonical RFC 3339 form that Go reads (an upper-case T and Z): the API server's date-time
+	// check also takes a lower-case one, which no client of M2MClients could decode.
 	// +required
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`
 	CreatedAt metav1.Time `json:"createdAt"`
 
 	// ExpiresAt is when the secret stops being accepted. Unset means it does not expire.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
 	// MAC authenticates the entry: the manager's HMAC-SHA256 over the client's namespace, name
@@ -395,10 +403,16 @@ type M2MClientStatus struct {
 
 	// LastRotationTime is when the current secret replaced the previous one, or was first created.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`
 	LastRotationTime *metav1.Time `json:"lastRotationTime,omitempty"`
 
 	// NextRotationTime is when the next scheduled rotation is due, when rotation.period is set.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`
 	NextRotationTime *metav1.Time `json:"nextRotationTime,omitempty"`
 
 	// LastRotationTrigger is the value of spec.rotation.trigger that was last acted on.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -15,6 +16,12 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
+
+// poisonedStatus has a time that passes the API server's date-time check (it lowercases its input)
+// but not metav1.Time's decoding. The CRD refuses such a time in the manager's own status fields
+// (TestTheCRDRefusesATimeInStatusThatGoCannotRead); a condition's lastTransitionTime, whose schema
+// is metav1.Condition's, and objects stored before that rule still take one.
+var poisonedStatus = []byte(`{"status":{"conditions":[{"type":"Poison","status":"True","reason":"Poison","message":"","lastTransitionTime":"2026-01-01t00:00:00z"}]}}`)
 
 // sealedClient creates a client in ns, outside the suite's manager's namespace, with a status as
 // the manager would write it: the client ID id, accepting secret.
@@ -53,8 +60,8 @@ func getsToken(t *testing.T, id, secret string, want bool) {
 }
 
 // Where the status policy is not installed (this suite installs none), someone who may write a
-// client's status writes a time that passes the API server's date-time check (it lowercases its
-// input) but not metav1.Time's decoding. Every typed LIST and WATCH of M2MClients would fail: the
+// client's status writes a time that passes the API server's date-time check but not
+// metav1.Time's decoding (poisonedStatus). Every typed LIST and WATCH of M2MClients would fail: the
 // token server would serve a cache that no longer changes. Instead the one object is left out:
 // a client created afterwards in another namespace gets tokens, and the poisoned one gets none
 // (it is not kept at its last good version).
@@ -70,7 +77,7 @@ func TestOneUndecodableClientLeavesTheTokenServerServingEveryOther(t *testing.T)
 	u.SetNamespace(poisonedNS)
 	u.SetName("poisoned")
 	// The typed client could not decode the answer, so the patch goes through an unstructured one.
-	if err := env.Client.Status().Patch(ctx, u, client.RawPatch(types.MergePatchType, []byte(`{"status":{"lastRotationTime":"2026-01-01t00:00:00z"}}`))); err != nil {
+	if err := env.Client.Status().Patch(ctx, u, client.RawPatch(types.MergePatchType, poisonedStatus)); err != nil {
 		t.Fatalf("the API server refused the lowercase time (then the test cannot fail): %v", err)
 	}
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), u) })
@@ -94,7 +101,7 @@ func TestTheManagerRebuildsAStatusThatDoesNotDecodeAndKeepsReconcilingOthers(t *
 	u.SetNamespace(key.Namespace)
 	u.SetName(key.Name)
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), u) })
-	if err := env.Client.Status().Patch(ctx, u, client.RawPatch(types.MergePatchType, []byte(`{"status":{"lastRotationTime":"2026-01-01t00:00:00z"}}`))); err != nil {
+	if err := env.Client.Status().Patch(ctx, u, client.RawPatch(types.MergePatchType, poisonedStatus)); err != nil {
 		t.Fatalf("the API server refused the lowercase time (then the test cannot fail): %v", err)
 	}
 
@@ -112,5 +119,29 @@ func TestTheManagerRebuildsAStatusThatDoesNotDecodeAndKeepsReconcilingOthers(t *
 	getsToken(t, after.Status.ClientID, secret, true)
 	if n, err := testenv.CountEvents(ctx, env.Client, key.Namespace, "M2MClient", key.Name, m2mv1alpha1.EventStatusUndecodable); err != nil || n == 0 {
 		t.Fatalf("no %s event (%v)", m2mv1alpha1.EventStatusUndecodable, err)
+	}
+}
+
+// The CRD refuses a time in the manager's status fields that the API server's date-time check
+// would take but Go cannot read, so that such a status is never stored there.
+func TestTheCRDRefusesATimeInStatusThatGoCannotRead(t *testing.T) {
+	ctx := context.Background()
+	ns := testenv.Namespace(t, env.Client)
+	obj := rotatingClient(ns, "lowercase-time", nil)
+	if err := env.Client.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	for _, patch := range []string{
+		`{"status":{"lastRotationTime":"2026-01-01t00:00:00z"}}`,
+		`{"status":{"nextRotationTime":"2026-01-01T00:00:00z"}}`,
+		`{"status":{"acceptedSecrets":[{"hash":"sha256:x","createdAt":"2026-01-01t00:00:00Z"}]}}`,
+	} {
+		err := env.Client.Status().Patch(ctx, obj.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch)))
+		if !apierrors.IsInvalid(err) {
+			t.Errorf("%s: %v, want Invalid", patch, err)
+		}
+	}
+	if err := env.Client.Status().Patch(ctx, obj.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"status":{"lastRotationTime":"2026-01-01T00:00:00Z"}}`))); err != nil {
+		t.Fatalf("a canonical time was refused: %v", err)
 	}
 }
