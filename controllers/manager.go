@@ -126,6 +126,9 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
 	repair.start(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("m2m-manager"))
+	if err := mgr.Add(&statusPolicyCheck{reader: mgr.GetAPIReader()}); err != nil {
+		return nil, err
+	}
 	if err := setupControllers(mgr, o, issuerURL); err != nil {
 		return nil, err
 	}
@@ -299,7 +302,7 @@ func setupServingCert(mgr ctrl.Manager, o Options, issuerURL string) error {
 // of the newest manager replaces an earlier one's (tests start several).
 func registerMetrics(fleet *FleetCollector) {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(Rotations, RotationFailures, FleetErrors, StatusesRepaired)
+		metrics.Registry.MustRegister(Rotations, RotationFailures, FleetErrors, StatusesRepaired, StatusPolicyInstalled)
 	})
 	fleetMu.Lock()
 	defer fleetMu.Unlock()
