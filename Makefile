@@ -65,6 +65,10 @@ bench-controller: ## Controller scale benchmark (N=1000 by default); results bel
 bench-token: ## Token server benchmark (10,000 clients, wrk at 16 connections); results belong in docs/benchmarks.md.
 	hack/bench-token.sh
 
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (30s by default); not part of make test, which runs their seeds.
+	FUZZTIME=$(or $(FUZZTIME),30s) hack/fuzz.sh
+
 .PHONY: bench-rotation
 bench-rotation: ## Rotate 1,000 clients at once under token load; results belong in docs/benchmarks.md.
 	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/bench-rotation

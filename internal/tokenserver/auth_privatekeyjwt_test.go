@@ -259,3 +259,27 @@ func TestASecretStaysAcceptedWhileItsClientSwitchesToAKeyPair(t *testing.T) {
 		}
 	}
 }
+
+// FuzzClientAssertion feeds arbitrary client assertions, for a client with a key of its own, to
+// the authenticators: never a panic, and never a client without the client's key, which the
+// fuzzer does not have.
+func FuzzClientAssertion(f *testing.F) {
+	f.Add("eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJtMm0tZ29vZCJ9.AAAA", goodID)
+	f.Add("a.b.c", "")
+	f.Add("eyJhbGciOiJub25lIn0.eyJpc3MiOiJtMm0tZ29vZCIsInN1YiI6Im0ybS1nb29kIn0.", goodID)
+	key, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, t0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	c := seal(clientWithKey(goodID, key))
+	f.Fuzz(func(t *testing.T, assertion, clientID string) {
+		s := authServer(t, mapClients{goodID: c}, nil, nil)
+		kv := []string{"client_assertion_type", JWTBearerAssertion, "client_assertion", assertion}
+		if clientID != "" {
+			kv = append(kv, "client_id", clientID)
+		}
+		if got, bad := authenticateForm(t, s, kv...); bad == nil || got != nil {
+			t.Fatalf("an assertion the fuzzer made authenticated %v", got)
+		}
+	})
+}
