@@ -23,10 +23,11 @@ const (
 	// replayEntryBytes is the heap an entry takes, map overhead included, as
 	// BenchmarkReplayCacheMemory measures it (docs/benchmarks.md), rounded up.
 	replayEntryBytes = 128
-	// replayCeiling times the budget is what the cache holds at most. One namespace holds at
-	// most the budget (its share when it is alone); the ceiling is reached only when the shares
-	// of namespaces that filled them one after another add up (budget/1 + budget/2 + ...), and
-	// then refuses every namespace until entries expire, rather than outgrow the memory limit.
+	// replayCeiling times the budget is where the cache stops growing for everyone but the
+	// namespaces below an even share of it. One namespace holds at most the budget (its share
+	// when it is alone); the ceiling is reached when the shares of namespaces that filled them
+	// one after another add up (budget/1 + budget/2 + ...), or when many namespaces each hold
+	// minReplayShare. The cache then holds at most twice the ceiling.
 	replayCeiling = 2
 	// maxJTILength bounds a jti; a longer one is refused outright.
 	maxJTILength     = 256
@@ -58,7 +59,8 @@ type replayKey [sha256.Size]byte
 // about to record its first. A namespace over its share is refused until its entries expire, and
 // no other namespace is: one tenant's clients (which may all list one key) cannot lock other
 // tenants out. Its memory is bounded by construction: entries are fixed-size, expired ones are
-// swept every 30 s, and the cache never holds more than replayCeiling times the budget.
+// swept every 30 s, and past replayCeiling times the budget only namespaces below an even share of
+// it may record, which keeps the cache under twice that.
 type replayCache struct {
 	// budget is B; zero means ReplayBudget of the process's memory limit, read at the first use.
 	budget int
@@ -103,7 +105,13 @@ func (c *replayCache) first(namespace, scope, jti string, exp, now time.Time) bo
 	if held == 0 {
 		namespaces++
 	}
-	if held >= max(c.budget/namespaces, minReplayShare) || len(c.seen) >= replayCeiling*c.budget {
+	if held >= max(c.budget/namespaces, minReplayShare) {
+		return false
+	}
+	if ceiling := replayCeiling * c.budget; len(c.seen) >= ceiling && held >= ceiling/namespaces {
+		// At the ceiling only a namespace below an even share of it may record: one of the
+		// others must be above that share, so no group of namespaces can lock out the rest, and
+		// the cache stays under twice the ceiling.
 		return false
 	}
 	c.seen[key] = replayEntry{until: exp.UnixNano(), namespace: namespace}

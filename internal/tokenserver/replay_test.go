@@ -69,18 +69,31 @@ func TestAFloodFromOneNamespaceRefusesNoAssertionOfAnother(t *testing.T) {
 	}
 }
 
-// The cache never holds more than its ceiling, even when namespaces fill their shares one after
-// another; every namespace keeps at least minReplayShare below it.
-func TestTheReplayCacheStopsAtItsCeiling(t *testing.T) {
-	c := replayCache{budget: minReplayShare}
+// Namespaces that fill their shares one after another reach the ceiling; past it, a namespace
+// with no entries still records (it is below an even share), and the ones above it do not.
+func TestAtTheReplayCeilingANamespaceBelowAnEvenShareStillRecords(t *testing.T) {
+	c := replayCache{budget: 4 * minReplayShare}
 	exp := t0.Add(time.Minute)
 	for ns := range 5 {
-		for i := range minReplayShare + 1 {
-			c.first("ns-"+strconv.Itoa(ns), "c-"+strconv.Itoa(ns), strconv.Itoa(i), exp, t0)
+		for i := range 4 * minReplayShare {
+			if !c.first("ns-"+strconv.Itoa(ns), "c-"+strconv.Itoa(ns), strconv.Itoa(i), exp, t0) {
+				break
+			}
 		}
 	}
-	if len(c.seen) != replayCeiling*c.budget {
-		t.Fatalf("the cache holds %d entries, not its ceiling %d", len(c.seen), replayCeiling*c.budget)
+	if len(c.seen) < replayCeiling*c.budget {
+		t.Fatalf("the cache holds %d entries, below its ceiling %d: the test does not reach it", len(c.seen), replayCeiling*c.budget)
+	}
+	for i := range 100 {
+		if !c.first("idle", "idle-client", strconv.Itoa(i), exp, t0) {
+			t.Fatalf("a namespace with %d entries was refused at the ceiling", i)
+		}
+	}
+	if c.first("ns-0", "c-0", "more", exp, t0) {
+		t.Fatal("the namespace holding the most recorded past the ceiling")
+	}
+	if len(c.seen) > 2*replayCeiling*c.budget {
+		t.Fatalf("the cache holds %d entries, over twice its ceiling", len(c.seen))
 	}
 }
 

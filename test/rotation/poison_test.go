@@ -135,13 +135,18 @@ func TestTheCRDRefusesATimeInStatusThatGoCannotRead(t *testing.T) {
 		`{"status":{"lastRotationTime":"2026-01-01t00:00:00z"}}`,
 		`{"status":{"nextRotationTime":"2026-01-01T00:00:00z"}}`,
 		`{"status":{"acceptedSecrets":[{"hash":"sha256:x","createdAt":"2026-01-01t00:00:00Z"}]}}`,
+		`{"status":{"lastRotationTime":"2026-01-01T00:00:00+25:00"}}`,
+		`{"status":{"acceptedSecrets":[{"hash":"sha256:x","createdAt":"2026-01-01T00:00:00-00:99"}]}}`,
 	} {
 		err := env.Client.Status().Patch(ctx, obj.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch)))
 		if !apierrors.IsInvalid(err) {
 			t.Errorf("%s: %v, want Invalid", patch, err)
 		}
 	}
-	if err := env.Client.Status().Patch(ctx, obj.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"status":{"lastRotationTime":"2026-01-01T00:00:00Z"}}`))); err != nil {
-		t.Fatalf("a canonical time was refused: %v", err)
+	for _, canonical := range []string{"2026-01-01T00:00:00Z", "2026-12-31T23:59:59.123456789+05:30"} {
+		patch := `{"status":{"lastRotationTime":"` + canonical + `"}}`
+		if err := env.Client.Status().Patch(ctx, obj.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			t.Fatalf("the canonical time %s was refused: %v", canonical, err)
+		}
 	}
 }
