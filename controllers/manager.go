@@ -125,7 +125,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
-	repair.start(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("m2m-manager"))
+	repair.start(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("m2m-manager"), mgr.Elected())
 	if err := mgr.Add(&statusPolicyCheck{reader: mgr.GetAPIReader()}); err != nil {
 		return nil, err
 	}

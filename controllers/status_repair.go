@@ -2,8 +2,10 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -42,14 +44,26 @@ type statusRepair struct {
 	client   client.Client
 	reader   client.Reader
 	recorder events.EventRecorder
+	// elected is closed once this replica leads: only the leader writes status, so that a
+	// standby of another version never removes a status it cannot read but the leader can.
+	elected <-chan struct{}
+	// last is when a repair last ran; repairs are at least repairInterval apart, so that the
+	// reflector's retries do not turn into a LIST of every client each time.
+	last time.Time
 }
+
+// repairInterval is the least time between two repairs.
+const repairInterval = 10 * time.Second
+
+// repairPageSize bounds how many objects one page of the repair's LIST holds in memory.
+const repairPageSize = 100
 
 // start gives the repair its clients once the manager exists; until then a failure is only
 // logged.
-func (s *statusRepair) start(c client.Client, reader client.Reader, recorder events.EventRecorder) {
+func (s *statusRepair) start(c client.Client, reader client.Reader, recorder events.EventRecorder, elected <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.client, s.reader, s.recorder = c, reader, recorder
+	s.client, s.reader, s.recorder, s.elected = c, reader, recorder, elected
 }
 
 // onWatchError is the cache's watch error handler.
@@ -66,35 +80,66 @@ func (s *statusRepair) onWatchError(ctx context.Context, r *toolscache.Reflector
 func (s *statusRepair) repair(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.client == nil {
+	if s.client == nil || time.Since(s.last) < repairInterval {
 		return
 	}
-	logger := log.FromContext(ctx).WithName("status-repair")
+	select {
+	case <-s.elected:
+	default:
+		return // a standby
+	}
+	s.last = time.Now()
 	namespaces := s.namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{""}
 	}
 	for _, ns := range namespaces {
+		s.repairNamespace(ctx, ns)
+	}
+}
+
+// repairNamespace pages through the M2MClients of ns ("" for all) and removes the status of each
+// that does not decode.
+func (s *statusRepair) repairNamespace(ctx context.Context, ns string) {
+	logger := log.FromContext(ctx).WithName("status-repair")
+	cont := ""
+	for {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClientList"))
-		if err := s.reader.List(ctx, list, client.InNamespace(ns)); err != nil {
+		if err := s.reader.List(ctx, list, client.InNamespace(ns), client.Limit(repairPageSize), client.Continue(cont)); err != nil {
 			logger.Error(err, "listing M2MClients to find one that does not decode")
-			continue
+			return
 		}
 		for i := range list.Items {
-			u := &list.Items[i]
-			decodeErr := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &m2mv1alpha1.M2MClient{})
-			if decodeErr == nil {
-				continue
-			}
-			if err := s.client.Status().Patch(ctx, u, client.RawPatch(types.MergePatchType, []byte(`{"status":null}`))); err != nil {
-				logger.Error(err, "removing a status that does not decode", "namespace", u.GetNamespace(), "name", u.GetName())
-				continue
-			}
-			StatusesRepaired.Inc()
-			logger.Info("removed a status that does not decode; it is rebuilt from the client's binding and Secret", "namespace", u.GetNamespace(), "name", u.GetName(), "error", decodeErr.Error())
-			s.recorder.Eventf(u, nil, corev1.EventTypeWarning, m2mv1alpha1.EventStatusUndecodable, "Repair",
-				"status did not decode (%v) and stopped the manager's cache for every client; it was removed and is rebuilt from the client's binding and Secret", decodeErr)
+			s.repairOne(ctx, &list.Items[i])
+		}
+		if cont = list.GetContinue(); cont == "" {
+			return
 		}
 	}
+}
+
+// repairOne removes u's status when it does not decode. The patch names u's UID and
+// resourceVersion, so that it never removes the status of a newer version or another object.
+func (s *statusRepair) repairOne(ctx context.Context, u *unstructured.Unstructured) {
+	decodeErr := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &m2mv1alpha1.M2MClient{})
+	if decodeErr == nil {
+		return
+	}
+	logger := log.FromContext(ctx).WithName("status-repair").WithValues("namespace", u.GetNamespace(), "name", u.GetName())
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"uid": u.GetUID(), "resourceVersion": u.GetResourceVersion()},
+		"status":   nil,
+	})
+	if err != nil {
+		return
+	}
+	if err := s.client.Status().Patch(ctx, u, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		logger.Error(err, "removing a status that does not decode")
+		return
+	}
+	StatusesRepaired.Inc()
+	logger.Info("removed a status that does not decode; it is rebuilt from the client's binding and Secret", "error", decodeErr.Error())
+	s.recorder.Eventf(u, nil, corev1.EventTypeWarning, m2mv1alpha1.EventStatusUndecodable, "Repair",
+		"status did not decode (%v) and stopped the manager's cache for every client; it was removed and is rebuilt from the client's binding and Secret", decodeErr)
 }
