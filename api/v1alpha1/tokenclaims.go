@@ -27,13 +27,16 @@ var ReservedClaims = []string{
 }
 
 // GuardedClaims are claim names that resource servers read with a meaning, as authorization or
-// as the caller's identity: Azure's scp, roles and groups, permissions and entitlements, Okta's
-// cid, Azure v1's appid and Keycloak's clientId (compared ignoring case, as IsReservedClaim
-// compares). A client's tokenClaims may set them only where an administrator allows them with the
+// as the caller's identity: Azure's scp, roles, groups, wids, oid, tid and upn, permissions,
+// entitlements and Spring's authorities, Keycloak's realm_access, resource_access and clientId,
+// Cognito's groups, Okta's cid, Azure v1's appid, and the OpenID Connect identity claims
+// preferred_username and email (compared ignoring case, as IsReservedClaim compares). No list of
+// names can be complete: resource servers should authorise on scope, which no client sets. A client's tokenClaims may set them only where an administrator allows them with the
 // namespace annotation AllowedClaimsAnnotation (admission policy m2m-guarded-token-claims, whose
 // list a test keeps equal to this one). Unlike ReservedClaims, the token server does not drop
 // them: it reads no Namespaces, so it cannot know what an administrator allowed.
-var GuardedClaims = []string{"scp", "roles", "groups", "permissions", "entitlements", "cid", "appid", "clientid"}
+var GuardedClaims = []string{"scp", "roles", "groups", "permissions", "entitlements", "authorities", "realm_access", "resource_access",
+	"cognito:groups", "wids", "cid", "appid", "clientid", "oid", "tid", "upn", "preferred_username", "email"}
 
 // claimFolds maps the non-ASCII letters that decoders fold into ASCII ones; the token server asks
 // IsReservedClaim for every custom claim of every token, so it is built once.
