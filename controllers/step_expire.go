@@ -22,12 +22,14 @@ func (c *clientReconcile) expireEntries(context.Context) (stepResult, error) {
 	if c.kind == nil {
 		setReady(obj, metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady,
 			fmt.Sprintf("Secret %s holds the client ID; the client authenticates without a secret (spec.authentication)", secretName(obj)))
+		c.claimsFit()
 		return proceed, nil
 	}
 	if removed > 0 {
 		c.r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, m2mv1alpha1.EventSecretExpired, "Expire", "%d previous secret(s) reached the end of the grace period and are no longer accepted", removed)
 	}
 	setReady(obj, metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady, fmt.Sprintf("Secret %s holds accepted credentials", secretName(obj)))
+	c.claimsFit()
 	if next := nextRotation(obj); !next.IsZero() {
 		t := metav1.NewTime(next)
 		obj.Status.NextRotationTime = &t
@@ -36,4 +38,13 @@ func (c *clientReconcile) expireEntries(context.Context) (stepResult, error) {
 		}
 	}
 	return proceed, nil
+}
+
+// claimsFit says the client is not Ready when its tokenClaims are over the size the token server
+// serves: it would get no token.
+func (c *clientReconcile) claimsFit() {
+	if c.obj.Spec.TokenClaims.TooLarge() {
+		setReady(c.obj, metav1.ConditionFalse, m2mv1alpha1.ReasonClaimsTooLarge,
+			fmt.Sprintf("spec.tokenClaims encodes to more than %d bytes; the token server issues this client no token until they are made smaller", m2mv1alpha1.MaxTokenClaimsBytes))
+	}
 }

@@ -56,6 +56,9 @@ const (
 	// which may since have been deleted; only an administrator's release of the binding frees it.
 	// The client gets no status.clientID, so the token server never sees two clients with one ID.
 	ReasonDuplicateClientID = "DuplicateClientID"
+	// ReasonClaimsTooLarge: spec.tokenClaims encodes to more than MaxTokenClaimsBytes. The token
+	// server issues the client no token until the claims are made smaller.
+	ReasonClaimsTooLarge = "ClaimsTooLarge"
 )
 
 // Reasons of the events the manager emits on an M2MClient. Events are emitted on transitions

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"encoding/json"
 	"strings"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -53,4 +54,20 @@ func IsReservedClaim(name string) bool {
 		}
 	}
 	return false
+}
+
+// MaxTokenClaimsBytes bounds the JSON encoding of a client's tokenClaims. Claim values are
+// free-form JSON, whose size neither the schema nor CEL can bound, so the manager reports a client
+// over it as not Ready (ReasonClaimsTooLarge) and the token server keeps its claims out of its
+// cache and issues it no token. 4 KiB of claims keep a token within the 8 KiB header that proxies
+// commonly accept, with room for the registered claims and the signature.
+const MaxTokenClaimsBytes = 4096
+
+// TooLarge reports whether c's JSON encoding is over MaxTokenClaimsBytes.
+func (c TokenClaims) TooLarge() bool {
+	if len(c) == 0 {
+		return false
+	}
+	raw, err := json.Marshal(c)
+	return err != nil || len(raw) > MaxTokenClaimsBytes
 }

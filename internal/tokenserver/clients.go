@@ -82,6 +82,10 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 	return s, nil
 }
 
+// claimsTooLargeMark marks, on a cached client (whose annotations trim drops), that its
+// tokenClaims were over m2mv1alpha1.MaxTokenClaimsBytes and were dropped.
+const claimsTooLargeMark = "m2m.dev/token-server-claims-too-large"
+
 // trim drops what the token server never reads: managedFields, annotations and labels (which can
 // be large, such as kubectl's last-applied configuration), and the spec's free-form metadata.
 func trim(obj any) (any, error) {
@@ -97,6 +101,11 @@ func trim(obj any) (any, error) {
 	c.Spec.TrustedMetadata = nil
 	c.Spec.Secret = m2mv1alpha1.SecretTemplate{}
 	c.Status.Conditions = nil
+	if c.Spec.TokenClaims.TooLarge() {
+		// Claims over the bound never reach the cache; the client gets no token (claimsTooLarge).
+		c.Spec.TokenClaims = nil
+		c.Annotations = map[string]string{claimsTooLargeMark: "true"}
+	}
 	return c, nil
 }
 

@@ -10,8 +10,11 @@ const (
 	ErrInvalidRequest       = "invalid_request"
 	ErrInvalidClient        = "invalid_client"
 	ErrUnsupportedGrantType = "unsupported_grant_type"
-	ErrInvalidScope         = "invalid_scope"
-	ErrInvalidTarget        = "invalid_target"
+	// ErrUnauthorizedClient: the client is authenticated, but may not use the grant as it is
+	// configured (its tokenClaims are over the size this server issues).
+	ErrUnauthorizedClient = "unauthorized_client"
+	ErrInvalidScope       = "invalid_scope"
+	ErrInvalidTarget      = "invalid_target"
 	// ErrTemporarilyUnavailable is the answer while the server has no signing key: a state of
 	// the server, not of the request.
 	ErrTemporarilyUnavailable = "temporarily_unavailable"
@@ -75,4 +78,10 @@ func writeError(w http.ResponseWriter, e *oauthError) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="m2m", charset="UTF-8"`)
 	}
 	writeJSON(w, e.status, e)
+}
+
+// claimsTooLarge refuses a client whose tokenClaims are over m2mv1alpha1.MaxTokenClaimsBytes.
+func claimsTooLarge() *oauthError {
+	return newError(ErrUnauthorizedClient, http.StatusBadRequest, "claims_too_large",
+		"the client's tokenClaims are over the size this server issues; its M2MClient's Ready condition says so")
 }

@@ -36,6 +36,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, newError(ErrUnsupportedGrantType, http.StatusBadRequest, "grant_type", "only the client_credentials grant is supported"), client)
 		return
 	}
+	if client.Annotations[claimsTooLargeMark] != "" {
+		s.fail(w, claimsTooLarge(), client)
+		return
+	}
 	scopes, bad := grantScopes(client, req)
 	if bad != nil {
 		s.fail(w, bad, client)
@@ -168,6 +172,9 @@ func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (stri
 		raw, err := json.Marshal(extra)
 		if err != nil {
 			return "", 0, unavailable("claims_encoding", "the client's tokenClaims could not be encoded")
+		}
+		if len(raw) > m2mv1alpha1.MaxTokenClaimsBytes {
+			return "", 0, claimsTooLarge()
 		}
 		claims.extra = raw
 	}

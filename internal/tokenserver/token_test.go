@@ -243,3 +243,32 @@ func TestReservedClaimNamesInAnyCaseNeverReachAToken(t *testing.T) {
 		t.Fatalf("the client's own claim was dropped too: team %q", claims.Team)
 	}
 }
+
+// Claims over MaxTokenClaimsBytes never reach a token: the cache drops them (and marks the client),
+// and a client whose claims reach the server some other way is refused when they are encoded.
+func TestAClientWhoseClaimsAreTooLargeGetsNoToken(t *testing.T) {
+	big := m2mv1alpha1.TokenClaims{"blob": {Raw: []byte(`"` + strings.Repeat("x", m2mv1alpha1.MaxTokenClaimsBytes) + `"`)}}
+	fits := m2mv1alpha1.TokenClaims{"blob": {Raw: []byte(`"` + strings.Repeat("x", m2mv1alpha1.MaxTokenClaimsBytes-20) + `"`)}}
+
+	cached := testClient(goodID, goodSecret)
+	cached.Spec.TokenClaims = big
+	trimmed, _ := trim(cached)
+	if c := trimmed.(*m2mv1alpha1.M2MClient); c.Spec.TokenClaims != nil || c.Annotations[claimsTooLargeMark] == "" {
+		t.Fatal("the cache kept claims over the bound, or did not mark the client")
+	}
+	uncached := testClient(goodID, goodSecret)
+	uncached.Spec.TokenClaims = big
+	fitting := testClient("m2m-fitting", goodSecret)
+	fitting.Spec.TokenClaims = fits
+	for name, c := range map[string]*m2mv1alpha1.M2MClient{"a cached client": trimmed.(*m2mv1alpha1.M2MClient), "a client not trimmed": uncached} {
+		f := serve(t, signingkeys.ES256, mapClients{goodID: c})
+		resp, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)})
+		if resp.StatusCode != http.StatusBadRequest || body["error"] != ErrUnauthorizedClient {
+			t.Fatalf("%s with claims over the bound: %d %v, want 400 unauthorized_client", name, resp.StatusCode, body)
+		}
+	}
+	f := serve(t, signingkeys.ES256, mapClients{"m2m-fitting": fitting})
+	if resp, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", "m2m-fitting", "client_secret", goodSecret)}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("claims just under the bound: %d %v", resp.StatusCode, body)
+	}
+}

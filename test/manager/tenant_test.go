@@ -477,3 +477,23 @@ func TestATenantSetsAClaimResourceServersReadAsAuthorizationOnlyWhereItsNamespac
 		t.Fatalf("changing roles once the namespace no longer allows it: %v, want Forbidden", err)
 	}
 }
+
+// A client whose tokenClaims are over the size the token server issues is not Ready, with a reason
+// that says so; made smaller, it is.
+func TestAClientWithClaimsTooLargeIsNotReady(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantClients)
+	obj := newClient(ns, "big-claims")
+	obj.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"blob":"` + strings.Repeat("x", m2mv1alpha1.MaxTokenClaimsBytes) + `"}`))
+	if err := tenant.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, ns, "big-claims", metav1.ConditionFalse, m2mv1alpha1.ReasonClaimsTooLarge)
+	base := obj.DeepCopy()
+	obj.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"team":"a"}`))
+	if err := tenant.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, ns, "big-claims", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+}
