@@ -117,9 +117,20 @@ func TestTheCAFileIsTrustedThroughAProxy(t *testing.T) {
 			return
 		}
 		tunnels.Add(1)
-		w.WriteHeader(http.StatusOK)
-		conn, _, _ := w.(http.Hijacker).Hijack()
-		go func() { _, _ = io.Copy(upstream, conn); upstream.Close() }()
+		// Hijack first and answer on the raw connection, and read the client's bytes through
+		// the server's buffered reader: a client may send its TLS hello right after CONNECT,
+		// and bytes already buffered there would be lost to a copy from the bare connection.
+		conn, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			upstream.Close()
+			return
+		}
+		if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+			conn.Close()
+			upstream.Close()
+			return
+		}
+		go func() { _, _ = io.Copy(upstream, brw.Reader); upstream.Close() }()
 		_, _ = io.Copy(conn, upstream)
 		conn.Close()
 	}))
