@@ -4,7 +4,6 @@ import (
 	"context"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,17 +15,22 @@ import (
 // creation path that differs from its update path.
 
 // readOwnSecret reads a Secret from the cache, or from the API server when the cache lacks it (a
-// Secret restored without the manager's label); nil when there is none.
+// Secret restored without the manager's label, or another issuer's); nil when there is none.
 func readOwnSecret(ctx context.Context, cache, api client.Reader, key types.NamespacedName) (*corev1.Secret, error) {
-	s := &corev1.Secret{}
-	err := cache.Get(ctx, key, s)
-	if apierrors.IsNotFound(err) {
-		err = api.Get(ctx, key, s)
-	}
-	if apierrors.IsNotFound(err) {
-		return nil, nil
+	s, err := getSecretOrNil(ctx, cache, key)
+	if s == nil && err == nil {
+		return getSecretOrNil(ctx, api, key)
 	}
 	return s, err
+}
+
+// getSecretOrNil reads the Secret of key from r; nil when there is none.
+func getSecretOrNil(ctx context.Context, r client.Reader, key types.NamespacedName) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	if err := r.Get(ctx, key, s); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	return s, nil
 }
 
 // editOwnSecret returns a copy of s to change, or, when there is none, an empty Secret of key and

@@ -4,7 +4,6 @@ import (
 	"context"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -23,34 +22,19 @@ func (c *clientReconcile) readSecret(ctx context.Context) (stepResult, error) {
 // unlabelled Secret of that name is seen (and never overwritten). A brand-new client skips that
 // read: creating its Secret fails if one of that name exists, and then it reads (errUnseenSecret).
 func (r *M2MClientReconciler) getSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient) (*corev1.Secret, error) {
-	if credentials.Entries(obj.Status.AcceptedSecrets).Unexpiring() > 1 {
+	key := types.NamespacedName{Namespace: obj.Namespace, Name: secretName(obj)}
+	switch {
+	case credentials.Entries(obj.Status.AcceptedSecrets).Unexpiring() > 1:
 		// A rotation is in progress: which step it is in depends on what the Secret carries, so
 		// that is read from the API server, never from a cache that may lag.
 		return r.directSecret(ctx, obj)
+	case len(obj.Status.AcceptedSecrets) == 0 && len(obj.Status.Conditions) == 0:
+		return getSecretOrNil(ctx, r.Client, key)
 	}
-	secret := &corev1.Secret{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: secretName(obj)}, secret)
-	if apierrors.IsNotFound(err) {
-		if len(obj.Status.AcceptedSecrets) == 0 && len(obj.Status.Conditions) == 0 {
-			return nil, nil
-		}
-		return r.directSecret(ctx, obj)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return secret, nil
+	return readOwnSecret(ctx, r.Client, r.APIReader, key)
 }
 
 // directSecret reads the client's Secret from the API server, bypassing the cache.
 func (r *M2MClientReconciler) directSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient) (*corev1.Secret, error) {
-	secret := &corev1.Secret{}
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: secretName(obj)}, secret)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return secret, nil
+	return getSecretOrNil(ctx, r.APIReader, types.NamespacedName{Namespace: obj.Namespace, Name: secretName(obj)})
 }

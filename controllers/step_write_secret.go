@@ -10,7 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -176,18 +175,14 @@ func (r *M2MClientReconciler) caBundle(ctx context.Context) ([]byte, error) {
 	if r.CASecret.Name == "" || !strings.HasPrefix(r.IssuerURL, "https://") {
 		return nil, nil
 	}
-	s := &corev1.Secret{}
-	err := r.Get(ctx, r.CASecret, s)
-	if apierrors.IsNotFound(err) {
-		// The cache holds the manager's labelled Secrets only; another issuer's Secret may lack
-		// the label.
-		err = r.APIReader.Get(ctx, r.CASecret, s)
-	}
-	if apierrors.IsNotFound(err) || (err == nil && len(s.Data[r.CABundleKey]) == 0) {
-		return nil, fmt.Errorf("%w: Secret %s has no %s (with --ca-bundle-secret, the issuer must put its CA there)", errNoCABundle, r.CASecret, r.CABundleKey)
-	}
+	// The cache holds the manager's labelled Secrets only; another issuer's Secret may lack the
+	// label.
+	s, err := readOwnSecret(ctx, r.Client, r.APIReader, r.CASecret)
 	if err != nil {
 		return nil, err
+	}
+	if s == nil || len(s.Data[r.CABundleKey]) == 0 {
+		return nil, fmt.Errorf("%w: Secret %s has no %s (with --ca-bundle-secret, the issuer must put its CA there)", errNoCABundle, r.CASecret, r.CABundleKey)
 	}
 	return s.Data[r.CABundleKey], nil
 }
