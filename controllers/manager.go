@@ -100,9 +100,11 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.CABundleSecret.Name != "" && o.ServingCert != nil {
 		return nil, fmt.Errorf("the manager either issues the serving certificate or takes the CA bundle of another issuer's Secret, not both")
 	}
-	repair := &statusRepair{namespaces: o.WatchNamespaces}
+	repair := newStatusRepair()
 	cacheOpts := o.cacheOptions()
-	cacheOpts.DefaultWatchErrorHandler = repair.onWatchError
+	if cacheOpts.HTTPClient, err = repair.cacheHTTPClient(cfg); err != nil {
+		return nil, err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  m2mv1alpha1.NewScheme(),
 		Cache:                   cacheOpts,
@@ -125,7 +127,10 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
-	repair.start(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("m2m-manager"), mgr.Elected())
+	repair.start(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("m2m-manager"))
+	if err := mgr.Add(repair); err != nil {
+		return nil, err
+	}
 	if err := mgr.Add(&statusPolicyCheck{reader: mgr.GetAPIReader()}); err != nil {
 		return nil, err
 	}
@@ -302,7 +307,7 @@ func setupServingCert(mgr ctrl.Manager, o Options, issuerURL string) error {
 // of the newest manager replaces an earlier one's (tests start several).
 func registerMetrics(fleet *FleetCollector) {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(Rotations, RotationFailures, FleetErrors, StatusesRepaired, StatusPolicyInstalled)
+		metrics.Registry.MustRegister(Rotations, RotationFailures, FleetErrors, UndecodableClients, StatusesRepaired, StatusPolicyInstalled)
 	})
 	fleetMu.Lock()
 	defer fleetMu.Unlock()

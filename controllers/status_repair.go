@@ -3,8 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"sync"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,121 +11,145 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
-	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/undecodable"
 )
 
-// StatusesRepaired counts the M2MClient statuses that did not decode and that the manager
-// removed, so that it rebuilds them.
-var StatusesRepaired = prometheus.NewCounter(prometheus.CounterOpts{
-	Name: "m2m_manager_statuses_repaired_total",
-	Help: "M2MClient statuses the manager removed because they did not decode (every LIST of M2MClients failed on them); it rebuilds each from the client's binding and Secret.",
-})
+var (
+	// UndecodableClients counts the M2MClient versions the manager's cache left out because they
+	// did not decode.
+	UndecodableClients = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "m2m_manager_undecodable_clients_total",
+		Help: "M2MClient versions left out of the manager's cache because they did not decode; each is queued for repair.",
+	})
+	// StatusesRepaired counts the M2MClient statuses that did not decode and that the manager
+	// removed, so that it rebuilds them.
+	StatusesRepaired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "m2m_manager_statuses_repaired_total",
+		Help: "M2MClient statuses the manager removed because they did not decode; it rebuilds each from the client's binding and Secret.",
+	})
+)
 
 // statusRepair keeps one M2MClient that does not decode from stopping the manager for every
-// namespace. Where the status policy is not installed, a status writer can store a time such as
-// 2026-01-01t00:00:00z, which the API server's date-time check accepts and metav1.Time does not:
-// every typed LIST of M2MClients then fails, and no client anywhere is reconciled. When the cache's
-// LIST or WATCH of M2MClients fails for any reason other than the API server's answer, it lists
-// them as unstructured objects, and removes the status of each that does not decode. The
-// reconciler then rebuilds it as after a lost status (the client ID from its ClientIDBinding, the
-// credential from its Secret); the token server gives it no tokens meanwhile.
+// namespace, and rebuilds it. Where the status policy is not installed, a status writer can
+// store a time such as 2026-01-01t00:00:00z, which the API server's date-time check accepts and
+// metav1.Time does not: a typed LIST of M2MClients fails on it, and a WATCH ends on it.
+//
+// The manager's cache therefore reads M2MClients through an undecodable.Filter (cacheHTTPClient),
+// which leaves such an object out of every LIST and WATCH answer, one object at a time: every
+// other client keeps being reconciled, however often the object is written. The filter queues
+// the object here; the leader removes its status, with the UID and resourceVersion it saw as
+// preconditions, and the reconciler then rebuilds the status as after a lost one (the client ID
+// from its ClientIDBinding, the credential from its Secret). The token server gives the client
+// no tokens meanwhile. A writer who poisons the same status again is repaired again after a
+// delay that doubles each time (up to repairMaxDelay), so that it cannot make the manager write
+// in a loop.
 type statusRepair struct {
-	// namespaces are the watched namespaces; empty means all.
-	namespaces []string
-
-	mu       sync.Mutex
+	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
 	client   client.Client
 	reader   client.Reader
 	recorder events.EventRecorder
-	// elected is closed once this replica leads: only the leader writes status, so that a
-	// standby of another version never removes a status it cannot read but the leader can.
-	elected <-chan struct{}
-	// last is when a repair last ran; repairs are at least repairInterval apart, so that the
-	// reflector's retries do not turn into a LIST of every client each time.
-	last time.Time
 }
 
-// repairInterval is the least time between two repairs.
-const repairInterval = 10 * time.Second
+const (
+	// repairFirstDelay is how long after a first report the status is removed.
+	repairFirstDelay = time.Second
+	// repairMaxDelay bounds the delay before a status poisoned again and again is removed.
+	repairMaxDelay = 5 * time.Minute
+)
 
-// repairPageSize bounds how many objects one page of the repair's LIST holds in memory.
-const repairPageSize = 100
-
-// start gives the repair its clients once the manager exists; until then a failure is only
-// logged.
-func (s *statusRepair) start(c client.Client, reader client.Reader, recorder events.EventRecorder, elected <-chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.client, s.reader, s.recorder, s.elected = c, reader, recorder, elected
+func newStatusRepair() *statusRepair {
+	return &statusRepair{queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[types.NamespacedName](repairFirstDelay, repairMaxDelay),
+		workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "m2m-status-repair"},
+	)}
 }
 
-// onWatchError is the cache's watch error handler.
-func (s *statusRepair) onWatchError(ctx context.Context, r *toolscache.Reflector, err error) {
-	toolscache.DefaultWatchErrorHandler(ctx, r, err)
-	var status apierrors.APIStatus
-	if errors.As(err, &status) || r.TypeDescription() != "*v1alpha1.M2MClient" {
-		return // the API server answered (an expired resourceVersion, a permission): not this
+// cacheHTTPClient returns the HTTP client of the manager's cache: cfg's, with M2MClients that
+// do not decode left out of LIST and WATCH answers and reported to s.
+func (s *statusRepair) cacheHTTPClient(cfg *rest.Config) (*http.Client, error) {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, err
 	}
-	s.repair(ctx)
+	codecs := serializer.NewCodecFactory(m2mv1alpha1.NewScheme())
+	decoder := codecs.UniversalDeserializer()
+	filtered := *hc
+	filtered.Transport = &undecodable.Filter{
+		Base:       hc.Transport,
+		PathPrefix: "/apis/" + m2mv1alpha1.GroupVersion.String() + "/",
+		Resource:   "m2mclients",
+		Decode: func(object []byte) error {
+			_, _, err := decoder.Decode(object, nil, &m2mv1alpha1.M2MClient{})
+			return err
+		},
+		Report: s.report,
+	}
+	return &filtered, nil
 }
 
-// repair removes the status of every M2MClient that does not decode.
-func (s *statusRepair) repair(ctx context.Context) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.client == nil || time.Since(s.last) < repairInterval {
-		return
-	}
-	select {
-	case <-s.elected:
-	default:
-		return // a standby
-	}
-	s.last = time.Now()
-	namespaces := s.namespaces
-	if len(namespaces) == 0 {
-		namespaces = []string{""}
-	}
-	for _, ns := range namespaces {
-		s.repairNamespace(ctx, ns)
-	}
+// report queues an object the cache left out.
+func (s *statusRepair) report(o undecodable.Object) {
+	UndecodableClients.Inc()
+	s.queue.AddRateLimited(types.NamespacedName{Namespace: o.Namespace, Name: o.Name})
 }
 
-// repairNamespace pages through the M2MClients of ns ("" for all) and removes the status of each
-// that does not decode.
-func (s *statusRepair) repairNamespace(ctx context.Context, ns string) {
-	logger := log.FromContext(ctx).WithName("status-repair")
-	cont := ""
+// start gives the repair its clients once the manager exists.
+func (s *statusRepair) start(c client.Client, reader client.Reader, recorder events.EventRecorder) {
+	s.client, s.reader, s.recorder = c, reader, recorder
+}
+
+// NeedLeaderElection makes only the leader repair, so that a standby of another version never
+// removes a status it cannot read but the leader can. A standby's queue keeps what it was told.
+func (s *statusRepair) NeedLeaderElection() bool { return true }
+
+// Start repairs queued objects, one at a time, until ctx ends.
+func (s *statusRepair) Start(ctx context.Context) error {
+	go func() {
+		<-ctx.Done()
+		s.queue.ShutDown()
+	}()
 	for {
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClientList"))
-		if err := s.reader.List(ctx, list, client.InNamespace(ns), client.Limit(repairPageSize), client.Continue(cont)); err != nil {
-			logger.Error(err, "listing M2MClients to find one that does not decode")
-			return
+		key, shutdown := s.queue.Get()
+		if shutdown {
+			return nil
 		}
-		for i := range list.Items {
-			s.repairOne(ctx, &list.Items[i])
-		}
-		if cont = list.GetContinue(); cont == "" {
-			return
-		}
+		s.repairOne(ctx, key)
+		s.queue.Done(key)
 	}
 }
 
-// repairOne removes u's status when it does not decode. The patch names u's UID and
-// resourceVersion, so that it never removes the status of a newer version or another object.
-func (s *statusRepair) repairOne(ctx context.Context, u *unstructured.Unstructured) {
-	decodeErr := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &m2mv1alpha1.M2MClient{})
-	if decodeErr == nil {
+// repairOne removes key's status when it does not decode. The patch names the UID and
+// resourceVersion it read, so that it never removes the status of a newer version or of another
+// object of the same name.
+func (s *statusRepair) repairOne(ctx context.Context, key types.NamespacedName) {
+	logger := log.FromContext(ctx).WithName("status-repair").WithValues("namespace", key.Namespace, "name", key.Name)
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClient"))
+	if err := s.reader.Get(ctx, key, u); err != nil {
+		if apierrors.IsNotFound(err) {
+			s.queue.Forget(key)
+			return
+		}
+		logger.Error(err, "reading an M2MClient that did not decode")
+		s.queue.AddRateLimited(key)
 		return
 	}
-	logger := log.FromContext(ctx).WithName("status-repair").WithValues("namespace", u.GetNamespace(), "name", u.GetName())
+	decodeErr := decode(u)
+	if decodeErr == nil {
+		// Repaired, or changed by someone else, since it was reported. Its next poisoning
+		// is repaired after the first delay again.
+		s.queue.Forget(key)
+		return
+	}
 	patch, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{"uid": u.GetUID(), "resourceVersion": u.GetResourceVersion()},
 		"status":   nil,
@@ -135,11 +158,27 @@ func (s *statusRepair) repairOne(ctx context.Context, u *unstructured.Unstructur
 		return
 	}
 	if err := s.client.Status().Patch(ctx, u, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		logger.Error(err, "removing a status that does not decode")
+		if !apierrors.IsNotFound(err) {
+			logger.Error(err, "removing a status that does not decode")
+			s.queue.AddRateLimited(key)
+		}
 		return
 	}
 	StatusesRepaired.Inc()
+	if err := decode(u); err != nil {
+		// Something outside the status does not decode either: nothing the manager may
+		// rewrite. The client stays out of the caches until its owner fixes it.
+		logger.Error(err, "an M2MClient does not decode even without its status; it gets no tokens until it is fixed")
+		s.recorder.Eventf(u, nil, corev1.EventTypeWarning, m2mv1alpha1.EventStatusUndecodable, "Repair",
+			"the client does not decode even without its status (%v); the manager and the token server leave it out until it is fixed", err)
+		return
+	}
 	logger.Info("removed a status that does not decode; it is rebuilt from the client's binding and Secret", "error", decodeErr.Error())
 	s.recorder.Eventf(u, nil, corev1.EventTypeWarning, m2mv1alpha1.EventStatusUndecodable, "Repair",
-		"status did not decode (%v) and stopped the manager's cache for every client; it was removed and is rebuilt from the client's binding and Secret", decodeErr)
+		"status did not decode (%v); it was removed and is rebuilt from the client's binding and Secret", decodeErr)
+}
+
+// decode reports whether u decodes as an M2MClient.
+func decode(u *unstructured.Unstructured) error {
+	return runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &m2mv1alpha1.M2MClient{})
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -149,4 +151,49 @@ func TestTheCRDRefusesATimeInStatusThatGoCannotRead(t *testing.T) {
 			t.Fatalf("the canonical time %s was refused: %v", canonical, err)
 		}
 	}
+}
+
+// A status writer who poisons the status again as soon as it is repaired (here every 100 ms,
+// faster than a reflector's backoff) must not keep the manager's cache stale for anyone else:
+// while it writes, a client created afterwards still becomes Ready, and a change to an existing
+// client is still seen.
+func TestAStatusWriterWhoKeepsPoisoningOneClientDelaysNoOtherClient(t *testing.T) {
+	ctx := context.Background()
+	poisonedKey := create(t, rotatingClient(sharedNamespace, "poisoned-again", nil))
+	settled(t, poisonedKey, nil)
+	existingKey := create(t, rotatingClient(sharedNamespace, "existing-neighbour", nil))
+	settled(t, existingKey, nil)
+
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClient"))
+	u.SetNamespace(poisonedKey.Namespace)
+	u.SetName(poisonedKey.Name)
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), u) })
+	poisonCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	var writes atomic.Int64
+	go func() {
+		defer close(done)
+		for poisonCtx.Err() == nil {
+			if env.Client.Status().Patch(poisonCtx, u, client.RawPatch(types.MergePatchType, poisonedStatus)) == nil {
+				writes.Add(1)
+			}
+			select {
+			case <-poisonCtx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { stop(); <-done })
+	testenv.Eventually(t, wait, func() error {
+		if n := writes.Load(); n < 5 {
+			return fmt.Errorf("%d poisoning writes so far", n)
+		}
+		return nil
+	})
+
+	otherKey := create(t, rotatingClient(sharedNamespace, "created-while-poisoned", nil))
+	settled(t, otherKey, nil)
+	update(t, existingKey, func(obj *m2mv1alpha1.M2MClient) { obj.Spec.Scopes = append(obj.Spec.Scopes, "write:things") })
+	settled(t, existingKey, nil)
 }
