@@ -212,7 +212,10 @@ func (o *Options) cacheOptions() cache.Options {
 	}
 	// One entry for Secrets: ByObject is keyed by pointer, so a second &corev1.Secret{} key would
 	// be a second, conflicting entry.
-	cacheOpts.ByObject = map[client.Object]cache.ByObject{&corev1.Secret{}: secrets}
+	cacheOpts.ByObject = map[client.Object]cache.ByObject{
+		&corev1.Secret{}:         secrets,
+		&m2mv1alpha1.M2MClient{}: {Transform: trimClient},
+	}
 	return cacheOpts
 }
 

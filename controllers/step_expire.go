@@ -43,7 +43,7 @@ func (c *clientReconcile) expireEntries(context.Context) (stepResult, error) {
 // claimsFit says the client is not Ready when its tokenClaims are over the size the token server
 // serves: it would get no token.
 func (c *clientReconcile) claimsFit() {
-	if c.obj.Spec.TokenClaims.TooLarge() {
+	if claimsTooLarge(c.obj) {
 		setReady(c.obj, metav1.ConditionFalse, m2mv1alpha1.ReasonClaimsTooLarge,
 			fmt.Sprintf("spec.tokenClaims encodes to more than %d bytes; the token server issues this client no token until they are made smaller", m2mv1alpha1.MaxTokenClaimsBytes))
 	}
