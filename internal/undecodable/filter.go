@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
+	sigsjson "sigs.k8s.io/json"
 )
 
 // Object is one object the Filter left out, and why.
@@ -201,12 +202,17 @@ type event struct {
 func (f *Filter) watch(r io.Reader, w *bufio.Writer) error {
 	dec := json.NewDecoder(r)
 	for {
-		var e event
-		if err := dec.Decode(&e); err != nil {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
+		}
+		// Case-sensitively, as client-go reads the event.
+		var e event
+		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &e); err != nil {
+			return fmt.Errorf("a watch event does not decode: %w", err)
 		}
 		switch e.Type {
 		case "ADDED", "MODIFIED", "DELETED":
