@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -147,7 +148,10 @@ func (s *InformerClients) listWatch(c client.WithWatch, ns string) *toolscache.L
 				return nil, err
 			}
 			s.touch()
-			return s.observe(ctx, w), nil
+			// A watch that starts with every object's initial event (client-go's watch-list
+			// mode, which replaces the LIST) is a whole LIST too, up to its end bookmark.
+			initial := opts.SendInitialEvents != nil && *opts.SendInitialEvents
+			return s.observe(ctx, w, ns, initial), nil
 		},
 	}
 }
@@ -201,11 +205,16 @@ func (s *InformerClients) Undecodable() int {
 
 func (s *InformerClients) touch() { s.lastMessage.Store(s.clock.Now().UnixNano()) }
 
-// observe passes a watch through, decoding each object (an object that does not decode becomes
-// the deletion of its namespace and name) and noting every message (bookmarks included) and
-// whether the stream is open.
-func (s *InformerClients) observe(ctx context.Context, w watch.Interface) watch.Interface {
+// observe passes a watch of namespace ns through, decoding each object (an object that does not
+// decode becomes the deletion of its namespace and name) and noting every message (bookmarks
+// included) and whether the stream is open. When the watch starts with initial events, the
+// undecodable objects those events no longer name are forgotten at their end.
+func (s *InformerClients) observe(ctx context.Context, w watch.Interface, ns string, initial bool) watch.Interface {
 	o := &observedWatch{inner: w, out: make(chan watch.Event), done: make(chan struct{})}
+	var listed map[string]bool
+	if initial {
+		listed = map[string]bool{}
+	}
 	s.openWatches.Add(1)
 	go func() {
 		defer close(o.out)
@@ -217,6 +226,9 @@ func (s *InformerClients) observe(ctx context.Context, w watch.Interface) watch.
 					return
 				}
 				s.touch()
+				if listed != nil {
+					listed = s.noteInitial(ev, ns, listed)
+				}
 				select {
 				case o.out <- s.typed(ctx, ev):
 				case <-o.done:
@@ -228,6 +240,25 @@ func (s *InformerClients) observe(ctx context.Context, w watch.Interface) watch.
 		}
 	}()
 	return o
+}
+
+// noteInitial notes the object of an initial event in listed, and at the bookmark that ends the
+// initial events forgets the undecodable objects of ns not in listed; it returns nil once done.
+func (s *InformerClients) noteInitial(ev watch.Event, ns string, listed map[string]bool) map[string]bool {
+	m, err := meta.Accessor(ev.Object)
+	if err != nil {
+		return listed
+	}
+	switch ev.Type {
+	case watch.Added:
+		listed[m.GetNamespace()+"/"+m.GetName()] = true
+	case watch.Bookmark:
+		if m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
+			s.forgetUndecodable(ns, listed)
+			return nil
+		}
+	}
+	return listed
 }
 
 // typed is ev with its object decoded. An object that does not decode is deleted from the cache.
