@@ -80,11 +80,17 @@ func (s *statusRepair) cacheHTTPClient(cfg *rest.Config) (*http.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	codecs := serializer.NewCodecFactory(m2mv1alpha1.NewScheme())
-	decoder := codecs.UniversalDeserializer()
 	filtered := *hc
-	filtered.Transport = &undecodable.Filter{
-		Base:       hc.Transport,
+	filtered.Transport, err = s.filterTransport(hc.Transport)
+	return &filtered, err
+}
+
+// filterTransport is base with M2MClients that do not decode left out of LIST and WATCH answers
+// and reported to s.
+func (s *statusRepair) filterTransport(base http.RoundTripper) (http.RoundTripper, error) {
+	decoder := serializer.NewCodecFactory(m2mv1alpha1.NewScheme()).UniversalDeserializer()
+	return &undecodable.Filter{
+		Base:       base,
 		PathPrefix: "/apis/" + m2mv1alpha1.GroupVersion.String() + "/",
 		Resource:   "m2mclients",
 		Decode: func(object []byte) error {
@@ -92,8 +98,7 @@ func (s *statusRepair) cacheHTTPClient(cfg *rest.Config) (*http.Client, error) {
 			return err
 		},
 		Report: s.report,
-	}
-	return &filtered, nil
+	}, nil
 }
 
 // report queues an object the cache left out.
