@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -496,4 +497,104 @@ func TestAClientWithClaimsTooLargeIsNotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, ns, "big-claims", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+}
+
+// nested is a claim value nested depth levels deep: {"a":{"a":...1...}}.
+func nested(depth int) string {
+	return strings.Repeat(`{"a":`, depth) + "1" + strings.Repeat("}", depth)
+}
+
+// A tenant who could store a value nested thousands of levels deep would make an object the API
+// server cannot read back (its managedFields nest deeper than its JSON reader allows): every LIST
+// of M2MClients in the cluster would fail, for the manager, the token server and kubectl. The
+// policy m2m-free-form-values bounds tokenClaims and trustedMetadata values to three levels;
+// an object stored before it keeps an unchanged value through updates.
+func TestATenantCannotStoreFreeFormValuesNestedBeyondWhatClaimsNeed(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantClients)
+	with := func(name, claimsJSON, metadataJSON string) *m2mv1alpha1.M2MClient {
+		obj := newClient(ns, name)
+		if claimsJSON != "" {
+			obj.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(claimsJSON))
+		}
+		if metadataJSON != "" {
+			obj.Spec.TrustedMetadata = claims(metadataJSON)
+		}
+		return obj
+	}
+	testenv.Eventually(t, wait, func() error {
+		if err := tenant.Create(ctx, with("probe", `{"x":`+nested(3)+`}`, ""), client.DryRunAll); !apierrors.IsInvalid(err) {
+			return fmt.Errorf("a value four levels deep was not refused: %v", err)
+		}
+		return nil
+	})
+	hundred := "[" + strings.Repeat(`"x",`, 99) + `"x"]`
+	for i, bad := range []string{
+		`{"deep":` + nested(9990) + `}`,
+		`{"x":` + nested(3) + `}`,
+		`{"x":[[1]]}`,
+		`{"x":[{"a":1}]}`,
+		`{"x":{"a":[[1]]}}`,
+		`{"x":{"a":{"b":1}}}`,
+		`{"x":[` + strings.Repeat(`"x",`, 100) + `"x"]}`,
+	} {
+		for _, where := range []string{"tokenClaims", "trustedMetadata"} {
+			obj := with(fmt.Sprintf("bad-%d", i), bad, "")
+			if where == "trustedMetadata" {
+				obj = with(fmt.Sprintf("bad-%d", i), "", bad)
+			}
+			err := tenant.Create(ctx, obj)
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec."+where) {
+				short := bad
+				if len(short) > 40 {
+					short = short[:40] + "..."
+				}
+				t.Fatalf("%s %s: %v, want Invalid naming spec.%s", where, short, err, where)
+			}
+		}
+	}
+	good := `{"team":"a","tier":1,"ratio":0.5,"on":true,"none":null,"tags":` + hundred + `,"tenant":{"id":"x","plans":["pro","max"],"n":2}}`
+	if err := tenant.Create(ctx, with("good", good, good)); err != nil {
+		t.Fatalf("values of the shapes claims need were refused: %v", err)
+	}
+
+	// An object stored before the policy existed keeps its value through an update that leaves it
+	// as it is, and cannot change it to another value of a shape the policy refuses.
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
+	binding.Name = "m2m-free-form-values"
+	get(t, binding)
+	kept := binding.DeepCopy()
+	kept.ResourceVersion = ""
+	if err := env.Client.Delete(ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := env.Client.Create(ctx, kept); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer restore()
+	legacy := with("legacy", `{"x":`+nested(3)+`}`, "")
+	testenv.Eventually(t, wait, func() error { return tenant.Create(ctx, legacy.DeepCopy()) })
+	restore()
+	testenv.Eventually(t, wait, func() error {
+		if err := tenant.Create(ctx, with("probe-2", `{"x":`+nested(3)+`}`, ""), client.DryRunAll); !apierrors.IsInvalid(err) {
+			return fmt.Errorf("the restored policy does not refuse yet: %v", err)
+		}
+		return nil
+	})
+	get(t, legacy)
+	legacy.Spec.Scopes = append(legacy.Spec.Scopes, "write:things")
+	if err := tenant.Update(ctx, legacy); err != nil {
+		t.Fatalf("an update that keeps a stored value as it is was refused: %v", err)
+	}
+	legacy.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"x":` + nested(4) + `}`))
+	if err := tenant.Update(ctx, legacy); !apierrors.IsInvalid(err) {
+		t.Fatalf("changing a stored value to another refused shape: %v, want Invalid", err)
+	}
 }
