@@ -80,25 +80,30 @@ func (s *statusRepair) cacheHTTPClient(cfg *rest.Config) (*http.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	server, _, err := rest.DefaultServerUrlFor(cfg)
+	if err != nil {
+		return nil, err
+	}
 	filtered := *hc
-	filtered.Transport, err = s.filterTransport(hc.Transport)
-	return &filtered, err
+	filtered.Transport = s.filterTransport(hc.Transport, server.Path)
+	return &filtered, nil
 }
 
 // filterTransport is base with M2MClients that do not decode left out of LIST and WATCH answers
-// and reported to s.
-func (s *statusRepair) filterTransport(base http.RoundTripper) (http.RoundTripper, error) {
+// and reported to s. serverPath is the API server URL's path, which a proxy in front of it (one
+// that serves many clusters, say) may add before /apis.
+func (s *statusRepair) filterTransport(base http.RoundTripper, serverPath string) http.RoundTripper {
 	decoder := serializer.NewCodecFactory(m2mv1alpha1.NewScheme()).UniversalDeserializer()
 	return &undecodable.Filter{
 		Base:       base,
-		PathPrefix: "/apis/" + m2mv1alpha1.GroupVersion.String() + "/",
+		PathPrefix: undecodable.PathPrefix(serverPath, m2mv1alpha1.GroupVersion),
 		Resource:   "m2mclients",
 		Decode: func(object []byte) error {
 			_, _, err := decoder.Decode(object, nil, &m2mv1alpha1.M2MClient{})
 			return err
 		},
-		Report: s.report,
-	}, nil
+		Report: func(_ context.Context, o undecodable.Object) { s.report(o) },
+	}
 }
 
 // report queues an object the cache left out.

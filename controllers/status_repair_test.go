@@ -60,10 +60,7 @@ func BenchmarkCacheListDecode(b *testing.B) {
 		}
 	})
 	b.Run("filtered", func(b *testing.B) {
-		hc, err := newStatusRepair().filterTransport(staticAnswer{body})
-		if err != nil {
-			b.Fatal(err)
-		}
+		hc := newStatusRepair().filterTransport(staticAnswer{body}, "")
 		req, _ := http.NewRequest(http.MethodGet, "https://api/apis/m2m.dev/v1alpha1/m2mclients", nil)
 		b.SetBytes(int64(len(body)))
 		for b.Loop() {

@@ -3,6 +3,7 @@ package tokenserver
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/undecodable"
 )
 
 // ClientSource finds M2MClients by client ID.
@@ -56,6 +58,23 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 	if err := m2mv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
+	s := &InformerClients{clock: clk}
+	server, _, err := rest.DefaultServerUrlFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// An object nested as deeply as a decoder allows decodes on its own but fails the LIST or
+	// watch event around it, and with it every other client: the filter leaves it out. The
+	// per-object decode below deals with every other object that does not decode.
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return &undecodable.Filter{
+			Base:       rt,
+			PathPrefix: undecodable.PathPrefix(server.Path, m2mv1alpha1.GroupVersion),
+			Resource:   "m2mclients",
+			Report:     s.leftOut,
+		}
+	})
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, err
@@ -63,7 +82,6 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
-	s := &InformerClients{clock: clk}
 	s.lastMessage.Store(clk.Now().UnixNano())
 	for _, ns := range namespaces {
 		inf := toolscache.NewSharedIndexInformer(s.listWatch(c, ns), &m2mv1alpha1.M2MClient{}, 0, toolscache.Indexers{
@@ -121,14 +139,14 @@ func (s *InformerClients) listWatch(c client.WithWatch, ns string) *toolscache.L
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			raw := &unstructured.UnstructuredList{}
 			raw.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClientList"))
-			if err := c.List(ctx, raw, &client.ListOptions{Namespace: ns, Raw: &opts}); err != nil {
+			listed := map[string]bool{} // the objects of this LIST, those the filter left out too
+			if err := c.List(context.WithValue(ctx, listedKey{}, listed), raw, &client.ListOptions{Namespace: ns, Raw: &opts}); err != nil {
 				return nil, err
 			}
 			s.touch()
 			list := &m2mv1alpha1.M2MClientList{}
 			list.ResourceVersion, list.Continue = raw.GetResourceVersion(), raw.GetContinue()
 			list.Items = make([]m2mv1alpha1.M2MClient, 0, len(raw.Items))
-			listed := make(map[string]bool, len(raw.Items))
 			for i := range raw.Items {
 				listed[raw.Items[i].GetNamespace()+"/"+raw.Items[i].GetName()] = true
 				if obj, ok := s.decode(ctx, &raw.Items[i]); ok {
@@ -154,6 +172,20 @@ func (s *InformerClients) listWatch(c client.WithWatch, ns string) *toolscache.L
 			return s.observe(ctx, w, ns, initial), nil
 		},
 	}
+}
+
+// listedKey is the context key of the objects a LIST named, left out by the filter or not.
+type listedKey struct{}
+
+// leftOut records an object the filter left out of an answer (too deeply nested to decode within
+// it); a LIST's context collects its key, so that the LIST does not forget it as deleted.
+func (s *InformerClients) leftOut(ctx context.Context, o undecodable.Object) {
+	key := o.Namespace + "/" + o.Name
+	if listed, ok := ctx.Value(listedKey{}).(map[string]bool); ok {
+		listed[key] = true
+	}
+	s.markUndecodable(key, true)
+	log.FromContext(ctx).Error(o.Err, "an M2MClient does not decode; it gets no tokens until it is fixed", "namespace", o.Namespace, "name", o.Name)
 }
 
 // decode turns u into an M2MClient, or reports (log, and the set of undecodable clients) why it
@@ -252,6 +284,10 @@ func (s *InformerClients) noteInitial(ev watch.Event, ns string, listed map[stri
 	switch ev.Type {
 	case watch.Added:
 		listed[m.GetNamespace()+"/"+m.GetName()] = true
+	case watch.Deleted:
+		if m.GetAnnotations()[undecodable.LeftOutAnnotation] != "" {
+			listed[m.GetNamespace()+"/"+m.GetName()] = true // left out by the filter, still stored
+		}
 	case watch.Bookmark:
 		if m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
 			s.forgetUndecodable(ns, listed)
@@ -269,7 +305,10 @@ func (s *InformerClients) typed(ctx context.Context, ev watch.Event) watch.Event
 	}
 	gone := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: u.GetNamespace(), Name: u.GetName(), ResourceVersion: u.GetResourceVersion()}}
 	if ev.Type == watch.Deleted {
-		s.markUndecodable(u.GetNamespace()+"/"+u.GetName(), false)
+		// The filter's stub of an object it left out is still stored: it stays counted.
+		if u.GetAnnotations()[undecodable.LeftOutAnnotation] == "" {
+			s.markUndecodable(u.GetNamespace()+"/"+u.GetName(), false)
+		}
 		return watch.Event{Type: watch.Deleted, Object: gone}
 	}
 	if obj, ok := s.decode(ctx, u); ok {

@@ -14,6 +14,7 @@ package undecodable
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,8 +23,8 @@ import (
 	"net/http"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	sigsjson "sigs.k8s.io/json"
 )
 
 // Object is one object the Filter left out, and why.
@@ -40,14 +41,23 @@ type Object struct {
 type Filter struct {
 	// Base makes the requests.
 	Base http.RoundTripper
-	// PathPrefix is the group version's path, such as "/apis/m2m.dev/v1alpha1/".
+	// PathPrefix is the group version's path, such as "/apis/m2m.dev/v1alpha1/" (PathPrefix
+	// builds it).
 	PathPrefix string
 	// Resource is the collection's plural name, such as "m2mclients".
 	Resource string
-	// Decode returns an error for an object the caller's client cannot decode.
+	// Decode returns an error for an object the caller's client cannot decode; nil leaves
+	// out only the objects nested too deeply to decode within their answer.
 	Decode func(object []byte) error
-	// Report is told of each object left out. It must not block.
-	Report func(Object)
+	// Report is told of each object left out, with the context of the request whose answer
+	// left it out. It must not block.
+	Report func(context.Context, Object)
+}
+
+// PathPrefix is the path of gv's resources on an API server whose URL has the path serverPath
+// (usually empty; a proxy that serves many clusters may add one).
+func PathPrefix(serverPath string, gv schema.GroupVersion) string {
+	return strings.TrimSuffix(serverPath, "/") + "/apis/" + gv.Group + "/" + gv.Version + "/"
 }
 
 // RoundTrip asks for JSON (the one encoding the Filter reads) and rewrites the answer.
@@ -65,6 +75,7 @@ func (f *Filter) RoundTrip(req *http.Request) (*http.Response, error) {
 		_ = resp.Body.Close()
 		return nil, fmt.Errorf("GET %s: the answer is %q, and only JSON can be read one object at a time", req.URL.Path, mediaType)
 	}
+	ctx := req.Context()
 	rewrite := f.list
 	if w := req.URL.Query().Get("watch"); w == "true" || w == "1" {
 		rewrite = f.watch
@@ -73,7 +84,7 @@ func (f *Filter) RoundTrip(req *http.Request) (*http.Response, error) {
 	body := resp.Body
 	go func() {
 		bw := bufio.NewWriter(pw)
-		err := rewrite(body, bw)
+		err := rewrite(ctx, body, bw)
 		if err == nil {
 			err = bw.Flush()
 		}
@@ -115,7 +126,7 @@ func (f *Filter) isCollection(path string) bool {
 
 // list copies a LIST answer, leaving out the items that do not decode. It reads one item at a
 // time, so that a large LIST is never held twice.
-func (f *Filter) list(r io.Reader, w *bufio.Writer) error {
+func (f *Filter) list(ctx context.Context, r io.Reader, w *bufio.Writer) error {
 	dec := json.NewDecoder(r)
 	if err := expectDelim(dec, '{'); err != nil {
 		return err
@@ -144,7 +155,7 @@ func (f *Filter) list(r io.Reader, w *bufio.Writer) error {
 			w.Write(value)
 			continue
 		}
-		if err := f.items(dec, w); err != nil {
+		if err := f.items(ctx, dec, w); err != nil {
 			return err
 		}
 	}
@@ -156,7 +167,7 @@ func (f *Filter) list(r io.Reader, w *bufio.Writer) error {
 }
 
 // items copies the items array, leaving out those that do not decode.
-func (f *Filter) items(dec *json.Decoder, w *bufio.Writer) error {
+func (f *Filter) items(ctx context.Context, dec *json.Decoder, w *bufio.Writer) error {
 	tok, err := dec.Token()
 	if err != nil {
 		return err
@@ -175,7 +186,7 @@ func (f *Filter) items(dec *json.Decoder, w *bufio.Writer) error {
 		if err := dec.Decode(&item); err != nil {
 			return err
 		}
-		if f.leftOut(item) {
+		if f.leftOut(ctx, item, listNesting) {
 			continue
 		}
 		if written > 0 {
@@ -198,25 +209,43 @@ type event struct {
 }
 
 // watch copies a WATCH stream event by event, turning each event whose object does not decode
-// into the DELETED event of a stub of it.
-func (f *Filter) watch(r io.Reader, w *bufio.Writer) error {
+// into the DELETED event of a stub of it. It reads each event's envelope token by token, so that
+// an object as deep as a decoder allows does not fail the envelope around it.
+func (f *Filter) watch(ctx context.Context, r io.Reader, w *bufio.Writer) error {
 	dec := json.NewDecoder(r)
 	for {
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
+		if _, err := dec.Token(); err != nil { // the event's '{'
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
 		}
-		// Case-sensitively, as client-go reads the event.
 		var e event
-		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &e); err != nil {
-			return fmt.Errorf("a watch event does not decode: %w", err)
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			// Keys compare case-sensitively, as client-go reads them.
+			switch tok {
+			case "type":
+				err = dec.Decode(&e.Type)
+			case "object":
+				err = dec.Decode(&e.Object)
+			default:
+				var skipped json.RawMessage
+				err = dec.Decode(&skipped)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if err := expectDelim(dec, '}'); err != nil {
+			return err
 		}
 		switch e.Type {
 		case "ADDED", "MODIFIED", "DELETED":
-			if f.leftOut(e.Object) {
+			if f.leftOut(ctx, e.Object, watchNesting) {
 				e.Type, e.Object = "DELETED", stub(e.Object)
 			}
 		}
@@ -232,35 +261,86 @@ func (f *Filter) watch(r io.Reader, w *bufio.Writer) error {
 	}
 }
 
+// LeftOutAnnotation marks the stub of a DELETED event the Filter made of an object that does not
+// decode: the object is still stored, which a reader that counts such objects needs to know.
+const LeftOutAnnotation = "m2m.dev/left-out-undecodable"
+
 // objectMeta is what the Filter reads of an object that does not decode.
 type objectMeta struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
 	Metadata   struct {
-		Name            string    `json:"name"`
-		Namespace       string    `json:"namespace,omitempty"`
-		UID             types.UID `json:"uid,omitempty"`
-		ResourceVersion string    `json:"resourceVersion,omitempty"`
+		Name            string            `json:"name"`
+		Namespace       string            `json:"namespace,omitempty"`
+		UID             types.UID         `json:"uid,omitempty"`
+		ResourceVersion string            `json:"resourceVersion,omitempty"`
+		Annotations     map[string]string `json:"annotations,omitempty"`
 	} `json:"metadata"`
 }
 
-// leftOut reports whether object does not decode, and reports it when it does not.
-func (f *Filter) leftOut(object []byte) bool {
-	err := f.Decode(object)
+// maxNesting is how deeply encoding/json, and client-go's decoder (sigs.k8s.io/json, a copy of
+// it), let JSON nest. It counts from the top of what is decoded: an object that decodes on its
+// own at this depth fails inside a LIST (listNesting levels deeper) or a watch event
+// (watchNesting), and would fail the whole answer.
+const (
+	maxNesting   = 10000
+	listNesting  = 2 // {"items":[ object ]}
+	watchNesting = 1 // {"object": object}
+)
+
+// leftOut reports whether object does not decode where it stands, nesting levels deep in the
+// answer, and reports it when it does not. Decode is not asked about an object too deep for its
+// answer.
+func (f *Filter) leftOut(ctx context.Context, object []byte, nesting int) bool {
+	err := tooDeep(object, nesting)
+	if err == nil && f.Decode != nil {
+		err = f.Decode(object)
+	}
 	if err == nil {
 		return false
 	}
 	var m objectMeta
 	_ = json.Unmarshal(object, &m)
-	f.Report(Object{Namespace: m.Metadata.Namespace, Name: m.Metadata.Name, UID: m.Metadata.UID, ResourceVersion: m.Metadata.ResourceVersion, Err: err})
+	f.Report(ctx, Object{Namespace: m.Metadata.Namespace, Name: m.Metadata.Name, UID: m.Metadata.UID, ResourceVersion: m.Metadata.ResourceVersion, Err: err})
 	return true
 }
 
-// stub is object with nothing but its kind, name, namespace, UID and resourceVersion, which
-// decodes and which an informer deletes by its name.
+// tooDeep returns an error when object, nesting levels deep in an answer, nests past maxNesting.
+func tooDeep(object []byte, nesting int) error {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range object {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	if deepest+nesting > maxNesting {
+		return fmt.Errorf("the object nests %d levels deep, past the %d a JSON decoder reads within an answer", deepest, maxNesting-nesting)
+	}
+	return nil
+}
+
+// stub is object with nothing but its kind, name, namespace, UID and resourceVersion, and
+// LeftOutAnnotation, which decodes and which an informer deletes by its name.
 func stub(object []byte) json.RawMessage {
 	var m objectMeta
 	_ = json.Unmarshal(object, &m)
+	m.Metadata.Annotations = map[string]string{LeftOutAnnotation: "true"}
 	out, _ := json.Marshal(m)
 	return out
 }

@@ -1,6 +1,7 @@
 package undecodable
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,7 +49,7 @@ func filter(up *upstream, reports *[]Object) *Filter {
 			}
 			return nil
 		},
-		Report: func(o Object) { *reports = append(*reports, o) },
+		Report: func(_ context.Context, o Object) { *reports = append(*reports, o) },
 	}
 }
 
@@ -127,7 +128,7 @@ func TestAWatchEventWhoseObjectDoesNotDecodeBecomesTheDeletionOfAStubThatDoes(t 
 	got := get(t, filter(up, &reports), "https://api/apis/m2m.dev/v1alpha1/m2mclients?watch=true&resourceVersion=1")
 
 	stub := func(rv string) string {
-		return `{"apiVersion":"m2m.dev/v1alpha1","kind":"M2MClient","metadata":{"name":"bad","namespace":"team-a","uid":"u-bad","resourceVersion":"` + rv + `"}}`
+		return `{"apiVersion":"m2m.dev/v1alpha1","kind":"M2MClient","metadata":{"name":"bad","namespace":"team-a","uid":"u-bad","resourceVersion":"` + rv + `","annotations":{"` + LeftOutAnnotation + `":"true"}}}`
 	}
 	want := `{"type":"ADDED","object":` + item("good", "1", false) + "}\n" +
 		`{"type":"DELETED","object":` + stub("2") + "}\n" +
@@ -252,4 +253,52 @@ func FuzzFilter(f *testing.F) {
 			}
 		}
 	})
+}
+
+// deepItem is an object that decodes on its own but nests depth levels deep.
+func deepItem(name string, depth int) string {
+	return `{"metadata":{"name":"` + name + `","namespace":"team-a"},"spec":{"x":` +
+		strings.Repeat("[", depth-2) + strings.Repeat("]", depth-2) + `}}`
+}
+
+// An object nested as deeply as a decoder allows decodes on its own, but not within a LIST
+// (two levels deeper) or a watch event (one level deeper), where it would fail the whole answer:
+// it is left out, and the answer decodes.
+func TestAnObjectThatDecodesAloneButNotWithinItsAnswerIsLeftOut(t *testing.T) {
+	for _, tc := range []struct {
+		sentence string
+		url      string
+		body     string
+	}{
+		{"in a LIST", "https://api/apis/m2m.dev/v1alpha1/m2mclients",
+			`{"items":[` + item("good", "1", false) + `,` + deepItem("deep", maxNesting-1) + `]}`},
+		{"in a watch event", "https://api/apis/m2m.dev/v1alpha1/m2mclients?watch=true",
+			`{"type":"ADDED","object":` + deepItem("deep", maxNesting) + `}` + "\n" + `{"type":"ADDED","object":` + item("good", "1", false) + `}`},
+	} {
+		t.Run(tc.sentence, func(t *testing.T) {
+			var standalone any
+			if err := json.Unmarshal([]byte(deepItem("deep", maxNesting)), &standalone); err != nil {
+				t.Fatalf("the deep object does not decode on its own, so the test cannot fail: %v", err)
+			}
+			var whole any
+			if err := json.NewDecoder(strings.NewReader(tc.body)).Decode(&whole); err == nil {
+				t.Fatal("the unfiltered answer decodes, so the test cannot fail")
+			}
+			up := &upstream{body: io.NopCloser(strings.NewReader(tc.body))}
+			var reports []Object
+			got := get(t, filter(up, &reports), tc.url)
+			dec := json.NewDecoder(strings.NewReader(got))
+			for {
+				var v any
+				if err := dec.Decode(&v); err == io.EOF {
+					break
+				} else if err != nil {
+					t.Fatalf("the filtered answer does not decode: %v", err)
+				}
+			}
+			if !strings.Contains(got, `"good"`) || len(reports) != 1 || reports[0].Name != "deep" {
+				t.Fatalf("reports %+v; the good object kept: %v", reports, strings.Contains(got, `"good"`))
+			}
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -196,4 +197,26 @@ func TestAStatusWriterWhoKeepsPoisoningOneClientDelaysNoOtherClient(t *testing.T
 	settled(t, otherKey, nil)
 	update(t, existingKey, func(obj *m2mv1alpha1.M2MClient) { obj.Spec.Scopes = append(obj.Spec.Scopes, "write:things") })
 	settled(t, existingKey, nil)
+}
+
+// An object nested as deeply as the API server's JSON reader allows (lists, which managedFields
+// do not follow, so the API server still reads it back) decodes on its own, but not inside a LIST
+// or a watch event, which are one or two levels deeper: it would fail every LIST and WATCH of
+// M2MClients, in both caches. (The admission policy m2m-free-form-values refuses it; this suite
+// installs no policies, as a cluster without them.) Both caches leave it out, and a client
+// created afterwards becomes Ready and gets tokens.
+func TestAnObjectNestedAsDeepAsTheAPIServerAllowsStopsNoOtherClient(t *testing.T) {
+	ctx := context.Background()
+	// {"spec":{"tokenClaims":{"x": 9,997 lists }}} nests 10,000 levels, the decoders' limit.
+	deep := rotatingClient(sharedNamespace, "nested-deep", func(obj *m2mv1alpha1.M2MClient) {
+		obj.Spec.TokenClaims = m2mv1alpha1.TokenClaims{"x": {Raw: []byte(strings.Repeat("[", 9997) + strings.Repeat("]", 9997))}}
+	})
+	if err := env.Client.Create(ctx, deep); err != nil {
+		t.Fatalf("the API server refused the deep object (then the test cannot fail): %v", err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), deep) })
+
+	key := create(t, rotatingClient(sharedNamespace, "after-the-deep-one", nil))
+	obj, secret := settled(t, key, nil)
+	getsToken(t, obj.Status.ClientID, secret, true)
 }
