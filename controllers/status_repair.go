@@ -175,6 +175,9 @@ func (s *statusRepair) repairOne(ctx context.Context, key types.NamespacedName) 
 		return
 	}
 	StatusesRepaired.Inc()
+	// Look again once the longest delay has passed: the key's delay is forgotten then if the
+	// object decodes or is gone, so that keys of objects long repaired or deleted do not pile up.
+	s.queue.AddAfter(key, repairMaxDelay)
 	if err := decode(u); err != nil {
 		// Something outside the status does not decode either: nothing the manager may
 		// rewrite. The client stays out of the caches until its owner fixes it.

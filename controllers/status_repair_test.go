@@ -1,18 +1,30 @@
 package controllers
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/undecodable"
 )
 
 // listAnswer is a LIST answer of n M2MClients with statuses as the manager writes them.
@@ -72,4 +84,66 @@ func BenchmarkCacheListDecode(b *testing.B) {
 			resp.Body.Close()
 		}
 	})
+}
+
+// A repaired object is looked at again after the longest delay, so that its key's delay is
+// forgotten once it decodes or is gone: a status writer who poisons, waits for the repair and
+// deletes, under new names, cannot make the queue's delays pile up.
+func TestARepairedObjectIsLookedAtAgainSoThatItsDelayCanBeForgotten(t *testing.T) {
+	ctx := context.Background()
+	clk := clocktesting.NewFakeClock(time.Now())
+	s := newStatusRepair()
+	s.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[types.NamespacedName](repairFirstDelay, repairMaxDelay),
+		workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Clock: clk})
+	defer s.queue.ShutDown()
+	stored := true
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(_ context.Context, _ client.WithWatch, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+			if !stored {
+				return apierrors.NewNotFound(m2mv1alpha1.GroupVersion.WithResource("m2mclients").GroupResource(), key.Name)
+			}
+			u := obj.(*unstructured.Unstructured)
+			u.SetNamespace(key.Namespace)
+			u.SetName(key.Name)
+			u.Object["status"] = map[string]any{"lastRotationTime": "2026-01-01t00:00:00z"}
+			return nil
+		},
+		SubResourcePatch: func(context.Context, client.Client, string, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
+			return nil
+		},
+	}).Build()
+	s.start(c, c, events.NewFakeRecorder(10))
+	key := types.NamespacedName{Namespace: "team-a", Name: "poisoned"}
+	s.report(undecodable.Object{Namespace: key.Namespace, Name: key.Name})
+	s.repairOne(ctx, key)
+	if s.queue.NumRequeues(key) == 0 {
+		t.Fatal("the repair forgot the delay at once: a status poisoned again would be repaired again at once")
+	}
+
+	stored = false // deleted after its repair
+	clk.Step(repairMaxDelay)
+	got := make(chan types.NamespacedName)
+	go func() {
+		for {
+			k, shutdown := s.queue.Get()
+			if shutdown {
+				return
+			}
+			s.queue.Done(k)
+			if k == key {
+				got <- k
+				return
+			}
+		}
+	}()
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a repaired object was never looked at again: its key keeps its delay for good")
+	}
+	s.repairOne(ctx, key)
+	if n := s.queue.NumRequeues(key); n != 0 {
+		t.Fatalf("the key of a deleted object keeps its delay (%d requeues)", n)
+	}
 }
