@@ -116,7 +116,12 @@ func TestARepairedObjectIsLookedAtAgainSoThatItsDelayCanBeForgotten(t *testing.T
 	s.start(c, c, events.NewFakeRecorder(10))
 	key := types.NamespacedName{Namespace: "team-a", Name: "poisoned"}
 	s.report(undecodable.Object{Namespace: key.Namespace, Name: key.Name})
+	clk.Step(repairFirstDelay)
+	if k, _ := s.queue.Get(); k != key {
+		t.Fatalf("got %v from the queue, want %v", k, key)
+	}
 	s.repairOne(ctx, key)
+	s.queue.Done(key)
 	if s.queue.NumRequeues(key) == 0 {
 		t.Fatal("the repair forgot the delay at once: a status poisoned again would be repaired again at once")
 	}
