@@ -1,8 +1,6 @@
 package controllers
 
 import (
-	corev1 "k8s.io/api/core/v1"
-
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
@@ -14,8 +12,9 @@ const claimsTooLargeMark = "m2m.dev/manager-claims-too-large"
 // what a tenant can make large, so that the cache's memory is bounded by the schema's limits,
 // not by what a tenant writes. tokenClaims and trustedMetadata are free-form JSON whose size no
 // schema bounds (8 clients with a 1 MiB claim each grew the heap by about 14 MiB); the manager
-// reads only whether the claims are too large, which claimsTooLargeMark keeps. kubectl's
-// last-applied configuration repeats the whole spec. The manager writes M2MClients only through
+// reads only whether the claims are too large, which claimsTooLargeMark keeps. Of the object's
+// metadata it keeps what identifies it, its deletion time and the rotate annotation: kubectl's
+// last-applied configuration alone repeats the whole spec. The manager writes M2MClients only through
 // status patches computed against the cached object, so the dropped fields are never written
 // back; an Update of a whole cached M2MClient would erase them, which is why none is made.
 func trimClient(obj any) (any, error) {
@@ -24,13 +23,18 @@ func trimClient(obj any) (any, error) {
 		return obj, nil
 	}
 	c.ManagedFields = nil
-	delete(c.Annotations, corev1.LastAppliedConfigAnnotation)
-	delete(c.Annotations, claimsTooLargeMark)
-	if c.Spec.TokenClaims.TooLarge() {
-		if c.Annotations == nil {
-			c.Annotations = map[string]string{}
+	// Of the object's own labels and annotations the manager reads only the rotate annotation;
+	// their size is bounded by the API server's object size alone.
+	rotate, hasRotate := c.Annotations[m2mv1alpha1.RotateAnnotation]
+	c.Labels, c.Annotations, c.Finalizers, c.OwnerReferences = nil, nil, nil, nil
+	if hasRotate || c.Spec.TokenClaims.TooLarge() {
+		c.Annotations = map[string]string{}
+		if hasRotate {
+			c.Annotations[m2mv1alpha1.RotateAnnotation] = rotate
 		}
-		c.Annotations[claimsTooLargeMark] = "true"
+		if c.Spec.TokenClaims.TooLarge() {
+			c.Annotations[claimsTooLargeMark] = "true"
+		}
 	}
 	c.Spec.TokenClaims = nil
 	c.Spec.TrustedMetadata = nil

@@ -44,18 +44,26 @@ func TestTheManagersCacheKeepsNoFreeFormValuesOnlyWhetherTheClaimsAreTooLarge(t 
 	}
 }
 
-func TestTheManagersCacheKeepsTheAnnotationsTheManagerReadsAndDropsTheLastAppliedConfiguration(t *testing.T) {
+func TestTheManagersCacheKeepsOfTheObjectsMetadataOnlyWhatTheManagerReads(t *testing.T) {
 	obj := &m2mv1alpha1.M2MClient{}
+	obj.Name, obj.Namespace, obj.UID = "c", "team-a", "uid-1"
 	obj.Annotations = map[string]string{
 		m2mv1alpha1.RotateAnnotation:       "2026-12-07",
 		corev1.LastAppliedConfigAnnotation: strings.Repeat("x", 100_000),
+		"team.example.com/notes":           strings.Repeat("x", 100_000),
 	}
+	obj.Labels = map[string]string{"app": strings.Repeat("x", 63)}
+	obj.Finalizers = []string{"example.com/keep"}
+	obj.Spec.Secret.Annotations = map[string]string{"reloader.stakater.com/match": "true"}
 	out, _ := trimClient(obj)
-	got := out.(*m2mv1alpha1.M2MClient).Annotations
-	if got[m2mv1alpha1.RotateAnnotation] != "2026-12-07" {
+	got := out.(*m2mv1alpha1.M2MClient)
+	if got.Annotations[m2mv1alpha1.RotateAnnotation] != "2026-12-07" {
 		t.Fatal("the rotate annotation was dropped: rotations on annotation would never happen")
 	}
-	if _, ok := got[corev1.LastAppliedConfigAnnotation]; ok {
-		t.Fatal("the last-applied configuration, a second copy of the spec, is cached")
+	if len(got.Annotations) != 1 || got.Labels != nil || got.Finalizers != nil {
+		t.Fatalf("the cache keeps metadata the manager never reads: %d annotations, %d labels, %d finalizers", len(got.Annotations), len(got.Labels), len(got.Finalizers))
+	}
+	if got.Name != "c" || got.UID != "uid-1" || got.Spec.Secret.Annotations["reloader.stakater.com/match"] != "true" {
+		t.Fatal("the cache dropped what the manager reads: the object's name and UID, or the annotations it copies onto the Secret")
 	}
 }

@@ -266,12 +266,20 @@ type SecretTemplate struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Name string `json:"name,omitempty"`
 
-	// Labels are copied onto the Secret, for example to select it for replication.
+	// Labels are copied onto the Secret, for example to select it for replication: at most 32,
+	// each name at most 317 characters (a 253-character prefix, "/", 63 characters) and each
+	// value at most 63, as Kubernetes allows on the Secret.
 	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && size(self[k]) <= 63)",message="a label name is at most 317 characters and its value at most 63"
 	Labels map[string]string `json:"labels,omitempty"`
 
-	// Annotations are copied onto the Secret, for example to trigger a reloader.
+	// Annotations are copied onto the Secret, for example to trigger a reloader: at most 32,
+	// each name at most 317 characters and each value at most 1,024. The bound keeps every
+	// client small in the manager's memory, which holds them to write the Secret.
 	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && size(self[k]) <= 1024)",message="an annotation name is at most 317 characters and its value at most 1024"
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 

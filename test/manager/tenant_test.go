@@ -589,12 +589,50 @@ func TestATenantCannotStoreFreeFormValuesNestedBeyondWhatClaimsNeed(t *testing.T
 		return nil
 	})
 	get(t, legacy)
+	// Merge patches, which the manager's status writes cannot make conflict.
+	base := legacy.DeepCopy()
 	legacy.Spec.Scopes = append(legacy.Spec.Scopes, "write:things")
-	if err := tenant.Update(ctx, legacy); err != nil {
+	if err := tenant.Patch(ctx, legacy, client.MergeFrom(base)); err != nil {
 		t.Fatalf("an update that keeps a stored value as it is was refused: %v", err)
 	}
+	base = legacy.DeepCopy()
 	legacy.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"x":` + nested(4) + `}`))
-	if err := tenant.Update(ctx, legacy); !apierrors.IsInvalid(err) {
+	if err := tenant.Patch(ctx, legacy, client.MergeFrom(base)); !apierrors.IsInvalid(err) {
 		t.Fatalf("changing a stored value to another refused shape: %v, want Invalid", err)
+	}
+}
+
+// The labels and annotations a client asks for on its Secret are bounded as the Secret bounds
+// them (and annotation values at 1,024 characters), so that no client is large in the manager's
+// memory, which keeps them to write the Secret.
+func TestTheSecretsLabelsAndAnnotationsAreBoundedAtAdmission(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantClients)
+	many := map[string]string{}
+	for i := range 33 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	for i, tc := range []struct {
+		labels, annotations map[string]string
+		field               string
+	}{
+		{labels: many, field: "spec.secret.labels"},
+		{annotations: many, field: "spec.secret.annotations"},
+		{labels: map[string]string{"app": strings.Repeat("x", 64)}, field: "spec.secret.labels"},
+		{annotations: map[string]string{"notes": strings.Repeat("x", 1025)}, field: "spec.secret.annotations"},
+		{annotations: map[string]string{strings.Repeat("k", 318): "v"}, field: "spec.secret.annotations"},
+	} {
+		obj := newClient(ns, fmt.Sprintf("big-%d", i))
+		obj.Spec.Secret.Labels, obj.Spec.Secret.Annotations = tc.labels, tc.annotations
+		if err := tenant.Create(ctx, obj); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.field) {
+			t.Fatalf("case %d: %v, want Invalid naming %s", i, err, tc.field)
+		}
+	}
+	obj := newClient(ns, "fits")
+	obj.Spec.Secret.Labels = map[string]string{"app": strings.Repeat("x", 63)}
+	obj.Spec.Secret.Annotations = map[string]string{"notes": strings.Repeat("x", 1024)}
+	if err := tenant.Create(ctx, obj); err != nil {
+		t.Fatalf("labels and annotations within the bounds were refused: %v", err)
 	}
 }
