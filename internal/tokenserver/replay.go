@@ -23,11 +23,8 @@ const (
 	// replayEntryBytes is the heap an entry takes, map overhead included, as
 	// BenchmarkReplayCacheMemory measures it (docs/benchmarks.md), rounded up.
 	replayEntryBytes = 128
-	// replayCeiling times the budget is where the cache stops growing for everyone but the
-	// namespaces below an even share of it. One namespace holds at most the budget (its share
-	// when it is alone); the ceiling is reached when the shares of namespaces that filled them
-	// one after another add up (budget/1 + budget/2 + ...), or when many namespaces each hold
-	// minReplayShare. The cache then holds at most twice the ceiling.
+	// replayCeiling times the budget is where the cache is full: past it a namespace records
+	// only below minReplayShare.
 	replayCeiling = 2
 	// maxJTILength bounds a jti; a longer one is refused outright.
 	maxJTILength     = 256
@@ -58,9 +55,13 @@ type replayKey [sha256.Size]byte
 // max(budget / namespaces with entries, minReplayShare) of them, counting a namespace that is
 // about to record its first. A namespace over its share is refused until its entries expire, and
 // no other namespace is: one tenant's clients (which may all list one key) cannot lock other
-// tenants out. Its memory is bounded by construction: entries are fixed-size, expired ones are
-// swept every 30 s, and past replayCeiling times the budget only namespaces below an even share of
-// it may record, which keeps the cache under twice that.
+// tenants out. Entries are never evicted before they expire (an evicted jti could be replayed),
+// so entries that a namespace recorded under a larger share stay when more namespaces arrive;
+// were shares the only rule, namespaces filling theirs one after another would add up to
+// budget × (1 + 1/2 + ... + 1/n). So once the cache holds replayCeiling times the budget, a
+// namespace may record only below minReplayShare: every namespace keeps that much, and the cache
+// holds at most replayCeiling × budget + minReplayShare × namespaces entries, of fixed size, with
+// expired ones swept every 30 s.
 type replayCache struct {
 	// budget is B; zero means ReplayBudget of the process's memory limit, read at the first use.
 	budget int
@@ -108,11 +109,8 @@ func (c *replayCache) first(namespace, scope, jti string, exp, now time.Time) bo
 	if held >= max(c.budget/namespaces, minReplayShare) {
 		return false
 	}
-	if ceiling := replayCeiling * c.budget; len(c.seen) >= ceiling && held >= ceiling/namespaces {
-		// At the ceiling only a namespace below an even share of it may record: one of the
-		// others must be above that share, so no group of namespaces can lock out the rest, and
-		// the cache stays under twice the ceiling.
-		return false
+	if len(c.seen) >= replayCeiling*c.budget && held >= minReplayShare {
+		return false // full: only what every namespace is owed
 	}
 	c.seen[key] = replayEntry{until: exp.UnixNano(), namespace: namespace}
 	c.perNS[namespace] = held + 1

@@ -71,29 +71,32 @@ func TestAFloodFromOneNamespaceRefusesNoAssertionOfAnother(t *testing.T) {
 
 // Namespaces that fill their shares one after another reach the ceiling; past it, a namespace
 // with no entries still records (it is below an even share), and the ones above it do not.
-func TestAtTheReplayCeilingANamespaceBelowAnEvenShareStillRecords(t *testing.T) {
-	c := replayCache{budget: 4 * minReplayShare}
+// Namespaces that fill their shares one after another keep what they recorded under a larger
+// share (entries are never evicted before they expire): without a bound on the whole, five
+// namespaces held 2.3 times the budget, a thousand eleven times. Once the cache holds twice its
+// budget, only a namespace below minReplayShare records, so the cache holds at most 2 × budget +
+// minReplayShare × namespaces, and a namespace with few entries is still never refused.
+func TestNamespacesFillingTheirSharesOneAfterAnotherStayWithinTwiceTheBudgetPlusEachNamespacesFloor(t *testing.T) {
+	c := replayCache{budget: 40 * minReplayShare}
 	exp := t0.Add(time.Minute)
-	for ns := range 5 {
-		for i := range 4 * minReplayShare {
+	const namespaces = 5
+	for ns := range namespaces {
+		for i := range c.budget {
 			if !c.first("ns-"+strconv.Itoa(ns), "c-"+strconv.Itoa(ns), strconv.Itoa(i), exp, t0) {
 				break
 			}
 		}
 	}
-	if len(c.seen) < replayCeiling*c.budget {
-		t.Fatalf("the cache holds %d entries, below its ceiling %d: the test does not reach it", len(c.seen), replayCeiling*c.budget)
+	if bound := replayCeiling*c.budget + minReplayShare*namespaces; len(c.seen) > bound {
+		t.Fatalf("the cache holds %d entries, over 2 × budget + floor × namespaces = %d", len(c.seen), bound)
 	}
-	for i := range 100 {
+	for i := range minReplayShare {
 		if !c.first("idle", "idle-client", strconv.Itoa(i), exp, t0) {
-			t.Fatalf("a namespace with %d entries was refused at the ceiling", i)
+			t.Fatalf("a namespace with %d entries, below the floor, was refused in a full cache", i)
 		}
 	}
-	if c.first("ns-0", "c-0", "more", exp, t0) {
-		t.Fatal("the namespace holding the most recorded past the ceiling")
-	}
-	if len(c.seen) > 2*replayCeiling*c.budget {
-		t.Fatalf("the cache holds %d entries, over twice its ceiling", len(c.seen))
+	if c.first("idle", "idle-client", "one-more", exp, t0) {
+		t.Fatal("a namespace at the floor recorded in a full cache")
 	}
 }
 
