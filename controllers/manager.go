@@ -49,6 +49,11 @@ type Options struct {
 	LeaderElection bool
 	// LeaderElectionNamespace holds the lease; defaults to the pod's namespace.
 	LeaderElectionNamespace string
+	// LeaseDuration, RenewDeadline and RetryPeriod time leader election: how long a standby
+	// waits after the last renewal before it takes the lease, how long the leader keeps trying
+	// to renew before it steps down, and how often both try. Zero means controller-runtime's
+	// default (15s, 10s, 2s).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// MaxConcurrentReconciles is the number of M2MClients reconciled at once.
 	MaxConcurrentReconciles int
 	// Clock is the manager's time source; tests pass a fake one.
@@ -113,6 +118,9 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "m2m-manager.m2m.dev",
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		LeaseDuration:           durationOrDefault(o.LeaseDuration),
+		RenewDeadline:           durationOrDefault(o.RenewDeadline),
+		RetryPeriod:             durationOrDefault(o.RetryPeriod),
 		// Step down at once on SIGTERM so that the next leader starts without waiting out the lease.
 		LeaderElectionReleaseOnCancel: true,
 		Controller:                    ctrlconfig.Controller{SkipNameValidation: &o.SkipNameValidation},
@@ -149,6 +157,14 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// durationOrDefault is nil, controller-runtime's default, for zero.
+func durationOrDefault(d time.Duration) *time.Duration {
+	if d == 0 {
+		return nil
+	}
+	return &d
 }
 
 // setDefaults fills in what o leaves unset and refuses key policies that cannot work.

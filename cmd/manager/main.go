@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
@@ -39,6 +40,9 @@ func main() {
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Use leader election, so that only one replica reconciles at a time.")
 	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease. Defaults to the pod's namespace.")
+	flag.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a standby waits after the leader's last renewal before it takes the lease.")
+	flag.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew the lease before it steps down; less than the lease duration.")
+	flag.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "How often the leader renews and a standby tries to take the lease.")
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles, "How many M2MClients are reconciled at once.")
 	flag.Float64Var(&qps, "kube-api-qps", 100, "Sustained queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries to the API server.")

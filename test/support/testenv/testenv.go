@@ -17,6 +17,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
@@ -158,11 +159,15 @@ type Version struct {
 	RV     int64
 	Object client.Object
 	Type   watch.EventType
+	// At is when the watch delivered it: a moment after etcd stored it.
+	At time.Time
 }
 
 // Record collects every version of the objects of list's kind in ns, from now until the returned
 // function is called; it returns them in the order etcd stored them. etcd's revisions order
-// writes across resources, which lets a test check the order of a controller's writes.
+// writes across resources, which lets a test check the order of a controller's writes. When the
+// API server ends the watch (it closes watchers that fall behind, as on a busy machine), Record
+// watches again from the last version it saw, so that no version is missed.
 func Record(ctx context.Context, cfg *rest.Config, list client.ObjectList, ns string) (func() []Version, error) {
 	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
@@ -174,22 +179,53 @@ func Record(ctx context.Context, cfg *rest.Config, list client.ObjectList, ns st
 	}
 	var mu sync.Mutex
 	var seen []Version
-	done := make(chan struct{})
+	stopped, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		for ev := range w.ResultChan() {
-			obj, ok := ev.Object.(client.Object)
-			if !ok {
-				continue
+		last := ""
+		for {
+			for ev := range w.ResultChan() {
+				if ev.Type == watch.Error {
+					return // for example 410 Gone: the versions since last are lost
+				}
+				obj, ok := ev.Object.(client.Object)
+				if !ok {
+					continue
+				}
+				last = obj.GetResourceVersion()
+				rv, _ := strconv.ParseInt(last, 10, 64)
+				mu.Lock()
+				seen = append(seen, Version{RV: rv, Object: obj, Type: ev.Type, At: time.Now()})
+				mu.Unlock()
 			}
-			rv, _ := strconv.ParseInt(obj.GetResourceVersion(), 10, 64)
+			select {
+			case <-stopped:
+				return
+			default:
+			}
+			next, err := wc.Watch(ctx, list, client.InNamespace(ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: last}})
+			if err != nil {
+				return
+			}
+			// Under mu, so that the returned function stops either the old watch before this
+			// sees stopped, or the new one.
 			mu.Lock()
-			seen = append(seen, Version{RV: rv, Object: obj, Type: ev.Type})
+			select {
+			case <-stopped:
+				mu.Unlock()
+				next.Stop()
+				return
+			default:
+				w = next
+			}
 			mu.Unlock()
 		}
 	}()
 	return func() []Version {
+		close(stopped)
+		mu.Lock()
 		w.Stop()
+		mu.Unlock()
 		<-done
 		mu.Lock()
 		defer mu.Unlock()
