@@ -77,6 +77,10 @@ failure-test: ## Kill a token-server replica and the manager leader under load, 
 bench-rotation: ## Rotate 1,000 clients at once under token load; results belong in docs/benchmarks.md.
 	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/bench-rotation
 
+.PHONY: soak
+soak: ## Soak: SOAK_DURATION (30m) at 80% of the measured maximum rate across SOAK_CLIENTS (10,000), every client rotated once in the middle; PASS/FAIL on RSS, failures and rotations (docs/reliability.md). Not part of make test.
+	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/soak -duration $(or $(SOAK_DURATION),30m) -clients $(or $(SOAK_CLIENTS),10000)
+
 ##@ Run
 
 .PHONY: dev

@@ -4,12 +4,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -29,11 +27,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/hack/internal/tokenserverprocess"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
@@ -94,52 +92,30 @@ func run(n, conns, threads int, duration time.Duration) error {
 		return err
 	}
 
-	root := controlplane.Root()
-	bin := filepath.Join(work, "token-server")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/token-server")
-	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("building the token server: %w", err)
-	}
-	user, err := env.AddUser(envtest.User{Name: "bench", Groups: []string{"system:masters"}}, nil)
+	bin, err := tokenserverprocess.Build(work)
 	if err != nil {
 		return err
 	}
-	kubeconfig, err := user.KubeConfig()
+	ts, err := tokenserverprocess.New(env.Environment, bin, work)
 	if err != nil {
 		return err
 	}
-	kcPath := filepath.Join(work, "kubeconfig")
-	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
-		return err
-	}
-	addr, err := freeAddr()
-	if err != nil {
-		return err
-	}
-	issuer := "http://" + addr
-	metricsAddr, err := freeAddr()
-	if err != nil {
-		return err
-	}
-	metricsURL := "http://" + metricsAddr + "/metrics"
-	args := []string{"--issuer-url", issuer, "--listen-address", addr, "--metrics-bind-address", metricsAddr, "--kubeconfig", kcPath, "--zap-log-level", "error"}
+	issuer := ts.Issuer
+	var extra []string
 	if profile != "" {
-		args = append(args, "--debug-address", "127.0.0.1:6060")
+		extra = append(extra, "--debug-address", "127.0.0.1:6060")
 	}
 	if perClient {
-		args = append(args, "--metrics-per-client")
+		extra = append(extra, "--metrics-per-client")
 	}
-	ts := exec.Command(bin, args...)
-	ts.Stdout, ts.Stderr = os.Stderr, os.Stderr
-	if err := ts.Start(); err != nil {
+	if err := ts.Start(extra...); err != nil {
 		return err
 	}
-	defer func() { _ = ts.Process.Kill(); _ = ts.Wait() }()
-	if err := waitCached(metricsURL, n); err != nil {
+	defer ts.Stop()
+	if err := ts.WaitCached(n); err != nil {
 		return err
 	}
-	rssIdle := rss(ts.Process.Pid, "VmRSS")
+	rssIdle := ts.RSS()
 
 	saToken := ""
 	if assertion {
@@ -180,14 +156,13 @@ func run(n, conns, threads int, duration time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("wrk: %w", err)
 	}
-	rssAfter, rssPeak := rss(ts.Process.Pid, "VmRSS"), rss(ts.Process.Pid, "VmHWM")
+	rssAfter, rssPeak := ts.RSS(), ts.PeakRSS()
 	res := parseWrk(string(out))
-	_ = ts.Process.Kill()
-	_ = ts.Wait()
+	ts.Stop()
 
 	fmt.Println("signing-only ceiling: go test -bench BenchmarkSignAccessToken on", runtime.NumCPU(), "cores...")
 	bench := exec.Command("go", "test", "-run", "^$", "-bench", "^BenchmarkSignAccessToken$", "-benchtime", "3s", "-cpu", strconv.Itoa(runtime.NumCPU()), "./internal/tokenserver")
-	bench.Dir = root
+	bench.Dir = controlplane.Root()
 	bout, err := bench.Output()
 	if err != nil {
 		return fmt.Errorf("go test -bench: %w\n%s", err, bout)
@@ -330,52 +305,6 @@ request = function()
 end
 `)
 	return os.WriteFile(path, []byte(b.String()), 0o600)
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// waitCached waits until the token server's metrics say that every client is in its cache.
-func waitCached(metricsURL string, n int) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	want := fmt.Sprintf("m2m_clients_cached %d", n)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(metricsURL)
-		if err == nil {
-			sc := bufio.NewScanner(resp.Body)
-			sc.Buffer(make([]byte, 1<<20), 1<<20)
-			for sc.Scan() {
-				if sc.Text() == want {
-					resp.Body.Close()
-					return nil
-				}
-			}
-			resp.Body.Close()
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return fmt.Errorf("the token server did not cache %d clients", n)
-}
-
-// rss reads a memory figure of a process from /proc, in KiB.
-func rss(pid int, field string) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return kb
-		}
-	}
-	return 0
 }
 
 type wrkResult struct {
