@@ -199,7 +199,34 @@ func (o *Options) setDefaults() error {
 	} else if o.StatusKeyPeriod > 0 && o.StatusKeyPeriod <= statusmac.Prepublish {
 		return fmt.Errorf("the status key rotation period %s must exceed the prepublish time %s", o.StatusKeyPeriod, statusmac.Prepublish)
 	}
+	if err := o.validateLeaderElection(); err != nil {
+		return err
+	}
 	return o.SigningKeys.Validate()
+}
+
+// validateLeaderElection refuses timings that client-go's leader election would refuse, naming
+// the flags, so that shortening one (the lease, say) without the others fails with a reason
+// rather than client-go's message after the manager has started.
+func (o *Options) validateLeaderElection() error {
+	lease, renew, retry := o.LeaseDuration, o.RenewDeadline, o.RetryPeriod
+	if lease == 0 {
+		lease = 15 * time.Second
+	}
+	if renew == 0 {
+		renew = 10 * time.Second
+	}
+	if retry == 0 {
+		retry = 2 * time.Second
+	}
+	if renew >= lease {
+		return fmt.Errorf("the leader-election renew deadline (--leader-elect-renew-deadline, %s) must be less than the lease duration (--leader-elect-lease-duration, %s)", renew, lease)
+	}
+	// client-go retries with up to 20% jitter, and needs a retry to fit in the renew deadline.
+	if float64(renew) <= 1.2*float64(retry) {
+		return fmt.Errorf("the leader-election renew deadline (--leader-elect-renew-deadline, %s) must exceed 1.2 times the retry period (--leader-elect-retry-period, %s)", renew, retry)
+	}
+	return nil
 }
 
 // cacheOptions caches the watched namespaces, and of Secrets only those the manager wrote.
