@@ -69,10 +69,12 @@ func Start(options ...func(*envtest.Environment)) (*Env, error) {
 
 // RestartableAPIServer keeps the API server's certificates in dir, so that the API server can be
 // stopped and started again (env.ControlPlane.APIServer) and clients still trust it. A stop that
-// takes longer than three seconds kills the process, as a crash would.
+// takes longer than three seconds kills the process, as a crash would (etcd's at the end too).
 func RestartableAPIServer(dir string) func(*envtest.Environment) {
 	return func(e *envtest.Environment) {
-		e.ControlPlane.APIServer = &envtest.APIServer{CertDir: dir, StopTimeout: 3 * time.Second}
+		e.ControlPlane.APIServer = &envtest.APIServer{CertDir: dir}
+		// envtest sets the API server's stop timeout from this one when it starts.
+		e.ControlPlaneStopTimeout = 3 * time.Second
 	}
 }
 
