@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
@@ -167,72 +170,134 @@ type Version struct {
 
 // Record collects every version of the objects of list's kind in ns, from now until the returned
 // function is called; it returns them in the order etcd stored them. etcd's revisions order
-// writes across resources, which lets a test check the order of a controller's writes. When the
-// API server ends the watch (it closes watchers that fall behind, as on a busy machine), Record
-// watches again from the last version it saw, so that no version is missed.
+// writes across resources, which lets a test check the order of a controller's writes.
+//
+// When the watch ends (the API server closes watchers that fall behind, as on a busy machine, or
+// goes away), Record watches again from the last version it saw, once the API server answers. A
+// restarted API server's watch cache may no longer reach that far back (410 Gone); Record then
+// lists the objects and records those written since, so that only a version written and
+// overwritten again between the restart and that list can be missed.
 func Record(ctx context.Context, cfg *rest.Config, list client.ObjectList, ns string) (func() []Version, error) {
 	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	w, err := wc.Watch(ctx, list, client.InNamespace(ns))
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	var mu sync.Mutex
-	var seen []Version
-	stopped, done := make(chan struct{}), make(chan struct{})
+	r := &recorder{c: wc, list: list, ns: ns}
+	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		last := ""
-		for {
-			for ev := range w.ResultChan() {
-				if ev.Type == watch.Error {
-					return // for example 410 Gone: the versions since last are lost
-				}
-				obj, ok := ev.Object.(client.Object)
-				if !ok {
-					continue
-				}
-				last = obj.GetResourceVersion()
-				rv, _ := strconv.ParseInt(last, 10, 64)
-				mu.Lock()
-				seen = append(seen, Version{RV: rv, Object: obj, Type: ev.Type, At: time.Now()})
-				mu.Unlock()
-			}
-			select {
-			case <-stopped:
-				return
-			default:
-			}
-			next, err := wc.Watch(ctx, list, client.InNamespace(ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: last}})
-			if err != nil {
-				return
-			}
-			// Under mu, so that the returned function stops either the old watch before this
-			// sees stopped, or the new one.
-			mu.Lock()
-			select {
-			case <-stopped:
-				mu.Unlock()
-				next.Stop()
-				return
-			default:
-				w = next
-			}
-			mu.Unlock()
-		}
+		r.follow(ctx, w)
 	}()
 	return func() []Version {
-		close(stopped)
-		mu.Lock()
-		w.Stop()
-		mu.Unlock()
+		cancel()
 		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		return seen
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.seen
 	}, nil
+}
+
+// recorder keeps the versions that Record sees.
+type recorder struct {
+	c    client.WithWatch
+	list client.ObjectList
+	ns   string
+	mu   sync.Mutex
+	seen []Version
+	// rv is the highest resourceVersion seen (the first events of a watch, the objects that
+	// exist, come in no order), where a new watch starts.
+	rv int64
+}
+
+// follow records the events of w, and of the watches that replace it when it ends, until ctx ends.
+func (r *recorder) follow(ctx context.Context, w watch.Interface) {
+	for {
+		// With no version seen, there is no place to watch from but a list.
+		expired := r.drain(w) || r.rv == 0
+		for ctx.Err() == nil {
+			if expired {
+				if err := r.relist(ctx); err != nil {
+					time.Sleep(pollInterval)
+					continue
+				}
+			}
+			var err error
+			from := strconv.FormatInt(r.rv, 10)
+			w, err = r.c.Watch(ctx, r.list, client.InNamespace(r.ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: from, AllowWatchBookmarks: true}})
+			if err == nil {
+				break
+			}
+			expired = apierrors.IsResourceExpired(err) || apierrors.IsGone(err)
+			time.Sleep(pollInterval)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// drain records w's events until it ends, and reports whether it ended because the API server
+// no longer has the version it started from.
+func (r *recorder) drain(w watch.Interface) (expired bool) {
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		if ev.Type == watch.Error {
+			err := apierrors.FromObject(ev.Object)
+			return apierrors.IsResourceExpired(err) || apierrors.IsGone(err)
+		}
+		obj, ok := ev.Object.(client.Object)
+		if !ok {
+			continue
+		}
+		rv, _ := strconv.ParseInt(obj.GetResourceVersion(), 10, 64)
+		r.mu.Lock()
+		r.rv = max(r.rv, rv)
+		if ev.Type != watch.Bookmark {
+			r.seen = append(r.seen, Version{RV: rv, Object: obj, Type: ev.Type, At: time.Now()})
+		}
+		r.mu.Unlock()
+	}
+	return false
+}
+
+// relist records the objects written since the last version seen, as modified, and moves on to
+// the list's version.
+func (r *recorder) relist(ctx context.Context) error {
+	list := r.list.DeepCopyObject().(client.ObjectList)
+	if err := r.c.List(ctx, list, client.InNamespace(r.ns)); err != nil {
+		return err
+	}
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return err
+	}
+	listed, err := strconv.ParseInt(list.GetResourceVersion(), 10, 64)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var fresh []Version
+	for _, item := range items {
+		obj, ok := item.(client.Object)
+		if !ok {
+			continue
+		}
+		if rv, _ := strconv.ParseInt(obj.GetResourceVersion(), 10, 64); rv > r.rv {
+			fresh = append(fresh, Version{RV: rv, Object: obj, Type: watch.Modified, At: now})
+		}
+	}
+	sort.Slice(fresh, func(i, j int) bool { return fresh[i].RV < fresh[j].RV })
+	r.seen = append(r.seen, fresh...)
+	r.rv = listed
+	return nil
 }
 
 // RecordCredentials records the Secrets and the M2MClients of ns, for AcceptedBefore.
