@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -214,17 +213,11 @@ func metricsLines(t *testing.T) []string {
 
 func metric(t *testing.T, name string) float64 {
 	t.Helper()
-	for _, line := range metricsLines(t) {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return f
-		}
+	v, err := testenv.Metric(metricsURL, name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("metric %s not found", name)
-	return 0
+	return v
 }
 
 func TestTokensKeepComingWhileTheAPIServerIsDownAndTheCacheCatchesUpAfter(t *testing.T) {

@@ -153,3 +153,22 @@ func StatusKeys(ctx context.Context, c client.Reader) (*statusmac.Set, error) {
 	}
 	return statusmac.Parse(s.Data[statusmac.DataKey])
 }
+
+// Metric reads the value of a metric without labels from the Prometheus text at url.
+func Metric(url, name string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("metric %s not found at %s", name, url)
+}
