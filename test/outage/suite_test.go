@@ -1,7 +1,7 @@
 // Package outage kills parts of the control plane under the real manager and the real token
 // server, with the RBAC that ships, while clients rotate and pods ask for tokens: the API server
-// stops and starts again. It counts what fails; it measures and logs how long recovery takes, and
-// asserts nothing about speed.
+// stops and starts again, and etcd turns slow, then stops answering. It counts what fails; it
+// measures and logs how long recovery takes, and asserts nothing about speed.
 //
 // M2M_FAILURE_CLIENTS sets the number of clients (50 by default; `make failure-test` runs 1,000).
 package outage
@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -31,8 +32,10 @@ import (
 )
 
 var (
-	env    *testenv.Env
-	issuer string
+	env *testenv.Env
+	// etcdLink is the only way from the API server to etcd.
+	etcdLink *slowLink
+	issuer   string
 	// metricsURL is the token server's /metrics.
 	metricsURL string
 	// managerRequests counts every request the manager sends to the API server.
@@ -64,7 +67,15 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	defer os.RemoveAll(certs)
-	e, err := testenv.Start(testenv.RestartableAPIServer(certs))
+	if etcdLink, err = newSlowLink(); err != nil {
+		return fail(err)
+	}
+	defer etcdLink.close()
+	e, err := testenv.Start(testenv.RestartableAPIServer(certs), func(e *envtest.Environment) {
+		// etcd has its address by the time the API server, which starts after it, dials.
+		etcdLink.target = func() string { return e.ControlPlane.Etcd.URL.Host }
+		e.ControlPlane.APIServer.Configure().Set("etcd-servers", etcdLink.URL())
+	})
 	if err != nil {
 		return fail(err)
 	}
