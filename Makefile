@@ -70,8 +70,8 @@ fuzz: ## Run every fuzz target for FUZZTIME each (30s by default); not part of m
 	FUZZTIME=$(or $(FUZZTIME),30s) hack/fuzz.sh
 
 .PHONY: failure-test
-failure-test: ## Kill a token-server replica and the manager leader under load, at 1,000 clients (N=...), printing the figures; results belong in docs/reliability.md.
-	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" M2M_FAILURE_CLIENTS=$(or $(N),1000) go test -count=1 -v -timeout 30m ./test/failover/
+failure-test: ## Kill a token-server replica and the manager leader, restart the API server, slow and pause etcd, under load, at 1,000 clients (N=...), one package after the other, printing the figures; results belong in docs/reliability.md.
+	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" M2M_FAILURE_CLIENTS=$(or $(N),1000) go test -p 1 -count=1 -v -timeout 30m ./test/failover/ ./test/outage/
 
 .PHONY: bench-rotation
 bench-rotation: ## Rotate 1,000 clients at once under token load; results belong in docs/benchmarks.md.
