@@ -21,6 +21,9 @@ var secretMethods = []string{"client_secret_basic", "client_secret_post"}
 // client's for an unknown one).
 type secretAuth struct {
 	clock clock.PassiveClock
+	// clients, when a Refresher, reads a client past its cache when a secret is refused while
+	// the cache may be behind the API server.
+	clients ClientSource
 	// decoyClient is compared against when the client ID is unknown, so that an unknown client
 	// costs the same work as a wrong secret: its entries, and MACs under decoyStatusKeys.
 	decoyClient     *m2mv1alpha1.M2MClient
@@ -36,6 +39,7 @@ func newSecretAuth(cfg Config) (authenticator, error) {
 	}
 	a := &secretAuth{
 		clock:           cfg.Clock,
+		clients:         cfg.Clients,
 		decoyStatusKeys: &statusmac.Set{Keys: []*statusmac.Key{decoyKey}},
 		decoyClient:     &m2mv1alpha1.M2MClient{Status: m2mv1alpha1.M2MClientStatus{ClientID: "decoy"}},
 	}
@@ -64,8 +68,18 @@ func (a *secretAuth) decoy(req *tokenRequest) {
 	})
 }
 
-func (a *secretAuth) authenticate(_ context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, st *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
+func (a *secretAuth) authenticate(ctx context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, st *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
 	matched := client != nil && a.matches(req.clientSecret, client, st)
+	if client != nil && !matched && req.clientSecret != "" {
+		// The manager puts a new secret into the Secret only after the status accepts it, but a
+		// cache that fell behind (after an API-server restart, say) has not seen that status yet.
+		if r, ok := a.clients.(Refresher); ok {
+			if fresh := r.Refresh(ctx, client); fresh != nil && fresh.Status.ClientID == client.Status.ClientID &&
+				st.trustsClientID(fresh) && a.matches(req.clientSecret, fresh, st) {
+				client, matched = fresh, true
+			}
+		}
+	}
 	switch {
 	case req.clientID == "" || req.clientSecret == "":
 		return nil, invalidClient("no_credentials")

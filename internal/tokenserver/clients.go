@@ -9,10 +9,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -32,7 +34,30 @@ type ClientSource interface {
 	Candidates(id string) []*m2mv1alpha1.M2MClient
 }
 
+// Refresher is a ClientSource that can read one client past its cache, while the cache may be
+// behind the API server.
+type Refresher interface {
+	// Refresh returns client as the API server has it now, or nil when the cache is not behind,
+	// when reads past it are used up for now, or when the read fails.
+	Refresh(ctx context.Context, client *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient
+}
+
 const clientIDIndex = "status.clientID"
+
+// Reads past the cache, for secrets it refuses while it may be behind (Refresh).
+const (
+	// refreshWindow is how long after a watch error the cache counts as behind: a watch that
+	// reconnects after an API-server restart may be refused (410) and list again only after the
+	// reflector's backoff, which grows to 30 s. Meanwhile the manager, if it catches up first,
+	// can put into Secrets secrets whose hashes this cache has not seen.
+	refreshWindow = 2 * time.Minute
+	// refreshRate and refreshBurst bound the reads past the cache for everyone together, so that
+	// wrong secrets cannot turn into load on the API server; refreshEvery bounds them per client.
+	refreshRate    = 10
+	refreshBurst   = 20
+	refreshEvery   = time.Second
+	refreshTimeout = 2 * time.Second
+)
 
 // InformerClients is a ClientSource backed by informers on M2MClients: one per watched
 // namespace, or one for the whole cluster. It never reads Secrets.
@@ -44,6 +69,14 @@ type InformerClients struct {
 	// bookmark), and how many watch streams are open right now.
 	lastMessage atomic.Int64 // unix nanoseconds
 	openWatches atomic.Int64
+
+	// Reads past the cache (Refresh): the client, when a watch last failed (Unix nanoseconds),
+	// and the limits.
+	reader         client.Reader
+	lastWatchError atomic.Int64
+	refreshLimit   *rate.Limiter
+	refreshedMu    sync.Mutex
+	refreshed      map[types.UID]time.Time
 
 	// undecodable holds the namespace/name of the objects left out because they do not decode.
 	undecodableMu sync.Mutex
@@ -82,6 +115,7 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
+	s.reader, s.refreshLimit = c, rate.NewLimiter(refreshRate, refreshBurst)
 	s.lastMessage.Store(clk.Now().UnixNano())
 	for _, ns := range namespaces {
 		inf := toolscache.NewSharedIndexInformer(s.listWatch(c, ns), &m2mv1alpha1.M2MClient{}, 0, toolscache.Indexers{
@@ -94,6 +128,12 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 		})
 		// Only the fields the token server reads are worth their memory.
 		if err := inf.SetTransform(trim); err != nil {
+			return nil, err
+		}
+		if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *toolscache.Reflector, err error) {
+			s.lastWatchError.Store(s.clock.Now().UnixNano())
+			toolscache.DefaultWatchErrorHandler(ctx, r, err)
+		}); err != nil {
 			return nil, err
 		}
 		s.informers = append(s.informers, inf)
@@ -379,6 +419,56 @@ func (s *InformerClients) Count() int {
 		n += len(inf.GetStore().ListKeys())
 	}
 	return n
+}
+
+// behind reports whether the cache may be behind the API server: a watch is not open, or one
+// failed within refreshWindow.
+func (s *InformerClients) behind() bool {
+	if s.openWatches.Load() < int64(len(s.informers)) {
+		return true
+	}
+	last := s.lastWatchError.Load()
+	return last != 0 && s.clock.Since(time.Unix(0, last)) < refreshWindow
+}
+
+// Refresh reads client from the API server while the cache may be behind, at most once a second
+// per client and refreshRate a second in all. Outside those windows a refused secret costs what
+// it always does, so that reading past the cache tells no one which client IDs exist.
+func (s *InformerClients) Refresh(ctx context.Context, cached *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient {
+	if s.reader == nil || !s.behind() || !s.mayRefresh(cached.UID) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+	defer cancel()
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClient"))
+	if err := s.reader.Get(ctx, client.ObjectKeyFromObject(cached), u); err != nil {
+		return nil
+	}
+	obj, ok := s.decode(ctx, u)
+	if !ok || obj.UID != cached.UID {
+		return nil
+	}
+	trimmed, _ := trim(obj)
+	return trimmed.(*m2mv1alpha1.M2MClient)
+}
+
+// mayRefresh takes one read past the cache for the client of uid, if the limits allow it.
+func (s *InformerClients) mayRefresh(uid types.UID) bool {
+	s.refreshedMu.Lock()
+	defer s.refreshedMu.Unlock()
+	now := s.clock.Now()
+	if last, ok := s.refreshed[uid]; ok && now.Sub(last) < refreshEvery {
+		return false
+	}
+	if !s.refreshLimit.AllowN(now, 1) {
+		return false
+	}
+	if s.refreshed == nil || len(s.refreshed) >= 10000 {
+		s.refreshed = map[types.UID]time.Time{} // a bound, not a record: forgetting costs one read
+	}
+	s.refreshed[uid] = now
+	return true
 }
 
 // Candidates finds the clients with status.clientID id in O(1).

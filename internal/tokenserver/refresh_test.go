@@ -1,0 +1,155 @@
+package tokenserver
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+)
+
+// behindClients is a cache that has not seen the client's newest status; fresh is what the API
+// server has, or nil when a read past the cache is not allowed (the cache is not behind, or the
+// reads are used up).
+type behindClients struct {
+	cached, fresh *m2mv1alpha1.M2MClient
+	reads         int
+}
+
+func (b *behindClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
+	if id == b.cached.Status.ClientID {
+		return []*m2mv1alpha1.M2MClient{b.cached}
+	}
+	return nil
+}
+
+func (b *behindClients) Refresh(_ context.Context, c *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient {
+	b.reads++
+	return b.fresh
+}
+
+// After an API-server restart the manager may catch up before the token server and give pods a
+// secret whose hash the token server's cache has not seen: that secret is checked once more
+// against the client as the API server has it. What the API server has must still carry the
+// manager's MAC and the same client ID.
+func TestASecretTheCacheHasNotSeenIsCheckedAgainstTheAPIServersClient(t *testing.T) {
+	const newSecret = "the-new-secret-the-cache-has-not-seen-0123456789"
+	rotated := func(mutate func(*m2mv1alpha1.M2MClient)) *m2mv1alpha1.M2MClient {
+		c := testClient(goodID, goodSecret).DeepCopy()
+		c.Status.AcceptedSecrets = append(c.Status.AcceptedSecrets, m2mv1alpha1.AcceptedSecret{Hash: credentials.Hash(newSecret)})
+		seal(c)
+		if mutate != nil {
+			mutate(c)
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		sentence string
+		fresh    *m2mv1alpha1.M2MClient
+		secret   string
+		want     int
+	}{
+		{sentence: "the new secret is accepted from the API server's client", fresh: rotated(nil), secret: newSecret, want: http.StatusOK},
+		{sentence: "no read past the cache is allowed: refused as before", fresh: nil, secret: newSecret, want: http.StatusUnauthorized},
+		{sentence: "a wrong secret is refused after the read too", fresh: rotated(nil), secret: "a-wrong-secret-0123456789abcdefghijklmnopqrstu", want: http.StatusUnauthorized},
+		{sentence: "a status without the manager's MAC is not trusted", fresh: rotated(func(c *m2mv1alpha1.M2MClient) {
+			c.Status.AcceptedSecrets[1].MAC = ""
+		}), secret: newSecret, want: http.StatusUnauthorized},
+		{sentence: "a status naming another client ID is not this client", fresh: rotated(func(c *m2mv1alpha1.M2MClient) {
+			c.Status.ClientID = "m2m-someone-else"
+			seal(c)
+		}), secret: newSecret, want: http.StatusUnauthorized},
+	} {
+		t.Run(tc.sentence, func(t *testing.T) {
+			clients := &behindClients{cached: testClient(goodID, goodSecret), fresh: tc.fresh}
+			f := serve(t, "ES256", clients)
+			resp, _ := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", tc.secret)})
+			if resp.StatusCode != tc.want {
+				t.Fatalf("HTTP %d, want %d", resp.StatusCode, tc.want)
+			}
+			if clients.reads != 1 {
+				t.Fatalf("%d reads past the cache for one refused secret, want 1", clients.reads)
+			}
+		})
+	}
+	// A secret the cache accepts never costs a read.
+	clients := &behindClients{cached: testClient(goodID, goodSecret)}
+	f := serve(t, "ES256", clients)
+	if resp, _ := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)}); resp.StatusCode != http.StatusOK || clients.reads != 0 {
+		t.Fatalf("HTTP %d with %d reads past the cache for a secret the cache accepts", resp.StatusCode, clients.reads)
+	}
+}
+
+// countingReader answers every Get with obj and counts them.
+type countingReader struct {
+	obj  *m2mv1alpha1.M2MClient
+	gets int
+}
+
+func (r *countingReader) Get(_ context.Context, _ client.ObjectKey, out client.Object, _ ...client.GetOption) error {
+	r.gets++
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(r.obj)
+	if err != nil {
+		return err
+	}
+	out.(*unstructured.Unstructured).Object = u
+	return nil
+}
+
+func (r *countingReader) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return nil
+}
+
+// Reads past the cache happen only while it may be behind (a watch closed, or one failed in the
+// last two minutes), so that at other times a refused secret costs what it always does and
+// tells no one which client IDs exist; and they are limited per client and in all.
+func TestTheTokenServerReadsPastItsCacheOnlyWhileItMayBeBehindAndWithinLimits(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	c := testClient(goodID, goodSecret)
+	reader := &countingReader{obj: c}
+	s := &InformerClients{clock: clk, informers: make([]toolscache.SharedIndexInformer, 1), reader: reader, refreshLimit: rate.NewLimiter(refreshRate, refreshBurst)}
+	s.openWatches.Store(1)
+	if s.Refresh(context.Background(), c) != nil || reader.gets != 0 {
+		t.Fatal("a cache whose watch is open and never failed read past itself")
+	}
+	s.lastWatchError.Store(clk.Now().UnixNano())
+	clk.Step(time.Minute)
+	if got := s.Refresh(context.Background(), c); got == nil || got.UID != c.UID || reader.gets != 1 {
+		t.Fatalf("a minute after a watch error: %v after %d reads, want the client after one", got, reader.gets)
+	}
+	if s.Refresh(context.Background(), c) != nil || reader.gets != 1 {
+		t.Fatal("a second read of one client within a second")
+	}
+	for i := range 2 * refreshBurst {
+		other := c.DeepCopy()
+		other.UID = types.UID(fmt.Sprintf("other-%d", i))
+		s.Refresh(context.Background(), other)
+	}
+	if reader.gets > 1+refreshBurst {
+		t.Fatalf("%d reads at once, over the burst of %d", reader.gets, refreshBurst)
+	}
+	clk.Step(refreshWindow)
+	gets := reader.gets
+	c2 := c.DeepCopy()
+	c2.UID = "later"
+	if s.Refresh(context.Background(), c2) != nil || reader.gets != gets {
+		t.Fatal("the cache read past itself after the window of the last watch error")
+	}
+	s.openWatches.Store(0)
+	reader.obj = c2
+	clk.Step(time.Minute) // the limiter refills
+	if s.Refresh(context.Background(), c2) == nil {
+		t.Fatal("a cache with its watch closed did not read past itself")
+	}
+}
