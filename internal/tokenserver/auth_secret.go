@@ -74,8 +74,10 @@ func (a *secretAuth) authenticate(ctx context.Context, req *tokenRequest, client
 		// The manager puts a new secret into the Secret only after the status accepts it, but a
 		// cache that fell behind (after an API-server restart, say) has not seen that status yet.
 		if r, ok := a.clients.(Refresher); ok {
-			if fresh := r.Refresh(ctx, client); fresh != nil && fresh.Status.ClientID == client.Status.ClientID &&
-				st.trustsClientID(fresh) && a.matches(req.clientSecret, fresh, st) {
+			id := client.Status.ClientID
+			if fresh := r.Refresh(ctx, client, func(c *m2mv1alpha1.M2MClient) bool {
+				return c.Status.ClientID == id && st.trustsClientID(c) && a.matches(req.clientSecret, c, st)
+			}); fresh != nil {
 				client, matched = fresh, true
 			}
 		}

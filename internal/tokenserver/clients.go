@@ -37,9 +37,10 @@ type ClientSource interface {
 // Refresher is a ClientSource that can read one client past its cache, while the cache may be
 // behind the API server.
 type Refresher interface {
-	// Refresh returns client as the API server has it now, or nil when the cache is not behind,
-	// when reads past it are used up for now, or when the read fails.
-	Refresh(ctx context.Context, client *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient
+	// Refresh returns client as the API server has it, if that is what accepts says yes to; nil
+	// when the cache is not behind, when reads past it are used up for now, when the read fails,
+	// or when accepts says no.
+	Refresh(ctx context.Context, client *m2mv1alpha1.M2MClient, accepts func(*m2mv1alpha1.M2MClient) bool) *m2mv1alpha1.M2MClient
 }
 
 const clientIDIndex = "status.clientID"
@@ -52,9 +53,13 @@ const (
 	// can put into Secrets secrets whose hashes this cache has not seen.
 	refreshWindow = 2 * time.Minute
 	// refreshRate and refreshBurst bound the reads past the cache for everyone together, so that
-	// wrong secrets cannot turn into load on the API server; refreshEvery bounds them per client.
-	refreshRate    = 10
-	refreshBurst   = 20
+	// wrong secrets cannot turn into load on the API server. A read serves a client's requests
+	// for refreshReuse while it accepts them, and a client is read again at most every
+	// refreshEvery: a thousand clients rotated at once while the cache is behind cost about a
+	// thousand reads, a hundred a second.
+	refreshRate    = 100
+	refreshBurst   = 200
+	refreshReuse   = 10 * time.Second
 	refreshEvery   = time.Second
 	refreshTimeout = 2 * time.Second
 )
@@ -76,7 +81,7 @@ type InformerClients struct {
 	lastWatchError atomic.Int64
 	refreshLimit   *rate.Limiter
 	refreshedMu    sync.Mutex
-	refreshed      map[types.UID]time.Time
+	refreshed      map[types.UID]refreshed
 
 	// undecodable holds the namespace/name of the objects left out because they do not decode.
 	undecodableMu sync.Mutex
@@ -325,7 +330,7 @@ func (s *InformerClients) noteInitial(ev watch.Event, ns string, listed map[stri
 	case watch.Added:
 		listed[m.GetNamespace()+"/"+m.GetName()] = true
 	case watch.Deleted:
-		if m.GetAnnotations()[undecodable.LeftOutAnnotation] != "" {
+		if m.GetAnnotations()[undecodable.LeftOutAnnotation] == undecodable.LeftOutValue {
 			listed[m.GetNamespace()+"/"+m.GetName()] = true // left out by the filter, still stored
 		}
 	case watch.Bookmark:
@@ -346,7 +351,7 @@ func (s *InformerClients) typed(ctx context.Context, ev watch.Event) watch.Event
 	gone := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: u.GetNamespace(), Name: u.GetName(), ResourceVersion: u.GetResourceVersion()}}
 	if ev.Type == watch.Deleted {
 		// The filter's stub of an object it left out is still stored: it stays counted.
-		if u.GetAnnotations()[undecodable.LeftOutAnnotation] == "" {
+		if u.GetAnnotations()[undecodable.LeftOutAnnotation] != undecodable.LeftOutValue {
 			s.markUndecodable(u.GetNamespace()+"/"+u.GetName(), false)
 		}
 		return watch.Event{Type: watch.Deleted, Object: gone}
@@ -431,13 +436,69 @@ func (s *InformerClients) behind() bool {
 	return last != 0 && s.clock.Since(time.Unix(0, last)) < refreshWindow
 }
 
-// Refresh reads client from the API server while the cache may be behind, at most once a second
-// per client and refreshRate a second in all. Outside those windows a refused secret costs what
-// it always does, so that reading past the cache tells no one which client IDs exist.
-func (s *InformerClients) Refresh(ctx context.Context, cached *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient {
-	if s.reader == nil || !s.behind() || !s.mayRefresh(cached.UID) {
+// refreshed is one read past the cache: when, what it found (nil if it failed), and done, closed
+// when the read has ended, which requests for the same client wait for.
+type refreshed struct {
+	at     time.Time
+	client *m2mv1alpha1.M2MClient
+	done   chan struct{}
+}
+
+// Refresh reads client from the API server while the cache may be behind: a read of the last
+// refreshReuse serves again while accepts says yes to it, and a client is read again at most
+// every refreshEvery, and refreshRate a second in all. Outside those windows a refused secret
+// costs what it always does, so that reading past the cache tells no one which client IDs exist.
+func (s *InformerClients) Refresh(ctx context.Context, cached *m2mv1alpha1.M2MClient, accepts func(*m2mv1alpha1.M2MClient) bool) *m2mv1alpha1.M2MClient {
+	if s.reader == nil || !s.behind() {
 		return nil
 	}
+	now := s.clock.Now()
+	s.refreshedMu.Lock()
+	last, ok := s.refreshed[cached.UID]
+	if ok && now.Sub(last.at) < refreshReuse {
+		s.refreshedMu.Unlock()
+		select { // a read in flight: wait for it rather than be refused
+		case <-last.done:
+		case <-ctx.Done():
+			return nil
+		}
+		s.refreshedMu.Lock()
+		last = s.refreshed[cached.UID]
+		s.refreshedMu.Unlock()
+		if last.client != nil && accepts(last.client) {
+			return last.client
+		}
+		if now.Sub(last.at) < refreshEvery {
+			return nil
+		}
+		s.refreshedMu.Lock()
+	}
+	if !s.refreshLimit.AllowN(now, 1) {
+		s.refreshedMu.Unlock()
+		return nil
+	}
+	if s.refreshed == nil || len(s.refreshed) >= 10000 {
+		s.refreshed = map[types.UID]refreshed{} // a bound, not a record: forgetting costs one read
+	}
+	// Taken before the read, so that requests for this client meanwhile wait for it.
+	entry := refreshed{at: now, done: make(chan struct{})}
+	s.refreshed[cached.UID] = entry
+	s.refreshedMu.Unlock()
+
+	entry.client = s.read(ctx, cached)
+	s.refreshedMu.Lock()
+	s.refreshed[cached.UID] = entry
+	s.refreshedMu.Unlock()
+	close(entry.done)
+	if entry.client == nil || !accepts(entry.client) {
+		return nil
+	}
+	return entry.client
+}
+
+// read gets cached's object from the API server, decoded and trimmed as the cache does, or nil
+// when it fails or is another object of the same name.
+func (s *InformerClients) read(ctx context.Context, cached *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient {
 	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
 	defer cancel()
 	u := &unstructured.Unstructured{}
@@ -446,29 +507,11 @@ func (s *InformerClients) Refresh(ctx context.Context, cached *m2mv1alpha1.M2MCl
 		return nil
 	}
 	obj, ok := s.decode(ctx, u)
-	if !ok || obj.UID != cached.UID {
-		return nil
+	if !ok || obj.UID != cached.UID || obj.DeletionTimestamp != nil {
+		return nil // as the cache's Candidates, which offer no client being deleted
 	}
 	trimmed, _ := trim(obj)
 	return trimmed.(*m2mv1alpha1.M2MClient)
-}
-
-// mayRefresh takes one read past the cache for the client of uid, if the limits allow it.
-func (s *InformerClients) mayRefresh(uid types.UID) bool {
-	s.refreshedMu.Lock()
-	defer s.refreshedMu.Unlock()
-	now := s.clock.Now()
-	if last, ok := s.refreshed[uid]; ok && now.Sub(last) < refreshEvery {
-		return false
-	}
-	if !s.refreshLimit.AllowN(now, 1) {
-		return false
-	}
-	if s.refreshed == nil || len(s.refreshed) >= 10000 {
-		s.refreshed = map[types.UID]time.Time{} // a bound, not a record: forgetting costs one read
-	}
-	s.refreshed[uid] = now
-	return true
 }
 
 // Candidates finds the clients with status.clientID id in O(1).

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -34,8 +35,11 @@ func (b *behindClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
 	return nil
 }
 
-func (b *behindClients) Refresh(_ context.Context, c *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient {
+func (b *behindClients) Refresh(_ context.Context, c *m2mv1alpha1.M2MClient, accepts func(*m2mv1alpha1.M2MClient) bool) *m2mv1alpha1.M2MClient {
 	b.reads++
+	if b.fresh == nil || !accepts(b.fresh) {
+		return nil
+	}
 	return b.fresh
 }
 
@@ -113,43 +117,63 @@ func (r *countingReader) List(context.Context, client.ObjectList, ...client.List
 
 // Reads past the cache happen only while it may be behind (a watch closed, or one failed in the
 // last two minutes), so that at other times a refused secret costs what it always does and
-// tells no one which client IDs exist; and they are limited per client and in all.
+// tells no one which client IDs exist; a read serves a client's refusals for refreshReuse, and
+// reads are limited in all.
 func TestTheTokenServerReadsPastItsCacheOnlyWhileItMayBeBehindAndWithinLimits(t *testing.T) {
+	yes := func(*m2mv1alpha1.M2MClient) bool { return true }
+	no := func(*m2mv1alpha1.M2MClient) bool { return false }
 	clk := clocktesting.NewFakeClock(t0)
 	c := testClient(goodID, goodSecret)
 	reader := &countingReader{obj: c}
 	s := &InformerClients{clock: clk, informers: make([]toolscache.SharedIndexInformer, 1), reader: reader, refreshLimit: rate.NewLimiter(refreshRate, refreshBurst)}
 	s.openWatches.Store(1)
-	if s.Refresh(context.Background(), c) != nil || reader.gets != 0 {
+	if s.Refresh(context.Background(), c, yes) != nil || reader.gets != 0 {
 		t.Fatal("a cache whose watch is open and never failed read past itself")
 	}
 	s.lastWatchError.Store(clk.Now().UnixNano())
 	clk.Step(time.Minute)
-	if got := s.Refresh(context.Background(), c); got == nil || got.UID != c.UID || reader.gets != 1 {
+	if got := s.Refresh(context.Background(), c, yes); got == nil || got.UID != c.UID || reader.gets != 1 {
 		t.Fatalf("a minute after a watch error: %v after %d reads, want the client after one", got, reader.gets)
 	}
-	if s.Refresh(context.Background(), c) != nil || reader.gets != 1 {
-		t.Fatal("a second read of one client within a second")
+	if got := s.Refresh(context.Background(), c, yes); got == nil || reader.gets != 1 {
+		t.Fatalf("a second refusal within %s: %v after %d reads, want the first read's client again", refreshReuse, got, reader.gets)
+	}
+	// A secret the last read does not accept (rotated again since) is read for again, but not
+	// more often than every refreshEvery.
+	if s.Refresh(context.Background(), c, no) != nil || reader.gets != 1 {
+		t.Fatalf("%d reads: a client was read again within %s", reader.gets, refreshEvery)
+	}
+	clk.Step(refreshEvery)
+	if s.Refresh(context.Background(), c, no) != nil || reader.gets != 2 {
+		t.Fatalf("%d reads: a secret the last read does not accept was not read for again after %s", reader.gets, refreshEvery)
 	}
 	for i := range 2 * refreshBurst {
 		other := c.DeepCopy()
 		other.UID = types.UID(fmt.Sprintf("other-%d", i))
-		s.Refresh(context.Background(), other)
+		s.Refresh(context.Background(), other, yes)
 	}
-	if reader.gets > 1+refreshBurst {
+	if reader.gets > 2+refreshBurst {
 		t.Fatalf("%d reads at once, over the burst of %d", reader.gets, refreshBurst)
 	}
 	clk.Step(refreshWindow)
 	gets := reader.gets
 	c2 := c.DeepCopy()
 	c2.UID = "later"
-	if s.Refresh(context.Background(), c2) != nil || reader.gets != gets {
+	if s.Refresh(context.Background(), c2, yes) != nil || reader.gets != gets {
 		t.Fatal("the cache read past itself after the window of the last watch error")
 	}
 	s.openWatches.Store(0)
 	reader.obj = c2
-	clk.Step(time.Minute) // the limiter refills
-	if s.Refresh(context.Background(), c2) == nil {
+	clk.Step(time.Minute) // the limiter refills, and c2's earlier read is past its reuse
+	if s.Refresh(context.Background(), c2, yes) == nil {
 		t.Fatal("a cache with its watch closed did not read past itself")
+	}
+	// A client being deleted is no candidate in the cache, nor past it.
+	deleting := c.DeepCopy()
+	deleting.UID = "deleting"
+	deleting.DeletionTimestamp = &metav1.Time{Time: t0}
+	reader.obj = deleting
+	if s.Refresh(context.Background(), deleting, yes) != nil {
+		t.Fatal("a client being deleted was read past the cache")
 	}
 }

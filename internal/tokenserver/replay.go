@@ -26,6 +26,10 @@ const (
 	// replayCeiling times the budget is where the cache is full: past it a namespace records
 	// only below minReplayShare.
 	replayCeiling = 2
+	// replayHardCeiling times the budget is where the cache refuses everyone: many namespaces
+	// each keeping minReplayShare could otherwise grow it past the memory limit, and refusing
+	// private_key_jwt assertions is better than the token server dying for every client.
+	replayHardCeiling = 4
 	// maxJTILength bounds a jti; a longer one is refused outright.
 	maxJTILength     = 256
 	replaySweepEvery = 30 * time.Second
@@ -61,7 +65,8 @@ type replayKey [sha256.Size]byte
 // budget × (1 + 1/2 + ... + 1/n). So once the cache holds replayCeiling times the budget, a
 // namespace may record only below minReplayShare: every namespace keeps that much, and the cache
 // holds at most replayCeiling × budget + minReplayShare × namespaces entries, of fixed size, with
-// expired ones swept every 30 s.
+// expired ones swept every 30 s. Past replayHardCeiling × budget (40% of the memory limit) it
+// refuses everyone, which only a great many namespaces can reach.
 type replayCache struct {
 	// budget is B; zero means ReplayBudget of the process's memory limit, read at the first use.
 	budget int
@@ -111,6 +116,9 @@ func (c *replayCache) first(namespace, scope, jti string, exp, now time.Time) bo
 	}
 	if len(c.seen) >= replayCeiling*c.budget && held >= minReplayShare {
 		return false // full: only what every namespace is owed
+	}
+	if len(c.seen) >= replayHardCeiling*c.budget {
+		return false // out of memory to give: fail closed
 	}
 	c.seen[key] = replayEntry{until: exp.UnixNano(), namespace: namespace}
 	c.perNS[namespace] = held + 1

@@ -136,3 +136,23 @@ func BenchmarkReplayCacheMemory(b *testing.B) {
 		runtime.KeepAlive(&c)
 	}
 }
+
+// Many namespaces each keeping the floor could grow the cache past the memory limit; past four
+// times the budget it refuses everyone instead (fail closed).
+func TestManyNamespacesAtTheirFloorStopAtFourTimesTheBudget(t *testing.T) {
+	c := replayCache{budget: minReplayShare}
+	exp := t0.Add(time.Minute)
+	for ns := range 10 {
+		for i := range minReplayShare {
+			if !c.first("ns-"+strconv.Itoa(ns), "c-"+strconv.Itoa(ns), strconv.Itoa(i), exp, t0) {
+				break
+			}
+		}
+	}
+	if len(c.seen) != replayHardCeiling*c.budget {
+		t.Fatalf("the cache holds %d entries, want the hard ceiling %d", len(c.seen), replayHardCeiling*c.budget)
+	}
+	if c.first("new", "c", "1", exp, t0) {
+		t.Fatal("a namespace recorded past the hard ceiling")
+	}
+}

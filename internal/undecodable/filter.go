@@ -15,6 +15,8 @@ package undecodable
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -246,7 +248,9 @@ func (f *Filter) watch(ctx context.Context, r io.Reader, w *bufio.Writer) error 
 		switch e.Type {
 		case "ADDED", "MODIFIED", "DELETED":
 			if f.leftOut(ctx, e.Object, watchNesting) {
-				e.Type, e.Object = "DELETED", stub(e.Object)
+				// Only an object that is still stored is marked so; a DELETED one is gone.
+				e.Object = stub(e.Object, e.Type != "DELETED")
+				e.Type = "DELETED"
 			}
 		}
 		out, err := json.Marshal(e)
@@ -261,9 +265,20 @@ func (f *Filter) watch(ctx context.Context, r io.Reader, w *bufio.Writer) error 
 	}
 }
 
-// LeftOutAnnotation marks the stub of a DELETED event the Filter made of an object that does not
-// decode: the object is still stored, which a reader that counts such objects needs to know.
+// LeftOutAnnotation marks, with the value LeftOutValue, the stub of a DELETED event the Filter
+// made of an ADDED or MODIFIED event whose object does not decode: the object is still stored,
+// which a reader that counts such objects needs to know. The value is random per process, so
+// that an annotation an object's writer set never passes for it.
 const LeftOutAnnotation = "m2m.dev/left-out-undecodable"
+
+// LeftOutValue is LeftOutAnnotation's value in this process.
+var LeftOutValue = func() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}()
 
 // objectMeta is what the Filter reads of an object that does not decode.
 type objectMeta struct {
@@ -336,11 +351,15 @@ func tooDeep(object []byte, nesting int) error {
 }
 
 // stub is object with nothing but its kind, name, namespace, UID and resourceVersion, and
-// LeftOutAnnotation, which decodes and which an informer deletes by its name.
-func stub(object []byte) json.RawMessage {
+// LeftOutAnnotation when it is still stored: an object that decodes, which an informer deletes
+// by its name.
+func stub(object []byte, stored bool) json.RawMessage {
 	var m objectMeta
 	_ = json.Unmarshal(object, &m)
-	m.Metadata.Annotations = map[string]string{LeftOutAnnotation: "true"}
+	m.Metadata.Annotations = nil
+	if stored {
+		m.Metadata.Annotations = map[string]string{LeftOutAnnotation: LeftOutValue}
+	}
 	out, _ := json.Marshal(m)
 	return out
 }

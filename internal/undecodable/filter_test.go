@@ -128,7 +128,11 @@ func TestAWatchEventWhoseObjectDoesNotDecodeBecomesTheDeletionOfAStubThatDoes(t 
 	got := get(t, filter(up, &reports), "https://api/apis/m2m.dev/v1alpha1/m2mclients?watch=true&resourceVersion=1")
 
 	stub := func(rv string) string {
-		return `{"apiVersion":"m2m.dev/v1alpha1","kind":"M2MClient","metadata":{"name":"bad","namespace":"team-a","uid":"u-bad","resourceVersion":"` + rv + `","annotations":{"` + LeftOutAnnotation + `":"true"}}}`
+		annotations := `,"annotations":{"` + LeftOutAnnotation + `":"` + LeftOutValue + `"}`
+		if rv == "4" { // a DELETED event: the object is gone, not left out
+			annotations = ""
+		}
+		return `{"apiVersion":"m2m.dev/v1alpha1","kind":"M2MClient","metadata":{"name":"bad","namespace":"team-a","uid":"u-bad","resourceVersion":"` + rv + `"` + annotations + `}}`
 	}
 	want := `{"type":"ADDED","object":` + item("good", "1", false) + "}\n" +
 		`{"type":"DELETED","object":` + stub("2") + "}\n" +
