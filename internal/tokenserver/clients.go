@@ -445,55 +445,80 @@ type refreshed struct {
 }
 
 // Refresh reads client from the API server while the cache may be behind: a read of the last
-// refreshReuse serves again while accepts says yes to it, and a client is read again at most
-// every refreshEvery, and refreshRate a second in all. Outside those windows a refused secret
+// refreshReuse serves again while accepts says yes to it, requests for a client wait for its
+// read in flight, a client is read again at most every refreshEvery (a request waits for that
+// rather than be refused), and refreshRate reads a second in all. Outside those windows a refused secret
 // costs what it always does, so that reading past the cache tells no one which client IDs exist.
 func (s *InformerClients) Refresh(ctx context.Context, cached *m2mv1alpha1.M2MClient, accepts func(*m2mv1alpha1.M2MClient) bool) *m2mv1alpha1.M2MClient {
 	if s.reader == nil || !s.behind() {
 		return nil
 	}
-	now := s.clock.Now()
-	s.refreshedMu.Lock()
-	last, ok := s.refreshed[cached.UID]
-	if ok && now.Sub(last.at) < refreshReuse {
-		s.refreshedMu.Unlock()
-		select { // a read in flight: wait for it rather than be refused
-		case <-last.done:
-		case <-ctx.Done():
+	// At most: wait for a read in flight, wait until the client may be read again, read.
+	waited := false
+	for range 3 {
+		now := s.clock.Now()
+		s.refreshedMu.Lock()
+		last, ok := s.refreshed[cached.UID]
+		if ok {
+			select {
+			case <-last.done:
+			default: // a read in flight: wait for it rather than be refused
+				s.refreshedMu.Unlock()
+				if !waitFor(ctx, last.done, nil) {
+					return nil
+				}
+				continue
+			}
+			age := now.Sub(last.at)
+			if last.client != nil && age < refreshReuse && accepts(last.client) {
+				s.refreshedMu.Unlock()
+				return last.client
+			}
+			if last.client != nil && age < refreshEvery && !waited {
+				// Read a moment ago, without this secret (rotated since?): read again when
+				// the client may be read again, rather than refuse a secret that may be new.
+				s.refreshedMu.Unlock()
+				if !waitFor(ctx, nil, time.After(refreshEvery-age)) {
+					return nil
+				}
+				waited = true
+				continue
+			}
+		}
+		if !s.refreshLimit.AllowN(now, 1) {
+			s.refreshedMu.Unlock()
 			return nil
 		}
-		s.refreshedMu.Lock()
-		last = s.refreshed[cached.UID]
-		s.refreshedMu.Unlock()
-		if last.client != nil && accepts(last.client) {
-			return last.client
+		if s.refreshed == nil || len(s.refreshed) >= 10000 {
+			s.refreshed = map[types.UID]refreshed{} // a bound, not a record: forgetting costs one read
 		}
-		if now.Sub(last.at) < refreshEvery {
-			return nil
-		}
-		s.refreshedMu.Lock()
-	}
-	if !s.refreshLimit.AllowN(now, 1) {
+		// Taken before the read, so that requests for this client meanwhile wait for it.
+		entry := refreshed{at: now, done: make(chan struct{})}
+		s.refreshed[cached.UID] = entry
 		s.refreshedMu.Unlock()
-		return nil
-	}
-	if s.refreshed == nil || len(s.refreshed) >= 10000 {
-		s.refreshed = map[types.UID]refreshed{} // a bound, not a record: forgetting costs one read
-	}
-	// Taken before the read, so that requests for this client meanwhile wait for it.
-	entry := refreshed{at: now, done: make(chan struct{})}
-	s.refreshed[cached.UID] = entry
-	s.refreshedMu.Unlock()
 
-	entry.client = s.read(ctx, cached)
-	s.refreshedMu.Lock()
-	s.refreshed[cached.UID] = entry
-	s.refreshedMu.Unlock()
-	close(entry.done)
-	if entry.client == nil || !accepts(entry.client) {
-		return nil
+		entry.client = s.read(ctx, cached)
+		s.refreshedMu.Lock()
+		s.refreshed[cached.UID] = entry
+		s.refreshedMu.Unlock()
+		close(entry.done)
+		if entry.client == nil || !accepts(entry.client) {
+			return nil
+		}
+		return entry.client
 	}
-	return entry.client
+	return nil
+}
+
+// waitFor waits for done or after, and reports false when ctx ends first.
+func waitFor(ctx context.Context, done <-chan struct{}, after <-chan time.Time) bool {
+	select {
+	case <-done:
+	case <-after:
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 // read gets cached's object from the API server, decoded and trimmed as the cache does, or nil
