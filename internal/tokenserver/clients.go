@@ -528,8 +528,17 @@ func (s *InformerClients) read(ctx context.Context, cached *m2mv1alpha1.M2MClien
 	defer cancel()
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClient"))
-	if err := s.reader.Get(ctx, client.ObjectKeyFromObject(cached), u); err != nil {
-		return nil
+	// Right after an API server starts, it may refuse or drop a request for a moment (its
+	// authorizer's caches are empty): try again within the timeout.
+	for {
+		err := s.reader.Get(ctx, client.ObjectKeyFromObject(cached), u)
+		if err == nil {
+			break
+		}
+		log.FromContext(ctx).V(1).Info("reading a client past the cache", "namespace", cached.Namespace, "name", cached.Name, "error", err.Error())
+		if !waitFor(ctx, nil, time.After(100*time.Millisecond)) {
+			return nil
+		}
 	}
 	obj, ok := s.decode(ctx, u)
 	if !ok || obj.UID != cached.UID || obj.DeletionTimestamp != nil {
