@@ -453,7 +453,7 @@ type M2MClientStatus struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Secret",type=string,priority=1,JSONPath=`.status.secretName`
 // +kubebuilder:printcolumn:name="Last Rotation",type=date,JSONPath=`.status.lastRotationTime`
-// +kubebuilder:printcolumn:name="Next Rotation",type=date,priority=1,JSONPath=`.status.nextRotationTime`
+// +kubebuilder:printcolumn:name="Next Rotation",type=string,priority=1,JSONPath=`.status.nextRotationTime`,description="When the next scheduled rotation is due (a time to come, which a date column would show as <invalid>)"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="(has(self.spec.secret) && has(self.spec.secret.name)) || size(self.metadata.name) <= 241",message="metadata.name is too long for the default Secret name; set spec.secret.name"
 // +kubebuilder:validation:XValidation:rule="(has(self.spec.secret) && has(self.spec.secret.name) ? self.spec.secret.name : self.metadata.name + '-credentials') == (has(oldSelf.spec.secret) && has(oldSelf.spec.secret.name) ? oldSelf.spec.secret.name : oldSelf.metadata.name + '-credentials')",message="spec.secret.name is immutable"
