@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -280,8 +281,9 @@ func (s *fileTokenSource) reload() error {
 			if creds.key, creds.kid, creds.alg, err4 = parseKey(pemKey); err4 == nil && iss == "" {
 				err4 = errors.New("a private_key needs the issuer file")
 			}
-		} else {
-			creds.ClientSecret, err4 = read(secretKeyClientSecret)
+		} else if creds.ClientSecret, err4 = read(secretKeyClientSecret); errors.Is(err4, fs.ErrNotExist) {
+			// A client with no secret of its own authenticates with the pod's ServiceAccount.
+			err4 = fmt.Errorf("the Secret has neither client_secret nor private_key; for a client that authenticates with its pod's ServiceAccount token, use NewServiceAccountTokenSource: %w", err4)
 		}
 	}
 	if err := errors.Join(err1, err2, err3, err4); err != nil {

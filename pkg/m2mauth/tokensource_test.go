@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -138,6 +139,21 @@ func TestAnInvalidClientRereadsTheFilesAndRetriesOnce(t *testing.T) {
 func TestNewTokenSourceSaysWhichFileIsMissing(t *testing.T) {
 	if _, err := NewTokenSource(context.Background(), t.TempDir()); err == nil {
 		t.Fatal("an empty directory gave a token source")
+	}
+}
+
+// A Secret of a client that authenticates with its pod's ServiceAccount has a client_id and a
+// token_url but no secret: the error names the token source that client needs.
+func TestNewTokenSourceOnASecretWithoutASecretPointsToTheServiceAccountTokenSource(t *testing.T) {
+	dir := t.TempDir()
+	for name, value := range map[string]string{"client_id": "m2m-sa-client", "token_url": "https://m2m.example.com/oauth2/token"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(value), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := NewTokenSource(context.Background(), dir)
+	if err == nil || !strings.Contains(err.Error(), "NewServiceAccountTokenSource") {
+		t.Fatalf("error %v, want one that points to NewServiceAccountTokenSource", err)
 	}
 }
 
