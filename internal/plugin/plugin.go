@@ -256,6 +256,9 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 		cc.ClientSecret, cc.AuthStyle = "", oauth2.AuthStyleInParams
 		cc.EndpointParams.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
 		cc.EndpointParams.Set("client_assertion", tr.Status.Token)
+	} else if cc.ClientSecret == "" {
+		return fmt.Errorf("Secret %s has neither client_secret nor private_key: M2MClient %s authenticates with a ServiceAccount; run kubectl m2m token %s --service-account SA, with one of its spec.authentication.serviceAccounts",
+			obj.Status.SecretName, key, key.Name)
 	}
 	return printToken(out, cc.TokenSource(ctx), output)
 }

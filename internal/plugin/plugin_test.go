@@ -3,13 +3,19 @@ package plugin
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/oauth2/clientcredentials"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/test/support/inprocess"
 )
 
@@ -104,5 +110,19 @@ func TestVerifyRequiresAnAudienceAndARepeatedOneMeansAnyOf(t *testing.T) {
 				t.Fatalf("exit code %d, want %d; stderr: %s", code, tc.code, stderr.String())
 			}
 		})
+	}
+}
+
+// A client that authenticates with its pod's ServiceAccount has no secret in its Secret: token
+// without --service-account says to use it, rather than send an empty secret.
+func TestTokenForAClientWithoutASecretSaysToUseServiceAccount(t *testing.T) {
+	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "sa-client"}}
+	obj.Status.SecretName = "sa-client-credentials"
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "sa-client-credentials"},
+		Data: map[string][]byte{m2mv1alpha1.SecretKeyClientID: []byte("m2m-sa"), m2mv1alpha1.SecretKeyTokenURL: []byte("https://127.0.0.1:1/oauth2/token")}}
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(obj, s).Build()
+	err := token(context.Background(), c, io.Discard, types.NamespacedName{Namespace: "team-a", Name: "sa-client"}, nil, nil, "", "", "")
+	if err == nil || !strings.Contains(err.Error(), "--service-account") {
+		t.Fatalf("error %v, want one that says to use --service-account", err)
 	}
 }
