@@ -62,6 +62,10 @@ const (
 	refreshReuse   = 10 * time.Second
 	refreshEvery   = time.Second
 	refreshTimeout = 2 * time.Second
+	// watchGap is how long after a watch ended another may start as a routine renewal (the
+	// API server ends watches every few minutes, and the reflector watches again at once); a
+	// longer gap means the API server was away.
+	watchGap = time.Second
 )
 
 // InformerClients is a ClientSource backed by informers on M2MClients: one per watched
@@ -79,9 +83,13 @@ type InformerClients struct {
 	// and the limits.
 	reader         client.Reader
 	lastWatchError atomic.Int64
-	refreshLimit   *rate.Limiter
-	refreshedMu    sync.Mutex
-	refreshed      map[types.UID]refreshed
+	// lastWatchEnd is when a watch last ended (Unix nanoseconds): a watch that starts well after
+	// one ended follows a gap (the API server was away), which the reflector retried without
+	// calling its watch error handler.
+	lastWatchEnd atomic.Int64
+	refreshLimit *rate.Limiter
+	refreshedMu  sync.Mutex
+	refreshed    map[types.UID]refreshed
 
 	// undecodable holds the namespace/name of the objects left out because they do not decode.
 	undecodableMu sync.Mutex
@@ -292,9 +300,14 @@ func (s *InformerClients) observe(ctx context.Context, w watch.Interface, ns str
 	if initial {
 		listed = map[string]bool{}
 	}
+	now := s.clock.Now()
+	if end := s.lastWatchEnd.Load(); end != 0 && now.Sub(time.Unix(0, end)) > watchGap {
+		s.lastWatchError.Store(now.UnixNano()) // the cache may be behind for a while yet
+	}
 	s.openWatches.Add(1)
 	go func() {
 		defer close(o.out)
+		defer s.lastWatchEnd.Store(s.clock.Now().UnixNano())
 		defer s.openWatches.Add(-1)
 		for {
 			select {

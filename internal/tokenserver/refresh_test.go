@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -171,5 +172,31 @@ func TestTheTokenServerReadsPastItsCacheOnlyWhileItMayBeBehindAndWithinLimits(t 
 	reader.obj = deleting
 	if s.Refresh(context.Background(), deleting, yes) != nil {
 		t.Fatal("a client being deleted was read past the cache")
+	}
+}
+
+// While the API server is away the reflector retries its watch without calling the watch error
+// handler; a watch that starts more than a second after the last one ended follows such a gap,
+// and the cache counts as behind. A routine renewal (at once) does not.
+func TestAWatchThatStartsAfterAGapMakesTheCacheCountAsBehind(t *testing.T) {
+	for _, tc := range []struct {
+		sentence string
+		gap      time.Duration
+		behind   bool
+	}{
+		{"a watch renewed at once", 10 * time.Millisecond, false},
+		{"a watch started after the API server was away", 10 * time.Second, true},
+	} {
+		t.Run(tc.sentence, func(t *testing.T) {
+			clk := clocktesting.NewFakeClock(t0)
+			s := &InformerClients{clock: clk, informers: make([]toolscache.SharedIndexInformer, 1)}
+			s.lastWatchEnd.Store(clk.Now().UnixNano())
+			clk.Step(tc.gap)
+			w := s.observe(context.Background(), watch.NewFake(), "", false)
+			defer w.Stop()
+			if got := s.behind(); got != tc.behind {
+				t.Fatalf("behind = %v, want %v", got, tc.behind)
+			}
+		})
 	}
 }
