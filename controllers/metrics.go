@@ -36,6 +36,18 @@ var (
 		Name: "m2m_manager_secret_write_failures_total",
 		Help: "Writes of a credentials Secret that the API server refused, during a rotation or otherwise; each is retried.",
 	})
+	// UndecodableClients counts the M2MClient versions the manager's cache left out because they
+	// did not decode.
+	UndecodableClients = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "m2m_manager_undecodable_clients_total",
+		Help: "M2MClient versions left out of the manager's cache because they did not decode; each is queued for repair.",
+	})
+	// StatusesRepaired counts the M2MClient statuses that did not decode and that the manager
+	// removed, so that it rebuilds them.
+	StatusesRepaired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "m2m_manager_statuses_repaired_total",
+		Help: "M2MClient statuses the manager removed because they did not decode; it rebuilds each from the client's binding and Secret.",
+	})
 )
 
 // FleetCollector reports, at each scrape, gauges read from the manager's cache: clients by state

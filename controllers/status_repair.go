@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -21,21 +20,6 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/undecodable"
-)
-
-var (
-	// UndecodableClients counts the M2MClient versions the manager's cache left out because they
-	// did not decode.
-	UndecodableClients = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "m2m_manager_undecodable_clients_total",
-		Help: "M2MClient versions left out of the manager's cache because they did not decode; each is queued for repair.",
-	})
-	// StatusesRepaired counts the M2MClient statuses that did not decode and that the manager
-	// removed, so that it rebuilds them.
-	StatusesRepaired = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "m2m_manager_statuses_repaired_total",
-		Help: "M2MClient statuses the manager removed because they did not decode; it rebuilds each from the client's binding and Secret.",
-	})
 )
 
 // statusRepair keeps one M2MClient that does not decode from stopping the manager for every

@@ -28,10 +28,8 @@ const kubeletDelay = 2 * time.Second
 // mount is one client's Secret as its pod reads it.
 type mount struct {
 	id, secret string
-	// generation counts the secrets the pod has read, the first one included; accepted says
-	// whether the token server has issued a token for the current one.
+	// generation counts the secrets the pod has read, the first one included.
 	generation int
-	accepted   bool
 	next       string
 	nextAt     time.Time
 }
@@ -103,19 +101,10 @@ func (k *kubelet) read(name string) mount {
 	defer k.mu.Unlock()
 	m := k.mounts[name]
 	if m.next != "" && !time.Now().Before(m.nextAt) {
-		m.secret, m.next, m.accepted = m.next, "", false
+		m.secret, m.next = m.next, ""
 		m.generation++
 	}
 	return *m
-}
-
-// accepted records that the token server issued a token for client name's secret.
-func (k *kubelet) accepted(name, secret string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if m := k.mounts[name]; m.secret == secret {
-		m.accepted = true
-	}
 }
 
 // load is pods asking for tokens with the credentials they read from their volumes, one client
@@ -150,7 +139,6 @@ func startLoad(t *testing.T, f *fleet, k *kubelet) *load {
 					l.fail(fmt.Errorf("client %s, secret %d: status %d, error %q", f.names[i], m.generation, resp.Status, resp.Error))
 				default:
 					l.ok.Add(1)
-					k.accepted(f.names[i], m.secret)
 					if m.generation > 1 {
 						l.rotated.Add(1)
 					}
