@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
@@ -83,8 +84,11 @@ func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // Reconcile moves the signing keys through their life (next, active, retired, gone) as
 // signingkeys.Plan decides, and the status MAC keys as statusmac.Plan decides, and requeues for
-// the moment a plan next changes. A missing Secret is the empty one, in which both plans start
-// with an active key: writing it creates it.
+// the moment a plan next changes. A rotation that the Secret's annotations ask for is decided
+// with them and recorded as done in the same write, so that a crash does both or neither; an
+// emergency replaces the status keys too (statusmac.Replace), since whoever copied the Secret
+// has them. A missing Secret is the empty one, in which both plans start with an active key:
+// writing it creates it.
 func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx).WithValues("secret", r.Secret.String())
 	now := r.Clock.Now()
@@ -101,10 +105,17 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	plan := signingkeys.Plan(set, r.Policy, now)
+	ask := signingkeys.AskNone
+	if secret != nil {
+		ask = signingkeys.AskOf(secret.Annotations)
+	}
+	plan := signingkeys.Plan(set, r.Policy, ask, now)
 	statusPlan := statusmac.Plan(status, fleet, r.StatusKeyPeriod, now)
+	if ask == signingkeys.AskEmergency {
+		statusPlan = statusmac.Replace(status, fleet, r.StatusKeyPeriod, now)
+	}
 	secret = editOwnSecret(secret, r.Secret, corev1.SecretTypeOpaque)
-	if labels := r.labels(secret.Labels); !plan.Empty() || !statusPlan.Empty() || !maps.Equal(labels, secret.Labels) {
+	if labels := r.labels(secret.Labels); !plan.Empty() || !statusPlan.Empty() || !maps.Equal(labels, secret.Labels) || ask != signingkeys.AskNone {
 		if set, err = signingkeys.Apply(set, plan, r.Policy, now); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -114,8 +125,16 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 			}
 		}
 		secret.Labels = labels
-		if err := r.write(ctx, secret, set, status); err != nil {
+		secret.Annotations = signingkeys.Acted(secret.Annotations)
+		if err := r.write(ctx, secret, set, status); apierrors.IsConflict(err) {
+			// The cache had not seen the last write yet (an annotation, say): decide again on
+			// the newer version.
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
+		} else if err != nil {
 			return ctrl.Result{}, err
+		}
+		if ask != signingkeys.AskNone {
+			logger.Info("signing keys: a rotation was asked for", "mode", string(ask))
 		}
 		for _, why := range plan.Why {
 			logger.Info("signing keys: " + why)
@@ -124,7 +143,7 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 			logger.Info("status keys: " + why)
 		}
 		// What the plans say after this step is when to look again.
-		plan = signingkeys.Plan(set, r.Policy, now)
+		plan = signingkeys.Plan(set, r.Policy, signingkeys.AskNone, now)
 		statusPlan = statusmac.Plan(status, fleet, r.StatusKeyPeriod, now)
 	}
 	r.waiting.Store(!status.Enforced() || slices.ContainsFunc(status.Keys, func(k *statusmac.Key) bool { return k.State == statusmac.StateRetired }))

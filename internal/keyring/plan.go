@@ -45,7 +45,8 @@ type Plan struct {
 	// Promote: the next key signs, and the active key (if any) retires.
 	Promote bool
 	// Drop lists the ids of keys to remove: retired keys whose time is over, and next keys that
-	// are not wanted (they never signed).
+	// are not wanted (they never signed). A ring's own plan may drop any key (the signing keys'
+	// emergency rotation drops them all); Decide never drops an active key.
 	Drop []string
 	// Why explains each step, for logs and events: one sentence for each of Drop, in order,
 	// then one for AddActive, AddNext or Promote.

@@ -1,8 +1,11 @@
 package signingkeys
 
 import (
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 )
 
 var policy = Policy{Algorithm: ES256, Period: 90 * 24 * time.Hour, Prepublish: 24 * time.Hour, Retention: 24*time.Hour + 5*time.Minute}
@@ -23,15 +26,17 @@ func key(t *testing.T, alg Algorithm, state State, created time.Time) *Key {
 func TestPlan(t *testing.T) {
 	day := 24 * time.Hour
 	for sentence, tc := range map[string]struct {
-		keys     func() []*Key
-		at       time.Time
-		want     KeyPlan
-		wakeAt   time.Time
-		dropping int
+		keys      func() []*Key
+		ask       Ask
+		at        time.Time
+		want      keyring.Plan
+		wakeAt    time.Time
+		dropping  int
+		signsFrom time.Time
 	}{
 		"an empty set gets an active key at once": {
 			keys: func() []*Key { return nil },
-			at:   now, want: KeyPlan{AddActive: true},
+			at:   now, want: keyring.Plan{AddActive: true},
 		},
 		"a young active key needs nothing until a day before its period ends": {
 			keys: func() []*Key { return []*Key{key(t, ES256, StateActive, now)} },
@@ -39,13 +44,13 @@ func TestPlan(t *testing.T) {
 		},
 		"a day before the period ends a next key is published": {
 			keys: func() []*Key { return []*Key{key(t, ES256, StateActive, now)} },
-			at:   now.Add(89 * day), want: KeyPlan{AddNext: true}, wakeAt: now.Add(90 * day),
+			at:   now.Add(89 * day), want: keyring.Plan{AddNext: true}, wakeAt: now.Add(90 * day),
 		},
 		"a next key published a day ago takes over when the period ends": {
 			keys: func() []*Key {
 				return []*Key{key(t, ES256, StateActive, now), key(t, ES256, StateNext, now.Add(89*day))}
 			},
-			at: now.Add(90 * day), want: KeyPlan{Promote: true},
+			at: now.Add(90 * day), want: keyring.Plan{Promote: true},
 		},
 		"a next key published late waits out its full prepublish time": {
 			keys: func() []*Key {
@@ -55,7 +60,7 @@ func TestPlan(t *testing.T) {
 		},
 		"a changed algorithm publishes a key of the new one at once": {
 			keys: func() []*Key { return []*Key{key(t, RS256, StateActive, now)} },
-			at:   now.Add(time.Hour), want: KeyPlan{AddNext: true}, wakeAt: now.Add(time.Hour + day),
+			at:   now.Add(time.Hour), want: keyring.Plan{AddNext: true}, wakeAt: now.Add(time.Hour + day),
 		},
 		"a changed algorithm still waits out the prepublish time": {
 			keys: func() []*Key {
@@ -67,7 +72,7 @@ func TestPlan(t *testing.T) {
 			keys: func() []*Key {
 				return []*Key{key(t, RS256, StateActive, now), key(t, EdDSA, StateNext, now)}
 			},
-			at: now.Add(time.Hour), want: KeyPlan{AddNext: true}, dropping: 1, wakeAt: now.Add(time.Hour + day),
+			at: now.Add(time.Hour), want: keyring.Plan{AddNext: true}, dropping: 1, wakeAt: now.Add(time.Hour + day),
 		},
 		"a retired key stays while its tokens may be valid": {
 			keys: func() []*Key {
@@ -83,13 +88,61 @@ func TestPlan(t *testing.T) {
 		},
 		"with no active key a published next key starts at once": {
 			keys: func() []*Key { return []*Key{key(t, ES256, StateNext, now)} },
-			at:   now, want: KeyPlan{Promote: true},
+			at:   now, want: keyring.Plan{Promote: true},
+		},
+		"a planned rotation publishes a successor at once, to sign after the prepublish time": {
+			keys: func() []*Key { return []*Key{key(t, ES256, StateActive, now)} },
+			ask:  AskPlanned, at: now.Add(10 * day),
+			want: keyring.Plan{AddNext: true}, signsFrom: now.Add(11 * day), wakeAt: now.Add(11 * day),
+		},
+		"a successor published for a planned rotation signs after its prepublish time, before the period ends": {
+			keys: func() []*Key {
+				return []*Key{key(t, ES256, StateActive, now), forAsk(key(t, ES256, StateNext, now.Add(10*day)))}
+			},
+			at: now.Add(11 * day), want: keyring.Plan{Promote: true},
+		},
+		"a successor published for a planned rotation waits out its prepublish time": {
+			keys: func() []*Key {
+				return []*Key{key(t, ES256, StateActive, now), forAsk(key(t, ES256, StateNext, now.Add(10*day)))}
+			},
+			at: now.Add(11*day - time.Hour), wakeAt: now.Add(11 * day),
+		},
+		"a planned rotation keeps a next key already published, which signs once its prepublish time is over": {
+			keys: func() []*Key {
+				return []*Key{key(t, ES256, StateActive, now), key(t, ES256, StateNext, now.Add(89*day))}
+			},
+			ask: AskPlanned, at: now.Add(89*day + time.Hour), signsFrom: now.Add(90 * day), wakeAt: now.Add(90 * day),
+		},
+		"a planned rotation makes a next key published for the prepublish time sign at once": {
+			keys: func() []*Key {
+				return []*Key{key(t, ES256, StateActive, now), key(t, ES256, StateNext, now.Add(10*day))}
+			},
+			ask: AskPlanned, at: now.Add(12 * day), want: keyring.Plan{Promote: true},
+		},
+		"a planned rotation replaces a next key of an algorithm no longer wanted": {
+			keys: func() []*Key {
+				return []*Key{key(t, ES256, StateActive, now), key(t, EdDSA, StateNext, now)}
+			},
+			ask: AskPlanned, at: now.Add(time.Hour), want: keyring.Plan{AddNext: true}, dropping: 1, signsFrom: now.Add(time.Hour + day),
+		},
+		"an emergency drops the active, next and retired keys, and a new key signs at once": {
+			keys: func() []*Key {
+				return []*Key{key(t, ES256, StateRetired, now), key(t, ES256, StateActive, now), key(t, ES256, StateNext, now.Add(89*day))}
+			},
+			ask: AskEmergency, at: now.Add(89*day + time.Hour), want: keyring.Plan{AddActive: true}, dropping: 3,
+		},
+		"an emergency on an empty set makes a key that signs": {
+			keys: func() []*Key { return nil },
+			ask:  AskEmergency, at: now, want: keyring.Plan{AddActive: true},
 		},
 	} {
 		t.Run(sentence, func(t *testing.T) {
-			got := Plan(&Set{Keys: tc.keys()}, policy, tc.at)
+			got := Plan(&Set{Keys: tc.keys()}, policy, tc.ask, tc.at)
 			if got.AddActive != tc.want.AddActive || got.AddNext != tc.want.AddNext || got.Promote != tc.want.Promote || len(got.Drop) != tc.dropping {
 				t.Fatalf("plan %+v", got)
+			}
+			if !got.SignsFrom.Equal(tc.signsFrom) {
+				t.Fatalf("the next key signs from %s, want %s", got.SignsFrom, tc.signsFrom)
 			}
 			if !got.Empty() && len(got.Why) == 0 {
 				t.Fatal("a plan that changes something must say why")
@@ -101,10 +154,17 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// forAsk marks k as published for a planned rotation: it signs once published for a day.
+func forAsk(k *Key) *Key {
+	at := k.CreatedAt.Add(policy.Prepublish)
+	k.SignsFrom = &at
+	return k
+}
+
 func TestApplyPromotesTheNextKeyAndRetiresTheActiveOne(t *testing.T) {
 	active, next := key(t, ES256, StateActive, now), key(t, ES256, StateNext, now)
 	set := &Set{Keys: []*Key{active, next}}
-	got, err := Apply(set, KeyPlan{Promote: true}, policy, now.Add(time.Hour))
+	got, err := Apply(set, KeyPlan{Plan: keyring.Plan{Promote: true}}, policy, now.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,5 +188,49 @@ func TestPolicyValidateRefusesAPrepublishShorterThanTheJWKSCache(t *testing.T) {
 		if err := p.Validate(); err == nil {
 			t.Errorf("%+v accepted", p)
 		}
+	}
+}
+
+// The time a planned rotation's successor signs is kept in the Secret with the key, so that the
+// decisions after it (and a manager that restarts) still end the active key's term then.
+func TestAPlannedRotationRecordsWhenItsSuccessorSignsAndItSignsThen(t *testing.T) {
+	set := &Set{Keys: []*Key{key(t, ES256, StateActive, now)}}
+	asked := now.Add(10 * 24 * time.Hour)
+	got, err := Apply(set, Plan(set, policy, AskPlanned, asked), policy, asked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var next *Key
+	for _, k := range got.Keys {
+		if k.State == StateNext {
+			next = k
+		}
+	}
+	if next == nil || next.SignsFrom == nil || !next.SignsFrom.Equal(asked.Add(policy.Prepublish)) {
+		t.Fatalf("keys %+v", got.Keys)
+	}
+	data, _ := got.Encode()
+	parsed, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := Plan(parsed, policy, AskNone, next.SignsFrom.Add(-time.Second)); !p.Empty() || !p.WakeAt.Equal(*next.SignsFrom) {
+		t.Fatalf("before its time: plan %+v", p)
+	}
+	if p := Plan(parsed, policy, AskNone, *next.SignsFrom); !p.Promote {
+		t.Fatalf("at its time: plan %+v", p)
+	}
+}
+
+// After an emergency the set holds one key, new, that signs; none of the keys it held before.
+func TestAnEmergencyLeavesOnlyANewKeyThatSigns(t *testing.T) {
+	old := []*Key{key(t, ES256, StateRetired, now), key(t, ES256, StateActive, now), key(t, ES256, StateNext, now)}
+	set := &Set{Keys: old}
+	got, err := Apply(set, Plan(set, policy, AskEmergency, now), policy, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Keys) != 1 || got.Active() == nil || slices.ContainsFunc(old, func(k *Key) bool { return k.KID == got.Active().KID }) {
+		t.Fatalf("keys %+v", got.Keys)
 	}
 }

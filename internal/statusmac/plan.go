@@ -68,10 +68,31 @@ var rules = keyring.Rules{Noun: "status key", Prepublish: Prepublish}
 // Plan decides the next step for set (nil when the Secret has none yet) at now, with period the
 // active key's lifetime (0 for never).
 func Plan(set *Set, fleet Fleet, period time.Duration, now time.Time) KeyPlan {
+	return plan(set, fleet, period, false, now)
+}
+
+// Replace is Plan for keys that may have been copied, as in an emergency rotation of the signing
+// keys, which share their Secret: a next key goes (it was copied too) and the active key gets a
+// successor at once. The successor signs after Prepublish and the manager seals every status
+// again with it, as in a scheduled rotation, so that no status is discarded and no client's
+// credentials change; the copied key verifies until no status uses it.
+func Replace(set *Set, fleet Fleet, period time.Duration, now time.Time) KeyPlan {
+	return plan(set, fleet, period, true, now)
+}
+
+func plan(set *Set, fleet Fleet, period time.Duration, replace bool, now time.Time) KeyPlan {
 	var keys []keyring.Key
 	if set != nil {
 		for _, k := range set.Keys {
-			keys = append(keys, ringKey(k, fleet, period, now))
+			v := ringKey(k, fleet, period, now)
+			switch {
+			case !replace:
+			case k.State == StateNext:
+				v.Reason = "it may have been copied with the signing keys"
+			case k.State == StateActive:
+				v.At, v.Reason = now, "may have been copied with the signing keys"
+			}
+			keys = append(keys, v)
 		}
 	}
 	r := keyring.Decide(keys, rules, now)

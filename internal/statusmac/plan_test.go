@@ -76,3 +76,30 @@ func TestApplyKeepsOneActiveKeyThroughARotation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestReplace(t *testing.T) {
+	active := &Key{ID: "act", Life: keyring.Life{State: StateActive, CreatedAt: t0, ActiveAt: at(0)}}
+	next := &Key{ID: "nxt", Life: keyring.Life{State: StateNext, CreatedAt: t0.Add(time.Minute)}}
+	all := Fleet{AllAuthenticated: true}
+	for _, tc := range []struct {
+		sentence string
+		set      *Set
+		check    func(p KeyPlan) bool
+	}{
+		{"a copied active key gets a successor at once, whatever its age", &Set{Keys: []*Key{active}, EnforcedSince: at(0)},
+			func(p KeyPlan) bool {
+				return p.AddNext && !p.Promote && len(p.Drop) == 0 && p.WakeAt.Equal(t0.Add(2*time.Minute+Prepublish))
+			}},
+		{"a copied next key goes and a new successor is published", &Set{Keys: []*Key{active, next}, EnforcedSince: at(0)},
+			func(p KeyPlan) bool { return p.AddNext && !p.Promote && len(p.Drop) == 1 && p.Drop[0] == "nxt" }},
+		{"with no status keys yet a key that signs is made", nil,
+			func(p KeyPlan) bool { return p.AddActive }},
+	} {
+		t.Run(tc.sentence, func(t *testing.T) {
+			p := Replace(tc.set, all, DefaultPeriod, t0.Add(2*time.Minute))
+			if !tc.check(p) || (!p.Empty() && len(p.Why) == 0) {
+				t.Fatalf("plan %+v", p)
+			}
+		})
+	}
+}

@@ -89,7 +89,7 @@ func TestUpgradingUnderLoadRefusesNoCurrentOrGraceSecretAndThenEnforcesMACs(t *t
 		}
 	}
 	// The signing-key Secret of the previous version: signing keys, no status keys.
-	keys, err := signingkeys.Apply(&signingkeys.Set{}, signingkeys.KeyPlan{AddActive: true}, signingkeys.DefaultPolicy, time.Now())
+	keys, err := signingkeys.Apply(&signingkeys.Set{}, signingkeys.Plan(&signingkeys.Set{}, signingkeys.DefaultPolicy, signingkeys.AskNone, time.Now()), signingkeys.DefaultPolicy, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
