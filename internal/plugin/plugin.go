@@ -1,5 +1,5 @@
 // Package plugin is `kubectl m2m`: get a token for an M2MClient, rotate its secret, describe it,
-// and verify a token. It follows kubectl's conventions: -n, --context and --kubeconfig, errors
+// verify a token, and rotate the signing keys. It follows kubectl's conventions: -n, --context and --kubeconfig, errors
 // on stderr, exit code 1 on failure and 2 on bad usage.
 package plugin
 
@@ -42,6 +42,7 @@ var commands = []struct{ name, usage string }{
 	{"rotate", "kubectl m2m rotate NAME [-n NS] [--timeout 2m]"},
 	{"describe", "kubectl m2m describe NAME [-n NS]"},
 	{"verify", "kubectl m2m verify TOKEN --issuer URL (--audience A... | --any-audience) [--scope S]..."},
+	{"rotate-signing-key", "kubectl m2m rotate-signing-key [--emergency] [-n m2m-system] [--secret m2m-signing-keys] [--timeout 2m]"},
 }
 
 var usage = func() string {
@@ -104,6 +105,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	rest := flags.Args()
+	if cmd == "rotate-signing-key" {
+		return f.rotateSigningKey(ctx, stdout, rest)
+	}
 	if len(rest) != 1 {
 		return fmt.Errorf("%w: %s takes exactly one argument", errUsage, cmd)
 	}
@@ -121,6 +125,8 @@ type commandFlags struct {
 	timeout                  time.Duration
 	anyAudience              bool
 	serviceAccount           string
+	emergency                bool
+	secret                   string
 }
 
 // registerFlags registers the flags of cmd on flags and returns where their values go.
@@ -139,6 +145,8 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 		flags.StringVarP(&f.output, "output", "o", "", "json prints the whole token response")
 	case "rotate":
 		flags.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
+	case "rotate-signing-key":
+		registerSigningKeyFlags(f, flags)
 	case "verify":
 		flags.StringVar(&f.issuer, "issuer", "", "issuer URL (required)")
 		flags.StringArrayVar(&f.scopes, "scope", nil, "scope the token must have (repeatable)")
