@@ -158,18 +158,7 @@ func TestKubectlM2MGetsATokenOverHTTPSWithTheSecretsCA(t *testing.T) {
 	if err := env.Client.Create(ctx, obj); err != nil {
 		t.Fatal(err)
 	}
-	u, err := env.AddUser(envtest.User{Name: "plugin-user", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := u.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(path, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := testenv.Kubeconfig(t, env, envtest.User{Name: "plugin-user", Groups: []string{"system:masters"}})
 	testenv.Eventually(t, wait, func() error {
 		var out, errOut bytes.Buffer
 		if code := plugin.Run(ctx, []string{"token", "cli", "-n", ns, "--kubeconfig", path}, &out, &errOut); code != 0 {
