@@ -62,7 +62,10 @@ func (r *ServingCertReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // Reconcile makes one CA step, or issues the serving certificate, and requeues for the next due
 // moment. The bundle changes before the CA that signs does, by an overlap, so that every client
-// trusts a CA before a certificate of it is served, and after it is no longer served.
+// trusts a CA before a certificate of it is served, and after it is no longer served; except in
+// an emergency, where the CA Secret is written first (the new CA signs, alone in the bundle) and
+// the certificate second, which a crash in between leaves to the next reconcile's rule for a
+// certificate of another CA.
 func (r *ServingCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
 	now := r.Clock.Now()
@@ -80,7 +83,9 @@ func (r *ServingCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (
 		logger.Error(err, "the CA Secret is damaged; it is left as it is", "secret", r.CASecret.String())
 		return ctrl.Result{RequeueAfter: damagedKeysRecheck}, nil
 	}
-	if fixed := r.repairCA(caSecret, st, now); fixed != nil {
+	// An emergency rewrites what a repair would, and a repaired bundle would rewrite every
+	// credentials Secret once more.
+	if fixed := r.repairCA(caSecret, st, now); fixed != nil && st.CAAsk != servingcert.AskEmergency {
 		if err := r.Update(ctx, fixed); apierrors.IsConflict(err) {
 			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		} else if err != nil {
@@ -146,7 +151,7 @@ func (r *ServingCertReconciler) state(caSecret, certSecret *corev1.Secret) (serv
 			}
 			st.PreviousUntil, _ = time.Parse(time.RFC3339, caSecret.Annotations[servingcert.PreviousUntilAnnotation])
 		}
-		st.CARotationAsked = rotationAsked(caSecret)
+		st.CAAsk = servingcert.AskOf(caSecret.Annotations)
 	}
 	if certSecret != nil {
 		// A certificate that does not parse, or whose key is not its own, is replaced: it is
@@ -154,7 +159,9 @@ func (r *ServingCertReconciler) state(caSecret, certSecret *corev1.Secret) (serv
 		if kp, err := servingcert.Parse(certSecret.Data[servingcert.TLSCert], certSecret.Data[servingcert.TLSKey]); err == nil {
 			st.Cert = kp.Cert
 		}
-		st.CertRotationAsked = rotationAsked(certSecret)
+		// Only a planned rotation: a new certificate alone does not help against a leaked key,
+		// which stays trusted until it expires; that emergency is the CA Secret's.
+		st.CertRotationAsked = servingcert.Asked(certSecret.Annotations, servingcert.RotateAnnotation, servingcert.RotatedAnnotation)
 	}
 	return st, nil
 }
@@ -186,13 +193,9 @@ func (r *ServingCertReconciler) repairCA(s *corev1.Secret, st servingcert.State,
 	return fixed
 }
 
-func rotationAsked(s *corev1.Secret) bool {
-	v := s.Annotations[servingcert.RotateAnnotation]
-	return v != "" && v != s.Annotations[servingcert.RotatedAnnotation]
-}
-
 // stepCA writes one CA step into the CA Secret, guarded by its resourceVersion; CACreate
-// writes the first CA into the empty Secret that stands for a missing one.
+// writes the first CA into the empty Secret that stands for a missing one. A rotation asked for
+// is recorded as done in the write that does it, so that a crash does both or neither.
 func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, step servingcert.CAStep, now time.Time) error {
 	if step == servingcert.CACreate && s != nil {
 		return fmt.Errorf("the CA Secret %s exists without a CA", r.CASecret)
@@ -216,9 +219,19 @@ func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, st
 		}
 		d[servingcert.NextCert], d[servingcert.NextKey] = next.CertPEM, next.KeyPEM
 		s.Annotations[servingcert.NextSinceAnnotation] = now.UTC().Format(time.RFC3339)
-		if v := s.Annotations[servingcert.RotateAnnotation]; v != "" {
-			s.Annotations[servingcert.RotatedAnnotation] = v
+		s.Annotations = servingcert.Acted(s.Annotations)
+	case servingcert.CAReplace:
+		ca, err := servingcert.NewCA(now, r.Policy.CAValidity)
+		if err != nil {
+			return err
 		}
+		d[servingcert.CACert], d[servingcert.CAKey] = ca.CertPEM, ca.KeyPEM
+		for _, k := range []string{servingcert.NextCert, servingcert.NextKey, servingcert.PreviousCert} {
+			delete(d, k)
+		}
+		delete(s.Annotations, servingcert.NextSinceAnnotation)
+		delete(s.Annotations, servingcert.PreviousUntilAnnotation)
+		s.Annotations = servingcert.Acted(s.Annotations)
 	case servingcert.CAPromote:
 		d[servingcert.PreviousCert] = d[servingcert.CACert]
 		d[servingcert.CACert], d[servingcert.CAKey] = d[servingcert.NextCert], d[servingcert.NextKey]

@@ -1,6 +1,8 @@
 // Package servingcert issues the token server's serving certificate from a CA that the manager
 // keeps, and rotates both: the certificate well before it expires, and the CA with an overlap in
-// which clients trust the old and the new CA, so that no TLS handshake fails across a rotation.
+// which clients trust the old and the new CA, so that no TLS handshake fails across a rotation;
+// or, in an emergency (a CA key or a serving key copied), at once, when failed handshakes until
+// clients see the new CA are the price of no longer trusting the old one.
 // Plan decides; the manager's reconciler acts.
 package servingcert
 
@@ -42,11 +44,6 @@ const (
 	NextSinceAnnotation = "m2m.dev/next-ca-since"
 	// PreviousUntilAnnotation is when the previous CA leaves the bundle (RFC 3339).
 	PreviousUntilAnnotation = "m2m.dev/previous-ca-until"
-	// RotateAnnotation, on the CA Secret, starts a CA rotation once for each new value; on the
-	// serving-certificate Secret, it issues a new certificate once for each new value.
-	RotateAnnotation = "m2m.dev/rotate"
-	// RotatedAnnotation records the RotateAnnotation value last acted on.
-	RotatedAnnotation = "m2m.dev/rotated"
 )
 
 // Keys of the serving-certificate Secret (kubernetes.io/tls), which the token server mounts.

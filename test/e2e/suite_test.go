@@ -13,7 +13,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -120,21 +119,9 @@ func namespace(t *testing.T) string { return testenv.Namespace(t, env.Client) }
 // readyClient creates obj and waits until it is Ready, and returns its Secret.
 func readyClient(t *testing.T, obj *m2mv1alpha1.M2MClient) *corev1.Secret {
 	t.Helper()
-	ctx := context.Background()
-	if err := env.Client.Create(ctx, obj); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, wait, func() error {
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
-			return err
-		}
-		if !meta.IsStatusConditionTrue(obj.Status.Conditions, m2mv1alpha1.ConditionReady) {
-			return fmt.Errorf("not Ready")
-		}
-		return nil
-	})
+	testenv.CreateReady(t, env.Client, obj, wait)
 	s := &corev1.Secret{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: obj.Status.SecretName}, s); err != nil {
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: obj.Namespace, Name: obj.Status.SecretName}, s); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -8,12 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,13 +19,17 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/plugin"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
-	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 func annotate(t *testing.T, key types.NamespacedName, value string) {
 	t.Helper()
-	patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, servingcert.RotateAnnotation, value))
+	annotateWith(t, key, servingcert.RotateAnnotation, value)
+}
+
+func annotateWith(t *testing.T, key types.NamespacedName, annotation, value string) {
+	t.Helper()
+	patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, annotation, value))
 	s := secret(t, key)
 	if err := env.Client.Patch(context.Background(), s, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
@@ -40,75 +41,18 @@ func annotate(t *testing.T, key types.NamespacedName, value string) {
 // new TLS connection, while the serving certificate is replaced and then the CA rotates, with no
 // failed request.
 func TestAPodWithOnlyItsSecretGetsTokensOverHTTPSThroughCertificateAndCARotations(t *testing.T) {
-	ctx := context.Background()
 	ns := testenv.Namespace(t, env.Client)
 	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "billing"},
 		Spec: m2mv1alpha1.M2MClientSpec{Scopes: []m2mv1alpha1.Scope{"read:invoices"}}}
-	if err := env.Client.Create(ctx, obj); err != nil {
-		t.Fatal(err)
-	}
+	testenv.CreateReady(t, env.Client, obj, wait)
 	credentials := types.NamespacedName{Namespace: ns, Name: "billing-credentials"}
-	testenv.Eventually(t, wait, func() error {
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
-			return err
-		}
-		if !meta.IsStatusConditionTrue(obj.Status.Conditions, m2mv1alpha1.ConditionReady) {
-			return errors.New("not Ready")
-		}
-		return nil
-	})
 	s := secret(t, credentials)
 	if !strings.HasPrefix(string(s.Data[m2mv1alpha1.SecretKeyTokenURL]), "https://") || !bytes.Equal(s.Data[m2mv1alpha1.SecretKeyCA], secret(t, caSecret).Data[servingcert.Bundle]) {
 		t.Fatalf("the credentials Secret has token_url %q and ca.crt %d bytes; want https and the CA bundle", s.Data[m2mv1alpha1.SecretKeyTokenURL], len(s.Data[m2mv1alpha1.SecretKeyCA]))
 	}
 
-	mountCtx, stopMount := context.WithCancel(ctx)
-	defer stopMount()
-	dir := t.TempDir()
-	go mountSecret(mountCtx, credentials, dir, time.Second)
-	if err := waitForFile(filepath.Join(dir, m2mv1alpha1.SecretKeyCA), wait); err != nil {
-		t.Fatal(err)
-	}
-
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			// A new token source each time: a new connection and TLS handshake, with the files
-			// as they are mounted now.
-			reqCtx, cancel := context.WithCancel(ctx)
-			ts, err := m2mauth.NewTokenSource(reqCtx, dir)
-			if err == nil {
-				_, err = ts.Token()
-			}
-			cancel()
-			if err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
-			} else {
-				ok.Add(1)
-			}
-		}
-	}()
-	stopConsumer := func() {
-		close(stop)
-		wg.Wait()
-	}
-	testenv.Eventually(t, wait, func() error {
-		if ok.Load()+failed.Load() < 5 {
-			return errors.New("fewer than 5 requests so far")
-		}
-		return nil
-	})
+	dir := mountCredentials(t, credentials, time.Second)
+	load := startTokenLoad(t, dir)
 
 	// The serving certificate is replaced (as on its schedule, after two thirds of its life).
 	before := served(t)
@@ -140,12 +84,12 @@ func TestAPodWithOnlyItsSecretGetsTokensOverHTTPSThroughCertificateAndCARotation
 		}
 		return nil
 	})
-	time.Sleep(2 * time.Second) // requests after the old CA left every bundle
-	stopConsumer()
-	if failed.Load() != 0 || ok.Load() < 50 {
-		t.Fatalf("%d of %d token requests failed across a certificate and a CA rotation; first: %v", failed.Load(), ok.Load()+failed.Load(), firstErr.Load())
+	load.waitFor(t, 50) // requests after the old CA left every bundle
+	load.Stop()
+	if load.failed.Load() != 0 {
+		t.Fatalf("%d of %d token requests failed across a certificate and a CA rotation; first: %v", load.failed.Load(), load.ok.Load()+load.failed.Load(), load.firstErr.Load())
 	}
-	t.Logf("%d token requests over new TLS connections, none failed", ok.Load())
+	t.Logf("%d token requests over new TLS connections, none failed", load.ok.Load())
 }
 
 // kubectl m2m token reaches the token server over HTTPS with the CA bundle of the client's

@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -111,6 +113,24 @@ func Namespace(t testing.TB, c client.Client) string {
 		t.Fatal(err)
 	}
 	return name
+}
+
+// CreateReady creates obj and waits until it is Ready; obj is then as the API server has it.
+func CreateReady(t testing.TB, c client.Client, obj *m2mv1alpha1.M2MClient, timeout time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, timeout, func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(obj.Status.Conditions, m2mv1alpha1.ConditionReady) {
+			return errors.New("not Ready")
+		}
+		return nil
+	})
 }
 
 var pokes atomic.Int64
