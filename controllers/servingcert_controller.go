@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 )
 
@@ -85,7 +86,7 @@ func (r *ServingCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (
 	}
 	// An emergency rewrites what a repair would, and a repaired bundle would rewrite every
 	// credentials Secret once more.
-	if fixed := r.repairCA(caSecret, st, now); fixed != nil && st.CAAsk != servingcert.AskEmergency {
+	if fixed := r.repairCA(caSecret, st, now); fixed != nil && st.CAAsk != keyring.AskEmergency {
 		if err := r.Update(ctx, fixed); apierrors.IsConflict(err) {
 			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		} else if err != nil {
@@ -151,7 +152,7 @@ func (r *ServingCertReconciler) state(caSecret, certSecret *corev1.Secret) (serv
 			}
 			st.PreviousUntil, _ = time.Parse(time.RFC3339, caSecret.Annotations[servingcert.PreviousUntilAnnotation])
 		}
-		st.CAAsk = servingcert.AskOf(caSecret.Annotations)
+		st.CAAsk = keyring.AskOf(caSecret.Annotations)
 	}
 	if certSecret != nil {
 		// A certificate that does not parse, or whose key is not its own, is replaced: it is
@@ -161,7 +162,7 @@ func (r *ServingCertReconciler) state(caSecret, certSecret *corev1.Secret) (serv
 		}
 		// Only a planned rotation: a new certificate alone does not help against a leaked key,
 		// which stays trusted until it expires; that emergency is the CA Secret's.
-		st.CertRotationAsked = servingcert.Asked(certSecret.Annotations, servingcert.RotateAnnotation, servingcert.RotatedAnnotation)
+		st.CertRotationAsked = keyring.Asked(certSecret.Annotations, keyring.RotateAnnotation, keyring.RotatedAnnotation)
 	}
 	return st, nil
 }
@@ -219,7 +220,7 @@ func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, st
 		}
 		d[servingcert.NextCert], d[servingcert.NextKey] = next.CertPEM, next.KeyPEM
 		s.Annotations[servingcert.NextSinceAnnotation] = now.UTC().Format(time.RFC3339)
-		s.Annotations = servingcert.Acted(s.Annotations)
+		s.Annotations = keyring.Acted(s.Annotations)
 	case servingcert.CAReplace:
 		ca, err := servingcert.NewCA(now, r.Policy.CAValidity)
 		if err != nil {
@@ -231,7 +232,7 @@ func (r *ServingCertReconciler) stepCA(ctx context.Context, s *corev1.Secret, st
 		}
 		delete(s.Annotations, servingcert.NextSinceAnnotation)
 		delete(s.Annotations, servingcert.PreviousUntilAnnotation)
-		s.Annotations = servingcert.Acted(s.Annotations)
+		s.Annotations = keyring.Acted(s.Annotations)
 	case servingcert.CAPromote:
 		d[servingcert.PreviousCert] = d[servingcert.CACert]
 		d[servingcert.CACert], d[servingcert.CAKey] = d[servingcert.NextCert], d[servingcert.NextKey]
@@ -255,8 +256,8 @@ func (r *ServingCertReconciler) writeCert(ctx context.Context, s *corev1.Secret,
 	s = editOwnSecret(s, r.CertSecret, corev1.SecretTypeTLS)
 	if kp != nil {
 		s.Data[servingcert.TLSCert], s.Data[servingcert.TLSKey] = kp.CertPEM, kp.KeyPEM
-		if v := s.Annotations[servingcert.RotateAnnotation]; v != "" {
-			s.Annotations[servingcert.RotatedAnnotation] = v
+		if v := s.Annotations[keyring.RotateAnnotation]; v != "" {
+			s.Annotations[keyring.RotatedAnnotation] = v
 		}
 	}
 	s.Data[servingcert.TLSCA] = bundle

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 )
 
@@ -41,8 +42,8 @@ func TestAnEmergencyReplacesEveryCAInOneWriteAndTheNextReconcileReissuesTheCerti
 		ObjectMeta: metav1.ObjectMeta{Namespace: caRef.Namespace, Name: caRef.Name, Labels: labels, Annotations: map[string]string{
 			servingcert.NextSinceAnnotation:     now.Add(-time.Hour).Format(time.RFC3339),
 			servingcert.PreviousUntilAnnotation: now.Add(time.Hour).Format(time.RFC3339),
-			servingcert.RotateAnnotation:        "planned",
-			servingcert.EmergencyAnnotation:     "e1",
+			keyring.RotateAnnotation:            "planned",
+			keyring.EmergencyAnnotation:         "e1",
 		}},
 		Data: map[string][]byte{
 			servingcert.CACert: old.CertPEM, servingcert.CAKey: old.KeyPEM, servingcert.NextCert: next.CertPEM, servingcert.NextKey: next.KeyPEM,
@@ -92,7 +93,7 @@ func TestAnEmergencyReplacesEveryCAInOneWriteAndTheNextReconcileReissuesTheCerti
 		t.Fatalf("the CA Secret holds %d keys; want the new CA alone, in the bundle too", len(ca.Data))
 	}
 	a := ca.Annotations
-	if a[servingcert.EmergencyRotatedAnnotation] != "e1" || a[servingcert.RotatedAnnotation] != "planned" || a[servingcert.NextSinceAnnotation] != "" || a[servingcert.PreviousUntilAnnotation] != "" {
+	if a[keyring.EmergencyRotatedAnnotation] != "e1" || a[keyring.RotatedAnnotation] != "planned" || a[servingcert.NextSinceAnnotation] != "" || a[servingcert.PreviousUntilAnnotation] != "" {
 		t.Fatalf("annotations %v", a)
 	}
 
@@ -118,13 +119,13 @@ func TestAnEmergencyReplacesEveryCAInOneWriteAndTheNextReconcileReissuesTheCerti
 
 // An emergency whose CA Secret write fails (a conflict, an API server away) is still asked for:
 // the value is recorded only by the write that replaces the CA, never by a write of its own.
-func TestAnEmergencyWhoseWriteFailsIsStillAskedFor(t *testing.T) {
+func TestAnEmergencyCARotationWhoseWriteFailsIsStillAskedFor(t *testing.T) {
 	ctx := context.Background()
 	caRef := types.NamespacedName{Namespace: "m2m-system", Name: "m2m-ca"}
 	certRef := types.NamespacedName{Namespace: "m2m-system", Name: "m2m-token-server-tls"}
 	old := mustNewCA(t)
 	caSecret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: caRef.Namespace, Name: caRef.Name, Annotations: map[string]string{servingcert.EmergencyAnnotation: "e1"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: caRef.Namespace, Name: caRef.Name, Annotations: map[string]string{keyring.EmergencyAnnotation: "e1"},
 			Labels: map[string]string{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue}},
 		Data: map[string][]byte{servingcert.CACert: old.CertPEM, servingcert.CAKey: old.KeyPEM, servingcert.Bundle: servingcert.BundleOf(old.CertPEM)},
 	}
@@ -150,7 +151,7 @@ func TestAnEmergencyWhoseWriteFailsIsStillAskedFor(t *testing.T) {
 	if err := c.Get(ctx, caRef, got); err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Equal(got.Data[servingcert.CACert], old.CertPEM) || got.Annotations[servingcert.EmergencyRotatedAnnotation] != "e1" {
+	if bytes.Equal(got.Data[servingcert.CACert], old.CertPEM) || got.Annotations[keyring.EmergencyRotatedAnnotation] != "e1" {
 		t.Fatal("the emergency was not done after its first write failed")
 	}
 }

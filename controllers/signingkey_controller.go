@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
@@ -105,17 +106,17 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	ask := signingkeys.AskNone
+	ask := keyring.AskNone
 	if secret != nil {
-		ask = signingkeys.AskOf(secret.Annotations)
+		ask = keyring.AskOf(secret.Annotations)
 	}
 	plan := signingkeys.Plan(set, r.Policy, ask, now)
 	statusPlan := statusmac.Plan(status, fleet, r.StatusKeyPeriod, now)
-	if ask == signingkeys.AskEmergency {
+	if ask == keyring.AskEmergency {
 		statusPlan = statusmac.Replace(status, fleet, r.StatusKeyPeriod, now)
 	}
 	secret = editOwnSecret(secret, r.Secret, corev1.SecretTypeOpaque)
-	if labels := r.labels(secret.Labels); !plan.Empty() || !statusPlan.Empty() || !maps.Equal(labels, secret.Labels) || ask != signingkeys.AskNone {
+	if labels := r.labels(secret.Labels); !plan.Empty() || !statusPlan.Empty() || !maps.Equal(labels, secret.Labels) || ask != keyring.AskNone {
 		if set, err = signingkeys.Apply(set, plan, r.Policy, now); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -125,7 +126,7 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 			}
 		}
 		secret.Labels = labels
-		secret.Annotations = signingkeys.Acted(secret.Annotations)
+		secret.Annotations = keyring.Acted(secret.Annotations)
 		if err := r.write(ctx, secret, set, status); apierrors.IsConflict(err) {
 			// The cache had not seen the last write yet (an annotation, say): decide again on
 			// the newer version.
@@ -133,7 +134,7 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		} else if err != nil {
 			return ctrl.Result{}, err
 		}
-		if ask != signingkeys.AskNone {
+		if ask != keyring.AskNone {
 			logger.Info("signing keys: a rotation was asked for", "mode", string(ask))
 		}
 		for _, why := range plan.Why {
@@ -143,7 +144,7 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 			logger.Info("status keys: " + why)
 		}
 		// What the plans say after this step is when to look again.
-		plan = signingkeys.Plan(set, r.Policy, signingkeys.AskNone, now)
+		plan = signingkeys.Plan(set, r.Policy, keyring.AskNone, now)
 		statusPlan = statusmac.Plan(status, fleet, r.StatusKeyPeriod, now)
 	}
 	r.waiting.Store(!status.Enforced() || slices.ContainsFunc(status.Keys, func(k *statusmac.Key) bool { return k.State == statusmac.StateRetired }))

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
@@ -82,7 +83,7 @@ func (k *keyReconciler) annotate(t *testing.T, name, value string) {
 func TestTheRotateAnnotationPublishesASuccessorOnceForEachValue(t *testing.T) {
 	k := newKeyReconciler(t, interceptor.Funcs{})
 	_, before, _ := k.secret(t)
-	k.annotate(t, signingkeys.RotateAnnotation, "v1")
+	k.annotate(t, keyring.RotateAnnotation, "v1")
 	if err := k.reconcile(t); err != nil {
 		t.Fatal(err)
 	}
@@ -93,11 +94,11 @@ func TestTheRotateAnnotationPublishesASuccessorOnceForEachValue(t *testing.T) {
 	if at := set.Keys[1].SignsFrom; at == nil || !at.Equal(now.Add(signingkeys.DefaultPolicy.Prepublish)) {
 		t.Fatalf("the successor signs from %v, want the prepublish time from now", at)
 	}
-	if s.Annotations[signingkeys.RotatedAnnotation] != "v1" {
+	if s.Annotations[keyring.RotatedAnnotation] != "v1" {
 		t.Fatalf("annotations %v", s.Annotations)
 	}
 	// The same value again, and more reconciles, change nothing.
-	k.annotate(t, signingkeys.RotateAnnotation, "v1")
+	k.annotate(t, keyring.RotateAnnotation, "v1")
 	for range 3 {
 		if err := k.reconcile(t); err != nil {
 			t.Fatal(err)
@@ -112,12 +113,12 @@ func TestTheRotateAnnotationPublishesASuccessorOnceForEachValue(t *testing.T) {
 // and the value recorded, so that a crash does all of it or none.
 func TestTheEmergencyAnnotationReplacesEverySigningKeyAndStartsAStatusKeyRotationInOneWrite(t *testing.T) {
 	k := newKeyReconciler(t, interceptor.Funcs{})
-	k.annotate(t, signingkeys.RotateAnnotation, "planned") // a next key, which an emergency must drop too
+	k.annotate(t, keyring.RotateAnnotation, "planned") // a next key, which an emergency must drop too
 	if err := k.reconcile(t); err != nil {
 		t.Fatal(err)
 	}
 	_, before, statusBefore := k.secret(t)
-	k.annotate(t, signingkeys.EmergencyAnnotation, "e1")
+	k.annotate(t, keyring.EmergencyAnnotation, "e1")
 	k.writes = 0
 	if err := k.reconcile(t); err != nil {
 		t.Fatal(err)
@@ -129,7 +130,7 @@ func TestTheEmergencyAnnotationReplacesEverySigningKeyAndStartsAStatusKeyRotatio
 	if len(set.Keys) != 1 || set.Active() == nil || before.Find(set.Active().KID) != nil {
 		t.Fatalf("keys %+v, before %+v", set.Keys, before.Keys)
 	}
-	if s.Annotations[signingkeys.EmergencyRotatedAnnotation] != "e1" {
+	if s.Annotations[keyring.EmergencyRotatedAnnotation] != "e1" {
 		t.Fatalf("annotations %v", s.Annotations)
 	}
 	if status.Active().ID != statusBefore.Active().ID || len(status.Keys) != 2 || !status.Enforced() {
@@ -147,21 +148,21 @@ func TestTheEmergencyAnnotationReplacesEverySigningKeyAndStartsAStatusKeyRotatio
 }
 
 // A write that fails records nothing: the rotation is still asked for, and the next reconcile does it.
-func TestAnEmergencyWhoseWriteFailsIsStillAskedFor(t *testing.T) {
+func TestAnEmergencySigningKeyRotationWhoseWriteFailsIsStillAskedFor(t *testing.T) {
 	fail := true
 	k := newKeyReconciler(t, interceptor.Funcs{Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
-		if s, ok := o.(*corev1.Secret); ok && fail && s.Annotations[signingkeys.EmergencyRotatedAnnotation] != "" {
+		if s, ok := o.(*corev1.Secret); ok && fail && s.Annotations[keyring.EmergencyRotatedAnnotation] != "" {
 			return errors.New("the API server went away")
 		}
 		return c.Update(ctx, o, opts...)
 	}})
 	_, before, _ := k.secret(t)
-	k.annotate(t, signingkeys.EmergencyAnnotation, "e1")
+	k.annotate(t, keyring.EmergencyAnnotation, "e1")
 	if err := k.reconcile(t); err == nil {
 		t.Fatal("the failed write was not reported")
 	}
 	s, _, _ := k.secret(t)
-	if signingkeys.AskOf(s.Annotations) != signingkeys.AskEmergency {
+	if keyring.AskOf(s.Annotations) != keyring.AskEmergency {
 		t.Fatalf("annotations %v", s.Annotations)
 	}
 	fail = false
@@ -169,7 +170,7 @@ func TestAnEmergencyWhoseWriteFailsIsStillAskedFor(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, set, _ := k.secret(t)
-	if set.Find(before.Active().KID) != nil || !maps.Equal(s.Annotations, signingkeys.Acted(s.Annotations)) {
+	if set.Find(before.Active().KID) != nil || !maps.Equal(s.Annotations, keyring.Acted(s.Annotations)) {
 		t.Fatalf("keys %+v, annotations %v", set.Keys, s.Annotations)
 	}
 }

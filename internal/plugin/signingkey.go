@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
@@ -61,9 +62,9 @@ func rotateSigningKey(ctx context.Context, c client.Client, out io.Writer, key t
 	if err != nil {
 		return err
 	}
-	ask, done := signingkeys.RotateAnnotation, signingkeys.RotatedAnnotation
+	ask, done := keyring.RotateAnnotation, keyring.RotatedAnnotation
 	if emergency {
-		ask, done = signingkeys.EmergencyAnnotation, signingkeys.EmergencyRotatedAnnotation
+		ask, done = keyring.EmergencyAnnotation, keyring.EmergencyRotatedAnnotation
 	}
 	value := strconv.FormatInt(time.Now().UnixNano(), 10)
 	// Only the annotation is sent: a patch of metadata, never of the keys.

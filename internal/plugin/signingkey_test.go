@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
@@ -52,7 +53,7 @@ func TestRotateSigningKeyTakesNoArgument(t *testing.T) {
 // Without a manager to act, the command says so when its time is up, and it has sent only the
 // annotation: the keys are as they were.
 func TestRotateSigningKeySaysWhenNoManagerActed(t *testing.T) {
-	set, err := signingkeys.Apply(&signingkeys.Set{}, signingkeys.Plan(&signingkeys.Set{}, signingkeys.DefaultPolicy, signingkeys.AskNone, time.Now()), signingkeys.DefaultPolicy, time.Now())
+	set, err := signingkeys.Apply(&signingkeys.Set{}, signingkeys.Plan(&signingkeys.Set{}, signingkeys.DefaultPolicy, keyring.AskNone, time.Now()), signingkeys.DefaultPolicy, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestRotateSigningKeySaysWhenNoManagerActed(t *testing.T) {
 	if err := c.Get(context.Background(), signingkeys.DefaultSecret, got); err != nil {
 		t.Fatal(err)
 	}
-	if signingkeys.AskOf(got.Annotations) != signingkeys.AskEmergency || !bytes.Equal(got.Data[signingkeys.DataKey], data) {
+	if keyring.AskOf(got.Annotations) != keyring.AskEmergency || !bytes.Equal(got.Data[signingkeys.DataKey], data) {
 		t.Fatalf("annotations %v; keys changed: %t", got.Annotations, !bytes.Equal(got.Data[signingkeys.DataKey], data))
 	}
 }

@@ -18,8 +18,8 @@ type State struct {
 	// Previous signed before the last rotation; it stays in the bundle until PreviousUntil.
 	Previous      *x509.Certificate
 	PreviousUntil time.Time
-	// CAAsk is the rotation the CA Secret's annotations ask for (AskOf).
-	CAAsk Ask
+	// CAAsk is the rotation the CA Secret's annotations ask for (keyring.AskOf).
+	CAAsk keyring.Ask
 	// Cert is the serving certificate, nil when there is none or it does not parse.
 	Cert *x509.Certificate
 	// CertRotationAsked: the serving-certificate Secret's m2m.dev/rotate has a new value.
@@ -113,11 +113,11 @@ type caPlan struct {
 // none; a new CA for an emergency; a successor, at once, for a CA that expired; the previous
 // CA's removal; the next CA's promotion; the next CA's publication.
 func caStep(st State, now time.Time, p Policy) caPlan {
-	if st.CA != nil && st.CAAsk == AskEmergency {
+	if st.CA != nil && st.CAAsk == keyring.AskEmergency {
 		// Whoever copied the Secret has the next CA's key too, and the previous CA's key was in it
 		// until the last promotion; TLS has no revocation here, so a leaked serving key stays
 		// usable until no client trusts the CA that signed it.
-		return caPlan{step: CAReplace, why: fmt.Sprintf("an emergency rotation was asked for (%s): a new CA signs now, and every CA the Secret held leaves the bundle now", EmergencyAnnotation)}
+		return caPlan{step: CAReplace, why: fmt.Sprintf("an emergency rotation was asked for (%s): a new CA signs now, and every CA the Secret held leaves the bundle now", keyring.EmergencyAnnotation)}
 	}
 	keys, expired := caRing(st, now, p)
 	plan := keyring.Decide(keys, keyring.Rules{Noun: "CA", Prepublish: p.Overlap, RetiredSlots: 1}, now)
@@ -159,7 +159,7 @@ func caRing(st State, now time.Time, p Policy) (keys []keyring.Key, expired bool
 	if !expired {
 		ca := keyring.Key{ID: serial(st.CA.Cert), State: keyring.StateActive, At: st.CA.Cert.NotAfter.Add(-p.CARenewBefore)}
 		ca.Reason = fmt.Sprintf("expires at %s, within %s", st.CA.Cert.NotAfter.UTC().Format(time.RFC3339), p.CARenewBefore)
-		if st.CAAsk == AskPlanned && now.Before(ca.At) {
+		if st.CAAsk == keyring.AskPlanned && now.Before(ca.At) {
 			ca.At, ca.Reason = now, "was asked to rotate (m2m.dev/rotate)"
 		}
 		keys = append(keys, ca)

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"testing"
 	"time"
+
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 )
 
 var t0 = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
@@ -53,7 +55,7 @@ func TestPlan(t *testing.T) {
 		"a certificate missing a host is replaced":                         {State{CA: ca, Cert: mustCert(t, ca, hosts[:1], t0)}, t0, CANone, true, 900 * time.Hour},
 		"a rotation asked for on the certificate issues one":               {State{CA: ca, Cert: cert, CertRotationAsked: true}, t0, CANone, true, 900 * time.Hour},
 		"a CA near its end gets a successor in the bundle":                 {State{CA: oldCA, Cert: mustCert(t, oldCA, hosts, t0)}, t0, CAAddNext, false, 0},
-		"a CA rotation asked for adds the successor":                       {State{CA: ca, Cert: cert, CAAsk: AskPlanned}, t0, CAAddNext, false, 0},
+		"a CA rotation asked for adds the successor":                       {State{CA: ca, Cert: cert, CAAsk: keyring.AskPlanned}, t0, CAAddNext, false, 0},
 		"the successor waits out the overlap before it signs":              {State{CA: ca, Cert: cert, Next: next, NextSince: t0}, t0.Add(time.Hour), CANone, false, 9 * time.Hour},
 		"the successor signs after the overlap":                            {State{CA: ca, Cert: cert, Next: next, NextSince: t0}, t0.Add(10 * time.Hour), CAPromote, false, 0},
 		"the previous CA stays for the overlap after":                      {State{CA: next, Cert: mustCert(t, next, hosts, t0), Previous: ca.Cert, PreviousUntil: t0.Add(10 * time.Hour)}, t0.Add(time.Hour), CANone, false, 9 * time.Hour},
@@ -64,12 +66,12 @@ func TestPlan(t *testing.T) {
 		"an expired certificate is replaced":                               {State{CA: ca, Cert: cert}, t0.Add(91 * time.Hour), CANone, true, 0},
 		"a certificate that ends with its CA is not renewed over and over": {State{CA: oldCA, Cert: endsWithCA, Next: next, NextSince: t0.Add(35 * time.Hour)}, t0.Add(40 * time.Hour), CANone, false, 5 * time.Hour},
 		"a CA not valid yet (a clock behind) is no reason to rotate":       {State{CA: mustCA(t, t0.Add(time.Hour)), Cert: mustCert(t, ca, hosts, t0)}, t0, CANone, true, 0},
-		"a rotation asked for waits while one is in progress":              {State{CA: ca, Cert: cert, Next: next, NextSince: t0, CAAsk: AskPlanned}, t0.Add(time.Hour), CANone, false, 9 * time.Hour},
-		"an emergency replaces a CA that had years to run at once":         {State{CA: ca, Cert: cert, CAAsk: AskEmergency}, t0, CAReplace, false, 0},
-		"an emergency replaces the CA before its successor signs":          {State{CA: ca, Cert: cert, Next: next, NextSince: t0, CAAsk: AskEmergency}, t0.Add(time.Hour), CAReplace, false, 0},
-		"an emergency replaces the CA while the previous one overlaps":     {State{CA: next, Cert: mustCert(t, next, hosts, t0), Previous: ca.Cert, PreviousUntil: t0.Add(10 * time.Hour), CAAsk: AskEmergency}, t0.Add(time.Hour), CAReplace, false, 0},
-		"an emergency replaces an expired CA rather than hand over":        {State{CA: expired, Cert: cert, Next: next, NextSince: t0, CAAsk: AskEmergency}, t0, CAReplace, false, 0},
-		"an emergency on a missing CA creates one":                         {State{CAAsk: AskEmergency}, t0, CACreate, false, 0},
+		"a rotation asked for waits while one is in progress":              {State{CA: ca, Cert: cert, Next: next, NextSince: t0, CAAsk: keyring.AskPlanned}, t0.Add(time.Hour), CANone, false, 9 * time.Hour},
+		"an emergency replaces a CA that had years to run at once":         {State{CA: ca, Cert: cert, CAAsk: keyring.AskEmergency}, t0, CAReplace, false, 0},
+		"an emergency replaces the CA before its successor signs":          {State{CA: ca, Cert: cert, Next: next, NextSince: t0, CAAsk: keyring.AskEmergency}, t0.Add(time.Hour), CAReplace, false, 0},
+		"an emergency replaces the CA while the previous one overlaps":     {State{CA: next, Cert: mustCert(t, next, hosts, t0), Previous: ca.Cert, PreviousUntil: t0.Add(10 * time.Hour), CAAsk: keyring.AskEmergency}, t0.Add(time.Hour), CAReplace, false, 0},
+		"an emergency replaces an expired CA rather than hand over":        {State{CA: expired, Cert: cert, Next: next, NextSince: t0, CAAsk: keyring.AskEmergency}, t0, CAReplace, false, 0},
+		"an emergency on a missing CA creates one":                         {State{CAAsk: keyring.AskEmergency}, t0, CACreate, false, 0},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			d := Plan(tc.st, hosts, tc.now, testPolicy)

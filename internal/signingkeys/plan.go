@@ -66,8 +66,8 @@ func rules(policy Policy) keyring.Rules {
 
 // Plan decides the next step of the key set's life at now, with ask the rotation that the
 // Secret asks for and that has not been done yet.
-func Plan(s *Set, policy Policy, ask Ask, now time.Time) KeyPlan {
-	if ask == AskEmergency {
+func Plan(s *Set, policy Policy, ask keyring.Ask, now time.Time) KeyPlan {
+	if ask == keyring.AskEmergency {
 		return emergency(s)
 	}
 	// The next key the ring keeps: the first of the policy's algorithm. When it was published
@@ -100,12 +100,12 @@ func Plan(s *Set, policy Policy, ask Ask, now time.Time) KeyPlan {
 				// The algorithm changed: rotate as soon as a key of the new one is published.
 				rotateAt = now
 				v.Reason = fmt.Sprintf("is %s, not %s", k.Algorithm, policy.Algorithm)
-			case ask == AskPlanned:
+			case ask == keyring.AskPlanned:
 				rotateAt = now
-				v.Reason = fmt.Sprintf("was asked to rotate (%s)", RotateAnnotation)
+				v.Reason = fmt.Sprintf("was asked to rotate (%s)", keyring.RotateAnnotation)
 			case signsFrom != nil && signsFrom.Before(rotateAt):
 				rotateAt = *signsFrom
-				v.Reason = fmt.Sprintf("was asked to rotate (%s) and signs until %s", RotateAnnotation, stamp(rotateAt))
+				v.Reason = fmt.Sprintf("was asked to rotate (%s) and signs until %s", keyring.RotateAnnotation, stamp(rotateAt))
 			}
 			v.At = rotateAt.Add(-policy.Prepublish)
 		case StateRetired:
@@ -118,7 +118,7 @@ func Plan(s *Set, policy Policy, ask Ask, now time.Time) KeyPlan {
 		keys = append(keys, v)
 	}
 	p := KeyPlan{Plan: keyring.Decide(keys, rules(policy), now)}
-	if ask == AskPlanned && !p.Promote {
+	if ask == keyring.AskPlanned && !p.Promote {
 		// The successor signs once published for the prepublish time, and not before now.
 		stored := now.UTC().Truncate(time.Second) // as keys record times
 		switch {
@@ -126,7 +126,7 @@ func Plan(s *Set, policy Policy, ask Ask, now time.Time) KeyPlan {
 			p.SignsFrom = stored.Add(policy.Prepublish)
 		case next != nil:
 			p.SignsFrom = later(next.CreatedAt.Add(policy.Prepublish), stored)
-			p.Why = append(p.Why, fmt.Sprintf("a rotation was asked for (%s); next key %s, published at %s, signs from %s", RotateAnnotation, next.KID, stamp(next.CreatedAt), stamp(p.SignsFrom)))
+			p.Why = append(p.Why, fmt.Sprintf("a rotation was asked for (%s); next key %s, published at %s, signs from %s", keyring.RotateAnnotation, next.KID, stamp(next.CreatedAt), stamp(p.SignsFrom)))
 		}
 	}
 	return p
@@ -139,7 +139,7 @@ func emergency(s *Set) KeyPlan {
 	var p keyring.Plan
 	for _, k := range s.Keys {
 		p.Drop = append(p.Drop, k.KID)
-		p.Why = append(p.Why, fmt.Sprintf("%s key %s goes at once: an emergency rotation was asked for (%s), and every private key in the Secret may have been copied", k.State, k.KID, EmergencyAnnotation))
+		p.Why = append(p.Why, fmt.Sprintf("%s key %s goes at once: an emergency rotation was asked for (%s), and every private key in the Secret may have been copied", k.State, k.KID, keyring.EmergencyAnnotation))
 	}
 	p.AddActive = true
 	p.Why = append(p.Why, "a new key signs at once; verifiers learn it when they next fetch the JWKS")

@@ -27,7 +27,7 @@ func TestPlan(t *testing.T) {
 	day := 24 * time.Hour
 	for sentence, tc := range map[string]struct {
 		keys      func() []*Key
-		ask       Ask
+		ask       keyring.Ask
 		at        time.Time
 		want      keyring.Plan
 		wakeAt    time.Time
@@ -92,7 +92,7 @@ func TestPlan(t *testing.T) {
 		},
 		"a planned rotation publishes a successor at once, to sign after the prepublish time": {
 			keys: func() []*Key { return []*Key{key(t, ES256, StateActive, now)} },
-			ask:  AskPlanned, at: now.Add(10 * day),
+			ask:  keyring.AskPlanned, at: now.Add(10 * day),
 			want: keyring.Plan{AddNext: true}, signsFrom: now.Add(11 * day), wakeAt: now.Add(11 * day),
 		},
 		"a successor published for a planned rotation signs after its prepublish time, before the period ends": {
@@ -111,29 +111,29 @@ func TestPlan(t *testing.T) {
 			keys: func() []*Key {
 				return []*Key{key(t, ES256, StateActive, now), key(t, ES256, StateNext, now.Add(89*day))}
 			},
-			ask: AskPlanned, at: now.Add(89*day + time.Hour), signsFrom: now.Add(90 * day), wakeAt: now.Add(90 * day),
+			ask: keyring.AskPlanned, at: now.Add(89*day + time.Hour), signsFrom: now.Add(90 * day), wakeAt: now.Add(90 * day),
 		},
 		"a planned rotation makes a next key published for the prepublish time sign at once": {
 			keys: func() []*Key {
 				return []*Key{key(t, ES256, StateActive, now), key(t, ES256, StateNext, now.Add(10*day))}
 			},
-			ask: AskPlanned, at: now.Add(12 * day), want: keyring.Plan{Promote: true},
+			ask: keyring.AskPlanned, at: now.Add(12 * day), want: keyring.Plan{Promote: true},
 		},
 		"a planned rotation replaces a next key of an algorithm no longer wanted": {
 			keys: func() []*Key {
 				return []*Key{key(t, ES256, StateActive, now), key(t, EdDSA, StateNext, now)}
 			},
-			ask: AskPlanned, at: now.Add(time.Hour), want: keyring.Plan{AddNext: true}, dropping: 1, signsFrom: now.Add(time.Hour + day),
+			ask: keyring.AskPlanned, at: now.Add(time.Hour), want: keyring.Plan{AddNext: true}, dropping: 1, signsFrom: now.Add(time.Hour + day),
 		},
 		"an emergency drops the active, next and retired keys, and a new key signs at once": {
 			keys: func() []*Key {
 				return []*Key{key(t, ES256, StateRetired, now), key(t, ES256, StateActive, now), key(t, ES256, StateNext, now.Add(89*day))}
 			},
-			ask: AskEmergency, at: now.Add(89*day + time.Hour), want: keyring.Plan{AddActive: true}, dropping: 3,
+			ask: keyring.AskEmergency, at: now.Add(89*day + time.Hour), want: keyring.Plan{AddActive: true}, dropping: 3,
 		},
 		"an emergency on an empty set makes a key that signs": {
 			keys: func() []*Key { return nil },
-			ask:  AskEmergency, at: now, want: keyring.Plan{AddActive: true},
+			ask:  keyring.AskEmergency, at: now, want: keyring.Plan{AddActive: true},
 		},
 	} {
 		t.Run(sentence, func(t *testing.T) {
@@ -196,7 +196,7 @@ func TestPolicyValidateRefusesAPrepublishShorterThanTheJWKSCache(t *testing.T) {
 func TestAPlannedRotationRecordsWhenItsSuccessorSignsAndItSignsThen(t *testing.T) {
 	set := &Set{Keys: []*Key{key(t, ES256, StateActive, now)}}
 	asked := now.Add(10 * 24 * time.Hour)
-	got, err := Apply(set, Plan(set, policy, AskPlanned, asked), policy, asked)
+	got, err := Apply(set, Plan(set, policy, keyring.AskPlanned, asked), policy, asked)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,10 +214,10 @@ func TestAPlannedRotationRecordsWhenItsSuccessorSignsAndItSignsThen(t *testing.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := Plan(parsed, policy, AskNone, next.SignsFrom.Add(-time.Second)); !p.Empty() || !p.WakeAt.Equal(*next.SignsFrom) {
+	if p := Plan(parsed, policy, keyring.AskNone, next.SignsFrom.Add(-time.Second)); !p.Empty() || !p.WakeAt.Equal(*next.SignsFrom) {
 		t.Fatalf("before its time: plan %+v", p)
 	}
-	if p := Plan(parsed, policy, AskNone, *next.SignsFrom); !p.Promote {
+	if p := Plan(parsed, policy, keyring.AskNone, *next.SignsFrom); !p.Promote {
 		t.Fatalf("at its time: plan %+v", p)
 	}
 }
@@ -226,7 +226,7 @@ func TestAPlannedRotationRecordsWhenItsSuccessorSignsAndItSignsThen(t *testing.T
 func TestAnEmergencyLeavesOnlyANewKeyThatSigns(t *testing.T) {
 	old := []*Key{key(t, ES256, StateRetired, now), key(t, ES256, StateActive, now), key(t, ES256, StateNext, now)}
 	set := &Set{Keys: old}
-	got, err := Apply(set, Plan(set, policy, AskEmergency, now), policy, now)
+	got, err := Apply(set, Plan(set, policy, keyring.AskEmergency, now), policy, now)
 	if err != nil {
 		t.Fatal(err)
 	}

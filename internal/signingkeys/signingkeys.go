@@ -68,7 +68,7 @@ type Key struct {
 	Algorithm Algorithm `json:"alg"`
 	// Life is the key's state and its times (state, createdAt, activeAt, retiredAt).
 	keyring.Life
-	// SignsFrom, on a next key published because someone asked for a rotation (RotateAnnotation),
+	// SignsFrom, on a next key published because someone asked for a rotation (keyring.RotateAnnotation),
 	// is when it signs: once published for the prepublish time, whatever is left of the active
 	// key's period. Unset for a scheduled rotation.
 	SignsFrom *time.Time `json:"signsFrom,omitempty"`

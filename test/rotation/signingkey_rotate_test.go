@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 	"github.com/m2m-dev/m2m-operator/internal/plugin"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
@@ -325,7 +326,7 @@ func TestAnEmergencySigningKeyRotationRefusesTheOldKeysTokensAndKeepsEveryClient
 		before[c.key.Name] = state{s, h}
 	}
 	// A successor published first: whoever copied the Secret has its key too.
-	askRotation(t, signingkeys.RotateAnnotation, signingkeys.RotatedAnnotation, "before-the-emergency-"+t.Name())
+	askRotation(t, keyring.RotateAnnotation, keyring.RotatedAnnotation, "before-the-emergency-"+t.Name())
 	_, set := signingKeys(t)
 	var oldKids []string
 	for _, k := range set.Keys {
@@ -459,14 +460,14 @@ func TestARepeatedRotationValueRotatesTheSigningKeysOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	value := "once-" + t.Name()
-	askRotation(t, signingkeys.EmergencyAnnotation, signingkeys.EmergencyRotatedAnnotation, value)
+	askRotation(t, keyring.EmergencyAnnotation, keyring.EmergencyRotatedAnnotation, value)
 	for range 5 {
-		askRotation(t, signingkeys.EmergencyAnnotation, signingkeys.EmergencyRotatedAnnotation, value)
+		askRotation(t, keyring.EmergencyAnnotation, keyring.EmergencyRotatedAnnotation, value)
 		pokeKeys(t)
 	}
 	// The manager acts on what it sees in order: once it has acted on a new planned value, it
 	// has seen every write above.
-	askRotation(t, signingkeys.RotateAnnotation, signingkeys.RotatedAnnotation, "after-"+value)
+	askRotation(t, keyring.RotateAnnotation, keyring.RotatedAnnotation, "after-"+value)
 	changes, last := 0, ""
 	for _, v := range recorded() {
 		s, ok := v.Object.(*corev1.Secret)
@@ -488,7 +489,7 @@ func TestARepeatedRotationValueRotatesTheSigningKeysOnce(t *testing.T) {
 func TestATenantCannotRotateTheSigningKeys(t *testing.T) {
 	tenant := testenv.Tenant(t, env, sharedNamespace, testenv.GrantSecrets)
 	before, _ := signingKeys(t)
-	for _, annotation := range []string{signingkeys.RotateAnnotation, signingkeys.EmergencyAnnotation} {
+	for _, annotation := range []string{keyring.RotateAnnotation, keyring.EmergencyAnnotation} {
 		s := &corev1.Secret{}
 		s.Namespace, s.Name = signingkeys.DefaultSecret.Namespace, signingkeys.DefaultSecret.Name
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"tenant"}}}`, annotation)

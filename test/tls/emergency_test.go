@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -51,11 +52,11 @@ func TestAnEmergencyCARotationDropsEveryOldCAAtOnceAndLeavesCredentialsAlone(t *
 	oldCAs := [][]byte{before.Data[servingcert.CACert], before.Data[servingcert.NextCert]}
 	credentials := credentialsOfEveryClient(t)
 
-	annotateWith(t, caSecret, servingcert.EmergencyAnnotation, "leak-1")
+	annotateWith(t, caSecret, keyring.EmergencyAnnotation, "leak-1")
 	var newCA *x509.Certificate
 	testenv.Eventually(t, wait, func() error {
 		ca := secret(t, caSecret)
-		if ca.Annotations[servingcert.EmergencyRotatedAnnotation] != "leak-1" {
+		if ca.Annotations[keyring.EmergencyRotatedAnnotation] != "leak-1" {
 			return errors.New("the emergency is not done")
 		}
 		if bytes.Count(ca.Data[servingcert.Bundle], []byte("BEGIN CERTIFICATE")) != 1 || len(ca.Data[servingcert.NextCert]) > 0 || len(ca.Data[servingcert.PreviousCert]) > 0 {
@@ -118,7 +119,7 @@ func TestAnEmergencyCARotationDropsEveryOldCAAtOnceAndLeavesCredentialsAlone(t *
 	// certificate asked for afterwards is issued by a reconcile that has seen it (one watch of
 	// the Secrets, in order), and that would have replaced the CA first.
 	rv := secret(t, caSecret).ResourceVersion
-	patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:"leak-1","team":"platform"}}}`, servingcert.EmergencyAnnotation))
+	patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:"leak-1","team":"platform"}}}`, keyring.EmergencyAnnotation))
 	if err := env.Client.Patch(ctx, secret(t, caSecret), client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func TestAnEmergencyCARotationDropsEveryOldCAAtOnceAndLeavesCredentialsAlone(t *
 	}
 	annotate(t, certSecret, "after-leak-1")
 	testenv.Eventually(t, wait, func() error {
-		if secret(t, certSecret).Annotations[servingcert.RotatedAnnotation] != "after-leak-1" {
+		if secret(t, certSecret).Annotations[keyring.RotatedAnnotation] != "after-leak-1" {
 			return errors.New("the certificate asked for is not issued yet")
 		}
 		return nil
@@ -146,12 +147,12 @@ func TestATenantCanNeitherReadNorAnnotateTheCASecret(t *testing.T) {
 	if err := tenant.Get(ctx, caSecret, &corev1.Secret{}); !apierrors.IsForbidden(err) {
 		t.Fatalf("a tenant read the CA Secret: %v", err)
 	}
-	patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:"tenant"}}}`, servingcert.EmergencyAnnotation))
+	patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:"tenant"}}}`, keyring.EmergencyAnnotation))
 	target := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: caSecret.Namespace, Name: caSecret.Name}}
 	if err := tenant.Patch(ctx, target, client.RawPatch(types.MergePatchType, patch)); !apierrors.IsForbidden(err) {
 		t.Fatalf("a tenant annotated the CA Secret: %v", err)
 	}
-	if secret(t, caSecret).Annotations[servingcert.EmergencyAnnotation] == "tenant" {
+	if secret(t, caSecret).Annotations[keyring.EmergencyAnnotation] == "tenant" {
 		t.Fatal("the tenant's annotation is on the CA Secret")
 	}
 }

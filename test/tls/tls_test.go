@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 	"github.com/m2m-dev/m2m-operator/internal/plugin"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -24,7 +25,7 @@ import (
 
 func annotate(t *testing.T, key types.NamespacedName, value string) {
 	t.Helper()
-	annotateWith(t, key, servingcert.RotateAnnotation, value)
+	annotateWith(t, key, keyring.RotateAnnotation, value)
 }
 
 func annotateWith(t *testing.T, key types.NamespacedName, annotation, value string) {

@@ -22,6 +22,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/keyring"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
@@ -89,7 +90,7 @@ func TestUpgradingUnderLoadRefusesNoCurrentOrGraceSecretAndThenEnforcesMACs(t *t
 		}
 	}
 	// The signing-key Secret of the previous version: signing keys, no status keys.
-	keys, err := signingkeys.Apply(&signingkeys.Set{}, signingkeys.Plan(&signingkeys.Set{}, signingkeys.DefaultPolicy, signingkeys.AskNone, time.Now()), signingkeys.DefaultPolicy, time.Now())
+	keys, err := signingkeys.Apply(&signingkeys.Set{}, signingkeys.Plan(&signingkeys.Set{}, signingkeys.DefaultPolicy, keyring.AskNone, time.Now()), signingkeys.DefaultPolicy, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package servingcert
+package keyring
 
 import "testing"
 

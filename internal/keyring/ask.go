@@ -1,40 +1,41 @@
-package servingcert
+package keyring
 
 import "maps"
 
 // Annotations that ask for a rotation now. Each is acted on once for each distinct value, and the
 // value acted on is recorded in the same write as the rotation, so that a crash does both or
-// neither. The names are those of the signing-key Secret (internal/signingkeys), so that the
-// Secrets rotate alike.
+// neither. The signing-key, CA and serving-certificate Secrets share them, so that all three
+// rotate alike.
 const (
-	// RotateAnnotation, on the CA Secret, starts a planned CA rotation (a successor joins the
-	// bundle and signs after the overlap); on the serving-certificate Secret, it issues a new
-	// certificate.
+	// RotateAnnotation asks for a planned rotation: a successor is published first (a signing
+	// key in the JWKS, a CA in the bundle) and takes over after the prepublish time or overlap.
+	// On the serving-certificate Secret it issues a new certificate.
 	RotateAnnotation = "m2m.dev/rotate"
 	// RotatedAnnotation records the RotateAnnotation value last acted on.
 	RotatedAnnotation = "m2m.dev/rotated"
-	// EmergencyAnnotation, on the CA Secret only, replaces the CA at once: a new CA signs, and
-	// every CA the Secret held leaves the bundle.
+	// EmergencyAnnotation, on the signing-key or CA Secret, replaces every key the Secret holds
+	// at once: a new one signs, and the others leave the JWKS or the bundle. The
+	// serving-certificate Secret does not read it: a new certificate does not stop a leaked key
+	// (its CA's emergency rotation does).
 	EmergencyAnnotation = "m2m.dev/rotate-emergency"
 	// EmergencyRotatedAnnotation records the EmergencyAnnotation value last acted on.
 	EmergencyRotatedAnnotation = "m2m.dev/rotated-emergency"
 )
 
-// Ask is a CA rotation that the CA Secret's annotations ask for and that has not been done yet.
+// Ask is a rotation that a Secret's annotations ask for and that has not been done yet.
 type Ask string
 
 const (
 	// AskNone: no rotation is asked for.
 	AskNone Ask = ""
-	// AskPlanned: add a successor to the bundle now, to sign after the overlap.
+	// AskPlanned: publish a successor now, to take over after the prepublish time or overlap.
 	AskPlanned Ask = "planned"
-	// AskEmergency: the CA Secret may have been copied, or a serving key leaked; replace every CA
-	// at once.
+	// AskEmergency: the Secret's keys may have been copied; replace them all at once.
 	AskEmergency Ask = "emergency"
 )
 
-// AskOf reads the CA rotation that the CA Secret's annotations ask for. An emergency outranks a
-// planned rotation asked for at the same time: the CA it makes is as new as a successor would be.
+// AskOf reads the rotation that a Secret's annotations ask for. An emergency outranks a planned
+// rotation asked for at the same time: the key it makes is as new as a successor would be.
 func AskOf(annotations map[string]string) Ask {
 	switch {
 	case Asked(annotations, EmergencyAnnotation, EmergencyRotatedAnnotation):
