@@ -13,7 +13,7 @@ const claimsTooLargeMark = "m2m.dev/manager-claims-too-large"
 // not by what a tenant writes. tokenClaims and trustedMetadata are free-form JSON whose size no
 // schema bounds (8 clients with a 1 MiB claim each grew the heap by about 14 MiB); the manager
 // reads only whether the claims are too large, which claimsTooLargeMark keeps. Of the object's
-// metadata it keeps what identifies it, its deletion time and the rotate annotation: kubectl's
+// metadata it keeps what identifies it, its deletion time and the two annotations it reads: kubectl's
 // last-applied configuration alone repeats the whole spec. The manager writes M2MClients only through
 // status patches computed against the cached object, so the dropped fields are never written
 // back; an Update of a whole cached M2MClient would erase them, which is why none is made.
@@ -23,18 +23,20 @@ func trimClient(obj any) (any, error) {
 		return obj, nil
 	}
 	c.ManagedFields = nil
-	// Of the object's own labels and annotations the manager reads only the rotate annotation;
-	// their size is bounded by the API server's object size alone.
-	rotate, hasRotate := c.Annotations[m2mv1alpha1.RotateAnnotation]
+	// Of the object's own labels and annotations the manager reads only the rotate and
+	// revoke-previous annotations; their size is bounded by the API server's object size alone.
+	read := map[string]string{}
+	for _, k := range []string{m2mv1alpha1.RotateAnnotation, m2mv1alpha1.RevokePreviousAnnotation} {
+		if v, ok := c.Annotations[k]; ok {
+			read[k] = v
+		}
+	}
 	c.Labels, c.Annotations, c.Finalizers, c.OwnerReferences = nil, nil, nil, nil
-	if hasRotate || c.Spec.TokenClaims.TooLarge() {
-		c.Annotations = map[string]string{}
-		if hasRotate {
-			c.Annotations[m2mv1alpha1.RotateAnnotation] = rotate
-		}
-		if c.Spec.TokenClaims.TooLarge() {
-			c.Annotations[claimsTooLargeMark] = "true"
-		}
+	if c.Spec.TokenClaims.TooLarge() {
+		read[claimsTooLargeMark] = "true"
+	}
+	if len(read) > 0 {
+		c.Annotations = read
 	}
 	c.Spec.TokenClaims = nil
 	c.Spec.TrustedMetadata = nil

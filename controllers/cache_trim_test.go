@@ -48,9 +48,10 @@ func TestTheManagersCacheKeepsOfTheObjectsMetadataOnlyWhatTheManagerReads(t *tes
 	obj := &m2mv1alpha1.M2MClient{}
 	obj.Name, obj.Namespace, obj.UID = "c", "team-a", "uid-1"
 	obj.Annotations = map[string]string{
-		m2mv1alpha1.RotateAnnotation:       "2026-12-07",
-		corev1.LastAppliedConfigAnnotation: strings.Repeat("x", 100_000),
-		"team.example.com/notes":           strings.Repeat("x", 100_000),
+		m2mv1alpha1.RotateAnnotation:         "2026-12-07",
+		m2mv1alpha1.RevokePreviousAnnotation: "2026-12-08",
+		corev1.LastAppliedConfigAnnotation:   strings.Repeat("x", 100_000),
+		"team.example.com/notes":             strings.Repeat("x", 100_000),
 	}
 	obj.Labels = map[string]string{"app": strings.Repeat("x", 63)}
 	obj.Finalizers = []string{"example.com/keep"}
@@ -60,7 +61,10 @@ func TestTheManagersCacheKeepsOfTheObjectsMetadataOnlyWhatTheManagerReads(t *tes
 	if got.Annotations[m2mv1alpha1.RotateAnnotation] != "2026-12-07" {
 		t.Fatal("the rotate annotation was dropped: rotations on annotation would never happen")
 	}
-	if len(got.Annotations) != 1 || got.Labels != nil || got.Finalizers != nil {
+	if got.Annotations[m2mv1alpha1.RevokePreviousAnnotation] != "2026-12-08" {
+		t.Fatal("the revoke-previous annotation was dropped: kubectl m2m rotate --revoke-previous would never revoke")
+	}
+	if len(got.Annotations) != 2 || got.Labels != nil || got.Finalizers != nil {
 		t.Fatalf("the cache keeps metadata the manager never reads: %d annotations, %d labels, %d finalizers", len(got.Annotations), len(got.Labels), len(got.Finalizers))
 	}
 	if got.Name != "c" || got.UID != "uid-1" || got.Spec.Secret.Annotations["reloader.stakater.com/match"] != "true" {

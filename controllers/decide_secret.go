@@ -61,6 +61,10 @@ type SecretDecision struct {
 	// Rotation says why a rotation happens (ActionRotate, and RotationResumed for
 	// ActionResumeRotation), or that a due rotation waits (RotationDeferred, with ActionNone).
 	Rotation RotationReason
+	// Revoke: the action is part of a revocation. Once the Secret carries the credential it
+	// issues (or, for ActionCompleteRotation, already carries), every other accepted entry is
+	// dropped at once instead of given the grace period.
+	Revoke bool
 }
 
 // secretView is what the rules of DecideSecret look at: the object, its Secret, and what is
@@ -92,12 +96,14 @@ type secretView struct {
 type secretRule func(v *secretView) (SecretDecision, bool)
 
 // secretRules are asked in order; the first that decides wins. The order is the precedence:
-// never touch a foreign Secret; give a Secret without a secret one; refuse a weak new secret;
-// then follow what the Secret carries (lost status, adoption, an interrupted rotation); and only
-// in the steady state ask whether a rotation is due.
+// never touch a foreign Secret; give a Secret without a secret one; carry out a revocation,
+// whatever else the Secret carries; refuse a weak new secret; then follow what the Secret carries
+// (lost status, adoption, an interrupted rotation); and only in the steady state ask whether a
+// rotation is due.
 var secretRules = []secretRule{
 	foreignSecret,
 	noSecret,
+	revocation,
 	weakNewSecret,
 	lostStatus,
 	newSecretInSecret,
@@ -161,15 +167,48 @@ func foreignSecret(v *secretView) (SecretDecision, bool) {
 }
 
 func noSecret(v *secretView) (SecretDecision, bool) {
+	var d SecretDecision
 	switch {
 	case v.value != "":
 		return SecretDecision{}, false
 	case len(v.obj.Status.AcceptedSecrets) == 0:
 		return SecretDecision{Action: ActionGenerate, Why: "the client has no credentials yet"}, true
 	case v.secret == nil:
-		return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s was deleted", secretName(v.obj))}, true
+		d = SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s was deleted", secretName(v.obj))}
+	default:
+		d = SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s has no %s", secretName(v.obj), v.key)}
 	}
-	return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("Secret %s has no %s", secretName(v.obj), v.key)}, true
+	if due, _ := RevocationDue(v.obj); due || v.obj.Status.RevocationPending {
+		d.Rotation, d.Revoke = RotationRevoke, true
+		d.Why += "; every earlier credential is revoked once it carries the new one"
+	}
+	return d, true
+}
+
+// revocation carries out a revocation asked for (RevocationDue) or in progress
+// (status.revocationPending): it issues a fresh credential, which replaces whatever the Secret
+// carries (even one written by a person, which would otherwise be adopted or refused), and once
+// the Secret carries the credential that the revocation issued, it drops every other one. A
+// revocation asked for issues even when the Secret already carries the newest entry: that
+// credential predates the request. A lost status is rebuilt first (lostStatus), and the values
+// present then count as handled, as at creation: a client restored from a backup is not revoked
+// again.
+func revocation(v *secretView) (SecretDecision, bool) {
+	st := &v.obj.Status
+	due, why := RevocationDue(v.obj)
+	if (!due && !st.RevocationPending) || (st.ClientID == "" && len(st.AcceptedSecrets) == 0) {
+		return SecretDecision{}, false
+	}
+	switch {
+	case due:
+		return SecretDecision{Action: ActionRotate, Rotation: RotationRevoke, Revoke: true,
+			Why: why + "; every earlier credential is revoked once the Secret carries a new one"}, true
+	case v.entry != nil && v.entry == v.newest:
+		return SecretDecision{Action: ActionCompleteRotation, Revoke: true,
+			Why: "the Secret carries the credential that a revocation issued; every earlier credential is dropped"}, true
+	}
+	return SecretDecision{Action: ActionResumeRotation, Rotation: RotationResumed, Revoke: true,
+		Why: "a revocation stopped before the Secret carried its credential; it goes on with a fresh one"}, true
 }
 
 // weakNewSecret refuses a secret the manager did not issue (new, or set back to an expiring

@@ -240,6 +240,10 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.summarize(obj, readyBefore)
 		if err := c.status.patch(ctx); err != nil {
 			retErr = errors.Join(retErr, err)
+		} else {
+			for _, announce := range c.persisted {
+				announce()
+			}
 		}
 		if apierrors.IsConflict(retErr) {
 			// A newer version of the object is on its way through the cache; reconcile that.

@@ -33,6 +33,9 @@ type clientReconcile struct {
 	id string
 	// wake is when something is due next: an expiry or a scheduled rotation (Expire).
 	wake time.Time
+	// persisted are told once the status that the reconcile ends with is written: what they
+	// announce happened only then, not in a run that started from a stale copy and lost.
+	persisted []func()
 }
 
 // stepResult says whether the reconcile goes on to the next step, or stops here, asking to be run

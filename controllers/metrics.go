@@ -20,10 +20,11 @@ import (
 // Counters of what the manager did, by label values from a closed set.
 var (
 	// Rotations counts credentials issued to replace others, by cause: Scheduled, Trigger,
-	// Annotation, Algorithm, Resumed, or Recreated (the Secret or its credential was deleted).
+	// Annotation, Algorithm, Revoke, Resumed, or Recreated (the Secret or its credential was
+	// deleted).
 	Rotations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "m2m_manager_rotations_total",
-		Help: "Credentials issued to replace others, by cause (Scheduled, Trigger, Annotation, Algorithm, Resumed, Recreated).",
+		Help: "Credentials issued to replace others, by cause (Scheduled, Trigger, Annotation, Algorithm, Revoke, Resumed, Recreated).",
 	}, []string{"cause"})
 	// FleetErrors counts scrapes whose fleet gauges could not be read (they are then absent).
 	FleetErrors = prometheus.NewCounter(prometheus.CounterOpts{

@@ -26,6 +26,9 @@ const (
 	RotationResumed RotationReason = "Resumed"
 	// RotationAlgorithm: spec.authentication.keyPair.algorithm is not the current key's.
 	RotationAlgorithm RotationReason = "Algorithm"
+	// RotationRevoke: spec.rotation.revokeTrigger or the m2m.dev/revoke-previous annotation has a
+	// value not acted on yet; the rotation also drops every earlier credential (RevocationDue).
+	RotationRevoke RotationReason = "Revoke"
 )
 
 // maxAcceptedSecrets is the size of status.acceptedSecrets that a rotation will not grow past.
@@ -53,6 +56,23 @@ func RotationDue(obj *m2mv1alpha1.M2MClient, now time.Time) (RotationReason, str
 		return RotationDeferred, fmt.Sprintf("a rotation is due (%s) but status already accepts %d secrets; it waits until the oldest expire", why, len(st.AcceptedSecrets))
 	}
 	return reason, why
+}
+
+// RevocationDue says whether obj asks for a revocation not acted on yet, and why: a new non-empty
+// spec.rotation.revokeTrigger or m2m.dev/revoke-previous annotation. It is apart from RotationDue
+// because DecideSecret asks it first, outside the steady state too, and because a revocation is
+// never deferred for a full status: it leaves one entry.
+func RevocationDue(obj *m2mv1alpha1.M2MClient) (bool, string) {
+	st := &obj.Status
+	trigger := obj.Spec.Rotation.RevokeTrigger
+	annotation := obj.Annotations[m2mv1alpha1.RevokePreviousAnnotation]
+	switch {
+	case trigger != "" && trigger != st.LastRevokeTrigger:
+		return true, fmt.Sprintf("spec.rotation.revokeTrigger changed to %q", trigger)
+	case annotation != "" && annotation != st.LastRevokeAnnotation:
+		return true, fmt.Sprintf("the %s annotation changed to %q", m2mv1alpha1.RevokePreviousAnnotation, annotation)
+	}
+	return false, ""
 }
 
 // nextRotation is when the scheduled rotation is due, or zero when rotation.period is unset.

@@ -69,3 +69,38 @@ func TestNextRotationIsLastRotationPlusPeriod(t *testing.T) {
 		t.Fatalf("next rotation %s", got)
 	}
 }
+
+func TestRevocationDue(t *testing.T) {
+	withValues := func(trigger, lastTrigger, annotation, lastAnnotation string) *m2mv1alpha1.M2MClient {
+		obj := clientWith(entry(current, nil))
+		obj.Spec.Rotation.RevokeTrigger, obj.Status.LastRevokeTrigger = trigger, lastTrigger
+		obj.Annotations = map[string]string{m2mv1alpha1.RevokePreviousAnnotation: annotation}
+		obj.Status.LastRevokeAnnotation = lastAnnotation
+		return obj
+	}
+	rotateOnly := withValues("", "", "", "")
+	rotateOnly.Spec.Rotation.Trigger = "v9"
+	rotateOnly.Annotations[m2mv1alpha1.RotateAnnotation] = "now"
+	for sentence, tc := range map[string]struct {
+		obj  *m2mv1alpha1.M2MClient
+		want bool
+	}{
+		"a new revokeTrigger value asks for a revocation":                   {withValues("leak-2", "leak-1", "", ""), true},
+		"a revokeTrigger value already acted on asks for nothing":           {withValues("leak-1", "leak-1", "", ""), false},
+		"a revokeTrigger emptied in Git asks for nothing":                   {withValues("", "leak-1", "", ""), false},
+		"a new revoke-previous annotation value asks for a revocation":      {withValues("", "", "1764000000", ""), true},
+		"a revoke-previous annotation already acted on asks for nothing":    {withValues("", "", "1764000000", "1764000000"), false},
+		"a rotate trigger or annotation alone asks for no revocation":       {rotateOnly, false},
+		"a new annotation value asks for a revocation whatever the trigger": {withValues("leak-1", "leak-1", "x", "y"), true},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			got, why := RevocationDue(tc.obj)
+			if got != tc.want {
+				t.Fatalf("got %v (%s), want %v", got, why, tc.want)
+			}
+			if got && why == "" {
+				t.Fatal("a due revocation must say why")
+			}
+		})
+	}
+}

@@ -28,7 +28,7 @@ type pendingSecret struct {
 // had instead.
 func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, error) {
 	if c.kind == nil {
-		return c.retire()
+		return c.retire(ctx)
 	}
 	obj := c.obj
 	d := DecideSecret(obj, c.secret, c.now)
@@ -54,7 +54,7 @@ func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, 
 			return proceed, err
 		}
 	case d.Action == ActionCompleteRotation:
-		c.completeRotation(string(c.secret.Data[c.kind.DataKey()]))
+		c.completeRotation(ctx, string(c.secret.Data[c.kind.DataKey()]), d.Revoke)
 	case d.Rotation == RotationDeferred:
 		log.FromContext(ctx).Info("rotation deferred", "why", d.Why)
 	}
@@ -65,11 +65,16 @@ func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, 
 // (spec.authentication.clientSecret false): they get the grace period, so that pods that still
 // send one keep working until they switch, and then none is accepted. The grace period starts
 // first, whatever happens to the Secret: turning secrets off must end the current one even when
-// the Secret cannot be written.
-func (c *clientReconcile) retire() (stepResult, error) {
+// the Secret cannot be written. A revocation asked for drops them all at once instead.
+func (c *clientReconcile) retire(ctx context.Context) (stepResult, error) {
 	obj := c.obj
 	obj.Status.ClientID = c.id
-	if credentials.Entries(obj.Status.AcceptedSecrets).Unexpiring() > 0 {
+	if due, _ := RevocationDue(obj); due || obj.Status.RevocationPending {
+		handleRevocationValues(obj)
+		if len(obj.Status.AcceptedSecrets) > 0 {
+			c.completeRevocation(ctx, "")
+		}
+	} else if credentials.Entries(obj.Status.AcceptedSecrets).Unexpiring() > 0 {
 		obj.Status.AcceptedSecrets = credentials.Entries(obj.Status.AcceptedSecrets).ExpireOthers("", c.now, gracePeriod(obj))
 		c.r.Recorder.Eventf(obj, c.secret, corev1.EventTypeNormal, m2mv1alpha1.EventSecretRetired, "Retire",
 			"spec.authentication.clientSecret is false: the client secret was removed from Secret %s and is accepted until %s", secretName(obj), c.now.Add(gracePeriod(obj)).UTC().Format(time.RFC3339))
@@ -92,14 +97,16 @@ func (c *clientReconcile) adopt(ctx context.Context, d SecretDecision) error {
 		return err // unreachable: DecideSecret refuses a credential that does not parse
 	}
 	obj.Status.AcceptedSecrets = credentials.Entries(obj.Status.AcceptedSecrets).MakeRoom(maxAcceptedSecrets).Accept(entry)
-	if err := c.status.patch(ctx); err != nil {
-		return err
-	}
-	c.completeRotation(d.Secret)
 	reason := m2mv1alpha1.EventSecretAdopted
 	if d.Action == ActionRecoverStatus {
 		reason = m2mv1alpha1.EventStatusRecovered
+		// With the entry, so that a crash after this write does not revoke what was recovered.
+		handleRevocationValues(obj)
 	}
+	if err := c.status.patch(ctx); err != nil {
+		return err
+	}
+	c.completeRotation(ctx, d.Secret, false)
 	c.r.Recorder.Eventf(obj, c.secret, corev1.EventTypeNormal, reason, "Adopt", "%s", d.Why)
 	return nil
 }
@@ -124,11 +131,23 @@ func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.
 		obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
 		obj.Status.LastRotateAnnotation = obj.Annotations[m2mv1alpha1.RotateAnnotation]
 	}
+	switch {
+	case first:
+		handleRevocationValues(obj)
+	case d.Revoke:
+		startRevocation(obj)
+	}
 	entry, err := c.kind.Entry(value, c.now)
 	if err != nil {
 		return nil, err
 	}
-	obj.Status.AcceptedSecrets = credentials.Entries(obj.Status.AcceptedSecrets).Accept(entry)
+	entries := credentials.Entries(obj.Status.AcceptedSecrets)
+	if d.Revoke {
+		// A revocation is never deferred for a full status: the entries it makes room by dropping
+		// are in their grace period, which it ends anyway.
+		entries = entries.MakeRoom(maxAcceptedSecrets)
+	}
+	obj.Status.AcceptedSecrets = entries.Accept(entry)
 	if err := c.status.patch(ctx); err != nil {
 		return nil, err
 	}
@@ -140,6 +159,8 @@ func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.
 		// The credential was written nowhere, so its hash can go again.
 		obj.Status.AcceptedSecrets = before.AcceptedSecrets
 		obj.Status.LastRotationTrigger, obj.Status.LastRotateAnnotation = before.LastRotationTrigger, before.LastRotateAnnotation
+		obj.Status.LastRevokeTrigger, obj.Status.LastRevokeAnnotation = before.LastRevokeTrigger, before.LastRevokeAnnotation
+		obj.Status.RevocationPending = before.RevocationPending
 		if err := c.status.patch(ctx); err != nil {
 			return nil, err
 		}
@@ -149,7 +170,7 @@ func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.
 		return nil, r.secretWriteFailed(obj, err)
 	}
 	r.pending.Delete(key)
-	c.completeRotation(value)
+	c.completeRotation(ctx, value, d.Revoke && !first)
 	c.issued(d, written, first)
 	return written, nil
 }
@@ -160,6 +181,9 @@ func (c *clientReconcile) issued(d SecretDecision, written *corev1.Secret, first
 	switch {
 	case first:
 		c.r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, m2mv1alpha1.EventCredentialsCreated, "Create", "client %s: credentials written to Secret %s", c.id, written.Name)
+	case d.Revoke:
+		// Its event, Revoked, says what the revocation dropped (completeRevocation).
+		Rotations.WithLabelValues(string(d.Rotation)).Inc()
 	case d.Action == ActionGenerate:
 		Rotations.WithLabelValues("Recreated").Inc()
 		c.r.Recorder.Eventf(obj, written, corev1.EventTypeNormal, m2mv1alpha1.EventSecretRecreated, "Rotate", "%s: a new secret was written; the previous one expires after %s", d.Why, gracePeriod(obj))
@@ -199,9 +223,14 @@ func (r *M2MClientReconciler) secretWriteFailed(obj *m2mv1alpha1.M2MClient, err 
 	return err
 }
 
-// completeRotation starts the grace period of every credential but current.
-func (c *clientReconcile) completeRotation(current string) {
+// completeRotation starts the grace period of every credential but current, or for a revocation
+// drops them at once.
+func (c *clientReconcile) completeRotation(ctx context.Context, current string, revoke bool) {
 	obj := c.obj
+	if revoke {
+		c.completeRevocation(ctx, c.kind.Fingerprint(current))
+		return
+	}
 	before := obj.Status.AcceptedSecrets
 	obj.Status.AcceptedSecrets = credentials.Entries(before).ExpireOthers(c.kind.Fingerprint(current), c.now, gracePeriod(obj))
 	if !equality.Semantic.DeepEqual(before, obj.Status.AcceptedSecrets) || obj.Status.LastRotationTime == nil {

@@ -308,11 +308,26 @@ type RotationPolicy struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	Trigger string `json:"trigger,omitempty"`
+
+	// RevokeTrigger, each time it changes to a new non-empty value, rotates the credential (a
+	// secret or a key pair) and then stops accepting every earlier one at once instead of after
+	// the grace period: the answer to a leak, from Git. Pods that still hold an earlier
+	// credential are refused until they read the Secret again; tokens already issued stay valid
+	// until they expire. Emptying it asks for nothing. The value last acted on is in
+	// status.lastRevokeTrigger.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	RevokeTrigger string `json:"revokeTrigger,omitempty"`
 }
 
 // RotateAnnotation rotates the client secret once for each distinct value it is given, for
 // `kubectl annotate m2mclient NAME m2m.dev/rotate=$(date +%s) --overwrite`.
 const RotateAnnotation = "m2m.dev/rotate"
+
+// RevokePreviousAnnotation, for each distinct non-empty value it is given, rotates the
+// credential and stops accepting every earlier one at once, as spec.rotation.revokeTrigger does:
+// `kubectl m2m rotate NAME --revoke-previous` sets it.
+const RevokePreviousAnnotation = "m2m.dev/revoke-previous"
 
 // ClientState is whether the token server issues tokens to a client.
 // +kubebuilder:validation:Enum=Active;Disabled
@@ -430,6 +445,31 @@ type M2MClientStatus struct {
 	// LastRotateAnnotation is the value of the m2m.dev/rotate annotation that was last acted on.
 	// +optional
 	LastRotateAnnotation string `json:"lastRotateAnnotation,omitempty"`
+
+	// LastRevokeTrigger is the value of spec.rotation.revokeTrigger that was last acted on.
+	// +optional
+	LastRevokeTrigger string `json:"lastRevokeTrigger,omitempty"`
+
+	// LastRevokeAnnotation is the value of the m2m.dev/revoke-previous annotation that was last
+	// acted on.
+	// +optional
+	LastRevokeAnnotation string `json:"lastRevokeAnnotation,omitempty"`
+
+	// RevocationPending is true from the moment a revocation accepts its new credential until the
+	// Secret carries it and every earlier credential is dropped, so that a manager that dies in
+	// between finishes the revocation rather than give the earlier credentials a grace period.
+	// +optional
+	RevocationPending bool `json:"revocationPending,omitempty"`
+
+	// LastRevocationTime is when the manager last dropped every credential earlier than the
+	// current one (spec.rotation.revokeTrigger or the m2m.dev/revoke-previous annotation). Tokens
+	// issued before it may have been issued to an earlier credential; they stay valid until they
+	// expire.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	LastRevocationTime *metav1.Time `json:"lastRevocationTime,omitempty"`
 
 	// ObservedGeneration is the metadata.generation that this status describes.
 	// +optional

@@ -78,6 +78,11 @@ const (
 	// EventRotated: the secret was replaced by a new one, on schedule, for a new trigger or
 	// annotation value, or to resume a rotation that a crash interrupted. The message says which.
 	EventRotated = "Rotated"
+	// EventRevoked: a revocation (spec.rotation.revokeTrigger or the m2m.dev/revoke-previous
+	// annotation) is complete: the Secret carries a new credential and every earlier one was
+	// dropped from status at once. The message says how many, and that pods still holding one are
+	// refused until they read the Secret again.
+	EventRevoked = "Revoked"
 	// EventSecretRetired: spec.authentication.clientSecret became false; the client secret left
 	// the Secret and stays accepted for the grace period.
 	EventSecretRetired = "SecretRetired"

@@ -333,6 +333,10 @@ func (in *M2MClientStatus) DeepCopyInto(out *M2MClientStatus) {
 		in, out := &in.NextRotationTime, &out.NextRotationTime
 		*out = (*in).DeepCopy()
 	}
+	if in.LastRevocationTime != nil {
+		in, out := &in.LastRevocationTime, &out.LastRevocationTime
+		*out = (*in).DeepCopy()
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]metav1.Condition, len(*in))

@@ -77,6 +77,21 @@ func (es Entries) ExpireOthers(current string, now time.Time, grace time.Duratio
 	return out
 }
 
+// Revoke returns the entry of hash current alone, and how many others it dropped: a
+// revocation's end, where every earlier credential stops being accepted at once, those in their
+// grace period included. Dropped rather than expired, so that status shows exactly one accepted
+// credential and cannot grow however often a client is revoked.
+func (es Entries) Revoke(current string) (kept Entries, dropped int) {
+	for _, e := range es {
+		if e.Hash == current {
+			kept = append(kept, e)
+		} else {
+			dropped++
+		}
+	}
+	return kept, dropped
+}
+
 // Prune returns the entries still accepted at now, the number removed, and the earliest time at
 // which a kept entry expires (zero when none does).
 func (es Entries) Prune(now time.Time) (kept Entries, removed int, next time.Time) {

@@ -1,6 +1,7 @@
 package credentials
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -104,5 +105,25 @@ func TestMakeRoomDropsTheGraceEntriesThatExpireFirstAndKeepsUnexpiringOnes(t *te
 	}
 	if got := (Entries{entry(current, nil), entry(old, nil)}).MakeRoom(2); len(got) != 2 {
 		t.Fatal("an unexpiring entry was dropped")
+	}
+}
+
+func TestRevokeKeepsTheCurrentEntryAloneAndDropsEveryOtherOneWithOrWithoutExpiry(t *testing.T) {
+	hour := time.Hour
+	in := []m2mv1alpha1.AcceptedSecret{entry(old, &hour), entry(current, nil), entry(next, nil)}
+	kept, dropped := Entries(in).Revoke(Hash(next))
+	if dropped != 2 || len(kept) != 1 || kept[0].Hash != Hash(next) || kept[0].ExpiresAt != nil {
+		t.Fatalf("dropped %d, kept %+v", dropped, kept)
+	}
+	if len(in) != 3 || in[0].Hash != Hash(old) {
+		t.Fatal("Revoke changed its argument")
+	}
+	full := make(Entries, 0, 100)
+	for i := range 99 {
+		full = append(full, entry(strings.Repeat("x", i+1), &hour))
+	}
+	full = append(full, entry(current, nil))
+	if kept, dropped := full.Revoke(Hash(current)); len(kept) != 1 || dropped != 99 {
+		t.Fatalf("a full status keeps %d entries after a revocation", len(kept))
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,7 +25,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,7 +37,7 @@ import (
 // commands are the subcommands and their usage lines, in the order the usage lists them.
 var commands = []struct{ name, usage string }{
 	{"token", "kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--service-account SA] [--token-url URL] [-o json]"},
-	{"rotate", "kubectl m2m rotate NAME [-n NS] [--timeout 2m]"},
+	{"rotate", "kubectl m2m rotate NAME [-n NS] [--revoke-previous] [--timeout 2m]"},
 	{"describe", "kubectl m2m describe NAME [-n NS]"},
 	{"verify", "kubectl m2m verify TOKEN --issuer URL (--audience A... | --any-audience) [--scope S]..."},
 	{"rotate-signing-key", "kubectl m2m rotate-signing-key [--emergency] [-n m2m-system] [--secret m2m-signing-keys] [--timeout 2m]"},
@@ -127,6 +125,7 @@ type commandFlags struct {
 	serviceAccount           string
 	emergency                bool
 	secret                   string
+	revokePrevious           bool
 }
 
 // registerFlags registers the flags of cmd on flags and returns where their values go.
@@ -145,6 +144,7 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 		flags.StringVarP(&f.output, "output", "o", "", "json prints the whole token response")
 	case "rotate":
 		flags.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
+		flags.BoolVar(&f.revokePrevious, "revoke-previous", false, "stop accepting every earlier secret or key at once, instead of after the grace period (after a leak); pods that still hold one are refused until they read the Secret again")
 	case "rotate-signing-key":
 		registerSigningKeyFlags(f, flags)
 	case "verify":
@@ -188,6 +188,9 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 	case "token":
 		return token(ctx, c, stdout, key, f.scopes, f.audiences, f.tokenURL, f.output, f.serviceAccount)
 	case "rotate":
+		if f.revokePrevious {
+			return revoke(ctx, c, stdout, key, f.timeout)
+		}
 		return rotate(ctx, c, stdout, key, f.timeout)
 	case "describe":
 		return describe(ctx, c, stdout, key)
@@ -293,56 +296,6 @@ func printToken(out io.Writer, ts oauth2.TokenSource, output string) error {
 	return err
 }
 
-func rotate(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, timeout time.Duration) error {
-	obj, err := getClient(ctx, c, key)
-	if err != nil {
-		return err
-	}
-	// The rotation is over when the secret current now has started its grace period (or is
-	// gone): the manager does that only after the Secret carries the new secret.
-	current := ""
-	for _, e := range obj.Status.AcceptedSecrets {
-		if e.ExpiresAt == nil {
-			current = e.Hash
-		}
-	}
-	value := strconv.FormatInt(time.Now().UnixNano(), 10)
-	base := obj.DeepCopy()
-	if obj.Annotations == nil {
-		obj.Annotations = map[string]string{}
-	}
-	obj.Annotations[m2mv1alpha1.RotateAnnotation] = value
-	if err := c.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
-		return err
-	}
-	var rotated *metav1.Time
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		obj, err := getClient(ctx, c, key)
-		if err != nil {
-			return false, err
-		}
-		st := obj.Status
-		if st.LastRotateAnnotation != value || st.LastRotationTime == nil {
-			return false, nil
-		}
-		for _, e := range st.AcceptedSecrets {
-			if e.Hash == current && e.ExpiresAt == nil {
-				return false, nil
-			}
-		}
-		rotated = st.LastRotationTime
-		return true, nil
-	})
-	switch {
-	case wait.Interrupted(err) && ctx.Err() == nil:
-		return fmt.Errorf("m2mclient/%s did not rotate within %s; is the manager running?", key.Name, timeout)
-	case err != nil:
-		return err
-	}
-	_, err = fmt.Fprintf(out, "m2mclient/%s rotated at %s\n", key.Name, rotated.UTC().Format(time.RFC3339))
-	return err
-}
-
 func describe(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName) error {
 	obj, err := getClient(ctx, c, key)
 	if err != nil {
@@ -367,6 +320,9 @@ func describe(ctx context.Context, c client.Client, out io.Writer, key types.Nam
 	}
 	fmt.Fprintf(w, "Last rotation:\t%s\n", last)
 	fmt.Fprintf(w, "Next rotation:\t%s\n", next)
+	if t := obj.Status.LastRevocationTime; t != nil {
+		fmt.Fprintf(w, "Last revocation:\t%s\n", t.UTC().Format(time.RFC3339))
+	}
 	fmt.Fprintf(w, "Accepted credentials:\n  CREDENTIAL\tCREATED\tEXPIRES\n")
 	for _, e := range obj.Status.AcceptedSecrets {
 		expires := "never (current)"

@@ -32,6 +32,7 @@ func TestHelpPrintsUsageOnStdoutAndExitsZero(t *testing.T) {
 		"verify -h prints the verify flags":      {[]string{"verify", "-h"}, "--issuer"},
 		"--help after a name still prints usage": {[]string{"rotate", "reports", "--help"}, "--timeout"},
 		"help token prints the token flags":      {[]string{"help", "token"}, "--token-url"},
+		"rotate --help prints --revoke-previous": {[]string{"rotate", "--help"}, "--revoke-previous"},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

@@ -259,6 +259,42 @@ func runManager(t *testing.T, o controllers.Options) func() {
 // must finish that one rotation, and at no instant may the Secret carry a secret that status did
 // not accept first.
 func TestARotationInterruptedAfterAnyWriteIsFinishedOnceByTheNextManager(t *testing.T) {
+	interruptedAfterEveryWrite(t, func(o *m2mv1alpha1.M2MClient) { o.Spec.Rotation.Trigger = "v2" },
+		func(o *m2mv1alpha1.M2MClient) bool { return o.Status.LastRotationTrigger == "v2" },
+		func(t *testing.T, obj *m2mv1alpha1.M2MClient, s1, final string) {
+			// No rotation is left half-done: one current secret, the rest expiring.
+			for _, e := range obj.Status.AcceptedSecrets {
+				if e.Hash != credentials.Hash(final) && e.ExpiresAt == nil {
+					t.Fatalf("an old secret never expires: %+v", obj.Status.AcceptedSecrets)
+				}
+			}
+			if got := tokenStatus(t, obj.Status.ClientID, s1); got != http.StatusOK {
+				t.Fatalf("the secret pods held before the rotation was refused (%d) during its grace period", got)
+			}
+		})
+}
+
+// A revocation writes as a rotation does: the new hash (with revocationPending), the Secret, and
+// then the earlier hashes dropped. Wherever the manager dies, the next one finishes it as a
+// revocation: the secret held before is refused at once, not after the grace period.
+func TestARevocationInterruptedAfterAnyWriteIsFinishedOnceAsARevocationByTheNextManager(t *testing.T) {
+	interruptedAfterEveryWrite(t, func(o *m2mv1alpha1.M2MClient) { o.Spec.Rotation.RevokeTrigger = "leak-1" },
+		func(o *m2mv1alpha1.M2MClient) bool {
+			return o.Status.LastRevokeTrigger == "leak-1" && !o.Status.RevocationPending && o.Status.LastRevocationTime != nil
+		},
+		func(t *testing.T, obj *m2mv1alpha1.M2MClient, s1, final string) {
+			if len(obj.Status.AcceptedSecrets) != 1 || obj.Status.AcceptedSecrets[0].Hash != credentials.Hash(final) {
+				t.Fatalf("the revocation left earlier entries: %+v", obj.Status.AcceptedSecrets)
+			}
+			tokenEventually(t, obj.Status.ClientID, s1, http.StatusUnauthorized)
+		})
+}
+
+// interruptedAfterEveryWrite makes a client, arms a manager to die after its k-th write, asks
+// (ask) for one rotation, and lets a new manager finish it, for k from 0 to 3. done says when
+// the client has acted on what was asked; check judges the client, the secret before and the
+// secret after.
+func interruptedAfterEveryWrite(t *testing.T, ask func(*m2mv1alpha1.M2MClient), done func(*m2mv1alpha1.M2MClient) bool, check func(t *testing.T, obj *m2mv1alpha1.M2MClient, s1, final string)) {
 	for k := 0; k <= 3; k++ {
 		t.Run(fmt.Sprintf("the manager dies after %d writes", k), func(t *testing.T) {
 			ns := testenv.Namespace(t, env.Client)
@@ -285,7 +321,7 @@ func TestARotationInterruptedAfterAnyWriteIsFinishedOnceByTheNextManager(t *test
 			id := obj.Status.ClientID
 
 			armed.Store(true)
-			update(t, key, func(o *m2mv1alpha1.M2MClient) { o.Spec.Rotation.Trigger = "v2" })
+			update(t, key, ask)
 			if k < 3 {
 				testenv.Eventually(t, wait, func() error {
 					if !first.died.Load() {
@@ -306,21 +342,13 @@ func TestARotationInterruptedAfterAnyWriteIsFinishedOnceByTheNextManager(t *test
 
 			runManager(t, managerOptions(ns))
 			obj, final := settled(t, key, func(o *m2mv1alpha1.M2MClient, s string) error {
-				if s == s1 || o.Status.LastRotationTrigger != "v2" {
-					return fmt.Errorf("the rotation for v2 is not finished")
+				if s == s1 || !done(o) {
+					return fmt.Errorf("the rotation asked for is not finished")
 				}
 				return nil
 			})
-			// No rotation is left half-done: one current secret, the rest expiring.
-			for _, e := range obj.Status.AcceptedSecrets {
-				if e.Hash != credentials.Hash(final) && e.ExpiresAt == nil {
-					t.Fatalf("an old secret never expires: %+v", obj.Status.AcceptedSecrets)
-				}
-			}
+			check(t, obj, s1, final)
 			tokenEventually(t, id, final, http.StatusOK)
-			if got := tokenStatus(t, id, s1); got != http.StatusOK {
-				t.Fatalf("the secret pods held before the rotation was refused (%d) during its grace period", got)
-			}
 
 			time.Sleep(300 * time.Millisecond) // let the last watch events arrive
 			secretVersions, clientVersions := recorded()
