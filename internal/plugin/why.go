@@ -130,6 +130,9 @@ func clientSecret(ctx context.Context, c client.Client, key types.NamespacedName
 	if err != nil {
 		return nil, err
 	}
+	if obj.Status.SecretName == "" {
+		return nil, fmt.Errorf("M2MClient %s has no credentials Secret yet, which names the token server (see kubectl m2m describe %s)", key, key.Name)
+	}
 	s := &corev1.Secret{}
 	if err := c.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: obj.Status.SecretName}, s); err != nil {
 		return nil, fmt.Errorf("reading Secret %q to find the token server: %w", obj.Status.SecretName, err)
