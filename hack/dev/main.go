@@ -27,7 +27,9 @@ func main() {
 	flag.StringVar(&o.StateDir, "state-dir", filepath.Join(root, ".dev"), "Where the kubeconfig and state are kept.")
 	flag.StringVar(&o.IssuerURL, "issuer-url", "http://127.0.0.1:8080", "Issuer URL written into the credentials Secrets.")
 	flag.StringVar(&o.DefaultAudience, "default-audience", "", `The "aud" of tokens for clients with no spec.audiences; empty means the issuer URL.`)
-	verbose := flag.Bool("v", false, "Log debug detail.")
+	flag.StringVar(&o.TokenServerMetrics, "token-server-metrics-address", devenv.DefaultTokenServerMetrics, "Where the token server serves /metrics; empty serves none.")
+	flag.StringVar(&o.ManagerMetrics, "manager-metrics-address", devenv.DefaultManagerMetrics, "Where the manager serves /metrics; empty serves none.")
+	verbose := flag.Bool("v", false, "Log debug detail, with a line per request the token server refuses.")
 	flag.Parse()
 	level := zapcore.InfoLevel
 	if *verbose {

@@ -42,11 +42,20 @@ type Options struct {
 	IssuerURL string
 	// DefaultAudience is the token server's --default-audience; empty means IssuerURL.
 	DefaultAudience string
+	// TokenServerMetrics and ManagerMetrics are where the token server and the manager serve
+	// /metrics (a port of 0 takes a free one); empty serves none.
+	TokenServerMetrics, ManagerMetrics string
 	// Out receives what a person should read.
 	Out io.Writer
 	// SkipNameValidation lets tests start several systems in one process.
 	SkipNameValidation bool
 }
+
+// Where `make dev` serves the metrics of the token server and of the manager.
+const (
+	DefaultTokenServerMetrics = "127.0.0.1:9090"
+	DefaultManagerMetrics     = "127.0.0.1:9091"
+)
 
 // System is a running development system.
 type System struct {
@@ -58,6 +67,11 @@ type System struct {
 	stop       context.CancelFunc
 	// done receives the exit of the manager and of the token server.
 	done chan error
+
+	// PluginDir holds kubectl-m2m, built from Root, for `kubectl m2m` with it on the PATH.
+	PluginDir string
+	// TokenServerMetricsURL and ManagerMetricsURL are the /metrics URLs; empty when not served.
+	TokenServerMetricsURL, ManagerMetricsURL string
 }
 
 // Start starts the control plane, installs the CRDs, starts the manager and applies the samples.
@@ -70,32 +84,32 @@ func Start(o Options) (*System, error) {
 		CRDDirectoryPaths:     []string{filepath.Join(o.Root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	token, err := writeTokenFile(o.StateDir, env)
+	if err != nil {
+		return nil, err
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		_ = env.Stop()
 		return nil, fmt.Errorf("starting the control plane: %w", err)
 	}
 	s := &System{Options: o, env: env, Config: cfg}
-	if err := s.start(); err != nil {
+	if err := s.start(token); err != nil {
 		_ = s.Stop()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *System) start() error {
-	user, err := s.env.AddUser(envtest.User{Name: "m2m-dev", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return err
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		return err
-	}
+func (s *System) start(token string) error {
 	s.Kubeconfig = filepath.Join(s.StateDir, "kubeconfig")
-	if err := os.WriteFile(s.Kubeconfig, kubeconfig, 0o600); err != nil {
+	if err := writeKubeconfig(s.Kubeconfig, s.Config, token); err != nil {
 		return err
 	}
+	if err := s.buildPlugin(); err != nil {
+		return err
+	}
+	var err error
 	if s.Client, err = client.New(s.Config, client.Options{Scheme: m2mv1alpha1.NewScheme()}); err != nil {
 		return err
 	}
@@ -108,7 +122,11 @@ func (s *System) start() error {
 	if err := manifests.Create(context.Background(), s.Client, filepath.Join(s.Root, "config", "admission")); err != nil {
 		return err
 	}
-	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: s.IssuerURL, SkipNameValidation: s.SkipNameValidation})
+	managerMetrics, err := s.managerMetrics()
+	if err != nil {
+		return err
+	}
+	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: s.IssuerURL, MetricsAddr: managerMetrics, SkipNameValidation: s.SkipNameValidation})
 	if err != nil {
 		return err
 	}
@@ -125,11 +143,18 @@ func (s *System) start() error {
 		s.done <- nil
 		return fmt.Errorf("the token server cannot listen on %s (is another make dev running?): %w", u.Host, err)
 	}
+	metricsLn, err := s.tokenServerMetrics()
+	if err != nil {
+		_ = ln.Close()
+		s.done <- nil
+		return err
+	}
 	go func() {
 		s.done <- tokenserver.Run(ctx, tokenServerConfig, tokenserver.Options{
 			IssuerURL:        s.IssuerURL,
 			DefaultAudience:  s.DefaultAudience,
 			Listener:         ln,
+			MetricsListener:  metricsLn,
 			SigningKeySecret: signingkeys.DefaultSecret,
 		})
 	}()
@@ -191,6 +216,10 @@ func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
 		aud = s.IssuerURL + " (the issuer)"
 	}
 	fmt.Fprintf(w, "  default aud:   %s, for clients with no spec.audiences\n", aud)
+	if s.TokenServerMetricsURL != "" || s.ManagerMetricsURL != "" {
+		fmt.Fprintf(w, "  metrics:       %s (token server), %s (manager)\n", orNone(s.TokenServerMetricsURL), orNone(s.ManagerMetricsURL))
+	}
+	fmt.Fprintf(w, "  kubectl m2m:   %s, on the PATH below; the kubeconfig's user has a bearer token, which kubectl m2m why needs\n", filepath.Join(s.PluginDir, "kubectl-m2m"))
 	if strings.HasPrefix(s.IssuerURL, "http://") {
 		fmt.Fprintf(w, "  transport:     plain HTTP on loopback, for development only; installs serve HTTPS (docs/operations.md#tls)\n")
 	}
@@ -203,28 +232,36 @@ func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
 }
 
 // NextSteps are the shell lines PrintNextSteps prints: list the clients, read the first sample's
-// credentials from its Secret, and get a token with a JSON body as in Stytch's docs.
+// credentials from its Secret, get a token with a JSON body as in Stytch's docs, send a wrong
+// secret and see why it was refused.
 func (s *System) NextSteps(clients []m2mv1alpha1.M2MClient) []string {
 	kubectl := s.Kubectl()
-	ns, secret := "default", firstSecret(clients)
+	ns, name, secret := "default", "NAME", "NAME-credentials"
+	for i, c := range clients {
+		if c.Namespace == ns && m2mv1alpha1.SecretAuthentication(&clients[i]) {
+			name, secret = c.Name, c.Status.SecretName
+			break
+		}
+	}
+	body := `"{\"client_id\":\"$CLIENT_ID\",\"client_secret\":\"%s\",\"grant_type\":\"client_credentials\"}"`
 	return []string{
 		"export KUBECONFIG=" + s.Kubeconfig,
+		"export PATH=" + s.PluginDir + ":$PATH",
 		kubectl + " get m2mclients -A",
 		fmt.Sprintf("CLIENT_ID=$(%s -n %s get secret %s -o jsonpath='{.data.client_id}' | base64 -d)", kubectl, ns, secret),
 		fmt.Sprintf("CLIENT_SECRET=$(%s -n %s get secret %s -o jsonpath='{.data.client_secret}' | base64 -d)", kubectl, ns, secret),
-		fmt.Sprintf(`curl -s %s -H 'Content-Type: application/json' -d "{\"client_id\":\"$CLIENT_ID\",\"client_secret\":\"$CLIENT_SECRET\",\"grant_type\":\"client_credentials\"}"`, issuer.TokenURL(s.IssuerURL)),
+		fmt.Sprintf("curl -s %s -H 'Content-Type: application/json' -d "+body, issuer.TokenURL(s.IssuerURL), "$CLIENT_SECRET"),
 		"curl -s " + s.IssuerURL + "/.well-known/jwks.json",
+		fmt.Sprintf("curl -s %s -H 'Content-Type: application/json' -d "+body, issuer.TokenURL(s.IssuerURL), "not-the-secret"),
+		fmt.Sprintf("%s m2m why %s -n %s", kubectl, name, ns),
 	}
 }
 
-// firstSecret names the Secret of the first sample in default that has a client secret.
-func firstSecret(clients []m2mv1alpha1.M2MClient) string {
-	for i, c := range clients {
-		if c.Namespace == "default" && m2mv1alpha1.SecretAuthentication(&clients[i]) {
-			return c.Status.SecretName
-		}
+func orNone(url string) string {
+	if url == "" {
+		return "none"
 	}
-	return "NAME-credentials"
+	return url
 }
 
 // Stop stops the manager and the control plane, and removes the kubeconfig, which names ports
@@ -245,6 +282,7 @@ func (s *System) Stop() error {
 	if s.Kubeconfig != "" {
 		_ = os.Remove(s.Kubeconfig)
 	}
+	_ = os.Remove(filepath.Join(s.StateDir, tokenFile))
 	return errors.Join(errs...)
 }
 

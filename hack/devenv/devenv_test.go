@@ -70,7 +70,7 @@ func freeIssuer(t *testing.T) string {
 func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 	var out bytes.Buffer
 	issuer := freeIssuer(t)
-	sys, clients, stop := startReady(t, Options{StateDir: t.TempDir(), IssuerURL: issuer, Out: &out})
+	sys, clients, stop := startReady(t, Options{StateDir: t.TempDir(), IssuerURL: issuer, Out: &out, TokenServerMetrics: "127.0.0.1:0", ManagerMetrics: "127.0.0.1:0"})
 	ctx := context.Background()
 	if len(clients) == 0 {
 		t.Fatal("config/samples created no M2MClient")
@@ -102,9 +102,20 @@ func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the printed commands failed: %v\n%s", err, got)
 	}
-	for _, want := range []string{clients[0].Status.ClientID, "Active", `"access_token":"`, `"token_type":"Bearer"`, `"keys":[{`} {
+	for _, want := range []string{clients[0].Status.ClientID, "Active", `"access_token":"`, `"token_type":"Bearer"`, `"keys":[{`,
+		// The wrong secret sent last, as kubectl m2m why shows it to the dev user.
+		"refused M2MClient default/", "wrong_secret", "What to do:"} {
 		if !strings.Contains(string(got), want) {
 			t.Fatalf("the printed commands' output lacks %q:\n%s", want, got)
+		}
+	}
+	// The printed metrics URLs serve the token server's and the manager's metrics.
+	for url, metric := range map[string]string{sys.TokenServerMetricsURL: `m2m_token_failures_total{namespace="unknown",reason="wrong_secret"} 1`, sys.ManagerMetricsURL: "m2m_manager_clients"} {
+		if url == "" || !strings.Contains(out.String(), url) {
+			t.Fatalf("the metrics URL %q is not printed:\n%s", url, out.String())
+		}
+		if body := get(t, url); !strings.Contains(body, metric) {
+			t.Fatalf("%s lacks %s:\n%s", url, metric, body)
 		}
 	}
 
@@ -114,6 +125,20 @@ func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 	if _, err := os.Stat(sys.Kubeconfig); !os.IsNotExist(err) {
 		t.Fatalf("the kubeconfig is still there after stopping: %v", err)
 	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }
 
 // readmeQuickStart returns the shell blocks of the README's quick start that follow `make dev`.
@@ -145,13 +170,16 @@ func readmeQuickStart(t *testing.T) string {
 // documented address, with the kubeconfig in the repository's .dev.
 func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 	const addr = "127.0.0.1:8080"
-	if l, err := net.Listen("tcp", addr); err != nil {
-		t.Skipf("%s is taken (is make dev running?): %v", addr, err)
-	} else {
-		l.Close()
+	for _, a := range []string{addr, DefaultTokenServerMetrics, DefaultManagerMetrics} {
+		if l, err := net.Listen("tcp", a); err != nil {
+			t.Skipf("%s is taken (is make dev running?): %v", a, err)
+		} else {
+			l.Close()
+		}
 	}
 	root := controlplane.Root()
-	_, _, stop := startReady(t, Options{StateDir: filepath.Join(root, ".dev"), IssuerURL: "http://" + addr, Out: io.Discard})
+	_, _, stop := startReady(t, Options{StateDir: filepath.Join(root, ".dev"), IssuerURL: "http://" + addr, Out: io.Discard,
+		TokenServerMetrics: DefaultTokenServerMetrics, ManagerMetrics: DefaultManagerMetrics})
 	assets, err := controlplane.Assets()
 	if err != nil {
 		t.Fatal(err)
@@ -169,6 +197,8 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 		// issuer as the audience and a required scope.
 		"m2mclient.m2m.dev/foo-service created", "m2mclient.m2m.dev/foo-service condition met",
 		"\"Audience\": [\n    \"http://" + addr + "\"\n  ]", "\"read:settings\"",
+		// A wrong secret: the dev user sees why with kubectl m2m why, and the metrics count it.
+		"refused M2MClient default/billing-worker", "wrong_secret", `m2m_token_failures_total{namespace="unknown",reason="wrong_secret"}`, "m2m_manager_clients{",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("the quick start's output lacks %q:\n%s", want, out)

@@ -1,12 +1,11 @@
 // Package plugin is `kubectl m2m`: get a token for an M2MClient, rotate its secret, describe it,
-// verify a token, and rotate the signing keys. It follows kubectl's conventions: -n, --context and --kubeconfig, errors
-// on stderr, exit code 1 on failure and 2 on bad usage.
+// verify a token, show why the token server refused the client's requests, and rotate the
+// signing keys. It follows kubectl's conventions: -n, --context and --kubeconfig, errors on
+// stderr, exit code 1 on failure and 2 on bad usage.
 package plugin
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,6 +40,7 @@ var commands = []struct{ name, usage string }{
 	{"describe", "kubectl m2m describe NAME [-n NS]"},
 	{"verify", "kubectl m2m verify TOKEN --issuer URL (--audience A... | --any-audience) [--scope S]..."},
 	{"rotate-signing-key", "kubectl m2m rotate-signing-key [--emergency] [-n m2m-system] [--secret m2m-signing-keys] [--timeout 2m]"},
+	{"why", "kubectl m2m why NAME [-n NS] [--token-url URL] [--ca-file FILE]"},
 }
 
 var usage = func() string {
@@ -126,6 +126,7 @@ type commandFlags struct {
 	emergency                bool
 	secret                   string
 	revokePrevious           bool
+	caFile                   string
 }
 
 // registerFlags registers the flags of cmd on flags and returns where their values go.
@@ -152,6 +153,9 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 		flags.StringArrayVar(&f.scopes, "scope", nil, "scope the token must have (repeatable)")
 		flags.StringArrayVar(&f.audiences, "audience", nil, "audience the token must be for; repeated, any of them (required unless --any-audience)")
 		flags.BoolVar(&f.anyAudience, "any-audience", false, "accept a token for any audience")
+	case "why":
+		flags.StringVar(&f.tokenURL, "token-url", "", "token endpoint, instead of the Secret's token_url")
+		flags.StringVar(&f.caFile, "ca-file", "", "PEM CA bundle that signs the token server's certificate, instead of the Secret's ca.crt")
 	}
 	return f
 }
@@ -194,6 +198,8 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 		return rotate(ctx, c, stdout, key, f.timeout)
 	case "describe":
 		return describe(ctx, c, stdout, key)
+	case "why":
+		return why(ctx, cfg, c, stdout, key, f.tokenURL, f.caFile)
 	}
 	panic("unreachable: commands lists " + cmd + " but run does not handle it")
 }
@@ -222,16 +228,10 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 		tokenURL = string(s.Data[m2mv1alpha1.SecretKeyTokenURL])
 	}
 	if bundle := s.Data[m2mv1alpha1.SecretKeyCA]; len(bundle) > 0 {
-		// The manager's CA signs the token server's certificate: trust it, as pods do.
-		pool, err := x509.SystemCertPool()
+		t, err := trusting(bundle)
 		if err != nil {
-			pool = x509.NewCertPool()
+			return fmt.Errorf("Secret %s: %w", obj.Status.SecretName, err)
 		}
-		if !pool.AppendCertsFromPEM(bundle) {
-			return fmt.Errorf("the ca.crt of Secret %s holds no certificate", obj.Status.SecretName)
-		}
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 		ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Transport: t, Timeout: 30 * time.Second})
 	}
 	cc := clientcredentials.Config{

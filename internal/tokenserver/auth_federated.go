@@ -46,17 +46,17 @@ func (a *federatedAuth) authenticate(ctx context.Context, req *tokenRequest, cli
 	sub, err := a.federation.Verify(ctx, iss, req.assertion, a.issuerURL)
 	switch {
 	case err != nil:
-		return nil, invalidClient("assertion_invalid")
+		return nil, invalidClient(reasonAssertionInvalid)
 	case strings.HasPrefix(sub, "system:serviceaccount:") && a.serviceAccounts != nil && a.serviceAccounts.Issuer() == "":
 		// Until the cluster's own issuer is known, a ServiceAccount subject may be the
 		// cluster's own, which must take the namespace-checked path.
-		return nil, invalidClient("service_account_issuer_unknown")
+		return nil, invalidClient(reasonServiceAccountIssuerUnknown)
 	case client == nil:
-		return nil, invalidClient("unknown_client")
+		return nil, invalidClient(reasonUnknownClient)
 	case !slices.Contains(client.Spec.Authentication.Federated, m2mv1alpha1.FederatedIdentity{Issuer: iss, Subject: sub}):
-		return nil, invalidClient("identity_not_allowed")
+		return nil, invalidClient(reasonIdentityNotAllowed)
 	case client.Spec.Disabled:
-		return nil, invalidClient("disabled")
+		return nil, invalidClient(reasonDisabled)
 	}
 	return client, nil
 }

@@ -57,11 +57,11 @@ func (*privateKeyJWTAuth) applies(req *tokenRequest) bool {
 func (a *privateKeyJWTAuth) authenticate(_ context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, st *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
 	switch {
 	case client == nil:
-		return nil, invalidClient("unknown_client")
+		return nil, invalidClient(reasonUnknownClient)
 	case a.verify(client, st, req.assertion) != nil:
-		return nil, invalidClient("assertion_invalid")
+		return nil, invalidClient(reasonAssertionInvalid)
 	case client.Spec.Disabled:
-		return nil, invalidClient("disabled")
+		return nil, invalidClient(reasonDisabled)
 	}
 	return client, nil
 }

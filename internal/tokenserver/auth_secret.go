@@ -84,13 +84,13 @@ func (a *secretAuth) authenticate(ctx context.Context, req *tokenRequest, client
 	}
 	switch {
 	case req.clientID == "" || req.clientSecret == "":
-		return nil, invalidClient("no_credentials")
+		return nil, invalidClient(reasonNoCredentials)
 	case client == nil:
-		return nil, invalidClient("unknown_client")
+		return nil, invalidClient(reasonUnknownClient)
 	case !matched:
-		return nil, invalidClient("wrong_secret")
+		return nil, invalidClient(reasonWrongSecret)
 	case client.Spec.Disabled:
-		return nil, invalidClient("disabled")
+		return nil, invalidClient(reasonDisabled)
 	}
 	return client, nil
 }

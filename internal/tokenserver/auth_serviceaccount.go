@@ -53,18 +53,18 @@ func (a *serviceAccountAuth) authenticate(ctx context.Context, req *tokenRequest
 		return nil, bad
 	}
 	if a.tokens == nil {
-		return nil, invalidClient("assertion_not_supported")
+		return nil, invalidClient(reasonAssertionNotSupported)
 	}
 	ns, name, err := a.tokens.Verify(ctx, req.assertion, a.issuerURL)
 	switch {
 	case err != nil:
-		return nil, invalidClient("assertion_invalid")
+		return nil, invalidClient(reasonAssertionInvalid)
 	case client == nil:
-		return nil, invalidClient("unknown_client")
+		return nil, invalidClient(reasonUnknownClient)
 	case ns != client.Namespace || !slices.Contains(client.Spec.Authentication.ServiceAccounts, name):
-		return nil, invalidClient("service_account_not_allowed")
+		return nil, invalidClient(reasonServiceAccountNotAllowed)
 	case client.Spec.Disabled:
-		return nil, invalidClient("disabled")
+		return nil, invalidClient(reasonDisabled)
 	}
 	return client, nil
 }

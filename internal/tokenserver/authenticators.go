@@ -76,34 +76,38 @@ func newAuthenticators(cfg Config) ([]authenticator, error) {
 // and the introspection endpoint. When it returns false it has written the error.
 func (s *Server) authenticated(w http.ResponseWriter, r *http.Request) (*tokenRequest, *m2mv1alpha1.M2MClient, bool) {
 	req, bad := parseRequest(w, r)
+	var named *m2mv1alpha1.M2MClient
 	if bad == nil {
 		var client *m2mv1alpha1.M2MClient
-		if client, bad = s.authenticate(r.Context(), req); bad == nil {
+		if client, named, bad = s.authenticate(r.Context(), req); bad == nil {
 			return req, client, true
 		}
 	}
-	s.fail(w, bad, nil)
+	s.fail(w, r, bad, req, named, false)
 	return nil, nil, false
 }
 
 // authenticate finds the client that req names and lets the first authenticator that applies
 // check its credentials. The client is looked up before the authenticator is chosen, once, so
-// that every way does the decoy work for an unknown client in the same place.
-func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alpha1.M2MClient, *oauthError) {
+// that every way does the decoy work for an unknown client in the same place. It returns the
+// authenticated client, or the error to answer and the client that req names (nil when none
+// does), whose owner may see the refusal.
+func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (client, named *m2mv1alpha1.M2MClient, bad *oauthError) {
 	st := s.cfg.Keys.current()
-	client, _ := s.lookup(req.clientID, st)
+	named, _ = s.lookup(req.clientID, st)
 	for _, a := range s.authenticators {
 		if !a.applies(req) {
 			continue
 		}
-		if client == nil {
+		if named == nil {
 			a.decoy(req)
 		}
-		return a.authenticate(ctx, req, client, st)
+		client, bad = a.authenticate(ctx, req, named, st)
+		return client, named, bad
 	}
 	// Not reached while the list has a way for requests without an assertion and one for any
 	// assertion; refused all the same if a change loses one.
-	return nil, invalidClient("no_authenticator")
+	return nil, named, invalidClient(reasonNoAuthenticator)
 }
 
 // workloadClientID refuses a workload assertion (a ServiceAccount or federated token) that does
@@ -111,7 +115,7 @@ func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (*m2mv1alp
 // which. Only private_key_jwt names its client in iss.
 func workloadClientID(req *tokenRequest) *oauthError {
 	if req.clientIDFromAssertion {
-		return badRequest("client_id_missing", "client_id is required with a ServiceAccount or federated assertion")
+		return newError(reasonClientIDMissing, "client_id is required with a ServiceAccount or federated assertion")
 	}
 	return nil
 }

@@ -182,7 +182,7 @@ func TestWithoutAServiceAccountVerifierAnyOtherAssertionIsNotSupported(t *testin
 // when it is empty), advertises what it is given and counts its decoy work.
 type fakeAuth struct {
 	methods, algs []string
-	reason        string
+	reason        *reason
 	decoys        int
 }
 
@@ -190,7 +190,7 @@ func (f *fakeAuth) advertised() ([]string, []string) { return f.methods, f.algs 
 func (f *fakeAuth) applies(*tokenRequest) bool       { return true }
 func (f *fakeAuth) decoy(*tokenRequest)              { f.decoys++ }
 func (f *fakeAuth) authenticate(_ context.Context, _ *tokenRequest, c *m2mv1alpha1.M2MClient, _ *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
-	if f.reason != "" {
+	if f.reason != nil {
 		return nil, invalidClient(f.reason)
 	}
 	return c, nil
@@ -198,7 +198,7 @@ func (f *fakeAuth) authenticate(_ context.Context, _ *tokenRequest, c *m2mv1alph
 
 func TestTheFirstAuthenticatorThatAppliesDecidesEvenWhenItRefuses(t *testing.T) {
 	s := authServer(t, mapClients{goodID: testClient(goodID, goodSecret)}, nil, nil)
-	s.authenticators = []authenticator{&fakeAuth{reason: "first"}, &fakeAuth{}}
+	s.authenticators = []authenticator{&fakeAuth{reason: &reason{name: "first", code: ErrInvalidClient}}, &fakeAuth{}}
 	_, bad := authenticateForm(t, s, "client_id", goodID, "client_secret", goodSecret)
 	wantReason(t, bad, "first")
 }
@@ -268,7 +268,8 @@ func authenticateForm(t *testing.T, s *Server, kv ...string) (*m2mv1alpha1.M2MCl
 	if bad != nil {
 		t.Fatalf("the request does not parse: %v", bad)
 	}
-	return s.authenticate(context.Background(), req)
+	client, _, bad := s.authenticate(context.Background(), req)
+	return client, bad
 }
 
 // wantReason fails unless bad has reason, or is nil when reason is empty.
@@ -276,7 +277,7 @@ func wantReason(t *testing.T, bad *oauthError, reason string) {
 	t.Helper()
 	got := ""
 	if bad != nil {
-		got = bad.reason
+		got = bad.reason.name
 	}
 	if got != reason {
 		t.Fatalf("reason %q, want %q", got, reason)

@@ -439,6 +439,16 @@ func (s *InformerClients) Count() int {
 	return n
 }
 
+// Present reports whether the client of that namespace, name and UID is cached.
+func (s *InformerClients) Present(key types.NamespacedName, uid types.UID) bool {
+	for _, inf := range s.informers {
+		if obj, ok, _ := inf.GetStore().GetByKey(key.String()); ok {
+			return obj.(*m2mv1alpha1.M2MClient).UID == uid
+		}
+	}
+	return false
+}
+
 // behind reports whether the cache may be behind the API server: a watch is not open, or one
 // failed within refreshWindow.
 func (s *InformerClients) behind() bool {

@@ -26,37 +26,20 @@ type oauthError struct {
 	Code        string `json:"error"`
 	Description string `json:"error_description,omitempty"`
 	status      int
-	// reason is the finer cause, for metrics and logs only.
-	reason string
+	// reason is the finer cause, for metrics, logs and the client's owner only.
+	reason *reason
 }
 
 func (e *oauthError) Error() string { return e.Code + ": " + e.Description }
 
-// newError is the one place an oauthError is built; the functions below name its kinds.
-func newError(code string, status int, reason, description string) *oauthError {
-	return &oauthError{Code: code, Description: description, status: status, reason: reason}
-}
-
-func badRequest(reason, description string) *oauthError {
-	return newError(ErrInvalidRequest, http.StatusBadRequest, reason, description)
+// newError is the one place an oauthError is built: its code and status are the reason's.
+func newError(r *reason, description string) *oauthError {
+	return &oauthError{Code: r.code, Description: description, status: r.status, reason: r}
 }
 
 // invalidClient is the one answer for an unknown client, a wrong secret and a disabled client.
-func invalidClient(reason string) *oauthError {
-	return newError(ErrInvalidClient, http.StatusUnauthorized, reason, "client authentication failed")
-}
-
-func invalidScope(reason, description string) *oauthError {
-	return newError(ErrInvalidScope, http.StatusBadRequest, reason, description)
-}
-
-func invalidTarget(reason, description string) *oauthError {
-	return newError(ErrInvalidTarget, http.StatusBadRequest, reason, description)
-}
-
-// unavailable is a state of the server, not of the request: 503, never the caller's fault.
-func unavailable(reason, description string) *oauthError {
-	return newError(ErrTemporarilyUnavailable, http.StatusServiceUnavailable, reason, description)
+func invalidClient(r *reason) *oauthError {
+	return newError(r, "client authentication failed")
 }
 
 // noStore marks a response as one that no cache may keep (RFC 6749 §5.1).
@@ -82,6 +65,6 @@ func writeError(w http.ResponseWriter, e *oauthError) {
 
 // claimsTooLarge refuses a client whose tokenClaims are over m2mv1alpha1.MaxTokenClaimsBytes.
 func claimsTooLarge() *oauthError {
-	return newError(ErrUnauthorizedClient, http.StatusBadRequest, "claims_too_large",
+	return newError(reasonClaimsTooLarge,
 		"the client's tokenClaims are over the size this server issues; its M2MClient's Ready condition says so")
 }

@@ -68,15 +68,8 @@ func TestAnExtendedGracePeriodIsNotHonoured(t *testing.T) {
 // client ID, with its own secret's hash. The forged copy neither gets a token nor hides the
 // real client (which, if both counted, would find no client at all).
 func TestAStatusClaimingAnotherClientsIDNeitherImpersonatesNorHidesIt(t *testing.T) {
-	victim := testClient(goodID, goodSecret)
-	victim.Namespace = "team-b"
-	seal(victim)
-	squatter := testClient("m2m-squatter", attackerSecret)
-	squatter.Namespace = "team-a"
-	seal(squatter)
-	// The attacker copies the victim's ID and even its MACs into its own status.
-	squatter.Status.ClientID = goodID
-	squatter.Status.ClientIDMAC = victim.Status.ClientIDMAC
+	victim := clientIn("team-b", goodID, goodSecret)
+	squatter := squatterOf(victim)
 	f := serve(t, signingkeys.ES256, listClients{victim, squatter})
 	if code, body := tokenFor(t, f, goodID, attackerSecret); code != 401 {
 		t.Fatalf("the squatter got %d %v", code, body)
@@ -84,6 +77,22 @@ func TestAStatusClaimingAnotherClientsIDNeitherImpersonatesNorHidesIt(t *testing
 	if code, body := tokenFor(t, f, goodID, goodSecret); code != 200 {
 		t.Fatalf("the real client got %d %v", code, body)
 	}
+}
+
+// clientIn is the test client id of namespace ns, sealed.
+func clientIn(ns, id, secret string) *m2mv1alpha1.M2MClient {
+	c := testClient(id, secret)
+	c.Namespace = ns
+	return seal(c)
+}
+
+// squatterOf is a client of team-a, with attackerSecret, whose status someone who may write
+// status set to victim's client ID, even copying its MAC.
+func squatterOf(victim *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient {
+	squatter := clientIn("team-a", "m2m-squatter", attackerSecret)
+	squatter.Status.ClientID = victim.Status.ClientID
+	squatter.Status.ClientIDMAC = victim.Status.ClientIDMAC
+	return squatter
 }
 
 // Upgrading from a version without MACs: until the manager has authenticated every status and

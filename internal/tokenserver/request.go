@@ -56,27 +56,27 @@ var singleParams = []string{"grant_type", "client_id", "client_secret", "scope",
 func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauthError) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return nil, newError(ErrInvalidRequest, http.StatusMethodNotAllowed, "method", "the method must be POST")
+		return nil, newError(reasonMethod, "the method must be POST")
 	}
 	for _, p := range []string{"client_secret", "client_id", "grant_type", "scope", "token", "client_assertion"} {
 		if r.URL.Query().Has(p) {
 			// Parameters in the URL end up in access logs; a secret must never travel there.
-			return nil, badRequest("query_parameters", "parameters must be sent in the request body, not in the URL")
+			return nil, newError(reasonQueryParameters, "parameters must be sent in the request body, not in the URL")
 		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, newError(ErrInvalidRequest, http.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than 64 KiB")
+			return nil, newError(reasonBodyTooLarge, "the request body is larger than 64 KiB")
 		}
-		return nil, badRequest("body_unreadable", "the request body could not be read")
+		return nil, newError(reasonBodyUnreadable, "the request body could not be read")
 	}
 
 	ct := r.Header.Get("Content-Type")
 	mediaType, _, err := mime.ParseMediaType(ct)
 	if ct == "" || err != nil {
-		return nil, badRequest("content_type", "the Content-Type must be application/x-www-form-urlencoded or application/json")
+		return nil, newError(reasonContentType, "the Content-Type must be application/x-www-form-urlencoded or application/json")
 	}
 	var req *tokenRequest
 	var bad *oauthError
@@ -86,7 +86,7 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 	case "application/json":
 		req, bad = parseJSON(body)
 	default:
-		return nil, badRequest("content_type", "the Content-Type must be application/x-www-form-urlencoded or application/json")
+		return nil, newError(reasonContentType, "the Content-Type must be application/x-www-form-urlencoded or application/json")
 	}
 	if bad != nil {
 		return nil, bad
@@ -97,11 +97,11 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 	if req.assertionGiven {
 		switch {
 		case req.basic || req.secretGiven:
-			return nil, badRequest("two_auth_methods", "the client authenticated with both a client assertion and a client secret")
+			return nil, newError(reasonTwoAuthMethods, "the client authenticated with both a client assertion and a client secret")
 		case req.assertionType != JWTBearerAssertion:
-			return nil, badRequest("assertion_type", "client_assertion_type must be "+JWTBearerAssertion)
+			return nil, newError(reasonAssertionType, "client_assertion_type must be "+JWTBearerAssertion)
 		case req.assertion == "":
-			return nil, badRequest("assertion_missing", "client_assertion is required with client_assertion_type")
+			return nil, newError(reasonAssertionMissing, "client_assertion is required with client_assertion_type")
 		}
 		req.assertionIssuer = unverifiedIssuer(req.assertion)
 		if req.clientID == "" {
@@ -116,11 +116,11 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 func parseForm(body []byte) (*tokenRequest, *oauthError) {
 	values, err := url.ParseQuery(string(body))
 	if err != nil {
-		return nil, badRequest("form_syntax", "the form body is not valid application/x-www-form-urlencoded")
+		return nil, newError(reasonFormSyntax, "the form body is not valid application/x-www-form-urlencoded")
 	}
 	for _, p := range singleParams {
 		if len(values[p]) > 1 {
-			return nil, badRequest("repeated_parameter", "the parameter "+p+" appears more than once")
+			return nil, newError(reasonRepeatedParameter, "the parameter "+p+" appears more than once")
 		}
 	}
 	_, secretGiven := values["client_secret"]
@@ -165,7 +165,7 @@ func parseJSON(body []byte) (*tokenRequest, *oauthError) {
 		}
 		var v string
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return "", badRequest("json_syntax", "the parameter "+name+" must be a string")
+			return "", newError(reasonJSONSyntax, "the parameter "+name+" must be a string")
 		}
 		return v, nil
 	}
@@ -196,7 +196,7 @@ func parseJSON(body []byte) (*tokenRequest, *oauthError) {
 // jsonObject decodes body as exactly one JSON object into its members, refusing repeated keys
 // and keys that name a parameter in another case.
 func jsonObject(body []byte) (map[string]json.RawMessage, *oauthError) {
-	syntax := badRequest("json_syntax", "the JSON body must be one object whose parameters are strings")
+	syntax := newError(reasonJSONSyntax, "the JSON body must be one object whose parameters are strings")
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return nil, syntax
@@ -213,10 +213,10 @@ func jsonObject(body []byte) (map[string]json.RawMessage, *oauthError) {
 			return nil, syntax
 		}
 		if _, dup := out[key]; dup {
-			return nil, badRequest("repeated_parameter", "the parameter "+key+" appears more than once")
+			return nil, newError(reasonRepeatedParameter, "the parameter "+key+" appears more than once")
 		}
 		if lower := strings.ToLower(key); lower != key && jsonParams[lower] {
-			return nil, badRequest("parameter_case", "parameter names are lower case: "+lower)
+			return nil, newError(reasonParameterCase, "parameter names are lower case: "+lower)
 		}
 		out[key] = value
 	}
@@ -224,7 +224,7 @@ func jsonObject(body []byte) (map[string]json.RawMessage, *oauthError) {
 		return nil, syntax
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, badRequest("json_syntax", "the JSON body must hold one object")
+		return nil, newError(reasonJSONSyntax, "the JSON body must hold one object")
 	}
 	return out, nil
 }
@@ -241,7 +241,7 @@ func stringOrList(name string, raw json.RawMessage) ([]string, *oauthError) {
 	if err := json.Unmarshal(raw, &many); err == nil {
 		return many, nil
 	}
-	return nil, badRequest("json_syntax", "the parameter "+name+" must be a string or an array of strings")
+	return nil, newError(reasonJSONSyntax, "the parameter "+name+" must be a string or an array of strings")
 }
 
 // setScope splits the space-delimited scope parameter (RFC 6749 §3.3).
@@ -256,7 +256,7 @@ func (req *tokenRequest) setScope(scope string) *oauthError {
 			continue // tolerate doubled spaces
 		}
 		if !validScopeToken(s) {
-			return invalidScope("scope_syntax", "the scope parameter holds a character that no scope may contain")
+			return newError(reasonScopeSyntax, "the scope parameter holds a character that no scope may contain")
 		}
 		if !seen[s] {
 			seen[s] = true
@@ -286,23 +286,23 @@ func applyBasic(r *http.Request, req *tokenRequest) *oauthError {
 	}
 	scheme, _, _ := strings.Cut(h, " ")
 	if !strings.EqualFold(scheme, "Basic") {
-		return badRequest("auth_scheme", "only HTTP Basic client authentication is supported in the Authorization header")
+		return newError(reasonAuthScheme, "only HTTP Basic client authentication is supported in the Authorization header")
 	}
 	user, pass, ok := r.BasicAuth()
 	if !ok {
-		return invalidClient("basic_syntax")
+		return invalidClient(reasonBasicSyntax)
 	}
 	id, err1 := url.QueryUnescape(user)
 	secret, err2 := url.QueryUnescape(pass)
 	if err1 != nil || err2 != nil {
-		return invalidClient("basic_encoding")
+		return invalidClient(reasonBasicEncoding)
 	}
 	if req.secretGiven {
 		// Even an empty one: a request with two credentials means two things.
-		return badRequest("two_auth_methods", "the client authenticated with both HTTP Basic and a client_secret in the body")
+		return newError(reasonTwoAuthMethods, "the client authenticated with both HTTP Basic and a client_secret in the body")
 	}
 	if req.clientID != "" && req.clientID != id {
-		return badRequest("two_auth_methods", "the client_id in the body differs from the one in HTTP Basic")
+		return newError(reasonTwoAuthMethods, "the client_id in the body differs from the one in HTTP Basic")
 	}
 	req.clientID, req.clientSecret, req.basic = id, secret, true
 	return nil

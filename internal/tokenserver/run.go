@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,6 +71,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	keys := NewSecretKeys(cs, o.SigningKeySecret, o.Clock, signingkeys.DefaultRetention)
 	serviceAccounts := NewClusterServiceAccounts(cs, o.Clock)
 	federation := NewFederation(o.FederatedIssuers, o.Clock)
+	replica, _ := os.Hostname() // a pod's name
 	srv, err := New(Config{
 		IssuerURL:          iss,
 		DefaultAudience:    o.DefaultAudience,
@@ -84,6 +86,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		CachedClients:      clients.Count,
 		UndecodableClients: clients.Undecodable,
 		KeyLoadErrors:      keys.LoadErrors,
+		Log:                logger,
+		Access:             KubernetesAccess{Client: cs},
+		Replica:            replica,
 		Ready: func() error {
 			switch {
 			case !clients.Synced():

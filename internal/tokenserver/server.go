@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/utils/clock"
@@ -60,6 +61,13 @@ type Config struct {
 	ReplayBudget int
 	// KeyLoadErrors reports how many signing-key Secret versions did not load; optional.
 	KeyLoadErrors func() int64
+	// Log receives a line per refused request at V(1); the zero value logs nothing.
+	Log logr.Logger
+	// Access decides who may read a client's refusals (RefusalsPath); nil serves them to no one.
+	Access AccessReviewer
+	// Replica names this process in the answers of RefusalsPath: each replica remembers the
+	// refusals it answered.
+	Replica string
 }
 
 // Server serves the OAuth endpoints.
@@ -69,6 +77,9 @@ type Server struct {
 	metrics *metrics
 	// authenticators are the ways a client authenticates, in the order of authenticatorOrder.
 	authenticators []authenticator
+	// refusals are the latest refusals of each client, for its owner.
+	refusals *refusalMemory
+	access   *refusalAccess
 }
 
 // New returns a Server.
@@ -101,6 +112,8 @@ func New(cfg Config) (*Server, error) {
 	if s.metrics, err = newMetrics(cfg); err != nil {
 		return nil, err
 	}
+	s.refusals = newRefusalMemory(cfg.Clock, cfg.Clients)
+	s.access = newRefusalAccess(cfg.Access, cfg.Clock)
 	return s, nil
 }
 
@@ -117,12 +130,16 @@ func EffectiveDefaultAudience(issuerURL, configured string) (string, error) {
 	return configured, nil
 }
 
+// introspectPath is the path of the introspection endpoint below the issuer.
+const introspectPath = "/oauth2/introspect"
+
 // Handler routes the server's endpoints.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(s.prefix+issuer.TokenPath, s.metrics.timed("token", s.token))
-	mux.Handle(s.prefix+"/oauth2/introspect", s.metrics.timed("introspect", s.introspect))
+	mux.Handle(s.prefix+introspectPath, s.metrics.timed("introspect", s.introspect))
 	mux.Handle(s.prefix+"/.well-known/jwks.json", s.metrics.timed("jwks", s.jwks))
+	mux.HandleFunc(s.prefix+RefusalsPath, s.refusalsOfClient)
 	mux.HandleFunc(s.prefix+"/.well-known/oauth-authorization-server", s.discovery)
 	mux.HandleFunc(s.prefix+"/.well-known/openid-configuration", s.discovery)
 	if s.prefix != "" {

@@ -29,41 +29,35 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.grantType == "" {
-		s.fail(w, badRequest("no_grant_type", "the grant_type parameter is required"), client)
+		s.fail(w, r, newError(reasonNoGrantType, "the grant_type parameter is required"), req, client, true)
 		return
 	}
 	if req.grantType != GrantClientCredentials {
-		s.fail(w, newError(ErrUnsupportedGrantType, http.StatusBadRequest, "grant_type", "only the client_credentials grant is supported"), client)
+		s.fail(w, r, newError(reasonGrantType, "only the client_credentials grant is supported"), req, client, true)
 		return
 	}
 	if client.Annotations[claimsTooLargeMark] != "" {
-		s.fail(w, claimsTooLarge(), client)
+		s.fail(w, r, claimsTooLarge(), req, client, true)
 		return
 	}
 	scopes, bad := grantScopes(client, req)
 	if bad != nil {
-		s.fail(w, bad, client)
+		s.fail(w, r, bad, req, client, true)
 		return
 	}
 	audience, bad := s.audience(client, req)
 	if bad != nil {
-		s.fail(w, bad, client)
+		s.fail(w, r, bad, req, client, true)
 		return
 	}
 	signed, ttl, bad := s.sign(client, scopes, audience)
 	if bad != nil {
-		s.fail(w, bad, client)
+		s.fail(w, r, bad, req, client, true)
 		return
 	}
 	s.metrics.issued.WithLabelValues(s.metrics.labels(client)...).Inc()
 	noStore(w)
 	writeJSON(w, http.StatusOK, tokenResponse{AccessToken: signed, TokenType: "Bearer", ExpiresIn: int64(ttl / time.Second), Scope: strings.Join(scopes, " ")})
-}
-
-// fail counts the failure, for client (nil before a client is authenticated), and writes it.
-func (s *Server) fail(w http.ResponseWriter, e *oauthError, client *m2mv1alpha1.M2MClient) {
-	s.metrics.failures.WithLabelValues(append([]string{e.reason}, s.metrics.labels(client)...)...).Inc()
-	writeError(w, e)
 }
 
 // grantScopes returns the requested scopes when the client may have all of them, or all of the
@@ -78,7 +72,7 @@ func grantScopes(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthE
 	}
 	for _, want := range req.scopes {
 		if !slices.Contains(c.Spec.Scopes, m2mv1alpha1.Scope(want)) {
-			return nil, invalidScope("scope_not_allowed", "the client may not request the scope "+want)
+			return nil, newError(reasonScopeNotAllowed, "the client may not request the scope "+want)
 		}
 	}
 	return req.scopes, nil
@@ -102,7 +96,7 @@ func (s *Server) allowedAudiences(c *m2mv1alpha1.M2MClient) []string {
 func (s *Server) audience(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthError) {
 	for _, r := range req.resources {
 		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
-			return nil, invalidTarget("resource_syntax", "a resource must be an absolute URI without a fragment")
+			return nil, newError(reasonResourceSyntax, "a resource must be an absolute URI without a fragment")
 		}
 	}
 	allowed := s.allowedAudiences(c)
@@ -113,7 +107,7 @@ func (s *Server) audience(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string
 	var out []string
 	for _, a := range requested {
 		if !slices.Contains(allowed, a) {
-			return nil, invalidTarget("audience_not_allowed", "the client may not request the audience "+a)
+			return nil, newError(reasonAudienceNotAllowed, "the client may not request the audience "+a)
 		}
 		if !slices.Contains(out, a) {
 			out = append(out, a)
@@ -144,7 +138,7 @@ func customClaims(claims m2mv1alpha1.TokenClaims) m2mv1alpha1.TokenClaims {
 func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (string, time.Duration, *oauthError) {
 	st := s.cfg.Keys.current()
 	if st == nil || st.active == nil {
-		return "", 0, unavailable("no_signing_key", "no signing key is loaded yet")
+		return "", 0, newError(reasonNoSigningKey, "no signing key is loaded yet")
 	}
 	ttl := time.Hour
 	if c.Spec.TokenTTL != nil {
@@ -171,7 +165,7 @@ func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (stri
 	if extra := customClaims(c.Spec.TokenClaims); len(extra) > 0 {
 		raw, err := json.Marshal(extra)
 		if err != nil {
-			return "", 0, unavailable("claims_encoding", "the client's tokenClaims could not be encoded")
+			return "", 0, newError(reasonClaimsEncoding, "the client's tokenClaims could not be encoded")
 		}
 		if len(raw) > m2mv1alpha1.MaxTokenClaimsBytes {
 			return "", 0, claimsTooLarge()
@@ -181,13 +175,13 @@ func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (stri
 
 	payload, err := json.Marshal(claims)
 	if err != nil {
-		return "", 0, unavailable("claims_encoding", "the token could not be encoded")
+		return "", 0, newError(reasonClaimsEncoding, "the token could not be encoded")
 	}
 	// The header is the same for every token of a key, so it is encoded once per key set.
 	signingInput := st.header + "." + base64.RawURLEncoding.EncodeToString(payload)
 	sig, err := st.active.Method().Sign(signingInput, st.active.SigningKey())
 	if err != nil {
-		return "", 0, unavailable("signing_failed", "the token could not be signed")
+		return "", 0, newError(reasonSigningFailed, "the token could not be signed")
 	}
 	signed := signingInput + "." + base64.RawURLEncoding.EncodeToString(sig)
 	return signed, ttl, nil
