@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,9 @@ type M2MClientReconciler struct {
 	// with an https issuer, the bundle goes into every credentials Secret as ca.crt.
 	CASecret    types.NamespacedName
 	CABundleKey string
+	// Namespaces are the namespaces the manager watches; empty means all. ClientIDBindings are
+	// cluster-scoped, so the cache sees those of every namespace.
+	Namespaces []string
 
 	// statusKeys caches the parsed status keys by the Secret's resourceVersion.
 	statusKeys atomic.Pointer[loadedStatusKeys]
@@ -174,7 +178,12 @@ func (r *M2MClientReconciler) clientsOfBinding(ctx context.Context, o client.Obj
 	if !ok {
 		return nil
 	}
-	reqs := []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: b.Spec.Namespace, Name: b.Spec.Name}}}
+	var reqs []reconcile.Request
+	// A client of a namespace the manager does not watch is another install's: asking the
+	// cache for it fails.
+	if len(r.Namespaces) == 0 || slices.Contains(r.Namespaces, b.Spec.Namespace) {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: b.Spec.Namespace, Name: b.Spec.Name}})
+	}
 	var list m2mv1alpha1.M2MClientList
 	if err := r.List(ctx, &list, client.MatchingFields{clientIDIndex: b.Spec.ClientID}); err != nil {
 		return reqs

@@ -3,6 +3,7 @@ package rotation
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -445,11 +446,22 @@ func TestAnEmergencySigningKeyRotationRefusesTheOldKeysTokensAndKeepsEveryClient
 	if err != nil {
 		t.Fatal(err)
 	}
+	ours := map[string]bool{}
+	for _, c := range clients {
+		ours[c.key.Namespace] = true
+	}
 	for _, line := range strings.Split(string(logs[logsFrom:]), "\n") {
 		// The suite runs without the status policy on purpose; the manager repeats that error.
-		if strings.Contains(line, `"level":"error"`) && !strings.Contains(line, `"logger":"status-policy"`) {
-			t.Fatalf("an error was logged during the emergency rotation: %s", line)
+		if !strings.Contains(line, `"level":"error"`) || strings.Contains(line, `"logger":"status-policy"`) {
+			continue
 		}
+		// Other tests of the suite run at the same time, with managers of their own that log to
+		// the same file: their clients' errors are theirs.
+		var entry struct{ Namespace string }
+		if json.Unmarshal([]byte(line), &entry) == nil && entry.Namespace != "" && !ours[entry.Namespace] {
+			continue
+		}
+		t.Fatalf("an error was logged during the emergency rotation: %s", line)
 	}
 }
 
