@@ -36,17 +36,38 @@ import (
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 )
 
-// commands are the subcommands and their usage lines, in the order the usage lists them.
-var commands = []struct{ name, usage string }{
-	{"token", "kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--service-account SA] [--token-url URL] [-o json]"},
-	{"rotate", "kubectl m2m rotate NAME [-n NS] [--timeout 2m]"},
-	{"describe", "kubectl m2m describe NAME [-n NS]"},
-	{"verify", "kubectl m2m verify TOKEN --issuer URL (--audience A... | --any-audience) [--scope S]..."},
+// command is one subcommand of kubectl m2m.
+type command struct {
+	// name is the word after kubectl m2m.
+	name string
+	// description is one line, a sentence that says what the command does: the top-level usage
+	// lists it beside the name, and the command's --help starts with it.
+	description string
+	// usage is the command's synopsis.
+	usage string
+}
+
+// commands are the subcommands, in the order the usage lists them.
+var commands = []command{
+	{"token", "Print an access token for an M2MClient, got with its Secret's credentials as its pods get one.",
+		"kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--service-account SA] [--token-url URL] [-o json]"},
+	{"rotate", "Rotate an M2MClient's secret or key now, and wait until its Secret has the new one.",
+		"kubectl m2m rotate NAME [-n NS] [--timeout 2m]"},
+	{"describe", "Show an M2MClient's ID, scopes, audiences, token lifetime, credentials and conditions.",
+		"kubectl m2m describe NAME [-n NS]"},
+	{"verify", "Verify an access token as a resource server would, and print its claims.",
+		"kubectl m2m verify TOKEN --issuer URL (--audience A... | --any-audience) [--scope S]..."},
 }
 
 var usage = func() string {
 	var b strings.Builder
-	b.WriteString("kubectl m2m: machine-to-machine clients of m2m-operator.\n\nUsage:\n")
+	b.WriteString("kubectl m2m: machine-to-machine clients of m2m-operator.\n\nCommands:\n")
+	w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %s\t%s\n", c.name, c.description)
+	}
+	_ = w.Flush()
+	b.WriteString("\nUsage:\n")
 	for _, c := range commands {
 		b.WriteString("  " + c.usage + "\n")
 	}
@@ -89,7 +110,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		args = []string{args[1], "--help"}
 	}
 	cmd := args[0]
-	i := slices.IndexFunc(commands, func(c struct{ name, usage string }) bool { return c.name == cmd })
+	i := slices.IndexFunc(commands, func(c command) bool { return c.name == cmd })
 	if i < 0 {
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
@@ -98,7 +119,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	flags.SetOutput(io.Discard)
 	f := registerFlags(cmd, flags)
 	if err := flags.Parse(args[1:]); errors.Is(err, pflag.ErrHelp) {
-		_, err := fmt.Fprintf(stdout, "Usage:\n  %s\n\nFlags:\n%s", commands[i].usage, flags.FlagUsages())
+		_, err := fmt.Fprintf(stdout, "%s\n\nUsage:\n  %s\n\nFlags:\n%s", commands[i].description, commands[i].usage, flags.FlagUsages())
 		return err
 	} else if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
