@@ -370,6 +370,8 @@ func describe(ctx context.Context, c client.Client, out io.Writer, key types.Nam
 	fmt.Fprintf(w, "Client ID:\t%s\n", obj.Status.ClientID)
 	fmt.Fprintf(w, "State:\t%s\n", obj.Status.State)
 	fmt.Fprintf(w, "Scopes:\t%s\n", strings.Join(scopes, " "))
+	fmt.Fprintf(w, "Audiences:\t%s\n", describedAudiences(ctx, c, obj))
+	fmt.Fprintf(w, "Token lifetime:\t%s\n", describedTokenTTL(obj))
 	fmt.Fprintf(w, "Secret:\t%s\n", obj.Status.SecretName)
 	last, next := "-", "-"
 	if t := obj.Status.LastRotationTime; t != nil {
