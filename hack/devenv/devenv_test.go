@@ -168,7 +168,7 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 		// The Stytch-shaped client, with no audience: pkg/m2mauth accepts its token with the
 		// issuer as the audience and a required scope.
 		"m2mclient.m2m.dev/foo-service created", "m2mclient.m2m.dev/foo-service condition met",
-		"\"Audience\": [\n    \"http://" + addr + "\"\n  ]", "\"read:settings\"",
+		"\"aud\": \"http://" + addr + "\"", "\"scope\": \"read:settings write:settings\"",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("the quick start's output lacks %q:\n%s", want, out)

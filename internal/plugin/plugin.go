@@ -5,13 +5,10 @@ package plugin
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -56,7 +53,7 @@ var commands = []command{
 	{"describe", "Show an M2MClient's ID, scopes, audiences, token lifetime, credentials and conditions.",
 		"kubectl m2m describe NAME [-n NS]"},
 	{"verify", "Verify an access token as a resource server would, and print its claims.",
-		"kubectl m2m verify TOKEN --issuer URL (--audience A... | --any-audience) [--scope S]..."},
+		"kubectl m2m verify TOKEN (--client NAME [-n NS] | --secret NAME [-n NS] | --issuer URL [--ca-file F]) (--audience A... | --any-audience) [--scope S]..."},
 }
 
 var usage = func() string {
@@ -142,15 +139,13 @@ type commandFlags struct {
 	timeout                  time.Duration
 	anyAudience              bool
 	serviceAccount           string
+	client, secret, caFile   string
 }
 
 // registerFlags registers the flags of cmd on flags and returns where their values go.
 func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
-	f := &commandFlags{}
-	if cmd != "verify" {
-		f.kube = genericclioptions.NewConfigFlags(true)
-		f.kube.AddFlags(flags)
-	}
+	f := &commandFlags{kube: genericclioptions.NewConfigFlags(true)}
+	f.kube.AddFlags(flags)
 	switch cmd {
 	case "token":
 		flags.StringArrayVar(&f.scopes, "scope", nil, "scope to request (repeatable)")
@@ -161,7 +156,10 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 	case "rotate":
 		flags.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
 	case "verify":
-		flags.StringVar(&f.issuer, "issuer", "", "issuer URL (required)")
+		flags.StringVar(&f.client, "client", "", "the M2MClient (of -n) whose Secret gives the issuer and the CA that signs the token server's certificate, as its pods have them")
+		flags.StringVar(&f.secret, "secret", "", "a credentials Secret (of -n) that gives the issuer and the CA, as --client does: a resource server's own")
+		flags.StringVar(&f.issuer, "issuer", "", "issuer URL; overrides the Secret's (required without --client or --secret)")
+		flags.StringVar(&f.caFile, "ca-file", "", "PEM CA bundle to trust for the token server's certificate, besides the system's roots (the ca.crt of a credentials Secret)")
 		flags.StringArrayVar(&f.scopes, "scope", nil, "scope the token must have (repeatable)")
 		flags.StringArrayVar(&f.audiences, "audience", nil, "audience the token must be for; repeated, any of them (required unless --any-audience)")
 		flags.BoolVar(&f.anyAudience, "any-audience", false, "accept a token for any audience")
@@ -169,30 +167,9 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 	return f
 }
 
-// verify checks its flags and verifies token; it needs no cluster.
-func (f *commandFlags) verify(ctx context.Context, stdout io.Writer, token string) error {
-	switch {
-	case f.issuer == "":
-		return fmt.Errorf("%w: verify needs --issuer", errUsage)
-	case len(f.audiences) == 0 && !f.anyAudience:
-		return fmt.Errorf("%w: verify needs --audience (the service the token must be for), or --any-audience", errUsage)
-	case len(f.audiences) > 0 && f.anyAudience:
-		return fmt.Errorf("%w: --audience and --any-audience contradict each other", errUsage)
-	}
-	return verify(ctx, stdout, token, f.issuer, f.scopes, f.audiences)
-}
-
 // runOnCluster runs a command on the M2MClient name of the kubeconfig's namespace.
 func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.Writer, name string) error {
-	cfg, err := f.kube.ToRESTConfig()
-	if err != nil {
-		return err
-	}
-	ns, _, err := f.kube.ToRawKubeConfigLoader().Namespace()
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
+	c, ns, err := f.cluster()
 	if err != nil {
 		return err
 	}
@@ -206,6 +183,20 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 		return describe(ctx, c, stdout, key)
 	}
 	panic("unreachable: commands lists " + cmd + " but run does not handle it")
+}
+
+// cluster is a client of the kubeconfig's cluster and its namespace (-n).
+func (f *commandFlags) cluster() (client.Client, string, error) {
+	cfg, err := f.kube.ToRESTConfig()
+	if err != nil {
+		return nil, "", err
+	}
+	ns, _, err := f.kube.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
+	return c, ns, err
 }
 
 func getClient(ctx context.Context, c client.Client, key types.NamespacedName) (*m2mv1alpha1.M2MClient, error) {
@@ -233,16 +224,11 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 	}
 	if bundle := s.Data[m2mv1alpha1.SecretKeyCA]; len(bundle) > 0 {
 		// The manager's CA signs the token server's certificate: trust it, as pods do.
-		pool, err := x509.SystemCertPool()
+		hc, err := trustingClient(caBundle{"the ca.crt of Secret " + obj.Status.SecretName, bundle})
 		if err != nil {
-			pool = x509.NewCertPool()
+			return err
 		}
-		if !pool.AppendCertsFromPEM(bundle) {
-			return fmt.Errorf("the ca.crt of Secret %s holds no certificate", obj.Status.SecretName)
-		}
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
-		ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Transport: t, Timeout: 30 * time.Second})
+		ctx = context.WithValue(ctx, oauth2.HTTPClient, hc)
 	}
 	cc := clientcredentials.Config{
 		ClientID:       string(s.Data[m2mv1alpha1.SecretKeyClientID]),
@@ -399,25 +385,4 @@ func describe(ctx context.Context, c client.Client, out io.Writer, key types.Nam
 		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", cond.Type, cond.Status, cond.Reason, cond.Message)
 	}
 	return w.Flush()
-}
-
-func verify(ctx context.Context, out io.Writer, token, issuer string, scopes, audiences []string) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	audience := m2mauth.WithAnyAudience()
-	if len(audiences) > 0 {
-		audience = m2mauth.WithAudiences(audiences...)
-	}
-	v, err := m2mauth.NewVerifier(ctx, issuer, audience)
-	if err != nil {
-		return err
-	}
-	defer v.Close()
-	claims, err := v.Authenticate(ctx, token, m2mauth.RequiredScopes(scopes...))
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(claims)
 }
