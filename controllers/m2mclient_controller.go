@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,8 @@ type M2MClientReconciler struct {
 	// with an https issuer, the bundle goes into every credentials Secret as ca.crt.
 	CASecret    types.NamespacedName
 	CABundleKey string
+	// WatchNamespaces are the namespaces whose clients this manager reconciles; empty means all.
+	WatchNamespaces []string
 
 	// statusKeys caches the parsed status keys by the Secret's resourceVersion.
 	statusKeys atomic.Pointer[loadedStatusKeys]
@@ -174,7 +177,12 @@ func (r *M2MClientReconciler) clientsOfBinding(ctx context.Context, o client.Obj
 	if !ok {
 		return nil
 	}
-	reqs := []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: b.Spec.Namespace, Name: b.Spec.Name}}}
+	var reqs []reconcile.Request
+	// Bindings are cluster-scoped: those of namespaces another install watches (or none) name
+	// clients outside this manager's cache, which it could only fail to reconcile.
+	if len(r.WatchNamespaces) == 0 || slices.Contains(r.WatchNamespaces, b.Spec.Namespace) {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: b.Spec.Namespace, Name: b.Spec.Name}})
+	}
 	var list m2mv1alpha1.M2MClientList
 	if err := r.List(ctx, &list, client.MatchingFields{clientIDIndex: b.Spec.ClientID}); err != nil {
 		return reqs

@@ -266,12 +266,13 @@ func (o *Options) cacheOptions() cache.Options {
 // serving-certificate controllers.
 func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 	r := &M2MClientReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("m2m-manager"),
-		Clock:     o.Clock,
-		IssuerURL: issuerURL,
-		KeySecret: o.SigningKeySecret,
+		Client:          mgr.GetClient(),
+		APIReader:       mgr.GetAPIReader(),
+		Recorder:        mgr.GetEventRecorder("m2m-manager"),
+		Clock:           o.Clock,
+		IssuerURL:       issuerURL,
+		KeySecret:       o.SigningKeySecret,
+		WatchNamespaces: o.WatchNamespaces,
 	}
 	if o.CABundleSecret.Name != "" {
 		r.CASecret, r.CABundleKey = o.CABundleSecret, servingcert.TLSCA
