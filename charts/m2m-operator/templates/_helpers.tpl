@@ -59,9 +59,17 @@ http://m2m-token-server.{{ .Release.Namespace }}.svc:8080
 {{- end -}}
 {{- end }}
 
-{{/* "true" when the token server serves HTTPS with the manager's certificate. */}}
+{{/*
+"true" when the token server serves HTTPS with the manager's certificate. An https issuer with
+TLS off would be served on a plain listener that no client following the issuer can talk to:
+refused.
+*/}}
 {{- define "m2m.tls" -}}
-{{- if and .Values.tls.enabled (hasPrefix "https://" (include "m2m.issuerURL" .)) }}true{{ end -}}
+{{- $issuer := include "m2m.issuerURL" . -}}
+{{- if and (hasPrefix "https://" $issuer) (not .Values.tls.enabled) -}}
+{{- fail (printf "the issuer %s is https, but tls.enabled=false would serve the token server as plain HTTP, where clients that follow the issuer cannot connect: keep tls.enabled=true (the default: the manager issues the token server's certificate), or set an http:// issuerURL to serve plain HTTP on purpose" $issuer) -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (hasPrefix "https://" $issuer) }}true{{ end -}}
 {{- end }}
 
 {{/* The status-writer admission policy, which the manager checks is installed (--status-policy-name). */}}
