@@ -74,9 +74,8 @@ type M2MClientReconciler struct {
 	// with an https issuer, the bundle goes into every credentials Secret as ca.crt.
 	CASecret    types.NamespacedName
 	CABundleKey string
-	// Namespaces are the namespaces the manager watches; empty means all. ClientIDBindings are
-	// cluster-scoped, so the cache sees those of every namespace.
-	Namespaces []string
+	// WatchNamespaces are the namespaces whose clients this manager reconciles; empty means all.
+	WatchNamespaces []string
 
 	// statusKeys caches the parsed status keys by the Secret's resourceVersion.
 	statusKeys atomic.Pointer[loadedStatusKeys]
@@ -179,9 +178,9 @@ func (r *M2MClientReconciler) clientsOfBinding(ctx context.Context, o client.Obj
 		return nil
 	}
 	var reqs []reconcile.Request
-	// A client of a namespace the manager does not watch is another install's: asking the
-	// cache for it fails.
-	if len(r.Namespaces) == 0 || slices.Contains(r.Namespaces, b.Spec.Namespace) {
+	// Bindings are cluster-scoped: those of namespaces another install watches (or none) name
+	// clients outside this manager's cache, which it could only fail to reconcile.
+	if len(r.WatchNamespaces) == 0 || slices.Contains(r.WatchNamespaces, b.Spec.Namespace) {
 		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: b.Spec.Namespace, Name: b.Spec.Name}})
 	}
 	var list m2mv1alpha1.M2MClientList

@@ -68,6 +68,9 @@ type Options struct {
 	// ServingCert, when set, makes the manager issue and rotate the token server's serving
 	// certificate from a CA it keeps.
 	ServingCert *ServingCertOptions
+	// StatusPolicyName is the admission policy (and binding) that lets only the manager write
+	// status, which the manager checks is installed; defaults to DefaultStatusPolicyName.
+	StatusPolicyName string
 	// CABundleSecret, when set instead of ServingCert, is a Secret whose ca.crt signs the token
 	// server's certificate (cert-manager's): the manager copies it into credentials Secrets.
 	CABundleSecret types.NamespacedName
@@ -139,7 +142,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := mgr.Add(repair); err != nil {
 		return nil, err
 	}
-	if err := mgr.Add(&statusPolicyCheck{reader: mgr.GetAPIReader()}); err != nil {
+	if err := mgr.Add(&statusPolicyCheck{reader: mgr.GetAPIReader(), name: o.StatusPolicyName}); err != nil {
 		return nil, err
 	}
 	if err := setupControllers(mgr, o, issuerURL); err != nil {
@@ -180,6 +183,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.SigningKeySecret.Name == "" {
 		o.SigningKeySecret = signingkeys.DefaultSecret
+	}
+	if o.StatusPolicyName == "" {
+		o.StatusPolicyName = DefaultStatusPolicyName
 	}
 	d := signingkeys.DefaultPolicy
 	if o.SigningKeys.Algorithm == "" {
@@ -266,13 +272,13 @@ func (o *Options) cacheOptions() cache.Options {
 // serving-certificate controllers.
 func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 	r := &M2MClientReconciler{
-		Client:     mgr.GetClient(),
-		APIReader:  mgr.GetAPIReader(),
-		Recorder:   mgr.GetEventRecorder("m2m-manager"),
-		Clock:      o.Clock,
-		IssuerURL:  issuerURL,
-		KeySecret:  o.SigningKeySecret,
-		Namespaces: o.WatchNamespaces,
+		Client:          mgr.GetClient(),
+		APIReader:       mgr.GetAPIReader(),
+		Recorder:        mgr.GetEventRecorder("m2m-manager"),
+		Clock:           o.Clock,
+		IssuerURL:       issuerURL,
+		KeySecret:       o.SigningKeySecret,
+		WatchNamespaces: o.WatchNamespaces,
 	}
 	if o.CABundleSecret.Name != "" {
 		r.CASecret, r.CABundleKey = o.CABundleSecret, servingcert.TLSCA

@@ -1,5 +1,12 @@
 package v1alpha1
 
+import "time"
+
+// DefaultTokenTTL is the lifetime of the tokens of a client without spec.tokenTTL: the CRD's
+// default of the field (its +kubebuilder:default), which the token server also applies to an
+// object stored without it.
+const DefaultTokenTTL = time.Hour
+
 // Keys of a client's credentials Secret, as the manager writes them and workloads read them.
 const (
 	// SecretKeyClientID holds the client ID.

@@ -46,6 +46,7 @@ func main() {
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles, "How many M2MClients are reconciled at once.")
 	flag.Float64Var(&qps, "kube-api-qps", 100, "Sustained queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries to the API server.")
+	flag.StringVar(&o.StatusPolicyName, "status-policy-name", controllers.DefaultStatusPolicyName, "Name of the ValidatingAdmissionPolicy and its binding that let only this manager write M2MClient status; the manager says when they are missing (m2m_manager_status_policy_installed). The chart names them after its release.")
 	keySecret := flag.String("signing-key-secret", signingkeys.DefaultSecret.String(), "namespace/name of the Secret that holds the JWT signing keys.")
 	algorithm := flag.String("signing-algorithm", string(signingkeys.ES256), "Algorithm of new signing keys: ES256, RS256 or EdDSA. Changing it rotates to a key of the new algorithm.")
 	flag.DurationVar(&o.SigningKeys.Period, "signing-key-rotation-period", signingkeys.DefaultPolicy.Period, "How long a signing key signs before the next takes over.")

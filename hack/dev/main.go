@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -43,7 +44,10 @@ func main() {
 	}
 }
 
-func run(o devenv.Options) error {
+// run runs the system until Ctrl-C (or SIGTERM) and stops it. A stop that was asked for and went
+// cleanly is a success, also while the samples were still getting Ready: make dev then ends
+// without an error of its own.
+func run(o devenv.Options) (err error) {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
@@ -59,13 +63,14 @@ func run(o devenv.Options) error {
 	}
 	defer func() {
 		fmt.Fprintln(os.Stderr, "stopping")
-		if err := sys.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "dev:", err)
-		}
+		err = errors.Join(err, sys.Stop())
 	}()
 	waitCtx, waitCancel := context.WithTimeout(ctx, time.Minute)
 	clients, err := sys.WaitReady(waitCtx)
 	waitCancel()
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

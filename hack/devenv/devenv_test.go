@@ -196,7 +196,7 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 		// The Stytch-shaped client, with no audience: pkg/m2mauth accepts its token with the
 		// issuer as the audience and a required scope.
 		"m2mclient.m2m.dev/foo-service created", "m2mclient.m2m.dev/foo-service condition met",
-		"\"Audience\": [\n    \"http://" + addr + "\"\n  ]", "\"read:settings\"",
+		"\"aud\": \"http://" + addr + "\"", "\"scope\": \"read:settings write:settings\"",
 		// A wrong secret: the dev user sees why with kubectl m2m why, and the metrics count it.
 		"refused M2MClient default/billing-worker", "wrong_secret", `m2m_token_failures_total{namespace="unknown",reason="wrong_secret"}`, "m2m_manager_clients{",
 	} {

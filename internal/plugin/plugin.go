@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -33,19 +33,42 @@ import (
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 )
 
-// commands are the subcommands and their usage lines, in the order the usage lists them.
-var commands = []struct{ name, usage string }{
-	{"token", "kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--service-account SA] [--token-url URL] [-o json]"},
-	{"rotate", "kubectl m2m rotate NAME [-n NS] [--revoke-previous] [--timeout 2m]"},
-	{"describe", "kubectl m2m describe NAME [-n NS]"},
-	{"verify", "kubectl m2m verify TOKEN --issuer URL (--audience A... | --any-audience) [--scope S]..."},
-	{"rotate-signing-key", "kubectl m2m rotate-signing-key [--emergency] [-n m2m-system] [--secret m2m-signing-keys] [--timeout 2m]"},
-	{"why", "kubectl m2m why NAME [-n NS] [--token-url URL] [--ca-file FILE]"},
+// command is one subcommand of kubectl m2m.
+type command struct {
+	// name is the word after kubectl m2m.
+	name string
+	// description is one line, a sentence that says what the command does: the top-level usage
+	// lists it beside the name, and the command's --help starts with it.
+	description string
+	// usage is the command's synopsis.
+	usage string
+}
+
+// commands are the subcommands, in the order the usage lists them.
+var commands = []command{
+	{"token", "Print an access token for an M2MClient, got with its Secret's credentials as its pods get one.",
+		"kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--service-account SA] [--token-url URL] [-o json]"},
+	{"rotate", "Rotate an M2MClient's secret or key now (--revoke-previous: refuse every earlier one at once), and wait until its Secret has the new one.",
+		"kubectl m2m rotate NAME [-n NS] [--revoke-previous] [--timeout 2m]"},
+	{"describe", "Show an M2MClient's ID, scopes, audiences, token lifetime, credentials and conditions.",
+		"kubectl m2m describe NAME [-n NS]"},
+	{"verify", "Verify an access token as a resource server would, and print its claims.",
+		"kubectl m2m verify TOKEN (--client NAME [-n NS] | --secret NAME [-n NS] | --issuer URL [--ca-file F]) (--audience A... | --any-audience) [--scope S]..."},
+	{"why", "Show why the token server recently refused an M2MClient's requests, and what to do about each reason.",
+		"kubectl m2m why NAME [-n NS] [--token-url URL] [--ca-file FILE]"},
+	{"rotate-signing-key", "Rotate the token signing keys now: planned, or --emergency when they may have been copied.",
+		"kubectl m2m rotate-signing-key [--emergency] [-n m2m-system] [--secret m2m-signing-keys] [--timeout 2m]"},
 }
 
 var usage = func() string {
 	var b strings.Builder
-	b.WriteString("kubectl m2m: machine-to-machine clients of m2m-operator.\n\nUsage:\n")
+	b.WriteString("kubectl m2m: machine-to-machine clients of m2m-operator.\n\nCommands:\n")
+	w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %s\t%s\n", c.name, c.description)
+	}
+	_ = w.Flush()
+	b.WriteString("\nUsage:\n")
 	for _, c := range commands {
 		b.WriteString("  " + c.usage + "\n")
 	}
@@ -88,7 +111,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		args = []string{args[1], "--help"}
 	}
 	cmd := args[0]
-	i := slices.IndexFunc(commands, func(c struct{ name, usage string }) bool { return c.name == cmd })
+	i := slices.IndexFunc(commands, func(c command) bool { return c.name == cmd })
 	if i < 0 {
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
@@ -97,7 +120,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	flags.SetOutput(io.Discard)
 	f := registerFlags(cmd, flags)
 	if err := flags.Parse(args[1:]); errors.Is(err, pflag.ErrHelp) {
-		_, err := fmt.Fprintf(stdout, "Usage:\n  %s\n\nFlags:\n%s", commands[i].usage, flags.FlagUsages())
+		_, err := fmt.Fprintf(stdout, "%s\n\nUsage:\n  %s\n\nFlags:\n%s", commands[i].description, commands[i].usage, flags.FlagUsages())
 		return err
 	} else if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -124,18 +147,14 @@ type commandFlags struct {
 	anyAudience              bool
 	serviceAccount           string
 	emergency                bool
-	secret                   string
 	revokePrevious           bool
-	caFile                   string
+	client, secret, caFile   string
 }
 
 // registerFlags registers the flags of cmd on flags and returns where their values go.
 func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
-	f := &commandFlags{}
-	if cmd != "verify" {
-		f.kube = genericclioptions.NewConfigFlags(true)
-		f.kube.AddFlags(flags)
-	}
+	f := &commandFlags{kube: genericclioptions.NewConfigFlags(true)}
+	f.kube.AddFlags(flags)
 	switch cmd {
 	case "token":
 		flags.StringArrayVar(&f.scopes, "scope", nil, "scope to request (repeatable)")
@@ -149,7 +168,10 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 	case "rotate-signing-key":
 		registerSigningKeyFlags(f, flags)
 	case "verify":
-		flags.StringVar(&f.issuer, "issuer", "", "issuer URL (required)")
+		flags.StringVar(&f.client, "client", "", "the M2MClient (of -n) whose Secret gives the issuer and the CA that signs the token server's certificate, as its pods have them")
+		flags.StringVar(&f.secret, "secret", "", "a credentials Secret (of -n) that gives the issuer and the CA, as --client does: a resource server's own")
+		flags.StringVar(&f.issuer, "issuer", "", "issuer URL; overrides the Secret's (required without --client or --secret)")
+		flags.StringVar(&f.caFile, "ca-file", "", "PEM CA bundle to trust for the token server's certificate, besides the system's roots (the ca.crt of a credentials Secret)")
 		flags.StringArrayVar(&f.scopes, "scope", nil, "scope the token must have (repeatable)")
 		flags.StringArrayVar(&f.audiences, "audience", nil, "audience the token must be for; repeated, any of them (required unless --any-audience)")
 		flags.BoolVar(&f.anyAudience, "any-audience", false, "accept a token for any audience")
@@ -160,30 +182,9 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 	return f
 }
 
-// verify checks its flags and verifies token; it needs no cluster.
-func (f *commandFlags) verify(ctx context.Context, stdout io.Writer, token string) error {
-	switch {
-	case f.issuer == "":
-		return fmt.Errorf("%w: verify needs --issuer", errUsage)
-	case len(f.audiences) == 0 && !f.anyAudience:
-		return fmt.Errorf("%w: verify needs --audience (the service the token must be for), or --any-audience", errUsage)
-	case len(f.audiences) > 0 && f.anyAudience:
-		return fmt.Errorf("%w: --audience and --any-audience contradict each other", errUsage)
-	}
-	return verify(ctx, stdout, token, f.issuer, f.scopes, f.audiences)
-}
-
 // runOnCluster runs a command on the M2MClient name of the kubeconfig's namespace.
 func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.Writer, name string) error {
-	cfg, err := f.kube.ToRESTConfig()
-	if err != nil {
-		return err
-	}
-	ns, _, err := f.kube.ToRawKubeConfigLoader().Namespace()
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
+	cfg, c, ns, err := f.cluster()
 	if err != nil {
 		return err
 	}
@@ -202,6 +203,20 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 		return why(ctx, cfg, c, stdout, key, f.tokenURL, f.caFile)
 	}
 	panic("unreachable: commands lists " + cmd + " but run does not handle it")
+}
+
+// cluster is the kubeconfig's cluster (its config and a client) and namespace (-n).
+func (f *commandFlags) cluster() (*rest.Config, client.Client, string, error) {
+	cfg, err := f.kube.ToRESTConfig()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	ns, _, err := f.kube.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
+	return cfg, c, ns, err
 }
 
 func getClient(ctx context.Context, c client.Client, key types.NamespacedName) (*m2mv1alpha1.M2MClient, error) {
@@ -228,11 +243,12 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 		tokenURL = string(s.Data[m2mv1alpha1.SecretKeyTokenURL])
 	}
 	if bundle := s.Data[m2mv1alpha1.SecretKeyCA]; len(bundle) > 0 {
-		t, err := trusting(bundle)
+		// The manager's CA signs the token server's certificate: trust it, as pods do.
+		hc, err := trustingClient(caBundle{"the ca.crt of Secret " + obj.Status.SecretName, bundle})
 		if err != nil {
-			return fmt.Errorf("Secret %s: %w", obj.Status.SecretName, err)
+			return err
 		}
-		ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Transport: t, Timeout: 30 * time.Second})
+		ctx = context.WithValue(ctx, oauth2.HTTPClient, hc)
 	}
 	cc := clientcredentials.Config{
 		ClientID:       string(s.Data[m2mv1alpha1.SecretKeyClientID]),
@@ -310,6 +326,8 @@ func describe(ctx context.Context, c client.Client, out io.Writer, key types.Nam
 	fmt.Fprintf(w, "Client ID:\t%s\n", obj.Status.ClientID)
 	fmt.Fprintf(w, "State:\t%s\n", obj.Status.State)
 	fmt.Fprintf(w, "Scopes:\t%s\n", strings.Join(scopes, " "))
+	fmt.Fprintf(w, "Audiences:\t%s\n", describedAudiences(ctx, c, obj))
+	fmt.Fprintf(w, "Token lifetime:\t%s\n", describedTokenTTL(obj))
 	fmt.Fprintf(w, "Secret:\t%s\n", obj.Status.SecretName)
 	last, next := "-", "-"
 	if t := obj.Status.LastRotationTime; t != nil {
@@ -340,25 +358,4 @@ func describe(ctx context.Context, c client.Client, out io.Writer, key types.Nam
 		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", cond.Type, cond.Status, cond.Reason, cond.Message)
 	}
 	return w.Flush()
-}
-
-func verify(ctx context.Context, out io.Writer, token, issuer string, scopes, audiences []string) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	audience := m2mauth.WithAnyAudience()
-	if len(audiences) > 0 {
-		audience = m2mauth.WithAudiences(audiences...)
-	}
-	v, err := m2mauth.NewVerifier(ctx, issuer, audience)
-	if err != nil {
-		return err
-	}
-	defer v.Close()
-	claims, err := v.Authenticate(ctx, token, m2mauth.RequiredScopes(scopes...))
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(claims)
 }

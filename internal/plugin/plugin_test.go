@@ -55,7 +55,7 @@ func TestACommandsHelpListsOnlyItsOwnFlags(t *testing.T) {
 		"token":    {"--timeout", "--issuer"},
 		"rotate":   {"--scope", "--token-url", "--issuer"},
 		"describe": {"--scope", "--timeout", "--issuer"},
-		"verify":   {"--kubeconfig", "--timeout", "--token-url"},
+		"verify":   {"--timeout", "--token-url", "--service-account"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := Run(context.Background(), []string{cmd, "--help"}, &stdout, &stderr); code != 0 {

@@ -2,8 +2,6 @@ package plugin
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,11 +58,15 @@ func why(ctx context.Context, cfg *rest.Config, c client.Client, out io.Writer, 
 	if err != nil {
 		return err
 	}
-	transport, err := trusting(bundle)
+	var bundles []caBundle
+	if len(bundle) > 0 {
+		bundles = append(bundles, caBundle{"the CA bundle (ca.crt)", bundle})
+	}
+	trusted, err := trustingClient(bundles...)
 	if err != nil {
 		return err
 	}
-	rt, err := rest.HTTPWrappersForConfig(cfg, bearerOnly{base: transport})
+	rt, err := rest.HTTPWrappersForConfig(cfg, bearerOnly{base: trusted.Transport})
 	if err != nil {
 		return err
 	}
@@ -138,24 +140,6 @@ func clientSecret(ctx context.Context, c client.Client, key types.NamespacedName
 		return nil, fmt.Errorf("reading Secret %q to find the token server: %w", obj.Status.SecretName, err)
 	}
 	return s, nil
-}
-
-// trusting is a transport that trusts the system's CAs and those of bundle, the manager's CA
-// that signs the token server's certificate, as pods do.
-func trusting(bundle []byte) (*http.Transport, error) {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	if len(bundle) == 0 {
-		return t, nil
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(bundle) {
-		return nil, errors.New("the CA bundle (ca.crt) holds no certificate")
-	}
-	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
-	return t, nil
 }
 
 // bearerOnly sends a request only with a bearer token, whichever way the kubeconfig gave it, and

@@ -140,7 +140,7 @@ func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (stri
 	if st == nil || st.active == nil {
 		return "", 0, newError(reasonNoSigningKey, "no signing key is loaded yet")
 	}
-	ttl := time.Hour
+	ttl := m2mv1alpha1.DefaultTokenTTL
 	if c.Spec.TokenTTL != nil {
 		ttl = c.Spec.TokenTTL.Duration
 	}

@@ -47,9 +47,10 @@ func TestKubectlM2MGetsATokenDescribesRotatesAndVerifies(t *testing.T) {
 	if code != 0 || strings.Count(token, ".") != 2 {
 		t.Fatalf("token: %d %q %s", code, out, errOut)
 	}
-	code, out, errOut = kubectlM2M("verify", token, "--issuer", issuer, "--audience", "https://payments.example.com", "--scope", "read:invoices")
+	// The token verifies with the issuer and CA of the client's Secret: no --issuer.
+	code, out, errOut = kubectlM2M(append([]string{"verify", token, "--client", "cli", "--audience", "https://payments.example.com", "--scope", "read:invoices"}, common...)...)
 	var claims map[string]any
-	if code != 0 || json.Unmarshal([]byte(out), &claims) != nil || claims["ClientID"] != obj.Status.ClientID {
+	if code != 0 || json.Unmarshal([]byte(out), &claims) != nil || claims["client_id"] != obj.Status.ClientID || claims["iss"] != issuer {
 		t.Fatalf("verify: %d %s %s", code, out, errOut)
 	}
 	code, out, _ = kubectlM2M(append([]string{"token", "cli", "-o", "json"}, common...)...)

@@ -87,6 +87,11 @@ func TestAStytchShapedClientWithNoAudiencesGetsTokensWhoseAudienceIsTheIssuer(t 
 		if claims.ClientID != id {
 			t.Fatalf("the %s token is for %q, want %q", name, claims.ClientID, id)
 		}
+		// trustedMetadata describes the client to those who read the M2MClient; tokens do not
+		// carry it (docs/api.md).
+		if v, ok := claims.Custom["api_version"]; ok {
+			t.Fatalf("the %s token carries the client's trustedMetadata api_version: %v", name, v)
+		}
 		// A service that wants tokens meant for it alone checks its own audience: the shared
 		// default audience is not it.
 		if _, err := payments.Authenticate(ctx, raw); err == nil {

@@ -81,7 +81,14 @@ func TestInAnotherNamespaceOnlyThatInstallsManagerMayWriteStatus(t *testing.T) {
 
 	ns := testenv.Namespace(t, e.Client)
 	tenant := testenv.Tenant(t, e, ns, testenv.GrantStatus)
-	obj := newClient(ns, "c")
+	onlyTheManagerWritesStatus(t, e, tenant, newClient(ns, "c"), installNS)
+}
+
+// onlyTheManagerWritesStatus creates obj as tenant, who may write status, and checks that the
+// manager installed in installNS makes it Ready and that the tenant's forged status is refused
+// by the policy that names that manager.
+func onlyTheManagerWritesStatus(t *testing.T, e *testenv.Env, tenant client.Client, obj *m2mv1alpha1.M2MClient, installNS string) {
+	t.Helper()
 	if err := tenant.Create(ctx, obj); err != nil {
 		t.Fatal(err)
 	}
@@ -96,8 +103,8 @@ func TestInAnotherNamespaceOnlyThatInstallsManagerMayWriteStatus(t *testing.T) {
 	})
 	forged := obj.DeepCopy()
 	forged.Status.ClientID = "m2m-someone-else"
-	err = tenant.Status().Update(ctx, forged)
+	err := tenant.Status().Update(ctx, forged)
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "system:serviceaccount:"+installNS+":m2m-manager") {
-		t.Fatalf("a tenant's status write: %v, want Forbidden naming the manager of %s", err, installNS)
+		t.Fatalf("a tenant's status write in %s: %v, want Forbidden naming the manager of %s", obj.Namespace, err, installNS)
 	}
 }

@@ -1,7 +1,22 @@
 {{/*
-Object names are fixed (m2m-manager, m2m-token-server, ...): cluster-scoped objects and the
-admission policies name them, and config/default uses the same ones. One release per cluster.
+Names. Objects in the release namespace have config/'s fixed names (m2m-manager,
+m2m-token-server, ...): one release per namespace. Objects that two releases could share, the
+cluster-scoped ones and the RoleBindings in watched namespaces, carry the release name:
+m2m.clusterName replaces the "m2m" that config/'s names start with by the release name when it
+starts with "m2m" (release m2m keeps config/'s names, so the chart test compares them with
+config/default), else by the release name and "-m2m". Two releases never get one name, since a
+release name that does not start with "m2m" gets a prefix that does not either.
 */}}
+
+{{/* The prefix of a release's shared names (see above). */}}
+{{- define "m2m.prefix" -}}
+{{- if hasPrefix "m2m" .Release.Name }}{{ .Release.Name }}{{ else }}{{ .Release.Name }}-m2m{{ end -}}
+{{- end }}
+
+{{/* The release's name of an object that config/ names .name: (dict "ctx" $ "name" "m2m-manager"). */}}
+{{- define "m2m.clusterName" -}}
+{{ include "m2m.prefix" .ctx }}{{ trimPrefix "m2m" .name }}
+{{- end }}
 
 {{/* The image of both containers: the tag defaults to the chart's appVersion. */}}
 {{- define "m2m.image" -}}
@@ -44,9 +59,22 @@ http://m2m-token-server.{{ .Release.Namespace }}.svc:8080
 {{- end -}}
 {{- end }}
 
-{{/* "true" when the token server serves HTTPS with the manager's certificate. */}}
+{{/*
+"true" when the token server serves HTTPS with the manager's certificate. An https issuer with
+TLS off would be served on a plain listener that no client following the issuer can talk to:
+refused.
+*/}}
 {{- define "m2m.tls" -}}
-{{- if and .Values.tls.enabled (hasPrefix "https://" (include "m2m.issuerURL" .)) }}true{{ end -}}
+{{- $issuer := include "m2m.issuerURL" . -}}
+{{- if and (hasPrefix "https://" $issuer) (not .Values.tls.enabled) -}}
+{{- fail (printf "the issuer %s is https, but tls.enabled=false would serve the token server as plain HTTP, where clients that follow the issuer cannot connect: keep tls.enabled=true (the default: the manager issues the token server's certificate), or set an http:// issuerURL to serve plain HTTP on purpose" $issuer) -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (hasPrefix "https://" $issuer) }}true{{ end -}}
+{{- end }}
+
+{{/* The status-writer admission policy, which the manager checks is installed (--status-policy-name). */}}
+{{- define "m2m.statusPolicyName" -}}
+{{ include "m2m.clusterName" (dict "ctx" . "name" "m2m-manager-writes-status") }}
 {{- end }}
 
 {{/* namespace/name of the signing-key Secret. */}}

@@ -3,6 +3,8 @@
 package inprocess
 
 import (
+	"encoding/pem"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -33,18 +35,31 @@ func (o oneClient) Candidates(id string) []*m2mv1alpha1.M2MClient {
 // (client_id, client_secret, token_url, issuer) where a pod would mount its Secret. It returns
 // the issuer, the directory, and a stop function. It panics on failure: it is for tests.
 func TokenServer() (issuerURL, secretDir string, stop func()) {
-	return tokenServer("")
+	return tokenServer("", false)
+}
+
+// TLSTokenServer is TokenServer over HTTPS, with a certificate of its own CA, which the
+// directory holds as ca.crt, as a Secret does where the manager issues the certificate.
+func TLSTokenServer() (issuerURL, secretDir string, stop func()) {
+	return tokenServer("", true)
 }
 
 // KeyPairTokenServer is TokenServer for a client with a generated key pair of alg: the
 // directory holds private_key instead of client_secret.
 func KeyPairTokenServer(alg m2mv1alpha1.KeyAlgorithm) (issuerURL, secretDir string, stop func()) {
-	return tokenServer(alg)
+	return tokenServer(alg, false)
 }
 
-func tokenServer(alg m2mv1alpha1.KeyAlgorithm) (issuerURL, secretDir string, stop func()) {
+func tokenServer(alg m2mv1alpha1.KeyAlgorithm, withTLS bool) (issuerURL, secretDir string, stop func()) {
 	var h http.Handler
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	files := map[string]string{}
+	if withTLS {
+		srv.StartTLS()
+		files[m2mv1alpha1.SecretKeyCA] = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+	} else {
+		srv.Start()
+	}
 	now := time.Now()
 	key, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, now)
 	must(err)
@@ -75,7 +90,8 @@ func tokenServer(alg m2mv1alpha1.KeyAlgorithm) (issuerURL, secretDir string, sto
 	h = s.Handler()
 	dir, err := os.MkdirTemp("", "m2m-example-secret")
 	must(err)
-	for name, value := range map[string]string{"client_id": "m2m-example", kind.DataKey(): secret, "token_url": issuer.TokenURL(srv.URL), "issuer": srv.URL} {
+	maps.Copy(files, map[string]string{"client_id": "m2m-example", kind.DataKey(): secret, "token_url": issuer.TokenURL(srv.URL), "issuer": srv.URL})
+	for name, value := range files {
 		must(os.WriteFile(filepath.Join(dir, name), []byte(value), 0o600))
 	}
 	return srv.URL, dir, func() { srv.Close(); _ = os.RemoveAll(dir) }
