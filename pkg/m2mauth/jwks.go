@@ -46,6 +46,8 @@ type keyCache struct {
 	lastAttempt time.Time
 	// failures counts failed attempts in a row, up to maxFailures (enough for the backoff cap).
 	failures int
+	// flight is closed when the fetch in progress ends; nil when none is.
+	flight chan struct{}
 
 	group singleflight.Group
 }
@@ -112,21 +114,36 @@ func (c *keyCache) backoff() time.Duration {
 }
 
 // get returns the key for kid, fetching the JWKS again when the kid is unknown and no attempt was
-// made within the backoff. It returns by ctx's deadline.
+// made within the backoff. A miss while a fetch is in progress waits for that fetch: when a new
+// key starts to sign, many requests meet it at once, and only the first may start the fetch. It
+// returns by ctx's deadline.
 func (c *keyCache) get(ctx context.Context, kid string) (publicKey, error) {
 	if k, ok := c.lookup(kid); ok {
 		return k, nil
 	}
 	c.mu.RLock()
 	due := !c.now().Before(c.lastAttempt.Add(c.backoff()))
+	flight := c.flight
+	// Looked up again with the fetch's state: a fetch that ended since the first look has
+	// stored its keys.
+	k, known := c.keys[kid]
 	c.mu.RUnlock()
-	if due {
+	switch {
+	case known:
+		return k, nil
+	case due:
 		if err := c.refresh(ctx); err != nil {
 			return publicKey{}, err
 		}
-		if k, ok := c.lookup(kid); ok {
-			return k, nil
+	case flight != nil:
+		select {
+		case <-flight:
+		case <-ctx.Done():
+			return publicKey{}, fmt.Errorf("%w: waiting for the JWKS: %w", ErrJWKS, ctx.Err())
 		}
+	}
+	if k, ok := c.lookup(kid); ok {
+		return k, nil
 	}
 	return publicKey{}, fmt.Errorf("%w: kid %q", ErrUnknownKey, kid)
 }
@@ -149,11 +166,15 @@ func (c *keyCache) refresh(ctx context.Context) error {
 
 // fetch gets the JWKS once, with ctx, and records the attempt.
 func (c *keyCache) fetch(ctx context.Context) (err error) {
+	flight := make(chan struct{})
 	c.mu.Lock()
 	c.lastAttempt = c.now()
+	c.flight = flight
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
+		c.flight = nil
+		close(flight)
 		if err != nil {
 			c.failures = min(c.failures+1, maxFailures)
 		} else {
