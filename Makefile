@@ -84,8 +84,8 @@ soak: ## Soak: SOAK_DURATION (30m) at 80% of the measured maximum rate across SO
 ##@ Run
 
 .PHONY: dev
-dev: ## Run the whole system on a local control plane until Ctrl-C (DEFAULT_AUDIENCE=... sets the token server's).
-	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/dev -default-audience='$(DEFAULT_AUDIENCE)'
+dev: ## Run the whole system on a local control plane until Ctrl-C (DEFAULT_AUDIENCE=... sets the token server's; TLS=1 serves HTTPS with the manager's CA).
+	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/dev -default-audience='$(DEFAULT_AUDIENCE)' $(if $(filter-out 0 false,$(TLS)),-tls)
 
 .PHONY: dev-clean
 dev-clean: ## Remove the state of `make dev`.
