@@ -26,7 +26,8 @@ func main() {
 	o := devenv.Options{Out: os.Stdout}
 	flag.StringVar(&o.Root, "root", root, "Repository root.")
 	flag.StringVar(&o.StateDir, "state-dir", filepath.Join(root, ".dev"), "Where the kubeconfig and state are kept.")
-	flag.StringVar(&o.IssuerURL, "issuer-url", "http://127.0.0.1:8080", "Issuer URL written into the credentials Secrets.")
+	flag.StringVar(&o.IssuerURL, "issuer-url", "", "Issuer URL written into the credentials Secrets (default "+devenv.DefaultIssuerURL+", or "+devenv.DefaultTLSIssuerURL+" with -tls).")
+	flag.BoolVar(&o.TLS, "tls", false, "Serve the token server over HTTPS with the manager's CA, as installs do.")
 	flag.StringVar(&o.DefaultAudience, "default-audience", "", `The "aud" of tokens for clients with no spec.audiences; empty means the issuer URL.`)
 	flag.StringVar(&o.TokenServerMetrics, "token-server-metrics-address", devenv.DefaultTokenServerMetrics, "Where the token server serves /metrics; empty serves none.")
 	flag.StringVar(&o.ManagerMetrics, "manager-metrics-address", devenv.DefaultManagerMetrics, "Where the manager serves /metrics; empty serves none.")

@@ -24,6 +24,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
@@ -38,8 +39,13 @@ type Options struct {
 	StateDir string
 	// Assets is the directory of kube-apiserver, etcd and kubectl.
 	Assets string
-	// IssuerURL is the issuer written into the credentials Secrets.
+	// IssuerURL is the issuer written into the credentials Secrets; empty means DefaultIssuerURL,
+	// or DefaultTLSIssuerURL with TLS.
 	IssuerURL string
+	// TLS serves the token server over HTTPS, as installs do: the manager keeps a CA and issues
+	// the certificate into CertSecret, and the token server reads it from TLSDir, which devenv
+	// keeps in step with the Secret as the kubelet keeps a mount.
+	TLS bool
 	// DefaultAudience is the token server's --default-audience; empty means IssuerURL.
 	DefaultAudience string
 	// TokenServerMetrics and ManagerMetrics are where the token server and the manager serve
@@ -72,10 +78,16 @@ type System struct {
 	PluginDir string
 	// TokenServerMetricsURL and ManagerMetricsURL are the /metrics URLs; empty when not served.
 	TokenServerMetricsURL, ManagerMetricsURL string
+	// certMount keeps TLSDir in step with CertSecret; nil without TLS.
+	certMount *mount
 }
 
 // Start starts the control plane, installs the CRDs, starts the manager and applies the samples.
 func Start(o Options) (*System, error) {
+	var err error
+	if o.IssuerURL, err = issuerOf(o); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -126,7 +138,8 @@ func (s *System) start(token string) error {
 	if err != nil {
 		return err
 	}
-	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: s.IssuerURL, MetricsAddr: managerMetrics, SkipNameValidation: s.SkipNameValidation})
+	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: s.IssuerURL, MetricsAddr: managerMetrics, SkipNameValidation: s.SkipNameValidation,
+		ServingCert: s.servingCert()})
 	if err != nil {
 		return err
 	}
@@ -149,14 +162,31 @@ func (s *System) start(token string) error {
 		s.done <- nil
 		return err
 	}
+	o := tokenserver.Options{
+		IssuerURL:        s.IssuerURL,
+		DefaultAudience:  s.DefaultAudience,
+		Listener:         ln,
+		MetricsListener:  metricsLn,
+		SigningKeySecret: signingkeys.DefaultSecret,
+	}
+	if s.TLS {
+		if err := s.mountCertificate(ctx); err != nil {
+			_ = ln.Close()
+			s.done <- nil
+			return err
+		}
+		o.TLSCertFile, o.TLSKeyFile = filepath.Join(s.TLSDir(), servingcert.TLSCert), filepath.Join(s.TLSDir(), servingcert.TLSKey)
+	}
 	go func() {
-		s.done <- tokenserver.Run(ctx, tokenServerConfig, tokenserver.Options{
-			IssuerURL:        s.IssuerURL,
-			DefaultAudience:  s.DefaultAudience,
-			Listener:         ln,
-			MetricsListener:  metricsLn,
-			SigningKeySecret: signingkeys.DefaultSecret,
-		})
+		// As a pod waits for the Secret it mounts: the token server cannot serve HTTPS before.
+		if s.TLS {
+			if err := s.waitForCertificate(ctx); err != nil {
+				_ = ln.Close()
+				s.done <- err
+				return
+			}
+		}
+		s.done <- tokenserver.Run(ctx, tokenServerConfig, o)
 	}()
 	return manifests.Create(ctx, s.Client, filepath.Join(s.Root, "config", "samples"))
 }
@@ -177,6 +207,9 @@ func (s *System) WaitReady(ctx context.Context) ([]m2mv1alpha1.M2MClient, error)
 		}
 		return ready == len(list.Items) && s.tokenServerReady(ctx), nil
 	})
+	if err != nil && s.TLS && !s.certificateIssued() {
+		return nil, fmt.Errorf("the manager has not issued the token server's certificate into Secret %s (see its log), so the token server does not serve: %w", CertSecret, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%d of %d M2MClients are Ready: %w", ready, len(list.Items), err)
 	}
@@ -188,7 +221,11 @@ func (s *System) tokenServerReady(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc, err := s.httpClient()
+	if err != nil {
+		return false
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return false
 	}
@@ -223,10 +260,17 @@ func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
 	if strings.HasPrefix(s.IssuerURL, "http://") {
 		fmt.Fprintf(w, "  transport:     plain HTTP on loopback, for development only; installs serve HTTPS (docs/operations.md#tls)\n")
 	}
+	if s.TLS {
+		fmt.Fprintf(w, "  transport:     HTTPS with the manager's CA (Secret %s), as installs serve (docs/operations.md#tls); the token server reads its certificate from %s, kept in step with Secret %s as the kubelet keeps a mount\n", CASecret, s.TLSDir(), CertSecret)
+		fmt.Fprintf(w, "  CA bundle:     %s, kept current, for curl --cacert; kubectl m2m uses each credentials Secret's ca.crt by itself\n", s.CAFile())
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Try, in another terminal:\n\n")
 	for _, line := range s.NextSteps(clients) {
 		fmt.Fprintf(w, "  %s\n", line)
+	}
+	if line := s.EmergencyCARotation(); line != "" {
+		fmt.Fprintf(w, "\nA compromised CA, as the runbook says (docs/operations.md#tls): the token server then serves a certificate of a new CA, and the CA bundle above and every credentials Secret's ca.crt hold only the new CA:\n\n  %s\n", line)
 	}
 	fmt.Fprintf(w, "\nPress Ctrl-C to stop everything.\n")
 }
@@ -244,17 +288,27 @@ func (s *System) NextSteps(clients []m2mv1alpha1.M2MClient) []string {
 		}
 	}
 	body := `"{\"client_id\":\"$CLIENT_ID\",\"client_secret\":\"%s\",\"grant_type\":\"client_credentials\"}"`
-	return []string{
+	curl := "curl -s"
+	if s.TLS {
+		curl += " --cacert " + s.CAFile()
+	}
+	steps := []string{
 		"export KUBECONFIG=" + s.Kubeconfig,
 		"export PATH=" + s.PluginDir + ":$PATH",
 		kubectl + " get m2mclients -A",
+	}
+	if s.TLS {
+		// The Secret's token_url and ca.crt: nothing to configure.
+		steps = append(steps, fmt.Sprintf("%s m2m token %s -n %s", kubectl, name, ns))
+	}
+	return append(steps,
 		fmt.Sprintf("CLIENT_ID=$(%s -n %s get secret %s -o jsonpath='{.data.client_id}' | base64 -d)", kubectl, ns, secret),
 		fmt.Sprintf("CLIENT_SECRET=$(%s -n %s get secret %s -o jsonpath='{.data.client_secret}' | base64 -d)", kubectl, ns, secret),
-		fmt.Sprintf("curl -s %s -H 'Content-Type: application/json' -d "+body, issuer.TokenURL(s.IssuerURL), "$CLIENT_SECRET"),
-		"curl -s " + s.IssuerURL + "/.well-known/jwks.json",
-		fmt.Sprintf("curl -s %s -H 'Content-Type: application/json' -d "+body, issuer.TokenURL(s.IssuerURL), "not-the-secret"),
+		fmt.Sprintf("%s %s -H 'Content-Type: application/json' -d "+body, curl, issuer.TokenURL(s.IssuerURL), "$CLIENT_SECRET"),
+		curl+" "+s.IssuerURL+"/.well-known/jwks.json",
+		fmt.Sprintf("%s %s -H 'Content-Type: application/json' -d "+body, curl, issuer.TokenURL(s.IssuerURL), "not-the-secret"),
 		fmt.Sprintf("%s m2m why %s -n %s", kubectl, name, ns),
-	}
+	)
 }
 
 func orNone(url string) string {
@@ -275,6 +329,10 @@ func (s *System) Stop() error {
 				errs = append(errs, err)
 			}
 		}
+	}
+	if s.certMount != nil {
+		<-s.certMount.done
+		_ = os.RemoveAll(s.TLSDir()) // a private key, and a CA that ends with the control plane
 	}
 	if err := s.env.Stop(); err != nil {
 		errs = append(errs, fmt.Errorf("control plane: %w", err))

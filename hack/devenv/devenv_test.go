@@ -54,22 +54,22 @@ func startReady(t *testing.T, o Options) (*System, []m2mv1alpha1.M2MClient, func
 	return sys, clients, stop
 }
 
-// freeIssuer is an issuer URL on a loopback port that was free a moment ago.
-func freeIssuer(t *testing.T) string {
+// freeIssuer is an issuer URL of scheme on a loopback port that was free a moment ago.
+func freeIssuer(t *testing.T, scheme string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	return "http://" + l.Addr().String()
+	return scheme + "://" + l.Addr().String()
 }
 
 // The system behind `make dev` comes up with the samples Ready, the commands it prints get a
 // token when pasted into a shell, and stopping it leaves no kubeconfig pointing at closed ports.
 func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 	var out bytes.Buffer
-	issuer := freeIssuer(t)
+	issuer := freeIssuer(t, "http")
 	sys, clients, stop := startReady(t, Options{StateDir: t.TempDir(), IssuerURL: issuer, Out: &out, TokenServerMetrics: "127.0.0.1:0", ManagerMetrics: "127.0.0.1:0"})
 	ctx := context.Background()
 	if len(clients) == 0 {
@@ -89,19 +89,7 @@ func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 		t.Fatalf("the printed next steps lack the kubeconfig or a kubectl line:\n%s", out.String())
 	}
 
-	// Run the printed lines exactly as a person would paste them.
-	script := strings.Join(sys.NextSteps(clients), "\n")
-	for _, line := range sys.NextSteps(clients) {
-		if !strings.Contains(out.String(), line) {
-			t.Fatalf("the line %q is not printed", line)
-		}
-	}
-	shell := exec.Command("bash", "-euo", "pipefail", "-c", script)
-	shell.Env = os.Environ()
-	got, err := shell.CombinedOutput()
-	if err != nil {
-		t.Fatalf("the printed commands failed: %v\n%s", err, got)
-	}
+	got := runPrinted(t, out.String(), sys.NextSteps(clients)...)
 	for _, want := range []string{clients[0].Status.ClientID, "Active", `"access_token":"`, `"token_type":"Bearer"`, `"keys":[{`,
 		// The wrong secret sent last, as kubectl m2m why shows it to the dev user.
 		"refused M2MClient default/", "wrong_secret", "What to do:"} {
@@ -125,6 +113,24 @@ func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 	if _, err := os.Stat(sys.Kubeconfig); !os.IsNotExist(err) {
 		t.Fatalf("the kubeconfig is still there after stopping: %v", err)
 	}
+}
+
+// runPrinted runs lines, each of which must be in printed, exactly as a person would paste them
+// into a shell, and returns what they print.
+func runPrinted(t *testing.T, printed string, lines ...string) string {
+	t.Helper()
+	for _, line := range lines {
+		if !strings.Contains(printed, line) {
+			t.Fatalf("the line %q is not printed:\n%s", line, printed)
+		}
+	}
+	shell := exec.Command("bash", "-euo", "pipefail", "-c", strings.Join(lines, "\n"))
+	shell.Env = os.Environ()
+	got, err := shell.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the printed commands failed: %v\n%s", err, got)
+	}
+	return string(got)
 }
 
 func get(t *testing.T, url string) string {
@@ -220,7 +226,7 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 // it uses, and a client with no spec.audiences gets tokens for it.
 func TestTheDevSystemUsesTheDefaultAudienceItIsGiven(t *testing.T) {
 	var out bytes.Buffer
-	issuer := freeIssuer(t)
+	issuer := freeIssuer(t, "http")
 	const aud = "https://dev.example.com"
 	sys, clients, _ := startReady(t, Options{StateDir: t.TempDir(), IssuerURL: issuer, DefaultAudience: aud, Out: &out})
 	sys.PrintNextSteps(clients)
