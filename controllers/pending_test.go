@@ -2,13 +2,19 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
 )
 
 // A pending secret (its Secret write failed) is forgotten when its client is gone, so that
@@ -22,5 +28,75 @@ func TestAPendingSecretIsForgottenWhenItsClientIsGone(t *testing.T) {
 	}
 	if _, ok := r.pending.Load(key); ok {
 		t.Fatal("the pending secret of a deleted client is still held")
+	}
+}
+
+// The API server may store a Secret write and lose its answer (a timeout, a dropped connection).
+// The credential written then is the current one; a later rotation, and above all a revocation
+// after a leak, must issue another, not write that one again (the review reproduced a revocation
+// that left the revoked secret accepted and in the Secret).
+func TestARevocationAfterAWriteWhoseAnswerWasLostIssuesANewSecret(t *testing.T) {
+	key := types.NamespacedName{Namespace: "ns", Name: "c"}
+	lose := false
+	funcs := interceptor.Funcs{Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
+		err := c.Update(ctx, o, opts...)
+		if _, ok := o.(*corev1.Secret); ok && lose && err == nil {
+			lose = false
+			return errors.New("http2: client connection lost")
+		}
+		return err
+	}}
+	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, UID: "uid-1"}}
+	r, c := clientReconciler(t, enforcedKeys(t), funcs, obj)
+	reconcile := func() {
+		t.Helper()
+		_, _ = r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key})
+	}
+	annotate := func(name, value string) {
+		t.Helper()
+		got := &m2mv1alpha1.M2MClient{}
+		if err := c.Get(context.Background(), key, got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Annotations == nil {
+			got.Annotations = map[string]string{}
+		}
+		got.Annotations[name] = value
+		if err := c.Update(context.Background(), got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secretValue := func() string {
+		t.Helper()
+		s := &corev1.Secret{}
+		if err := c.Get(context.Background(), types.NamespacedName{Namespace: key.Namespace, Name: secretName(obj)}, s); err != nil {
+			t.Fatal(err)
+		}
+		return string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
+	}
+	reconcile()
+	first := secretValue()
+	lose = true
+	annotate(m2mv1alpha1.RotateAnnotation, "1")
+	reconcile() // the write is stored, its answer lost
+	written := secretValue()
+	if written == first {
+		t.Fatal("the rotation wrote nothing")
+	}
+	reconcile() // the rotation completes: the Secret carries the new secret
+	annotate(m2mv1alpha1.RevokePreviousAnnotation, "leak")
+	reconcile()
+	reconcile()
+	if got := secretValue(); got == written || got == first {
+		t.Fatal("the revocation wrote a secret it was to revoke")
+	}
+	got := &m2mv1alpha1.M2MClient{}
+	if err := c.Get(context.Background(), key, got); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range got.Status.AcceptedSecrets {
+		if e.Hash == credentials.Hash(written) || e.Hash == credentials.Hash(first) {
+			t.Fatalf("a revoked secret is still accepted: %+v", got.Status.AcceptedSecrets)
+		}
 	}
 }

@@ -119,7 +119,7 @@ func (c *clientReconcile) adopt(ctx context.Context, d SecretDecision) error {
 // accepted. It returns the Secret as written.
 func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.Secret, error) {
 	r, obj := c.r, c.obj
-	value, err := r.pendingOrNew(obj, c.kind)
+	value, err := r.pendingOrNew(obj, c.kind, c.secret)
 	if err != nil {
 		return nil, err
 	}
@@ -195,11 +195,16 @@ func (c *clientReconcile) issued(d SecretDecision, written *corev1.Secret, first
 }
 
 // pendingOrNew returns the credential of an earlier attempt whose hash status still accepts
-// without expiry (its write failed), if it is of the client's kind, else a new one.
-func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient, kind credentials.Kind) (string, error) {
+// without expiry and that secret does not carry (its write failed), if it is of the client's
+// kind, else a new one. A pending credential that secret carries was written after all (the API
+// server stored a write whose answer was lost): it is the current credential, and reusing it
+// would make a rotation, or a revocation after a leak, issue the very secret it replaces.
+func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient, kind credentials.Kind, secret *corev1.Secret) (string, error) {
 	key := client.ObjectKeyFromObject(obj)
 	if v, ok := r.pending.Load(key); ok {
-		if pend := v.(pendingSecret); pend.uid == obj.UID {
+		pend := v.(pendingSecret)
+		written := secret != nil && kind.Fingerprint(string(secret.Data[kind.DataKey()])) == pend.hash
+		if pend.uid == obj.UID && !written {
 			for _, e := range obj.Status.AcceptedSecrets {
 				if e.Hash == pend.hash && e.ExpiresAt == nil && kind.Fingerprint(pend.value) == pend.hash && kind.Problem(pend.value) == "" {
 					return pend.value, nil
