@@ -49,9 +49,9 @@ type PrivateKeyClient struct {
 
 // NewPrivateKeyTokenSource returns a token source that authenticates with c's key: each token
 // request carries a fresh client assertion (a new jti, valid for one minute) signed by c.Key.
-// Tokens are cached and refreshed as NewTokenSource does. ctx bounds every request (once it
-// ends, requests fail, as with golang.org/x/oauth2's sources), and its oauth2.HTTPClient value,
-// if any, is used for them.
+// Tokens are cached, refreshed, and dropped when a resource server refuses them (Invalidator),
+// as NewTokenSource does. ctx bounds every request (once it ends, requests fail, as with
+// golang.org/x/oauth2's sources), and its oauth2.HTTPClient value, if any, is used for them.
 func NewPrivateKeyTokenSource(ctx context.Context, c PrivateKeyClient, opts ...TokenSourceOption) (oauth2.TokenSource, error) {
 	cfg, reqCtx, err := tokenSourceSetupWith(ctx, opts, false)
 	if err != nil {

@@ -1,7 +1,8 @@
 // Package m2mauth is the Go library for services that use m2m-operator: resource servers verify
 // access tokens locally against the token server's JWKS (Verifier, Authenticate, Middleware), and
 // clients get tokens with the credentials of a mounted Secret that keeps working when the secret
-// rotates (NewTokenSource).
+// rotates (NewTokenSource), and send them with an HTTP client that replaces a token that a
+// resource server refuses (NewClient).
 package m2mauth
 
 import "errors"

@@ -133,6 +133,23 @@ func ExampleNewTokenSource() {
 	tok.SetAuthHeader(req)
 }
 
+// A client calls a resource server with a token from its mounted Secret. When the resource server
+// refuses the token as invalid (after an emergency signing-key rotation, say), the client gets a
+// new one and sends the request again, once, without the caller noticing.
+func ExampleNewClient() {
+	ctx := context.Background()
+	ts, err := m2mauth.NewTokenSource(ctx, "/var/run/secrets/m2m", m2mauth.Audiences("https://billing.example.com"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	hc := m2mauth.NewClient(ctx, ts)
+	resp, err := hc.Get("https://billing.example.com/invoices")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+}
+
 // A service that must refuse a disabled or deleted client's token before it expires asks the
 // token server, at the cost of a round trip per token every few seconds.
 func ExampleIntrospector_Introspect() {

@@ -19,6 +19,9 @@ func TestMiddlewareAnswersRFC6750ErrorsAndPassesTheClaimsOn(t *testing.T) {
 	}))
 	good := mint(t, ec, goodClaims(srv.URL), nil)
 	lacking := mint(t, ec, with(goodClaims(srv.URL), "scope", "write:users"), nil)
+	// Signed by a key the JWKS no longer has, as after an emergency signing-key rotation: the
+	// challenge that NewClient's transport replaces the token for.
+	removed := mint(t, genKey(t, signingkeys.ES256), with(goodClaims(srv.URL), "scope", "read:users"), nil)
 	for sentence, tc := range map[string]struct {
 		authorization string
 		status        int
@@ -27,6 +30,7 @@ func TestMiddlewareAnswersRFC6750ErrorsAndPassesTheClaimsOn(t *testing.T) {
 		"no token asks for one, without an error code": {"", 401, `Bearer realm="`},
 		"a Basic header asks for a bearer token":       {"Basic YTpi", 401, `Bearer realm="`},
 		"an invalid token is invalid_token":            {"Bearer not.a.token", 401, `error="invalid_token"`},
+		"a token of a removed key is invalid_token":    {"Bearer " + removed, 401, `error="invalid_token"`},
 		"a token lacking the scope is forbidden":       {"Bearer " + lacking, 403, `error="insufficient_scope", scope="read:users"`},
 		"a good token reaches the handler":             {"Bearer " + good, 200, ""},
 	} {

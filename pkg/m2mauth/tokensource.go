@@ -3,6 +3,7 @@ package m2mauth
 import (
 	"context"
 	"crypto"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -83,7 +84,9 @@ func RefreshBefore(d time.Duration) TokenSourceOption {
 // directory's ..data symlink when the Secret changes), and when the token server answers
 // invalid_client it reads them again and retries once: a pod keeps working across a rotation
 // without a restart. ctx bounds the file watch, and its oauth2.HTTPClient value, if any, is used
-// for token requests instead of a client with connect and TLS timeouts.
+// for token requests instead of a client with connect and TLS timeouts. The source is an
+// Invalidator: send requests with NewClient, and a token that a resource server refuses as
+// invalid is replaced at once rather than at its expiry.
 func NewTokenSource(ctx context.Context, dir string, opts ...TokenSourceOption) (oauth2.TokenSource, error) {
 	return newTokenSource(ctx, dir, "", opts...)
 }
@@ -171,8 +174,9 @@ func newTokenSource(ctx context.Context, dir, assertionFile string, opts ...Toke
 }
 
 // cachingTokenSource reuses a token until early before it expires. Unlike
-// oauth2.ReuseTokenSource, a failed refresh falls back to the cached token while it is valid, and
-// callers do not queue behind a refresh in progress while the cached token is valid.
+// oauth2.ReuseTokenSource, a failed refresh falls back to the cached token while it is valid,
+// callers do not queue behind a refresh in progress while the cached token is valid, and a token
+// that a resource server refused can be dropped (Invalidate).
 type cachingTokenSource struct {
 	src   oauth2.TokenSource
 	early time.Duration
@@ -182,51 +186,114 @@ type cachingTokenSource struct {
 	tok        *oauth2.Token
 	refreshing chan struct{} // closed when the refresh in progress ends; nil when none is
 	lastErr    error         // why the last refresh failed
+	// refused: a resource server refused tok. It is still the fallback when no new token can be
+	// had: another resource server may accept it.
+	refused bool
+	// lastForced is when Invalidate last dropped a token.
+	lastForced time.Time
 }
+
+// minForcedRefreshGap is the least time between two drops of a refused token. The first refusal
+// after a quiet spell gets a new token at once, which is what recovers a workload after an
+// emergency signing-key rotation. A refusal of the token that this brought means that the
+// resource server refuses what the token server issues (a verifier that has not fetched the new
+// key yet, a wrong audience, a resource server that refuses every token), where asking again at
+// once rarely helps: the gap bounds what a workload then costs the token server to one request
+// per 5 seconds rather than one per request, and what a token server replica that signed with the
+// old key a moment too long costs its callers to seconds.
+const minForcedRefreshGap = 5 * time.Second
+
+var _ Invalidator = (*cachingTokenSource)(nil)
 
 // usable reports whether tok may still be sent at now, margin before its expiry.
 func usable(tok *oauth2.Token, now time.Time, margin time.Duration) bool {
 	return tok != nil && tok.AccessToken != "" && (tok.Expiry.IsZero() || now.Add(margin).Before(tok.Expiry))
 }
 
+// sameToken compares two tokens' access tokens in constant time.
+func sameToken(a, b *oauth2.Token) bool {
+	return a != nil && b != nil && subtle.ConstantTimeCompare([]byte(a.AccessToken), []byte(b.AccessToken)) == 1
+}
+
+// Invalidate drops tok, which a resource server refused, when it is still the cached token and
+// no token was dropped in the last minForcedRefreshGap: the next Token gets a new one.
+func (c *cachingTokenSource) Invalidate(tok *oauth2.Token) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refused || !sameToken(c.tok, tok) {
+		return // dropped or replaced already: one refusal is enough for requests refused together
+	}
+	now := c.now()
+	if !c.lastForced.IsZero() && now.Before(c.lastForced.Add(minForcedRefreshGap)) {
+		return
+	}
+	c.refused, c.lastForced = true, now
+}
+
 func (c *cachingTokenSource) Token() (*oauth2.Token, error) {
+	return c.tokenContext(context.Background())
+}
+
+// tokenContext is Token, waiting for a refresh no longer than ctx allows. With a ctx that cannot
+// end, the refresh runs in the caller's goroutine, so that a panic in it reaches the caller; with
+// one that can, on its own goroutine (bounded by the request timeout), so that the caller may
+// leave while the others still get its result.
+func (c *cachingTokenSource) tokenContext(ctx context.Context) (*oauth2.Token, error) {
 	c.mu.Lock()
 	now := c.now()
-	if usable(c.tok, now, c.early) {
+	if !c.refused && usable(c.tok, now, c.early) {
 		tok := c.tok
 		c.mu.Unlock()
 		return tok, nil
 	}
-	if done := c.refreshing; done != nil {
-		if usable(c.tok, now, 0) {
-			tok := c.tok
-			c.mu.Unlock()
-			return tok, nil
-		}
+	done := c.refreshing
+	switch {
+	case done == nil:
+		done = make(chan struct{})
+		c.refreshing = done
 		c.mu.Unlock()
-		<-done // bounded by the request timeout of the refresh in progress
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if usable(c.tok, c.now(), 0) {
-			return c.tok, nil
+		if ctx.Done() == nil {
+			return c.refresh(done)
 		}
-		return nil, fmt.Errorf("m2mauth: no valid token: the refresh in progress failed: %w", c.lastErr)
+		go func() {
+			// refresh has recorded the panic as the refresh's error, which the waiters get.
+			defer func() { _ = recover() }()
+			_, _ = c.refresh(done)
+		}()
+	case !c.refused && usable(c.tok, now, 0):
+		tok := c.tok
+		c.mu.Unlock()
+		return tok, nil
+	default:
+		c.mu.Unlock()
 	}
-	done := make(chan struct{})
-	c.refreshing = done
-	c.mu.Unlock()
+	select {
+	case <-done: // bounded by the request timeout of the refresh in progress
+	case <-ctx.Done():
+		return nil, fmt.Errorf("m2mauth: waiting for a token: %w", ctx.Err())
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if usable(c.tok, c.now(), 0) {
+		return c.tok, nil
+	}
+	return nil, fmt.Errorf("m2mauth: no valid token: the refresh in progress failed: %w", c.lastErr)
+}
 
+// refresh gets a new token into the cache and ends the refresh that done stands for. When that
+// fails, it returns the cached token while it is valid, refused or not.
+func (c *cachingTokenSource) refresh(done chan struct{}) (*oauth2.Token, error) {
 	var tok *oauth2.Token
 	err := errors.New("m2mauth: the token request panicked")
 	defer func() {
-		// Deferred, so that a panic in the request (recovered by the caller) still ends the
-		// refresh, and no later caller waits for it forever.
+		// Deferred, so that a panic in the request still ends the refresh, and no later caller
+		// waits for it forever.
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.refreshing = nil
 		close(done)
 		if err == nil {
-			c.tok = tok
+			c.tok, c.refused = tok, false
 		} else {
 			c.lastErr = err
 		}

@@ -299,3 +299,19 @@ func TestTokenRequestsOutliveTheTokenSourcesContext(t *testing.T) {
 		t.Fatalf("after its context ended: %v", err)
 	}
 }
+
+// A refresh that a request with a context starts runs on its own goroutine: a panic in it is the
+// refresh's error for that request, not a crash, and the next refresh runs.
+func TestAPanicInARefreshForARequestIsAnErrorAndDoesNotWedgeTheTokenSource(t *testing.T) {
+	c := &cachingTokenSource{src: &panickingSource{}, early: time.Second, now: time.Now}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	within(t, func() {
+		if _, err := c.tokenContext(ctx); err == nil || !strings.Contains(err.Error(), "panicked") {
+			t.Errorf("err %v, want the panic as the refresh's error", err)
+		}
+		if tok, err := c.tokenContext(ctx); err != nil || tok.AccessToken != "after-the-panic" {
+			t.Errorf("after the panic: %v, %v", tok, err)
+		}
+	})
+}

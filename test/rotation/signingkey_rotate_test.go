@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/oauth2"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -344,6 +345,20 @@ func TestAnEmergencySigningKeyRotationRefusesTheOldKeysTokensAndKeepsEveryClient
 	if _, err := v.Authenticate(context.Background(), load.issued()[0].token); err != nil {
 		t.Fatalf("a token of the old key does not verify before the emergency: %v", err)
 	}
+	// Two pods of one client call a service behind pkg/m2mauth's Middleware with that verifier:
+	// one through m2mauth.NewClient, one through oauth2.NewClient.
+	svc := newGuardedService(t, v)
+	recovering := newWorkload(t, clients[2], "m2mauth.NewClient", m2mauth.NewClient)
+	plain := newWorkload(t, clients[2], "oauth2.NewClient", oauth2.NewClient)
+	callsSucceed := func(when string) {
+		t.Helper()
+		for _, w := range []*workload{recovering, plain} {
+			if status, _ := w.call(t, svc); status != http.StatusOK {
+				t.Fatalf("%s, the workload with %s got %d", when, w.name, status)
+			}
+		}
+	}
+	callsSucceed("before the emergency")
 	logs, err := os.ReadFile(logFile)
 	if err != nil {
 		t.Fatal(err)
@@ -368,6 +383,7 @@ func TestAnEmergencySigningKeyRotationRefusesTheOldKeysTokensAndKeepsEveryClient
 		return nil
 	})
 	signsWith(t, clients[0], fresh)
+	callsSucceed("before the service's verifier fetched the JWKS again")
 
 	// Once the verifier may fetch the JWKS again, the new key's first token makes it do so.
 	load.step(30 * time.Second)
@@ -388,6 +404,31 @@ func TestAnEmergencySigningKeyRotationRefusesTheOldKeysTokensAndKeepsEveryClient
 	}
 	if refusedOld == 0 {
 		t.Fatal("the load got no token of the old key")
+	}
+	// The service refuses the old keys' tokens now. The workload with m2mauth.NewClient gets one
+	// refusal, unseen by its caller: the transport replaces the token and sends the request again.
+	// The one with oauth2.NewClient keeps its refused token, until it expires.
+	for range 3 {
+		if status, _ := recovering.call(t, svc); status != http.StatusOK {
+			t.Fatalf("through the emergency, the workload with %s got %d", recovering.name, status)
+		}
+	}
+	// Before the emergency and before the verifier's fetch, an old key's token passes; after it,
+	// the first call's old token is refused, and its retry and the later calls carry the new key's.
+	want := []struct {
+		oldKey bool
+		status int
+	}{{true, http.StatusOK}, {true, http.StatusOK}, {true, http.StatusUnauthorized}, {false, http.StatusOK}, {false, http.StatusOK}, {false, http.StatusOK}}
+	got := svc.requestsOf(recovering.name)
+	for i := range max(len(got), len(want)) {
+		if i >= len(got) || i >= len(want) || slices.Contains(oldKids, got[i].kid) != want[i].oldKey || got[i].kid != fresh && !want[i].oldKey || got[i].status != want[i].status {
+			t.Fatalf("the service got from the workload with %s: %+v; want %+v (old key or %s)", recovering.name, got, want, fresh)
+		}
+	}
+	for range 2 {
+		if status, challenge := plain.call(t, svc); status != http.StatusUnauthorized || !strings.Contains(challenge, `error="invalid_token"`) {
+			t.Fatalf("the workload with %s got %d %q, want the service's refusal of the old key's token", plain.name, status, challenge)
+		}
 	}
 
 	// The status keys' successor signs after the prepublish time, every status is sealed again,
