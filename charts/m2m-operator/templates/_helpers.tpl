@@ -4,8 +4,9 @@ m2m-token-server, ...): one release per namespace. Objects that two releases cou
 cluster-scoped ones and the RoleBindings in watched namespaces, carry the release name:
 m2m.clusterName replaces the "m2m" that config/'s names start with by the release name when it
 starts with "m2m" (release m2m keeps config/'s names, so the chart test compares them with
-config/default), else by the release name and "-m2m". Two releases never get one name, since a
-release name that does not start with "m2m" gets a prefix that does not either.
+config/default), else by the release name and "-m2m". Two releases of different names never get one
+name, since a release name that does not start with "m2m" gets a prefix that does not either;
+two releases of one name in two namespaces do (docs/operations.md says to avoid that).
 */}}
 
 {{/* The prefix of a release's shared names (see above). */}}
