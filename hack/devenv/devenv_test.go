@@ -98,7 +98,7 @@ func TestTheDevSystemMakesTheSamplesReadyAndStopsCleanly(t *testing.T) {
 		}
 	}
 	// The printed metrics URLs serve the token server's and the manager's metrics.
-	for url, metric := range map[string]string{sys.TokenServerMetricsURL: `m2m_token_failures_total{namespace="unknown",reason="wrong_secret"} 1`, sys.ManagerMetricsURL: "m2m_manager_clients"} {
+	for url, metric := range map[string]string{sys.TokenServerMetricsURL: `m2m_token_failures_total{namespace="default",reason="wrong_secret"} 1`, sys.ManagerMetricsURL: "m2m_manager_clients"} {
 		if url == "" || !strings.Contains(out.String(), url) {
 			t.Fatalf("the metrics URL %q is not printed:\n%s", url, out.String())
 		}
@@ -204,7 +204,7 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 		"m2mclient.m2m.dev/foo-service created", "m2mclient.m2m.dev/foo-service condition met",
 		"\"aud\": \"http://" + addr + "\"", "\"scope\": \"read:settings write:settings\"",
 		// A wrong secret: the dev user sees why with kubectl m2m why, and the metrics count it.
-		"refused M2MClient default/billing-worker", "wrong_secret", `m2m_token_failures_total{namespace="unknown",reason="wrong_secret"}`, "m2m_manager_clients{",
+		"refused M2MClient default/billing-worker", "wrong_secret", `m2m_token_failures_total{namespace="default",reason="wrong_secret"}`, "m2m_manager_clients{",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("the quick start's output lacks %q:\n%s", want, out)

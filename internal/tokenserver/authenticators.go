@@ -83,7 +83,7 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request) (*tokenRe
 			return req, client, true
 		}
 	}
-	s.fail(w, r, bad, req, named, false)
+	s.fail(w, r, bad, req, named)
 	return nil, nil, false
 }
 

@@ -16,7 +16,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.token == "" {
-		s.fail(w, r, newError(reasonNoToken, "the token parameter is required"), req, caller, true)
+		s.fail(w, r, newError(reasonNoToken, "the token parameter is required"), req, caller)
 		return
 	}
 	noStore(w)

@@ -17,7 +17,7 @@ type metrics struct {
 	perClient bool
 }
 
-// unknown labels a failure before a client is authenticated.
+// unknown labels a failure of a request whose client ID names no client (or that has none).
 const unknown = "unknown"
 
 // labels are the namespace, and with per-client metrics the client ID, of client (nil: unknown).
@@ -47,7 +47,7 @@ func newMetrics(cfg Config) (*metrics, error) {
 		}, labels),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "m2m_token_failures_total",
-			Help: "Failed token and introspection requests, by reason and " + by + " (\"unknown\" before the client is authenticated).",
+			Help: "Failed token and introspection requests, by reason and " + by + " (\"unknown\" when the client ID names no client).",
 		}, append([]string{"reason"}, labels...)),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "m2m_request_duration_seconds",

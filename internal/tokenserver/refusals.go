@@ -169,14 +169,11 @@ func (m *refusalMemory) size() int {
 
 // fail answers r with e, and counts, logs and remembers the refusal. req is nil when the request
 // did not parse. client is the client that the request's client ID names (nil when none does),
-// and authenticated says the request proved to be that client's: only then does its namespace
-// label the metrics, so that callers who are not authenticated create no series.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *oauthError, req *tokenRequest, client *m2mv1alpha1.M2MClient, authenticated bool) {
-	labelled := client
-	if !authenticated {
-		labelled = nil
-	}
-	s.metrics.failures.WithLabelValues(append([]string{e.reason.name}, s.metrics.labels(labelled)...)...).Inc()
+// whether or not the request proved to be that client's: its namespace labels the metrics, so
+// that a wrong secret counts where the client lives. A client ID that names no client labels
+// none, so callers create no series of their choosing.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *oauthError, req *tokenRequest, client *m2mv1alpha1.M2MClient) {
+	s.metrics.failures.WithLabelValues(append([]string{e.reason.name}, s.metrics.labels(client)...)...).Inc()
 	rec := refusalRecord{
 		at:         s.cfg.Clock.Now().UnixNano(),
 		reason:     e.reason,

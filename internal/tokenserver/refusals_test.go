@@ -164,17 +164,24 @@ func TestRefusalsAfterAuthenticationAreRememberedAndANewClientOfTheNameStartsAfr
 	}
 }
 
-// A wrong secret names a client but does not prove to be it: the metrics count it under the
-// namespace "unknown", as any refusal before authentication, while its owner still sees it.
-func TestARefusalBeforeAuthenticationIsCountedUnderNoNamespaceButRememberedForItsClient(t *testing.T) {
+// A wrong secret names a client without proving to be it: the metrics count it in the namespace
+// of the client it names, where its owner looks, and its owner sees it; a made-up client ID
+// counts under "unknown" and creates no series of its own.
+func TestAWrongSecretCountsInItsClientsNamespaceAndAMadeUpIDUnderUnknown(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s, f := serveWith(t, mapClients{goodID: testClient(goodID, goodSecret)}, Config{Registry: reg})
 	tokenFor(t, f, goodID, "a-wrong-secret-0123456789abcdefghijklmnopqrstuv")
-	if n := testutil.ToFloat64(s.metrics.failures.WithLabelValues("wrong_secret", unknown)); n != 1 {
-		t.Fatalf("wrong_secret under the namespace %q: %v, want 1", unknown, n)
+	for i := range 3 {
+		tokenFor(t, f, fmt.Sprintf("m2m-made-up-%d", i), "a-wrong-secret-0123456789abcdefghijklmnopqrstuv")
 	}
-	if n := testutil.CollectAndCount(reg, "m2m_token_failures_total"); n != 1 {
-		t.Fatalf("%d failure series, want 1", n)
+	if n := testutil.ToFloat64(s.metrics.failures.WithLabelValues("wrong_secret", "ns")); n != 1 {
+		t.Fatalf("wrong_secret in the client's namespace: %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(s.metrics.failures.WithLabelValues("unknown_client", unknown)); n != 3 {
+		t.Fatalf("unknown_client under %q: %v, want 3", unknown, n)
+	}
+	if n := testutil.CollectAndCount(reg, "m2m_token_failures_total"); n != 2 {
+		t.Fatalf("%d failure series, want 2", n)
 	}
 	if recs, _ := s.refusals.recall(types.NamespacedName{Namespace: "ns", Name: goodID}); len(recs) != 1 {
 		t.Fatalf("the client's owner sees %d refusals, want 1", len(recs))

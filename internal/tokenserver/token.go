@@ -29,30 +29,30 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.grantType == "" {
-		s.fail(w, r, newError(reasonNoGrantType, "the grant_type parameter is required"), req, client, true)
+		s.fail(w, r, newError(reasonNoGrantType, "the grant_type parameter is required"), req, client)
 		return
 	}
 	if req.grantType != GrantClientCredentials {
-		s.fail(w, r, newError(reasonGrantType, "only the client_credentials grant is supported"), req, client, true)
+		s.fail(w, r, newError(reasonGrantType, "only the client_credentials grant is supported"), req, client)
 		return
 	}
 	if client.Annotations[claimsTooLargeMark] != "" {
-		s.fail(w, r, claimsTooLarge(), req, client, true)
+		s.fail(w, r, claimsTooLarge(), req, client)
 		return
 	}
 	scopes, bad := grantScopes(client, req)
 	if bad != nil {
-		s.fail(w, r, bad, req, client, true)
+		s.fail(w, r, bad, req, client)
 		return
 	}
 	audience, bad := s.audience(client, req)
 	if bad != nil {
-		s.fail(w, r, bad, req, client, true)
+		s.fail(w, r, bad, req, client)
 		return
 	}
 	signed, ttl, bad := s.sign(client, scopes, audience)
 	if bad != nil {
-		s.fail(w, r, bad, req, client, true)
+		s.fail(w, r, bad, req, client)
 		return
 	}
 	s.metrics.issued.WithLabelValues(s.metrics.labels(client)...).Inc()
