@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,5 +71,29 @@ func TestTheManagersCacheKeepsOfTheObjectsMetadataOnlyWhatTheManagerReads(t *tes
 	}
 	if got.Name != "c" || got.UID != "uid-1" || got.Spec.Secret.Annotations["reloader.stakater.com/match"] != "true" {
 		t.Fatal("the cache dropped what the manager reads: the object's name and UID, or the annotations it copies onto the Secret")
+	}
+}
+
+func TestTheManagersCacheKeepsNoRotationAnnotationValueOverTheLimitOnlyThatItWasThere(t *testing.T) {
+	obj := &m2mv1alpha1.M2MClient{}
+	obj.Annotations = map[string]string{
+		m2mv1alpha1.RotateAnnotation:         strings.Repeat("x", 120<<10),
+		m2mv1alpha1.RevokePreviousAnnotation: "2026-12-08",
+		longAnnotationsMark:                  m2mv1alpha1.RevokePreviousAnnotation, // the tenant's own
+	}
+	out, _ := trimClient(obj)
+	got := out.(*m2mv1alpha1.M2MClient)
+	size := 0
+	for k, v := range got.Annotations {
+		size += len(k) + len(v)
+	}
+	if size > 200 {
+		t.Fatalf("the cache keeps %d bytes of annotations: %v", size, slices.Sorted(maps.Keys(got.Annotations)))
+	}
+	if got.Annotations[m2mv1alpha1.RevokePreviousAnnotation] != "2026-12-08" {
+		t.Fatal("the revoke-previous annotation within the limit was dropped")
+	}
+	if ignored := IgnoredAnnotations(got); !slices.Equal(ignored, []string{m2mv1alpha1.RotateAnnotation}) {
+		t.Fatalf("the cached client says %v are ignored, want only the rotate annotation", ignored)
 	}
 }

@@ -85,6 +85,9 @@ type M2MClientReconciler struct {
 	// each time (status would grow until it could not be written). It lives in memory only: after
 	// a restart, the unwritten hash merely expires (ActionResumeRotation).
 	pending sync.Map
+	// ignored holds, by M2MClient namespace and name, the ignoredAnnotations last announced
+	// (boundValues), so that each is announced once and not on every reconcile.
+	ignored sync.Map
 }
 
 // +kubebuilder:rbac:groups=m2m.dev,resources=m2mclients,verbs=get;list;watch
@@ -226,11 +229,13 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.pending.Delete(req.NamespacedName)
+			r.ignored.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !obj.DeletionTimestamp.IsZero() {
 		r.pending.Delete(req.NamespacedName)
+		r.ignored.Delete(req.NamespacedName)
 		// The Secret has an owner reference; the garbage collector deletes it.
 		return ctrl.Result{}, nil
 	}

@@ -65,6 +65,7 @@ type clientStep struct {
 // ExpireEntries removes what it no longer needs.
 var clientSteps = []clientStep{
 	{"TrustStatus", (*clientReconcile).trustStatus},
+	{"BoundValues", (*clientReconcile).boundValues},
 	{"ReadSecret", (*clientReconcile).readSecret},
 	{"ClaimClientID", (*clientReconcile).claimClientID},
 	{"ReconcileCredential", (*clientReconcile).reconcileCredential},

@@ -26,7 +26,7 @@ func startRevocation(obj *m2mv1alpha1.M2MClient) {
 // with its values is not revoked again.
 func handleRevocationValues(obj *m2mv1alpha1.M2MClient) {
 	obj.Status.LastRevokeTrigger = obj.Spec.Rotation.RevokeTrigger
-	obj.Status.LastRevokeAnnotation = obj.Annotations[m2mv1alpha1.RevokePreviousAnnotation]
+	obj.Status.LastRevokeAnnotation, _ = annotationValue(obj, m2mv1alpha1.RevokePreviousAnnotation)
 	obj.Status.RevocationPending = false
 }
 

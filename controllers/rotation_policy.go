@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -36,12 +38,13 @@ const maxAcceptedSecrets = 100
 
 // RotationDue says whether obj's secret must rotate at now, and why. DecideSecret asks it only in
 // the steady state (the Secret carries the one current secret). An empty trigger or annotation value
-// asks for nothing: removing it from Git does not rotate.
+// asks for nothing: removing it from Git does not rotate. Nor does an annotation value over
+// MaxTriggerLength (annotationValue); when nothing is due, why says that it is ignored.
 func RotationDue(obj *m2mv1alpha1.M2MClient, now time.Time) (RotationReason, string) {
 	reason, why := RotationNotDue, ""
 	st := &obj.Status
 	trigger := obj.Spec.Rotation.Trigger
-	annotation := obj.Annotations[m2mv1alpha1.RotateAnnotation]
+	annotation, ignored := annotationValue(obj, m2mv1alpha1.RotateAnnotation)
 	switch {
 	case trigger != "" && trigger != st.LastRotationTrigger:
 		reason, why = RotationTrigger, fmt.Sprintf("spec.rotation.trigger changed to %q", trigger)
@@ -55,24 +58,69 @@ func RotationDue(obj *m2mv1alpha1.M2MClient, now time.Time) (RotationReason, str
 	if reason != RotationNotDue && len(st.AcceptedSecrets) >= maxAcceptedSecrets {
 		return RotationDeferred, fmt.Sprintf("a rotation is due (%s) but status already accepts %d secrets; it waits until the oldest expire", why, len(st.AcceptedSecrets))
 	}
+	if reason == RotationNotDue {
+		return reason, ignored
+	}
 	return reason, why
 }
 
 // RevocationDue says whether obj asks for a revocation not acted on yet, and why: a new non-empty
 // spec.rotation.revokeTrigger or m2m.dev/revoke-previous annotation. It is apart from RotationDue
 // because DecideSecret asks it first, outside the steady state too, and because a revocation is
-// never deferred for a full status: it leaves one entry.
+// never deferred for a full status: it leaves one entry. An annotation value over MaxTriggerLength
+// asks for nothing; when nothing is due, why says that it is ignored.
 func RevocationDue(obj *m2mv1alpha1.M2MClient) (bool, string) {
 	st := &obj.Status
 	trigger := obj.Spec.Rotation.RevokeTrigger
-	annotation := obj.Annotations[m2mv1alpha1.RevokePreviousAnnotation]
+	annotation, ignored := annotationValue(obj, m2mv1alpha1.RevokePreviousAnnotation)
 	switch {
 	case trigger != "" && trigger != st.LastRevokeTrigger:
 		return true, fmt.Sprintf("spec.rotation.revokeTrigger changed to %q", trigger)
 	case annotation != "" && annotation != st.LastRevokeAnnotation:
 		return true, fmt.Sprintf("the %s annotation changed to %q", m2mv1alpha1.RevokePreviousAnnotation, annotation)
 	}
-	return false, ""
+	return false, ignored
+}
+
+// triggerAnnotations are the annotations of an M2MClient that are acted on once per value.
+var triggerAnnotations = []string{m2mv1alpha1.RotateAnnotation, m2mv1alpha1.RevokePreviousAnnotation}
+
+// annotationValue is the value of obj's annotation key that the manager acts on and records in
+// status, and, when it ignores the value obj carries, why. A value over MaxTriggerLength counts as
+// no value: it is never new, so it rotates nothing, and it never reaches status, so that a tenant
+// cannot make status (and every cache of it) hold it. The manager's cache does not hold it
+// either: trimClient keeps only that it was there (longAnnotationsMark).
+func annotationValue(obj *m2mv1alpha1.M2MClient, key string) (value, ignored string) {
+	v := obj.Annotations[key]
+	if m2mv1alpha1.TriggerTooLong(v) || v == "" && slices.Contains(strings.Fields(obj.Annotations[longAnnotationsMark]), key) {
+		return "", fmt.Sprintf("the %s annotation is over %d characters and is ignored: it rotates nothing and is not recorded in status; set a shorter value (a date or a commit hash) to rotate", key, m2mv1alpha1.MaxTriggerLength)
+	}
+	return v, ""
+}
+
+// IgnoredAnnotations names the annotations of obj whose values the manager ignores
+// (annotationValue), in the order of triggerAnnotations.
+func IgnoredAnnotations(obj *m2mv1alpha1.M2MClient) []string {
+	var names []string
+	for _, key := range triggerAnnotations {
+		if _, ignored := annotationValue(obj, key); ignored != "" {
+			names = append(names, key)
+		}
+	}
+	return names
+}
+
+// dropLongRecords removes from st the values acted on that are over MaxTriggerLength: a manager
+// before the bound copied such annotation values into status, and a status writer may have
+// written them where the status policy is not installed and the API server does not bound them
+// yet (objects stored before the schema's maxLength keep theirs). No decision changes: such a
+// value equals no value that is acted on.
+func dropLongRecords(st *m2mv1alpha1.M2MClientStatus) {
+	for _, v := range []*string{&st.LastRotationTrigger, &st.LastRotateAnnotation, &st.LastRevokeTrigger, &st.LastRevokeAnnotation} {
+		if m2mv1alpha1.TriggerTooLong(*v) {
+			*v = ""
+		}
+	}
 }
 
 // nextRotation is when the scheduled rotation is due, or zero when rotation.period is unset.

@@ -44,6 +44,10 @@ func TestRotationDue(t *testing.T) {
 		"an annotation value already acted on asks for nothing":            {withPolicy(0, "", "", "x", "x", 1), RotationNotDue},
 		"a trigger and an annotation at once rotate once, for the trigger": {withPolicy(0, "v3", "v2", "y", "x", 1), RotationTrigger},
 		"a due rotation waits while status is full":                        {withPolicy(time.Hour, "", "", "", "", maxAcceptedSecrets), RotationDeferred},
+		"an annotation value over 253 characters asks for nothing":         {withPolicy(0, "", "", tooLong, "", 1), RotationNotDue},
+		"an annotation value of 253 characters rotates":                    {withPolicy(0, "", "", longest, "", 1), RotationAnnotation},
+		"an annotation value over the limit leaves the schedule as it is":  {withPolicy(time.Hour, "", "", tooLong, "x", 1), RotationScheduled},
+		"a marked annotation of a cached client asks for nothing":          {marked(withPolicy(0, "", "", "", "x", 1)), RotationNotDue},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			got, why := RotationDue(tc.obj, now)
@@ -92,6 +96,8 @@ func TestRevocationDue(t *testing.T) {
 		"a revoke-previous annotation already acted on asks for nothing":    {withValues("", "", "1764000000", "1764000000"), false},
 		"a rotate trigger or annotation alone asks for no revocation":       {rotateOnly, false},
 		"a new annotation value asks for a revocation whatever the trigger": {withValues("leak-1", "leak-1", "x", "y"), true},
+		"a revoke-previous annotation over 253 characters asks for nothing": {withValues("", "", tooLong, "1764000000"), false},
+		"a revoke-previous annotation of 253 characters asks for one":       {withValues("", "", longest, "1764000000"), true},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			got, why := RevocationDue(tc.obj)
@@ -102,5 +108,71 @@ func TestRevocationDue(t *testing.T) {
 				t.Fatal("a due revocation must say why")
 			}
 		})
+	}
+}
+
+// tooLong is one character over MaxTriggerLength (in characters, not bytes: "é" is two bytes);
+// longest is MaxTriggerLength characters of more bytes than that.
+var (
+	tooLong = strings.Repeat("x", m2mv1alpha1.MaxTriggerLength+1)
+	longest = strings.Repeat("é", m2mv1alpha1.MaxTriggerLength)
+)
+
+// marked is obj as trimClient leaves it when its rotate and revoke-previous annotations were over
+// the limit: without them, with longAnnotationsMark.
+func marked(obj *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient {
+	obj.Annotations = map[string]string{m2mv1alpha1.RotateAnnotation: tooLong, m2mv1alpha1.RevokePreviousAnnotation: tooLong}
+	trimmed, _ := trimClient(obj)
+	return trimmed.(*m2mv1alpha1.M2MClient)
+}
+
+func TestAnAnnotationValueOverTheLimitIsIgnoredWithAReasonAndNeverRecorded(t *testing.T) {
+	for sentence, obj := range map[string]*m2mv1alpha1.M2MClient{
+		"a client read past the cache": withValuesOf(tooLong),
+		"a client in the cache":        marked(clientWith(entry(current, nil))),
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			if reason, why := RotationDue(obj, now); reason != RotationNotDue || !strings.Contains(why, "m2m.dev/rotate annotation is over 253 characters and is ignored") {
+				t.Fatalf("RotationDue: %q, %q", reason, why)
+			}
+			if due, why := RevocationDue(obj); due || !strings.Contains(why, "m2m.dev/revoke-previous annotation is over 253 characters and is ignored") {
+				t.Fatalf("RevocationDue: %v, %q", due, why)
+			}
+			if got := IgnoredAnnotations(obj); len(got) != 2 {
+				t.Fatalf("IgnoredAnnotations: %v, want both", got)
+			}
+			obj.Status.LastRotateAnnotation, obj.Status.LastRevokeAnnotation = "x", "y"
+			handleRevocationValues(obj)
+			if obj.Status.LastRevokeAnnotation != "" {
+				t.Fatalf("status records %d characters of revoke-previous annotation", len(obj.Status.LastRevokeAnnotation))
+			}
+		})
+	}
+	if got := IgnoredAnnotations(withValuesOf(longest)); len(got) != 0 {
+		t.Fatalf("values within the limit are ignored: %v", got)
+	}
+	// A mark that a tenant writes itself beside a value within the limit hides nothing.
+	forged := withValuesOf("v2")
+	forged.Annotations[longAnnotationsMark] = m2mv1alpha1.RotateAnnotation
+	if reason, _ := RotationDue(forged, now); reason != RotationAnnotation {
+		t.Fatalf("a forged mark hid a rotation: %q", reason)
+	}
+}
+
+// withValuesOf is a client whose rotate and revoke-previous annotations are both value.
+func withValuesOf(value string) *m2mv1alpha1.M2MClient {
+	obj := clientWith(entry(current, nil))
+	obj.Annotations = map[string]string{m2mv1alpha1.RotateAnnotation: value, m2mv1alpha1.RevokePreviousAnnotation: value}
+	return obj
+}
+
+func TestStatusKeepsNoValueActedOnOverTheLimit(t *testing.T) {
+	st := m2mv1alpha1.M2MClientStatus{LastRotationTrigger: tooLong, LastRotateAnnotation: tooLong, LastRevokeTrigger: "v1", LastRevokeAnnotation: longest}
+	dropLongRecords(&st)
+	if st.LastRotationTrigger != "" || st.LastRotateAnnotation != "" {
+		t.Fatalf("values over the limit are kept: %d and %d characters", len(st.LastRotationTrigger), len(st.LastRotateAnnotation))
+	}
+	if st.LastRevokeTrigger != "v1" || st.LastRevokeAnnotation != longest {
+		t.Fatal("values within the limit were dropped")
 	}
 }

@@ -39,6 +39,9 @@ type ServingCertReconciler struct {
 	// Hosts are the names the certificate covers: the issuer's host and the Service's names.
 	Hosts  []string
 	Policy servingcert.Policy
+
+	// ignored logs rotation annotations too long to act on.
+	ignored ignoredAsks
 }
 
 // SetupWithManager reconciles at start and whenever either Secret changes.
@@ -78,6 +81,8 @@ func (r *ServingCertReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	r.ignored.report(logger, caSecret)
+	r.ignored.report(logger, certSecret)
 	st, err := r.state(caSecret, certSecret)
 	if err != nil {
 		// Never overwrite a CA that does not parse: clients may trust it, and it may be the only copy.
@@ -256,8 +261,8 @@ func (r *ServingCertReconciler) writeCert(ctx context.Context, s *corev1.Secret,
 	s = editOwnSecret(s, r.CertSecret, corev1.SecretTypeTLS)
 	if kp != nil {
 		s.Data[servingcert.TLSCert], s.Data[servingcert.TLSKey] = kp.CertPEM, kp.KeyPEM
-		if v := s.Annotations[keyring.RotateAnnotation]; v != "" {
-			s.Annotations[keyring.RotatedAnnotation] = v
+		if keyring.Asked(s.Annotations, keyring.RotateAnnotation, keyring.RotatedAnnotation) {
+			s.Annotations[keyring.RotatedAnnotation] = s.Annotations[keyring.RotateAnnotation]
 		}
 	}
 	s.Data[servingcert.TLSCA] = bundle

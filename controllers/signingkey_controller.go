@@ -51,6 +51,8 @@ type SigningKeyReconciler struct {
 	// waiting is set while the status keys wait for the fleet of M2MClients (enforcement after an
 	// upgrade, or a retired key still in use), so that changes to M2MClients wake the reconciler.
 	waiting atomic.Bool
+	// ignored logs rotation annotations too long to act on.
+	ignored ignoredAsks
 }
 
 // SetupWithManager registers the controller. It reconciles once at start, and whenever the
@@ -110,6 +112,7 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	if secret != nil {
 		ask = keyring.AskOf(secret.Annotations)
 	}
+	r.ignored.report(logger, secret)
 	plan := signingkeys.Plan(set, r.Policy, ask, now)
 	statusPlan := statusmac.Plan(status, fleet, r.StatusKeyPeriod, now)
 	if ask == keyring.AskEmergency {

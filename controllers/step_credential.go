@@ -129,7 +129,7 @@ func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.
 		// Values present at creation ask for no rotation. A rotation records the values it acts
 		// on with its hash, so that a crash resumes it instead of starting another for them.
 		obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
-		obj.Status.LastRotateAnnotation = obj.Annotations[m2mv1alpha1.RotateAnnotation]
+		obj.Status.LastRotateAnnotation, _ = annotationValue(obj, m2mv1alpha1.RotateAnnotation)
 	}
 	switch {
 	case first:

@@ -321,12 +321,15 @@ type RotationPolicy struct {
 }
 
 // RotateAnnotation rotates the client secret once for each distinct value it is given, for
-// `kubectl annotate m2mclient NAME m2m.dev/rotate=$(date +%s) --overwrite`.
+// `kubectl annotate m2mclient NAME m2m.dev/rotate=$(date +%s) --overwrite`. A value over
+// MaxTriggerLength characters is refused at admission, and ignored where the policy is not
+// installed.
 const RotateAnnotation = "m2m.dev/rotate"
 
 // RevokePreviousAnnotation, for each distinct non-empty value it is given, rotates the
 // credential and stops accepting every earlier one at once, as spec.rotation.revokeTrigger does:
-// `kubectl m2m rotate NAME --revoke-previous` sets it.
+// `kubectl m2m rotate NAME --revoke-previous` sets it. Its values are bounded as
+// RotateAnnotation's are.
 const RevokePreviousAnnotation = "m2m.dev/revoke-previous"
 
 // ClientState is whether the token server issues tokens to a client.
@@ -440,19 +443,23 @@ type M2MClientStatus struct {
 
 	// LastRotationTrigger is the value of spec.rotation.trigger that was last acted on.
 	// +optional
+	// +kubebuilder:validation:MaxLength=253
 	LastRotationTrigger string `json:"lastRotationTrigger,omitempty"`
 
 	// LastRotateAnnotation is the value of the m2m.dev/rotate annotation that was last acted on.
 	// +optional
+	// +kubebuilder:validation:MaxLength=253
 	LastRotateAnnotation string `json:"lastRotateAnnotation,omitempty"`
 
 	// LastRevokeTrigger is the value of spec.rotation.revokeTrigger that was last acted on.
 	// +optional
+	// +kubebuilder:validation:MaxLength=253
 	LastRevokeTrigger string `json:"lastRevokeTrigger,omitempty"`
 
 	// LastRevokeAnnotation is the value of the m2m.dev/revoke-previous annotation that was last
 	// acted on.
 	// +optional
+	// +kubebuilder:validation:MaxLength=253
 	LastRevokeAnnotation string `json:"lastRevokeAnnotation,omitempty"`
 
 	// RevocationPending is true from the moment a revocation accepts its new credential until the

@@ -101,6 +101,10 @@ const (
 	// date-time check accepted and Go's RFC 3339 parser does not), which made every LIST of
 	// M2MClients fail. The manager removed the status and rebuilds it as after a lost status.
 	EventStatusUndecodable = "StatusUndecodable"
+	// EventAnnotationTooLong: the m2m.dev/rotate or m2m.dev/revoke-previous annotation has a
+	// value over MaxTriggerLength characters (where the admission policy that refuses it is not
+	// installed). The manager ignores it: it rotates nothing and is not recorded in status.
+	EventAnnotationTooLong = "AnnotationTooLong"
 )
 
 // ComponentLabel marks each of the manager's own Secrets (not the credentials Secrets) with the

@@ -1,11 +1,17 @@
 package keyring
 
-import "maps"
+import (
+	"maps"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+)
 
 // Annotations that ask for a rotation now. Each is acted on once for each distinct value, and the
 // value acted on is recorded in the same write as the rotation, so that a crash does both or
 // neither. The signing-key, CA and serving-certificate Secrets share them, so that all three
-// rotate alike.
+// rotate alike. A value over m2mv1alpha1.MaxTriggerLength asks for nothing (Ignored): recorded,
+// it would double the Secret's annotations, and a value of half their 256 KiB would make every
+// write of the Secret fail, the scheduled rotations' and the emergency's included.
 const (
 	// RotateAnnotation asks for a planned rotation: a successor is published first (a signing
 	// key in the JWKS, a CA in the bundle) and takes over after the prepublish time or overlap.
@@ -46,10 +52,23 @@ func AskOf(annotations map[string]string) Ask {
 	return AskNone
 }
 
-// Asked reports whether annotations hold a value of ask that done does not record as acted on.
+// Asked reports whether annotations hold a value of ask that done does not record as acted on,
+// and that is not over m2mv1alpha1.MaxTriggerLength.
 func Asked(annotations map[string]string, ask, done string) bool {
 	v := annotations[ask]
-	return v != "" && v != annotations[done]
+	return v != "" && v != annotations[done] && !m2mv1alpha1.TriggerTooLong(v)
+}
+
+// Ignored names the annotations of annotations that ask for a rotation with a value over
+// m2mv1alpha1.MaxTriggerLength, which asks for nothing.
+func Ignored(annotations map[string]string) []string {
+	var names []string
+	for _, ask := range []string{RotateAnnotation, EmergencyAnnotation} {
+		if m2mv1alpha1.TriggerTooLong(annotations[ask]) {
+			names = append(names, ask)
+		}
+	}
+	return names
 }
 
 // Acted returns a copy of annotations that records every rotation they ask for as done.

@@ -1,6 +1,17 @@
 package keyring
 
-import "testing"
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// long is a value of 150 KiB, which recorded beside itself would be over the API server's 256 KiB
+// of annotations; longest is the longest value acted on.
+var (
+	long    = strings.Repeat("x", 150<<10)
+	longest = strings.Repeat("x", 253)
+)
 
 func TestAskOf(t *testing.T) {
 	for sentence, tc := range map[string]struct {
@@ -17,6 +28,10 @@ func TestAskOf(t *testing.T) {
 		"an emergency outranks a planned rotation asked at once":      {map[string]string{RotateAnnotation: "1", EmergencyAnnotation: "1"}, AskEmergency},
 		"a new rotate value beside an emergency acted on is planned":  {map[string]string{RotateAnnotation: "2", EmergencyAnnotation: "1", EmergencyRotatedAnnotation: "1"}, AskPlanned},
 		"an emergency value recorded as a planned one is still asked": {map[string]string{EmergencyAnnotation: "1", RotatedAnnotation: "1"}, AskEmergency},
+		"an emergency value over 253 characters asks for nothing":     {map[string]string{EmergencyAnnotation: long}, AskNone},
+		"a rotate value over 253 characters asks for nothing":         {map[string]string{RotateAnnotation: long}, AskNone},
+		"an emergency value over the limit hides no planned rotation": {map[string]string{EmergencyAnnotation: long, RotateAnnotation: "2"}, AskPlanned},
+		"an emergency value of 253 characters asks for an emergency":  {map[string]string{EmergencyAnnotation: longest}, AskEmergency},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			if got := AskOf(tc.annotations); got != tc.want {
@@ -36,5 +51,21 @@ func TestActedRecordsEveryValueAskedForAndKeepsOtherAnnotations(t *testing.T) {
 	}
 	if _, changed := in[RotatedAnnotation]; changed {
 		t.Fatal("Acted changed its input")
+	}
+}
+
+// A value over the limit is recorded nowhere, and Ignored names it, so that the controllers can
+// say why nothing rotates.
+func TestAValueOverTheLimitIsNotRecordedAndIsNamedAsIgnored(t *testing.T) {
+	in := map[string]string{EmergencyAnnotation: long, RotateAnnotation: "p"}
+	out := Acted(in)
+	if _, recorded := out[EmergencyRotatedAnnotation]; recorded || out[RotatedAnnotation] != "p" {
+		t.Fatalf("recorded %d characters of emergency value, and %q of planned", len(out[EmergencyRotatedAnnotation]), out[RotatedAnnotation])
+	}
+	if got := Ignored(in); !slices.Equal(got, []string{EmergencyAnnotation}) {
+		t.Fatalf("Ignored: %v", got)
+	}
+	if got := Ignored(map[string]string{EmergencyAnnotation: longest, RotateAnnotation: longest}); got != nil {
+		t.Fatalf("values within the limit are ignored: %v", got)
 	}
 }

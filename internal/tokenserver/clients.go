@@ -159,7 +159,9 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 const claimsTooLargeMark = "m2m.dev/token-server-claims-too-large"
 
 // trim drops what the token server never reads: managedFields, annotations and labels (which can
-// be large, such as kubectl's last-applied configuration), and the spec's free-form metadata.
+// be large, such as kubectl's last-applied configuration), the spec's free-form metadata, and the
+// values that status records as acted on (an object stored before they were bounded may hold
+// large ones).
 func trim(obj any) (any, error) {
 	c, ok := obj.(*m2mv1alpha1.M2MClient)
 	if !ok {
@@ -173,6 +175,8 @@ func trim(obj any) (any, error) {
 	c.Spec.TrustedMetadata = nil
 	c.Spec.Secret = m2mv1alpha1.SecretTemplate{}
 	c.Status.Conditions = nil
+	c.Status.LastRotationTrigger, c.Status.LastRotateAnnotation = "", ""
+	c.Status.LastRevokeTrigger, c.Status.LastRevokeAnnotation = "", ""
 	if c.Spec.TokenClaims.TooLarge() {
 		// Claims over the bound never reach the cache; the client gets no token (claimsTooLarge).
 		c.Spec.TokenClaims = nil

@@ -272,3 +272,23 @@ func TestAClientWhoseClaimsAreTooLargeGetsNoToken(t *testing.T) {
 		t.Fatalf("claims just under the bound: %d %v", resp.StatusCode, body)
 	}
 }
+
+// The values that status records as acted on are the manager's alone; an object stored before
+// they were bounded may hold 120 KiB in each. The cache keeps none of them, and a client trimmed
+// of them gets its token: the token server never reads them.
+func TestTheCacheKeepsNoValueActedOnAndAClientWithoutThemGetsItsToken(t *testing.T) {
+	long := strings.Repeat("x", 120<<10)
+	cached := testClient(goodID, goodSecret)
+	cached.Spec.Rotation = m2mv1alpha1.RotationPolicy{Trigger: "v1", RevokeTrigger: "leak-1"}
+	cached.Status.LastRotationTrigger, cached.Status.LastRotateAnnotation = long, long
+	cached.Status.LastRevokeTrigger, cached.Status.LastRevokeAnnotation = long, long
+	trimmed, _ := trim(cached)
+	st := trimmed.(*m2mv1alpha1.M2MClient).Status
+	if st.LastRotationTrigger != "" || st.LastRotateAnnotation != "" || st.LastRevokeTrigger != "" || st.LastRevokeAnnotation != "" {
+		t.Fatal("the cache keeps the values status records as acted on")
+	}
+	f := serve(t, signingkeys.ES256, mapClients{goodID: trimmed.(*m2mv1alpha1.M2MClient)})
+	if resp, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a client trimmed of them: %d %v", resp.StatusCode, body)
+	}
+}
