@@ -130,9 +130,6 @@ func (r *M2MClientReconciler) SetupWithManager(mgr ctrl.Manager, opts controller
 	isKeySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetNamespace() == r.KeySecret.Namespace && o.GetName() == r.KeySecret.Name
 	})
-	isCASecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return r.CASecret.Name != "" && client.ObjectKeyFromObject(o) == r.CASecret
-	})
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&m2mv1alpha1.M2MClient{}).
 		Owns(&corev1.Secret{}).
@@ -147,7 +144,7 @@ func (r *M2MClientReconciler) SetupWithManager(mgr ctrl.Manager, opts controller
 			builder.WithPredicates(isKeySecret, predicate.Funcs{UpdateFunc: statusKeysChanged})).
 		// A new CA bundle goes into every credentials Secret.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.allClients),
-			builder.WithPredicates(isCASecret, predicate.Funcs{UpdateFunc: r.bundleChanged})).
+			builder.WithPredicates(caBundleEvents(r.CASecret, r.CABundleKey)...)).
 		WithOptions(opts).
 		Named("m2mclient").
 		Complete(r)
@@ -215,11 +212,18 @@ func statusKeysChanged(e event.UpdateEvent) bool {
 	return !ok1 || !ok2 || !bytes.Equal(oldS.Data[statusmac.DataKey], newS.Data[statusmac.DataKey])
 }
 
-// bundleChanged reports whether an update of the CA Secret changed the bundle.
-func (r *M2MClientReconciler) bundleChanged(e event.UpdateEvent) bool {
-	oldS, ok1 := e.ObjectOld.(*corev1.Secret)
-	newS, ok2 := e.ObjectNew.(*corev1.Secret)
-	return !ok1 || !ok2 || !bytes.Equal(oldS.Data[r.CABundleKey], newS.Data[r.CABundleKey])
+// caBundleEvents select the events of the Secret caSecret that may change the CA bundle under
+// key: all but its updates that leave the bundle as it was. With no caSecret, none.
+func caBundleEvents(caSecret types.NamespacedName, key string) []predicate.Predicate {
+	isCASecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return caSecret.Name != "" && client.ObjectKeyFromObject(o) == caSecret
+	})
+	bundleChanged := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		oldS, ok1 := e.ObjectOld.(*corev1.Secret)
+		newS, ok2 := e.ObjectNew.(*corev1.Secret)
+		return !ok1 || !ok2 || !bytes.Equal(oldS.Data[key], newS.Data[key])
+	}}
+	return []predicate.Predicate{isCASecret, bundleChanged}
 }
 
 // Reconcile makes the Secret and status agree: fetch, deletion, then the steps of clientSteps.

@@ -235,7 +235,8 @@ func (o *Options) validateLeaderElection() error {
 	return nil
 }
 
-// cacheOptions caches the watched namespaces, and of Secrets only those the manager wrote.
+// cacheOptions caches the watched namespaces, and of Secrets and ConfigMaps only those the manager
+// wrote.
 func (o *Options) cacheOptions() cache.Options {
 	// Only the Secrets the manager wrote, not every Secret in the cluster.
 	secrets := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue})}
@@ -264,12 +265,18 @@ func (o *Options) cacheOptions() cache.Options {
 	cacheOpts.ByObject = map[client.Object]cache.ByObject{
 		&corev1.Secret{}:         secrets,
 		&m2mv1alpha1.M2MClient{}: {Transform: trimClient},
+		// The one ConfigMap the manager writes, in its own namespace, where its Role lets it
+		// watch: never every ConfigMap of the cluster.
+		&corev1.ConfigMap{}: {
+			Namespaces: map[string]cache.Config{o.SigningKeySecret.Namespace: {}},
+			Label:      labels.SelectorFromSet(labels.Set{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue}),
+		},
 	}
 	return cacheOpts
 }
 
-// setupControllers registers the M2MClient, signing-key and (when the manager issues it)
-// serving-certificate controllers.
+// setupControllers registers the M2MClient, signing-key, token-server ConfigMap and (when the
+// manager issues it) serving-certificate controllers.
 func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 	r := &M2MClientReconciler{
 		Client:          mgr.GetClient(),
@@ -302,6 +309,15 @@ func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 	}
 	if err := keys.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the signing-key controller: %w", err)
+	}
+	location := &TokenServerConfigMapReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		ConfigMap: types.NamespacedName{Namespace: o.SigningKeySecret.Namespace, Name: m2mv1alpha1.TokenServerConfigMap},
+		IssuerURL: issuerURL, CASecret: r.CASecret, CABundleKey: r.CABundleKey,
+	}
+	if err := location.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the token server's ConfigMap controller: %w", err)
 	}
 	return nil
 }

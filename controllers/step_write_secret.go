@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -162,29 +164,47 @@ func (r *M2MClientReconciler) renderData(obj *m2mv1alpha1.M2MClient, secret *cor
 	if kind := credentials.KindOf(obj); kind != nil && value != "" {
 		secret.Data[kind.DataKey()] = []byte(value)
 	}
-	secret.Data[m2mv1alpha1.SecretKeyTokenURL] = []byte(issuer.TokenURL(r.IssuerURL))
-	secret.Data[m2mv1alpha1.SecretKeyIssuer] = []byte(r.IssuerURL)
-	if bundle != nil {
-		secret.Data[m2mv1alpha1.SecretKeyCA] = bundle
+	for k, v := range tokenServerLocation(r.IssuerURL, bundle) {
+		secret.Data[k] = []byte(v)
 	}
+}
+
+// tokenServerLocation is where the token server is, under the keys of a credentials Secret: the
+// issuer, the token URL and, when there is one, the CA bundle. Credentials Secrets and the
+// ConfigMap TokenServerConfigMap carry the same.
+func tokenServerLocation(issuerURL string, bundle []byte) map[string]string {
+	loc := map[string]string{
+		m2mv1alpha1.SecretKeyTokenURL: issuer.TokenURL(issuerURL),
+		m2mv1alpha1.SecretKeyIssuer:   issuerURL,
+	}
+	if bundle != nil {
+		loc[m2mv1alpha1.SecretKeyCA] = string(bundle)
+	}
+	return loc
 }
 
 // caBundle is what credentials Secrets carry as ca.crt: the CA bundle when the manager issues
 // the token server's certificate and the issuer is https, else nil (no ca.crt).
 func (r *M2MClientReconciler) caBundle(ctx context.Context) ([]byte, error) {
-	if r.CASecret.Name == "" || !strings.HasPrefix(r.IssuerURL, "https://") {
+	return caBundleOf(ctx, r.Client, r.APIReader, r.IssuerURL, r.CASecret, r.CABundleKey)
+}
+
+// caBundleOf is the bundle under key of the Secret caSecret (read from cache, else from api) for
+// an https issuerURL; nil for an http one or without a caSecret.
+func caBundleOf(ctx context.Context, cache, api client.Reader, issuerURL string, caSecret types.NamespacedName, key string) ([]byte, error) {
+	if caSecret.Name == "" || !strings.HasPrefix(issuerURL, "https://") {
 		return nil, nil
 	}
 	// The cache holds the manager's labelled Secrets only; another issuer's Secret may lack the
 	// label.
-	s, err := readOwnSecret(ctx, r.Client, r.APIReader, r.CASecret)
+	s, err := readOwnSecret(ctx, cache, api, caSecret)
 	if err != nil {
 		return nil, err
 	}
-	if s == nil || len(s.Data[r.CABundleKey]) == 0 {
-		return nil, fmt.Errorf("%w: Secret %s has no %s (with --ca-bundle-secret, the issuer must put its CA there)", errNoCABundle, r.CASecret, r.CABundleKey)
+	if s == nil || len(s.Data[key]) == 0 {
+		return nil, fmt.Errorf("%w: Secret %s has no %s (with --ca-bundle-secret, the issuer must put its CA there)", errNoCABundle, caSecret, key)
 	}
-	return s.Data[r.CABundleKey], nil
+	return s.Data[key], nil
 }
 
 // errNoCABundle says that the CA bundle is not there (yet); the reconcile is retried, so that no

@@ -107,8 +107,8 @@ const (
 	EventAnnotationTooLong = "AnnotationTooLong"
 )
 
-// ComponentLabel marks each of the manager's own Secrets (not the credentials Secrets) with the
-// component it holds.
+// ComponentLabel marks each of the manager's own Secrets (not the credentials Secrets), and its
+// ConfigMap, with the component it holds.
 const ComponentLabel = "app.kubernetes.io/component"
 
 // Values of ComponentLabel.
@@ -119,7 +119,18 @@ const (
 	CAComponent = "ca"
 	// ServingCertComponent: the token server's serving certificate.
 	ServingCertComponent = "serving-cert"
+	// TokenServerLocationComponent: the ConfigMap TokenServerConfigMap.
+	TokenServerLocationComponent = "token-server-location"
 )
+
+// TokenServerConfigMap is the ConfigMap, in the manager's namespace (the signing-key Secret's),
+// where the manager publishes where its token server is, under the keys of a credentials Secret
+// and with the values it writes there: SecretKeyIssuer, SecretKeyTokenURL and, with an https
+// issuer whose CA bundle the manager knows, SecretKeyCA. Only administrators and the manager may
+// write it and every authenticated user may read it (config/rbac), as kube-root-ca.crt, so that
+// kubectl m2m why and verify find the token server there: a credentials Secret says the same,
+// but whoever may edit Secrets in the client's namespace can change it.
+const TokenServerConfigMap = "m2m-token-server"
 
 // AllowedClaimsAnnotation, on a namespace, lists the GuardedClaims (separated by spaces or
 // commas) that its clients' tokenClaims may set. Tenants with the usual edit or admin roles

@@ -262,7 +262,7 @@ func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
 	}
 	if s.TLS {
 		fmt.Fprintf(w, "  transport:     HTTPS with the manager's CA (Secret %s), as installs serve (docs/operations.md#tls); the token server reads its certificate from %s, kept in step with Secret %s as the kubelet keeps a mount\n", CASecret, s.TLSDir(), CertSecret)
-		fmt.Fprintf(w, "  CA bundle:     %s, kept current, for curl --cacert; kubectl m2m uses each credentials Secret's ca.crt by itself\n", s.CAFile())
+		fmt.Fprintf(w, "  CA bundle:     %s, kept current, for curl --cacert; kubectl m2m token uses each credentials Secret's ca.crt by itself, why and verify the same CA from ConfigMap %s/%s\n", s.CAFile(), signingkeys.DefaultSecret.Namespace, m2mv1alpha1.TokenServerConfigMap)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Try, in another terminal:\n\n")

@@ -53,9 +53,9 @@ var commands = []command{
 	{"describe", "Show an M2MClient's ID, scopes, audiences, token lifetime, credentials and conditions.",
 		"kubectl m2m describe NAME [-n NS]"},
 	{"verify", "Verify an access token as a resource server would, and print its claims.",
-		"kubectl m2m verify TOKEN (--client NAME [-n NS] | --secret NAME [-n NS] | --issuer URL [--ca-file F]) (--audience A... | --any-audience) [--scope S]..."},
+		"kubectl m2m verify TOKEN [--system-namespace m2m-system | --issuer URL] [--ca-file F] (--audience A... | --any-audience) [--scope S]..."},
 	{"why", "Show why the token server recently refused an M2MClient's requests, and what to do about each reason.",
-		"kubectl m2m why NAME [-n NS] [--token-url URL] [--ca-file FILE]"},
+		"kubectl m2m why NAME [-n NS] [--system-namespace m2m-system] [--token-url URL] [--ca-file FILE]"},
 	{"rotate-signing-key", "Rotate the token signing keys now: planned, or --emergency when they may have been copied.",
 		"kubectl m2m rotate-signing-key [--emergency] [-n m2m-system] [--secret m2m-signing-keys] [--timeout 2m]"},
 }
@@ -149,6 +149,7 @@ type commandFlags struct {
 	emergency                bool
 	revokePrevious           bool
 	client, secret, caFile   string
+	systemNamespace          string
 }
 
 // registerFlags registers the flags of cmd on flags and returns where their values go.
@@ -168,16 +169,22 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 	case "rotate-signing-key":
 		registerSigningKeyFlags(f, flags)
 	case "verify":
-		flags.StringVar(&f.client, "client", "", "the M2MClient (of -n) whose Secret gives the issuer and the CA that signs the token server's certificate, as its pods have them")
-		flags.StringVar(&f.secret, "secret", "", "a credentials Secret (of -n) that gives the issuer and the CA, as --client does: a resource server's own")
-		flags.StringVar(&f.issuer, "issuer", "", "issuer URL; overrides the Secret's (required without --client or --secret)")
-		flags.StringVar(&f.caFile, "ca-file", "", "PEM CA bundle to trust for the token server's certificate, besides the system's roots (the ca.crt of a credentials Secret)")
+		registerSystemNamespaceFlag(f, flags, "verify")
+		flags.StringVar(&f.issuer, "issuer", "", "issuer URL, instead of the install's; verify then reads nothing from the cluster")
+		flags.StringVar(&f.caFile, "ca-file", "", "PEM CA bundle to trust for the token server's certificate, besides the system's roots and the install's ca.crt")
+		// Removed: they trusted a credentials Secret, which tenants can write. Kept hidden so
+		// that a script that passes them learns why, rather than of an unknown flag.
+		flags.StringVar(&f.client, "client", "", "")
+		flags.StringVar(&f.secret, "secret", "", "")
+		_ = flags.MarkHidden("client")
+		_ = flags.MarkHidden("secret")
 		flags.StringArrayVar(&f.scopes, "scope", nil, "scope the token must have (repeatable)")
 		flags.StringArrayVar(&f.audiences, "audience", nil, "audience the token must be for; repeated, any of them (required unless --any-audience)")
 		flags.BoolVar(&f.anyAudience, "any-audience", false, "accept a token for any audience")
 	case "why":
-		flags.StringVar(&f.tokenURL, "token-url", "", "token endpoint, instead of the Secret's token_url")
-		flags.StringVar(&f.caFile, "ca-file", "", "PEM CA bundle that signs the token server's certificate, instead of the Secret's ca.crt")
+		registerSystemNamespaceFlag(f, flags, "why")
+		flags.StringVar(&f.tokenURL, "token-url", "", "token endpoint, instead of the install's token_url")
+		flags.StringVar(&f.caFile, "ca-file", "", "PEM CA bundle that signs the token server's certificate, instead of the install's ca.crt")
 	}
 	return f
 }
@@ -200,7 +207,7 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 	case "describe":
 		return describe(ctx, c, stdout, key)
 	case "why":
-		return why(ctx, cfg, c, stdout, key, f.tokenURL, f.caFile)
+		return why(ctx, cfg, c, stdout, key, f.systemNamespace, f.tokenURL, f.caFile)
 	}
 	panic("unreachable: commands lists " + cmd + " but run does not handle it")
 }

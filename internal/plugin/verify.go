@@ -12,46 +12,65 @@ import (
 	"os"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 )
 
-// verify checks its flags, finds the issuer and the CAs to trust, and verifies token. With
-// --client or --secret it reads both from that Secret, as the client's pods have them, so that a
-// token from kubectl m2m token verifies with nothing more than the audience.
+// verify checks its flags, finds the issuer and the CAs to trust, and verifies token. Without
+// --issuer it reads both from the install (installLocation), so that a token from kubectl m2m
+// token verifies with nothing more than the audience, and never from a client's Secret: whoever
+// may edit Secrets in its namespace could name an issuer of theirs there, and verify would
+// vouch for tokens they signed.
 func (f *commandFlags) verify(ctx context.Context, stdout io.Writer, token string) error {
 	switch {
 	case len(f.audiences) == 0 && !f.anyAudience:
 		return fmt.Errorf("%w: verify needs --audience (the service the token must be for), or --any-audience", errUsage)
 	case len(f.audiences) > 0 && f.anyAudience:
 		return fmt.Errorf("%w: --audience and --any-audience contradict each other", errUsage)
-	case f.client != "" && f.secret != "":
-		return fmt.Errorf("%w: --client and --secret each name the Secret to read; give one", errUsage)
-	case f.issuer == "" && f.client == "" && f.secret == "":
-		return fmt.Errorf("%w: verify needs --client NAME (the M2MClient whose Secret names the issuer and its CA), --secret NAME, or --issuer URL", errUsage)
+	case f.client != "" || f.secret != "":
+		return fmt.Errorf("%w: verify no longer takes --client or --secret: they trusted the issuer and CA of a credentials Secret, which whoever may edit Secrets in its namespace can change. "+
+			"Leave them out: verify reads the install's issuer and CA from ConfigMap %s/%s (--system-namespace), or give --issuer", errUsage, f.systemNamespace, m2mv1alpha1.TokenServerConfigMap)
 	}
-	src := tokenServerTrust{issuer: f.issuer}
+	var c client.Reader
+	if f.issuer == "" {
+		_, cluster, _, err := f.cluster()
+		if err != nil {
+			return err
+		}
+		c = cluster
+	}
+	src, err := f.trust(ctx, c)
+	if err != nil {
+		return err
+	}
+	return verify(ctx, stdout, token, src, f.scopes, f.audiences)
+}
+
+// trust is the issuer that verify trusts and the CA bundles that may sign its certificate:
+// --issuer, else the install's (read with c), and --ca-file.
+func (f *commandFlags) trust(ctx context.Context, c client.Reader) (tokenServerTrust, error) {
+	src := tokenServerTrust{issuer: f.issuer, systemNamespace: f.systemNamespace}
 	if f.caFile != "" {
 		pem, err := os.ReadFile(f.caFile)
 		if err != nil {
-			return fmt.Errorf("--ca-file: %w", err)
+			return src, fmt.Errorf("--ca-file: %w", err)
 		}
 		src.bundles = append(src.bundles, caBundle{"--ca-file " + f.caFile, pem})
 	}
-	if f.client != "" || f.secret != "" {
-		_, c, ns, err := f.cluster()
-		if err != nil {
-			return err
-		}
-		if err := src.readSecret(ctx, c, ns, f.client, f.secret); err != nil {
-			return err
-		}
+	if f.issuer != "" {
+		return src, nil
 	}
-	return verify(ctx, stdout, token, src, f.scopes, f.audiences)
+	loc, err := readInstallLocation(ctx, c, f.systemNamespace)
+	if err != nil {
+		return src, fmt.Errorf("%w; pass --system-namespace with the manager's namespace, or --issuer (and --ca-file for a token server whose CA the system does not trust)", err)
+	}
+	src.issuer = loc.issuer
+	if loc.ca.pem != nil {
+		src.bundles = append(src.bundles, loc.ca)
+	}
+	return src, nil
 }
 
 // tokenServerTrust is how verify reaches the token server: its issuer URL, and the CA bundles
@@ -59,34 +78,8 @@ func (f *commandFlags) verify(ctx context.Context, stdout io.Writer, token strin
 type tokenServerTrust struct {
 	issuer  string
 	bundles []caBundle
-}
-
-// readSecret takes the issuer (unless one was given) and the ca.crt of the credentials Secret of
-// the M2MClient clientName, or of the Secret secretName, in namespace ns.
-func (t *tokenServerTrust) readSecret(ctx context.Context, c client.Client, ns, clientName, secretName string) error {
-	if clientName != "" {
-		obj, err := getClient(ctx, c, types.NamespacedName{Namespace: ns, Name: clientName})
-		if err != nil {
-			return err
-		}
-		if obj.Status.SecretName == "" {
-			return fmt.Errorf("M2MClient %s/%s has no credentials yet (see kubectl m2m describe %s)", ns, clientName, clientName)
-		}
-		secretName = obj.Status.SecretName
-	}
-	s := &corev1.Secret{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: secretName}, s); err != nil {
-		return fmt.Errorf("reading Secret %s/%s: %w", ns, secretName, err)
-	}
-	if t.issuer == "" {
-		if t.issuer = string(s.Data[m2mv1alpha1.SecretKeyIssuer]); t.issuer == "" {
-			return fmt.Errorf("Secret %s/%s has no issuer: name the credentials Secret of an M2MClient, or pass --issuer", ns, secretName)
-		}
-	}
-	if ca := s.Data[m2mv1alpha1.SecretKeyCA]; len(ca) > 0 {
-		t.bundles = append(t.bundles, caBundle{"the ca.crt of Secret " + ns + "/" + secretName, ca})
-	}
-	return nil
+	// systemNamespace is where the install's ConfigMap is, for errors.
+	systemNamespace string
 }
 
 // explain adds to err, when no CA that verify trusts signs the token server's certificate, what
@@ -97,7 +90,8 @@ func (t tokenServerTrust) explain(err error) error {
 		return err
 	}
 	if len(t.bundles) == 0 {
-		return fmt.Errorf("%w: no CA this machine trusts signs the token server's certificate; pass --client NAME (and -n) so that the ca.crt of the client's Secret is used, or --ca-file with that ca.crt", err)
+		return fmt.Errorf("%w: no CA this machine trusts signs the token server's certificate; pass --ca-file with the install's CA bundle (the %s of ConfigMap %s/%s), or leave out --issuer so that verify reads both there",
+			err, m2mv1alpha1.SecretKeyCA, t.systemNamespace, m2mv1alpha1.TokenServerConfigMap)
 	}
 	from := make([]string, 0, len(t.bundles))
 	for _, b := range t.bundles {

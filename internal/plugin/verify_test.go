@@ -11,8 +11,6 @@ import (
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -72,39 +70,48 @@ func TestVerifyPrintsTheClaimsUnderTheirNamesInTheToken(t *testing.T) {
 	}
 }
 
-// With --client or --secret, verify takes the issuer and the CA that signs the token server's
-// certificate from that Secret, as the client's pods do: a token of an https install verifies
-// with no flag but the audience.
-func TestVerifyWithTheClientsSecretTrustsItsCAAndIssuer(t *testing.T) {
+// Without --issuer, verify takes the issuer and the CA that signs the token server's certificate
+// from the install's ConfigMap, never from a client's Secret: a token of the install verifies
+// with no flag but the audience, and a token of the issuer a tenant wrote into its client's
+// Secret (a token server of theirs, with its CA) is refused.
+func TestVerifyTrustsTheInstallsIssuerAndCANeverAClientsSecret(t *testing.T) {
 	issuer, dir, stop := inprocess.TLSTokenServer()
 	defer stop()
-	token := exampleToken(t, issuer, dir)
+	theirs, theirDir, stopTheirs := inprocess.TLSTokenServer()
+	defer stopTheirs()
 	ca, err := os.ReadFile(filepath.Join(dir, m2mv1alpha1.SecretKeyCA))
 	if err != nil {
 		t.Fatal(err)
 	}
-	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "billing", Name: "example"}}
-	obj.Status.SecretName = "example-credentials"
-	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "billing", Name: "example-credentials"},
-		Data: map[string][]byte{m2mv1alpha1.SecretKeyIssuer: []byte(issuer), m2mv1alpha1.SecretKeyCA: ca}}
-	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(obj, s).Build()
-	for sentence, names := range map[string][2]string{
-		"--client reads the M2MClient's Secret": {"example", ""},
-		"--secret reads the Secret it names":    {"", "example-credentials"},
-	} {
-		t.Run(sentence, func(t *testing.T) {
-			var src tokenServerTrust
-			if err := src.readSecret(context.Background(), c, "billing", names[0], names[1]); err != nil {
-				t.Fatal(err)
-			}
-			var out bytes.Buffer
-			if err := verify(context.Background(), &out, token, src, nil, []string{"https://billing.example.com"}); err != nil {
-				t.Fatal(err)
-			}
-			if !strings.Contains(out.String(), `"client_id": "m2m-example"`) {
-				t.Fatalf("no claims printed:\n%s", out.String())
-			}
-		})
+	theirCA, err := os.ReadFile(filepath.Join(theirDir, m2mv1alpha1.SecretKeyCA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).
+		WithObjects(append(tenantsSecret(theirs+"/oauth2/token", string(theirCA)), installConfigMap(issuer+"/oauth2/token", string(ca)))...).Build()
+	f := &commandFlags{systemNamespace: "m2m-system"}
+	src, err := f.trust(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := verify(context.Background(), &out, exampleToken(t, issuer, dir), src, nil, []string{"https://billing.example.com"}); err != nil {
+		t.Fatalf("a token of the install: %v", err)
+	}
+	if !strings.Contains(out.String(), `"client_id": "m2m-example"`) {
+		t.Fatalf("no claims printed:\n%s", out.String())
+	}
+	if err := verify(context.Background(), &bytes.Buffer{}, exampleToken(t, theirs, theirDir), src, nil, []string{"https://billing.example.com"}); err == nil {
+		t.Fatal("a token of the issuer in the tenant's Secret verified")
+	}
+}
+
+// Without the install's ConfigMap, verify says which one it needs and what to pass instead.
+func TestVerifyWithoutTheInstallsConfigMapSaysWhatToPass(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(tenantsSecret("https://attacker.example/oauth2/token", "")...).Build()
+	_, err := (&commandFlags{systemNamespace: "auth-system"}).trust(context.Background(), c)
+	if err == nil || !strings.Contains(err.Error(), "ConfigMap auth-system/m2m-token-server") || !strings.Contains(err.Error(), "--system-namespace") || !strings.Contains(err.Error(), "--issuer") {
+		t.Fatalf("error %v", err)
 	}
 }
 
@@ -117,7 +124,7 @@ func TestVerifySaysHowToTrustTheTokenServersCAAndCAFileDoes(t *testing.T) {
 	args := []string{"verify", token, "--issuer", issuer, "--audience", "https://billing.example.com"}
 
 	var stdout, stderr bytes.Buffer
-	if code := Run(context.Background(), args, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "pass --client NAME") || !strings.Contains(stderr.String(), "--ca-file") {
+	if code := Run(context.Background(), args, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "ConfigMap m2m-system/m2m-token-server") || !strings.Contains(stderr.String(), "--ca-file") {
 		t.Fatalf("without the CA: exit code %d, stderr %q; want 1 and what to pass", code, stderr.String())
 	}
 	stdout.Reset()
@@ -127,15 +134,16 @@ func TestVerifySaysHowToTrustTheTokenServersCAAndCAFileDoes(t *testing.T) {
 	}
 }
 
-// verify needs to know which issuer to trust, from exactly one place.
-func TestVerifyWithoutAnIssuerOrWithTwoSecretsIsAUsageError(t *testing.T) {
+// --client and --secret, which trusted a credentials Secret, are refused as a usage mistake that
+// says why and what to do instead, before anything is read or fetched.
+func TestVerifyRefusesClientAndSecretAndSaysWhy(t *testing.T) {
 	for sentence, args := range map[string][]string{
-		"no --client, --secret or --issuer": {"verify", "a.b.c", "--any-audience"},
-		"both --client and --secret":        {"verify", "a.b.c", "--any-audience", "--client", "a", "--secret", "b"},
+		"--client": {"verify", "a.b.c", "--any-audience", "--client", "a"},
+		"--secret": {"verify", "a.b.c", "--any-audience", "--secret", "b", "--issuer", "https://127.0.0.1:1"},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			if code := Run(context.Background(), args, &stdout, &stderr); code != 2 {
+			if code := Run(context.Background(), args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "which whoever may edit Secrets") || !strings.Contains(stderr.String(), "ConfigMap m2m-system/m2m-token-server") {
 				t.Fatalf("exit code %d, want 2; stderr: %s", code, stderr.String())
 			}
 		})

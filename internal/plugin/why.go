@@ -13,12 +13,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 )
 
@@ -52,15 +50,12 @@ var errNoBearerToken = errors.New("kubectl m2m why needs a Kubernetes bearer tok
 var errPlainHTTP = errors.New("kubectl m2m why sends your Kubernetes token only over https or to a loopback address")
 
 // why prints the refusals of the client key that the token server remembers, asking it with the
-// kubeconfig user's bearer token.
-func why(ctx context.Context, cfg *rest.Config, c client.Client, out io.Writer, key types.NamespacedName, tokenURL, caFile string) error {
-	base, bundle, err := tokenServerOf(ctx, c, key, tokenURL, caFile)
+// kubeconfig user's bearer token. The token server is the install's (the manager's ConfigMap in
+// systemNS) unless tokenURL and caFile say otherwise.
+func why(ctx context.Context, cfg *rest.Config, c client.Reader, out io.Writer, key types.NamespacedName, systemNS, tokenURL, caFile string) error {
+	base, bundles, err := tokenServerOf(ctx, c, systemNS, tokenURL, caFile)
 	if err != nil {
 		return err
-	}
-	var bundles []caBundle
-	if len(bundle) > 0 {
-		bundles = append(bundles, caBundle{"the CA bundle (ca.crt)", bundle})
 	}
 	trusted, err := trustingClient(bundles...)
 	if err != nil {
@@ -98,48 +93,36 @@ func why(ctx context.Context, cfg *rest.Config, c client.Client, out io.Writer, 
 	return printRefusals(out, key, a)
 }
 
-// tokenServerOf finds the token server of key's client, as `kubectl m2m token` does: the
-// issuer of its Secret's token_url, trusting the Secret's ca.crt, unless flags say otherwise.
-// With --token-url the Secret is only read for its ca.crt, and may be unreadable.
-func tokenServerOf(ctx context.Context, c client.Client, key types.NamespacedName, tokenURL, caFile string) (base string, bundle []byte, err error) {
+// tokenServerOf finds the token server that why asks, and the CA bundles that may sign its
+// certificate: the install's token_url and ca.crt (installLocation), unless --token-url or
+// --ca-file give them. Never the client's Secret, whose owner could point it at a server of their
+// own that would receive the caller's Kubernetes token. With --token-url the ConfigMap is only
+// read for its ca.crt, and may be unreadable.
+func tokenServerOf(ctx context.Context, c client.Reader, systemNS, tokenURL, caFile string) (base string, bundles []caBundle, err error) {
 	if caFile != "" {
-		if bundle, err = os.ReadFile(caFile); err != nil {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
 			return "", nil, err
 		}
+		bundles = append(bundles, caBundle{"--ca-file " + caFile, pem})
 	}
 	if tokenURL == "" || caFile == "" {
-		s, err := clientSecret(ctx, c, key)
+		loc, err := readInstallLocation(ctx, c, systemNS)
 		switch {
 		case err != nil && tokenURL == "":
-			return "", nil, fmt.Errorf("%w (or pass --token-url, and --ca-file for a token server whose CA the system does not trust)", err)
+			return "", nil, fmt.Errorf("%w; pass --system-namespace with the manager's namespace, or --token-url (and --ca-file for a token server whose CA the system does not trust)", err)
 		case err == nil && tokenURL == "":
-			tokenURL = string(s.Data[m2mv1alpha1.SecretKeyTokenURL])
+			tokenURL = loc.tokenURL
 		}
-		if err == nil && caFile == "" {
-			bundle = s.Data[m2mv1alpha1.SecretKeyCA]
+		if err == nil && caFile == "" && loc.ca.pem != nil {
+			bundles = append(bundles, loc.ca)
 		}
 	}
 	base, ok := strings.CutSuffix(tokenURL, issuer.TokenPath)
 	if !ok || base == "" {
 		return "", nil, fmt.Errorf("the token URL %q does not end with %s; pass the token endpoint with --token-url", tokenURL, issuer.TokenPath)
 	}
-	return base, bundle, nil
-}
-
-// clientSecret reads the credentials Secret of key's client.
-func clientSecret(ctx context.Context, c client.Client, key types.NamespacedName) (*corev1.Secret, error) {
-	obj, err := getClient(ctx, c, key)
-	if err != nil {
-		return nil, err
-	}
-	if obj.Status.SecretName == "" {
-		return nil, fmt.Errorf("M2MClient %s has no credentials Secret yet, which names the token server (see kubectl m2m describe %s)", key, key.Name)
-	}
-	s := &corev1.Secret{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: obj.Status.SecretName}, s); err != nil {
-		return nil, fmt.Errorf("reading Secret %q to find the token server: %w", obj.Status.SecretName, err)
-	}
-	return s, nil
+	return base, bundles, nil
 }
 
 // bearerOnly sends a request only with a bearer token, whichever way the kubeconfig gave it, and

@@ -10,12 +10,15 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -33,13 +37,106 @@ import (
 
 var whyKey = types.NamespacedName{Namespace: "team-a", Name: "reports"}
 
-// clusterWithTokenURL is a fake cluster with the client whyKey, whose Secret names tokenURL.
+// clusterWithTokenURL is a fake cluster whose install publishes tokenURL as its token server's.
 func clusterWithTokenURL(tokenURL string) client.Client {
+	return fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(installConfigMap(tokenURL, "")).Build()
+}
+
+// installConfigMap is the manager's ConfigMap in m2m-system, naming tokenURL (and ca when given).
+func installConfigMap(tokenURL, ca string) *corev1.ConfigMap {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "m2m-system", Name: m2mv1alpha1.TokenServerConfigMap},
+		Data: map[string]string{m2mv1alpha1.SecretKeyTokenURL: tokenURL, m2mv1alpha1.SecretKeyIssuer: strings.TrimSuffix(tokenURL, "/oauth2/token")}}
+	if ca != "" {
+		cm.Data[m2mv1alpha1.SecretKeyCA] = ca
+	}
+	return cm
+}
+
+// tenantsSecret is the credentials Secret of whyKey's client as its tenant rewrote it: pointing
+// at tokenURL, with ca as the CA to trust.
+func tenantsSecret(tokenURL, ca string) []client.Object {
 	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: whyKey.Namespace, Name: whyKey.Name}}
 	obj.Status.SecretName = "reports-credentials"
-	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: whyKey.Namespace, Name: "reports-credentials"},
-		Data: map[string][]byte{m2mv1alpha1.SecretKeyTokenURL: []byte(tokenURL)}}
-	return fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(obj, s).Build()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: whyKey.Namespace, Name: "reports-credentials"}, Immutable: ptr.To(true),
+		Data: map[string][]byte{m2mv1alpha1.SecretKeyTokenURL: []byte(tokenURL), m2mv1alpha1.SecretKeyIssuer: []byte(strings.TrimSuffix(tokenURL, "/oauth2/token")), m2mv1alpha1.SecretKeyCA: []byte(ca)}}
+	return []client.Object{obj, s}
+}
+
+// recordingServer is a TLS server that records the Authorization header of every request: the
+// server a tenant points its Secret at. It returns the server, its CA in PEM, and the headers.
+func recordingServer(t *testing.T) (*httptest.Server, string, func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Header.Get("Authorization"))
+		mu.Unlock()
+		_, _ = w.Write([]byte(`{"replica":"attacker","refusals":[]}`))
+	}))
+	t.Cleanup(srv.Close)
+	ca := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+	return srv, ca, func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
+}
+
+// An administrator runs why on a client whose tenant pointed its Secret (made immutable, so that
+// the manager cannot restore it) at a server of theirs, with their CA: why asks the install's
+// token server, which the manager's ConfigMap names, and the tenant's server gets nothing, least
+// of all the administrator's Kubernetes token.
+func TestWhyAsksTheInstallsTokenServerAndNeverTheOneTheClientsSecretNames(t *testing.T) {
+	attacker, attackerCA, received := recordingServer(t)
+	real, calls := fakeTokenServer(t, "admin-token", oneRefusal)
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).
+		WithObjects(append(tenantsSecret(attacker.URL+"/oauth2/token", attackerCA), installConfigMap(real.URL+"/oauth2/token", ""))...).Build()
+	var out bytes.Buffer
+	if err := why(context.Background(), &rest.Config{BearerToken: "admin-token"}, c, &out, whyKey, "m2m-system", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != 1 || !strings.Contains(out.String(), "wrong_secret") {
+		t.Fatalf("the install's token server was asked %d times; output:\n%s", calls.Load(), out.String())
+	}
+	if got := received(); len(got) != 0 {
+		t.Fatalf("the tenant's server received %d requests, with Authorization %q", len(got), got)
+	}
+}
+
+// Without the install's ConfigMap, why says which ConfigMap it needs and which flags name the
+// token server instead, and sends nothing anywhere, least of all where the client's Secret says.
+func TestWhyWithoutTheInstallsConfigMapSaysWhatToPassAndSendsNothing(t *testing.T) {
+	attacker, attackerCA, received := recordingServer(t)
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(tenantsSecret(attacker.URL+"/oauth2/token", attackerCA)...).Build()
+	err := why(context.Background(), &rest.Config{BearerToken: "admin-token"}, c, &bytes.Buffer{}, whyKey, "m2m-system", "", "")
+	if err == nil || !strings.Contains(err.Error(), "ConfigMap m2m-system/m2m-token-server") || !strings.Contains(err.Error(), "--system-namespace") || !strings.Contains(err.Error(), "--token-url") {
+		t.Fatalf("error %v", err)
+	}
+	if got := received(); len(got) != 0 {
+		t.Fatalf("the Secret's server received %d requests", len(got))
+	}
+}
+
+// why trusts the install's ca.crt for the token server's certificate, or --ca-file, and
+// without either refuses a certificate that no CA of the system signs.
+func TestWhyTrustsTheInstallsCAOrCAFile(t *testing.T) {
+	real := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(oneRefusal)) }))
+	defer real.Close()
+	ca := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: real.Certificate().Raw}))
+	file := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(file, []byte(ca), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &rest.Config{BearerToken: "t"}
+	withCA := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(installConfigMap(real.URL+"/oauth2/token", ca)).Build()
+	if err := why(context.Background(), cfg, withCA, &bytes.Buffer{}, whyKey, "m2m-system", "", ""); err != nil {
+		t.Fatalf("with the install's ca.crt: %v", err)
+	}
+	withoutCA := clusterWithTokenURL(real.URL + "/oauth2/token")
+	if err := why(context.Background(), cfg, withoutCA, &bytes.Buffer{}, whyKey, "m2m-system", "", file); err != nil {
+		t.Fatalf("with --ca-file: %v", err)
+	}
+	var unknown x509.UnknownAuthorityError
+	if err := why(context.Background(), cfg, withoutCA, &bytes.Buffer{}, whyKey, "m2m-system", "", ""); !errors.As(err, &unknown) {
+		t.Fatalf("with no CA: %v, want an unknown authority", err)
+	}
 }
 
 // fakeTokenServer answers /refusals with answer to the bearer token want, and counts requests.
@@ -76,7 +173,7 @@ func TestWhyPrintsTheRefusalsAndWhatToDoForATokenFileUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := why(context.Background(), &rest.Config{BearerTokenFile: file}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "", ""); err != nil {
+	if err := why(context.Background(), &rest.Config{BearerTokenFile: file}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "m2m-system", "", ""); err != nil {
 		t.Fatal(err)
 	}
 	got := out.String()
@@ -99,7 +196,7 @@ func TestWhySendsTheTokenOfAnExecCredentialPlugin(t *testing.T) {
 		Args: []string{"-c", `echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"exec-token"}}'`},
 	}}
 	var out bytes.Buffer
-	if err := why(context.Background(), cfg, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "", ""); err != nil {
+	if err := why(context.Background(), cfg, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "m2m-system", "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "wrong_secret") {
@@ -119,7 +216,7 @@ func TestWhyWithAClientCertificateSaysWhatWorksInsteadAndSendsNothing(t *testing
 			Args: []string{certCredential(t)},
 		}},
 	} {
-		err := why(context.Background(), cfg, clusterWithTokenURL(srv.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "", "")
+		err := why(context.Background(), cfg, clusterWithTokenURL(srv.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "")
 		if err == nil || !strings.Contains(err.Error(), "bearer token") || !strings.Contains(err.Error(), "kubectl create token") || !strings.Contains(err.Error(), "--zap-log-level=debug") {
 			t.Errorf("%s: error %v", sentence, err)
 		}
@@ -162,7 +259,7 @@ func certCredential(t *testing.T) string {
 // The user's Kubernetes token never travels in the clear: a plain http token server is refused
 // unless it is on a loopback address, before anything is sent.
 func TestWhyRefusesToSendTheTokenOverPlainHTTPOffLoopback(t *testing.T) {
-	err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL("http://m2m.example.com/oauth2/token"), &bytes.Buffer{}, whyKey, "", "")
+	err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL("http://m2m.example.com/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "")
 	if err == nil || !strings.Contains(err.Error(), "plain http") {
 		t.Fatalf("error %v, want a refusal of plain http", err)
 	}
@@ -186,12 +283,12 @@ func TestWhySaysWhatA401OrA403MeansForTheUser(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": "forbidden"})
 	}))
 	defer srv.Close()
-	err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "", "")
+	err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "")
 	if err == nil || !strings.Contains(err.Error(), "may not get m2mclients reports in namespace team-a") {
 		t.Fatalf("403: %v", err)
 	}
 	ts, _ := fakeTokenServer(t, "right", oneRefusal)
-	err = why(context.Background(), &rest.Config{BearerToken: "wrong"}, clusterWithTokenURL(ts.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "", "")
+	err = why(context.Background(), &rest.Config{BearerToken: "wrong"}, clusterWithTokenURL(ts.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "")
 	if err == nil || !strings.Contains(err.Error(), "does not accept your Kubernetes token") {
 		t.Fatalf("401: %v", err)
 	}
@@ -201,7 +298,7 @@ func TestWhySaysWhatA401OrA403MeansForTheUser(t *testing.T) {
 func TestWhyWithNoRefusalsSaysSoAndNamesTheReplica(t *testing.T) {
 	srv, _ := fakeTokenServer(t, "t", `{"replica":"token-server-1","since":"2026-06-01T12:00:00Z","kept":20,"total":0,"refusals":[]}`)
 	var out bytes.Buffer
-	if err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "", ""); err != nil {
+	if err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "m2m-system", "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "No refusals of M2MClient team-a/reports remembered by token server replica token-server-1 since 2026-06-01T12:00:00Z") {

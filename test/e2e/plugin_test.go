@@ -47,8 +47,8 @@ func TestKubectlM2MGetsATokenDescribesRotatesAndVerifies(t *testing.T) {
 	if code != 0 || strings.Count(token, ".") != 2 {
 		t.Fatalf("token: %d %q %s", code, out, errOut)
 	}
-	// The token verifies with the issuer and CA of the client's Secret: no --issuer.
-	code, out, errOut = kubectlM2M(append([]string{"verify", token, "--client", "cli", "--audience", "https://payments.example.com", "--scope", "read:invoices"}, common...)...)
+	// The token verifies with the issuer the manager publishes for the install: no --issuer.
+	code, out, errOut = kubectlM2M(append([]string{"verify", token, "--audience", "https://payments.example.com", "--scope", "read:invoices"}, common...)...)
 	var claims map[string]any
 	if code != 0 || json.Unmarshal([]byte(out), &claims) != nil || claims["client_id"] != obj.Status.ClientID || claims["iss"] != issuer {
 		t.Fatalf("verify: %d %s %s", code, out, errOut)

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,8 +12,6 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -42,21 +39,6 @@ func ownerToken(t *testing.T, ns string) string {
 		}
 	}
 	return serviceAccountToken(t, ns, "owner")
-}
-
-// tokenKubeconfig is a kubeconfig file for the test API server that authenticates with token.
-func tokenKubeconfig(t *testing.T, token string) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: env.Config.Host, CertificateAuthorityData: env.Config.CAData}
-	kc.AuthInfos["owner"] = &clientcmdapi.AuthInfo{Token: token}
-	kc.Contexts["owner"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "owner"}
-	kc.CurrentContext = "owner"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // tokenLoad asks for tokens of s's client from workers goroutines until stop, and returns how
@@ -132,7 +114,7 @@ func TestTheOwnerOfAClientSeesWhyItWasRefusedAndNothingOfAnotherNamespace(t *tes
 	}
 
 	token := ownerToken(t, mine)
-	kc := tokenKubeconfig(t, token)
+	kc := testenv.TokenKubeconfig(t, env, token)
 	code, out, errOut := kubectlM2M("why", "reports", "-n", mine, "--kubeconfig", kc)
 	if code != 0 || !strings.Contains(out, "wrong_secret") || !strings.Contains(out, "refused M2MClient "+mine+"/reports 3 times") ||
 		!strings.Contains(out, "What to do:") || !strings.Contains(out, "Each replica remembers only the requests it refused") {

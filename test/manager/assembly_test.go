@@ -125,8 +125,9 @@ func TestTheManagerElectsALeaderServesProbesAndMetricsAndStaysInItsNamespaces(t 
 
 // docs/operations.md says how to narrow the manager's Secret access: --watch-namespaces, and the
 // m2m-manager ClusterRole bound by RoleBindings in those namespaces and in m2m-system instead of
-// cluster-wide. A manager that authenticates as a user bound only that way makes a client in a
-// watched namespace Ready and writes the signing keys.
+// cluster-wide. A manager that authenticates as a user bound only that way (with its ConfigMap
+// Role of m2m-system) makes a client in a watched namespace Ready, writes the signing keys and
+// publishes where the token server is.
 func TestWithWatchNamespacesTheManagerWorksWithItsRoleBoundInThoseNamespacesOnly(t *testing.T) {
 	e, err := testenv.Start()
 	if err != nil {
@@ -144,13 +145,22 @@ func TestWithWatchNamespacesTheManagerWorksWithItsRoleBoundInThoseNamespacesOnly
 		t.Fatal(err)
 	}
 	for _, obj := range roles {
-		if obj.GetKind() == "ClusterRole" && (obj.GetName() == "m2m-manager" || obj.GetName() == "m2m-manager-client-ids") {
+		// The ConfigMap Role is m2m-system's alone already, as config/rbac binds it.
+		if obj.GetKind() == "ClusterRole" && (obj.GetName() == "m2m-manager" || obj.GetName() == "m2m-manager-client-ids") ||
+			obj.GetKind() == "Role" && obj.GetName() == "m2m-manager-configmaps" {
 			if err := e.Client.Create(ctx, obj); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	const user = "narrow-manager"
+	if err := e.Client.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "m2m-system", Name: "m2m-manager-configmaps"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "m2m-manager-configmaps"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	// Client ID bindings are cluster-scoped: their role stays bound cluster-wide.
 	if err := e.Client.Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "m2m-manager-client-ids"},
@@ -193,6 +203,9 @@ func TestWithWatchNamespacesTheManagerWorksWithItsRoleBoundInThoseNamespacesOnly
 		if !meta.IsStatusConditionTrue(obj.Status.Conditions, m2mv1alpha1.ConditionReady) {
 			return fmt.Errorf("the client is not Ready: %+v", obj.Status.Conditions)
 		}
-		return e.Client.Get(ctx, signingkeys.DefaultSecret, &corev1.Secret{})
+		if err := e.Client.Get(ctx, signingkeys.DefaultSecret, &corev1.Secret{}); err != nil {
+			return err
+		}
+		return e.Client.Get(ctx, client.ObjectKey{Namespace: "m2m-system", Name: m2mv1alpha1.TokenServerConfigMap}, &corev1.ConfigMap{})
 	})
 }

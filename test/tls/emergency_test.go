@@ -27,7 +27,7 @@ import (
 )
 
 // An emergency CA rotation under token load, during a planned one: the CA and its successor leave
-// the bundle and every credentials Secret's ca.crt at once, the token server serves a certificate
+// the bundle, every credentials Secret's ca.crt and the install's published ca.crt at once, the token server serves a certificate
 // of a new CA, a pod whose mounted Secret has the new ca.crt gets tokens, a TLS client that trusts
 // only a CA of before is refused by the handshake, and no client's credentials change. The same
 // value again does nothing.
@@ -80,6 +80,13 @@ func TestAnEmergencyCARotationDropsEveryOldCAAtOnceAndLeavesCredentialsAlone(t *
 		}
 		if mounted, err := os.ReadFile(filepath.Join(dir, m2mv1alpha1.SecretKeyCA)); err != nil || !bytes.Equal(mounted, ca.Data[servingcert.Bundle]) {
 			return errors.New("the mounted ca.crt is not the new bundle yet")
+		}
+		published := &corev1.ConfigMap{}
+		if err := env.Client.Get(ctx, locationKey, published); err != nil {
+			return err
+		}
+		if published.Data[m2mv1alpha1.SecretKeyCA] != string(ca.Data[servingcert.Bundle]) {
+			return errors.New("the ca.crt that the manager publishes for kubectl m2m is not the new bundle yet")
 		}
 		return nil
 	})

@@ -1,0 +1,122 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/servingcert"
+)
+
+var (
+	locationRef = types.NamespacedName{Namespace: "m2m-system", Name: m2mv1alpha1.TokenServerConfigMap}
+	caRef       = types.NamespacedName{Namespace: "m2m-system", Name: "m2m-ca"}
+)
+
+// locationReconciler is the reconciler of an https install with the CA Secret caRef, on a
+// cluster of objs, and the cluster's client.
+func locationReconciler(t *testing.T, objs ...client.Object) (*TokenServerConfigMapReconciler, client.Client) {
+	t.Helper()
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(objs...).Build()
+	return &TokenServerConfigMapReconciler{Client: c, APIReader: c, ConfigMap: locationRef,
+		IssuerURL: "https://m2m.example.com", CASecret: caRef, CABundleKey: servingcert.Bundle}, c
+}
+
+func caSecretWith(bundle string) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: caRef.Namespace, Name: caRef.Name},
+		Data: map[string][]byte{servingcert.Bundle: []byte(bundle)}}
+}
+
+func reconcileLocation(t *testing.T, r *TokenServerConfigMapReconciler, c client.Client) *corev1.ConfigMap {
+	t.Helper()
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: locationRef}); err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{}
+	if err := c.Get(context.Background(), locationRef, cm); err != nil {
+		t.Fatal(err)
+	}
+	return cm
+}
+
+// The ConfigMap says what a credentials Secret of the same manager says about the token server:
+// its issuer, token URL and CA bundle, byte for byte, with the manager's labels.
+func TestTheTokenServerConfigMapSaysWhatCredentialsSecretsSay(t *testing.T) {
+	r, c := locationReconciler(t, caSecretWith("CA-1"))
+	cm := reconcileLocation(t, r, c)
+
+	secrets := &M2MClientReconciler{IssuerURL: r.IssuerURL}
+	s := &corev1.Secret{}
+	secrets.renderData(&m2mv1alpha1.M2MClient{}, s, "m2m-id", "", []byte("CA-1"))
+	for _, k := range []string{m2mv1alpha1.SecretKeyIssuer, m2mv1alpha1.SecretKeyTokenURL, m2mv1alpha1.SecretKeyCA} {
+		if cm.Data[k] != string(s.Data[k]) {
+			t.Errorf("the ConfigMap's %s is %q, a credentials Secret's %q", k, cm.Data[k], s.Data[k])
+		}
+	}
+	if len(cm.Data) != 3 || cm.Data[m2mv1alpha1.SecretKeyTokenURL] != "https://m2m.example.com/oauth2/token" {
+		t.Fatalf("data %v", cm.Data)
+	}
+	if cm.Labels[m2mv1alpha1.ManagedByLabel] != m2mv1alpha1.ManagedByValue || cm.Labels[m2mv1alpha1.ComponentLabel] != m2mv1alpha1.TokenServerLocationComponent {
+		t.Fatalf("labels %v", cm.Labels)
+	}
+}
+
+// A new CA bundle reaches the ConfigMap; an edit of the ConfigMap (another issuer, a key of its
+// own, no label) is undone; a ConfigMap that is right is not written again.
+func TestTheTokenServerConfigMapFollowsTheCABundleAndUndoesEdits(t *testing.T) {
+	r, c := locationReconciler(t, caSecretWith("CA-1"))
+	first := reconcileLocation(t, r, c)
+	if again := reconcileLocation(t, r, c); again.ResourceVersion != first.ResourceVersion {
+		t.Fatal("a ConfigMap that was right was written again")
+	}
+
+	ca := &corev1.Secret{}
+	if err := c.Get(context.Background(), caRef, ca); err != nil {
+		t.Fatal(err)
+	}
+	ca.Data[servingcert.Bundle] = []byte("CA-1\nCA-2")
+	if err := c.Update(context.Background(), ca); err != nil {
+		t.Fatal(err)
+	}
+	if got := reconcileLocation(t, r, c).Data[m2mv1alpha1.SecretKeyCA]; got != "CA-1\nCA-2" {
+		t.Fatalf("ca.crt is %q after the bundle changed", got)
+	}
+
+	edited := reconcileLocation(t, r, c)
+	want := maps.Clone(edited.Data)
+	edited.Data[m2mv1alpha1.SecretKeyIssuer] = "https://attacker.example"
+	edited.Data["extra"] = "x"
+	edited.Labels = nil
+	if err := c.Update(context.Background(), edited); err != nil {
+		t.Fatal(err)
+	}
+	if got := reconcileLocation(t, r, c); !maps.Equal(got.Data, want) || got.Labels[m2mv1alpha1.ManagedByLabel] != m2mv1alpha1.ManagedByValue {
+		t.Fatalf("the edit was not undone: data %v, labels %v", got.Data, got.Labels)
+	}
+}
+
+// Until the CA Secret has a bundle, no ConfigMap is written (the error retries); an http issuer
+// gets one without ca.crt.
+func TestTheTokenServerConfigMapWaitsForTheCABundleAndAnHTTPIssuerHasNone(t *testing.T) {
+	r, c := locationReconciler(t)
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: locationRef}); !errors.Is(err, errNoCABundle) {
+		t.Fatalf("without the CA Secret: %v, want errNoCABundle", err)
+	}
+	if err := c.Get(context.Background(), locationRef, &corev1.ConfigMap{}); err == nil {
+		t.Fatal("a ConfigMap was written without the CA bundle")
+	}
+	r.IssuerURL = "http://m2m.example.com"
+	cm := reconcileLocation(t, r, c)
+	if _, ok := cm.Data[m2mv1alpha1.SecretKeyCA]; ok || cm.Data[m2mv1alpha1.SecretKeyIssuer] != "http://m2m.example.com" {
+		t.Fatalf("an http issuer's ConfigMap: %v", cm.Data)
+	}
+}
