@@ -245,6 +245,12 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 
 	keys, err := r.loadStatusKeys(ctx)
+	if errors.Is(err, errNoStatusKeys) {
+		// At start, before the signing-key controller's first write: an expected state, not an
+		// error. That write wakes every client (statusKeysChanged); the requeue is a backstop.
+		log.FromContext(ctx).V(1).Info("waiting for the status keys")
+		return ctrl.Result{RequeueAfter: statusKeysWait}, nil
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}

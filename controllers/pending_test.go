@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -98,5 +100,17 @@ func TestARevocationAfterAWriteWhoseAnswerWasLostIssuesANewSecret(t *testing.T) 
 		if e.Hash == credentials.Hash(written) || e.Hash == credentials.Hash(first) {
 			t.Fatalf("a revoked secret is still accepted: %+v", got.Status.AcceptedSecrets)
 		}
+	}
+}
+
+// At start, a client is reconciled before the signing-key controller has written the status
+// keys: an expected state, which waits without an error (every start logged one per client).
+func TestAClientReconciledBeforeTheStatusKeysExistWaitsWithoutAnError(t *testing.T) {
+	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "c", UID: "uid-1"}}
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(obj).WithStatusSubresource(obj).Build()
+	r := &M2MClientReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10), Clock: clocktesting.NewFakeClock(now), IssuerURL: "https://m2m.example.com", KeySecret: keyRef}
+	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
+	if err != nil || res.RequeueAfter <= 0 {
+		t.Fatalf("without status keys: %+v, %v; want a wait and no error", res, err)
 	}
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -23,6 +24,10 @@ type loadedStatusKeys struct {
 
 // errNoStatusKeys says that the status keys are not loaded yet; the reconcile is retried.
 var errNoStatusKeys = errors.New("the status keys are not in the signing-key Secret yet")
+
+// statusKeysWait is how soon a client waiting for the status keys is looked at again, should the
+// signing-key Secret's write not wake it.
+const statusKeysWait = 5 * time.Second
 
 // loadStatusKeys returns the status keys from the cached signing-key Secret.
 func (r *M2MClientReconciler) loadStatusKeys(ctx context.Context) (*statusmac.Set, error) {

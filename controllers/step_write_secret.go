@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -202,7 +203,7 @@ func caBundleOf(ctx context.Context, cache, api client.Reader, issuerURL string,
 		return nil, err
 	}
 	if s == nil || len(s.Data[key]) == 0 {
-		return nil, fmt.Errorf("%w: Secret %s has no %s (with --ca-bundle-secret, the issuer must put its CA there)", errNoCABundle, caSecret, key)
+		return nil, fmt.Errorf("%w: Secret %s has no %s yet (the manager writes its own CA at start; with --ca-bundle-secret, the issuer must put its CA there)", errNoCABundle, caSecret, key)
 	}
 	return s.Data[key], nil
 }
@@ -210,3 +211,7 @@ func caBundleOf(ctx context.Context, cache, api client.Reader, issuerURL string,
 // errNoCABundle says that the CA bundle is not there (yet); the reconcile is retried, so that no
 // credentials Secret for an https issuer is written without the CA to trust it.
 var errNoCABundle = errors.New("no CA bundle for the credentials Secrets")
+
+// caBundleWait is how soon a wait for the CA bundle is looked at again, should the CA Secret's
+// write not wake it.
+const caBundleWait = 10 * time.Second

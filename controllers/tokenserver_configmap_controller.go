@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"maps"
 
 	corev1 "k8s.io/api/core/v1"
@@ -73,6 +74,12 @@ func (r *TokenServerConfigMapReconciler) SetupWithManager(mgr ctrl.Manager) erro
 // cannot verify.
 func (r *TokenServerConfigMapReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	bundle, err := caBundleOf(ctx, r.Client, r.APIReader, r.IssuerURL, r.CASecret, r.CABundleKey)
+	if errors.Is(err, errNoCABundle) {
+		// At start, before the CA is made, or while cert-manager has not issued yet: the CA
+		// Secret's write wakes this (caBundleEvents); the requeue is a backstop.
+		log.FromContext(ctx).Info("waiting for the CA bundle to publish the token server's location", "reason", err.Error())
+		return ctrl.Result{RequeueAfter: caBundleWait}, nil
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
