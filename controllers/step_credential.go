@@ -18,9 +18,29 @@ import (
 )
 
 // pendingSecret is a credential issued and accepted but not yet written, for the object of uid.
+// It is reused only while it may never have been written anywhere: once the Secret is seen
+// carrying it, it is forgotten (forgetWritten).
 type pendingSecret struct {
 	uid         types.UID
 	hash, value string
+	// revoking: it was issued by a revocation, the only pending credential a revocation reuses;
+	// one issued before the revocation was asked for may have been written (a write whose answer
+	// was lost) and then leaked with the rest.
+	revoking bool
+}
+
+// forgetWritten forgets the pending credential of obj when secret carries it: the write that
+// failed was stored after all (its answer was lost), so it is the current credential, and
+// reusing it would make a later rotation, or a revocation after a leak, issue it again.
+func (r *M2MClientReconciler) forgetWritten(obj *m2mv1alpha1.M2MClient, kind credentials.Kind, secret *corev1.Secret) {
+	key := client.ObjectKeyFromObject(obj)
+	v, ok := r.pending.Load(key)
+	if !ok || kind == nil || secret == nil {
+		return
+	}
+	if value := string(secret.Data[kind.DataKey()]); value != "" && kind.Fingerprint(value) == v.(pendingSecret).hash {
+		r.pending.Delete(key)
+	}
 }
 
 // reconcileCredential decides what the client's credential needs (DecideSecret) and does it: issue,
@@ -31,6 +51,7 @@ func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, 
 		return c.retire(ctx)
 	}
 	obj := c.obj
+	c.r.forgetWritten(obj, c.kind, c.secret)
 	d := DecideSecret(obj, c.secret, c.now)
 	log.FromContext(ctx).V(1).Info("decided", "action", d.Action, "why", d.Why)
 	switch d.Action {
@@ -119,7 +140,7 @@ func (c *clientReconcile) adopt(ctx context.Context, d SecretDecision) error {
 // accepted. It returns the Secret as written.
 func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.Secret, error) {
 	r, obj := c.r, c.obj
-	value, err := r.pendingOrNew(obj, c.kind, c.secret)
+	value, err := r.pendingOrNew(obj, c.kind, d.Revoke)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +173,7 @@ func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.
 		return nil, err
 	}
 	key := client.ObjectKeyFromObject(obj)
-	r.pending.Store(key, pendingSecret{uid: obj.UID, hash: entry.Hash, value: value})
+	r.pending.Store(key, pendingSecret{uid: obj.UID, hash: entry.Hash, value: value, revoking: d.Revoke})
 	written, err := r.writeSecret(ctx, obj, c.secret, c.id, value)
 	if c.secret == nil && apierrors.IsAlreadyExists(err) {
 		r.pending.Delete(key)
@@ -195,16 +216,12 @@ func (c *clientReconcile) issued(d SecretDecision, written *corev1.Secret, first
 }
 
 // pendingOrNew returns the credential of an earlier attempt whose hash status still accepts
-// without expiry and that secret does not carry (its write failed), if it is of the client's
-// kind, else a new one. A pending credential that secret carries was written after all (the API
-// server stored a write whose answer was lost): it is the current credential, and reusing it
-// would make a rotation, or a revocation after a leak, issue the very secret it replaces.
-func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient, kind credentials.Kind, secret *corev1.Secret) (string, error) {
+// without expiry (its write failed, and its Secret was never seen carrying it), if it is of the
+// client's kind, else a new one. A revocation reuses only a credential that a revocation issued.
+func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient, kind credentials.Kind, revoke bool) (string, error) {
 	key := client.ObjectKeyFromObject(obj)
 	if v, ok := r.pending.Load(key); ok {
-		pend := v.(pendingSecret)
-		written := secret != nil && kind.Fingerprint(string(secret.Data[kind.DataKey()])) == pend.hash
-		if pend.uid == obj.UID && !written {
+		if pend := v.(pendingSecret); pend.uid == obj.UID && (pend.revoking || !revoke) {
 			for _, e := range obj.Status.AcceptedSecrets {
 				if e.Hash == pend.hash && e.ExpiresAt == nil && kind.Fingerprint(pend.value) == pend.hash && kind.Problem(pend.value) == "" {
 					return pend.value, nil
