@@ -69,19 +69,23 @@ func (r *TokenServerConfigMapReconciler) SetupWithManager(mgr ctrl.Manager) erro
 }
 
 // Reconcile makes the ConfigMap hold the issuer, the token URL and the CA bundle that
-// credentials Secrets get, and nothing else. Until the CA bundle exists it writes nothing, as
-// for credentials Secrets: a location without its CA would only send callers to a server they
-// cannot verify.
+// credentials Secrets get, and nothing else. Until the CA bundle exists it holds the issuer and
+// the token URL alone (they come from the manager's flags): a ConfigMap that someone else wrote
+// there before the manager's first write must not stand meanwhile, since kubectl m2m why sends
+// the caller's Kubernetes token where it says. Without the CA, callers cannot verify the token
+// server yet and send nothing.
 func (r *TokenServerConfigMapReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
 	bundle, err := caBundleOf(ctx, r.Client, r.APIReader, r.IssuerURL, r.CASecret, r.CABundleKey)
-	if errors.Is(err, errNoCABundle) {
+	waiting := errors.Is(err, errNoCABundle)
+	if err != nil && !waiting {
+		return ctrl.Result{}, err
+	}
+	res := ctrl.Result{}
+	if waiting {
 		// At start, before the CA is made, or while cert-manager has not issued yet: the CA
 		// Secret's write wakes this (caBundleEvents); the requeue is a backstop.
-		log.FromContext(ctx).Info("waiting for the CA bundle to publish the token server's location", "reason", err.Error())
-		return ctrl.Result{RequeueAfter: caBundleWait}, nil
-	}
-	if err != nil {
-		return ctrl.Result{}, err
+		log.FromContext(ctx).Info("waiting for the CA bundle to publish it with the token server's location", "reason", err.Error())
+		res.RequeueAfter = caBundleWait
 	}
 	cm, err := r.read(ctx)
 	if err != nil {
@@ -90,7 +94,7 @@ func (r *TokenServerConfigMapReconciler) Reconcile(ctx context.Context, _ ctrl.R
 	data := tokenServerLocation(r.IssuerURL, bundle)
 	labels := componentLabels(cm.Labels, m2mv1alpha1.TokenServerLocationComponent)
 	if cm.ResourceVersion != "" && maps.Equal(cm.Data, data) && len(cm.BinaryData) == 0 && maps.Equal(cm.Labels, labels) {
-		return ctrl.Result{}, nil
+		return res, nil
 	}
 	cm.Data, cm.BinaryData, cm.Labels = data, nil, labels
 	if cm.ResourceVersion == "" {
@@ -105,7 +109,7 @@ func (r *TokenServerConfigMapReconciler) Reconcile(ctx context.Context, _ ctrl.R
 	if err == nil {
 		log.FromContext(ctx).Info("published the token server's location", "configMap", r.ConfigMap.String(), "issuer", r.IssuerURL, "caBundle", bundle != nil)
 	}
-	return ctrl.Result{}, err
+	return res, err
 }
 
 // read returns a copy of the ConfigMap to change, from the cache or else the API server, or an

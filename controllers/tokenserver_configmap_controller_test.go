@@ -103,15 +103,26 @@ func TestTheTokenServerConfigMapFollowsTheCABundleAndUndoesEdits(t *testing.T) {
 	}
 }
 
-// Until the CA Secret has a bundle, no ConfigMap is written: the reconciler waits, without an
-// error (the state of every start), and looks again; an http issuer gets one without ca.crt.
+// Until the CA Secret has a bundle, the ConfigMap holds the issuer and token URL without ca.crt
+// and the reconciler looks again, without an error (the state of every start); a ConfigMap that
+// someone planted there meanwhile does not stand (the second review had one send kubectl m2m
+// why elsewhere until the CA existed). An http issuer gets one without ca.crt.
 func TestTheTokenServerConfigMapWaitsForTheCABundleAndAnHTTPIssuerHasNone(t *testing.T) {
 	r, c := locationReconciler(t)
+	planted := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: locationRef.Namespace, Name: locationRef.Name},
+		Data: map[string]string{m2mv1alpha1.SecretKeyTokenURL: "https://evil.example/oauth2/token"}}
+	if err := c.Create(context.Background(), planted); err != nil {
+		t.Fatal(err)
+	}
 	if res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: locationRef}); err != nil || res.RequeueAfter <= 0 {
 		t.Fatalf("without the CA Secret: %+v, %v; want a wait and no error", res, err)
 	}
-	if err := c.Get(context.Background(), locationRef, &corev1.ConfigMap{}); err == nil {
-		t.Fatal("a ConfigMap was written without the CA bundle")
+	got := &corev1.ConfigMap{}
+	if err := c.Get(context.Background(), locationRef, got); err != nil {
+		t.Fatal(err)
+	}
+	if want := tokenServerLocation(r.IssuerURL, nil); !maps.Equal(got.Data, want) {
+		t.Fatalf("while the CA bundle is missing the ConfigMap holds %v, want %v", got.Data, want)
 	}
 	r.IssuerURL = "http://m2m.example.com"
 	cm := reconcileLocation(t, r, c)

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 )
@@ -162,6 +163,7 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 		flags.StringArrayVar(&f.audiences, "audience", nil, "audience to request (repeatable)")
 		flags.StringVar(&f.tokenURL, "token-url", "", "token endpoint, instead of the Secret's token_url")
 		flags.StringVar(&f.serviceAccount, "service-account", "", "authenticate as this ServiceAccount of the client's namespace (a token from the TokenRequest API), instead of with the Secret's client secret or key pair")
+		registerSystemNamespaceFlag(f, flags, "token --service-account")
 		flags.StringVarP(&f.output, "output", "o", "", "json prints the whole token response")
 	case "rotate":
 		flags.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
@@ -198,7 +200,7 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 	key := types.NamespacedName{Namespace: ns, Name: name}
 	switch cmd {
 	case "token":
-		return token(ctx, c, stdout, key, f.scopes, f.audiences, f.tokenURL, f.output, f.serviceAccount)
+		return token(ctx, c, stdout, key, f.scopes, f.audiences, f.tokenURL, f.output, f.serviceAccount, f.systemNamespace)
 	case "rotate":
 		if f.revokePrevious {
 			return revoke(ctx, c, stdout, key, f.timeout)
@@ -234,7 +236,8 @@ func getClient(ctx context.Context, c client.Client, key types.NamespacedName) (
 	return obj, nil
 }
 
-func token(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, scopes, audiences []string, tokenURL, output, serviceAccount string) error {
+func token(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, scopes, audiences []string, tokenURL, output, serviceAccount, systemNamespace string) error {
+	givenTokenURL := tokenURL
 	obj, err := getClient(ctx, c, key)
 	if err != nil {
 		return err
@@ -280,10 +283,31 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 	}
 	if serviceAccount != "" {
 		// What a pod running as the ServiceAccount would send: a token for the issuer, from the
-		// TokenRequest API, as the client assertion.
+		// TokenRequest API, as the client assertion. The caller mints that token, so its
+		// audience, where it goes and whom to trust come from the install's ConfigMap, never
+		// from the client's Secret, which tenants can write.
+		loc, err := readInstallLocation(ctx, c, systemNamespace)
+		if err != nil {
+			return fmt.Errorf("%w; --service-account sends a token minted for you only to the install's token server", err)
+		}
+		if givenTokenURL == "" {
+			cc.TokenURL = loc.tokenURL
+		}
+		if !strings.HasPrefix(cc.TokenURL, "https://") && !issuer.Loopback(cc.TokenURL) {
+			return fmt.Errorf("the token server %s is plain http: a ServiceAccount token goes only over https or to a loopback address", cc.TokenURL)
+		}
+		var bundles []caBundle
+		if loc.ca.pem != nil {
+			bundles = append(bundles, loc.ca)
+		}
+		hc, err := trustingClient(bundles...)
+		if err != nil {
+			return err
+		}
+		ctx = context.WithValue(ctx, oauth2.HTTPClient, hc)
 		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: serviceAccount}}
 		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-			Audiences: []string{string(s.Data[m2mv1alpha1.SecretKeyIssuer])}, ExpirationSeconds: ptr.To[int64](600)}}
+			Audiences: []string{loc.issuer}, ExpirationSeconds: ptr.To[int64](600)}}
 		if err := c.SubResource("token").Create(ctx, sa, tr); err != nil {
 			return fmt.Errorf("requesting a token for ServiceAccount %s/%s: %w", key.Namespace, serviceAccount, err)
 		}

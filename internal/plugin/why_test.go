@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -31,6 +33,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
@@ -303,5 +306,46 @@ func TestWhyWithNoRefusalsSaysSoAndNamesTheReplica(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "No refusals of M2MClient team-a/reports remembered by token server replica token-server-1 since 2026-06-01T12:00:00Z") {
 		t.Fatalf("output:\n%s", out.String())
+	}
+}
+
+// A ServiceAccount token that `kubectl m2m token --service-account` mints for its caller goes to
+// the install's token server, for the install's issuer, never where the client's Secret (which
+// its tenant can write) points: the second review had an administrator's minted token sent to
+// the tenant's server.
+func TestTokenAsAServiceAccountSendsTheMintedTokenOnlyToTheInstallsTokenServer(t *testing.T) {
+	var mu sync.Mutex
+	var tenantGot, installGot []string
+	record := func(into *[]string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			_ = r.ParseForm()
+			mu.Lock()
+			*into = append(*into, r.PostForm.Get("client_assertion"))
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"access_token":"a.b.c","token_type":"Bearer","expires_in":60}`))
+		}
+	}
+	tenant := httptest.NewServer(record(&tenantGot))
+	defer tenant.Close()
+	install := httptest.NewServer(record(&installGot))
+	defer install.Close()
+	var audiences []string
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).
+		WithObjects(append(tenantsSecret(tenant.URL+"/oauth2/token", ""), installConfigMap(install.URL+"/oauth2/token", ""))...).
+		WithInterceptorFuncs(interceptor.Funcs{SubResourceCreate: func(_ context.Context, _ client.Client, sub string, _ client.Object, req client.Object, _ ...client.SubResourceCreateOption) error {
+			tr := req.(*authenticationv1.TokenRequest)
+			audiences = tr.Spec.Audiences
+			tr.Status.Token = "MINTED-FOR-THE-CALLER"
+			return nil
+		}}).Build()
+	if err := token(context.Background(), c, io.Discard, whyKey, nil, nil, "", "", "deployer", "m2m-system"); err != nil {
+		t.Fatal(err)
+	}
+	if len(tenantGot) != 0 {
+		t.Fatalf("the tenant's server received %q", tenantGot)
+	}
+	if len(installGot) != 1 || installGot[0] != "MINTED-FOR-THE-CALLER" || !slices.Equal(audiences, []string{install.URL}) {
+		t.Fatalf("the install's server received %q; audiences %v", installGot, audiences)
 	}
 }
