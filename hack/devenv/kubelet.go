@@ -2,13 +2,10 @@ package devenv
 
 import (
 	"context"
-	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 
+	"github.com/m2m-dev/m2m-operator/test/support/volume"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
@@ -58,7 +55,7 @@ func (m *mount) update(obj any) {
 		return
 	}
 	logger := log.Log.WithName("dev-kubelet").WithValues("secret", m.secret.String(), "dir", m.dir)
-	if err := project(m.dir, s.Data); err != nil {
+	if err := volume.Project(m.dir, s.Data); err != nil {
 		logger.Error(err, "cannot write the Secret's files; the token server keeps the ones it has")
 		return
 	}
@@ -74,58 +71,4 @@ func (m *mount) update(obj any) {
 	default:
 		close(m.ready)
 	}
-}
-
-// project writes data into dir as the kubelet writes a Secret volume: the files of a version in a
-// directory of their own, the ..data link repointed to it in one rename, and each key a link
-// through ..data. A reader never sees the tls.crt of one version with the tls.key of another,
-// and a file watcher on a key sees its file replaced. Keys that left the Secret leave dir.
-// Secret keys cannot start with "..", so no key names the links of the mechanism.
-func project(dir string, data map[string][]byte) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	version, err := os.MkdirTemp(dir, "..version-")
-	if err != nil {
-		return err
-	}
-	for k, v := range data {
-		if err := os.WriteFile(filepath.Join(version, k), v, 0o600); err != nil {
-			_ = os.RemoveAll(version)
-			return err
-		}
-	}
-	dataLink := filepath.Join(dir, "..data")
-	previous, _ := os.Readlink(dataLink)
-	tmp := filepath.Join(dir, "..data_tmp")
-	_ = os.Remove(tmp)
-	if err := os.Symlink(filepath.Base(version), tmp); err != nil {
-		_ = os.RemoveAll(version)
-		return err
-	}
-	if err := os.Rename(tmp, dataLink); err != nil {
-		_ = os.RemoveAll(version)
-		return fmt.Errorf("switching %s to the new files: %w", dataLink, err)
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if _, kept := data[e.Name()]; !kept && !strings.HasPrefix(e.Name(), "..") {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
-	for k := range data {
-		if _, err := os.Lstat(filepath.Join(dir, k)); os.IsNotExist(err) {
-			if err := os.Symlink(filepath.Join("..data", k), filepath.Join(dir, k)); err != nil {
-				return err
-			}
-		}
-	}
-	if previous != "" {
-		// The watcher of a file sees it go only now, when the link already names the new one.
-		return os.RemoveAll(filepath.Join(dir, previous))
-	}
-	return nil
 }

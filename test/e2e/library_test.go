@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
+	"github.com/m2m-dev/m2m-operator/test/support/volume"
 )
 
 // Tokens from the real token server verify with this project's library, discovering the JWKS
@@ -56,28 +55,10 @@ func TestTokensFromTheTokenServerVerifyWithTheLibraryAndWithGoOIDC(t *testing.T)
 	}
 }
 
-// writeVolume mounts the Secret's data in dir as the kubelet does: files through a ..data link
-// that is swapped atomically.
-func writeVolume(t *testing.T, dir string, s *corev1.Secret, version int) {
+// writeVolume writes s's data in dir as the kubelet mounts a Secret.
+func writeVolume(t *testing.T, dir string, s *corev1.Secret) {
 	t.Helper()
-	ts := filepath.Join(dir, fmt.Sprintf("..v%d", version))
-	if err := os.Mkdir(ts, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, value := range s.Data {
-		if err := os.WriteFile(filepath.Join(ts, name), value, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := os.Lstat(filepath.Join(dir, name)); os.IsNotExist(err) {
-			if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data_tmp")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+	if err := volume.Project(dir, s.Data); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -92,7 +73,7 @@ func TestTheTokenSourceSurvivesARealRotationWithoutARestart(t *testing.T) {
 	obj.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: 0}
 	s := readyClient(t, obj)
 	dir := t.TempDir()
-	writeVolume(t, dir, s, 1)
+	writeVolume(t, dir, s)
 	// Renew whenever less than a minute is left: every call asks the token server.
 	ts, err := m2mauth.NewTokenSource(ctx, dir, m2mauth.RefreshBefore(time.Minute))
 	if err != nil {
@@ -131,7 +112,7 @@ func TestTheTokenSourceSurvivesARealRotationWithoutARestart(t *testing.T) {
 		}
 		return nil
 	})
-	writeVolume(t, dir, fresh, 2)
+	writeVolume(t, dir, fresh)
 	// A failed refresh still returns the cached token while it is valid; a new token shows that
 	// the new secret was used.
 	testenv.Eventually(t, wait, func() error {
@@ -158,7 +139,7 @@ func TestTheIntrospectorSeesADisabledClientBeforeItsTokenExpires(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	writeVolume(t, dir, readyClient(t, billingClient(ns, "service")), 1)
+	writeVolume(t, dir, readyClient(t, billingClient(ns, "service")))
 	in, err := m2mauth.NewIntrospector(dir, m2mauth.IntrospectionAudiences("https://payments.example.com"), m2mauth.IntrospectionCacheTTL(0))
 	if err != nil {
 		t.Fatal(err)

@@ -208,7 +208,7 @@ func revokeUnderLoad(t *testing.T, obj *m2mv1alpha1.M2MClient, key string, reque
 	// does nothing about them yet.
 	verifiesEverywhere(t, before, obj.Status.ClientID)
 	dir := t.TempDir()
-	writeVolume(t, dir, readyClient(t, billingClient(ns, name+"-service")), 1)
+	writeVolume(t, dir, readyClient(t, billingClient(ns, name+"-service")))
 	in, err := m2mauth.NewIntrospector(dir, m2mauth.IntrospectionAudiences("https://payments.example.com"), m2mauth.IntrospectionCacheTTL(0))
 	if err != nil {
 		t.Fatal(err)

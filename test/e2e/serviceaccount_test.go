@@ -121,7 +121,7 @@ func TestTheServiceAccountTokenSourceReadsTheProjectedTokenForEachRequest(t *tes
 	obj.Spec.TokenTTL = &metav1.Duration{Duration: time.Minute}
 	obj.Spec.Authentication = m2mv1alpha1.ClientAuthentication{ClientSecret: ptr.To(false), ServiceAccounts: []string{"runner"}}
 	dir := t.TempDir()
-	writeVolume(t, dir, readyClient(t, obj), 1)
+	writeVolume(t, dir, readyClient(t, obj))
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(serviceAccountToken(t, ns, "runner", issuer)), 0o600); err != nil {
 		t.Fatal(err)

@@ -26,6 +26,7 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
+	"github.com/m2m-dev/m2m-operator/test/support/volume"
 )
 
 const wait = 30 * time.Second
@@ -103,31 +104,14 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// mountSecret projects the Secret's data into dir as the kubelet does, until ctx ends: every
-// period, a changed Secret is written into a new directory that the ..data symlink then points
-// to in one rename, so that readers never see one file new and another old.
+// mountSecret keeps dir in step with the Secret key, as the kubelet keeps a mounted Secret, looking
+// every period, until ctx ends.
 func mountSecret(ctx context.Context, key types.NamespacedName, dir string, period time.Duration) {
-	var last, current string
+	var last string
 	for ctx.Err() == nil {
 		s := &corev1.Secret{}
-		if err := env.Client.Get(ctx, key, s); err == nil && s.ResourceVersion != last {
-			ts := filepath.Join(dir, fmt.Sprintf("..%d", time.Now().UnixNano()))
-			if err := os.Mkdir(ts, 0o700); err == nil {
-				for k, v := range s.Data {
-					_ = os.WriteFile(filepath.Join(ts, k), v, 0o600)
-				}
-				tmp := filepath.Join(dir, "..data_tmp")
-				_ = os.Remove(tmp)
-				if os.Symlink(filepath.Base(ts), tmp) == nil && os.Rename(tmp, filepath.Join(dir, "..data")) == nil {
-					for k := range s.Data {
-						_ = os.Symlink(filepath.Join("..data", k), filepath.Join(dir, k)) // exists after the first time
-					}
-					if current != "" {
-						_ = os.RemoveAll(current)
-					}
-					current, last = ts, s.ResourceVersion
-				}
-			}
+		if err := env.Client.Get(ctx, key, s); err == nil && s.ResourceVersion != last && volume.Project(dir, s.Data) == nil {
+			last = s.ResourceVersion
 		}
 		select {
 		case <-ctx.Done():

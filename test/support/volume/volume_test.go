@@ -1,4 +1,4 @@
-package devenv
+package volume
 
 import (
 	"os"
@@ -12,10 +12,10 @@ import (
 // versions; the previous version's files and a key the Secret lost are gone.
 func TestProjectingASecretSwitchesEveryFileAtOnceAndDropsWhatItLost(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tls")
-	if err := project(dir, map[string][]byte{"tls.crt": []byte("cert 1"), "tls.key": []byte("key 1"), "extra": []byte("x")}); err != nil {
+	if err := Project(dir, map[string][]byte{"tls.crt": []byte("cert 1"), "tls.key": []byte("key 1"), "extra": []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := project(dir, map[string][]byte{"tls.crt": []byte("cert 2"), "tls.key": []byte("key 2")}); err != nil {
+	if err := Project(dir, map[string][]byte{"tls.crt": []byte("cert 2"), "tls.key": []byte("key 2")}); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{"tls.crt": "cert 2", "tls.key": "key 2"} {
