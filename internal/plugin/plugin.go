@@ -200,7 +200,7 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 	key := types.NamespacedName{Namespace: ns, Name: name}
 	switch cmd {
 	case "token":
-		return token(ctx, c, stdout, key, f.scopes, f.audiences, f.tokenURL, f.output, f.serviceAccount, f.systemNamespace)
+		return token(ctx, c, stdout, key, f)
 	case "rotate":
 		if f.revokePrevious {
 			return revoke(ctx, c, stdout, key, f.timeout)
@@ -236,8 +236,10 @@ func getClient(ctx context.Context, c client.Client, key types.NamespacedName) (
 	return obj, nil
 }
 
-func token(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, scopes, audiences []string, tokenURL, output, serviceAccount, systemNamespace string) error {
-	givenTokenURL := tokenURL
+// token prints a token for key's client, got as its pods get one, with the token command's flags f.
+func token(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, f *commandFlags) error {
+	scopes, audiences, output, serviceAccount := f.scopes, f.audiences, f.output, f.serviceAccount
+	tokenURL, givenTokenURL := f.tokenURL, f.tokenURL
 	obj, err := getClient(ctx, c, key)
 	if err != nil {
 		return err
@@ -286,7 +288,7 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 		// TokenRequest API, as the client assertion. The caller mints that token, so its
 		// audience, where it goes and whom to trust come from the install's ConfigMap, never
 		// from the client's Secret, which tenants can write.
-		loc, err := readInstallLocation(ctx, c, systemNamespace)
+		loc, err := readInstallLocation(ctx, c, f.systemNamespace)
 		if err != nil {
 			return fmt.Errorf("%w; --service-account sends a token minted for you only to the install's token server", err)
 		}

@@ -122,7 +122,7 @@ func TestTokenForAClientWithoutASecretSaysToUseServiceAccount(t *testing.T) {
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "sa-client-credentials"},
 		Data: map[string][]byte{m2mv1alpha1.SecretKeyClientID: []byte("m2m-sa"), m2mv1alpha1.SecretKeyTokenURL: []byte("https://127.0.0.1:1/oauth2/token")}}
 	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(obj, s).Build()
-	err := token(context.Background(), c, io.Discard, types.NamespacedName{Namespace: "team-a", Name: "sa-client"}, nil, nil, "", "", "", "m2m-system")
+	err := token(context.Background(), c, io.Discard, types.NamespacedName{Namespace: "team-a", Name: "sa-client"}, &commandFlags{systemNamespace: "m2m-system"})
 	if err == nil || !strings.Contains(err.Error(), "--service-account") {
 		t.Fatalf("error %v, want one that says to use --service-account", err)
 	}

@@ -339,7 +339,7 @@ func TestTokenAsAServiceAccountSendsTheMintedTokenOnlyToTheInstallsTokenServer(t
 			tr.Status.Token = "MINTED-FOR-THE-CALLER"
 			return nil
 		}}).Build()
-	if err := token(context.Background(), c, io.Discard, whyKey, nil, nil, "", "", "deployer", "m2m-system"); err != nil {
+	if err := token(context.Background(), c, io.Discard, whyKey, &commandFlags{serviceAccount: "deployer", systemNamespace: "m2m-system"}); err != nil {
 		t.Fatal(err)
 	}
 	if len(tenantGot) != 0 {
