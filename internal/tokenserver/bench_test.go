@@ -43,3 +43,23 @@ func BenchmarkTokenEndpoint(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRefusedRequest is a wrong secret for a known client, in process: the path a caller
+// who floods refusals takes, with the count, the debug-log check and the refusal memory.
+func BenchmarkRefusedRequest(b *testing.B) {
+	s := newFixtureServer(b)
+	h := s.Handler()
+	body := formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", "a-wrong-secret-0123456789abcdefghijklmnopqrstuv")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r := httptest.NewRequest(http.MethodPost, "/oauth2/token", strings.NewReader(body))
+			r.Header.Set("Content-Type", form)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != http.StatusUnauthorized {
+				b.Fatal(w.Code, w.Body.String())
+			}
+		}
+	})
+}
