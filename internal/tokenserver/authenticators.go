@@ -74,7 +74,14 @@ func newAuthenticators(cfg Config) ([]authenticator, error) {
 
 // authenticated parses a request and authenticates its client, the first steps of both the token
 // and the introspection endpoint. When it returns false it has written the error.
+// A source over its limit of failed authentications (FailureLimit) is refused first, before
+// any hashing or signature work; an authentication that fails counts against its source.
 func (s *Server) authenticated(w http.ResponseWriter, r *http.Request) (*tokenRequest, *m2mv1alpha1.M2MClient, bool) {
+	from := s.cfg.ClientAddresses.of(r)
+	if wait, over := s.sources.refused(from); over {
+		s.refuseSource(w, r, wait)
+		return nil, nil, false
+	}
 	req, bad := parseRequest(w, r)
 	var named *m2mv1alpha1.M2MClient
 	if bad == nil {
@@ -82,6 +89,9 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request) (*tokenRe
 		if client, named, bad = s.authenticate(r.Context(), req); bad == nil {
 			return req, client, true
 		}
+	}
+	if bad.Code == ErrInvalidClient {
+		s.sources.failed(from)
 	}
 	s.fail(w, r, bad, req, named)
 	return nil, nil, false

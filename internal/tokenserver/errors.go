@@ -18,6 +18,10 @@ const (
 	// ErrTemporarilyUnavailable is the answer while the server has no signing key: a state of
 	// the server, not of the request.
 	ErrTemporarilyUnavailable = "temporarily_unavailable"
+	// ErrTooManyRequests answers a source over its limit (429, RFC 6585). No RFC names an error
+	// for it at the token endpoint; slow_down is the device flow's (RFC 8628) and
+	// temporarily_unavailable says the server is the cause. Auth0 answers this one.
+	ErrTooManyRequests = "too_many_requests"
 )
 
 // oauthError is an error response. Description is for the caller and never says more than the

@@ -1,7 +1,9 @@
 package tokenserver
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"strings"
 
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
@@ -32,6 +34,12 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 		o.FederatedIssuers = append(o.FederatedIssuers, f)
 		return nil
 	})
+	var trustedProxies string
+	fs.StringVar(&trustedProxies, "trusted-proxies", "", "Comma-separated networks (CIDRs) of the proxies in front of the token server, whose --trusted-proxy-header names the client's address. Empty means the connection's address is the client's.")
+	fs.StringVar(&o.ClientAddresses.Header, "trusted-proxy-header", HeaderXForwardedFor, `The header in which the trusted proxies name the client: "X-Forwarded-For" or "Forwarded" (RFC 7239). Only this one is read.`)
+	fs.Float64Var(&o.FailureLimit.Rate, "failure-rate", DefaultFailureRate, "Failed authentications a second that one source address (an IPv6 /64) may make in the long run, on each replica; a source over the limit gets 429 before its credentials are checked. 0 disables the limit.")
+	fs.IntVar(&o.FailureLimit.Burst, "failure-burst", DefaultFailureBurst, "Failed authentications that one source address may make at once, on each replica.")
+	fs.IntVar(&o.FailureLimit.Sources, "failure-sources", DefaultFailureSources, "The most source addresses whose failures each replica remembers.")
 	if err := fs.Parse(args); err != nil {
 		return Options{}, err
 	}
@@ -41,6 +49,15 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 		}
 	}
 	var err error
+	if o.ClientAddresses.Trusted, err = ParseTrustedProxies(trustedProxies); err != nil {
+		return Options{}, err
+	}
+	if h := o.ClientAddresses.Header; h != HeaderXForwardedFor && h != HeaderForwarded {
+		return Options{}, fmt.Errorf("--trusted-proxy-header %q: use %q or %q", h, HeaderXForwardedFor, HeaderForwarded)
+	}
+	if o.FailureLimit.Rate < 0 || o.FailureLimit.Burst < 1 || o.FailureLimit.Sources < 1 {
+		return Options{}, errors.New("--failure-rate must be 0 or more, --failure-burst and --failure-sources 1 or more")
+	}
 	if o.SigningKeySecret, err = signingkeys.ParseSecretRef(keySecret); err != nil {
 		return Options{}, err
 	}

@@ -1,7 +1,6 @@
 package tokenserver
 
 import (
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -177,7 +176,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *oauthError, req
 	rec := refusalRecord{
 		at:         s.cfg.Clock.Now().UnixNano(),
 		reason:     e.reason,
-		from:       remoteAddr(r),
+		from:       s.cfg.ClientAddresses.of(r),
 		method:     methodOf(req),
 		introspect: strings.HasSuffix(r.URL.Path, introspectPath),
 	}
@@ -207,14 +206,4 @@ func endpointName(introspect bool) string {
 		return "introspect"
 	}
 	return "token"
-}
-
-// remoteAddr is the address of the connection, never a header the caller writes.
-func remoteAddr(r *http.Request) netip.Addr {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	a, _ := netip.ParseAddr(host)
-	return a.Unmap()
 }

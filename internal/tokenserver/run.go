@@ -45,6 +45,12 @@ type Options struct {
 	FederatedIssuers []FederatedIssuer
 	// PerClientMetrics labels the token counters by client ID too (--metrics-per-client).
 	PerClientMetrics bool
+	// ClientAddresses finds the client's address behind trusted proxies (--trusted-proxies,
+	// --trusted-proxy-header).
+	ClientAddresses ClientAddresses
+	// FailureLimit limits failed authentications by source (--failure-rate, --failure-burst,
+	// --failure-sources); the zero value, unlike the flags' defaults, limits nothing.
+	FailureLimit FailureLimit
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -89,6 +95,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		Log:                logger,
 		Access:             KubernetesAccess{Client: cs},
 		Replica:            replica,
+		ClientAddresses:    o.ClientAddresses,
+		FailureLimit:       o.FailureLimit,
 		Ready: func() error {
 			switch {
 			case !clients.Synced():

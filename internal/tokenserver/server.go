@@ -65,6 +65,10 @@ type Config struct {
 	Log logr.Logger
 	// Access decides who may read a client's refusals (RefusalsPath); nil serves them to no one.
 	Access AccessReviewer
+	// ClientAddresses finds the client's address of a request (behind trusted proxies).
+	ClientAddresses ClientAddresses
+	// FailureLimit limits failed authentications by source; the zero value limits nothing.
+	FailureLimit FailureLimit
 	// Replica names this process in the answers of RefusalsPath: each replica remembers the
 	// refusals it answered.
 	Replica string
@@ -80,6 +84,8 @@ type Server struct {
 	// refusals are the latest refusals of each client, for its owner.
 	refusals *refusalMemory
 	access   *refusalAccess
+	// sources limits failed authentications by source; nil limits nothing.
+	sources *sourceLimiter
 }
 
 // New returns a Server.
@@ -114,6 +120,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.refusals = newRefusalMemory(cfg.Clock, cfg.Clients)
 	s.access = newRefusalAccess(cfg.Access, cfg.Clock)
+	if s.sources = newSourceLimiter(cfg.FailureLimit, cfg.Clock); s.sources != nil {
+		if err := s.sources.registerSourcesGauge(cfg.Registry); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
