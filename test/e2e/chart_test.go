@@ -38,6 +38,9 @@ tokenServer:
   logLevel: error
   defaultAudience: https://api.example.com
   federatedIssuers: [{issuer: https://token.actions.example.com}]
+  trustedProxies: [10.0.0.0/8, fd00::/8]
+  trustedProxyHeader: Forwarded
+  failureLimit: {rate: 5, burst: 50}
   resources: {requests: {cpu: 200m, memory: 128Mi}, limits: {memory: 512Mi}}
   nodeSelector: {kubernetes.io/os: linux}
   tolerations: [{key: dedicated, operator: Equal, value: infra, effect: NoSchedule}]
@@ -75,6 +78,7 @@ func TestTheValuesSchemaRefusesBadValues(t *testing.T) {
 		"tokenServer.replicas=two", "signingAlgorithm=HS256", "issuerURL=ftp://x", "manager.logLevel=loud",
 		"image.pullPolicy=Sometimes", "watchNamespaces[0]=Team_A", "tokenServer.federatedIssuers[0].issuer=https://a,b",
 		"tokenServr.replicas=2", "tokenServer.defaultAudience=123",
+		"tokenServer.trustedProxies[0]=lb.example.com", "tokenServer.trustedProxyHeader=X-Real-IP", "tokenServer.failureLimit.burst=0",
 	} {
 		if out, err := helmCommand(t, "template", "m2m", chartDir(), "--set", bad); err == nil {
 			t.Errorf("--set %s was accepted:\n%.300s", bad, out)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -207,6 +208,26 @@ func TestTheChartPassesFederatedIssuers(t *testing.T) {
 	want := []tokenserver.FederatedIssuer{{Issuer: "https://token.actions.example.com"}, {Issuer: "https://oidc.other.example", JWKSURL: "https://keys.other.example/jwks"}}
 	if len(o.FederatedIssuers) != 2 || o.FederatedIssuers[0] != want[0] || o.FederatedIssuers[1] != want[1] {
 		t.Fatalf("federated issuers %+v, want %+v", o.FederatedIssuers, want)
+	}
+}
+
+// The chart passes tokenServer.trustedProxies, trustedProxyHeader and failureLimit to the token
+// server as the flags its parser reads, and by default leaves the flags' defaults.
+func TestTheChartPassesTrustedProxiesAndTheFailureLimit(t *testing.T) {
+	o := tokenServerOptions(t, renderChart(t,
+		"--set", "tokenServer.trustedProxies={10.0.0.0/8,fd00::/8}",
+		"--set", "tokenServer.trustedProxyHeader=Forwarded",
+		"--set-json", `tokenServer.failureLimit={"rate":0.5,"burst":20}`))
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+	if !slices.Equal(o.ClientAddresses.Trusted, want) || o.ClientAddresses.Header != tokenserver.HeaderForwarded {
+		t.Fatalf("client addresses %+v, want %v behind Forwarded", o.ClientAddresses, want)
+	}
+	if o.FailureLimit.Rate != 0.5 || o.FailureLimit.Burst != 20 {
+		t.Fatalf("failure limit %+v, want rate 0.5 and burst 20", o.FailureLimit)
+	}
+	d := tokenServerOptions(t, renderChart(t))
+	if len(d.ClientAddresses.Trusted) != 0 || d.FailureLimit.Rate != tokenserver.DefaultFailureRate || d.FailureLimit.Burst != tokenserver.DefaultFailureBurst {
+		t.Fatalf("by default: %+v %+v", d.ClientAddresses, d.FailureLimit)
 	}
 }
 
