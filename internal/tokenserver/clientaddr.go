@@ -42,7 +42,13 @@ func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
 		}
 		if p.Addr().Is4In6() {
+			if p.Bits() < 96 {
+				return nil, fmt.Errorf("--trusted-proxies: %q is an IPv4-mapped network shorter than /96; name the IPv4 network instead", f)
+			}
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		if !p.IsValid() {
+			return nil, fmt.Errorf("--trusted-proxies: %q is not a network", f)
 		}
 		out = append(out, p.Masked())
 	}
@@ -50,6 +56,8 @@ func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 }
 
 func (c ClientAddresses) trusted(a netip.Addr) bool {
+	// A link-local proxy's address carries its zone (fe80::1%eth0); networks have none.
+	a = a.WithZone("").Unmap()
 	for _, p := range c.Trusted {
 		if p.Contains(a) {
 			return true

@@ -98,16 +98,18 @@ func TestARefusalBehindATrustedProxyIsLoggedWithTheClientsAddress(t *testing.T) 
 
 // The flags of the client's address and of the failure limit: on by default with the documented
 // values, trusting no proxy; values that cannot work are refused.
-func TestTheFailureLimitIsOnByDefaultAndFlagsThatCannotWorkAreRefused(t *testing.T) {
+func TestTheFailureLimitIsOffByDefaultAndFlagsThatCannotWorkAreRefused(t *testing.T) {
 	for sentence, tc := range map[string]struct {
 		args  []string
 		limit FailureLimit
 		addrs int
 		ok    bool
 	}{
-		"by default the limit is on and no proxy is trusted":    {nil, FailureLimit{Rate: DefaultFailureRate, Burst: DefaultFailureBurst, Sources: DefaultFailureSources}, 0, true},
+		"by default the limit is off and no proxy is trusted":   {nil, FailureLimit{Burst: DefaultFailureBurst, Sources: DefaultFailureSources}, 0, true},
+		"a rate turns the limit on":                             {[]string{"--failure-rate=10"}, FailureLimit{Rate: SuggestedFailureRate, Burst: DefaultFailureBurst, Sources: DefaultFailureSources}, 0, true},
+		"an IPv4-mapped network shorter than /96 is refused":    {[]string{"--trusted-proxies=::ffff:10.0.0.0/64"}, FailureLimit{}, 0, false},
 		"a rate of 0 turns the limit off":                       {[]string{"--failure-rate=0"}, FailureLimit{Burst: DefaultFailureBurst, Sources: DefaultFailureSources}, 0, true},
-		"trusted proxies and the Forwarded header":              {[]string{"--trusted-proxies=10.0.0.0/8,fd00::/8", "--trusted-proxy-header=Forwarded"}, FailureLimit{Rate: DefaultFailureRate, Burst: DefaultFailureBurst, Sources: DefaultFailureSources}, 2, true},
+		"trusted proxies and the Forwarded header":              {[]string{"--trusted-proxies=10.0.0.0/8,fd00::/8", "--trusted-proxy-header=Forwarded"}, FailureLimit{Burst: DefaultFailureBurst, Sources: DefaultFailureSources}, 2, true},
 		"a trusted proxy that is not a network is refused":      {[]string{"--trusted-proxies=lb.example.com"}, FailureLimit{}, 0, false},
 		"another header is refused":                             {[]string{"--trusted-proxy-header=X-Real-IP"}, FailureLimit{}, 0, false},
 		"a burst of 0, which would refuse everyone, is refused": {[]string{"--failure-burst=0"}, FailureLimit{}, 0, false},

@@ -15,13 +15,19 @@ import (
 )
 
 // Defaults of the limit on failed authentications by source (--failure-rate, --failure-burst,
-// --failure-sources). A workload with a wrong secret fails a few times a minute as it restarts
-// or retries with backoff; 100 failures at once and 10 a second after are far above that, and
-// far below the thousands of RSA verifications a second that one core does.
+// --failure-sources). The limit is off by default: behind a Gateway, an Ingress or an SNAT load
+// balancer that --trusted-proxies does not name, every caller has the proxy's address, and one
+// caller's failures would refuse them all. SuggestedFailureRate is the rate to turn it on with
+// once the address is the client's: a workload with a wrong secret fails a few times a minute as
+// it restarts or retries with backoff; 100 failures at once and 10 a second after are far above
+// that, and far below the thousands of RSA verifications a second that one core does.
 const (
-	DefaultFailureRate    = 10
+	DefaultFailureRate    = 0
+	SuggestedFailureRate  = 10
 	DefaultFailureBurst   = 100
 	DefaultFailureSources = 65536
+	// maxRetryAfter bounds the wait a refused source is told, whatever the rate.
+	maxRetryAfter = 24 * time.Hour
 )
 
 // FailureLimit is the limit on failed authentications by source address, before
@@ -99,7 +105,7 @@ func (l *sourceLimiter) refused(a netip.Addr) (time.Duration, bool) {
 	if tokens >= 1 {
 		return 0, false
 	}
-	return time.Duration((1 - tokens) / l.limit.Rate * float64(time.Second)), true
+	return min(time.Duration((1-tokens)/l.limit.Rate*float64(time.Second)), maxRetryAfter), true
 }
 
 // failed takes a token from the source of a.
@@ -119,7 +125,10 @@ func (l *sourceLimiter) failed(a netip.Addr) {
 		b = &bucket{tokens: float64(l.limit.Burst), at: now}
 		l.buckets[key] = b
 	}
-	b.tokens, b.at = max(l.tokensAt(b, now)-1, 0), now
+	// The bucket may go into debt, down to -Burst: the check and the spend are apart (the
+	// authentication runs between), so requests in flight when it reaches 1 all pass; the debt
+	// makes the source wait for them, and the long-run rate holds.
+	b.tokens, b.at = max(l.tokensAt(b, now)-1, -float64(l.limit.Burst)), now
 }
 
 // evict makes room, as the type's comment says. Called with mu held.

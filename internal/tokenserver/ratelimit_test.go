@@ -228,3 +228,41 @@ func TestAZeroFailureLimitLimitsNothing(t *testing.T) {
 	l := newLimited(t, FailureLimit{}, ClientAddresses{})
 	l.failTimes(t, "203.0.113.9:1000", 500)
 }
+
+// The check and the spend are apart (the authentication runs between), so the failures in flight
+// when a bucket reaches 1 all pass; the bucket goes into debt for them and the source waits
+// until it is paid, so the long-run rate holds (the review let 905 failures through against
+// about 130 allowed, with 64 concurrent requests, when the bucket stopped at 0).
+func TestFailuresInFlightPutTheSourceInDebtSoTheLongRunRateHolds(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	l := newSourceLimiter(FailureLimit{Rate: 1, Burst: 3}, clk)
+	a := netip.MustParseAddr("192.0.2.7")
+	for range 10 { // ten requests checked at once, before any of them failed
+		if _, over := l.refused(a); over {
+			t.Fatal("a source with no failures was refused")
+		}
+	}
+	for range 10 {
+		l.failed(a)
+	}
+	wait, over := l.refused(a)
+	if !over || wait != 4*time.Second {
+		t.Fatalf("after 10 failures in flight against a burst of 3: refused %v for %s; want 4s (a debt of 3, then one token)", over, wait)
+	}
+	clk.Step(3 * time.Second)
+	if _, over := l.refused(a); !over {
+		t.Fatal("the source was served before its debt was paid")
+	}
+	clk.Step(time.Second)
+	if _, over := l.refused(a); over {
+		t.Fatal("the source was refused after its debt was paid")
+	}
+}
+
+// A link-local proxy's address carries a zone (fe80::1%eth0), which networks never have.
+func TestAZonedProxyAddressIsTrusted(t *testing.T) {
+	c := ClientAddresses{Trusted: []netip.Prefix{netip.MustParsePrefix("fe80::/10")}}
+	if !c.trusted(netip.MustParseAddr("fe80::1%eth0")) {
+		t.Fatal("a zoned link-local address is not trusted by fe80::/10")
+	}
+}
