@@ -166,3 +166,47 @@ func TestATenantCannotCompleteOrCancelAnotherNamespacesRotation(t *testing.T) {
 		}
 	}
 }
+
+// Someone who may write status (the admission policy that reserves it to the manager is not
+// installed here) cannot complete a started rotation by itself: completing needs the spec, and
+// the secret it moves comes from the Secret. Marking it Completed in status makes the manager read
+// the two accepted secrets as an interrupted plain rotation, which rotates with a grace period:
+// the holder's secret stays accepted, and the next one never becomes the client's.
+func TestAStatusWriterCannotCompleteARotation(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	obj := billingClient(ns, "forged")
+	s := readyClient(t, obj)
+	kc := kubeconfigFile(t)
+	if code, out, errOut := kubectlM2M("rotate", "forged", "--start", "-n", ns, "--kubeconfig", kc); code != 0 {
+		t.Fatalf("rotate --start: %d %s %s", code, out, errOut)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(s), s); err != nil {
+		t.Fatal(err)
+	}
+	old, next := string(s.Data["client_secret"]), string(s.Data["next_client_secret"])
+	writer := testenv.Tenant(t, env, ns, testenv.GrantStatus)
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		t.Fatal(err)
+	}
+	obj.Status.HolderRotation.State = m2mv1alpha1.HolderRotationCompleted
+	if err := writer.Status().Update(ctx, obj); err != nil {
+		t.Fatalf("the status writer's update: %v", err)
+	}
+	// The manager has acted once the Secret carries another secret than the holder's.
+	testenv.Eventually(t, wait, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(s), s); err != nil {
+			return err
+		}
+		if string(s.Data["client_secret"]) == old {
+			return fmt.Errorf("the manager has not acted on the forged status yet")
+		}
+		return nil
+	})
+	if string(s.Data["client_secret"]) == next {
+		t.Fatal("the forged status made the next secret the client's: a status writer completed the rotation")
+	}
+	if err := tokenWith(s, "client_secret", old); err != nil {
+		t.Fatalf("the holder's secret was refused after a status writer marked the rotation completed: %v", err)
+	}
+}
