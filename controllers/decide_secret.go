@@ -98,7 +98,7 @@ type secretRule func(v *secretView) (SecretDecision, bool)
 // secretRules are asked in order; the first that decides wins. The order is the precedence:
 // never touch a foreign Secret; give a Secret without a secret one; carry out a revocation,
 // whatever else the Secret carries; refuse a weak new secret; then follow what the Secret carries
-// (lost status, adoption, an interrupted rotation); and only in the steady state ask whether a
+// (lost status, adoption, a rotation the holder completes, an interrupted rotation); and only in the steady state ask whether a
 // rotation is due.
 var secretRules = []secretRule{
 	foreignSecret,
@@ -108,6 +108,7 @@ var secretRules = []secretRule{
 	lostStatus,
 	newSecretInSecret,
 	previousSecretBack,
+	holderRotation,
 	interruptedRotation,
 	unfinishedRotation,
 	credentialOutdated,
@@ -119,7 +120,8 @@ var secretRules = []secretRule{
 //
 // The credential is the Secret's client_secret, or its private_key when the manager generates a
 // key pair (spec.authentication.keyPair). Invariant, outside a rotation in progress: exactly one
-// accepted entry has no expiry, and it is the fingerprint of the Secret's credential.
+// accepted entry has no expiry, and it is the fingerprint of the Secret's credential; while a
+// rotation of spec.rotation.holder is started, a second one is its next credential.
 func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Time) SecretDecision {
 	v := &secretView{obj: obj, secret: secret, now: now, kind: credentials.KindOf(obj)}
 	v.key = v.kind.DataKey()

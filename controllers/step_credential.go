@@ -74,6 +74,16 @@ func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, 
 		if err := c.adopt(ctx, d); err != nil {
 			return proceed, err
 		}
+	case d.Action == ActionHolderStart:
+		if err := c.startHolderRotation(ctx, d); err != nil {
+			return proceed, err
+		}
+	case d.Action == ActionHolderComplete:
+		if err := c.completeHolderRotation(ctx, d); err != nil {
+			return proceed, err
+		}
+	case d.Action == ActionHolderCancel:
+		c.cancelHolderRotation(ctx, d)
 	case d.Action == ActionCompleteRotation:
 		c.completeRotation(ctx, string(c.secret.Data[c.kind.DataKey()]), d.Revoke)
 	case d.Rotation == RotationDeferred:
@@ -174,7 +184,7 @@ func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.
 	}
 	key := client.ObjectKeyFromObject(obj)
 	r.pending.Store(key, pendingSecret{uid: obj.UID, hash: entry.Hash, value: value, revoking: d.Revoke})
-	written, err := r.writeSecret(ctx, obj, c.secret, c.id, value)
+	written, err := r.writeSecret(ctx, obj, c.secret, c.id, value, "")
 	if c.secret == nil && apierrors.IsAlreadyExists(err) {
 		r.pending.Delete(key)
 		// The credential was written nowhere, so its hash can go again.

@@ -29,7 +29,7 @@ func (c *clientReconcile) syncSecret(ctx context.Context) (stepResult, error) {
 	if c.kind != nil {
 		value = string(c.secret.Data[c.kind.DataKey()])
 	}
-	if _, err := c.r.writeSecret(ctx, c.obj, c.secret, c.id, value); err != nil {
+	if _, err := c.r.writeSecret(ctx, c.obj, c.secret, c.id, value, ""); err != nil {
 		return proceed, c.r.secretWriteFailed(c.obj, err)
 	}
 	return proceed, nil
@@ -56,8 +56,9 @@ func ownedBy(secret *corev1.Secret, obj *m2mv1alpha1.M2MClient) bool {
 
 // writeSecret creates the Secret, or updates it when it differs from what it should hold. It
 // uses the Secret's resourceVersion, so that a concurrent edit makes it fail and retry rather than
-// be overwritten.
-func (r *M2MClientReconciler) writeSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient, existing *corev1.Secret, id, value string) (*corev1.Secret, error) {
+// be overwritten. next is the next credential of a rotation of spec.rotation.holder that is
+// being started, or "" to keep the one the Secret carries while it is still the next (renderNext).
+func (r *M2MClientReconciler) writeSecret(ctx context.Context, obj *m2mv1alpha1.M2MClient, existing *corev1.Secret, id, value, next string) (*corev1.Secret, error) {
 	bundle, err := r.caBundle(ctx)
 	if err != nil {
 		return nil, err
@@ -70,6 +71,7 @@ func (r *M2MClientReconciler) writeSecret(ctx context.Context, obj *m2mv1alpha1.
 		}
 	}
 	r.render(obj, desired, id, value, bundle)
+	renderNext(obj, desired, value, next)
 	if existing == nil {
 		if err := r.Create(ctx, desired); err != nil {
 			return nil, err

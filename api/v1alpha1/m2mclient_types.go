@@ -318,6 +318,16 @@ type RotationPolicy struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	RevokeTrigger string `json:"revokeTrigger,omitempty"`
+
+	// Holder is a rotation that the credential's holder completes, for a holder outside the
+	// cluster that must fetch, deploy and confirm a new credential: a new id with state Started
+	// issues a next credential into the Secret under next_client_secret (next_private_key for a
+	// key pair) and accepts it alongside the current one, both with no deadline; state Completed
+	// with the same id makes it the only one (the Secret's client_secret becomes it and the
+	// previous one is refused at once); Cancelled discards it. Each id is started once and ended
+	// once, so a replayed Git state does nothing. The state acted on is in status.holderRotation.
+	// +optional
+	Holder *HolderRotation `json:"holder,omitempty"`
 }
 
 // RotateAnnotation rotates the client secret once for each distinct value it is given, for
@@ -467,6 +477,11 @@ type M2MClientStatus struct {
 	// between finishes the revocation rather than give the earlier credentials a grace period.
 	// +optional
 	RevocationPending bool `json:"revocationPending,omitempty"`
+
+	// HolderRotation is the rotation of spec.rotation.holder that was last acted on, and while it
+	// is started, the hash of its next credential.
+	// +optional
+	HolderRotation *HolderRotationStatus `json:"holderRotation,omitempty"`
 
 	// LastRevocationTime is when the manager last dropped every credential earlier than the
 	// current one (spec.rotation.revokeTrigger or the m2m.dev/revoke-previous annotation). Tokens

@@ -15,6 +15,9 @@ const (
 	SecretKeyClientSecret = "client_secret"
 	// SecretKeyPrivateKey holds the private key of a generated key pair (PKCS #8, PEM).
 	SecretKeyPrivateKey = "private_key"
+	// NextSecretKeyPrefix, before the key of the credential, is the key of the next credential
+	// while a rotation of spec.rotation.holder is started (next_client_secret, next_private_key).
+	NextSecretKeyPrefix = "next_"
 	// SecretKeyTokenURL holds the token endpoint, for golang.org/x/oauth2/clientcredentials.
 	SecretKeyTokenURL = "token_url"
 	// SecretKeyIssuer holds the issuer, the "iss" of the client's tokens.
@@ -90,6 +93,9 @@ const (
 	// dropped from status at once. The message says how many, and that pods still holding one are
 	// refused until they read the Secret again.
 	EventRevoked = "Revoked"
+	// EventHolderRotation: a rotation of spec.rotation.holder was started, completed or
+	// cancelled. The message names the rotation and says which credentials are accepted.
+	EventHolderRotation = "HolderRotation"
 	// EventSecretRetired: spec.authentication.clientSecret became false; the client secret left
 	// the Secret and stays accepted for the grace period.
 	EventSecretRetired = "SecretRetired"

@@ -49,8 +49,8 @@ type command struct {
 var commands = []command{
 	{"token", "Print an access token for an M2MClient, got with its Secret's credentials as its pods get one.",
 		"kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--service-account SA] [--token-url URL] [-o json]"},
-	{"rotate", "Rotate an M2MClient's secret or key now (--revoke-previous: refuse every earlier one at once), and wait until its Secret has the new one.",
-		"kubectl m2m rotate NAME [-n NS] [--revoke-previous] [--timeout 2m]"},
+	{"rotate", "Rotate an M2MClient's secret or key now (--revoke-previous: refuse every earlier one at once; --start, then --complete or --cancel: a rotation its holder completes), and wait until the manager has acted.",
+		"kubectl m2m rotate NAME [-n NS] [--revoke-previous | --start | --complete | --cancel] [--timeout 2m]"},
 	{"describe", "Show an M2MClient's ID, scopes, audiences, token lifetime, credentials and conditions.",
 		"kubectl m2m describe NAME [-n NS]"},
 	{"verify", "Verify an access token as a resource server would, and print its claims.",
@@ -136,6 +136,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if cmd == "verify" {
 		return f.verify(ctx, stdout, rest[0])
 	}
+	if _, err := f.holderStep(); err != nil {
+		return err
+	}
 	return f.runOnCluster(ctx, cmd, stdout, rest[0])
 }
 
@@ -149,6 +152,7 @@ type commandFlags struct {
 	serviceAccount           string
 	emergency                bool
 	revokePrevious           bool
+	start, complete, cancel  bool
 	client, secret, caFile   string
 	systemNamespace          string
 }
@@ -168,6 +172,9 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 	case "rotate":
 		flags.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the new secret")
 		flags.BoolVar(&f.revokePrevious, "revoke-previous", false, "stop accepting every earlier secret or key at once, instead of after the grace period (after a leak); pods that still hold one are refused until they read the Secret again")
+		flags.BoolVar(&f.start, "start", false, "start a rotation that the credential's holder completes: a next credential goes into the Secret under next_client_secret (next_private_key) and both are accepted until --complete or --cancel")
+		flags.BoolVar(&f.complete, "complete", false, "complete the started rotation: the next credential becomes the only one and the previous one is refused at once")
+		flags.BoolVar(&f.cancel, "cancel", false, "cancel the started rotation: the next credential is refused and the current one stays")
 	case "rotate-signing-key":
 		registerSigningKeyFlags(f, flags)
 	case "verify":
@@ -202,6 +209,13 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 	case "token":
 		return token(ctx, c, stdout, key, f)
 	case "rotate":
+		step, err := f.holderStep()
+		if err != nil {
+			return err
+		}
+		if step != "" {
+			return rotateHolder(ctx, c, stdout, key, step, f.timeout)
+		}
 		if f.revokePrevious {
 			return revoke(ctx, c, stdout, key, f.timeout)
 		}
@@ -377,6 +391,9 @@ func describe(ctx context.Context, c client.Client, out io.Writer, key types.Nam
 	fmt.Fprintf(w, "Accepted credentials:\n  CREDENTIAL\tCREATED\tEXPIRES\n")
 	for _, e := range obj.Status.AcceptedSecrets {
 		expires := "never (current)"
+		if st := obj.Status.HolderRotation; st != nil && st.State == m2mv1alpha1.HolderRotationStarted && e.Hash == st.NextHash && e.ExpiresAt == nil {
+			expires = "never (next: rotation " + st.ID + " started, in the Secret under " + m2mv1alpha1.NextSecretKeyPrefix + "*)"
+		}
 		if e.ExpiresAt != nil {
 			expires = e.ExpiresAt.UTC().Format(time.RFC3339)
 		}

@@ -317,13 +317,19 @@ func RecordCredentials(ctx context.Context, cfg *rest.Config, ns string) (func()
 // the latest earlier version of the client in clients accepted at now. It returns how many
 // Secret versions it checked, or an error naming the first that fails.
 func AcceptedBefore(secrets, clients []Version, accepts func(status client.Object, secret string) bool) (int, error) {
+	return AcceptedBeforeUnder(m2mv1alpha1.SecretKeyClientSecret, secrets, clients, accepts)
+}
+
+// AcceptedBeforeUnder is AcceptedBefore for the Secret's data key (next_client_secret, say);
+// a version without that key is not checked.
+func AcceptedBeforeUnder(key string, secrets, clients []Version, accepts func(status client.Object, secret string) bool) (int, error) {
 	checked := 0
 	for _, sv := range secrets {
 		if sv.Type == watch.Deleted {
 			continue
 		}
 		secret, ok := sv.Object.(*corev1.Secret)
-		if !ok {
+		if !ok || (key != m2mv1alpha1.SecretKeyClientSecret && len(secret.Data[key]) == 0) {
 			continue
 		}
 		var before client.Object
@@ -332,8 +338,8 @@ func AcceptedBefore(secrets, clients []Version, accepts func(status client.Objec
 				before = cv.Object
 			}
 		}
-		if before == nil || !accepts(before, string(secret.Data[m2mv1alpha1.SecretKeyClientSecret])) {
-			return checked, fmt.Errorf("Secret version %d carries a secret that no earlier status accepted", sv.RV)
+		if before == nil || !accepts(before, string(secret.Data[key])) {
+			return checked, fmt.Errorf("Secret version %d carries a %s that no earlier status accepted", sv.RV, key)
 		}
 		checked++
 	}
