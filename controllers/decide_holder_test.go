@@ -1,11 +1,16 @@
 package controllers
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
@@ -49,6 +54,10 @@ func TestDecideSecretForARotationTheHolderCompletes(t *testing.T) {
 	for i := 1; i < maxAcceptedSecrets; i++ {
 		full.Status.AcceptedSecrets = append([]m2mv1alpha1.AcceptedSecret{entry(strings.Repeat("x", i), &hour)}, full.Status.AcceptedSecrets...)
 	}
+	fullStarted := started(m2mv1alpha1.HolderRotationStarted)
+	for i := 2; i < maxAcceptedSecrets; i++ {
+		fullStarted.Status.AcceptedSecrets = append([]m2mv1alpha1.AcceptedSecret{entry(strings.Repeat("x", i), &hour)}, fullStarted.Status.AcceptedSecrets...)
+	}
 	nextExpiring := holderWas(holderAsks(clientWith(entry(current, nil), entry(next, &hour)), "r1", m2mv1alpha1.HolderRotationStarted), "r1", m2mv1alpha1.HolderRotationStarted)
 
 	for sentence, tc := range map[string]struct {
@@ -65,6 +74,8 @@ func TestDecideSecretForARotationTheHolderCompletes(t *testing.T) {
 			holderAsks(clientWith(entry(current, nil), entry(old, nil)), "r1", m2mv1alpha1.HolderRotationStarted), ownedSecret(current), ActionResumeRotation, RotationResumed},
 		"a start waits while status is full": {
 			full, ownedSecret(current), ActionNone, RotationDeferred},
+		"a started rotation whose next_ key was rewritten waits while status is full, instead of growing it past its limit": {
+			fullStarted, withNext(ownedSecret(current), "written-by-someone-else"), ActionNone, RotationDeferred},
 		"a started rotation with both credentials accepted needs nothing": {
 			started(m2mv1alpha1.HolderRotationStarted), withNext(ownedSecret(current), next), ActionNone, RotationNotDue},
 		"a started rotation keeps a scheduled period waiting": {
@@ -113,5 +124,27 @@ func TestDecideSecretForARotationTheHolderCompletes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Turning client secrets off while a rotation the holder completes is started retires its next
+// credential with the rest, and ends the rotation as cancelled: left Started, it would refuse every
+// later start and keep --complete waiting (found by the review).
+func TestTurningSecretsOffCancelsAStartedHolderRotation(t *testing.T) {
+	obj := started(m2mv1alpha1.HolderRotationStarted)
+	obj.UID = "uid-1"
+	obj.Spec.Authentication.ClientSecret = ptr.To(false)
+	obj.Spec.Authentication.ServiceAccounts = []string{"runner"}
+	r, c := clientReconciler(t, enforcedKeys(t), interceptor.Funcs{}, obj)
+	key := client.ObjectKeyFromObject(obj)
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key}); err != nil {
+		t.Fatal(err)
+	}
+	got := &m2mv1alpha1.M2MClient{}
+	if err := c.Get(context.Background(), key, got); err != nil {
+		t.Fatal(err)
+	}
+	if h := got.Status.HolderRotation; h == nil || h.State != m2mv1alpha1.HolderRotationCancelled {
+		t.Fatalf("the holder rotation is %+v, want Cancelled", h)
 	}
 }

@@ -64,6 +64,12 @@ func holderRotation(v *secretView) (SecretDecision, bool) {
 		case asked == m2mv1alpha1.HolderRotationCancelled:
 			return SecretDecision{Action: ActionHolderCancel,
 				Why: fmt.Sprintf("rotation %q is cancelled: its next credential is no longer accepted and the current one stays", st.ID)}, true
+		case (len(written) == 0 || v.kind.Fingerprint(string(written)) != st.NextHash) && len(v.obj.Status.AcceptedSecrets) >= maxAcceptedSecrets:
+			// Going on adds an entry (the replaced next credential keeps its grace period: the
+			// holder may have read it), which a full status cannot take; every rewrite of the
+			// next_ key would otherwise add one.
+			return SecretDecision{Action: ActionNone, Rotation: RotationDeferred,
+				Why: fmt.Sprintf("rotation %q stopped before the Secret carried its next credential, but status already accepts %d credentials; it goes on once the oldest expire", st.ID, len(v.obj.Status.AcceptedSecrets))}, true
 		case len(written) == 0 || v.kind.Fingerprint(string(written)) != st.NextHash:
 			// Checked before Completed: a next credential that never reached the Secret cannot
 			// be the one the holder switched to.

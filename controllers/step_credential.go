@@ -100,6 +100,11 @@ func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, 
 func (c *clientReconcile) retire(ctx context.Context) (stepResult, error) {
 	obj := c.obj
 	obj.Status.ClientID = c.id
+	if h := obj.Status.HolderRotation; h != nil && h.State == m2mv1alpha1.HolderRotationStarted {
+		// Its next credential is retired with the rest: nothing is left to complete, and a
+		// rotation left Started would refuse every later start.
+		obj.Status.HolderRotation = &m2mv1alpha1.HolderRotationStatus{ID: h.ID, State: m2mv1alpha1.HolderRotationCancelled}
+	}
 	if due, _ := RevocationDue(obj); due || obj.Status.RevocationPending {
 		handleRevocationValues(obj)
 		if len(obj.Status.AcceptedSecrets) > 0 {
