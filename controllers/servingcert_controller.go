@@ -10,16 +10,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/keyring"
@@ -47,10 +44,7 @@ type ServingCertReconciler struct {
 // SetupWithManager reconciles at start and whenever either Secret changes.
 func (r *ServingCertReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	req := reconcile.Request{NamespacedName: r.CertSecret}
-	atStart := source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
-		q.Add(req)
-		return nil
-	})
+	atStart, toReq := singleton(req)
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		key := client.ObjectKeyFromObject(o)
 		return key == r.CASecret || key == r.CertSecret
@@ -58,9 +52,7 @@ func (r *ServingCertReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("servingcert").
 		WatchesRawSource(atStart).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-			return []reconcile.Request{req}
-		}), builder.WithPredicates(ours)).
+		Watches(&corev1.Secret{}, toReq, builder.WithPredicates(ours)).
 		Complete(r)
 }
 

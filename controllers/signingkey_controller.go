@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -20,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/keyring"
@@ -59,19 +57,14 @@ type SigningKeyReconciler struct {
 // Secret changes or is deleted.
 func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	req := reconcile.Request{NamespacedName: r.Secret}
-	atStart := source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
-		q.Add(req)
-		return nil
-	})
+	atStart, toReq := singleton(req)
 	isKeySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetNamespace() == r.Secret.Namespace && o.GetName() == r.Secret.Name
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("signingkeys").
 		WatchesRawSource(atStart).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-			return []reconcile.Request{req}
-		}), builder.WithPredicates(isKeySecret)).
+		Watches(&corev1.Secret{}, toReq, builder.WithPredicates(isKeySecret)).
 		// While the status keys wait for every status to be authenticated again, each change
 		// to an M2MClient may be the last one they wait for.
 		Watches(&m2mv1alpha1.M2MClient{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {

@@ -27,29 +27,20 @@ func BenchmarkSignAccessToken(b *testing.B) {
 // BenchmarkTokenEndpoint is the whole pipeline in process, without a network: parse,
 // authenticate, check, sign, write.
 func BenchmarkTokenEndpoint(b *testing.B) {
-	s := newFixtureServer(b)
-	h := s.Handler()
-	body := formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret, "scope", "read:invoices write:payments", "audience", "https://payments.example.com")
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			r := httptest.NewRequest(http.MethodPost, "/oauth2/token", strings.NewReader(body))
-			r.Header.Set("Content-Type", form)
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, r)
-			if w.Code != 200 {
-				b.Fatal(w.Code, w.Body.String())
-			}
-		}
-	})
+	benchmarkToken(b, http.StatusOK, "grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret, "scope", "read:invoices write:payments", "audience", "https://payments.example.com")
 }
 
 // BenchmarkRefusedRequest is a wrong secret for a known client, in process: the path a caller
 // who floods refusals takes, with the count, the debug-log check and the refusal memory.
 func BenchmarkRefusedRequest(b *testing.B) {
+	benchmarkToken(b, http.StatusUnauthorized, "grant_type", "client_credentials", "client_id", goodID, "client_secret", "a-wrong-secret-0123456789abcdefghijklmnopqrstuv")
+}
+
+// benchmarkToken sends the form of kv to the token endpoint in parallel, each answered with code.
+func benchmarkToken(b *testing.B, code int, kv ...string) {
 	s := newFixtureServer(b)
 	h := s.Handler()
-	body := formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", "a-wrong-secret-0123456789abcdefghijklmnopqrstuv")
+	body := formBody(kv...)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -57,7 +48,7 @@ func BenchmarkRefusedRequest(b *testing.B) {
 			r.Header.Set("Content-Type", form)
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)
-			if w.Code != http.StatusUnauthorized {
+			if w.Code != code {
 				b.Fatal(w.Code, w.Body.String())
 			}
 		}

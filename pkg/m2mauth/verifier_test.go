@@ -204,14 +204,9 @@ func TestTheJWTTypeIsAcceptedOnlyWhenAllowed(t *testing.T) {
 	}
 }
 
-func TestConcurrentUnknownKidsShareOneJWKSFetch(t *testing.T) {
-	ec := genKey(t, signingkeys.ES256)
-	srv := newJWKSServer(t, ec)
-	srv.slow = 200 * time.Millisecond
-	v := newTestVerifier(t, srv, unlimitedRefresh())
-	next := genKey(t, signingkeys.ES256)
-	srv.add(next) // the token server published a new key
-	token := mint(t, next, goodClaims(srv.URL), nil)
+// authenticateAtOnce has 20 requests authenticate token together, and fails t if any is refused.
+func authenticateAtOnce(t *testing.T, v *Verifier, token string) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
 	for range 20 {
@@ -229,6 +224,16 @@ func TestConcurrentUnknownKidsShareOneJWKSFetch(t *testing.T) {
 			t.Fatalf("a token of a newly published key was refused: %v", err)
 		}
 	}
+}
+
+func TestConcurrentUnknownKidsShareOneJWKSFetch(t *testing.T) {
+	ec := genKey(t, signingkeys.ES256)
+	srv := newJWKSServer(t, ec)
+	srv.slow = 200 * time.Millisecond
+	v := newTestVerifier(t, srv, unlimitedRefresh())
+	next := genKey(t, signingkeys.ES256)
+	srv.add(next) // the token server published a new key
+	authenticateAtOnce(t, v, mint(t, next, goodClaims(srv.URL), nil))
 	if n := srv.fetches.Load(); n != 2 {
 		t.Fatalf("%d JWKS fetches for 20 concurrent misses; want the initial one and one more", n)
 	}
@@ -247,24 +252,7 @@ func TestRequestsThatMeetANewKeyDuringItsFetchWaitForItInsteadOfFailing(t *testi
 	now.Add(int64(2 * time.Second)) // a refetch is due
 	next := genKey(t, signingkeys.ES256)
 	srv.add(next)
-	token := mint(t, next, goodClaims(srv.URL), nil)
-	var wg sync.WaitGroup
-	errs := make(chan error, 20)
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := v.Authenticate(context.Background(), token)
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatalf("a token of a newly published key was refused while its JWKS was being fetched: %v", err)
-		}
-	}
+	authenticateAtOnce(t, v, mint(t, next, goodClaims(srv.URL), nil))
 	if n := srv.fetches.Load(); n != 2 {
 		t.Fatalf("%d JWKS fetches; want the initial one and one more", n)
 	}
