@@ -24,7 +24,7 @@ var (
 	// deleted).
 	Rotations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "m2m_manager_rotations_total",
-		Help: "Credentials issued to replace others, by cause (Scheduled, Trigger, Annotation, Algorithm, Revoke, Resumed, Recreated).",
+		Help: "Credentials issued to replace others, by cause (Scheduled, Trigger, Annotation, Algorithm, Revoke, Resumed, Recreated, HolderStart).",
 	}, []string{"cause"})
 	// FleetErrors counts scrapes whose fleet gauges could not be read (they are then absent).
 	FleetErrors = prometheus.NewCounter(prometheus.CounterOpts{
