@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds the CRDs of the optional integrations, pinned, from their Go modules, and caches them
 # per user: the Prometheus Operator's PrometheusRule and ServiceMonitor (generated with this
-# repository's controller-gen from the monitoring API types) and cert-manager's Certificate,
-# Issuer and ClusterIssuer (from the cert-manager module). Tests install them into the test API
-# server to check config/prometheus and the chart's optional objects against the real schemas.
+# repository's controller-gen from the monitoring API types), cert-manager's Certificate, Issuer
+# and ClusterIssuer (from the cert-manager module), and the Gateway API's GatewayClass, Gateway,
+# HTTPRoute and BackendTLSPolicy (from the gateway-api module's standard channel, which serves
+# all four as v1). Tests install them into the test API server to check config/prometheus,
+# config/cert-manager, config/public-door and the chart's optional objects against the real
+# schemas.
 #
 # Prints the directory of the CRD files on stdout; everything else goes to stderr.
 set -euo pipefail
@@ -11,11 +14,13 @@ cd "$(dirname "$0")/.."
 
 MONITORING_VERSION="${MONITORING_VERSION:-v0.95.2}"
 CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.19.1}"
+GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.6.3}"
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/m2m-operator/crds"
-dest="$cache_root/monitoring-$MONITORING_VERSION-cert-manager-$CERT_MANAGER_VERSION"
+dest="$cache_root/monitoring-$MONITORING_VERSION-cert-manager-$CERT_MANAGER_VERSION-gateway-api-$GATEWAY_API_VERSION"
 
 complete() {
-  [ -f "$dest/monitoring.coreos.com_prometheusrules.yaml" ] && [ -f "$dest/cert-manager.io_certificates.yaml" ]
+  [ -f "$dest/monitoring.coreos.com_prometheusrules.yaml" ] && [ -f "$dest/cert-manager.io_certificates.yaml" ] &&
+    [ -f "$dest/gateway.networking.k8s.io_backendtlspolicies.yaml" ]
 }
 
 # shellcheck source=hack/cache.sh
@@ -37,6 +42,16 @@ cp "$work/gen/monitoring.coreos.com_prometheusrules.yaml" "$work/gen/monitoring.
 cm="$(GOFLAGS= go mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
 for crd in certificates issuers clusterissuers; do
   cp "$cm/deploy/crds/cert-manager.io_$crd.yaml" "$work/out/"
+done
+# The standard channel only: the experimental one's CRDs cannot later be replaced by standard ones
+# (the Gateway API's safe-upgrades policy), and the chart renders no experimental kind.
+gw="$(GOFLAGS= go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+if [ ! -d "$gw/config/crd/standard" ]; then
+  echo "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION has no config/crd/standard in its module" >&2
+  exit 1
+fi
+for crd in gatewayclasses gateways httproutes backendtlspolicies; do
+  cp "$gw/config/crd/standard/gateway.networking.k8s.io_$crd.yaml" "$work/out/"
 done
 chmod -R u+w "$work/out"
 rm -rf "$dest"
