@@ -65,8 +65,12 @@ type M2MClientReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
-	// IssuerURL is the token server's issuer; the Secret's issuer and token_url derive from it.
+	// IssuerURL is the token server's issuer; the Secret's issuer derives from it, and so does
+	// its token_url unless InClusterURL is set.
 	IssuerURL string
+	// InClusterURL, when not empty, is where pods reach the token server (its Service) while the
+	// issuer names a public door: token_url derives from it, and public_token_url from the issuer.
+	InClusterURL string
 	// KeySecret is the signing-key Secret, which also holds the keys that authenticate status.
 	KeySecret types.NamespacedName
 	// CASecret, when set, is the Secret whose CABundleKey holds the CA bundle that signs the

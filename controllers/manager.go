@@ -39,6 +39,9 @@ import (
 type Options struct {
 	// IssuerURL is the token server's issuer URL. Required.
 	IssuerURL string
+	// InClusterURL is where pods reach the token server when the issuer is a public door
+	// (M2MClientReconciler.InClusterURL); empty means the issuer URL.
+	InClusterURL string
 	// WatchNamespaces limits the manager to these namespaces; empty means all.
 	WatchNamespaces []string
 	// MetricsAddr serves Prometheus metrics; "0" disables them.
@@ -101,6 +104,11 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	issuerURL, err := issuer.Parse(o.IssuerURL)
 	if err != nil {
 		return nil, err
+	}
+	if o.InClusterURL != "" {
+		if o.InClusterURL, err = issuer.Parse(o.InClusterURL); err != nil {
+			return nil, fmt.Errorf("the in-cluster URL: %w", err)
+		}
 	}
 	if err := o.setDefaults(); err != nil {
 		return nil, err
@@ -284,6 +292,7 @@ func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 		Recorder:        mgr.GetEventRecorder("m2m-manager"),
 		Clock:           o.Clock,
 		IssuerURL:       issuerURL,
+		InClusterURL:    o.InClusterURL,
 		KeySecret:       o.SigningKeySecret,
 		WatchNamespaces: o.WatchNamespaces,
 	}
@@ -314,7 +323,7 @@ func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		ConfigMap: types.NamespacedName{Namespace: o.SigningKeySecret.Namespace, Name: m2mv1alpha1.TokenServerConfigMap},
-		IssuerURL: issuerURL, CASecret: r.CASecret, CABundleKey: r.CABundleKey,
+		IssuerURL: issuerURL, InClusterURL: o.InClusterURL, CASecret: r.CASecret, CABundleKey: r.CABundleKey,
 	}
 	if err := location.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the token server's ConfigMap controller: %w", err)
@@ -356,11 +365,20 @@ func setupServingCert(mgr ctrl.Manager, o Options, issuerURL string) error {
 	if sc.CASecret.Name == "" || sc.CertSecret.Name == "" {
 		return fmt.Errorf("the serving certificate needs a CA Secret and a certificate Secret")
 	}
-	u, err := url.Parse(issuerURL)
-	if err != nil {
-		return err
+	// The issuer's host, and the in-cluster URL's that pods use when the issuer is a public door
+	// (whose own certificate the Gateway or Ingress serves).
+	var hosts []string
+	for _, s := range []string{issuerURL, o.InClusterURL} {
+		if s == "" {
+			continue
+		}
+		u, err := url.Parse(s)
+		if err != nil {
+			return err
+		}
+		hosts = append(hosts, u.Hostname())
 	}
-	hosts := append([]string{u.Hostname()}, sc.Hosts...)
+	hosts = append(hosts, sc.Hosts...)
 	rec := &ServingCertReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
 		CASecret: sc.CASecret, CertSecret: sc.CertSecret, Hosts: slices.Compact(hosts), Policy: *p,

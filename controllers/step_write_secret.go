@@ -167,18 +167,26 @@ func (r *M2MClientReconciler) renderData(obj *m2mv1alpha1.M2MClient, secret *cor
 	if kind := credentials.KindOf(obj); kind != nil && value != "" {
 		secret.Data[kind.DataKey()] = []byte(value)
 	}
-	for k, v := range tokenServerLocation(r.IssuerURL, bundle) {
+	// Dropped first so that an install that closes its public door leaves no stale URL.
+	delete(secret.Data, m2mv1alpha1.SecretKeyPublicTokenURL)
+	for k, v := range tokenServerLocation(r.IssuerURL, r.InClusterURL, bundle) {
 		secret.Data[k] = []byte(v)
 	}
 }
 
 // tokenServerLocation is where the token server is, under the keys of a credentials Secret: the
-// issuer, the token URL and, when there is one, the CA bundle. Credentials Secrets and the
+// issuer, the token URL and, when there is one, the CA bundle. With an in-cluster URL other than
+// the issuer, token_url is the in-cluster one (pods reach the Service directly, with no hairpin
+// through the public door) and public_token_url the issuer's. Credentials Secrets and the
 // ConfigMap TokenServerConfigMap carry the same.
-func tokenServerLocation(issuerURL string, bundle []byte) map[string]string {
+func tokenServerLocation(issuerURL, inClusterURL string, bundle []byte) map[string]string {
 	loc := map[string]string{
 		m2mv1alpha1.SecretKeyTokenURL: issuer.TokenURL(issuerURL),
 		m2mv1alpha1.SecretKeyIssuer:   issuerURL,
+	}
+	if inClusterURL != "" && inClusterURL != issuerURL {
+		loc[m2mv1alpha1.SecretKeyTokenURL] = issuer.TokenURL(inClusterURL)
+		loc[m2mv1alpha1.SecretKeyPublicTokenURL] = issuer.TokenURL(issuerURL)
 	}
 	if bundle != nil {
 		loc[m2mv1alpha1.SecretKeyCA] = string(bundle)
@@ -189,13 +197,22 @@ func tokenServerLocation(issuerURL string, bundle []byte) map[string]string {
 // caBundle is what credentials Secrets carry as ca.crt: the CA bundle when the manager issues
 // the token server's certificate and the issuer is https, else nil (no ca.crt).
 func (r *M2MClientReconciler) caBundle(ctx context.Context) ([]byte, error) {
-	return caBundleOf(ctx, r.Client, r.APIReader, r.IssuerURL, r.CASecret, r.CABundleKey)
+	return caBundleOf(ctx, r.Client, r.APIReader, inClusterOr(r.InClusterURL, r.IssuerURL), r.CASecret, r.CABundleKey)
+}
+
+// inClusterOr is the URL pods reach the token server by: inClusterURL, or the issuer without one.
+func inClusterOr(inClusterURL, issuerURL string) string {
+	if inClusterURL != "" {
+		return inClusterURL
+	}
+	return issuerURL
 }
 
 // caBundleOf is the bundle under key of the Secret caSecret (read from cache, else from api) for
-// an https issuerURL; nil for an http one or without a caSecret.
-func caBundleOf(ctx context.Context, cache, api client.Reader, issuerURL string, caSecret types.NamespacedName, key string) ([]byte, error) {
-	if caSecret.Name == "" || !strings.HasPrefix(issuerURL, "https://") {
+// an https URL of the token server that pods reach (the CA signs the certificate served there; a
+// public door serves a certificate of its own); nil for an http one or without a caSecret.
+func caBundleOf(ctx context.Context, cache, api client.Reader, serverURL string, caSecret types.NamespacedName, key string) ([]byte, error) {
+	if caSecret.Name == "" || !strings.HasPrefix(serverURL, "https://") {
 		return nil, nil
 	}
 	// The cache holds the manager's labelled Secrets only; another issuer's Secret may lack the

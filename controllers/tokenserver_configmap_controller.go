@@ -32,9 +32,9 @@ type TokenServerConfigMapReconciler struct {
 	APIReader client.Reader
 	// ConfigMap is the namespace and name of the ConfigMap.
 	ConfigMap types.NamespacedName
-	// IssuerURL, CASecret and CABundleKey are the M2MClientReconciler's: the ConfigMap says
-	// what every credentials Secret says.
-	IssuerURL   string
+	// IssuerURL, InClusterURL, CASecret and CABundleKey are the M2MClientReconciler's: the
+	// ConfigMap says what every credentials Secret says.
+	IssuerURL, InClusterURL string
 	CASecret    types.NamespacedName
 	CABundleKey string
 }
@@ -66,7 +66,7 @@ func (r *TokenServerConfigMapReconciler) SetupWithManager(mgr ctrl.Manager) erro
 // the caller's Kubernetes token where it says. Without the CA, callers cannot verify the token
 // server yet and send nothing.
 func (r *TokenServerConfigMapReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
-	bundle, err := caBundleOf(ctx, r.Client, r.APIReader, r.IssuerURL, r.CASecret, r.CABundleKey)
+	bundle, err := caBundleOf(ctx, r.Client, r.APIReader, inClusterOr(r.InClusterURL, r.IssuerURL), r.CASecret, r.CABundleKey)
 	waiting := errors.Is(err, errNoCABundle)
 	if err != nil && !waiting {
 		return ctrl.Result{}, err
@@ -82,7 +82,7 @@ func (r *TokenServerConfigMapReconciler) Reconcile(ctx context.Context, _ ctrl.R
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	data := tokenServerLocation(r.IssuerURL, bundle)
+	data := tokenServerLocation(r.IssuerURL, r.InClusterURL, bundle)
 	labels := componentLabels(cm.Labels, m2mv1alpha1.TokenServerLocationComponent)
 	if cm.ResourceVersion != "" && maps.Equal(cm.Data, data) && len(cm.BinaryData) == 0 && maps.Equal(cm.Labels, labels) {
 		return res, nil

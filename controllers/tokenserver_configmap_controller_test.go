@@ -121,12 +121,46 @@ func TestTheTokenServerConfigMapWaitsForTheCABundleAndAnHTTPIssuerHasNone(t *tes
 	if err := c.Get(context.Background(), locationRef, got); err != nil {
 		t.Fatal(err)
 	}
-	if want := tokenServerLocation(r.IssuerURL, nil); !maps.Equal(got.Data, want) {
+	if want := tokenServerLocation(r.IssuerURL, "", nil); !maps.Equal(got.Data, want) {
 		t.Fatalf("while the CA bundle is missing the ConfigMap holds %v, want %v", got.Data, want)
 	}
 	r.IssuerURL = "http://m2m.example.com"
 	cm := reconcileLocation(t, r, c)
 	if _, ok := cm.Data[m2mv1alpha1.SecretKeyCA]; ok || cm.Data[m2mv1alpha1.SecretKeyIssuer] != "http://m2m.example.com" {
 		t.Fatalf("an http issuer's ConfigMap: %v", cm.Data)
+	}
+}
+
+// With a public door, the issuer names the door and pods keep the Service: token_url is the
+// in-cluster one and public_token_url the issuer's, in the ConfigMap as in every Secret; the
+// CA bundle follows the in-cluster URL, whose certificate the manager issues, even when the
+// issuer is served with the door's own certificate.
+func TestAPublicDoorKeepsPodsOnTheInClusterTokenURLWithThePublicIssuer(t *testing.T) {
+	r, c := locationReconciler(t, caSecretWith("CA-1"))
+	r.IssuerURL, r.InClusterURL = "https://auth.example.com", "https://m2m-token-server.m2m-system.svc"
+	cm := reconcileLocation(t, r, c)
+	want := map[string]string{
+		m2mv1alpha1.SecretKeyIssuer:         "https://auth.example.com",
+		m2mv1alpha1.SecretKeyTokenURL:       "https://m2m-token-server.m2m-system.svc/oauth2/token",
+		m2mv1alpha1.SecretKeyPublicTokenURL: "https://auth.example.com/oauth2/token",
+		m2mv1alpha1.SecretKeyCA:             "CA-1",
+	}
+	if !maps.Equal(cm.Data, want) {
+		t.Fatalf("the ConfigMap of a public door holds %v, want %v", cm.Data, want)
+	}
+	secrets := &M2MClientReconciler{IssuerURL: r.IssuerURL, InClusterURL: r.InClusterURL}
+	s := &corev1.Secret{}
+	secrets.renderData(&m2mv1alpha1.M2MClient{}, s, "m2m-id", "", []byte("CA-1"))
+	for k, v := range want {
+		if string(s.Data[k]) != v {
+			t.Fatalf("the Secret's %s is %q, want %q", k, s.Data[k], v)
+		}
+	}
+
+	// Closing the door (the in-cluster URL back to the issuer) leaves no stale public URL.
+	secrets.InClusterURL = ""
+	secrets.renderData(&m2mv1alpha1.M2MClient{}, s, "m2m-id", "", []byte("CA-1"))
+	if _, ok := s.Data[m2mv1alpha1.SecretKeyPublicTokenURL]; ok || string(s.Data[m2mv1alpha1.SecretKeyTokenURL]) != "https://auth.example.com/oauth2/token" {
+		t.Fatalf("after the door closed the Secret holds token_url %q and public_token_url %q", s.Data[m2mv1alpha1.SecretKeyTokenURL], s.Data[m2mv1alpha1.SecretKeyPublicTokenURL])
 	}
 }

@@ -22,6 +22,10 @@ const (
 	SecretKeyTokenURL = "token_url"
 	// SecretKeyIssuer holds the issuer, the "iss" of the client's tokens.
 	SecretKeyIssuer = "issuer"
+	// SecretKeyPublicTokenURL holds the token endpoint under the issuer, the public door that
+	// machines outside the cluster use, when it is not token_url: token_url is then the
+	// in-cluster Service's, for pods, which get tokens with the same issuer either way.
+	SecretKeyPublicTokenURL = "public_token_url"
 	// SecretKeyCA holds the PEM bundle of the CAs that sign the token server's certificate,
 	// when the manager issues it and the issuer is https.
 	SecretKeyCA = "ca.crt"

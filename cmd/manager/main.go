@@ -35,6 +35,7 @@ func main() {
 		zapOpts    = zap.Options{}
 	)
 	flag.StringVar(&o.IssuerURL, "issuer-url", "", "The token server's issuer URL (required). Secrets get issuer and token_url from it.")
+	flag.StringVar(&o.InClusterURL, "in-cluster-url", "", "Where pods reach the token server (its Service) when the issuer is a public door under another name: Secrets then get token_url from it and public_token_url from the issuer, and the serving certificate covers its host. Empty means the issuer URL.")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to manage M2MClients in. Empty means all namespaces.")
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")

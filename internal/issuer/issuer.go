@@ -56,3 +56,23 @@ const TokenPath = "/oauth2/token"
 func TokenURL(issuerURL string) string {
 	return strings.TrimSuffix(issuerURL, "/") + TokenPath
 }
+
+// SameHost reports whether host (a request's Host: a name or address, with or without a port)
+// is the host of the URL u, the scheme's default port being the same as none.
+func SameHost(u, host string) bool {
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	return strings.EqualFold(withoutDefaultPort(parsed.Scheme, parsed.Host), withoutDefaultPort(parsed.Scheme, host))
+}
+
+func withoutDefaultPort(scheme, host string) string {
+	switch {
+	case scheme == "https":
+		return strings.TrimSuffix(host, ":443")
+	case scheme == "http":
+		return strings.TrimSuffix(host, ":80")
+	}
+	return host
+}

@@ -42,3 +42,26 @@ func TestLoopbackAndTokenURL(t *testing.T) {
 		t.Fatalf("TokenURL = %q", got)
 	}
 }
+
+func TestSameHost(t *testing.T) {
+	for name, tc := range map[string]struct {
+		url, host string
+		same      bool
+	}{
+		"the URL's own host is the same":                         {url: "https://m2m.svc", host: "m2m.svc", same: true},
+		"the default https port is the same as none":             {url: "https://m2m.svc", host: "m2m.svc:443", same: true},
+		"the default http port is the same as none":              {url: "http://m2m.svc:80", host: "m2m.svc", same: true},
+		"host names compare without case":                        {url: "https://M2M.svc", host: "m2m.SVC", same: true},
+		"an explicit port must match":                            {url: "https://127.0.0.1:8443", host: "127.0.0.1:8443", same: true},
+		"another port is another host":                           {url: "https://127.0.0.1:8443", host: "127.0.0.1:9443", same: false},
+		"another name is another host":                           {url: "https://m2m.svc", host: "auth.example.com", same: false},
+		"the https default port is not the http URL's default":   {url: "http://m2m.svc", host: "m2m.svc:443", same: false},
+		"a name that only starts like the URL's is another host": {url: "https://m2m.svc", host: "m2m.svc.evil.example", same: false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := SameHost(tc.url, tc.host); got != tc.same {
+				t.Fatalf("SameHost(%q, %q) = %v, want %v", tc.url, tc.host, got, tc.same)
+			}
+		})
+	}
+}

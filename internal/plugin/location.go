@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/pflag"
@@ -21,6 +22,8 @@ import (
 // the ConfigMap.
 type installLocation struct {
 	issuer, tokenURL string
+	// publicTokenURL is the public door's token URL, when the install has one.
+	publicTokenURL string
 	// ca is the CA bundle that signs the token server's certificate; its pem is nil when the
 	// install publishes none (an http issuer, or a certificate the system's roots verify).
 	ca caBundle
@@ -33,7 +36,8 @@ func readInstallLocation(ctx context.Context, c client.Reader, ns string) (insta
 	if err := c.Get(ctx, key, cm); err != nil {
 		return installLocation{}, fmt.Errorf("reading ConfigMap %s, where the manager publishes where its token server is: %w", key, err)
 	}
-	loc := installLocation{issuer: cm.Data[m2mv1alpha1.SecretKeyIssuer], tokenURL: cm.Data[m2mv1alpha1.SecretKeyTokenURL]}
+	loc := installLocation{issuer: cm.Data[m2mv1alpha1.SecretKeyIssuer], tokenURL: cm.Data[m2mv1alpha1.SecretKeyTokenURL],
+		publicTokenURL: cm.Data[m2mv1alpha1.SecretKeyPublicTokenURL]}
 	if loc.issuer == "" || loc.tokenURL == "" {
 		return installLocation{}, fmt.Errorf("ConfigMap %s has no %s or %s: it is not the manager's (the manager writes both)", key, m2mv1alpha1.SecretKeyIssuer, m2mv1alpha1.SecretKeyTokenURL)
 	}
@@ -48,4 +52,32 @@ func readInstallLocation(ctx context.Context, c client.Reader, ns string) (insta
 func registerSystemNamespaceFlag(f *commandFlags, flags *pflag.FlagSet, cmd string) {
 	flags.StringVar(&f.systemNamespace, "system-namespace", signingkeys.DefaultSecret.Namespace,
 		"the manager's namespace, whose ConfigMap "+m2mv1alpha1.TokenServerConfigMap+" says where the token server is ("+cmd+" never takes it from a client's Secret, which tenants can write)")
+}
+
+// url is the install's token URL: the in-cluster one, or with public the public door's.
+func (l installLocation) url(public bool) (string, error) {
+	data := map[string][]byte{m2mv1alpha1.SecretKeyTokenURL: []byte(l.tokenURL)}
+	if l.publicTokenURL != "" {
+		data[m2mv1alpha1.SecretKeyPublicTokenURL] = []byte(l.publicTokenURL)
+	}
+	return urlOf(data, public, "ConfigMap "+m2mv1alpha1.TokenServerConfigMap)
+}
+
+var errPublicAndTokenURL = errors.New("--public and --token-url both choose the token endpoint: pass one")
+
+// urlOf is the token URL under data's token_url, or with public its public_token_url, which
+// only an install with a public door writes.
+func urlOf(data map[string][]byte, public bool, from string) (string, error) {
+	if !public {
+		return string(data[m2mv1alpha1.SecretKeyTokenURL]), nil
+	}
+	u := string(data[m2mv1alpha1.SecretKeyPublicTokenURL])
+	if u == "" {
+		return "", fmt.Errorf("%s has no %s: the install has no public door (the manager runs without --in-cluster-url, and %s is the only door)", from, m2mv1alpha1.SecretKeyPublicTokenURL, m2mv1alpha1.SecretKeyTokenURL)
+	}
+	return u, nil
+}
+
+func registerPublicFlag(f *commandFlags, flags *pflag.FlagSet, whose string) {
+	flags.BoolVar(&f.public, "public", false, "go through the public door, as a machine outside the cluster does: "+whose+" "+m2mv1alpha1.SecretKeyPublicTokenURL+" instead of its "+m2mv1alpha1.SecretKeyTokenURL+" (the in-cluster Service)")
 }

@@ -48,7 +48,7 @@ type command struct {
 // commands are the subcommands, in the order the usage lists them.
 var commands = []command{
 	{"token", "Print an access token for an M2MClient, got with its Secret's credentials as its pods get one.",
-		"kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--service-account SA] [--token-url URL] [-o json]"},
+		"kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--service-account SA] [--public | --token-url URL] [-o json]"},
 	{"rotate", "Rotate an M2MClient's secret or key now (--revoke-previous: refuse every earlier one at once; --start, then --complete or --cancel: a rotation its holder completes), and wait until the manager has acted.",
 		"kubectl m2m rotate NAME [-n NS] [--revoke-previous | --start | --complete | --cancel] [--timeout 2m]"},
 	{"describe", "Show an M2MClient's ID, scopes, audiences, token lifetime, credentials and conditions.",
@@ -56,7 +56,7 @@ var commands = []command{
 	{"verify", "Verify an access token as a resource server would, and print its claims.",
 		"kubectl m2m verify TOKEN [--system-namespace m2m-system | --issuer URL] [--ca-file F] (--audience A... | --any-audience) [--scope S]..."},
 	{"why", "Show why the token server recently refused an M2MClient's requests, and what to do about each reason.",
-		"kubectl m2m why NAME [-n NS] [--system-namespace m2m-system] [--token-url URL] [--ca-file FILE]"},
+		"kubectl m2m why NAME [-n NS] [--system-namespace m2m-system] [--public | --token-url URL] [--ca-file FILE]"},
 	{"rotate-signing-key", "Rotate the token signing keys now: planned, or --emergency when they may have been copied.",
 		"kubectl m2m rotate-signing-key [--emergency] [-n m2m-system] [--secret m2m-signing-keys] [--timeout 2m]"},
 }
@@ -149,6 +149,7 @@ type commandFlags struct {
 	tokenURL, output, issuer string
 	timeout                  time.Duration
 	anyAudience              bool
+	public                   bool
 	serviceAccount           string
 	emergency                bool
 	revokePrevious           bool
@@ -166,6 +167,7 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 		flags.StringArrayVar(&f.scopes, "scope", nil, "scope to request (repeatable)")
 		flags.StringArrayVar(&f.audiences, "audience", nil, "audience to request (repeatable)")
 		flags.StringVar(&f.tokenURL, "token-url", "", "token endpoint, instead of the Secret's token_url")
+		registerPublicFlag(f, flags, "the Secret's")
 		flags.StringVar(&f.serviceAccount, "service-account", "", "authenticate as this ServiceAccount of the client's namespace (a token from the TokenRequest API), instead of with the Secret's client secret or key pair")
 		registerSystemNamespaceFlag(f, flags, "token --service-account")
 		flags.StringVarP(&f.output, "output", "o", "", "json prints the whole token response")
@@ -193,6 +195,7 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 	case "why":
 		registerSystemNamespaceFlag(f, flags, "why")
 		flags.StringVar(&f.tokenURL, "token-url", "", "token endpoint, instead of the install's token_url")
+		registerPublicFlag(f, flags, "the install's")
 		flags.StringVar(&f.caFile, "ca-file", "", "PEM CA bundle that signs the token server's certificate, instead of the install's ca.crt")
 	}
 	return f
@@ -223,7 +226,7 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 	case "describe":
 		return describe(ctx, c, stdout, key)
 	case "why":
-		return why(ctx, cfg, c, stdout, key, f.systemNamespace, f.tokenURL, f.caFile)
+		return why(ctx, cfg, c, stdout, key, f.systemNamespace, f.tokenURL, f.caFile, f.public)
 	}
 	panic("unreachable: commands lists " + cmd + " but run does not handle it")
 }
@@ -254,6 +257,9 @@ func getClient(ctx context.Context, c client.Client, key types.NamespacedName) (
 func token(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, f *commandFlags) error {
 	scopes, audiences, output, serviceAccount := f.scopes, f.audiences, f.output, f.serviceAccount
 	tokenURL, givenTokenURL := f.tokenURL, f.tokenURL
+	if f.public && tokenURL != "" {
+		return errPublicAndTokenURL
+	}
 	obj, err := getClient(ctx, c, key)
 	if err != nil {
 		return err
@@ -266,7 +272,9 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 		return fmt.Errorf("reading Secret %s: %w", obj.Status.SecretName, err)
 	}
 	if tokenURL == "" {
-		tokenURL = string(s.Data[m2mv1alpha1.SecretKeyTokenURL])
+		if tokenURL, err = urlOf(s.Data, f.public, "Secret "+obj.Status.SecretName); err != nil {
+			return err
+		}
 	}
 	if bundle := s.Data[m2mv1alpha1.SecretKeyCA]; len(bundle) > 0 {
 		// The manager's CA signs the token server's certificate: trust it, as pods do.
@@ -307,7 +315,9 @@ func token(ctx context.Context, c client.Client, out io.Writer, key types.Namesp
 			return fmt.Errorf("%w; --service-account sends a token minted for you only to the install's token server", err)
 		}
 		if givenTokenURL == "" {
-			cc.TokenURL = loc.tokenURL
+			if cc.TokenURL, err = loc.url(f.public); err != nil {
+				return err
+			}
 		}
 		if !strings.HasPrefix(cc.TokenURL, "https://") && !issuer.Loopback(cc.TokenURL) {
 			return fmt.Errorf("the token server %s is plain http: a ServiceAccount token goes only over https or to a loopback address", cc.TokenURL)

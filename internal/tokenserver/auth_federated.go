@@ -17,11 +17,12 @@ type federatedAuth struct {
 	federation *Federation
 	// serviceAccounts is only asked whether the cluster's own issuer is known yet.
 	serviceAccounts ServiceAccountTokens
-	issuerURL       string
+	// audiences are those an assertion may name (Config.assertionAudiences).
+	audiences []string
 }
 
 func newFederatedAuth(cfg Config) (authenticator, error) {
-	return &federatedAuth{federation: cfg.Federation, serviceAccounts: cfg.ServiceAccounts, issuerURL: cfg.IssuerURL}, nil
+	return &federatedAuth{federation: cfg.Federation, serviceAccounts: cfg.ServiceAccounts, audiences: cfg.assertionAudiences()}, nil
 }
 
 func (*federatedAuth) advertised() (methods, signingAlgs []string) { return nil, nil }
@@ -43,7 +44,7 @@ func (a *federatedAuth) authenticate(ctx context.Context, req *tokenRequest, cli
 		return nil, bad
 	}
 	iss := req.assertionIssuer
-	sub, err := a.federation.Verify(ctx, iss, req.assertion, a.issuerURL)
+	sub, err := a.federation.Verify(ctx, iss, req.assertion, a.audiences)
 	switch {
 	case err != nil:
 		return nil, invalidClient(reasonAssertionInvalid)

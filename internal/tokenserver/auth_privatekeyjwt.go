@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,7 +28,8 @@ var privateKeyJWTAlgs = []string{"ES256", "RS256", "EdDSA"}
 // privateKeyJWTAuth is private_key_jwt (RFC 7523 §3): the client signs its assertion with a key of
 // its own and names itself in iss, so client_id may be omitted.
 type privateKeyJWTAuth struct {
-	issuerURL string
+	// audiences are those an assertion may name (Config.assertionAudiences), each alone.
+	audiences []string
 	clock     clock.PassiveClock
 	// replays holds the jtis of accepted assertions.
 	replays replayCache
@@ -41,7 +43,7 @@ func newPrivateKeyJWTAuth(cfg Config) (authenticator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &privateKeyJWTAuth{issuerURL: cfg.IssuerURL, clock: cfg.Clock, decoyKeys: decoyKeys, replays: replayCache{budget: cfg.ReplayBudget}}, nil
+	return &privateKeyJWTAuth{audiences: cfg.assertionAudiences(), clock: cfg.Clock, decoyKeys: decoyKeys, replays: replayCache{budget: cfg.ReplayBudget}}, nil
 }
 
 func (*privateKeyJWTAuth) advertised() (methods, signingAlgs []string) {
@@ -128,7 +130,7 @@ func (a *privateKeyJWTAuth) verify(client *m2mv1alpha1.M2MClient, st *keyState, 
 		return fmt.Errorf("%w: %v", errAssertion, err)
 	}
 	aud, _ := claims.GetAudience()
-	if len(aud) != 1 || aud[0] != a.issuerURL {
+	if len(aud) != 1 || !slices.Contains(a.audiences, aud[0]) {
 		return fmt.Errorf("%w: aud %q is not the issuer alone", errAssertion, aud)
 	}
 	iat, _ := claims.GetIssuedAt()

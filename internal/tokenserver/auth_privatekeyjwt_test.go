@@ -105,13 +105,19 @@ func generatedKeyClient(t *testing.T, alg m2mv1alpha1.KeyAlgorithm) (crypto.Sign
 // selfSigned is an RFC 7523 §3 assertion of goodID signed by signer, named by its thumbprint.
 func selfSigned(t *testing.T, signer crypto.Signer, jti string) string {
 	t.Helper()
+	return selfSignedFor(t, signer, jti, testIssuer)
+}
+
+// selfSignedFor is selfSigned with the audience aud.
+func selfSignedFor(t *testing.T, signer crypto.Signer, jti, aud string) string {
+	t.Helper()
 	pub, err := jwk.FromPublicKey(signer.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
 	kid, _ := pub.Thumbprint()
 	tok := jwt.NewWithClaims(jwt.GetSigningMethod(pub.Algorithm), jwt.MapClaims{
-		"iss": goodID, "sub": goodID, "aud": testIssuer, "iat": t0.Unix(), "exp": t0.Add(time.Minute).Unix(), "jti": jti})
+		"iss": goodID, "sub": goodID, "aud": aud, "iat": t0.Unix(), "exp": t0.Add(time.Minute).Unix(), "jti": jti})
 	tok.Header["kid"] = kid
 	signed, err := tok.SignedString(signer)
 	if err != nil {

@@ -15,8 +15,9 @@ import (
 type serviceAccountAuth struct {
 	// tokens verifies the cluster's ServiceAccount tokens; nil refuses every assertion that comes
 	// here.
-	tokens    ServiceAccountTokens
-	issuerURL string
+	tokens ServiceAccountTokens
+	// audiences are those an assertion may name (Config.assertionAudiences).
+	audiences []string
 	// clusterIssuerOnly limits it to assertions whose iss is the cluster's own issuer, for the
 	// entry of authenticatorOrder that comes before every other assertion.
 	clusterIssuerOnly bool
@@ -24,12 +25,12 @@ type serviceAccountAuth struct {
 
 // newClusterServiceAccountAuth is the ServiceAccount path for the cluster's own issuer only.
 func newClusterServiceAccountAuth(cfg Config) (authenticator, error) {
-	return &serviceAccountAuth{tokens: cfg.ServiceAccounts, issuerURL: cfg.IssuerURL, clusterIssuerOnly: true}, nil
+	return &serviceAccountAuth{tokens: cfg.ServiceAccounts, audiences: cfg.assertionAudiences(), clusterIssuerOnly: true}, nil
 }
 
 // newServiceAccountAuth is the ServiceAccount path for any assertion.
 func newServiceAccountAuth(cfg Config) (authenticator, error) {
-	return &serviceAccountAuth{tokens: cfg.ServiceAccounts, issuerURL: cfg.IssuerURL}, nil
+	return &serviceAccountAuth{tokens: cfg.ServiceAccounts, audiences: cfg.assertionAudiences()}, nil
 }
 
 func (*serviceAccountAuth) advertised() (methods, signingAlgs []string) { return nil, nil }
@@ -55,7 +56,7 @@ func (a *serviceAccountAuth) authenticate(ctx context.Context, req *tokenRequest
 	if a.tokens == nil {
 		return nil, invalidClient(reasonAssertionNotSupported)
 	}
-	ns, name, err := a.tokens.Verify(ctx, req.assertion, a.issuerURL)
+	ns, name, err := a.tokens.Verify(ctx, req.assertion, a.audiences)
 	switch {
 	case err != nil:
 		return nil, invalidClient(reasonAssertionInvalid)

@@ -56,7 +56,7 @@ func ownIssuerListedAsFederated(t *testing.T) (*Server, string) {
 	c := workloadClient("team-a", "worker", m2mv1alpha1.FederatedIdentity{Issuer: ownIssuer, Subject: "system:serviceaccount:team-b:worker"})
 	fed := loadedFederation(t, key, ownIssuer)
 	token := workloadToken(t, key, ownIssuer, "system:serviceaccount:team-b:worker")
-	if sub, err := fed.Verify(context.Background(), ownIssuer, token, testIssuer); err != nil || sub == "" {
+	if sub, err := fed.Verify(context.Background(), ownIssuer, token, []string{testIssuer}); err != nil || sub == "" {
 		t.Fatalf("the federated path itself would refuse the token (%v), so the test could not fail", err)
 	}
 	return authServer(t, mapClients{goodID: c}, fakeServiceAccounts{issuer: ownIssuer}, fed), token
@@ -361,7 +361,7 @@ type countingServiceAccounts struct {
 	verified int
 }
 
-func (c *countingServiceAccounts) Verify(ctx context.Context, token, audience string) (string, string, error) {
+func (c *countingServiceAccounts) Verify(ctx context.Context, token string, audiences []string) (string, string, error) {
 	c.verified++
-	return c.fakeServiceAccounts.Verify(ctx, token, audience)
+	return c.fakeServiceAccounts.Verify(ctx, token, audiences)
 }

@@ -135,13 +135,14 @@ func (f *Federation) Trusts(iss string) bool {
 	return ok
 }
 
-// Verify checks token, issued by iss (a configured issuer), for audience, and returns its subject.
-func (f *Federation) Verify(ctx context.Context, iss, token, audience string) (string, error) {
+// Verify checks token, issued by iss (a configured issuer), for one of audiences, and returns
+// its subject.
+func (f *Federation) Verify(ctx context.Context, iss, token string, audiences []string) (string, error) {
 	k, ok := f.issuers[iss]
 	if !ok {
 		return "", fmt.Errorf("%w: issuer %q is not federated", errAssertion, iss)
 	}
-	claims, err := k.verify(ctx, token, audience)
+	claims, err := k.verify(ctx, token, audiences)
 	if err != nil {
 		return "", err
 	}

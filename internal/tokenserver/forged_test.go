@@ -166,7 +166,7 @@ func TestAClientThatTakesNoSecretAcceptsOnlySecretsInTheirGracePeriod(t *testing
 // fakeServiceAccounts says every assertion is a token of team-b's worker, from issuer.
 type fakeServiceAccounts struct{ issuer string }
 
-func (f fakeServiceAccounts) Verify(context.Context, string, string) (string, string, error) {
+func (f fakeServiceAccounts) Verify(context.Context, string, []string) (string, string, error) {
 	return "team-b", "worker", nil
 }
 func (f fakeServiceAccounts) Issuer() string { return f.issuer }

@@ -41,7 +41,8 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 }
 
 // verify checks a token this server issued: a known key of the token's algorithm, typ at+jwt,
-// this issuer, and the time claims.
+// this issuer (or, during a move, the previous one: those tokens are this server's too, signed
+// by its keys, and stay valid until they expire), and the time claims.
 func (s *Server) verify(raw string) (jwt.MapClaims, bool) {
 	st := s.cfg.Keys.current()
 	if st == nil {
@@ -49,7 +50,6 @@ func (s *Server) verify(raw string) (jwt.MapClaims, bool) {
 	}
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{string(signingkeys.ES256), string(signingkeys.RS256), string(signingkeys.EdDSA)}),
-		jwt.WithIssuer(s.cfg.IssuerURL),
 		jwt.WithExpirationRequired(),
 		jwt.WithTimeFunc(s.cfg.Clock.Now),
 	)
@@ -65,5 +65,9 @@ func (s *Server) verify(raw string) (jwt.MapClaims, bool) {
 		}
 		return k.Signer().Public(), nil
 	})
-	return claims, err == nil
+	if err != nil {
+		return nil, false
+	}
+	iss, _ := claims.GetIssuer()
+	return claims, iss == s.cfg.IssuerURL || (iss != "" && iss == s.cfg.PreviousIssuerURL)
 }

@@ -40,12 +40,13 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	authMethods, assertionAlgs := advertisedAuth(s.authenticators)
+	base := s.advertisedBase(r)
 	w.Header().Set("Cache-Control", "public, max-age=3600")
 	writeJSON(w, http.StatusOK, Metadata{
 		Issuer:                               s.cfg.IssuerURL,
-		TokenEndpoint:                        issuer.TokenURL(s.cfg.IssuerURL),
-		JWKSURI:                              s.cfg.IssuerURL + "/.well-known/jwks.json",
-		IntrospectionEndpoint:                s.cfg.IssuerURL + "/oauth2/introspect",
+		TokenEndpoint:                        issuer.TokenURL(base),
+		JWKSURI:                              base + "/.well-known/jwks.json",
+		IntrospectionEndpoint:                base + "/oauth2/introspect",
 		GrantTypesSupported:                  []string{GrantClientCredentials},
 		ResponseTypesSupported:               []string{},
 		TokenEndpointAuthMethodsSupported:    authMethods,
@@ -58,6 +59,18 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 		IDTokenSigningAlgValuesSupported: algs,
 		SubjectTypesSupported:            []string{"public"},
 	})
+}
+
+// advertisedBase is the URL under which the metadata names the endpoints for r: the in-cluster
+// URL to a request addressed to its host (a pod that reached the Service), else the issuer. The
+// issuer stays the same for both (RFC 8414 §3.3), so tokens verify alike whichever door a caller
+// used; only where it fetches keys and tokens differs, and never through the public door from
+// inside the cluster.
+func (s *Server) advertisedBase(r *http.Request) string {
+	if s.cfg.InClusterURL != s.cfg.IssuerURL && issuer.SameHost(s.cfg.InClusterURL, r.Host) {
+		return s.cfg.InClusterURL
+	}
+	return s.cfg.IssuerURL
 }
 
 // advertisedAuth are the client authentication methods and assertion signing algorithms of the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -200,6 +201,15 @@ func (s *Server) refusalsOfClient(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, "unauthenticated", "send a Kubernetes bearer token of someone who may get the M2MClient")
 		return
 	}
+	// Every made-up token costs a TokenReview and a share of the reviews all callers have
+	// (accessRate): a source whose tokens the API server keeps refusing is held to the limit of
+	// failed authentications, as at the token endpoint, before it costs either.
+	from := s.cfg.ClientAddresses.of(r)
+	if wait, over := s.sources.refused(from); over {
+		w.Header().Set("Retry-After", strconv.FormatInt(retryAfter(wait), 10))
+		refuse(http.StatusTooManyRequests, ErrTooManyRequests, "too many failed authentications from this address; retry after the time in Retry-After")
+		return
+	}
 	verdict, err := s.access.check(r.Context(), token, key)
 	switch {
 	case errors.Is(err, errAccessBusy):
@@ -211,6 +221,7 @@ func (s *Server) refusalsOfClient(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusServiceUnavailable, "unavailable", "the token server could not ask the API server who the caller is; retry, and if it lasts, see the token server's log")
 		return
 	case verdict == AccessUnauthenticated:
+		s.sources.failed(from)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="m2m"`)
 		refuse(http.StatusUnauthorized, "unauthenticated", "the API server does not accept the bearer token")
 		return

@@ -172,3 +172,25 @@ func TestAFloodOfMadeUpTokensCostsBoundedReviewsAndDoesNotLockOutACachedOwner(t 
 		t.Fatalf("the owner, whose verdict is cached, got %d %v during the flood", code, body)
 	}
 }
+
+// With the limit of failed authentications on, a source whose made-up bearer tokens the API
+// server refuses is held to it at the refusals endpoint too: past its burst it costs no review
+// and none of the reviews every caller shares, and a caller elsewhere is not refused for it.
+func TestMadeUpBearerTokensAtTheRefusalsEndpointCountAgainstTheirSource(t *testing.T) {
+	access := &fakeAccess{grants: map[string]types.NamespacedName{}}
+	const burst = 3
+	_, f := serveWith(t, mapClients{goodID: testClient(goodID, goodSecret)}, Config{Access: access, FailureLimit: FailureLimit{Rate: 0.001, Burst: burst, Sources: 16}})
+	limited := 0
+	for i := range 10 {
+		code, body := askWhy(t, f, fmt.Sprint("made-up-", i), "ns", goodID)
+		if code == http.StatusTooManyRequests {
+			if body["error"] != ErrTooManyRequests {
+				t.Fatalf("a limited source got %v", body)
+			}
+			limited++
+		}
+	}
+	if n := access.count(); n != burst || limited != 10-burst {
+		t.Fatalf("10 made-up tokens from one source cost %d reviews and %d were limited; want %d and %d", n, limited, burst, 10-burst)
+	}
+}

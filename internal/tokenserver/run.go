@@ -25,11 +25,13 @@ import (
 
 // Options configure a running token server.
 type Options struct {
-	IssuerURL        string
-	ListenAddress    string
-	SigningKeySecret types.NamespacedName
-	WatchNamespaces  []string
-	DefaultAudience  string
+	IssuerURL string
+	// InClusterURL and PreviousIssuerURL are Config's (--in-cluster-url, --previous-issuer-url).
+	InClusterURL, PreviousIssuerURL string
+	ListenAddress                   string
+	SigningKeySecret                types.NamespacedName
+	WatchNamespaces                 []string
+	DefaultAudience                 string
 	// TLSCertFile and TLSKeyFile serve HTTPS; both or neither. They are reloaded when they change.
 	TLSCertFile, TLSKeyFile string
 	Clock                   clock.Clock
@@ -80,6 +82,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	replica, _ := os.Hostname() // a pod's name
 	srv, err := New(Config{
 		IssuerURL:          iss,
+		InClusterURL:       o.InClusterURL,
+		PreviousIssuerURL:  o.PreviousIssuerURL,
 		DefaultAudience:    o.DefaultAudience,
 		Clients:            clients,
 		Keys:               keys,

@@ -28,8 +28,18 @@ const JWKSMaxAge = signingkeys.JWKSMaxAge
 
 // Config is what a Server needs.
 type Config struct {
-	// IssuerURL is the issuer; every URL the server advertises derives from it.
+	// IssuerURL is the issuer: every token's "iss", and the base of the URLs the metadata
+	// advertises to requests that come through any door but the in-cluster one.
 	IssuerURL string
+	// InClusterURL is where pods reach the server (its Service) when that is not the issuer,
+	// as with a public door under the issuer's name: the metadata fetched there advertises
+	// endpoints under it, so that in-cluster callers never hairpin through the public door. Empty
+	// means IssuerURL.
+	InClusterURL string
+	// PreviousIssuerURL, during a move to another issuer, is the issuer whose name
+	// ServiceAccount, federated and private_key_jwt assertions may still carry as their audience,
+	// and whose tokens introspection still recognises; empty after the move.
+	PreviousIssuerURL string
 	// DefaultAudience is the audience of tokens for clients with no spec.audiences. Empty means
 	// IssuerURL: every token carries an "aud" (RFC 9068 §2.2), and for a client that names no
 	// audience it is "a client of this installation", as Stytch's project audience is.
@@ -99,6 +109,15 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg.IssuerURL = iss
+	if cfg.InClusterURL, err = optionalURL(cfg.InClusterURL, iss, "the in-cluster URL"); err != nil {
+		return nil, err
+	}
+	if cfg.PreviousIssuerURL, err = optionalURL(cfg.PreviousIssuerURL, "", "the previous issuer URL"); err != nil {
+		return nil, err
+	}
+	if cfg.PreviousIssuerURL == iss {
+		cfg.PreviousIssuerURL = ""
+	}
 	if cfg.DefaultAudience, err = EffectiveDefaultAudience(iss, cfg.DefaultAudience); err != nil {
 		return nil, err
 	}
@@ -126,6 +145,27 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// optionalURL parses an issuer-like URL that may be empty, which gives fallback.
+func optionalURL(raw, fallback, what string) (string, error) {
+	if raw == "" {
+		return fallback, nil
+	}
+	u, err := issuer.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	return u, nil
+}
+
+// assertionAudiences are the audiences a client assertion may name: this issuer and, during a
+// move, the previous one (RFC 7523 §3: the authorization server's identifier).
+func (cfg Config) assertionAudiences() []string {
+	if cfg.PreviousIssuerURL == "" {
+		return []string{cfg.IssuerURL}
+	}
+	return []string{cfg.IssuerURL, cfg.PreviousIssuerURL}
 }
 
 // EffectiveDefaultAudience is the "aud" of tokens for clients with no spec.audiences on a server

@@ -21,9 +21,9 @@ import (
 
 // ServiceAccountTokens verifies Kubernetes ServiceAccount tokens presented as client assertions.
 type ServiceAccountTokens interface {
-	// Verify checks that token is a ServiceAccount token of the cluster, for audience, valid now,
+	// Verify checks that token is a ServiceAccount token of the cluster, for one of audiences, valid now,
 	// and returns the ServiceAccount's namespace and name.
-	Verify(ctx context.Context, token, audience string) (namespace, name string, err error)
+	Verify(ctx context.Context, token string, audiences []string) (namespace, name string, err error)
 	// Issuer is the cluster's ServiceAccount issuer, or "" while it is not known.
 	Issuer() string
 }
@@ -138,11 +138,11 @@ func (k *issuerKeys) key(ctx context.Context, kid string) (assertionKey, string,
 
 // verify checks token's signature against the issuer's keys, its issuer, audience and times,
 // and returns its claims.
-func (k *issuerKeys) verify(ctx context.Context, token, audience string) (jwt.MapClaims, error) {
+func (k *issuerKeys) verify(ctx context.Context, token string, audiences []string) (jwt.MapClaims, error) {
 	var iss string
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{"RS256", "ES256"}),
-		jwt.WithAudience(audience),
+		jwt.WithAudience(audiences...),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(assertionLeeway),
 		jwt.WithTimeFunc(k.clock.Now),
@@ -220,8 +220,8 @@ func (s *ClusterServiceAccounts) Issuer() string {
 }
 
 // Verify implements ServiceAccountTokens.
-func (s *ClusterServiceAccounts) Verify(ctx context.Context, token, audience string) (string, string, error) {
-	claims, err := s.keys.verify(ctx, token, audience)
+func (s *ClusterServiceAccounts) Verify(ctx context.Context, token string, audiences []string) (string, string, error) {
+	claims, err := s.keys.verify(ctx, token, audiences)
 	if err != nil {
 		return "", "", err
 	}

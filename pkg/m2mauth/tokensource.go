@@ -29,8 +29,10 @@ const (
 	secretKeyClientSecret = "client_secret"
 	secretKeyPrivateKey   = "private_key"
 	secretKeyTokenURL     = "token_url"
-	secretKeyIssuer       = "issuer"
-	secretKeyCA           = "ca.crt"
+	// secretKeyPublicTokenURL: the public door's token URL, with one (PublicDoor).
+	secretKeyPublicTokenURL = "public_token_url"
+	secretKeyIssuer         = "issuer"
+	secretKeyCA             = "ca.crt"
 )
 
 // TokenSourceOption configures NewTokenSource.
@@ -44,6 +46,17 @@ type tokenSourceConfig struct {
 	now     func() time.Time
 	// ownClient: the caller's context carries its own oauth2.HTTPClient, which is used as is.
 	ownClient bool
+	// publicDoor reads public_token_url instead of token_url.
+	publicDoor bool
+}
+
+// PublicDoor sends token requests to the Secret's public_token_url, the token endpoint under the
+// issuer's public name, instead of its token_url, the in-cluster Service: for a program outside
+// the cluster that holds a copy of the Secret. The Secret has public_token_url only when the
+// install serves a public door; without it, every token request fails and says so. Tokens are
+// the same through either door.
+func PublicDoor() TokenSourceOption {
+	return func(c *tokenSourceConfig) { c.publicDoor = true }
 }
 
 // RequestTimeout bounds each token request, connection included (default 10s). A token server
@@ -335,7 +348,14 @@ func (s *fileTokenSource) reload() error {
 		return strings.TrimSpace(string(b)), nil
 	}
 	id, err1 := read(secretKeyClientID)
-	tokenURL, err2 := read(secretKeyTokenURL)
+	urlKey := secretKeyTokenURL
+	if s.cfg.publicDoor {
+		urlKey = secretKeyPublicTokenURL
+	}
+	tokenURL, err2 := read(urlKey)
+	if errors.Is(err2, fs.ErrNotExist) && s.cfg.publicDoor {
+		err2 = fmt.Errorf("%w: the install serves no public door (m2mauth.PublicDoor)", err2)
+	}
 	iss, err3 := read(secretKeyIssuer)
 	if iss == "" && !s.withIssuer {
 		err3 = nil // only a key pair and the Introspector need it

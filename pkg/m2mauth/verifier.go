@@ -1,6 +1,7 @@
 package m2mauth
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -38,6 +39,7 @@ type verifierConfig struct {
 	audiences    []string
 	anyAudience  bool
 	jwksURL      string
+	discoveryURL string
 	httpClient   *http.Client
 	caFile       string
 	minRefresh   time.Duration
@@ -76,6 +78,15 @@ func WithFetchTimeout(d time.Duration) VerifierOption {
 // WithJWKSURL takes the JWKS from url instead of discovering it through the issuer's RFC 8414
 // metadata.
 func WithJWKSURL(url string) VerifierOption { return func(c *verifierConfig) { c.jwksURL = url } }
+
+// WithDiscoveryURL fetches the issuer's RFC 8414 metadata under baseURL instead of under the
+// issuer, which it must still name: a resource server inside the cluster whose token server
+// serves a public door under the issuer's name passes the in-cluster URL (the base of its
+// credentials Secret's token_url), and the token server answers there with the keys' in-cluster
+// URL, so that neither discovery nor key fetches go out through the public door.
+func WithDiscoveryURL(baseURL string) VerifierOption {
+	return func(c *verifierConfig) { c.discoveryURL = strings.TrimSuffix(baseURL, "/") }
+}
 
 // WithHTTPClient fetches metadata and keys with hc instead of a client with connect, TLS and
 // overall timeouts. Redirects to another scheme or host are refused with hc too.
@@ -137,7 +148,7 @@ func NewVerifier(ctx context.Context, issuerURL string, opts ...VerifierOption) 
 	issuerURL = strings.TrimSuffix(issuerURL, "/")
 	if cfg.jwksURL == "" {
 		dctx, cancel := context.WithTimeout(ctx, cfg.fetchTimeout)
-		url, err := discoverJWKS(dctx, cfg.httpClient, issuerURL)
+		url, err := discoverJWKS(dctx, cfg.httpClient, issuerURL, cmp.Or(cfg.discoveryURL, issuerURL))
 		cancel()
 		if err != nil {
 			return nil, err
@@ -166,8 +177,13 @@ func NewVerifier(ctx context.Context, issuerURL string, opts ...VerifierOption) 
 // still fetches them for an unknown kid.
 func (v *Verifier) Close() { v.stop() }
 
-func discoverJWKS(ctx context.Context, hc *http.Client, issuer string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, issuer+"/.well-known/oauth-authorization-server", nil)
+// discoverJWKS reads the jwks_uri of issuer's metadata, fetched under base.
+func discoverJWKS(ctx context.Context, hc *http.Client, issuer, base string) (string, error) {
+	// Metadata over plain HTTP could name anyone's keys.
+	if strings.HasPrefix(issuer, "https://") && !strings.HasPrefix(base, "https://") {
+		return "", fmt.Errorf("%w: the https issuer %s's metadata would come over plain HTTP from %s", ErrJWKS, issuer, base)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/.well-known/oauth-authorization-server", nil)
 	if err != nil {
 		return "", err
 	}
