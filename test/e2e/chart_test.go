@@ -65,6 +65,7 @@ func TestTheChartPassesHelmLintStrict(t *testing.T) {
 	for name, args := range map[string][]string{
 		"default values":     nil,
 		"non-default values": {"-f", writeValues(t, nonDefaultValues)},
+		"a public door":      {"-f", writeValues(t, publicDoorValues)},
 	} {
 		if out, err := helmCommand(t, append([]string{"lint", "--strict", chartDir()}, args...)...); err != nil {
 			t.Errorf("%s: %v\n%s", name, err, out)
@@ -79,6 +80,10 @@ func TestTheValuesSchemaRefusesBadValues(t *testing.T) {
 		"image.pullPolicy=Sometimes", "watchNamespaces[0]=Team_A", "tokenServer.federatedIssuers[0].issuer=https://a,b",
 		"tokenServr.replicas=2", "tokenServer.defaultAudience=123",
 		"tokenServer.trustedProxies[0]=lb.example.com", "tokenServer.trustedProxyHeader=X-Real-IP", "tokenServer.failureLimit.burst=0",
+		"previousIssuerURL=ftp://x", "publicDoor.host=https://auth.example.com", "publicDoor.host=auth.example.com:443",
+		"publicDoor.host=Auth.example.com", "publicDoor.host=*.example.com", "publicDoor.host=192.0.2.1", "publicDoor.gatway.enabled=true",
+		"publicDoor.gateway.parentRefs[0].namespace=Gateway_System", "publicDoor.gateway.parentRefs[0].port=0",
+		"publicDoor.tls.certManager.issuerRef.kind=Vault", "publicDoor.tls.secretName=My_Secret", "publicDoor.ingress.annotations.a=1",
 	} {
 		if out, err := helmCommand(t, "template", "m2m", chartDir(), "--set", bad); err == nil {
 			t.Errorf("--set %s was accepted:\n%.300s", bad, out)
@@ -118,14 +123,21 @@ func objectKey(o *unstructured.Unstructured) string {
 // the Namespace (Helm's --create-namespace makes it), the CRDs (crds/, a generated copy) and the
 // differences normalized takes out.
 func TestTheChartsDefaultRenderingIsConfigDefault(t *testing.T) {
+	sameObjects(t, renderConfig(t, "default"), renderChart(t))
+}
+
+// sameObjects checks that a chart rendering has the objects of a config/ overlay's, each equal
+// once normalized, apart from the Namespace and the CRDs.
+func sameObjects(t *testing.T, config, chart []byte) {
+	t.Helper()
 	want := map[string]map[string]any{}
-	for _, obj := range decodeObjects(t, renderConfig(t, "default")) {
+	for _, obj := range decodeObjects(t, config) {
 		if obj.GetKind() != "Namespace" && obj.GetKind() != "CustomResourceDefinition" {
 			want[objectKey(obj)] = normalized(obj)
 		}
 	}
 	got := map[string]map[string]any{}
-	for _, obj := range decodeObjects(t, renderChart(t)) {
+	for _, obj := range decodeObjects(t, chart) {
 		got[objectKey(obj)] = normalized(obj)
 	}
 	for key, w := range want {
@@ -140,7 +152,7 @@ func TestTheChartsDefaultRenderingIsConfigDefault(t *testing.T) {
 	}
 	for key := range got {
 		if _, ok := want[key]; !ok {
-			t.Errorf("the chart has %s, which config/default lacks", key)
+			t.Errorf("the chart has %s, which config/ lacks", key)
 		}
 	}
 }
@@ -220,10 +232,8 @@ func TestTheChartInstallsWithDefaultAndNonDefaultValues(t *testing.T) {
 // then serves plain HTTP as that install did. A new install gets https. Helm renders against the
 // real API server (helm template --dry-run=server), where its lookup sees the installed Deployment.
 func TestAnUpgradeKeepsTheIssuerOfTheInstallItUpgrades(t *testing.T) {
-	ctx := context.Background()
-	kc := kubeconfigFile(t)
 	render := func(ns string) string {
-		out, err := helmCommand(t, "template", "m2m", chartDir(), "-n", ns, "--dry-run=server", "--kubeconfig", kc)
+		out, err := renderOnTheServer(t, ns)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,22 +246,36 @@ func TestAnUpgradeKeepsTheIssuerOfTheInstallItUpgrades(t *testing.T) {
 
 	ns := namespace(t)
 	old := "http://m2m-token-server." + ns + ".svc:8080"
+	installedTokenServer(t, ns, old)
+	out := render(ns)
+	if strings.Count(out, "--issuer-url="+old) != 2 || strings.Contains(out, "--tls-cert-file=") || !strings.Contains(out, "port: 8080") {
+		t.Fatalf("the upgrade does not keep the http issuer %s for the manager and the token server", old)
+	}
+}
+
+// renderOnTheServer renders the chart as release m2m in ns against the real API server (helm
+// template --dry-run=server), where Helm's lookup sees what is installed.
+func renderOnTheServer(t *testing.T, ns string, args ...string) ([]byte, error) {
+	t.Helper()
+	return helmCommand(t, append([]string{"template", "m2m", chartDir(), "-n", ns, "--dry-run=server", "--kubeconfig", kubeconfigFile(t)}, args...)...)
+}
+
+// installedTokenServer stores in ns the token server Deployment of an earlier install whose
+// issuer is issuer, for the chart's lookup to find.
+func installedTokenServer(t *testing.T, ns, issuer string) {
+	t.Helper()
 	labels := map[string]string{"app.kubernetes.io/name": "m2m-operator", "app.kubernetes.io/component": "token-server"}
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "m2m-token-server"},
 		Spec: appsv1.DeploymentSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
-				Name: "token-server", Image: "ghcr.io/m2m-dev/m2m-operator:0.0.9", Args: []string{"--issuer-url=" + old, "--listen-address=:8080"},
+				Name: "token-server", Image: "ghcr.io/m2m-dev/m2m-operator:0.0.9", Args: []string{"--issuer-url=" + issuer, "--listen-address=:8080"},
 			}}}},
 		},
 	}
-	if err := env.Client.Create(ctx, d); err != nil {
+	if err := env.Client.Create(context.Background(), d); err != nil {
 		t.Fatal(err)
-	}
-	out := render(ns)
-	if strings.Count(out, "--issuer-url="+old) != 2 || strings.Contains(out, "--tls-cert-file=") || !strings.Contains(out, "port: 8080") {
-		t.Fatalf("the upgrade does not keep the http issuer %s for the manager and the token server", old)
 	}
 }
 

@@ -169,8 +169,8 @@ func TestTheManagerReportsItsClientsRotationsAndSigningKey(t *testing.T) {
 	})
 }
 
-// installOptionalCRDs installs the Prometheus Operator's and cert-manager's CRDs that
-// hack/optional-crds.sh builds, and waits until they serve.
+// installOptionalCRDs installs the Prometheus Operator's, cert-manager's and the Gateway API's
+// CRDs that hack/optional-crds.sh builds, and waits until they serve.
 func installOptionalCRDs(t *testing.T) {
 	t.Helper()
 	dir, err := controlplane.OptionalCRDs()

@@ -40,24 +40,75 @@ two releases of one name in two namespaces do (docs/operations.md says to avoid 
 {{ $found }}
 {{- end }}
 
+{{/* The URL of the token server's Service in the release namespace, https with TLS on. */}}
+{{- define "m2m.serviceURL" -}}
+{{- if .Values.tls.enabled -}}
+https://m2m-token-server.{{ .Release.Namespace }}.svc
+{{- else -}}
+http://m2m-token-server.{{ .Release.Namespace }}.svc:8080
+{{- end -}}
+{{- end }}
+
+{{/* The token server's DNS name in the cluster, which its certificate covers. */}}
+{{- define "m2m.serviceHost" -}}
+m2m-token-server.{{ .Release.Namespace }}.svc
+{{- end }}
+
 {{/*
-The issuer URL: the value; else the upgraded install's, which resource servers pin; else the
-token server's Service in the release namespace, https with TLS on.
+The issuer URL: the value; else the upgraded install's, which resource servers pin; else
+https://<publicDoor.host>; else the token server's Service. With a public door the issuer is
+https://<host> and nothing else: an install being upgraded with another issuer fails rather than
+change it, since the issuer is the audience of ServiceAccount and private_key_jwt assertions and
+what every verifier pins (docs/operations.md#moving-to-a-public-issuer).
 */}}
 {{- define "m2m.issuerURL" -}}
 {{- $existing := include "m2m.existingIssuer" . -}}
+{{- $door := .Values.publicDoor.host -}}
+{{- $public := printf "https://%s" $door -}}
 {{- if and .Release.IsUpgrade (not .Values.issuerURL) (not $existing) -}}
 {{- fail "an upgrade needs the issuer of the install it upgrades, and Helm could not read it (a client-side render?): set issuerURL to it, as GitOps tools that render with helm template must always do" -}}
+{{- end -}}
+{{- if and $door (not .Values.tls.enabled) -}}
+{{- fail (printf "publicDoor.host %s needs tls.enabled=true: the Gateway or Ingress re-encrypts to the token server and verifies it against the manager's CA" $door) -}}
+{{- end -}}
+{{- if and $door .Values.issuerURL (ne .Values.issuerURL $public) -}}
+{{- fail (printf "publicDoor.host %s serves the issuer %s, but issuerURL is %s: set issuerURL to %s, or leave it unset (docs/operations.md#moving-to-a-public-issuer)" $door $public .Values.issuerURL $public) -}}
+{{- end -}}
+{{- if and $door (not .Values.issuerURL) $existing (ne $existing $public) -}}
+{{- fail (printf "the install being upgraded has the issuer %s, and publicDoor.host %s would change it to %s without a word: resource servers pin the issuer, and it is the audience of ServiceAccount and private_key_jwt assertions. Migrate on purpose: set issuerURL=%s and previousIssuerURL=%s, as docs/operations.md#moving-to-a-public-issuer says" $existing $door $public $public $existing) -}}
 {{- end -}}
 {{- if .Values.issuerURL -}}
 {{ .Values.issuerURL }}
 {{- else if $existing -}}
 {{ $existing }}
-{{- else if .Values.tls.enabled -}}
-https://m2m-token-server.{{ .Release.Namespace }}.svc
+{{- else if $door -}}
+{{ $public }}
 {{- else -}}
-http://m2m-token-server.{{ .Release.Namespace }}.svc:8080
+{{ include "m2m.serviceURL" . }}
 {{- end -}}
+{{- end }}
+
+{{/*
+The URL pods reach the token server by: the Service's with a public door (no hairpin through the
+load balancer), else the issuer. The manager writes it as token_url into credentials Secrets.
+*/}}
+{{- define "m2m.inClusterURL" -}}
+{{- if .Values.publicDoor.host }}{{ include "m2m.serviceURL" . }}{{ else }}{{ include "m2m.issuerURL" . }}{{ end -}}
+{{- end }}
+
+{{/* The Secret of the public door's certificate: the value, else the one cert-manager fills. */}}
+{{- define "m2m.publicTLSSecret" -}}
+{{ .Values.publicDoor.tls.secretName | default "m2m-token-server-public-tls" }}
+{{- end }}
+
+{{/*
+The paths the public door routes: what clients and verifiers outside use (token, introspection,
+keys and metadata), and /refusals for kubectl m2m why --public from outside the cluster (it asks
+the API server to review the caller's Kubernetes token, within the limit by source and at most 20
+reviews a second). Not the probes, which only the kubelet needs.
+*/}}
+{{- define "m2m.publicPaths" -}}
+{{- toJson (list "/oauth2/token" "/oauth2/introspect" "/.well-known/jwks.json" "/.well-known/openid-configuration" "/.well-known/oauth-authorization-server" "/refusals") -}}
 {{- end }}
 
 {{/*
