@@ -56,7 +56,7 @@ var commands = []command{
 	{"verify", "Verify an access token as a resource server would, and print its claims.",
 		"kubectl m2m verify TOKEN [--system-namespace m2m-system | --issuer URL] [--ca-file F] (--audience A... | --any-audience) [--scope S]..."},
 	{"why", "Show why the token server recently refused an M2MClient's requests, and what to do about each reason.",
-		"kubectl m2m why NAME [-n NS] [--system-namespace m2m-system] [--public | --token-url URL] [--ca-file FILE]"},
+		"kubectl m2m why NAME [-n NS] [--system-namespace m2m-system] [--token-url URL] [--ca-file FILE]"},
 	{"rotate-signing-key", "Rotate the token signing keys now: planned, or --emergency when they may have been copied.",
 		"kubectl m2m rotate-signing-key [--emergency] [-n m2m-system] [--secret m2m-signing-keys] [--timeout 2m]"},
 }
@@ -195,7 +195,6 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 	case "why":
 		registerSystemNamespaceFlag(f, flags, "why")
 		flags.StringVar(&f.tokenURL, "token-url", "", "token endpoint, instead of the install's token_url")
-		registerPublicFlag(f, flags, "the install's")
 		flags.StringVar(&f.caFile, "ca-file", "", "PEM CA bundle that signs the token server's certificate, instead of the install's ca.crt")
 	}
 	return f
@@ -226,7 +225,7 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 	case "describe":
 		return describe(ctx, c, stdout, key)
 	case "why":
-		return why(ctx, cfg, c, stdout, key, f.systemNamespace, f.tokenURL, f.caFile, f.public)
+		return why(ctx, cfg, c, stdout, key, f.systemNamespace, f.tokenURL, f.caFile)
 	}
 	panic("unreachable: commands lists " + cmd + " but run does not handle it")
 }

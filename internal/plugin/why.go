@@ -52,8 +52,8 @@ var errPlainHTTP = errors.New("kubectl m2m why sends your Kubernetes token only 
 // why prints the refusals of the client key that the token server remembers, asking it with the
 // kubeconfig user's bearer token. The token server is the install's (the manager's ConfigMap in
 // systemNS) unless tokenURL and caFile say otherwise.
-func why(ctx context.Context, cfg *rest.Config, c client.Reader, out io.Writer, key types.NamespacedName, systemNS, tokenURL, caFile string, public bool) error {
-	base, bundles, err := tokenServerOf(ctx, c, systemNS, tokenURL, caFile, public)
+func why(ctx context.Context, cfg *rest.Config, c client.Reader, out io.Writer, key types.NamespacedName, systemNS, tokenURL, caFile string) error {
+	base, bundles, err := tokenServerOf(ctx, c, systemNS, tokenURL, caFile)
 	if err != nil {
 		return err
 	}
@@ -98,10 +98,7 @@ func why(ctx context.Context, cfg *rest.Config, c client.Reader, out io.Writer, 
 // --ca-file give them. Never the client's Secret, whose owner could point it at a server of their
 // own that would receive the caller's Kubernetes token. With --token-url the ConfigMap is only
 // read for its ca.crt, and may be unreadable.
-func tokenServerOf(ctx context.Context, c client.Reader, systemNS, tokenURL, caFile string, public bool) (base string, bundles []caBundle, err error) {
-	if public && tokenURL != "" {
-		return "", nil, errPublicAndTokenURL
-	}
+func tokenServerOf(ctx context.Context, c client.Reader, systemNS, tokenURL, caFile string) (base string, bundles []caBundle, err error) {
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
@@ -115,9 +112,9 @@ func tokenServerOf(ctx context.Context, c client.Reader, systemNS, tokenURL, caF
 		case err != nil && tokenURL == "":
 			return "", nil, fmt.Errorf("%w; pass --system-namespace with the manager's namespace, or --token-url (and --ca-file for a token server whose CA the system does not trust)", err)
 		case err == nil && tokenURL == "":
-			if tokenURL, err = loc.url(public); err != nil {
-				return "", nil, err
-			}
+			// The in-cluster URL, never the public door's: the request carries the caller's
+			// Kubernetes token, and the door does not route it.
+			tokenURL = loc.tokenURL
 		}
 		if err == nil && caFile == "" && loc.ca.pem != nil {
 			bundles = append(bundles, loc.ca)

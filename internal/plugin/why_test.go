@@ -92,7 +92,7 @@ func TestWhyAsksTheInstallsTokenServerAndNeverTheOneTheClientsSecretNames(t *tes
 	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).
 		WithObjects(append(tenantsSecret(attacker.URL+"/oauth2/token", attackerCA), installConfigMap(real.URL+"/oauth2/token", ""))...).Build()
 	var out bytes.Buffer
-	if err := why(context.Background(), &rest.Config{BearerToken: "admin-token"}, c, &out, whyKey, "m2m-system", "", "", false); err != nil {
+	if err := why(context.Background(), &rest.Config{BearerToken: "admin-token"}, c, &out, whyKey, "m2m-system", "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if calls.Load() != 1 || !strings.Contains(out.String(), "wrong_secret") {
@@ -108,7 +108,7 @@ func TestWhyAsksTheInstallsTokenServerAndNeverTheOneTheClientsSecretNames(t *tes
 func TestWhyWithoutTheInstallsConfigMapSaysWhatToPassAndSendsNothing(t *testing.T) {
 	attacker, attackerCA, received := recordingServer(t)
 	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(tenantsSecret(attacker.URL+"/oauth2/token", attackerCA)...).Build()
-	err := why(context.Background(), &rest.Config{BearerToken: "admin-token"}, c, &bytes.Buffer{}, whyKey, "m2m-system", "", "", false)
+	err := why(context.Background(), &rest.Config{BearerToken: "admin-token"}, c, &bytes.Buffer{}, whyKey, "m2m-system", "", "")
 	if err == nil || !strings.Contains(err.Error(), "ConfigMap m2m-system/m2m-token-server") || !strings.Contains(err.Error(), "--system-namespace") || !strings.Contains(err.Error(), "--token-url") {
 		t.Fatalf("error %v", err)
 	}
@@ -129,15 +129,15 @@ func TestWhyTrustsTheInstallsCAOrCAFile(t *testing.T) {
 	}
 	cfg := &rest.Config{BearerToken: "t"}
 	withCA := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(installConfigMap(real.URL+"/oauth2/token", ca)).Build()
-	if err := why(context.Background(), cfg, withCA, &bytes.Buffer{}, whyKey, "m2m-system", "", "", false); err != nil {
+	if err := why(context.Background(), cfg, withCA, &bytes.Buffer{}, whyKey, "m2m-system", "", ""); err != nil {
 		t.Fatalf("with the install's ca.crt: %v", err)
 	}
 	withoutCA := clusterWithTokenURL(real.URL + "/oauth2/token")
-	if err := why(context.Background(), cfg, withoutCA, &bytes.Buffer{}, whyKey, "m2m-system", "", file, false); err != nil {
+	if err := why(context.Background(), cfg, withoutCA, &bytes.Buffer{}, whyKey, "m2m-system", "", file); err != nil {
 		t.Fatalf("with --ca-file: %v", err)
 	}
 	var unknown x509.UnknownAuthorityError
-	if err := why(context.Background(), cfg, withoutCA, &bytes.Buffer{}, whyKey, "m2m-system", "", "", false); !errors.As(err, &unknown) {
+	if err := why(context.Background(), cfg, withoutCA, &bytes.Buffer{}, whyKey, "m2m-system", "", ""); !errors.As(err, &unknown) {
 		t.Fatalf("with no CA: %v, want an unknown authority", err)
 	}
 }
@@ -176,7 +176,7 @@ func TestWhyPrintsTheRefusalsAndWhatToDoForATokenFileUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := why(context.Background(), &rest.Config{BearerTokenFile: file}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "m2m-system", "", "", false); err != nil {
+	if err := why(context.Background(), &rest.Config{BearerTokenFile: file}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "m2m-system", "", ""); err != nil {
 		t.Fatal(err)
 	}
 	got := out.String()
@@ -199,7 +199,7 @@ func TestWhySendsTheTokenOfAnExecCredentialPlugin(t *testing.T) {
 		Args: []string{"-c", `echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"exec-token"}}'`},
 	}}
 	var out bytes.Buffer
-	if err := why(context.Background(), cfg, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "m2m-system", "", "", false); err != nil {
+	if err := why(context.Background(), cfg, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "m2m-system", "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "wrong_secret") {
@@ -219,7 +219,7 @@ func TestWhyWithAClientCertificateSaysWhatWorksInsteadAndSendsNothing(t *testing
 			Args: []string{certCredential(t)},
 		}},
 	} {
-		err := why(context.Background(), cfg, clusterWithTokenURL(srv.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "", false)
+		err := why(context.Background(), cfg, clusterWithTokenURL(srv.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "")
 		if err == nil || !strings.Contains(err.Error(), "bearer token") || !strings.Contains(err.Error(), "kubectl create token") || !strings.Contains(err.Error(), "--zap-log-level=debug") {
 			t.Errorf("%s: error %v", sentence, err)
 		}
@@ -262,7 +262,7 @@ func certCredential(t *testing.T) string {
 // The user's Kubernetes token never travels in the clear: a plain http token server is refused
 // unless it is on a loopback address, before anything is sent.
 func TestWhyRefusesToSendTheTokenOverPlainHTTPOffLoopback(t *testing.T) {
-	err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL("http://m2m.example.com/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "", false)
+	err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL("http://m2m.example.com/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "")
 	if err == nil || !strings.Contains(err.Error(), "plain http") {
 		t.Fatalf("error %v, want a refusal of plain http", err)
 	}
@@ -286,12 +286,12 @@ func TestWhySaysWhatA401OrA403MeansForTheUser(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": "forbidden"})
 	}))
 	defer srv.Close()
-	err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "", false)
+	err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "")
 	if err == nil || !strings.Contains(err.Error(), "may not get m2mclients reports in namespace team-a") {
 		t.Fatalf("403: %v", err)
 	}
 	ts, _ := fakeTokenServer(t, "right", oneRefusal)
-	err = why(context.Background(), &rest.Config{BearerToken: "wrong"}, clusterWithTokenURL(ts.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "", false)
+	err = why(context.Background(), &rest.Config{BearerToken: "wrong"}, clusterWithTokenURL(ts.URL+"/oauth2/token"), &bytes.Buffer{}, whyKey, "m2m-system", "", "")
 	if err == nil || !strings.Contains(err.Error(), "does not accept your Kubernetes token") {
 		t.Fatalf("401: %v", err)
 	}
@@ -301,7 +301,7 @@ func TestWhySaysWhatA401OrA403MeansForTheUser(t *testing.T) {
 func TestWhyWithNoRefusalsSaysSoAndNamesTheReplica(t *testing.T) {
 	srv, _ := fakeTokenServer(t, "t", `{"replica":"token-server-1","since":"2026-06-01T12:00:00Z","kept":20,"total":0,"refusals":[]}`)
 	var out bytes.Buffer
-	if err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "m2m-system", "", "", false); err != nil {
+	if err := why(context.Background(), &rest.Config{BearerToken: "t"}, clusterWithTokenURL(srv.URL+"/oauth2/token"), &out, whyKey, "m2m-system", "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "No refusals of M2MClient team-a/reports remembered by token server replica token-server-1 since 2026-06-01T12:00:00Z") {
@@ -350,22 +350,18 @@ func TestTokenAsAServiceAccountSendsTheMintedTokenOnlyToTheInstallsTokenServer(t
 	}
 }
 
-// --public asks the public door, which the install's ConfigMap names when it has one; without a
-// door it says so rather than asking the in-cluster Service, and it does not mix with --token-url.
-func TestWhyPublicAsksThePublicDoorOfTheInstall(t *testing.T) {
-	cm := installConfigMap("https://m2m-token-server.m2m-system.svc/oauth2/token", "")
-	cm.Data[m2mv1alpha1.SecretKeyPublicTokenURL] = "https://auth.example.com/oauth2/token"
-	withDoor := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(cm).Build()
-	for public, want := range map[bool]string{false: "https://m2m-token-server.m2m-system.svc", true: "https://auth.example.com"} {
-		if base, _, err := tokenServerOf(context.Background(), withDoor, "m2m-system", "", "", public); err != nil || base != want {
-			t.Fatalf("public=%v: %q, %v; want %q", public, base, err, want)
+
+// token --public takes the public door's URL, which the install names when it has one; without
+// a door it says so rather than asking the in-cluster Service.
+func TestThePublicTokenURLComesFromThePublicDoorOnly(t *testing.T) {
+	withDoor := installLocation{tokenURL: "https://m2m-token-server.m2m-system.svc/oauth2/token", publicTokenURL: "https://auth.example.com/oauth2/token"}
+	for public, want := range map[bool]string{false: withDoor.tokenURL, true: withDoor.publicTokenURL} {
+		if got, err := withDoor.url(public); err != nil || got != want {
+			t.Fatalf("public=%v: %q, %v; want %q", public, got, err, want)
 		}
 	}
-	noDoor := clusterWithTokenURL("https://m2m-token-server.m2m-system.svc/oauth2/token")
-	if _, _, err := tokenServerOf(context.Background(), noDoor, "m2m-system", "", "", true); err == nil || !strings.Contains(err.Error(), "no public door") {
+	noDoor := installLocation{tokenURL: withDoor.tokenURL}
+	if _, err := noDoor.url(true); err == nil || !strings.Contains(err.Error(), "no public door") {
 		t.Fatalf("--public on an install without a public door: %v", err)
-	}
-	if _, _, err := tokenServerOf(context.Background(), withDoor, "m2m-system", "https://x.example.com/oauth2/token", "", true); !errors.Is(err, errPublicAndTokenURL) {
-		t.Fatalf("--public with --token-url: %v", err)
 	}
 }

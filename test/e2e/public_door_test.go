@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
-	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 )
 
 // publicDoorValues turns every part of the public door on: the chart's own Gateway, an Ingress
@@ -161,9 +160,9 @@ func routedPaths(t *testing.T, rendered []byte) map[string][]string {
 }
 
 // The public door routes what clients and verifiers outside use, and nothing else: every
-// endpoint that the token server's discovery document names, the discovery documents and
-// /refusals (kubectl m2m why --public), each a path that the running token server serves; not
-// the probes. The Gateway, the Ingress and config/ agree.
+// endpoint that the token server's discovery document names and the discovery documents, each a
+// path that the running token server serves; not /refusals, which takes a Kubernetes bearer
+// token, nor the probes. The Gateway, the Ingress and config/ agree.
 func TestThePublicDoorRoutesOnlyThePathsClientsOutsideUse(t *testing.T) {
 	var doc map[string]any
 	resp, err := http.Get(issuer + "/.well-known/openid-configuration")
@@ -175,7 +174,7 @@ func TestThePublicDoorRoutesOnlyThePathsClientsOutsideUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server", tokenserver.RefusalsPath}
+	want := []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"}
 	for _, key := range []string{"token_endpoint", "jwks_uri", "introspection_endpoint"} {
 		u, err := url.Parse(doc[key].(string))
 		if err != nil || u.Path == "" {

@@ -103,12 +103,11 @@ load balancer), else the issuer. The manager writes it as token_url into credent
 
 {{/*
 The paths the public door routes: what clients and verifiers outside use (token, introspection,
-keys and metadata), and /refusals for kubectl m2m why --public from outside the cluster (it asks
-the API server to review the caller's Kubernetes token, within the limit by source and at most 20
-reviews a second). Not the probes, which only the kubelet needs.
+keys and metadata). Not /refusals, which takes a Kubernetes bearer token that has no business on
+the internet (kubectl m2m why asks the in-cluster URL), nor the probes, which only the kubelet needs.
 */}}
 {{- define "m2m.publicPaths" -}}
-{{- toJson (list "/oauth2/token" "/oauth2/introspect" "/.well-known/jwks.json" "/.well-known/openid-configuration" "/.well-known/oauth-authorization-server" "/refusals") -}}
+{{- toJson (list "/oauth2/token" "/oauth2/introspect" "/.well-known/jwks.json" "/.well-known/openid-configuration" "/.well-known/oauth-authorization-server") -}}
 {{- end }}
 
 {{/*
