@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/golang-jwt/jwt/v5"
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
@@ -78,16 +81,56 @@ func TestAnAssertionForThePreviousIssuerIsAcceptedOnlyDuringTheMove(t *testing.T
 	}
 }
 
+// A federated platform keeps sending the audience it was configured with (the previous issuer)
+// until its administrator changes it: accepted during the move, refused after it.
+func TestAFederatedAssertionForThePreviousIssuerIsAcceptedOnlyDuringTheMove(t *testing.T) {
+	key := newKey(t)
+	c := workloadClient("team-a", "", m2mv1alpha1.FederatedIdentity{Issuer: ciIssuer, Subject: "repo:payments"})
+	for name, tc := range map[string]struct {
+		previous, aud, reason string
+	}{
+		"the new issuer is accepted during the move":      {previous: testIssuer, aud: publicIssuer},
+		"the previous issuer is accepted during the move": {previous: testIssuer, aud: testIssuer},
+		"the previous issuer is refused after the move":   {aud: testIssuer, reason: "assertion_invalid"},
+		"another audience is refused during the move":     {previous: testIssuer, aud: inClusterURL, reason: "assertion_invalid"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, keys := staticKeys(t, signingkeys.ES256)
+			s, err := New(Config{IssuerURL: publicIssuer, InClusterURL: inClusterURL, PreviousIssuerURL: tc.previous,
+				Clients: mapClients{goodID: c}, Keys: keys, Clock: clocktesting.NewFakeClock(t0),
+				ServiceAccounts: fakeServiceAccounts{issuer: ownIssuer}, Federation: loadedFederation(t, key, ciIssuer)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			token := signed(t, key, jwt.MapClaims{"iss": ciIssuer, "sub": "repo:payments", "aud": tc.aud, "iat": t0.Unix(), "exp": t0.Add(10 * time.Minute).Unix()})
+			_, bad := authenticateForm(t, s, "client_id", goodID, "client_assertion_type", JWTBearerAssertion, "client_assertion", token)
+			wantReason(t, bad, tc.reason)
+		})
+	}
+}
+
+// A bad --in-cluster-url or --previous-issuer-url stops the server at start, naming the flag's
+// URL. So does a previous issuer that is the issuer itself, spelled alike or not: it can only be
+// a mistake (the new issuer where the old one was meant), and a server that started with it
+// would refuse every assertion that still names the old issuer; refused at start, the new
+// replica never serves, and a rolling update keeps the old ones.
 func TestABadInClusterOrPreviousIssuerURLIsRefused(t *testing.T) {
 	_, keys := staticKeys(t, signingkeys.ES256)
-	for name, cfg := range map[string]Config{
-		"an in-cluster URL with a query":    {InClusterURL: "https://m2m.svc?x=1"},
-		"a previous issuer with no scheme":  {PreviousIssuerURL: "auth.example.com"},
-		"an in-cluster URL of another kind": {InClusterURL: "ftp://m2m.svc"},
+	for name, tc := range map[string]struct {
+		cfg  Config
+		says string
+	}{
+		"an in-cluster URL with a query":                 {Config{InClusterURL: "https://m2m.svc?x=1"}, "the in-cluster URL"},
+		"an in-cluster URL of another kind":              {Config{InClusterURL: "ftp://m2m.svc"}, "the in-cluster URL"},
+		"a previous issuer with no scheme":               {Config{PreviousIssuerURL: "auth.example.com"}, "the previous issuer URL"},
+		"a previous issuer with a fragment":              {Config{PreviousIssuerURL: "https://old.example.com#x"}, "the previous issuer URL"},
+		"the issuer as its own previous issuer":          {Config{PreviousIssuerURL: publicIssuer}, "is the issuer itself"},
+		"the issuer with a slash as its previous issuer": {Config{PreviousIssuerURL: publicIssuer + "/"}, "is the issuer itself"},
 	} {
+		cfg := tc.cfg
 		cfg.IssuerURL, cfg.Clients, cfg.Keys = publicIssuer, mapClients{}, keys
-		if _, err := New(cfg); err == nil {
-			t.Fatalf("%s: accepted", name)
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Fatalf("%s: %v, want an error that says %q", name, err, tc.says)
 		}
 	}
 }

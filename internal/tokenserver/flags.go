@@ -18,7 +18,7 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 	var namespaces, keySecret string
 	fs.StringVar(&o.IssuerURL, "issuer-url", "", "The issuer URL (required). Every URL the server advertises derives from it.")
 	fs.StringVar(&o.InClusterURL, "in-cluster-url", "", "Where pods reach this server (its Service), when that is not the issuer, as with a public door under the issuer's name: metadata fetched there names endpoints under it. Empty means the issuer URL.")
-	fs.StringVar(&o.PreviousIssuerURL, "previous-issuer-url", "", "During a move to another --issuer-url, the issuer before it: client assertions may still name it as their audience, and introspection recognises its tokens. Empty after the move.")
+	fs.StringVar(&o.PreviousIssuerURL, "previous-issuer-url", "", "During a move to another --issuer-url, the other issuer (never the issuer itself): the one before it, or just before the move the coming one. Client assertions may name it as their audience, and introspection recognises its tokens. Empty outside a move.")
 	fs.StringVar(&o.ListenAddress, "listen-address", ":8080", "Address to serve on.")
 	fs.StringVar(&keySecret, "signing-key-secret", signingkeys.DefaultSecret.String(), "namespace/name of the signing-key Secret the manager writes.")
 	fs.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces whose M2MClients may get tokens. Empty means all.")

@@ -116,7 +116,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if cfg.PreviousIssuerURL == iss {
-		cfg.PreviousIssuerURL = ""
+		// Never useful, and likely the new issuer where the old one was meant: started anyway, it
+		// would refuse every assertion that still names the old issuer, the outage the flag is
+		// there to prevent. Refused, the new replica does not start and a rolling update keeps
+		// the old ones serving.
+		return nil, fmt.Errorf("the previous issuer URL %s is the issuer itself: during a move it names the issuer before it, and after the move it is left empty", iss)
 	}
 	if cfg.DefaultAudience, err = EffectiveDefaultAudience(iss, cfg.DefaultAudience); err != nil {
 		return nil, err

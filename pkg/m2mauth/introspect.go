@@ -47,7 +47,18 @@ type introspectorConfig struct {
 	maxCache    int
 	timeout     time.Duration
 	endpoint    string
+	issuers     []string
 	now         func() time.Time
+}
+
+// IntrospectionIssuers reports tokens of these issuers as active, instead of tokens of the issuer
+// the Secret names: during a move to another issuer, both.
+func IntrospectionIssuers(issuers ...string) IntrospectorOption {
+	return func(c *introspectorConfig) {
+		for _, iss := range issuers {
+			c.issuers = append(c.issuers, strings.TrimSuffix(iss, "/"))
+		}
+	}
 }
 
 // IntrospectionAudiences makes the introspector report a token as active only when its aud
@@ -69,7 +80,8 @@ func IntrospectionCacheTTL(d time.Duration) IntrospectorOption {
 	return func(c *introspectorConfig) { c.cacheTTL = d }
 }
 
-// IntrospectionEndpoint asks url instead of the issuer's /oauth2/introspect.
+// IntrospectionEndpoint asks url instead of the /oauth2/introspect next to the Secret's token_url
+// (the in-cluster door, with a public door; the issuer's when token_url is not /oauth2/token).
 func IntrospectionEndpoint(url string) IntrospectorOption {
 	return func(c *introspectorConfig) { c.endpoint = url }
 }
@@ -88,7 +100,6 @@ func IntrospectionTimeout(d time.Duration) IntrospectorOption {
 type Introspector struct {
 	creds    *fileTokenSource
 	endpoint string
-	issuer   string
 	hc       *http.Client
 	cfg      introspectorConfig
 	// asking collapses concurrent misses for one token into one request.
@@ -126,20 +137,29 @@ func NewIntrospector(dir string, opts ...IntrospectorOption) (*Introspector, err
 	}
 	endpoint := cfg.endpoint
 	if endpoint == "" {
-		endpoint = strings.TrimSuffix(creds.issuer(), "/") + "/oauth2/introspect"
+		// Next to the token endpoint the Secret names, which is the in-cluster Service's when
+		// the issuer is a public door: pods never go out through it.
+		base, ok := strings.CutSuffix(creds.current().TokenURL, "/oauth2/token")
+		if !ok {
+			base = strings.TrimSuffix(creds.issuer(), "/")
+		}
+		endpoint = base + "/oauth2/introspect"
+	}
+	if len(cfg.issuers) == 0 {
+		cfg.issuers = []string{strings.TrimSuffix(creds.issuer(), "/")}
 	}
 	hc := newHTTPClient(cfg.timeout)
 	hc = withCAFile(hc, filepath.Join(dir, secretKeyCA), true)
 	// The request carries the service's credentials: it is never sent anywhere else, and a
 	// redirect (which would also turn the POST into a GET) is an error.
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &Introspector{creds: creds, endpoint: endpoint, issuer: strings.TrimSuffix(creds.issuer(), "/"), hc: hc, cfg: cfg, cache: map[[sha256.Size]byte]cachedIntrospection{}}, nil
+	return &Introspector{creds: creds, endpoint: endpoint, hc: hc, cfg: cfg, cache: map[[sha256.Size]byte]cachedIntrospection{}}, nil
 }
 
 // forThisService reports whether an active answer is about a token for this service, from the
 // issuer the service trusts.
 func (i *Introspector) forThisService(r *Introspection) bool {
-	if strings.TrimSuffix(r.Issuer, "/") != i.issuer {
+	if !slices.Contains(i.cfg.issuers, strings.TrimSuffix(r.Issuer, "/")) {
 		return false
 	}
 	if i.cfg.anyAudience {

@@ -1,6 +1,7 @@
 package m2mauth
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,7 @@ type fakeIntrospection struct {
 	revoked bool
 	exp     time.Time
 	aud     string
+	iss     string // the answer's iss; empty means the server's URL
 	asked   atomic.Int64
 }
 
@@ -42,7 +44,7 @@ func newFakeIntrospection(t *testing.T, secret string, exp time.Time) *fakeIntro
 			_, _ = w.Write([]byte(`{"active":false}`))
 			return
 		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"active": true, "client_id": "m2m-b", "sub": "m2m-b", "scope": "read:invoices", "aud": s.aud, "iss": s.URL, "exp": s.exp.Unix()})
+		_ = json.NewEncoder(w).Encode(map[string]any{"active": true, "client_id": "m2m-b", "sub": "m2m-b", "scope": "read:invoices", "aud": s.aud, "iss": cmp.Or(s.iss, s.URL), "exp": s.exp.Unix()})
 	}))
 	t.Cleanup(s.Close)
 	return s
@@ -56,7 +58,14 @@ func (s *fakeIntrospection) set(f func(*fakeIntrospection)) {
 
 func mountIntrospectionSecret(t *testing.T, dir, issuer, secret string, version int) {
 	t.Helper()
-	mountSecret(t, dir, issuer+"/oauth2/token", secret, version)
+	mountIntrospectionSecretAt(t, dir, issuer, issuer+"/oauth2/token", secret, version)
+}
+
+// mountIntrospectionSecretAt mounts a Secret whose token_url is not under its issuer, as with a
+// public door.
+func mountIntrospectionSecretAt(t *testing.T, dir, issuer, tokenURL, secret string, version int) {
+	t.Helper()
+	mountSecret(t, dir, tokenURL, secret, version)
 	data := filepath.Join(dir, "..data", "issuer")
 	if err := os.WriteFile(data, []byte(issuer), 0o644); err != nil {
 		t.Fatal(err)
@@ -172,5 +181,36 @@ func TestIntrospectionRefusesATokenForAnotherService(t *testing.T) {
 	}
 	if r, err := in.Introspect(context.Background(), "the-token"); err != nil || r.Active {
 		t.Fatalf("a billing token at payments: %+v, %v; want inactive", r, err)
+	}
+}
+
+// With a public door the Secret's issuer is the door and its token_url the Service: the
+// introspector asks next to token_url, never through the door, and accepts the tokens of the
+// issuer the Secret names, or during a move those of IntrospectionIssuers.
+func TestIntrospectionAsksTheInClusterDoorAndAcceptsTheIssuersItIsGiven(t *testing.T) {
+	const public = "https://auth.example.com"
+	srv := newFakeIntrospection(t, "secret-one", time.Now().Add(time.Hour))
+	srv.set(func(s *fakeIntrospection) { s.iss = public })
+	dir := t.TempDir()
+	mountIntrospectionSecretAt(t, dir, public, srv.URL+"/oauth2/token", "secret-one", 1)
+	in, err := NewIntrospector(dir, IntrospectionAnyAudience(), IntrospectionCacheTTL(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := in.Introspect(context.Background(), "the-token"); err != nil || !r.Active || srv.asked.Load() != 1 {
+		t.Fatalf("a token of the public issuer: %+v, %v after %d requests inside; want active after one", r, err, srv.asked.Load())
+	}
+
+	previous := srv.URL
+	srv.set(func(s *fakeIntrospection) { s.iss = previous })
+	if r, err := in.Introspect(context.Background(), "the-token"); err != nil || r.Active {
+		t.Fatalf("a token of another issuer: %+v, %v; want inactive", r, err)
+	}
+	both, err := NewIntrospector(dir, IntrospectionAnyAudience(), IntrospectionCacheTTL(0), IntrospectionIssuers(public, previous+"/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := both.Introspect(context.Background(), "the-token"); err != nil || !r.Active {
+		t.Fatalf("a token of the previous issuer, both given: %+v, %v; want active", r, err)
 	}
 }

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -34,16 +32,7 @@ func serviceAccountToken(t *testing.T, ns, name string, audiences ...string) str
 // serviceAccountTokenFor is serviceAccountToken with a chosen lifetime.
 func serviceAccountTokenFor(t *testing.T, ns, name string, lifetime time.Duration, audiences ...string) string {
 	t.Helper()
-	ctx := context.Background()
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	if err := env.Client.Create(ctx, sa); err != nil && !strings.Contains(err.Error(), "already exists") {
-		t.Fatal(err)
-	}
-	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To(int64(lifetime / time.Second))}}
-	if err := env.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
-		t.Fatal(err)
-	}
-	return tr.Status.Token
+	return testenv.ServiceAccountToken(t, env.Client, ns, name, lifetime, audiences...)
 }
 
 func assertionRequest(clientID, assertion string, extra url.Values) string {

@@ -107,17 +107,7 @@ func run(m *testing.M) int {
 // mountSecret keeps dir in step with the Secret key, as the kubelet keeps a mounted Secret, looking
 // every period, until ctx ends.
 func mountSecret(ctx context.Context, key types.NamespacedName, dir string, period time.Duration) {
-	var last string
-	for ctx.Err() == nil {
-		s := &corev1.Secret{}
-		if err := env.Client.Get(ctx, key, s); err == nil && s.ResourceVersion != last && volume.Project(dir, s.Data) == nil {
-			last = s.ResourceVersion
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(period):
-		}
-	}
+	volume.Follow(ctx, env.Client, key, dir, period)
 }
 
 func waitForFile(path string, timeout time.Duration) error {
@@ -136,7 +126,7 @@ func waitReady(ctx context.Context, dir string) error {
 	deadline := time.Now().Add(wait)
 	var last error
 	for time.Now().Before(deadline) {
-		hc, err := bundleClient(filepath.Join(dir, servingcert.TLSCA))
+		hc, err := testenv.BundleClient(filepath.Join(dir, servingcert.TLSCA))
 		if err == nil {
 			var resp *http.Response
 			if resp, err = hc.Get(issuer + "/readyz"); err == nil {
@@ -151,19 +141,6 @@ func waitReady(ctx context.Context, dir string) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return last
-}
-
-// bundleClient trusts the PEM bundle in path only.
-func bundleClient(path string) (*http.Client, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("no certificate in %s", path)
-	}
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}, nil
 }
 
 // served is the certificate the token server presents now (without verifying it).

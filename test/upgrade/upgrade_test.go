@@ -1,6 +1,8 @@
 // Package upgrade starts from objects written as the version before status MACs and client ID
 // bindings wrote them, upgrades the token server and then the manager under token load, and
 // checks that no pod holding its current secret, or a secret in its grace period, was refused.
+// It also moves an install to a public issuer, as docs/operations.md says, under the same kind
+// of load (public_issuer_test.go).
 package upgrade
 
 import (

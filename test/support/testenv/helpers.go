@@ -2,23 +2,29 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -176,19 +182,85 @@ func StatusKeys(ctx context.Context, c client.Reader) (*statusmac.Set, error) {
 
 // Metric reads the value of a metric without labels from the Prometheus text at url.
 func Metric(url, name string) (float64, error) {
-	resp, err := http.Get(url)
+	lines, err := metricLines(url)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
+	for _, line := range lines {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
 	return 0, fmt.Errorf("metric %s not found at %s", name, url)
+}
+
+// MetricSum adds up every series of a metric, whatever its labels, in the Prometheus text at
+// url; a metric with no series yet (a counter vector nothing has counted) is 0.
+func MetricSum(url, name string) (float64, error) {
+	lines, err := metricLines(url)
+	if err != nil {
+		return 0, err
+	}
+	sum := 0.0
+	for _, line := range lines {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (!strings.HasPrefix(rest, "{") && !strings.HasPrefix(rest, " ")) {
+			continue // another metric whose name starts with this one's
+		}
+		fields := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
+		if len(fields) == 0 {
+			return 0, fmt.Errorf("a series of %s at %s has no value: %q", name, url, line)
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("a series of %s at %s: %w", name, url, err)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+// metricLines are the lines of the Prometheus text at url.
+func metricLines(url string) ([]string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(string(raw), "\n"), nil
+}
+
+// BundleClient is an HTTP client that trusts the PEM bundle in path only, as a pod that trusts
+// its Secret's ca.crt.
+func BundleClient(path string) (*http.Client, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("no certificate in %s", path)
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}, nil
+}
+
+// ServiceAccountToken creates the ServiceAccount ns/name if needed and returns a token for it,
+// for audiences and valid for lifetime, from the TokenRequest API, as the kubelet projects one
+// into a pod.
+func ServiceAccountToken(t testing.TB, c client.Client, ns, name string, lifetime time.Duration, audiences ...string) string {
+	t.Helper()
+	ctx := context.Background()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if err := c.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To(int64(lifetime / time.Second))}}
+	if err := c.SubResource("token").Create(ctx, sa, tr); err != nil {
+		t.Fatal(err)
+	}
+	return tr.Status.Token
 }

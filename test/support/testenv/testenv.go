@@ -141,8 +141,9 @@ func WaitOK(url string, timeout time.Duration) error {
 	return err
 }
 
-// RunManager starts a manager built with controllers.NewManager and stops it when the test ends.
-func RunManager(t testing.TB, cfg *rest.Config, o controllers.Options) {
+// RunManager starts a manager built with controllers.NewManager and stops it when the test ends,
+// or sooner when the test calls the function it returns, which waits until the manager is gone.
+func RunManager(t testing.TB, cfg *rest.Config, o controllers.Options) (stop func()) {
 	t.Helper()
 	mgr, err := controllers.NewManager(cfg, o)
 	if err != nil {
@@ -151,12 +152,14 @@ func RunManager(t testing.TB, cfg *rest.Config, o controllers.Options) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("manager: %v", err)
 		}
 	})
+	t.Cleanup(stop)
+	return stop
 }
 
 // Version is one stored version of an object, in etcd's order.

@@ -3,10 +3,16 @@
 package volume
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Project writes data into dir as the kubelet writes a Secret volume: the files of a version in a
@@ -61,4 +67,21 @@ func Project(dir string, data map[string][]byte) error {
 		return os.RemoveAll(filepath.Join(dir, previous))
 	}
 	return nil
+}
+
+// Follow keeps dir in step with the Secret key, as the kubelet keeps a mounted Secret: it reads
+// the Secret every period and projects each new version, until ctx ends. A Secret that cannot be
+// read leaves the files as they are, as the kubelet leaves a running pod's.
+func Follow(ctx context.Context, c client.Reader, key types.NamespacedName, dir string, period time.Duration) {
+	var last string
+	for ctx.Err() == nil {
+		s := &corev1.Secret{}
+		if err := c.Get(ctx, key, s); err == nil && s.ResourceVersion != last && Project(dir, s.Data) == nil {
+			last = s.ResourceVersion
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(period):
+		}
+	}
 }
