@@ -232,7 +232,10 @@ func (s *System) WaitReady(ctx context.Context) ([]m2mv1alpha1.M2MClient, error)
 				ready++
 			}
 		}
-		return ready == len(list.Items) && s.ready(ctx, s.tokenServerURL(), s.CAFile()) && (!s.PublicDoor || s.ready(ctx, s.IssuerURL, s.PublicCAFile())), nil
+		// The door routes no probe: its metadata says that it reaches the token server, whose
+		// own /readyz says that it is ready.
+		return ready == len(list.Items) && answers(ctx, s.tokenServerURL()+"/readyz", s.CAFile()) &&
+			(!s.PublicDoor || answers(ctx, s.IssuerURL+"/.well-known/oauth-authorization-server", s.PublicCAFile())), nil
 	})
 	if err != nil && s.TLS && !s.certificateIssued() {
 		return nil, fmt.Errorf("the manager has not issued the token server's certificate into Secret %s (see its log), so the token server does not serve: %w", CertSecret, err)
@@ -243,10 +246,9 @@ func (s *System) WaitReady(ctx context.Context) ([]m2mv1alpha1.M2MClient, error)
 	return list.Items, nil
 }
 
-// ready says whether the token server answers /readyz under base, over TLS trusting caFile (none
-// for plain HTTP): at its own URL, or through the public door.
-func (s *System) ready(ctx context.Context, base, caFile string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+// answers says whether a GET of url gets 200, over TLS trusting caFile (none for plain HTTP).
+func answers(ctx context.Context, url, caFile string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false
 	}
@@ -254,6 +256,7 @@ func (s *System) ready(ctx context.Context, base, caFile string) bool {
 	if err != nil {
 		return false
 	}
+	defer hc.CloseIdleConnections() // a client per poll
 	resp, err := hc.Do(req)
 	if err != nil {
 		return false
@@ -279,9 +282,9 @@ func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
 		fmt.Fprintf(w, "  public door:   %s, the issuer, as a Gateway serves it: its own certificate (CA %s, for curl --cacert), re-encrypted to the token server; each credentials Secret's public_token_url\n", issuer.TokenURL(s.IssuerURL), s.PublicCAFile())
 		fmt.Fprintf(w, "  token server:  %s, the in-cluster URL, for pods: each credentials Secret's token_url; tokens through either door carry the issuer %s\n", issuer.TokenURL(s.InClusterURL), s.IssuerURL)
 		if s.doorSource != "" {
-			fmt.Fprintf(w, "  client address: the token server trusts the X-Forwarded-For of the door only (it connects from %s, --trusted-proxies)\n", s.doorSource)
+			fmt.Fprintf(w, "  forwarded:     the token server trusts the X-Forwarded-For of the door only (it connects from %s, --trusted-proxies)\n", s.doorSource)
 		} else {
-			fmt.Fprintf(w, "  client address: the door connects from 127.0.0.1, which the token server trusts (--trusted-proxies): any local process can name its address in X-Forwarded-For\n")
+			fmt.Fprintf(w, "  forwarded:     the door connects from 127.0.0.1, which the token server trusts (--trusted-proxies): any local process can name its address in X-Forwarded-For\n")
 		}
 	} else {
 		fmt.Fprintf(w, "  token server:  %s\n", issuer.TokenURL(s.IssuerURL))

@@ -11,17 +11,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
@@ -142,21 +146,48 @@ func theGuideWorksAsWritten(t *testing.T, sys *System) {
 	if !regexp.MustCompile(`wrong_secret\s+client_secret_post\s+127\.0\.0\.1\n`).Match(out) {
 		t.Fatalf("kubectl m2m why does not show the refusal of the old secret from 127.0.0.1:\n%s", out)
 	}
-	// The guide's excerpts of the backend are the sample's code.
-	sample, err := os.ReadFile(filepath.Join(root, "config", "samples", "saas", "backend", "main.go"))
-	if err != nil {
-		t.Fatal(err)
+}
+
+// The guide shows the sample as it is: its Go excerpts are the backend's code, and its Role's
+// rules are those of config/samples/saas/rbac.yaml.
+func TestTheSaaSGuideShowsTheSamplesAsTheyAre(t *testing.T) {
+	root := controlplane.Root()
+	sample := string(readFile(t, filepath.Join(root, "config", "samples", "saas", "backend", "main.go")))
+	guide := string(readFile(t, filepath.Join(root, "docs", "saas.md")))
+	backendPart, _, _ := strings.Cut(guide, "\n## Customer code\n")
+	excerpts := codeBlocks(backendPart, "go")
+	if len(excerpts) == 0 {
+		t.Fatal("the guide shows none of the backend's code")
 	}
-	guide, err := os.ReadFile(filepath.Join(root, "docs", "saas.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	backendPart, _, _ := strings.Cut(string(guide), "\n## Customer code\n")
-	for _, excerpt := range codeBlocks(backendPart, "go") {
-		if !strings.Contains(string(sample), excerpt) {
+	for _, excerpt := range excerpts {
+		if !strings.Contains(sample, excerpt) {
 			t.Errorf("the guide's excerpt is not in config/samples/saas/backend/main.go:\n%s", excerpt)
 		}
 	}
+	var shown rbacv1.Role
+	if blocks := codeBlocks(section(t, "docs/saas.md", "## Creating clients per customer"), "yaml"); len(blocks) != 1 {
+		t.Fatalf("the guide shows %d YAML blocks of the Role, want 1", len(blocks))
+	} else if err := yaml.UnmarshalStrict([]byte(blocks[0]), &shown); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := manifests.Read(filepath.Join(root, "config", "samples", "saas"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range objs {
+		if obj.GetKind() != "Role" {
+			continue
+		}
+		var role rbacv1.Role
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &role); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(role.Rules, shown.Rules) {
+			t.Fatalf("the guide's Role has the rules %+v, rbac.yaml's %+v", shown.Rules, role.Rules)
+		}
+		return
+	}
+	t.Fatal("config/samples/saas has no Role")
 }
 
 // customersRotateTheirSecrets plays the SaaS of issue 22: the backend creates a client per

@@ -2,7 +2,8 @@
 // Gateway with an HTTPRoute and a BackendTLSPolicy does in a cluster. It terminates TLS with a
 // certificate for the public name from a CA of its own (not the manager's), re-encrypts to the
 // token server, verifying its certificate against the manager's CA bundle and the in-cluster
-// host name, keeps the request's Host, and appends the caller's address to X-Forwarded-For.
+// host name, keeps the request's Host, and appends the caller's address to X-Forwarded-For. It
+// routes the paths that the chart's HTTPRoute routes, and answers 404 to the others.
 package gateway
 
 import (
@@ -20,6 +21,11 @@ import (
 
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 )
+
+// Paths are the paths that the door routes, each exactly, as the chart's HTTPRoute does
+// (m2m.publicPaths): what clients and verifiers outside use. Not /refusals, which takes a
+// Kubernetes bearer token, nor the probes.
+var Paths = []string{"/oauth2/token", "/oauth2/introspect", "/.well-known/jwks.json", "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"}
 
 // Options say whom the door serves and where it sends them.
 type Options struct {
@@ -105,12 +111,16 @@ func Start(ln net.Listener, o Options) (*Gateway, error) {
 		},
 		Transport: transport,
 	}
+	routes := http.NewServeMux()
+	for _, p := range Paths {
+		routes.Handle(p, proxy) // a pattern without a trailing slash matches that path only
+	}
 	g := &Gateway{
 		CA:        ca.CertPEM,
 		transport: transport,
 		done:      make(chan error, 1),
 		server: &http.Server{
-			Handler:           proxy,
+			Handler:           routes,
 			ReadHeaderTimeout: 5 * time.Second,
 			TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
 		},

@@ -67,9 +67,9 @@ func door(t *testing.T, o Options) (addr string, ca []byte) {
 	return ln.Addr().String(), g.CA
 }
 
-// get sends GET / to the door at addr as https://localhost:PORT, trusting only ca, with a
+// get sends GET path to the door at addr as https://localhost:PORT, trusting only ca, with a
 // X-Forwarded-For that the caller wrote itself.
-func get(t *testing.T, addr string, ca []byte) (int, string, error) {
+func get(t *testing.T, addr string, ca []byte, path string) (int, string, error) {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
@@ -78,7 +78,7 @@ func get(t *testing.T, addr string, ca []byte) (int, string, error) {
 		TLSClientConfig: &tls.Config{RootCAs: pool},
 		DialContext:     (&net.Dialer{}).DialContext,
 	}}
-	req, err := http.NewRequest(http.MethodGet, "https://localhost:"+port+"/", nil)
+	req, err := http.NewRequest(http.MethodGet, "https://localhost:"+port+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func get(t *testing.T, addr string, ca []byte) (int, string, error) {
 func TestTheDoorReencryptsKeepingTheHostAndAppendingTheCallersAddress(t *testing.T) {
 	url, caFile := backend(t, "127.0.0.1")
 	addr, ca := door(t, Options{Backend: url, BackendCAFile: caFile, Source: "127.0.0.2"})
-	status, body, err := get(t, addr, ca)
+	status, body, err := get(t, addr, ca, "/oauth2/token")
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("through the door: %d %q %v", status, body, err)
 	}
@@ -117,8 +117,23 @@ func TestTheDoorReencryptsKeepingTheHostAndAppendingTheCallersAddress(t *testing
 	// A caller that does not trust the door's CA (here: the backend's) fails its handshake.
 	backendCA, _ := os.ReadFile(caFile)
 	var unknown x509.UnknownAuthorityError
-	if _, _, err := get(t, addr, backendCA); !errors.As(err, &unknown) {
+	if _, _, err := get(t, addr, backendCA, "/oauth2/token"); !errors.As(err, &unknown) {
 		t.Errorf("a caller trusting another CA: %v, want an unknown authority", err)
+	}
+}
+
+// The door routes the paths that the chart's HTTPRoute routes, each exactly, and nothing else:
+// not /refusals, which takes a Kubernetes bearer token, nor the probes.
+func TestTheDoorRoutesOnlyThePublicPaths(t *testing.T) {
+	url, caFile := backend(t, "127.0.0.1")
+	addr, ca := door(t, Options{Backend: url, BackendCAFile: caFile})
+	for path, want := range map[string]int{
+		"/.well-known/jwks.json": http.StatusOK, "/.well-known/oauth-authorization-server": http.StatusOK,
+		"/refusals": http.StatusNotFound, "/readyz": http.StatusNotFound, "/oauth2/token/x": http.StatusNotFound, "/": http.StatusNotFound,
+	} {
+		if status, body, err := get(t, addr, ca, path); err != nil || status != want {
+			t.Errorf("%s through the door: %d %q %v, want %d", path, status, body, err, want)
+		}
 	}
 }
 
@@ -133,7 +148,7 @@ func TestTheDoorRefusesABackendItCannotVerify(t *testing.T) {
 		"another name": {Backend: misnamed, BackendCAFile: misnamedCA},
 	} {
 		addr, ca := door(t, o)
-		if status, body, err := get(t, addr, ca); err != nil || status != http.StatusBadGateway {
+		if status, body, err := get(t, addr, ca, "/oauth2/token"); err != nil || status != http.StatusBadGateway {
 			t.Errorf("a backend with %s: %d %q %v, want 502", name, status, body, err)
 		}
 	}
