@@ -87,8 +87,8 @@ soak: ## Soak: SOAK_DURATION (30m) at 80% of the measured maximum rate across SO
 # returns (golang/go#40467), so Ctrl-C ended in make's "Error 1". With exec, make's child is the
 # program itself, and its exit status is make's.
 .PHONY: dev
-dev: ## Run the whole system on a local control plane until Ctrl-C (DEFAULT_AUDIENCE=... sets the token server's; TLS=1 serves HTTPS with the manager's CA; DEV_FLAGS=... adds hack/dev flags, e.g. -issuer-url, -state-dir, -v).
-	assets="$$(hack/control-plane.sh)"; go build -o bin/m2m-dev ./hack/dev; KUBEBUILDER_ASSETS="$$assets" exec bin/m2m-dev -default-audience='$(DEFAULT_AUDIENCE)' $(if $(filter-out 0 false,$(TLS)),-tls) $(DEV_FLAGS)
+dev: ## Run the whole system on a local control plane until Ctrl-C (DEFAULT_AUDIENCE=... sets the token server's; TLS=1 serves HTTPS with the manager's CA; PUBLIC=1 adds a public door on https://localhost:9443, as a Gateway, in front of it (docs/saas.md); DEV_FLAGS=... adds hack/dev flags, e.g. -issuer-url, -state-dir, -v).
+	assets="$$(hack/control-plane.sh)"; go build -o bin/m2m-dev ./hack/dev; KUBEBUILDER_ASSETS="$$assets" exec bin/m2m-dev -default-audience='$(DEFAULT_AUDIENCE)' $(if $(filter-out 0 false,$(TLS)),-tls) $(if $(filter-out 0 false,$(PUBLIC)),-public) $(DEV_FLAGS)
 
 .PHONY: dev-clean
 dev-clean: ## Remove the state of `make dev`.

@@ -26,8 +26,10 @@ func main() {
 	o := devenv.Options{Out: os.Stdout}
 	flag.StringVar(&o.Root, "root", root, "Repository root.")
 	flag.StringVar(&o.StateDir, "state-dir", filepath.Join(root, ".dev"), "Where the kubeconfig and state are kept.")
-	flag.StringVar(&o.IssuerURL, "issuer-url", "", "Issuer URL written into the credentials Secrets (default "+devenv.DefaultIssuerURL+", or "+devenv.DefaultTLSIssuerURL+" with -tls).")
+	flag.StringVar(&o.IssuerURL, "issuer-url", "", "Issuer URL written into the credentials Secrets (default "+devenv.DefaultIssuerURL+", "+devenv.DefaultTLSIssuerURL+" with -tls, "+devenv.DefaultPublicIssuerURL+" with -public: the door).")
 	flag.BoolVar(&o.TLS, "tls", false, "Serve the token server over HTTPS with the manager's CA, as installs do.")
+	flag.BoolVar(&o.PublicDoor, "public", false, "Serve the issuer as a public door, as a Gateway does: a gateway with a certificate of its own CA (in the state directory's public-ca.crt) re-encrypts to the token server at -in-cluster-url, whose credentials Secrets say token_url (in-cluster) and public_token_url (the door). Implies -tls; the issuer defaults to "+devenv.DefaultPublicIssuerURL+".")
+	flag.StringVar(&o.InClusterURL, "in-cluster-url", "", "With -public, where the token server listens behind the door, the URL pods would use (default "+devenv.DefaultTLSIssuerURL+").")
 	flag.StringVar(&o.DefaultAudience, "default-audience", "", `The "aud" of tokens for clients with no spec.audiences; empty means the issuer URL.`)
 	flag.StringVar(&o.TokenServerMetrics, "token-server-metrics-address", devenv.DefaultTokenServerMetrics, "Where the token server serves /metrics; empty serves none.")
 	flag.StringVar(&o.ManagerMetrics, "manager-metrics-address", devenv.DefaultManagerMetrics, "Where the manager serves /metrics; empty serves none.")

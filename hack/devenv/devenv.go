@@ -27,6 +27,7 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
+	"github.com/m2m-dev/m2m-operator/test/support/gateway"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
@@ -46,6 +47,15 @@ type Options struct {
 	// the certificate into CertSecret, and the token server reads it from TLSDir, which devenv
 	// keeps in step with the Secret as the kubelet keeps a mount.
 	TLS bool
+	// PublicDoor serves the issuer as a public door, as a Gateway with a BackendTLSPolicy does in
+	// a cluster: a gateway (test/support/gateway) terminates TLS for the issuer's host with a
+	// certificate of its own CA (PublicCAFile) and re-encrypts to the token server, which
+	// listens at InClusterURL, trusts the gateway's X-Forwarded-For, and writes both URLs into
+	// the credentials Secrets. It implies TLS; the issuer defaults to DefaultPublicIssuerURL.
+	PublicDoor bool
+	// InClusterURL is where the token server listens behind the public door, the URL that
+	// pods would use; empty means DefaultTLSIssuerURL. Only with PublicDoor.
+	InClusterURL string
 	// DefaultAudience is the token server's --default-audience; empty means IssuerURL.
 	DefaultAudience string
 	// TokenServerMetrics and ManagerMetrics are where the token server and the manager serve
@@ -80,12 +90,20 @@ type System struct {
 	TokenServerMetricsURL, ManagerMetricsURL string
 	// certMount keeps TLSDir in step with CertSecret; nil without TLS.
 	certMount *mount
+	// gateway serves the public door; nil without one. doorSource is the address it connects
+	// to the token server from, empty where the system chose.
+	gateway    *gateway.Gateway
+	doorSource string
 }
 
 // Start starts the control plane, installs the CRDs, starts the manager and applies the samples.
 func Start(o Options) (*System, error) {
 	var err error
+	o.TLS = o.TLS || o.PublicDoor
 	if o.IssuerURL, err = issuerOf(o); err != nil {
+		return nil, err
+	}
+	if o.InClusterURL, err = inClusterOf(o, o.IssuerURL); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
@@ -138,8 +156,8 @@ func (s *System) start(token string) error {
 	if err != nil {
 		return err
 	}
-	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: s.IssuerURL, MetricsAddr: managerMetrics, SkipNameValidation: s.SkipNameValidation,
-		ServingCert: s.servingCert()})
+	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: s.IssuerURL, InClusterURL: s.InClusterURL, MetricsAddr: managerMetrics,
+		SkipNameValidation: s.SkipNameValidation, ServingCert: s.servingCert()})
 	if err != nil {
 		return err
 	}
@@ -147,9 +165,16 @@ func (s *System) start(token string) error {
 	s.stop, s.done = cancel, make(chan error, 2)
 	go func() { s.done <- mgr.Start(ctx) }()
 
-	u, err := url.Parse(s.IssuerURL)
+	u, err := url.Parse(s.tokenServerURL())
 	if err != nil {
 		return err
+	}
+	var clientAddresses tokenserver.ClientAddresses
+	if s.PublicDoor {
+		if clientAddresses, err = s.startDoor(); err != nil {
+			s.done <- nil
+			return err
+		}
 	}
 	ln, err := net.Listen("tcp", u.Host)
 	if err != nil {
@@ -164,10 +189,12 @@ func (s *System) start(token string) error {
 	}
 	o := tokenserver.Options{
 		IssuerURL:        s.IssuerURL,
+		InClusterURL:     s.InClusterURL,
 		DefaultAudience:  s.DefaultAudience,
 		Listener:         ln,
 		MetricsListener:  metricsLn,
 		SigningKeySecret: signingkeys.DefaultSecret,
+		ClientAddresses:  clientAddresses,
 	}
 	if s.TLS {
 		if err := s.mountCertificate(ctx); err != nil {
@@ -205,7 +232,10 @@ func (s *System) WaitReady(ctx context.Context) ([]m2mv1alpha1.M2MClient, error)
 				ready++
 			}
 		}
-		return ready == len(list.Items) && s.tokenServerReady(ctx), nil
+		// The door routes no probe: its metadata says that it reaches the token server, whose
+		// own /readyz says that it is ready.
+		return ready == len(list.Items) && answers(ctx, s.tokenServerURL()+"/readyz", s.CAFile()) &&
+			(!s.PublicDoor || answers(ctx, s.IssuerURL+"/.well-known/oauth-authorization-server", s.PublicCAFile())), nil
 	})
 	if err != nil && s.TLS && !s.certificateIssued() {
 		return nil, fmt.Errorf("the manager has not issued the token server's certificate into Secret %s (see its log), so the token server does not serve: %w", CertSecret, err)
@@ -216,15 +246,17 @@ func (s *System) WaitReady(ctx context.Context) ([]m2mv1alpha1.M2MClient, error)
 	return list.Items, nil
 }
 
-func (s *System) tokenServerReady(ctx context.Context) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.IssuerURL+"/readyz", nil)
+// answers says whether a GET of url gets 200, over TLS trusting caFile (none for plain HTTP).
+func answers(ctx context.Context, url, caFile string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false
 	}
-	hc, err := s.httpClient()
+	hc, err := httpClient(caFile)
 	if err != nil {
 		return false
 	}
+	defer hc.CloseIdleConnections() // a client per poll
 	resp, err := hc.Do(req)
 	if err != nil {
 		return false
@@ -246,7 +278,17 @@ func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
 	fmt.Fprintf(w, "\nm2m-operator is running on a local control plane.\n\n")
 	fmt.Fprintf(w, "  kubeconfig:    %s\n", s.Kubeconfig)
 	fmt.Fprintf(w, "  kubectl:       %s\n", kubectl)
-	fmt.Fprintf(w, "  token server:  %s\n", issuer.TokenURL(s.IssuerURL))
+	if s.PublicDoor {
+		fmt.Fprintf(w, "  public door:   %s, the issuer, as a Gateway serves it: its own certificate (CA %s, for curl --cacert), re-encrypted to the token server; each credentials Secret's public_token_url\n", issuer.TokenURL(s.IssuerURL), s.PublicCAFile())
+		fmt.Fprintf(w, "  token server:  %s, the in-cluster URL, for pods: each credentials Secret's token_url; tokens through either door carry the issuer %s\n", issuer.TokenURL(s.InClusterURL), s.IssuerURL)
+		if s.doorSource != "" {
+			fmt.Fprintf(w, "  forwarded:     the token server trusts the X-Forwarded-For of the door only (it connects from %s, --trusted-proxies)\n", s.doorSource)
+		} else {
+			fmt.Fprintf(w, "  forwarded:     the door connects from 127.0.0.1, which the token server trusts (--trusted-proxies): any local process can name its address in X-Forwarded-For\n")
+		}
+	} else {
+		fmt.Fprintf(w, "  token server:  %s\n", issuer.TokenURL(s.IssuerURL))
+	}
 	fmt.Fprintf(w, "  JWKS:          %s/.well-known/jwks.json\n", s.IssuerURL)
 	aud := s.DefaultAudience
 	if aud == "" {
@@ -276,8 +318,9 @@ func (s *System) PrintNextSteps(clients []m2mv1alpha1.M2MClient) {
 }
 
 // NextSteps are the shell lines PrintNextSteps prints: list the clients, read the first sample's
-// credentials from its Secret, get a token with a JSON body as in Stytch's docs, send a wrong
-// secret and see why it was refused.
+// credentials from its Secret, get a token with a JSON body as in Stytch's docs (through the
+// public door when there is one, as a machine outside the cluster does), send a wrong secret and
+// see why it was refused.
 func (s *System) NextSteps(clients []m2mv1alpha1.M2MClient) []string {
 	kubectl := s.Kubectl()
 	ns, name, secret := "default", "NAME", "NAME-credentials"
@@ -289,7 +332,10 @@ func (s *System) NextSteps(clients []m2mv1alpha1.M2MClient) []string {
 	}
 	body := `"{\"client_id\":\"$CLIENT_ID\",\"client_secret\":\"%s\",\"grant_type\":\"client_credentials\"}"`
 	curl := "curl -s"
-	if s.TLS {
+	switch {
+	case s.PublicDoor:
+		curl += " --cacert " + s.PublicCAFile()
+	case s.TLS:
 		curl += " --cacert " + s.CAFile()
 	}
 	steps := []string{
@@ -322,6 +368,9 @@ func orNone(url string) string {
 // that are about to close.
 func (s *System) Stop() error {
 	var errs []error
+	if err := s.stopDoor(); err != nil {
+		errs = append(errs, fmt.Errorf("public door: %w", err))
+	}
 	if s.stop != nil {
 		s.stop()
 		for range cap(s.done) {

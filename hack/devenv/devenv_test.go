@@ -147,27 +147,45 @@ func get(t *testing.T, url string) string {
 	return string(body)
 }
 
-// readmeQuickStart returns the shell blocks of the README's quick start that follow `make dev`.
-func readmeQuickStart(t *testing.T) string {
+// section is the part of the Markdown file (a path under the repository) under heading, up to
+// the next heading of its level.
+func section(t *testing.T, file, heading string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(controlplane.Root(), "README.md"))
+	data, err := os.ReadFile(filepath.Join(controlplane.Root(), file))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(data), "## Quick start")
+	_, part, ok := strings.Cut(string(data), "\n"+heading+"\n")
 	if !ok {
-		t.Fatal("the README has no Quick start")
+		t.Fatalf("%s has no %q", file, heading)
 	}
-	section, _, _ = strings.Cut(section, "\n## ")
+	level := heading[:strings.Index(heading, " ")+1]
+	part, _, _ = strings.Cut(part, "\n"+level)
+	return part
+}
+
+// codeBlocks are the fenced blocks of lang in text, in order.
+func codeBlocks(text, lang string) []string {
 	var blocks []string
-	for _, part := range strings.Split(section, "```sh\n")[1:] {
+	for _, part := range strings.Split(text, "```"+lang+"\n")[1:] {
 		block, _, _ := strings.Cut(part, "```")
-		if strings.TrimSpace(block) != "make dev" {
+		blocks = append(blocks, block)
+	}
+	return blocks
+}
+
+// shellAfter returns the shell blocks of the section of file under heading that follow the one
+// that starts the system (start, such as make dev), joined into one script.
+func shellAfter(t *testing.T, file, heading, start string) string {
+	t.Helper()
+	var blocks []string
+	for _, block := range codeBlocks(section(t, file, heading), "sh") {
+		if strings.TrimSpace(block) != start {
 			blocks = append(blocks, block)
 		}
 	}
 	if len(blocks) == 0 {
-		t.Fatal("the quick start has no commands after make dev")
+		t.Fatalf("%s's %q has no commands after %s", file, heading, start)
 	}
 	return strings.Join(blocks, "\n")
 }
@@ -190,7 +208,7 @@ func TestTheREADMEQuickStartWorksAsWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shell := exec.Command("bash", "-euo", "pipefail", "-c", readmeQuickStart(t))
+	shell := exec.Command("bash", "-euo", "pipefail", "-c", shellAfter(t, "README.md", "## Quick start", "make dev"))
 	shell.Dir = root
 	shell.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets)
 	out, err := shell.CombinedOutput()

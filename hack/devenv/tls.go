@@ -33,10 +33,12 @@ var (
 	CertSecret = types.NamespacedName{Namespace: signingkeys.DefaultSecret.Namespace, Name: "m2m-token-server-tls"}
 )
 
-// issuerOf is the issuer URL of o: the default one for its transport when it names none, and an
-// error when the issuer's scheme contradicts TLS.
+// issuerOf is the issuer URL of o: the default one for its transport (or its public door) when it
+// names none, and an error when the issuer's scheme contradicts TLS.
 func issuerOf(o Options) (string, error) {
 	switch {
+	case o.IssuerURL == "" && o.PublicDoor:
+		return DefaultPublicIssuerURL, nil
 	case o.IssuerURL == "" && o.TLS:
 		return DefaultTLSIssuerURL, nil
 	case o.IssuerURL == "":
@@ -108,19 +110,19 @@ func (s *System) certificateIssued() bool {
 	}
 }
 
-// httpClient reaches the token server: over TLS, trusting only the CA bundle of TLSDir, read
-// again at each call since a CA rotation changes it.
-func (s *System) httpClient() (*http.Client, error) {
-	if !s.TLS {
+// httpClient reaches the token server: over TLS trusting only the CA bundle caFile, read again
+// at each call since a CA rotation changes it, or with no caFile over plain HTTP.
+func httpClient(caFile string) (*http.Client, error) {
+	if caFile == "" {
 		return http.DefaultClient, nil
 	}
-	bundle, err := os.ReadFile(s.CAFile())
+	bundle, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(bundle) {
-		return nil, errors.New(s.CAFile() + " holds no certificate")
+		return nil, errors.New(caFile + " holds no certificate")
 	}
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}}}, nil
 }
