@@ -349,6 +349,25 @@ func addProbes(mgr ctrl.Manager, probeAddr string) error {
 	})
 }
 
+// servingCertHosts are the names the serving certificate covers: the host of the URL pods use
+// (the issuer's, or the in-cluster URL's when the issuer is a public door) and extra. Never the
+// door's name: the Gateway or Ingress serves the public certificate, and clients trust this CA
+// besides the system's roots, so whoever reads this certificate's key could otherwise answer for
+// the public name.
+func servingCertHosts(issuerURL, inClusterURL string, extra []string) ([]string, error) {
+	u, err := url.Parse(inClusterOr(inClusterURL, issuerURL))
+	if err != nil {
+		return nil, err
+	}
+	hosts := []string{u.Hostname()}
+	for _, h := range extra {
+		if !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts, nil
+}
+
 // setupServingCert registers the serving-certificate controller for o.ServingCert.
 func setupServingCert(mgr ctrl.Manager, o Options, issuerURL string) error {
 	sc := *o.ServingCert
@@ -365,23 +384,13 @@ func setupServingCert(mgr ctrl.Manager, o Options, issuerURL string) error {
 	if sc.CASecret.Name == "" || sc.CertSecret.Name == "" {
 		return fmt.Errorf("the serving certificate needs a CA Secret and a certificate Secret")
 	}
-	// The issuer's host, and the in-cluster URL's that pods use when the issuer is a public door
-	// (whose own certificate the Gateway or Ingress serves).
-	var hosts []string
-	for _, s := range []string{issuerURL, o.InClusterURL} {
-		if s == "" {
-			continue
-		}
-		u, err := url.Parse(s)
-		if err != nil {
-			return err
-		}
-		hosts = append(hosts, u.Hostname())
+	hosts, err := servingCertHosts(issuerURL, o.InClusterURL, sc.Hosts)
+	if err != nil {
+		return err
 	}
-	hosts = append(hosts, sc.Hosts...)
 	rec := &ServingCertReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
-		CASecret: sc.CASecret, CertSecret: sc.CertSecret, Hosts: slices.Compact(hosts), Policy: *p,
+		CASecret: sc.CASecret, CertSecret: sc.CertSecret, Hosts: hosts, Policy: *p,
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the serving-certificate controller: %w", err)

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"maps"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -162,5 +163,21 @@ func TestAPublicDoorKeepsPodsOnTheInClusterTokenURLWithThePublicIssuer(t *testin
 	secrets.renderData(&m2mv1alpha1.M2MClient{}, s, "m2m-id", "", []byte("CA-1"))
 	if _, ok := s.Data[m2mv1alpha1.SecretKeyPublicTokenURL]; ok || string(s.Data[m2mv1alpha1.SecretKeyTokenURL]) != "https://auth.example.com/oauth2/token" {
 		t.Fatalf("after the door closed the Secret holds token_url %q and public_token_url %q", s.Data[m2mv1alpha1.SecretKeyTokenURL], s.Data[m2mv1alpha1.SecretKeyPublicTokenURL])
+	}
+}
+
+func TestTheServingCertificateCoversTheNamesPodsUseAndNeverThePublicDoor(t *testing.T) {
+	svc := []string{"m2m-token-server", "m2m-token-server.m2m-system.svc"}
+	for sentence, tc := range map[string]struct {
+		issuer, inCluster string
+		want              []string
+	}{
+		"without a door, the issuer's host and the Service's names": {issuer: "https://m2m-token-server.m2m-system.svc", want: []string{"m2m-token-server.m2m-system.svc", "m2m-token-server"}},
+		"with a door, the in-cluster host and not the door's name":  {issuer: "https://auth.example.com", inCluster: "https://127.0.0.1:8443", want: append([]string{"127.0.0.1"}, svc...)},
+	} {
+		got, err := servingCertHosts(tc.issuer, tc.inCluster, svc)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, %v; want %v", sentence, got, err, tc.want)
+		}
 	}
 }

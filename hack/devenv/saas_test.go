@@ -292,6 +292,11 @@ func theBackendCanDoNothingOutsideItsNamespace(t *testing.T, sys *System) {
 		"read the signing keys":               c.Get(ctx, signingkeys.DefaultSecret, &corev1.Secret{}),
 		"list the Secrets in customers":       c.List(ctx, &corev1.SecretList{}, client.InNamespace(customersNS)),
 		"write a client's status":             c.Status().Update(ctx, &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: customersNS, Name: "customer-a"}}),
+		// The namespace's caps: a backend taken over mints no token for an internal service.
+		"create a client with another scope": c.Create(ctx, &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: customersNS, Name: "escalate-scope"},
+			Spec: m2mv1alpha1.M2MClientSpec{Scopes: []m2mv1alpha1.Scope{"admin:*"}, Audiences: []m2mv1alpha1.Audience{"https://api.example.com"}}}),
+		"create a client for another audience": c.Create(ctx, &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: customersNS, Name: "escalate-audience"},
+			Spec: m2mv1alpha1.M2MClientSpec{Scopes: []m2mv1alpha1.Scope{"read:invoices"}, Audiences: []m2mv1alpha1.Audience{"https://payroll.internal"}}}),
 	} {
 		if !apierrors.IsForbidden(err) {
 			t.Errorf("the backend may %s: %v, want Forbidden", what, err)

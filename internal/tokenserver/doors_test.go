@@ -33,7 +33,9 @@ func TestTheMetadataNamesTheEndpointsOfTheDoorItWasFetchedThrough(t *testing.T) 
 		"auth.example.com":                    publicIssuer,
 		"m2m-token-server.m2m-system.svc":     inClusterURL,
 		"m2m-token-server.m2m-system.svc:443": inClusterURL,
-		"10.0.0.7:8443":                       publicIssuer, // any other name gets the issuer's URLs
+		"auth.example.com:443":                publicIssuer,
+		"m2m-token-server":                    inClusterURL, // any other name of the Service
+		"10.0.0.7:8443":                       inClusterURL,
 	} {
 		req := httptest.NewRequest(http.MethodGet, "/.well-known/oauth-authorization-server", nil)
 		req.Host = host

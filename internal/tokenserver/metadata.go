@@ -61,16 +61,16 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// advertisedBase is the URL under which the metadata names the endpoints for r: the in-cluster
-// URL to a request addressed to its host (a pod that reached the Service), else the issuer. The
-// issuer stays the same for both (RFC 8414 §3.3), so tokens verify alike whichever door a caller
-// used; only where it fetches keys and tokens differs, and never through the public door from
-// inside the cluster.
+// advertisedBase is the URL under which the metadata names the endpoints for r: the issuer to a
+// request addressed to the issuer's host (through the public door, which keeps the Host), else
+// the in-cluster URL (a pod that reached the Service by any of its names). The issuer stays the
+// same for both (RFC 8414 §3.3), so tokens verify alike whichever door a caller used; only where
+// it fetches keys and tokens differs, and never through the public door from inside the cluster.
 func (s *Server) advertisedBase(r *http.Request) string {
-	if s.cfg.InClusterURL != s.cfg.IssuerURL && issuer.SameHost(s.cfg.InClusterURL, r.Host) {
-		return s.cfg.InClusterURL
+	if s.cfg.InClusterURL == s.cfg.IssuerURL || issuer.SameHost(s.cfg.IssuerURL, r.Host) {
+		return s.cfg.IssuerURL
 	}
-	return s.cfg.IssuerURL
+	return s.cfg.InClusterURL
 }
 
 // advertisedAuth are the client authentication methods and assertion signing algorithms of the

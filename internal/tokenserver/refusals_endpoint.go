@@ -201,9 +201,10 @@ func (s *Server) refusalsOfClient(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, "unauthenticated", "send a Kubernetes bearer token of someone who may get the M2MClient")
 		return
 	}
-	// Every made-up token costs a TokenReview and a share of the reviews all callers have
-	// (accessRate): a source whose tokens the API server keeps refusing is held to the limit of
-	// failed authentications, as at the token endpoint, before it costs either.
+	// Every made-up token, and every client a caller may not get, costs a review and a share
+	// of the reviews all callers have (accessRate): a source whose requests the API server keeps
+	// refusing is held to the limit of failed authentications, as at the token endpoint, before
+	// it costs either.
 	from := s.cfg.ClientAddresses.of(r)
 	if wait, over := s.sources.refused(from); over {
 		w.Header().Set("Retry-After", strconv.FormatInt(retryAfter(wait), 10))
@@ -226,6 +227,7 @@ func (s *Server) refusalsOfClient(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, "unauthenticated", "the API server does not accept the bearer token")
 		return
 	case verdict != AccessAllowed:
+		s.sources.failed(from)
 		refuse(http.StatusForbidden, "forbidden", fmt.Sprintf("the caller may not get m2mclients %s in namespace %s", key.Name, key.Namespace))
 		return
 	}

@@ -174,15 +174,26 @@ func TestAFloodOfMadeUpTokensCostsBoundedReviewsAndDoesNotLockOutACachedOwner(t 
 }
 
 // With the limit of failed authentications on, a source whose made-up bearer tokens the API
-// server refuses is held to it at the refusals endpoint too: past its burst it costs no review
-// and none of the reviews every caller shares, and a caller elsewhere is not refused for it.
-func TestMadeUpBearerTokensAtTheRefusalsEndpointCountAgainstTheirSource(t *testing.T) {
-	access := &fakeAccess{grants: map[string]types.NamespacedName{}}
+// server refuses, or whose valid token asks for clients it may not get, is held to it at the
+// refusals endpoint too: past its burst it costs no review and none of the reviews every caller
+// shares.
+func TestRefusedCallersOfTheRefusalsEndpointCountAgainstTheirSource(t *testing.T) {
+	for name, ask := range map[string]func(i int) (token, client string){
+		"made-up tokens":                   func(i int) (string, string) { return fmt.Sprint("made-up-", i), goodID },
+		"a valid token, for other clients": func(i int) (string, string) { return ownerToken, fmt.Sprint("not-mine-", i) },
+	} {
+		t.Run(name, func(t *testing.T) { refusedCallersAreLimited(t, ask) })
+	}
+}
+
+func refusedCallersAreLimited(t *testing.T, ask func(i int) (token, client string)) {
+	access := &fakeAccess{grants: map[string]types.NamespacedName{ownerToken: {Namespace: "ns", Name: goodID}}}
 	const burst = 3
 	_, f := serveWith(t, mapClients{goodID: testClient(goodID, goodSecret)}, Config{Access: access, FailureLimit: FailureLimit{Rate: 0.001, Burst: burst, Sources: 16}})
 	limited := 0
 	for i := range 10 {
-		code, body := askWhy(t, f, fmt.Sprint("made-up-", i), "ns", goodID)
+		token, name := ask(i)
+		code, body := askWhy(t, f, token, "ns", name)
 		if code == http.StatusTooManyRequests {
 			if body["error"] != ErrTooManyRequests {
 				t.Fatalf("a limited source got %v", body)
@@ -191,6 +202,6 @@ func TestMadeUpBearerTokensAtTheRefusalsEndpointCountAgainstTheirSource(t *testi
 		}
 	}
 	if n := access.count(); n != burst || limited != 10-burst {
-		t.Fatalf("10 made-up tokens from one source cost %d reviews and %d were limited; want %d and %d", n, limited, burst, 10-burst)
+		t.Fatalf("10 refused requests from one source cost %d reviews and %d were limited; want %d and %d", n, limited, burst, 10-burst)
 	}
 }

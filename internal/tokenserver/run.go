@@ -135,6 +135,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	if o.PreviousIssuerURL != "" {
+		// A move that is never finished keeps the old audience accepted for good: say so at
+		// every start.
+		logger.Info("during a move of the issuer: assertions for the other issuer are accepted, and its tokens introspected; remove --previous-issuer-url once the move is done", "otherIssuer", o.PreviousIssuerURL)
+	}
 	logger.Info("token server listening", "address", ln.Addr().String(), "issuer", iss, "tls", o.TLSCertFile != "")
 
 	return serveUntilDone(ctx, httpServer, ln)

@@ -20,6 +20,7 @@ import (
 // publicDoorValues turns every part of the public door on: the chart's own Gateway, an Ingress
 // and the public certificate from cert-manager.
 const publicDoorValues = `
+issuerURL: https://auth.example.com
 previousIssuerURL: https://m2m-token-server.m2m-system.svc
 publicDoor:
   host: auth.example.com
@@ -36,6 +37,7 @@ publicDoor:
 // gatewayDoor are the chart values of config/public-door.
 var gatewayDoor = []string{
 	"--set", "publicDoor.host=auth.example.com",
+	"--set", "issuerURL=https://auth.example.com",
 	"--set", "publicDoor.gateway.enabled=true",
 	"--set", "publicDoor.gateway.gatewayClassName=public",
 	"--set", "publicDoor.tls.certManager.enabled=true",
@@ -66,7 +68,7 @@ func TestThePublicDoorsObjectsAreAcceptedWithTheirRealCRDs(t *testing.T) {
 			return renderChartIn(t, ns, "-f", writeValues(t, publicDoorValues))
 		}, []string{"Gateway", "HTTPRoute", "BackendTLSPolicy", "Ingress", "Certificate"}},
 		"the chart attached to the administrator's Gateway": {func(ns string) []byte {
-			return renderChartIn(t, ns, "--set", "publicDoor.host=auth.example.com", "--set", "publicDoor.gateway.enabled=true",
+			return renderChartIn(t, ns, "--set", "publicDoor.host=auth.example.com", "--set", "issuerURL=https://auth.example.com", "--set", "publicDoor.gateway.enabled=true",
 				"--set-json", `publicDoor.gateway.parentRefs=[{"name":"public","namespace":"gateway-system","sectionName":"https"}]`)
 		}, []string{"HTTPRoute", "BackendTLSPolicy"}},
 	} {
@@ -211,7 +213,7 @@ func TestThePublicDoorRoutesOnlyThePathsClientsOutsideUse(t *testing.T) {
 // renders no door objects.
 func TestANewInstallWithAPublicDoorHasThePublicIssuerAndTheServiceForPods(t *testing.T) {
 	ns := namespace(t)
-	rendered := renderChartIn(t, ns, "--set", "publicDoor.host=auth.example.com",
+	rendered := renderChartIn(t, ns, "--set", "publicDoor.host=auth.example.com", "--set", "issuerURL=https://auth.example.com",
 		"--set", "tls.certManager.enabled=true", "--set", "tls.certManager.issuerRef.name=m2m-ca-issuer")
 	service := "https://m2m-token-server." + ns + ".svc"
 	if args := containerArgs(t, rendered, "m2m-manager", "manager"); !slices.Contains(args, "--issuer-url=https://auth.example.com") || !slices.Contains(args, "--in-cluster-url="+service) {
@@ -261,6 +263,12 @@ func TestAnUpgradeToAPublicDoorChangesTheIssuerOnlyWhenToldTo(t *testing.T) {
 		}
 	}
 
+	// The new issuer alone, without keeping the old one accepted, is no move either.
+	_, err = renderOnTheServer(t, ns, "--set", "publicDoor.host=auth.example.com", "--set", "issuerURL=https://auth.example.com")
+	if err == nil || !strings.Contains(err.Error(), "previousIssuerURL="+old) {
+		t.Fatalf("an upgrade to a public door with issuerURL alone: %v, want a refusal that says previousIssuerURL=%s", err, old)
+	}
+
 	out, err := renderOnTheServer(t, ns, "--set", "publicDoor.host=auth.example.com",
 		"--set", "issuerURL=https://auth.example.com", "--set", "previousIssuerURL="+old)
 	if err != nil {
@@ -288,7 +296,7 @@ func TestAnUpgradeToAPublicDoorChangesTheIssuerOnlyWhenToldTo(t *testing.T) {
 // Values that make no working door are refused, each with what to change; a host alone (for a
 // proxy of the administrator's own) is a door.
 func TestTheChartRefusesAPublicDoorThatCannotWork(t *testing.T) {
-	host := []string{"--set", "publicDoor.host=auth.example.com"}
+	host := []string{"--set", "publicDoor.host=auth.example.com", "--set", "issuerURL=https://auth.example.com"}
 	withHost := func(set ...string) []string {
 		var args []string
 		for _, s := range set {
@@ -312,6 +320,7 @@ func TestTheChartRefusesAPublicDoorThatCannotWork(t *testing.T) {
 		"a door with another https issuer":                              {withHost("issuerURL=https://m2m.example.com"), "set issuerURL to https://auth.example.com"},
 		"a previous issuer that is the issuer":                          {withHost("previousIssuerURL=https://auth.example.com"), "is the issuer itself"},
 		"a host alone, for a proxy of the administrator's":              {host, ""},
+		"a host without the issuer, which a render cannot tell is new":  {[]string{"--set", "publicDoor.host=auth.example.com"}, "needs issuerURL set, to https://auth.example.com"},
 		"a Gateway of the administrator's, which holds the certificate": {withHost("publicDoor.gateway.enabled=true", "publicDoor.gateway.parentRefs[0].name=public"), ""},
 	} {
 		t.Run(sentence, func(t *testing.T) {

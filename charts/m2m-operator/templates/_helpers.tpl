@@ -55,11 +55,11 @@ m2m-token-server.{{ .Release.Namespace }}.svc
 {{- end }}
 
 {{/*
-The issuer URL: the value; else the upgraded install's, which resource servers pin; else
-https://<publicDoor.host>; else the token server's Service. With a public door the issuer is
-https://<host> and nothing else: an install being upgraded with another issuer fails rather than
-change it, since the issuer is the audience of ServiceAccount and private_key_jwt assertions and
-what every verifier pins (docs/operations.md#moving-to-a-public-issuer).
+The issuer URL: the value; else the upgraded install's, which resource servers pin; else the
+token server's Service. With a public door the issuer is https://<host>, set explicitly. An
+upgrade that would change the installed issuer without previousIssuerURL naming it fails, since
+the issuer is the audience of ServiceAccount and private_key_jwt assertions and what every
+verifier pins (docs/operations.md#moving-to-a-public-issuer).
 */}}
 {{- define "m2m.issuerURL" -}}
 {{- $existing := include "m2m.existingIssuer" . -}}
@@ -76,6 +76,12 @@ what every verifier pins (docs/operations.md#moving-to-a-public-issuer).
 {{- end -}}
 {{- if and $door (not .Values.issuerURL) $existing (ne $existing $public) -}}
 {{- fail (printf "the install being upgraded has the issuer %s, and publicDoor.host %s would change it to %s without a word: resource servers pin the issuer, and it is the audience of ServiceAccount and private_key_jwt assertions. Migrate on purpose: set issuerURL=%s and previousIssuerURL=%s, as docs/operations.md#moving-to-a-public-issuer says" $existing $door $public $public $existing) -}}
+{{- end -}}
+{{- if and $door (not .Values.issuerURL) (ne $existing $public) -}}
+{{- fail (printf "publicDoor.host %s needs issuerURL set, to %s: a render without the cluster (helm template, as GitOps tools do) cannot tell a new install from an upgrade of one with another issuer, which must move on purpose (docs/operations.md#moving-to-a-public-issuer)" $door $public) -}}
+{{- end -}}
+{{- if and .Values.issuerURL $existing (ne .Values.issuerURL $existing) (ne .Values.previousIssuerURL $existing) -}}
+{{- fail (printf "the install being upgraded has the issuer %s, and issuerURL %s would change it while assertions and verifiers still name it: move on purpose, with previousIssuerURL=%s (docs/operations.md#moving-to-a-public-issuer)" $existing .Values.issuerURL $existing) -}}
 {{- end -}}
 {{- if .Values.issuerURL -}}
 {{ .Values.issuerURL }}
