@@ -45,9 +45,20 @@ type limited struct {
 
 func newLimited(t *testing.T, limit FailureLimit, addrs ClientAddresses) *limited {
 	t.Helper()
+	return newLimitedServer(t, Config{FailureLimit: limit, ClientAddresses: addrs})
+}
+
+// newLimitedServer is newLimited for any limits of cfg, which it completes with the issuer, a
+// key, the clock and the registry, and with the client goodID unless cfg has clients.
+func newLimitedServer(t *testing.T, cfg Config) *limited {
+	t.Helper()
 	_, keys := staticKeys(t, signingkeys.ES256)
 	l := &limited{clock: clocktesting.NewFakeClock(t0), reg: prometheus.NewRegistry()}
-	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: testClient(goodID, goodSecret)}, Keys: keys, Clock: l.clock, Registry: l.reg, FailureLimit: limit, ClientAddresses: addrs})
+	cfg.IssuerURL, cfg.Keys, cfg.Clock, cfg.Registry = testIssuer, keys, l.clock, l.reg
+	if cfg.Clients == nil {
+		cfg.Clients = mapClients{goodID: testClient(goodID, goodSecret)}
+	}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,8 +73,12 @@ const wrongSecret = "a-wrong-secret-0123456789abcdefghijklmnopqrstuv"
 
 // token asks for a token with secret from the connection address from (host:port).
 func (l *limited) token(from, secret string, header ...string) *httptest.ResponseRecorder {
-	form := url.Values{"grant_type": {GrantClientCredentials}, "client_id": {goodID}, "client_secret": {secret}}
-	r := httptest.NewRequest(http.MethodPost, "/oauth2/token", strings.NewReader(form.Encode()))
+	return l.post(from, "/oauth2/token", url.Values{"grant_type": {GrantClientCredentials}, "client_id": {goodID}, "client_secret": {secret}}, header...)
+}
+
+// post sends form to path from the connection address from (host:port), with header's pairs.
+func (l *limited) post(from, path string, form url.Values, header ...string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r.RemoteAddr = from
 	for i := 0; i+1 < len(header); i += 2 {
