@@ -79,6 +79,7 @@ func TestTheValuesSchemaRefusesBadValues(t *testing.T) {
 		"image.pullPolicy=Sometimes", "watchNamespaces[0]=Team_A", "tokenServer.federatedIssuers[0].issuer=https://a,b",
 		"tokenServr.replicas=2", "tokenServer.defaultAudience=123",
 		"tokenServer.trustedProxies[0]=lb.example.com", "tokenServer.trustedProxyHeader=X-Real-IP", "tokenServer.failureLimit.burst=0",
+		"tokenServer.issuanceLimit.perMinute=-1", "tokenServer.issuanceLimit.burst=0",
 	} {
 		if out, err := helmCommand(t, "template", "m2m", chartDir(), "--set", bad); err == nil {
 			t.Errorf("--set %s was accepted:\n%.300s", bad, out)
