@@ -114,20 +114,7 @@ func issuing(t *testing.T, limit IssuanceLimit, override *m2mv1alpha1.IssuanceLi
 func TestAClientOverItsIssuanceLimitGets429WhileAnotherClientKeepsGettingTokens(t *testing.T) {
 	l := issuing(t, IssuanceLimit{PerMinute: 30, Burst: 3}, nil)
 	l.expectOf(t, "the burst", goodID, goodSecret, 3, http.StatusOK)
-	w := l.tokenOf(goodID, goodSecret)
-	if w.Code != http.StatusTooManyRequests {
-		t.Fatalf("over the limit: got %d %s, want 429", w.Code, w.Body)
-	}
-	if got := w.Header().Get("Retry-After"); got != "2" {
-		t.Errorf("Retry-After %q, want 2 (one token at 30 a minute)", got)
-	}
-	if got := w.Header().Get("Cache-Control"); got != "no-store" {
-		t.Errorf("Cache-Control %q, want no-store", got)
-	}
-	var body map[string]string
-	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body["error"] != ErrTooManyRequests || body["error_description"] == "" {
-		t.Errorf("body %s, want error %s with a description", w.Body, ErrTooManyRequests)
-	}
+	want429(t, l.tokenOf(goodID, goodSecret), "2", "one token at 30 a minute")
 	l.expectOf(t, "another client", otherID, otherSecret, 3, http.StatusOK)
 	if got := testutil.ToFloat64(l.s.metrics.failures.WithLabelValues(reasonClientLimited.name, "ns")); got != 1 {
 		t.Errorf("m2m_token_failures_total{reason=%q,namespace=ns} = %v, want 1", reasonClientLimited.name, got)

@@ -100,6 +100,25 @@ func (l *limited) expect(t *testing.T, what, from string, n, want int, header ..
 	}
 }
 
+// want429 fails unless w is a 429 with Retry-After retryAfter (why says why that value),
+// no-store and an OAuth error too_many_requests with a description.
+func want429(t *testing.T, w *httptest.ResponseRecorder, retryAfter, why string) {
+	t.Helper()
+	if w.Code != http.StatusTooManyRequests {
+		t.Fatalf("over the limit: got %d %s, want 429", w.Code, w.Body)
+	}
+	if got := w.Header().Get("Retry-After"); got != retryAfter {
+		t.Errorf("Retry-After %q, want %s (%s)", got, retryAfter, why)
+	}
+	if got := w.Header().Get("Cache-Control"); got != "no-store" {
+		t.Errorf("Cache-Control %q, want no-store", got)
+	}
+	var body map[string]string
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body["error"] != ErrTooManyRequests || body["error_description"] == "" {
+		t.Errorf("body %s, want error %s with a description", w.Body, ErrTooManyRequests)
+	}
+}
+
 func (l *limited) failTimes(t *testing.T, from string, n int) {
 	t.Helper()
 	for i := range n {
@@ -117,20 +136,7 @@ func TestASourceOverItsLimitGets429WithRetryAfterBeforeAnyAuthenticationWork(t *
 	l.failTimes(t, "203.0.113.9:1000", 3)
 	before := l.work.Load()
 	for _, secret := range []string{wrongSecret, goodSecret} {
-		w := l.token("203.0.113.9:2000", secret)
-		if w.Code != http.StatusTooManyRequests {
-			t.Fatalf("over the limit: got %d %s, want 429", w.Code, w.Body)
-		}
-		if got := w.Header().Get("Retry-After"); got != "2" {
-			t.Errorf("Retry-After %q, want 2 (one failure at 0.5 a second)", got)
-		}
-		if got := w.Header().Get("Cache-Control"); got != "no-store" {
-			t.Errorf("Cache-Control %q, want no-store", got)
-		}
-		var body map[string]string
-		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body["error"] != ErrTooManyRequests {
-			t.Errorf("body %s, want error %s", w.Body, ErrTooManyRequests)
-		}
+		want429(t, l.token("203.0.113.9:2000", secret), "2", "one failure at 0.5 a second")
 	}
 	if got := l.work.Load(); got != before {
 		t.Errorf("the refused requests did %d authentications, want none", got-before)
