@@ -56,6 +56,7 @@ func main() {
 	flag.DurationVar(&floodFor, "flood-duration", 20*time.Second, "Length of each run with a flooding client; 0 skips them (as does -serviceaccount).")
 	flag.Float64Var(&floodRate, "flood-fraction", 0.25, "Rate of the other clients in the flood runs, as a fraction of the tokens/s that wrk measured with the limit off.")
 	flag.IntVar(&floodWorkers, "flood-workers", 4, "Closed-loop workers (connections) of the flooding client.")
+	flag.IntVar(&floodRounds, "flood-rounds", 2, "Rounds of the flood runs, each the others alone and then with the flooding client, with the limit off and then on.")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
 	if err := run(*n, *conns, *threads, *duration); err != nil {
@@ -72,6 +73,7 @@ var (
 	floodFor     time.Duration
 	floodRate    float64
 	floodWorkers int
+	floodRounds  int
 )
 
 func secretFor(i int) string {
@@ -148,8 +150,8 @@ func run(n, conns, threads int, duration time.Duration) error {
 	flooding := floodFor > 0 && !assertion
 	rate := floodRate * off.res.rps
 	if flooding {
-		fmt.Printf("flood with the limit off: the others at %.0f tokens/s, one client with %d workers, %s...\n", rate, floodWorkers, floodFor)
-		floods = append(floods, flood("limit off, one client flooding", issuer, n, rate, true))
+		fmt.Printf("flood runs with the limit off: the others at %.0f tokens/s, one client with %d workers, %s each...\n", rate, floodWorkers, floodFor)
+		floods = append(floods, floodRuns("limit off", issuer, n, rate)...)
 	}
 	ts.Stop()
 	on, err := load.measure(ts, n, profile != "", extra...)
@@ -157,9 +159,8 @@ func run(n, conns, threads int, duration time.Duration) error {
 		return err
 	}
 	if flooding {
-		fmt.Printf("flood with the limit on (defaults)...\n")
-		floods = append(floods, flood("limit on (defaults), no flooder", issuer, n, rate, false))
-		floods = append(floods, flood("limit on (defaults), one client flooding", issuer, n, rate, true))
+		fmt.Printf("flood runs with the limit on (defaults)...\n")
+		floods = append(floods, floodRuns("limit on", issuer, n, rate)...)
 	}
 	ts.Stop()
 
@@ -261,6 +262,17 @@ func writeProfile() {
 type floodRun struct {
 	name            string
 	others, flooder tokenload.Result
+}
+
+// floodRuns are -flood-rounds rounds of the others alone and then with the flooding client,
+// alternating, so that a disturbance of the shared machine shows as a difference between rounds.
+func floodRuns(limit, issuer string, n int, rate float64) []floodRun {
+	var out []floodRun
+	for round := range floodRounds {
+		out = append(out, flood(fmt.Sprintf("%s, no flooder, round %d", limit, round+1), issuer, n, rate, false))
+		out = append(out, flood(fmt.Sprintf("%s, one client flooding, round %d", limit, round+1), issuer, n, rate, true))
+	}
+	return out
 }
 
 // flood sends the other clients' requests (clients 1 to n-1, in turn) at rate a second in an
