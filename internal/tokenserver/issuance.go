@@ -16,8 +16,8 @@ import (
 // client that reuses its tokens asks once per pod and token lifetime (1 minute to 24 hours, 1
 // hour by default): 600 a minute serves 600 pods of one client with the shortest lifetime, and
 // a burst of 100 serves 100 of its pods that start at once (a rollout), on a single replica. A
-// client that asks for a token per call it makes, thousands a second, meets it at once, and its
-// signatures no longer take the CPU of every other client.
+// client that asks for a token per call it makes, thousands a second, meets it at once: its
+// requests past the limit are refused before any signature.
 const (
 	DefaultIssuancePerMinute = 600
 	DefaultIssuanceBurst     = 100
