@@ -62,7 +62,7 @@ bench-controller: ## Controller scale benchmark (N=1000 by default); results bel
 	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/bench-controller -n $(or $(N),1000)
 
 .PHONY: bench-token
-bench-token: ## Token server benchmark (10,000 clients, wrk at 16 connections); results belong in docs/benchmarks.md.
+bench-token: ## Token server benchmark (10,000 clients, wrk at 16 connections, the issuance limit off and on, then one client flooding); results belong in docs/benchmarks.md.
 	hack/bench-token.sh
 
 .PHONY: fuzz

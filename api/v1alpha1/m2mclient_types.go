@@ -69,6 +69,15 @@ type M2MClientSpec struct {
 	// +optional
 	TokenClaims TokenClaims `json:"tokenClaims,omitempty"`
 
+	// IssuanceLimit overrides, for this client, the token server's limit on the token requests
+	// of each authenticated client (its flags --issuance-per-minute and --issuance-burst); a
+	// client over it gets 429. The limit holds on each token-server replica apart. An administrator caps overrides per namespace
+	// with the annotations m2m.dev/max-issuance-per-minute and m2m.dev/max-issuance-burst
+	// (admission policy m2m-namespace-issuance-limit). Unset: the token server's limit. A token
+	// server whose limit is off (--issuance-per-minute=0) limits no client, whatever this says.
+	// +optional
+	IssuanceLimit *IssuanceLimit `json:"issuanceLimit,omitempty"`
+
 	// Disabled stops the token server from issuing tokens to this client. Its credentials are
 	// kept, so enabling it again restores access without a new secret. Tokens already issued stay
 	// valid until they expire; introspection reports them inactive at once.
@@ -101,6 +110,25 @@ type M2MClientSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Authentication ClientAuthentication `json:"authentication,omitempty"`
+}
+
+// IssuanceLimit is a token bucket: the client may make Burst token requests at once, and
+// PerMinute a minute in the long run, to each token-server replica. Whole numbers, since a CRD holds no
+// fractions: a minute, not a second, is the unit so that rates under one a second can be said.
+type IssuanceLimit struct {
+	// PerMinute is how many token requests a minute the client may make in the long run to
+	// each token-server replica, from 1 to 1,000,000.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	PerMinute int32 `json:"perMinute"`
+
+	// Burst is how many token requests the client may make at once to each token-server
+	// replica, from 1 to 100,000: after a pause, its bucket holds that many again.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	Burst int32 `json:"burst"`
 }
 
 // ClientAuthentication lists the ways a client may authenticate. At least one is enabled.

@@ -1,6 +1,8 @@
 // Command bench-token measures the real token server (the cmd/token-server binary) with N
-// M2MClients in its cache, under wrk on loopback, and, in the same run, the signing-only ceiling
-// from `go test -bench`. `make bench-token` runs it; results go in docs/benchmarks.md.
+// M2MClients in its cache, under wrk on loopback, with the issuance limit off and then on (its
+// default values); then one client flooding while the others keep their rate, with and without
+// the limit; and, in the same run, the signing-only ceiling from `go test -bench`. `make
+// bench-token` runs it; results go in docs/benchmarks.md.
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/hack/internal/tokenload"
 	"github.com/m2m-dev/m2m-operator/hack/internal/tokenserverprocess"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
@@ -49,6 +53,10 @@ func main() {
 	flag.BoolVar(&narrow, "narrow", true, "Half the requests name a subset of the scopes and an audience; false sends credentials only.")
 	flag.BoolVar(&perClient, "per-client-metrics", false, "Run the token server with --metrics-per-client (one metric series per client), as before issue 14.")
 	flag.BoolVar(&assertion, "serviceaccount", false, "Clients take no secret and allow a ServiceAccount; every request sends its token (from the TokenRequest API) as the client assertion.")
+	flag.DurationVar(&floodFor, "flood-duration", 20*time.Second, "Length of each run with a flooding client; 0 skips them (as does -serviceaccount).")
+	flag.Float64Var(&floodRate, "flood-fraction", 0.25, "Rate of the other clients in the flood runs, as a fraction of the tokens/s that wrk measured with the limit off.")
+	flag.IntVar(&floodWorkers, "flood-workers", 4, "Closed-loop workers (connections) of the flooding client.")
+	flag.IntVar(&floodRounds, "flood-rounds", 2, "Rounds of the flood runs, each the others alone and then with the flooding client, with the limit off and then on.")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
 	if err := run(*n, *conns, *threads, *duration); err != nil {
@@ -58,15 +66,21 @@ func main() {
 }
 
 var (
-	profile   string
-	narrow    bool
-	assertion bool
-	perClient bool
+	profile      string
+	narrow       bool
+	assertion    bool
+	perClient    bool
+	floodFor     time.Duration
+	floodRate    float64
+	floodWorkers int
+	floodRounds  int
 )
 
 func secretFor(i int) string {
 	return fmt.Sprintf("bench-secret-%06d-0123456789abcdefghijklmnop", i)
 }
+
+func clientID(i int) string { return fmt.Sprintf("m2m-bench-%05d", i) }
 
 func run(n, conns, threads int, duration time.Duration) error {
 	wrk, err := exec.LookPath("wrk")
@@ -101,22 +115,6 @@ func run(n, conns, threads int, duration time.Duration) error {
 		return err
 	}
 	issuer := ts.Issuer
-	var extra []string
-	if profile != "" {
-		extra = append(extra, "--debug-address", "127.0.0.1:6060")
-	}
-	if perClient {
-		extra = append(extra, "--metrics-per-client")
-	}
-	if err := ts.Start(extra...); err != nil {
-		return err
-	}
-	defer ts.Stop()
-	if err := ts.WaitCached(n); err != nil {
-		return err
-	}
-	rssIdle := ts.RSS()
-
 	saToken := ""
 	if assertion {
 		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "bench-sa"}}
@@ -133,31 +131,37 @@ func run(n, conns, threads int, duration time.Duration) error {
 	if err := writeScript(script, n, narrow, saToken); err != nil {
 		return err
 	}
-	// Warm up connections, caches and the Go runtime, then measure.
-	if _, err := exec.Command(wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", "3s", "-s", script, issuer).Output(); err != nil {
-		return fmt.Errorf("wrk warm-up: %w", err)
-	}
+	var extra []string
 	if profile != "" {
-		go func() {
-			resp, err := http.Get("http://127.0.0.1:6060/debug/pprof/profile?seconds=10")
-			if err != nil {
-				return
-			}
-			defer resp.Body.Close()
-			f, err := os.Create(profile)
-			if err != nil {
-				return
-			}
-			defer f.Close()
-			_, _ = io.Copy(f, resp.Body)
-		}()
+		extra = append(extra, "--debug-address", "127.0.0.1:6060")
 	}
-	out, err := exec.Command(wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", duration.String(), "--latency", "-s", script, issuer).Output()
+	if perClient {
+		extra = append(extra, "--metrics-per-client")
+	}
+	load := wrkLoad{wrk: wrk, script: script, threads: threads, conns: conns, duration: duration}
+	defer ts.Stop()
+
+	// The limit off first: the run this benchmark had before the limit existed.
+	off, err := load.measure(ts, n, false, append(slices.Clone(extra), "--issuance-per-minute=0")...)
 	if err != nil {
-		return fmt.Errorf("wrk: %w", err)
+		return err
 	}
-	rssAfter, rssPeak := ts.RSS(), ts.PeakRSS()
-	res := parseWrk(string(out))
+	var floods []floodRun
+	flooding := floodFor > 0 && !assertion
+	rate := floodRate * off.res.rps
+	if flooding {
+		fmt.Printf("flood runs with the limit off: the others at %.0f tokens/s, one client with %d workers, %s each...\n", rate, floodWorkers, floodFor)
+		floods = append(floods, floodRuns("limit off", issuer, n, rate)...)
+	}
+	ts.Stop()
+	on, err := load.measure(ts, n, profile != "", extra...)
+	if err != nil {
+		return err
+	}
+	if flooding {
+		fmt.Printf("flood runs with the limit on (defaults)...\n")
+		floods = append(floods, floodRuns("limit on", issuer, n, rate)...)
+	}
 	ts.Stop()
 
 	fmt.Println("signing-only ceiling: go test -bench BenchmarkSignAccessToken on", runtime.NumCPU(), "cores...")
@@ -173,16 +177,125 @@ func run(n, conns, threads int, duration time.Duration) error {
 	}
 	ceiling := 1e9 / nsPerOp
 
-	fmt.Printf("\nwrk: %s\n", strings.TrimSpace(string(out)))
 	fmt.Printf("\nclients cached:           %d\n", n)
 	fmt.Printf("load:                     wrk -t%d -c%d -d%s, form bodies cycling through all clients, narrowing half: %v, ServiceAccount assertions: %v\n", threads, conns, duration, narrow, assertion)
-	fmt.Printf("tokens/s:                 %.0f\n", res.rps)
-	fmt.Printf("latency p50 / p99:        %s / %s\n", res.p50, res.p99)
-	fmt.Printf("non-2xx responses:        %d (socket errors: %s)\n", res.non2xx, res.socketErrors)
 	fmt.Printf("signing-only ceiling:     %.0f signatures/s (%.1f µs/op wall on %d cores)\n", ceiling, nsPerOp/1000, runtime.NumCPU())
-	fmt.Printf("throughput / ceiling:     %.0f%%\n", 100*res.rps/ceiling)
-	fmt.Printf("token server RSS:         %d MiB idle with %d clients, %d MiB after the load, %d MiB peak\n", rssIdle>>10, n, rssAfter>>10, rssPeak>>10)
+	for _, m := range []struct {
+		name string
+		m    measured
+	}{{"issuance limit off (--issuance-per-minute=0)", off}, {"issuance limit on (default flags)", on}} {
+		res := m.m.res
+		fmt.Printf("\n%s\nwrk: %s\n", m.name, strings.TrimSpace(m.m.raw))
+		fmt.Printf("tokens/s:                 %.0f\n", res.rps)
+		fmt.Printf("latency p50 / p99:        %s / %s\n", res.p50, res.p99)
+		fmt.Printf("non-2xx responses:        %d (socket errors: %s)\n", res.non2xx, res.socketErrors)
+		fmt.Printf("throughput / ceiling:     %.0f%%\n", 100*res.rps/ceiling)
+		fmt.Printf("token server RSS:         %d MiB idle with %d clients, %d MiB after the load, %d MiB peak\n", m.m.rssIdle>>10, n, m.m.rssAfter>>10, m.m.rssPeak>>10)
+	}
+	if flooding {
+		fmt.Printf("\nflood runs, %s each: the other %d clients in an open loop at %.0f tokens/s (%.0f%% of the limit-off run), client 0 in a closed loop with %d workers\n", floodFor, n-1, rate, 100*floodRate, floodWorkers)
+		fmt.Printf("%-42s %12s %9s %9s %8s %8s | %10s %9s %9s\n", "run", "others tok/s", "p50", "p99", "failed", "missed", "flooder", "200", "429")
+		for _, f := range floods {
+			o, fl := f.others, f.flooder
+			fmt.Printf("%-42s %12.0f %9s %9s %8d %8d | %10d %9d %9d\n", f.name, float64(o.OK)/o.Elapsed.Seconds(), o.Percentile(0.5).Round(10*time.Microsecond), o.Percentile(0.99).Round(10*time.Microsecond), o.Failed(), o.Missed, fl.Requests(), fl.OK, fl.Non2xx[http.StatusTooManyRequests])
+		}
+	}
 	return nil
+}
+
+// wrkLoad is the wrk command of the measured runs.
+type wrkLoad struct {
+	wrk, script    string
+	threads, conns int
+	duration       time.Duration
+}
+
+// measured is one wrk run: its result and output, and the token server's RSS in KiB.
+type measured struct {
+	res                        wrkResult
+	raw                        string
+	rssIdle, rssAfter, rssPeak int64
+}
+
+// measure starts the token server with args, waits until it caches n clients, warms it up and
+// loads it with wrk; with profile, it writes a CPU profile of the load.
+func (l wrkLoad) measure(ts *tokenserverprocess.Process, n int, profiled bool, args ...string) (measured, error) {
+	if err := ts.Start(args...); err != nil {
+		return measured{}, err
+	}
+	if err := ts.WaitCached(n); err != nil {
+		return measured{}, err
+	}
+	m := measured{rssIdle: ts.RSS()}
+	// Warm up connections, caches and the Go runtime, then measure.
+	if _, err := exec.Command(l.wrk, "-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", "3s", "-s", l.script, ts.Issuer).Output(); err != nil {
+		return measured{}, fmt.Errorf("wrk warm-up: %w", err)
+	}
+	if profiled {
+		go writeProfile()
+	}
+	out, err := exec.Command(l.wrk, "-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", l.duration.String(), "--latency", "-s", l.script, ts.Issuer).Output()
+	if err != nil {
+		return measured{}, fmt.Errorf("wrk: %w", err)
+	}
+	m.rssAfter, m.rssPeak = ts.RSS(), ts.PeakRSS()
+	m.res, m.raw = parseWrk(string(out)), string(out)
+	return m, nil
+}
+
+// writeProfile writes a 10 s CPU profile of the token server to the -cpu-profile file.
+func writeProfile() {
+	resp, err := http.Get("http://127.0.0.1:6060/debug/pprof/profile?seconds=10")
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(profile)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
+}
+
+// floodRun is one run of the others with or without a flooding client.
+type floodRun struct {
+	name            string
+	others, flooder tokenload.Result
+}
+
+// floodRuns are -flood-rounds rounds of the others alone and then with the flooding client,
+// alternating, so that a disturbance of the shared machine shows as a difference between rounds.
+func floodRuns(limit, issuer string, n int, rate float64) []floodRun {
+	var out []floodRun
+	for round := range floodRounds {
+		out = append(out, flood(fmt.Sprintf("%s, no flooder, round %d", limit, round+1), issuer, n, rate, false))
+		out = append(out, flood(fmt.Sprintf("%s, one client flooding, round %d", limit, round+1), issuer, n, rate, true))
+	}
+	return out
+}
+
+// flood sends the other clients' requests (clients 1 to n-1, in turn) at rate a second in an
+// open loop for -flood-duration, after a 2 s warm-up; with flooder, client 0 meanwhile asks as
+// fast as -flood-workers closed-loop workers can. An open loop keeps the others' rate whatever
+// the answers take, so their latency shows what the flooder costs them.
+func flood(name, issuer string, n int, rate float64, flooder bool) floodRun {
+	ctx := context.Background()
+	others := tokenload.Load{Issuer: issuer, Clients: n - 1, Workers: 64, Credentials: func(i int) (string, string) { return clientID(i + 1), secretFor(i + 1) }}
+	var f *tokenload.Run
+	if flooder {
+		f = tokenload.Load{Issuer: issuer, Clients: 1, Workers: floodWorkers, Credentials: func(int) (string, string) { return clientID(0), secretFor(0) }}.Closed(ctx)
+	}
+	warm := others.Open(ctx, rate)
+	time.Sleep(2 * time.Second)
+	warm.Stop()
+	measuredRun := others.Open(ctx, rate)
+	time.Sleep(floodFor)
+	out := floodRun{name: name, others: measuredRun.Stop()}
+	if f != nil {
+		out.flooder = f.Stop()
+	}
+	return out
 }
 
 // seed creates n M2MClients with accepted secrets in their status, as the manager would leave
@@ -245,7 +358,7 @@ func seed(ctx context.Context, c client.Client, n int) error {
 					return
 				}
 				obj.Status = m2mv1alpha1.M2MClientStatus{
-					ClientID:        fmt.Sprintf("m2m-bench-%05d", i),
+					ClientID:        clientID(i),
 					AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secretFor(i)), CreatedAt: metav1.Now()}},
 				}
 				if assertion {
@@ -273,7 +386,7 @@ func writeScript(path string, n int, narrow bool, saToken string) error {
 	for i := range n {
 		form := url.Values{
 			"grant_type":    {"client_credentials"},
-			"client_id":     {fmt.Sprintf("m2m-bench-%05d", i)},
+			"client_id":     {clientID(i)},
 			"client_secret": {secretFor(i)},
 		}
 		if saToken != "" {

@@ -195,6 +195,8 @@ func (s *System) start(token string) error {
 		MetricsListener:  metricsLn,
 		SigningKeySecret: signingkeys.DefaultSecret,
 		ClientAddresses:  clientAddresses,
+		// As the binary's flags have it by default, so that make dev shows what an install does.
+		IssuanceLimit: tokenserver.DefaultIssuanceLimit,
 	}
 	if s.TLS {
 		if err := s.mountCertificate(ctx); err != nil {

@@ -42,6 +42,8 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 	fs.Float64Var(&o.FailureLimit.Rate, "failure-rate", DefaultFailureRate, "Failed authentications a second that one source address (an IPv6 /64) may make in the long run, on each replica; a source over the limit gets 429 before its credentials are checked. 0 disables the limit.")
 	fs.IntVar(&o.FailureLimit.Burst, "failure-burst", DefaultFailureBurst, "Failed authentications that one source address may make at once, on each replica.")
 	fs.IntVar(&o.FailureLimit.Sources, "failure-sources", DefaultFailureSources, "The most source addresses whose failures each replica remembers.")
+	fs.IntVar(&o.IssuanceLimit.PerMinute, "issuance-per-minute", DefaultIssuancePerMinute, "Token requests a minute that one authenticated client may make in the long run, on each replica, unless its spec.issuanceLimit sets its own; a client over the limit gets 429. 0 disables the limit for every client, overrides included.")
+	fs.IntVar(&o.IssuanceLimit.Burst, "issuance-burst", DefaultIssuanceBurst, "Token requests that one authenticated client may make at once, on each replica, unless its spec.issuanceLimit sets its own.")
 	if err := fs.Parse(args); err != nil {
 		return Options{}, err
 	}
@@ -59,6 +61,9 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 	}
 	if o.FailureLimit.Rate < 0 || o.FailureLimit.Burst < 1 || o.FailureLimit.Sources < 1 {
 		return Options{}, errors.New("--failure-rate must be 0 or more, --failure-burst and --failure-sources 1 or more")
+	}
+	if o.IssuanceLimit.PerMinute < 0 || o.IssuanceLimit.Burst < 1 {
+		return Options{}, errors.New("--issuance-per-minute must be 0 or more, --issuance-burst 1 or more")
 	}
 	if o.SigningKeySecret, err = signingkeys.ParseSecretRef(keySecret); err != nil {
 		return Options{}, err

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // Defaults of the limit on failed authentications by source (--failure-rate, --failure-burst,
@@ -52,9 +54,23 @@ func sourceKey(a netip.Addr) netip.Prefix {
 	return netip.PrefixFrom(a, a.BitLen())
 }
 
+// bucket is a token bucket: tokens at the time at, refilled since at a rate up to a burst that
+// its limit gives.
 type bucket struct {
 	tokens float64
 	at     time.Time
+}
+
+// tokensAt is b's tokens at now, refilled since b.at at rate a second up to burst. A now before
+// b.at refills nothing.
+func (b *bucket) tokensAt(now time.Time, rate float64, burst int) float64 {
+	return min(float64(burst), b.tokens+max(now.Sub(b.at).Seconds(), 0)*rate)
+}
+
+// waitForToken is how long a bucket with tokens (less than one) takes to hold one at rate a
+// second, at most maxRetryAfter.
+func waitForToken(tokens, rate float64) time.Duration {
+	return min(time.Duration((1-tokens)/rate*float64(time.Second)), maxRetryAfter)
 }
 
 // sourceLimiter holds the buckets of sources that failed recently, at most limit.Sources. A
@@ -85,7 +101,7 @@ func newSourceLimiter(limit FailureLimit, clk clock.PassiveClock) *sourceLimiter
 
 // tokensAt is b's tokens at now, refilled since b.at.
 func (l *sourceLimiter) tokensAt(b *bucket, now time.Time) float64 {
-	return min(float64(l.limit.Burst), b.tokens+now.Sub(b.at).Seconds()*l.limit.Rate)
+	return b.tokensAt(now, l.limit.Rate, l.limit.Burst)
 }
 
 // refused reports whether the source of a is over its limit, and then how long until it may
@@ -105,7 +121,7 @@ func (l *sourceLimiter) refused(a netip.Addr) (time.Duration, bool) {
 	if tokens >= 1 {
 		return 0, false
 	}
-	return min(time.Duration((1-tokens)/l.limit.Rate*float64(time.Second)), maxRetryAfter), true
+	return waitForToken(tokens, l.limit.Rate), true
 }
 
 // failed takes a token from the source of a.
@@ -173,8 +189,14 @@ func retryAfter(d time.Duration) int64 {
 
 // refuseSource answers a request whose source is over its limit, before anything of it is read.
 func (s *Server) refuseSource(w http.ResponseWriter, r *http.Request, wait time.Duration) {
+	s.refuseTooMany(w, r, newError(reasonSourceLimited, "too many failed authentications from this address; retry after the time in Retry-After"), wait, nil, nil)
+}
+
+// refuseTooMany answers with e, a reason of a limit (429), and Retry-After for a wait of wait;
+// req and client are as for fail.
+func (s *Server) refuseTooMany(w http.ResponseWriter, r *http.Request, e *oauthError, wait time.Duration, req *tokenRequest, client *m2mv1alpha1.M2MClient) {
 	w.Header().Set("Retry-After", strconv.FormatInt(retryAfter(wait), 10))
-	s.fail(w, r, newError(reasonSourceLimited, "too many failed authentications from this address; retry after the time in Retry-After"), nil, nil)
+	s.fail(w, r, e, req, client)
 }
 
 // registerSourcesGauge exports the number of sources the limiter remembers.

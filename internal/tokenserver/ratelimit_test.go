@@ -45,9 +45,20 @@ type limited struct {
 
 func newLimited(t *testing.T, limit FailureLimit, addrs ClientAddresses) *limited {
 	t.Helper()
+	return newLimitedServer(t, Config{FailureLimit: limit, ClientAddresses: addrs})
+}
+
+// newLimitedServer is newLimited for any limits of cfg, which it completes with the issuer, a
+// key, the clock and the registry, and with the client goodID unless cfg has clients.
+func newLimitedServer(t *testing.T, cfg Config) *limited {
+	t.Helper()
 	_, keys := staticKeys(t, signingkeys.ES256)
 	l := &limited{clock: clocktesting.NewFakeClock(t0), reg: prometheus.NewRegistry()}
-	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: testClient(goodID, goodSecret)}, Keys: keys, Clock: l.clock, Registry: l.reg, FailureLimit: limit, ClientAddresses: addrs})
+	cfg.IssuerURL, cfg.Keys, cfg.Clock, cfg.Registry = testIssuer, keys, l.clock, l.reg
+	if cfg.Clients == nil {
+		cfg.Clients = mapClients{goodID: testClient(goodID, goodSecret)}
+	}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,8 +73,12 @@ const wrongSecret = "a-wrong-secret-0123456789abcdefghijklmnopqrstuv"
 
 // token asks for a token with secret from the connection address from (host:port).
 func (l *limited) token(from, secret string, header ...string) *httptest.ResponseRecorder {
-	form := url.Values{"grant_type": {GrantClientCredentials}, "client_id": {goodID}, "client_secret": {secret}}
-	r := httptest.NewRequest(http.MethodPost, "/oauth2/token", strings.NewReader(form.Encode()))
+	return l.post(from, "/oauth2/token", url.Values{"grant_type": {GrantClientCredentials}, "client_id": {goodID}, "client_secret": {secret}}, header...)
+}
+
+// post sends form to path from the connection address from (host:port), with header's pairs.
+func (l *limited) post(from, path string, form url.Values, header ...string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r.RemoteAddr = from
 	for i := 0; i+1 < len(header); i += 2 {
@@ -85,6 +100,25 @@ func (l *limited) expect(t *testing.T, what, from string, n, want int, header ..
 	}
 }
 
+// want429 fails unless w is a 429 with Retry-After retryAfter (why says why that value),
+// no-store and an OAuth error too_many_requests with a description.
+func want429(t *testing.T, w *httptest.ResponseRecorder, retryAfter, why string) {
+	t.Helper()
+	if w.Code != http.StatusTooManyRequests {
+		t.Fatalf("over the limit: got %d %s, want 429", w.Code, w.Body)
+	}
+	if got := w.Header().Get("Retry-After"); got != retryAfter {
+		t.Errorf("Retry-After %q, want %s (%s)", got, retryAfter, why)
+	}
+	if got := w.Header().Get("Cache-Control"); got != "no-store" {
+		t.Errorf("Cache-Control %q, want no-store", got)
+	}
+	var body map[string]string
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body["error"] != ErrTooManyRequests || body["error_description"] == "" {
+		t.Errorf("body %s, want error %s with a description", w.Body, ErrTooManyRequests)
+	}
+}
+
 func (l *limited) failTimes(t *testing.T, from string, n int) {
 	t.Helper()
 	for i := range n {
@@ -102,20 +136,7 @@ func TestASourceOverItsLimitGets429WithRetryAfterBeforeAnyAuthenticationWork(t *
 	l.failTimes(t, "203.0.113.9:1000", 3)
 	before := l.work.Load()
 	for _, secret := range []string{wrongSecret, goodSecret} {
-		w := l.token("203.0.113.9:2000", secret)
-		if w.Code != http.StatusTooManyRequests {
-			t.Fatalf("over the limit: got %d %s, want 429", w.Code, w.Body)
-		}
-		if got := w.Header().Get("Retry-After"); got != "2" {
-			t.Errorf("Retry-After %q, want 2 (one failure at 0.5 a second)", got)
-		}
-		if got := w.Header().Get("Cache-Control"); got != "no-store" {
-			t.Errorf("Cache-Control %q, want no-store", got)
-		}
-		var body map[string]string
-		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body["error"] != ErrTooManyRequests {
-			t.Errorf("body %s, want error %s", w.Body, ErrTooManyRequests)
-		}
+		want429(t, l.token("203.0.113.9:2000", secret), "2", "one failure at 0.5 a second")
 	}
 	if got := l.work.Load(); got != before {
 		t.Errorf("the refused requests did %d authentications, want none", got-before)

@@ -53,6 +53,9 @@ type Options struct {
 	// FailureLimit limits failed authentications by source (--failure-rate, --failure-burst,
 	// --failure-sources); the zero value, unlike the flags' defaults, limits nothing.
 	FailureLimit FailureLimit
+	// IssuanceLimit limits the token requests of each client (--issuance-per-minute,
+	// --issuance-burst); the zero value, unlike the flags' defaults, limits nothing.
+	IssuanceLimit IssuanceLimit
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -101,6 +104,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		Replica:            replica,
 		ClientAddresses:    o.ClientAddresses,
 		FailureLimit:       o.FailureLimit,
+		IssuanceLimit:      o.IssuanceLimit,
 		Ready: func() error {
 			switch {
 			case !clients.Synced():

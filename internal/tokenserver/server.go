@@ -79,6 +79,9 @@ type Config struct {
 	ClientAddresses ClientAddresses
 	// FailureLimit limits failed authentications by source; the zero value limits nothing.
 	FailureLimit FailureLimit
+	// IssuanceLimit limits the token requests of each authenticated client; the zero value
+	// limits nothing.
+	IssuanceLimit IssuanceLimit
 	// Replica names this process in the answers of RefusalsPath: each replica remembers the
 	// refusals it answered.
 	Replica string
@@ -96,6 +99,8 @@ type Server struct {
 	access   *refusalAccess
 	// sources limits failed authentications by source; nil limits nothing.
 	sources *sourceLimiter
+	// issuance limits the token requests of each client; nil limits nothing.
+	issuance *issuanceLimiter
 }
 
 // New returns a Server.
@@ -145,6 +150,11 @@ func New(cfg Config) (*Server, error) {
 	s.access = newRefusalAccess(cfg.Access, cfg.Clock)
 	if s.sources = newSourceLimiter(cfg.FailureLimit, cfg.Clock); s.sources != nil {
 		if err := s.sources.registerSourcesGauge(cfg.Registry); err != nil {
+			return nil, err
+		}
+	}
+	if s.issuance = newIssuanceLimiter(cfg.IssuanceLimit, cfg.Clock, cfg.Clients); s.issuance != nil {
+		if err := s.issuance.registerClientsGauge(cfg.Registry); err != nil {
 			return nil, err
 		}
 	}

@@ -107,11 +107,12 @@ func staticKeys(t testing.TB, alg signingkeys.Algorithm) (*signingkeys.Key, *Sta
 	return key, keys
 }
 
-// newFixtureServer is the Server of newFixture, without an HTTP listener.
-func newFixtureServer(t testing.TB) *Server {
+// newFixtureServer is the Server of newFixture, with the issuance limit limit, without an HTTP
+// listener.
+func newFixtureServer(t testing.TB, limit IssuanceLimit) *Server {
 	t.Helper()
 	_, keys := staticKeys(t, signingkeys.ES256)
-	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: testClient(goodID, goodSecret)}, Keys: keys, Clock: clocktesting.NewFakeClock(t0)})
+	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: testClient(goodID, goodSecret)}, Keys: keys, Clock: clocktesting.NewFakeClock(t0), IssuanceLimit: limit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,11 +21,17 @@ type tokenResponse struct {
 	Scope       string `json:"scope"`
 }
 
-// token is the pipeline: parse, authenticate the client, check grant, scope and audience, sign,
-// write.
+// token is the pipeline: parse, authenticate the client, take from its issuance limit, check
+// grant, scope and audience, sign, write.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	req, client, ok := s.authenticated(w, r)
 	if !ok {
+		return
+	}
+	// Only now: a limit keyed by a client before it proves who it is would let anyone who
+	// names a client ID lock it out, and tell known IDs from unknown ones.
+	if wait, over := s.issuance.take(client); over {
+		s.refuseClient(w, r, wait, req, client)
 		return
 	}
 	if req.grantType == "" {

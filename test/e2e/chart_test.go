@@ -84,6 +84,7 @@ func TestTheValuesSchemaRefusesBadValues(t *testing.T) {
 		"publicDoor.host=Auth.example.com", "publicDoor.host=*.example.com", "publicDoor.host=192.0.2.1", "publicDoor.gatway.enabled=true",
 		"publicDoor.gateway.parentRefs[0].namespace=Gateway_System", "publicDoor.gateway.parentRefs[0].port=0",
 		"publicDoor.tls.certManager.issuerRef.kind=Vault", "publicDoor.tls.secretName=My_Secret", "publicDoor.ingress.annotations.a=1",
+		"tokenServer.issuanceLimit.perMinute=-1", "tokenServer.issuanceLimit.burst=0",
 	} {
 		if out, err := helmCommand(t, "template", "m2m", chartDir(), "--set", bad); err == nil {
 			t.Errorf("--set %s was accepted:\n%.300s", bad, out)

@@ -143,7 +143,7 @@ func TestTheProductionManifestsRenderAndAreAccepted(t *testing.T) {
 		"Service/m2m-token-server", "PodDisruptionBudget/m2m-token-server",
 		"ValidatingAdmissionPolicy/m2m-reserved-token-claims", "ValidatingAdmissionPolicyBinding/m2m-reserved-token-claims",
 		"ValidatingAdmissionPolicy/m2m-manager-writes-status", "ValidatingAdmissionPolicyBinding/m2m-manager-writes-status",
-		"ValidatingAdmissionPolicy/m2m-namespace-scopes-and-audiences", "ClusterRole/m2m-m2mclient-editor", "ClusterRole/m2m-m2mclient-viewer",
+		"ValidatingAdmissionPolicy/m2m-namespace-scopes-and-audiences", "ValidatingAdmissionPolicy/m2m-namespace-issuance-limit", "ClusterRole/m2m-m2mclient-editor", "ClusterRole/m2m-m2mclient-viewer",
 		"NetworkPolicy/m2m-token-server",
 	} {
 		if !slices.Contains(kinds, want) {
@@ -211,13 +211,15 @@ func TestTheChartPassesFederatedIssuers(t *testing.T) {
 	}
 }
 
-// The chart passes tokenServer.trustedProxies, trustedProxyHeader and failureLimit to the token
-// server as the flags its parser reads, and by default leaves the flags' defaults.
-func TestTheChartPassesTrustedProxiesAndTheFailureLimit(t *testing.T) {
+// The chart passes tokenServer.trustedProxies, trustedProxyHeader, failureLimit and
+// issuanceLimit to the token server as the flags its parser reads, and by default leaves the
+// flags' defaults: the issuance limit on, the failure limit off.
+func TestTheChartPassesTrustedProxiesAndTheLimits(t *testing.T) {
 	o := tokenServerOptions(t, renderChart(t,
 		"--set", "tokenServer.trustedProxies={10.0.0.0/8,fd00::/8}",
 		"--set", "tokenServer.trustedProxyHeader=Forwarded",
-		"--set-json", `tokenServer.failureLimit={"rate":0.5,"burst":20}`))
+		"--set-json", `tokenServer.failureLimit={"rate":0.5,"burst":20}`,
+		"--set-json", `tokenServer.issuanceLimit={"perMinute":300,"burst":50}`))
 	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
 	if !slices.Equal(o.ClientAddresses.Trusted, want) || o.ClientAddresses.Header != tokenserver.HeaderForwarded {
 		t.Fatalf("client addresses %+v, want %v behind Forwarded", o.ClientAddresses, want)
@@ -225,9 +227,18 @@ func TestTheChartPassesTrustedProxiesAndTheFailureLimit(t *testing.T) {
 	if o.FailureLimit.Rate != 0.5 || o.FailureLimit.Burst != 20 {
 		t.Fatalf("failure limit %+v, want rate 0.5 and burst 20", o.FailureLimit)
 	}
+	if o.IssuanceLimit != (tokenserver.IssuanceLimit{PerMinute: 300, Burst: 50}) {
+		t.Fatalf("issuance limit %+v, want 300 a minute and 50 at once", o.IssuanceLimit)
+	}
+	if off := tokenServerOptions(t, renderChart(t, "--set", "tokenServer.issuanceLimit.perMinute=0")); off.IssuanceLimit.PerMinute != 0 {
+		t.Fatalf("perMinute 0 left the issuance limit at %+v, want it off", off.IssuanceLimit)
+	}
 	d := tokenServerOptions(t, renderChart(t))
 	if len(d.ClientAddresses.Trusted) != 0 || d.FailureLimit.Rate != tokenserver.DefaultFailureRate || d.FailureLimit.Burst != tokenserver.DefaultFailureBurst {
 		t.Fatalf("by default: %+v %+v", d.ClientAddresses, d.FailureLimit)
+	}
+	if d.IssuanceLimit != tokenserver.DefaultIssuanceLimit {
+		t.Fatalf("by default the issuance limit is %+v, want %+v", d.IssuanceLimit, tokenserver.DefaultIssuanceLimit)
 	}
 }
 

@@ -89,6 +89,9 @@ func run(m *testing.M) int {
 	go func() { mgrDone <- mgr.Start(ctx) }()
 	tsDone := make(chan error, 1)
 	go func() {
+		// Without an IssuanceLimit, off: the load tests ask for one client's tokens every few
+		// milliseconds, far above the default of 600 a minute. issuance_test.go runs a server
+		// with the limit.
 		tsDone <- tokenserver.Run(ctx, tokenServerConfig, tokenserver.Options{
 			IssuerURL:        issuer,
 			Listener:         ln,

@@ -139,6 +139,7 @@ func runTokenServer(t *testing.T, cfg *rest.Config, ln net.Listener, issuer, ns 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
+		// Without an IssuanceLimit, off, as in process_test.go.
 		done <- tokenserver.Run(ctx, cfg, tokenserver.Options{
 			IssuerURL: issuer, Listener: ln, SigningKeySecret: signingkeys.DefaultSecret, WatchNamespaces: []string{ns},
 		})

@@ -71,6 +71,8 @@ func helperMain(role string) int {
 		// parent knows the address before the replica starts.
 		ln, err := net.FileListener(os.NewFile(3, "listener"))
 		if err == nil {
+			// Without an IssuanceLimit, off: the load asks for each client's tokens more often
+			// than the default of 600 a minute, and what is measured is the failover.
 			err = tokenserver.Run(ctx, cfg, tokenserver.Options{
 				IssuerURL: os.Getenv(issuerEnv), Listener: ln, SigningKeySecret: signingkeys.DefaultSecret, WatchNamespaces: ns,
 			})

@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"testing"
 	"time"
@@ -81,6 +82,17 @@ func namespace(t *testing.T) string { return testenv.Namespace(t, env.Client) }
 // (m2m-client-id-import), and waits until admission sees the mark.
 func allowImports(t *testing.T, ns string) {
 	t.Helper()
+	annotate(t, ns, map[string]string{"m2m.dev/allow-client-id-import": "true"})
+	probe := newClient(ns, "import-probe")
+	probe.Spec.ClientID = "import-probe-id"
+	testenv.Eventually(t, wait, func() error {
+		return env.Client.Create(context.Background(), probe.DeepCopy(), client.DryRunAll)
+	})
+}
+
+// annotate sets annotations on namespace ns as an admin does.
+func annotate(t *testing.T, ns string, annotations map[string]string) {
+	t.Helper()
 	ctx := context.Background()
 	obj := &corev1.Namespace{}
 	if err := env.Client.Get(ctx, client.ObjectKey{Name: ns}, obj); err != nil {
@@ -90,15 +102,10 @@ func allowImports(t *testing.T, ns string) {
 	if obj.Annotations == nil {
 		obj.Annotations = map[string]string{}
 	}
-	obj.Annotations["m2m.dev/allow-client-id-import"] = "true"
+	maps.Copy(obj.Annotations, annotations)
 	if err := env.Client.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
-	probe := newClient(ns, "import-probe")
-	probe.Spec.ClientID = "import-probe-id"
-	testenv.Eventually(t, wait, func() error {
-		return env.Client.Create(ctx, probe.DeepCopy(), client.DryRunAll)
-	})
 }
 
 func newClient(ns, name string) *m2mv1alpha1.M2MClient {

@@ -203,6 +203,110 @@ func TestANamespacesAnnotationsLimitTheScopesAndAudiencesOfItsClients(t *testing
 	}
 }
 
+// An admin caps the issuance limit that a namespace's clients may give themselves, with
+// annotations its tenant cannot edit: an override over a cap is refused with a message that
+// names the value, the cap and the annotation; one within them, or without an override at all,
+// is allowed; an override a client already has survives a tightened cap until it changes; and a
+// tenant can neither raise another namespace's caps nor set an override there.
+func TestANamespacesAnnotationsCapTheIssuanceLimitsOfItsClients(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	annotate(t, ns, map[string]string{"m2m.dev/max-issuance-per-minute": "6000", "m2m.dev/max-issuance-burst": "200"})
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantStatus)
+	limited := func(ns, name string, perMinute, burst int32) *m2mv1alpha1.M2MClient {
+		obj := newClient(ns, name)
+		obj.Spec.IssuanceLimit = &m2mv1alpha1.IssuanceLimit{PerMinute: perMinute, Burst: burst}
+		return obj
+	}
+	refused := func(c client.Client, obj client.Object, want string) error {
+		err := c.Create(ctx, obj, client.DryRunAll)
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), want) {
+			return fmt.Errorf("got %v, want Forbidden saying %q", err, want)
+		}
+		return nil
+	}
+	// The policy sees the annotations a moment after they are written.
+	testenv.Eventually(t, wait, func() error { return refused(tenant, limited(ns, "probe", 6001, 1), "6001") })
+	for sentence, tc := range map[string]struct {
+		obj  *m2mv1alpha1.M2MClient
+		want string // "" means allowed
+	}{
+		"an override at both caps is allowed":                    {limited(ns, "at-caps", 6000, 200), ""},
+		"an override below the server's default is allowed":      {limited(ns, "slow", 1, 1), ""},
+		"a client without an override is allowed":                {newClient(ns, "plain"), ""},
+		"a rate over the cap is refused, naming the annotation":  {limited(ns, "fast", 6001, 10), "spec.issuanceLimit.perMinute: 6001 is over 6000 tokens a minute, the most namespace " + ns + " allows (its annotation m2m.dev/max-issuance-per-minute)"},
+		"a burst over the cap is refused, naming the annotation": {limited(ns, "bursty", 60, 201), "spec.issuanceLimit.burst: 201 is over 200 tokens at once, the most namespace " + ns + " allows (its annotation m2m.dev/max-issuance-burst)"},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			if tc.want == "" {
+				if err := tenant.Create(ctx, tc.obj, client.DryRunAll); err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err := refused(tenant, tc.obj, tc.want); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+
+	// A cap tightened later keeps the override a client has, so that its other updates (a
+	// rotation) go on; changing the override must fit the new cap.
+	kept := limited(ns, "kept", 6000, 200)
+	if err := tenant.Create(ctx, kept); err != nil {
+		t.Fatal(err)
+	}
+	annotate(t, ns, map[string]string{"m2m.dev/max-issuance-per-minute": "600"})
+	testenv.Eventually(t, wait, func() error { return refused(tenant, limited(ns, "probe", 601, 1), "601") })
+	base := kept.DeepCopy()
+	kept.Annotations = map[string]string{m2mv1alpha1.RotateAnnotation: "after-a-leak"}
+	if err := tenant.Patch(ctx, kept, client.MergeFrom(base)); err != nil {
+		t.Fatalf("an update that keeps the override was refused: %v", err)
+	}
+	base = kept.DeepCopy()
+	kept.Spec.IssuanceLimit.Burst = 100
+	if err := tenant.Patch(ctx, kept, client.MergeFrom(base)); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "6000 is over 600") {
+		t.Fatalf("a changed override over the tightened cap: %v, want Forbidden", err)
+	}
+
+	// The tenant cannot raise its own caps, nor another namespace's, nor set an override there.
+	other := namespace(t)
+	annotate(t, other, map[string]string{"m2m.dev/max-issuance-per-minute": "60"})
+	for _, name := range []string{ns, other} {
+		nsObj := &corev1.Namespace{}
+		nsObj.Name = name
+		get(t, nsObj)
+		nsObj.Annotations["m2m.dev/max-issuance-per-minute"] = "1000000"
+		if err := tenant.Update(ctx, nsObj); !apierrors.IsForbidden(err) {
+			t.Fatalf("the tenant of %s changed the caps of %s: %v", ns, name, err)
+		}
+	}
+	if err := tenant.Create(ctx, limited(other, "intruder", 60, 1), client.DryRunAll); !apierrors.IsForbidden(err) {
+		t.Fatalf("the tenant of %s created a client in %s: %v", ns, other, err)
+	}
+
+	// A cap that is not a whole number refuses every new override and says so; a client
+	// without one is unaffected.
+	broken := namespace(t)
+	annotate(t, broken, map[string]string{"m2m.dev/max-issuance-per-minute": "10/s"})
+	testenv.Eventually(t, wait, func() error {
+		return refused(env.Client, limited(broken, "any", 1, 1), `its annotation m2m.dev/max-issuance-per-minute is "10/s", not a whole number`)
+	})
+	if err := env.Client.Create(ctx, newClient(broken, "plain"), client.DryRunAll); err != nil {
+		t.Fatalf("a client without an override in a namespace with a broken cap: %v", err)
+	}
+	// Without annotations, any override within the CRD's bounds is allowed, and the bounds hold.
+	open := namespace(t)
+	if err := env.Client.Create(ctx, limited(open, "fastest", 1000000, 100000), client.DryRunAll); err != nil {
+		t.Fatalf("an override at the CRD's bounds: %v", err)
+	}
+	for _, over := range []*m2mv1alpha1.M2MClient{limited(open, "too-fast", 1000001, 1), limited(open, "too-bursty", 1, 100001), limited(open, "zero", 0, 1)} {
+		if err := env.Client.Create(ctx, over, client.DryRunAll); !apierrors.IsInvalid(err) {
+			t.Fatalf("%+v outside the CRD's bounds: %v, want Invalid", over.Spec.IssuanceLimit, err)
+		}
+	}
+}
+
 // A tenant whose grant includes m2mclients/status (many clusters grant m2m.dev "*") cannot write
 // it: the policy m2m-manager-writes-status refuses a hash it knows the secret of, with an expiry
 // in 9999, and a client ID taken from another namespace.

@@ -140,6 +140,8 @@ func TestUpgradingUnderLoadRefusesNoCurrentOrGraceSecretAndThenEnforcesMACs(t *t
 	tsCtx, stopTS := context.WithCancel(ctx)
 	tsDone := make(chan error, 1)
 	go func() {
+		// Without an IssuanceLimit, off: every client asks without pause, far above the default
+		// of 600 a minute, and what is measured is the upgrade.
 		tsDone <- tokenserver.Run(tsCtx, env.Config, tokenserver.Options{IssuerURL: issuer, Listener: ln, SigningKeySecret: signingkeys.DefaultSecret})
 	}()
 	t.Cleanup(func() { stopTS(); <-tsDone })
