@@ -3,9 +3,9 @@
 // read once from the credentials Secret and shown, never stored, and rotations that the customer
 // completes once it has switched. It prints JSON, as the backend's API would answer its UI.
 //
-//	backend [-kubeconfig FILE] [-namespace customers] create CUSTOMER
-//	backend [-kubeconfig FILE] [-namespace customers] rotate-start|rotate-complete|rotate-cancel CUSTOMER
-//	backend [-kubeconfig FILE] [-namespace customers] delete CUSTOMER
+//	saas-backend [-kubeconfig FILE] [-namespace customers] create CUSTOMER
+//	saas-backend [-kubeconfig FILE] [-namespace customers] rotate-start|rotate-complete|rotate-cancel CUSTOMER
+//	saas-backend [-kubeconfig FILE] [-namespace customers] delete CUSTOMER
 //
 // In the cluster it runs as the ServiceAccount of config/samples/saas/rbac.yaml, with no
 // kubeconfig. It needs only client-go.
@@ -55,7 +55,7 @@ func main() {
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig file; empty means $KUBECONFIG, or the ServiceAccount's in a cluster")
 	namespace := flag.String("namespace", "customers", "the namespace of the customers' clients, which holds nothing else")
 	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "usage: backend [flags] create|rotate-start|rotate-complete|rotate-cancel|delete CUSTOMER")
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: saas-backend [-kubeconfig FILE] [-namespace customers] create|rotate-start|rotate-complete|rotate-cancel|delete CUSTOMER")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
