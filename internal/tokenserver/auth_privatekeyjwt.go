@@ -36,6 +36,11 @@ type privateKeyJWTAuth struct {
 	// decoyKeys verify, by algorithm, assertions of unknown clients and of unknown kids, so that
 	// the work does not tell them apart from a wrong signature.
 	decoyKeys map[string]crypto.PublicKey
+	// exhausted reports whether an authenticated client is over its issuance limit; nil when
+	// none applies. A token request of such a client is refused with 429 after authentication
+	// and issues nothing, so its jti takes no place in the replay cache, which a client that
+	// floods would otherwise fill for its whole namespace.
+	exhausted func(*m2mv1alpha1.M2MClient) bool
 }
 
 func newPrivateKeyJWTAuth(cfg Config) (authenticator, error) {
@@ -57,14 +62,17 @@ func (*privateKeyJWTAuth) applies(req *tokenRequest) bool {
 }
 
 func (a *privateKeyJWTAuth) authenticate(_ context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, st *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
-	switch {
-	case client == nil:
+	if client == nil {
 		return nil, invalidClient(reasonUnknownClient)
-	case a.verify(client, st, req.assertion) != nil:
+	}
+	record, err := a.verify(client, st, req.assertion, req.limited && a.exhausted != nil && a.exhausted(client))
+	switch {
+	case err != nil:
 		return nil, invalidClient(reasonAssertionInvalid)
 	case client.Spec.Disabled:
 		return nil, invalidClient(reasonDisabled)
 	}
+	req.recordJTI = record
 	return client, nil
 }
 
@@ -98,7 +106,11 @@ func clientKeys(c *m2mv1alpha1.M2MClient, st *keyState, now time.Time) map[strin
 // algorithm; iss and sub equal to the client ID; aud equal to this issuer identifier alone (not
 // the token endpoint URL, which let one assertion pass at several endpoints); exp, iat and jti
 // present, exp at most 5 minutes after iat; and a jti not accepted before within its lifetime.
-func (a *privateKeyJWTAuth) verify(client *m2mv1alpha1.M2MClient, st *keyState, assertion string) error {
+//
+// With deferJTI (a token request of a client over its issuance limit, which issues nothing) the
+// jti is not kept: verify returns record, which keeps it and reports whether it was new, for the
+// caller to run should the request be served after all.
+func (a *privateKeyJWTAuth) verify(client *m2mv1alpha1.M2MClient, st *keyState, assertion string, deferJTI bool) (record func() bool, err error) {
 	keys := clientKeys(client, st, a.clock.Now())
 	parser := jwt.NewParser(
 		jwt.WithValidMethods(privateKeyJWTAlgs),
@@ -111,7 +123,7 @@ func (a *privateKeyJWTAuth) verify(client *m2mv1alpha1.M2MClient, st *keyState, 
 	)
 	claims := jwt.MapClaims{}
 	var mismatch error
-	_, err := parser.ParseWithClaims(assertion, claims, func(t *jwt.Token) (any, error) {
+	_, err = parser.ParseWithClaims(assertion, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		k, ok := keys[kid]
 		switch {
@@ -127,25 +139,31 @@ func (a *privateKeyJWTAuth) verify(client *m2mv1alpha1.M2MClient, st *keyState, 
 		return a.decoyKeys[t.Method.Alg()], nil
 	})
 	if err = errors.Join(mismatch, err); err != nil {
-		return fmt.Errorf("%w: %v", errAssertion, err)
+		return nil, fmt.Errorf("%w: %v", errAssertion, err)
 	}
 	aud, _ := claims.GetAudience()
 	if len(aud) != 1 || !slices.Contains(a.audiences, aud[0]) {
-		return fmt.Errorf("%w: aud %q is not the issuer alone", errAssertion, aud)
+		return nil, fmt.Errorf("%w: aud %q is not the issuer alone", errAssertion, aud)
 	}
 	iat, _ := claims.GetIssuedAt()
 	exp, _ := claims.GetExpirationTime()
 	if iat == nil || exp.Sub(iat.Time) > MaxPrivateKeyJWTLifetime {
-		return fmt.Errorf("%w: no iat, or a lifetime over %s", errAssertion, MaxPrivateKeyJWTLifetime)
+		return nil, fmt.Errorf("%w: no iat, or a lifetime over %s", errAssertion, MaxPrivateKeyJWTLifetime)
 	}
 	jti, _ := claims["jti"].(string)
 	if jti == "" {
-		return fmt.Errorf("%w: no jti", errAssertion)
+		return nil, fmt.Errorf("%w: no jti", errAssertion)
 	}
-	if !a.replays.first(client.Namespace, client.Status.ClientID, jti, exp.Add(assertionLeeway), a.clock.Now()) {
-		return fmt.Errorf("%w: jti replayed, too long, or over the namespace's share of the replay cache", errAssertion)
+	record = func() bool {
+		return a.replays.first(client.Namespace, client.Status.ClientID, jti, exp.Add(assertionLeeway), a.clock.Now())
 	}
-	return nil
+	if deferJTI {
+		return record, nil
+	}
+	if !record() {
+		return nil, fmt.Errorf("%w: jti replayed, too long, or over the namespace's share of the replay cache", errAssertion)
+	}
+	return nil, nil
 }
 
 // decoy does the signature work of an assertion check for an unknown client, with a decoy key of

@@ -84,6 +84,12 @@ func TestPrivateKeyJWTFollowsRFC7523bis(t *testing.T) {
 // and the client, with the public key in its sealed status.
 func generatedKeyClient(t *testing.T, alg m2mv1alpha1.KeyAlgorithm) (crypto.Signer, *m2mv1alpha1.M2MClient) {
 	t.Helper()
+	return generatedKeyClientNamed(t, alg, goodID)
+}
+
+// generatedKeyClientNamed is generatedKeyClient with the client ID id.
+func generatedKeyClientNamed(t *testing.T, alg m2mv1alpha1.KeyAlgorithm, id string) (crypto.Signer, *m2mv1alpha1.M2MClient) {
+	t.Helper()
 	pemKey, err := credentials.KeyPair{Algorithm: alg}.Issue()
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +102,7 @@ func generatedKeyClient(t *testing.T, alg m2mv1alpha1.KeyAlgorithm) (crypto.Sign
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := testClient(goodID, goodSecret)
+	c := testClient(id, goodSecret)
 	c.Spec.Authentication = m2mv1alpha1.ClientAuthentication{KeyPair: &m2mv1alpha1.KeyPairPolicy{Algorithm: alg}}
 	c.Status.AcceptedSecrets = []m2mv1alpha1.AcceptedSecret{entry}
 	return signer, seal(c)
@@ -111,13 +117,19 @@ func selfSigned(t *testing.T, signer crypto.Signer, jti string) string {
 // selfSignedFor is selfSigned with the audience aud.
 func selfSignedFor(t *testing.T, signer crypto.Signer, jti, aud string) string {
 	t.Helper()
+	return assertionOf(t, signer, goodID, jti, aud)
+}
+
+// assertionOf is an RFC 7523 §3 assertion of the client id for aud, signed by signer.
+func assertionOf(t *testing.T, signer crypto.Signer, id, jti, aud string) string {
+	t.Helper()
 	pub, err := jwk.FromPublicKey(signer.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
 	kid, _ := pub.Thumbprint()
 	tok := jwt.NewWithClaims(jwt.GetSigningMethod(pub.Algorithm), jwt.MapClaims{
-		"iss": goodID, "sub": goodID, "aud": aud, "iat": t0.Unix(), "exp": t0.Add(time.Minute).Unix(), "jti": jti})
+		"iss": id, "sub": id, "aud": aud, "iat": t0.Unix(), "exp": t0.Add(time.Minute).Unix(), "jti": jti})
 	tok.Header["kid"] = kid
 	signed, err := tok.SignedString(signer)
 	if err != nil {

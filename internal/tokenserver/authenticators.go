@@ -76,13 +76,17 @@ func newAuthenticators(cfg Config) ([]authenticator, error) {
 // and the introspection endpoint. When it returns false it has written the error.
 // A source over its limit of failed authentications (FailureLimit) is refused first, before
 // any hashing or signature work; an authentication that fails counts against its source.
-func (s *Server) authenticated(w http.ResponseWriter, r *http.Request) (*tokenRequest, *m2mv1alpha1.M2MClient, bool) {
+// limited says that the issuance limit governs the request (the token endpoint).
+func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, limited bool) (*tokenRequest, *m2mv1alpha1.M2MClient, bool) {
 	from := s.cfg.ClientAddresses.of(r)
 	if wait, over := s.sources.refused(from); over {
 		s.refuseSource(w, r, wait)
 		return nil, nil, false
 	}
 	req, bad := parseRequest(w, r)
+	if req != nil {
+		req.limited = limited
+	}
 	var named *m2mv1alpha1.M2MClient
 	if bad == nil {
 		var client *m2mv1alpha1.M2MClient

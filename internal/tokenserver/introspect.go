@@ -11,7 +11,7 @@ import (
 
 // introspect answers RFC 7662 requests from any authenticated M2MClient.
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
-	req, caller, ok := s.authenticated(w, r)
+	req, caller, ok := s.authenticated(w, r, false)
 	if !ok {
 		return
 	}

@@ -129,6 +129,26 @@ func (l *issuanceLimiter) take(c *m2mv1alpha1.M2MClient) (time.Duration, bool) {
 	return wait, over
 }
 
+// exhausted reports whether c, an authenticated client, is over its limit now, without taking
+// from its bucket: the private_key_jwt path asks before it spends a place in the replay cache
+// on a request that the limit refuses anyway.
+func (l *issuanceLimiter) exhausted(c *m2mv1alpha1.M2MClient) bool {
+	if l == nil {
+		return false
+	}
+	limit := l.limit.of(c)
+	now := l.clock.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.clients[c.UID]
+	if e == nil {
+		return false
+	}
+	b := e.b
+	_, _, over := limit.take(&b, now)
+	return over
+}
+
 // prune drops the buckets that have refilled and those of clients that are gone, as the
 // type's comment says. Called with mu held.
 func (l *issuanceLimiter) prune(now time.Time) {

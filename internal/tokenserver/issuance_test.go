@@ -1,6 +1,7 @@
 package tokenserver
 
 import (
+	"crypto"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -358,5 +359,37 @@ func TestTheIssuanceLimitIsOnByDefaultAndFlagsThatCannotWorkAreRefused(t *testin
 				t.Fatalf("got %+v, want %+v", o.IssuanceLimit, tc.limit)
 			}
 		})
+	}
+}
+
+// A key-pair client over its issuance limit issues nothing, so its assertions' jtis take no
+// place in the replay cache: flooding, it cannot fill its namespace's share and lock its
+// neighbours out. The jti of an assertion refused for the limit is still checked if the
+// request is served after all, and an assertion served once is refused when replayed.
+func TestAKeyPairClientOverItsLimitLeavesTheReplayCacheToItsNeighbours(t *testing.T) {
+	flood, fc := generatedKeyClientNamed(t, m2mv1alpha1.KeyAlgorithmES256, "m2m-flood")
+	sibling, sc := generatedKeyClientNamed(t, m2mv1alpha1.KeyAlgorithmES256, "m2m-sibling")
+	l := newLimitedServer(t, Config{IssuanceLimit: IssuanceLimit{PerMinute: 2, Burst: 1}, ReplayBudget: minReplayShare,
+		Clients: mapClients{"m2m-flood": fc, "m2m-sibling": sc}})
+	ask := func(signer crypto.Signer, id, jti string) int {
+		return l.post("203.0.113.9:1", "/oauth2/token", url.Values{"grant_type": {GrantClientCredentials},
+			"client_assertion_type": {JWTBearerAssertion}, "client_assertion": {assertionOf(t, signer, id, jti, testIssuer)}}).Code
+	}
+	if code := ask(flood, "m2m-flood", "first"); code != http.StatusOK {
+		t.Fatalf("the flooding client's first request: %d", code)
+	}
+	codes := map[int]int{}
+	for i := range minReplayShare + 5 {
+		codes[ask(flood, "m2m-flood", fmt.Sprint("j", i))]++
+	}
+	if codes[http.StatusTooManyRequests] != minReplayShare+5 {
+		t.Fatalf("the flooding client's answers over its limit: %v, want only 429s", codes)
+	}
+	if code := ask(sibling, "m2m-sibling", "sibling-1"); code != http.StatusOK {
+		t.Fatalf("the sibling, which never asked before, got %d", code)
+	}
+	l.clock.Step(30 * time.Second) // a token back in the bucket, the assertions still valid
+	if code := ask(flood, "m2m-flood", "first"); code != http.StatusUnauthorized {
+		t.Fatalf("a replayed assertion once the bucket refilled: %d, want 401", code)
 	}
 }

@@ -17,6 +17,13 @@ const MaxBodyBytes = 64 << 10
 // tokenRequest is a parsed token (or introspection) request. It holds the client secret: never
 // log it.
 type tokenRequest struct {
+	// limited: the request is for a token, which the issuance limit governs (introspection's
+	// are not).
+	limited bool
+	// recordJTI, when set, keeps the jti of the request's assertion in the replay cache and
+	// reports whether it was new: authentication left it to the token endpoint, since the client
+	// was over its issuance limit when it was authenticated.
+	recordJTI    func() bool
 	clientID     string
 	clientSecret string
 	grantType    string

@@ -154,6 +154,11 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	if s.issuance = newIssuanceLimiter(cfg.IssuanceLimit, cfg.Clock, cfg.Clients); s.issuance != nil {
+		for _, a := range s.authenticators {
+			if pk, ok := a.(*privateKeyJWTAuth); ok {
+				pk.exhausted = s.issuance.exhausted
+			}
+		}
 		if err := s.issuance.registerClientsGauge(cfg.Registry); err != nil {
 			return nil, err
 		}

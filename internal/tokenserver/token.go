@@ -24,7 +24,7 @@ type tokenResponse struct {
 // token is the pipeline: parse, authenticate the client, take from its issuance limit, check
 // grant, scope and audience, sign, write.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
-	req, client, ok := s.authenticated(w, r)
+	req, client, ok := s.authenticated(w, r, true)
 	if !ok {
 		return
 	}
@@ -32,6 +32,13 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	// names a client ID lock it out, and tell known IDs from unknown ones.
 	if wait, over := s.issuance.take(client); over {
 		s.refuseClient(w, r, wait, req, client)
+		return
+	}
+	// The client's bucket refilled between its authentication and now: its assertion's jti,
+	// left unkept for a refusal, must be new all the same.
+	if req.recordJTI != nil && !req.recordJTI() {
+		s.sources.failed(s.cfg.ClientAddresses.of(r))
+		s.fail(w, r, invalidClient(reasonAssertionInvalid), req, client)
 		return
 	}
 	if req.grantType == "" {

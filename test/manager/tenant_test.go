@@ -284,6 +284,14 @@ func TestANamespacesAnnotationsCapTheIssuanceLimitsOfItsClients(t *testing.T) {
 	if err := tenant.Create(ctx, limited(other, "intruder", 60, 1), client.DryRunAll); !apierrors.IsForbidden(err) {
 		t.Fatalf("the tenant of %s created a client in %s: %v", ns, other, err)
 	}
+	// A rate cap without a burst cap caps the burst at one minute's worth: a capped rate does
+	// not leave a new client 100,000 tokens at once.
+	testenv.Eventually(t, wait, func() error {
+		return refused(env.Client, limited(other, "bursty", 60, 61), "61 is over 60 tokens at once, the most namespace "+other+" allows (its annotation m2m.dev/max-issuance-per-minute, without m2m.dev/max-issuance-burst)")
+	})
+	if err := env.Client.Create(ctx, limited(other, "minute", 60, 60), client.DryRunAll); err != nil {
+		t.Fatalf("a burst of one minute's worth under a rate cap alone: %v", err)
+	}
 
 	// A cap that is not a whole number refuses every new override and says so; a client
 	// without one is unaffected.
