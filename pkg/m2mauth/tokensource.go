@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -204,6 +205,33 @@ type cachingTokenSource struct {
 	refused bool
 	// lastForced is when Invalidate last dropped a token.
 	lastForced time.Time
+	// notBefore: the token server answered 429 or 503 with Retry-After, and no request goes out
+	// before this (RFC 6585, RFC 9110 §10.2.3).
+	notBefore time.Time
+}
+
+// maxRetryAfter bounds how long a Retry-After keeps a token source from asking: a token server
+// that names a day (the source-address limit may) is asked again after this.
+const maxRetryAfter = 5 * time.Minute
+
+// retryAfter is the wait that err, a failed token request, asks for: the Retry-After (seconds
+// or an HTTP date) of a 429 or 503 answer, at most maxRetryAfter; 0 when there is none.
+func retryAfter(err error, now time.Time) time.Duration {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response == nil {
+		return 0
+	}
+	if s := re.Response.StatusCode; s != http.StatusTooManyRequests && s != http.StatusServiceUnavailable {
+		return 0
+	}
+	v := strings.TrimSpace(re.Response.Header.Get("Retry-After"))
+	var d time.Duration
+	if secs, err := strconv.ParseUint(v, 10, 32); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if at, err := http.ParseTime(v); err == nil {
+		d = at.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
 }
 
 // minForcedRefreshGap is the least time between two drops of a refused token. The first refusal
@@ -261,6 +289,14 @@ func (c *cachingTokenSource) tokenContext(ctx context.Context) (*oauth2.Token, e
 	}
 	done := c.refreshing
 	switch {
+	case done == nil && now.Before(c.notBefore):
+		// The token server asked to wait: the cached token while it lasts, else its answer.
+		tok, err := c.tok, c.lastErr
+		c.mu.Unlock()
+		if usable(tok, now, 0) {
+			return tok, nil
+		}
+		return nil, fmt.Errorf("m2mauth: no valid token, and the token server asked to wait until %s: %w", c.notBefore.Format(time.RFC3339), err)
 	case done == nil:
 		done = make(chan struct{})
 		c.refreshing = done
@@ -309,6 +345,9 @@ func (c *cachingTokenSource) refresh(done chan struct{}) (*oauth2.Token, error) 
 			c.tok, c.refused = tok, false
 		} else {
 			c.lastErr = err
+			if d := retryAfter(err, c.now()); d > 0 {
+				c.notBefore = c.now().Add(d)
+			}
 		}
 	}()
 	tok, err = c.src.Token()

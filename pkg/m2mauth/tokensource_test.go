@@ -315,3 +315,72 @@ func TestAPanicInARefreshForARequestIsAnErrorAndDoesNotWedgeTheTokenSource(t *te
 		}
 	})
 }
+
+// A token server that answers 429 (or 503) with Retry-After is not asked again before that
+// time, however often the workload asks, and is asked once the time has come; a Retry-After
+// beyond maxRetryAfter waits maxRetryAfter.
+func TestATokenServersRetryAfterKeepsTheTokenSourceFromAsking(t *testing.T) {
+	for name, tc := range map[string]struct {
+		status     int
+		retryAfter string
+		wait       time.Duration
+	}{
+		"429 with seconds":              {http.StatusTooManyRequests, "30", 30 * time.Second},
+		"503 with seconds":              {http.StatusServiceUnavailable, "7", 7 * time.Second},
+		"429 with a day, bounded":       {http.StatusTooManyRequests, "86400", maxRetryAfter},
+		"429 with an HTTP date":         {http.StatusTooManyRequests, "Wed, 01 Jul 2026 12:00:20 GMT", 20 * time.Second},
+		"429 without Retry-After waits": {http.StatusTooManyRequests, "", 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var asked atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				asked.Add(1)
+				if tc.retryAfter != "" {
+					w.Header().Set("Retry-After", tc.retryAfter)
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(`{"error":"too_many_requests"}`))
+			}))
+			t.Cleanup(srv.Close)
+			dir := t.TempDir()
+			mountSecret(t, dir, srv.URL, "secret-one", 1)
+			var now atomic.Int64
+			now.Store(t0.UnixNano())
+			ts, err := NewTokenSource(context.Background(), dir, withNow(func() time.Time { return time.Unix(0, now.Load()) }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// One attempt may be two requests (x/oauth2 tries both ways of sending the secret).
+			if _, err := ts.Token(); err == nil {
+				t.Fatal("a token from a server that refuses every request")
+			}
+			attempt := asked.Load()
+			for range 49 {
+				if _, err := ts.Token(); err == nil {
+					t.Fatal("a token from a server that refuses every request")
+				}
+			}
+			want := attempt
+			if tc.wait == 0 {
+				want = 50 * attempt // nothing to wait for: each call asks, as before
+			}
+			if got := asked.Load(); got != want {
+				t.Fatalf("50 calls asked the token server %d times, want %d", got, want)
+			}
+			if tc.wait == 0 {
+				return
+			}
+			now.Add(int64(tc.wait - time.Second))
+			_, _ = ts.Token()
+			if got := asked.Load(); got != attempt {
+				t.Fatalf("a call a second before Retry-After ran out asked again (%d requests)", got)
+			}
+			now.Add(int64(time.Second))
+			_, _ = ts.Token()
+			if got := asked.Load(); got != 2*attempt {
+				t.Fatalf("a call once Retry-After ran out: %d requests, want %d", got, 2*attempt)
+			}
+		})
+	}
+}
