@@ -114,6 +114,9 @@ func TestTheFailureLimitIsOffByDefaultAndFlagsThatCannotWorkAreRefused(t *testin
 		"another header is refused":                             {[]string{"--trusted-proxy-header=X-Real-IP"}, FailureLimit{}, 0, false},
 		"a burst of 0, which would refuse everyone, is refused": {[]string{"--failure-burst=0"}, FailureLimit{}, 0, false},
 		"a negative rate is refused":                            {[]string{"--failure-rate=-1"}, FailureLimit{}, 0, false},
+		"a rate that is not a number is refused":                {[]string{"--failure-rate=NaN"}, FailureLimit{}, 0, false},
+		"an infinite rate is refused":                           {[]string{"--failure-rate=+Inf"}, FailureLimit{}, 0, false},
+		"a rate under one a day is refused":                     {[]string{"--failure-rate=1e-300"}, FailureLimit{}, 0, false},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			o, err := ParseArgs(flag.NewFlagSet("t", flag.ContinueOnError), append([]string{"--issuer-url=https://m2m.example"}, tc.args...))

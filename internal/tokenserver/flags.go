@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
@@ -58,6 +59,11 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 	}
 	if h := o.ClientAddresses.Header; h != HeaderXForwardedFor && h != HeaderForwarded {
 		return Options{}, fmt.Errorf("--trusted-proxy-header %q: use %q or %q", h, HeaderXForwardedFor, HeaderForwarded)
+	}
+	// NaN and infinities parse as floats, and a rate too small to refill within the longest
+	// Retry-After refuses a source for ever while telling it to come back.
+	if r := o.FailureLimit.Rate; math.IsNaN(r) || math.IsInf(r, 0) || (r != 0 && r < minFailureRate) {
+		return Options{}, fmt.Errorf("--failure-rate %v: 0 (off), or a number of failures a second from %g (one a day)", r, minFailureRate)
 	}
 	if o.FailureLimit.Rate < 0 || o.FailureLimit.Burst < 1 || o.FailureLimit.Sources < 1 {
 		return Options{}, errors.New("--failure-rate must be 0 or more, --failure-burst and --failure-sources 1 or more")

@@ -67,10 +67,15 @@ func (b *bucket) tokensAt(now time.Time, rate float64, burst int) float64 {
 	return min(float64(burst), b.tokens+max(now.Sub(b.at).Seconds(), 0)*rate)
 }
 
+// minFailureRate is the least --failure-rate other than 0: one failure a day, which refills a
+// token within the longest Retry-After.
+const minFailureRate = 1.0 / (24 * 60 * 60)
+
 // waitForToken is how long a bucket with tokens (less than one) takes to hold one at rate a
 // second, at most maxRetryAfter.
 func waitForToken(tokens, rate float64) time.Duration {
-	return min(time.Duration((1-tokens)/rate*float64(time.Second)), maxRetryAfter)
+	// Bounded as seconds first: a tiny rate would overflow a Duration.
+	return time.Duration(min((1-tokens)/rate, maxRetryAfter.Seconds()) * float64(time.Second))
 }
 
 // sourceLimiter holds the buckets of sources that failed recently, at most limit.Sources. A
