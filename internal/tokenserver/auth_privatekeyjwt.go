@@ -36,8 +36,8 @@ type privateKeyJWTAuth struct {
 	// decoyKeys verify, by algorithm, assertions of unknown clients and of unknown kids, so that
 	// the work does not tell them apart from a wrong signature.
 	decoyKeys map[string]crypto.PublicKey
-	// exhausted reports whether an authenticated client is over its issuance limit; nil when
-	// none applies. A token request of such a client is refused with 429 after authentication
+	// exhausted reports whether an authenticated client is over its issuance limit (false for
+	// every client when none applies). A token request of such a client is refused with 429 after authentication
 	// and issues nothing, so its jti takes no place in the replay cache, which a client that
 	// floods would otherwise fill for its whole namespace.
 	exhausted func(*m2mv1alpha1.M2MClient) bool
@@ -48,7 +48,7 @@ func newPrivateKeyJWTAuth(cfg Config) (authenticator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &privateKeyJWTAuth{audiences: cfg.assertionAudiences(), clock: cfg.Clock, decoyKeys: decoyKeys, replays: replayCache{budget: cfg.ReplayBudget}}, nil
+	return &privateKeyJWTAuth{audiences: cfg.assertionAudiences(), clock: cfg.Clock, decoyKeys: decoyKeys, replays: replayCache{budget: cfg.ReplayBudget}, exhausted: cfg.exhausted}, nil
 }
 
 func (*privateKeyJWTAuth) advertised() (methods, signingAlgs []string) {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/utils/clock"
 
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
@@ -85,6 +86,10 @@ type Config struct {
 	// Replica names this process in the answers of RefusalsPath: each replica remembers the
 	// refusals it answered.
 	Replica string
+
+	// exhausted reports whether an authenticated client is over its issuance limit, for the
+	// authenticators; New sets it.
+	exhausted func(*m2mv1alpha1.M2MClient) bool
 }
 
 // Server serves the OAuth endpoints.
@@ -140,6 +145,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.Ready = func() error { return nil }
 	}
 	s := &Server{cfg: cfg, prefix: strings.TrimSuffix(u.Path, "/")}
+	// Before the authenticators, which ask it whether a client is over its limit.
+	s.issuance = newIssuanceLimiter(cfg.IssuanceLimit, cfg.Clock, cfg.Clients)
+	cfg.exhausted = s.issuance.exhausted
 	if s.authenticators, err = newAuthenticators(cfg); err != nil {
 		return nil, err
 	}
@@ -153,12 +161,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	if s.issuance = newIssuanceLimiter(cfg.IssuanceLimit, cfg.Clock, cfg.Clients); s.issuance != nil {
-		for _, a := range s.authenticators {
-			if pk, ok := a.(*privateKeyJWTAuth); ok {
-				pk.exhausted = s.issuance.exhausted
-			}
-		}
+	if s.issuance != nil {
 		if err := s.issuance.registerClientsGauge(cfg.Registry); err != nil {
 			return nil, err
 		}
