@@ -545,6 +545,9 @@ type M2MClientStatus struct {
 // +kubebuilder:printcolumn:name="Last Rotation",type=date,JSONPath=`.status.lastRotationTime`
 // +kubebuilder:printcolumn:name="Next Rotation",type=string,priority=1,JSONPath=`.status.nextRotationTime`,description="When the next scheduled rotation is due (a time to come, which a date column would show as <invalid>)"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// status.clientID is a selectable field, so that whoever holds a token or a client ID finds its
+// client among those they may list: kubectl get m2m -A --field-selector status.clientID=ID.
+// +kubebuilder:selectablefield:JSONPath=`.status.clientID`
 // +kubebuilder:validation:XValidation:rule="(has(self.spec.secret) && has(self.spec.secret.name)) || size(self.metadata.name) <= 241",message="metadata.name is too long for the default Secret name; set spec.secret.name"
 // +kubebuilder:validation:XValidation:rule="(has(self.spec.secret) && has(self.spec.secret.name) ? self.spec.secret.name : self.metadata.name + '-credentials') == (has(oldSelf.spec.secret) && has(oldSelf.spec.secret.name) ? oldSelf.spec.secret.name : oldSelf.metadata.name + '-credentials')",message="spec.secret.name is immutable"
 // +kubebuilder:validation:XValidation:rule="has(oldSelf.spec.clientID) || !has(self.spec.clientID) || (has(oldSelf.status) && has(oldSelf.status.clientID) && self.spec.clientID == oldSelf.status.clientID)",message="spec.clientID can only be added to an existing client with the value of status.clientID"

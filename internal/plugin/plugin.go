@@ -1,6 +1,6 @@
 // Package plugin is `kubectl m2m`: get a token for an M2MClient, rotate its secret, describe it,
-// verify a token, show why the token server refused the client's requests, and rotate the
-// signing keys. It follows kubectl's conventions: -n, --context and --kubeconfig, errors on
+// verify a token, show why the token server refused the client's requests, find the client of a
+// token or client ID, and rotate the signing keys. It follows kubectl's conventions: -n, --context and --kubeconfig, errors on
 // stderr, exit code 1 on failure and 2 on bad usage.
 package plugin
 
@@ -57,6 +57,8 @@ var commands = []command{
 		"kubectl m2m verify TOKEN [--system-namespace m2m-system | --issuer URL] [--ca-file F] (--audience A... | --any-audience) [--scope S]..."},
 	{"why", "Show why the token server recently refused an M2MClient's requests, and what to do about each reason.",
 		"kubectl m2m why NAME [-n NS] [--system-namespace m2m-system] [--token-url URL] [--ca-file FILE]"},
+	{"whois", "Find the M2MClient of an access token (decoded, not verified) or a client ID, with its state and scopes, and whether the token's key is still published.",
+		"kubectl m2m whois TOKEN-OR-CLIENT-ID [-n NS] [--system-namespace m2m-system] [--ca-file FILE]"},
 	{"rotate-signing-key", "Rotate the token signing keys now: planned, or --emergency when they may have been copied.",
 		"kubectl m2m rotate-signing-key [--emergency] [-n m2m-system] [--secret m2m-signing-keys] [--timeout 2m]"},
 }
@@ -196,6 +198,9 @@ func registerFlags(cmd string, flags *pflag.FlagSet) *commandFlags {
 		registerSystemNamespaceFlag(f, flags, "why")
 		flags.StringVar(&f.tokenURL, "token-url", "", "token endpoint, instead of the install's token_url")
 		flags.StringVar(&f.caFile, "ca-file", "", "PEM CA bundle that signs the token server's certificate, instead of the install's ca.crt")
+	case "whois":
+		registerSystemNamespaceFlag(f, flags, "whois")
+		flags.StringVar(&f.caFile, "ca-file", "", "PEM CA bundle to trust for the token server's certificate when fetching its JWKS, besides the system's roots and the install's ca.crt")
 	}
 	return f
 }
@@ -226,6 +231,10 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 		return describe(ctx, c, stdout, key)
 	case "why":
 		return why(ctx, cfg, c, stdout, key, f.systemNamespace, f.tokenURL, f.caFile)
+	case "whois":
+		// name is the token or client ID; ns is searched only when the caller may not list
+		// M2MClients in every namespace.
+		return whois(ctx, c, stdout, name, ns, f.systemNamespace, f.caFile, time.Now())
 	}
 	panic("unreachable: commands lists " + cmd + " but run does not handle it")
 }
