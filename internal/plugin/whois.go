@@ -136,6 +136,9 @@ func findClient(ctx context.Context, c client.Reader, id, ns string) (whoisSearc
 		s.namespace = ns
 		err = c.List(ctx, list, sel, client.InNamespace(ns))
 	}
+	if apierrors.IsBadRequest(err) && strings.Contains(err.Error(), "field label not supported") {
+		return s, fmt.Errorf("the API server does not select M2MClients by %s (%w): their CRD is older than this kubectl m2m (upgrade m2m-operator's CRDs), or Kubernetes is older than 1.32", clientIDField, err)
+	}
 	if err != nil {
 		return s, fmt.Errorf("listing M2MClients with --field-selector %s=%s in %s: %w", clientIDField, id, s.where(), err)
 	}

@@ -52,8 +52,8 @@ func TestWhoisTellsATokenFromAClientIDAndRefusesWhatIsNeither(t *testing.T) {
 	}{
 		"a token is decoded, and its client_id, iss, kid and exp read": {arg: token, wantID: "m2m_abc",
 			wantToken: &unverifiedToken{issuer: "https://m2m.example.com", keyID: "k1", expires: &whoisNow}},
-		"a client ID is taken as one":                           {arg: "m2m_abc", wantID: "m2m_abc"},
-		"a client ID with two dots is a client ID, not a token": {arg: "team.billing.worker", wantID: "team.billing.worker"},
+		"a client ID is taken as one":                                                  {arg: "m2m_abc", wantID: "m2m_abc"},
+		"a client ID with two dots is a client ID, not a token":                        {arg: "team.billing.worker", wantID: "team.billing.worker"},
 		"a client ID whose parts happen to decode to JSON is a client ID, not a token": {arg: "e30.e30.e30", wantID: "e30.e30.e30"},
 		"a selector in place of an ID is refused, never sent to the API server": {arg: "x,metadata.namespace=kube-system",
 			wantErrMatch: "neither a JWT nor a client ID"},
@@ -191,6 +191,11 @@ func TestWhoisPrintsTheClientOfATokenAndWhetherItsKeyIsStillPublished(t *testing
 		"a deleted client is found by its ClientIDBinding, which says so": {
 			arg:  "m2m_deleted",
 			want: []string{"Found by: +ClientIDBinding sha256-[0-9a-f]+ \\(no M2MClient in all namespaces has the ID: the client was deleted", "Namespace: +team-b", "Name: +gone"}},
+		"an API server whose CRD cannot select by client ID is named as the cause": {
+			arg: "m2m_reports", forbid: interceptor.Funcs{List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
+				return apierrors.NewBadRequest("field label not supported: status.clientID")
+			}},
+			wantErr: "their CRD is older than this kubectl m2m (upgrade m2m-operator's CRDs), or Kubernetes is older than 1.32"},
 		"an ID that nothing holds says so": {
 			arg: "m2m_nobody", wantErr: "no M2MClient has client ID m2m_nobody in all namespaces, and it has no ClientIDBinding"},
 		"a tenant that may not read bindings is told where else to look": {
