@@ -350,7 +350,6 @@ func TestTokenAsAServiceAccountSendsTheMintedTokenOnlyToTheInstallsTokenServer(t
 	}
 }
 
-
 // token --public takes the public door's URL, which the install names when it has one; without
 // a door it says so rather than asking the in-cluster Service.
 func TestThePublicTokenURLComesFromThePublicDoorOnly(t *testing.T) {
