@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/manifests"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -95,6 +97,24 @@ func TestFluxAndArgoCDSeeAClientWhoseNewGenerationTheManagerHasNotReconciledAsPr
 	}
 	if got, msg := argoHealth(t, u); got != "Progressing" {
 		t.Errorf("Argo CD says %s (%s) of a client with an unobserved generation, want Progressing", got, msg)
+	}
+}
+
+func TestFluxAndArgoCDSeeAClientWithoutAVerdictYetAsProgressing(t *testing.T) {
+	ns := namespace(t)
+	obj := newClient(ns, "issuing")
+	create(t, obj)
+	// The status a first reconcile that failed writes (the real one succeeds here): the manager's
+	// own decision, on the object the API server stored.
+	obj.Status.ObservedGeneration = obj.Generation
+	h := controllers.DecideHealth(nil, errors.New("the API server timed out"))
+	obj.Status.Conditions = []metav1.Condition{*h.Reconciling}
+	u := asUnstructured(t, obj)
+	if got := kstatusOf(t, u); got.Status != status.InProgressStatus {
+		t.Errorf("kstatus says %s (%s) of a client the manager is still issuing, want InProgress", got.Status, got.Message)
+	}
+	if got, msg := argoHealth(t, u); got != "Progressing" || !strings.Contains(msg, m2mv1alpha1.ReasonIssuingCredentials) {
+		t.Errorf("Argo CD says %s (%s) of a client the manager is still issuing, want Progressing with the Reconciling reason", got, msg)
 	}
 }
 
