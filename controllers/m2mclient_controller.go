@@ -264,7 +264,7 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	readyBefore := meta.FindStatusCondition(obj.Status.Conditions, m2mv1alpha1.ConditionReady).DeepCopy()
 	defer func() {
-		r.summarize(obj, readyBefore)
+		r.summarize(obj, readyBefore, retErr)
 		if err := c.status.patch(ctx); err != nil {
 			retErr = errors.Join(retErr, err)
 		} else {
@@ -281,9 +281,11 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	return c.run(ctx)
 }
 
-// summarize sets what every reconcile reports, whatever step it ended in, and fires the event of
-// a Ready condition that turned false for a new reason.
-func (r *M2MClientReconciler) summarize(obj *m2mv1alpha1.M2MClient, readyBefore *metav1.Condition) {
+// summarize sets what every reconcile reports, whatever step it ended in (with reconcileErr when
+// one failed), and fires the event of a Ready condition that turned false for a new reason. The
+// kstatus conditions follow Ready and fire no events of their own: Stalled turns True exactly
+// when Ready turns False, which already has one.
+func (r *M2MClientReconciler) summarize(obj *m2mv1alpha1.M2MClient, readyBefore *metav1.Condition, reconcileErr error) {
 	obj.Status.ObservedGeneration = obj.Generation
 	obj.Status.SecretName = secretName(obj)
 	obj.Status.State = m2mv1alpha1.ClientStateActive
@@ -296,4 +298,5 @@ func (r *M2MClientReconciler) summarize(obj *m2mv1alpha1.M2MClient, readyBefore 
 			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ready.Reason, "Reconcile", "%s", ready.Message)
 		}
 	}
+	setHealth(obj, DecideHealth(meta.FindStatusCondition(obj.Status.Conditions, m2mv1alpha1.ConditionReady), reconcileErr))
 }

@@ -97,3 +97,19 @@ func setReady(obj *m2mv1alpha1.M2MClient, status metav1.ConditionStatus, reason,
 		ObservedGeneration: obj.Generation,
 	})
 }
+
+// setHealth writes h into obj's conditions for its current generation, removing the kstatus
+// conditions that h leaves out.
+func setHealth(obj *m2mv1alpha1.M2MClient, h Health) {
+	for typ, c := range map[string]*metav1.Condition{
+		m2mv1alpha1.ConditionReconciling: h.Reconciling,
+		m2mv1alpha1.ConditionStalled:     h.Stalled,
+	} {
+		if c == nil {
+			meta.RemoveStatusCondition(&obj.Status.Conditions, typ)
+			continue
+		}
+		c.ObservedGeneration = obj.Generation
+		meta.SetStatusCondition(&obj.Status.Conditions, *c)
+	}
+}

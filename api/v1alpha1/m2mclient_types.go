@@ -525,7 +525,8 @@ type M2MClientStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions describe the client's state: the Ready condition and its reasons, the Condition and Reason constants of this package.
+	// Conditions describe the client's state: the Ready condition and its reasons, and the kstatus
+	// conditions Reconciling and Stalled derived from it; the Condition and Reason constants of this package.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -75,6 +75,34 @@ const (
 	ReasonClaimsTooLarge = "ClaimsTooLarge"
 )
 
+// Condition types of the kstatus convention (sigs.k8s.io/cli-utils/pkg/kstatus), which Flux's
+// health checks and kstatus-based tools read instead of Ready. They have abnormal-true polarity:
+// the manager sets them only while True and removes them otherwise, so that a healthy client
+// carries Ready alone. Both are derived from Ready at the end of each reconcile.
+const (
+	// ConditionReconciling is True while the manager is still on its way to a verdict on the
+	// client, one it reaches without anyone's help: no reconcile has set Ready yet (the first one
+	// failed and is retried, or waits for the CA bundle). A rotation's grace period and a
+	// rotation of spec.rotation.holder are not Reconciling: the client is Ready meanwhile, and
+	// the holder's rotation waits for a human.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True while Ready is False: every reason of a False Ready names
+	// something that only a human ends (a foreign Secret, a weak secret, a Secret the API server
+	// refuses, a client ID bound elsewhere, claims too large). It carries Ready's reason and
+	// message, so kstatus reports Failed with what to fix.
+	ConditionStalled = "Stalled"
+)
+
+// Reasons of the Reconciling condition. Stalled takes the reason of the Ready condition.
+const (
+	// ReasonAwaitingCABundle: the issuer is https and the CA bundle that credentials Secrets
+	// carry is not in its Secret yet; the manager writes no Secret without it and retries.
+	ReasonAwaitingCABundle = "AwaitingCABundle"
+	// ReasonIssuingCredentials: the manager has not yet completed a reconcile that sets Ready
+	// (the last one failed and is retried with backoff).
+	ReasonIssuingCredentials = "IssuingCredentials"
+)
+
 // Reasons of the events the manager emits on an M2MClient. Events are emitted on transitions
 // only.
 const (
