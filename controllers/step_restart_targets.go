@@ -87,7 +87,11 @@ func (c *clientReconcile) restartTargets(ctx context.Context) (stepResult, error
 	meta.SetStatusCondition(&obj.Status.Conditions, cond)
 	if cond.Status == metav1.ConditionFalse {
 		if before == nil || before.Reason != cond.Reason {
-			c.r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, cond.Reason, "Restart", "%s", cond.Message)
+			// Once the condition is written: a run that started from a stale copy loses its
+			// status write and says nothing.
+			c.persisted = append(c.persisted, func() {
+				c.r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, cond.Reason, "Restart", "%s", cond.Message)
+			})
 		}
 		if retry != nil {
 			// Backoff, as for any failed write; the condition is written on the way out.
