@@ -232,3 +232,38 @@ func TestATenantCannotGetAWorkloadRestartedThatDidNotOptIn(t *testing.T) {
 		t.Fatalf("the Deployment that opted in records %q", got)
 	}
 }
+
+// The CRD refuses restart targets the manager could not restart safely: another kind (a Pod, a
+// Secret), a name that is no object name, the same target twice, and more than 16.
+func TestTheCRDRefusesRestartTargetsOutsideTheirBounds(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	seventeen := make([]string, 17)
+	for i := range seventeen {
+		seventeen[i] = fmt.Sprintf("web-%d", i)
+	}
+	for sentence, mutate := range map[string]func(*m2mv1alpha1.M2MClient){
+		"a Pod":               func(o *m2mv1alpha1.M2MClient) { o.Spec.Rollout.RestartTargets[0].Kind = "Pod" },
+		"a Secret":            func(o *m2mv1alpha1.M2MClient) { o.Spec.Rollout.RestartTargets[0].Kind = "Secret" },
+		"a name with a slash": func(o *m2mv1alpha1.M2MClient) { o.Spec.Rollout.RestartTargets[0].Name = "other-ns/web" },
+		"an empty name":       func(o *m2mv1alpha1.M2MClient) { o.Spec.Rollout.RestartTargets[0].Name = "" },
+		"the same target twice": func(o *m2mv1alpha1.M2MClient) {
+			o.Spec.Rollout.RestartTargets = append(o.Spec.Rollout.RestartTargets, o.Spec.Rollout.RestartTargets[0])
+		},
+		"seventeen targets": func(o *m2mv1alpha1.M2MClient) { o.Spec.Rollout = restartingClient(ns, "c", seventeen...).Spec.Rollout },
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			obj := restartingClient(ns, "bounded", "web")
+			mutate(obj)
+			if err := env.Client.Create(ctx, obj); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec.rollout.restartTargets") {
+				t.Fatalf("creating a client with %s as a restart target: %v, want Invalid", sentence, err)
+			}
+		})
+	}
+	sixteen := restartingClient(ns, "sixteen", seventeen[:16]...)
+	sixteen.Spec.Rollout.RestartTargets[1].Kind = m2mv1alpha1.RestartKindStatefulSet
+	sixteen.Spec.Rollout.RestartTargets[2].Kind = m2mv1alpha1.RestartKindDaemonSet
+	if err := env.Client.Create(ctx, sixteen); err != nil {
+		t.Fatalf("16 targets of the three kinds were refused: %v", err)
+	}
+}
