@@ -61,8 +61,9 @@ type clientStep struct {
 // clientSteps are the steps, in order; only this list knows the order (test/layout checks that
 // no step calls another). TrustStatus comes first, so that no step acts on status the manager
 // did not write; the client ID is claimed before anything names it; ReconcileCredential accepts a
-// credential in status before the Secret carries it; and the Secret is synced before
-// ExpireEntries removes what it no longer needs.
+// credential in status before the Secret carries it; the Secret is synced before
+// ExpireEntries removes what it no longer needs; and RestartTargets restarts the workloads that
+// read it once, only when it carries the new credential.
 var clientSteps = []clientStep{
 	{"TrustStatus", (*clientReconcile).trustStatus},
 	{"BoundValues", (*clientReconcile).boundValues},
@@ -71,6 +72,7 @@ var clientSteps = []clientStep{
 	{"ReconcileCredential", (*clientReconcile).reconcileCredential},
 	{"SyncSecret", (*clientReconcile).syncSecret},
 	{"ExpireEntries", (*clientReconcile).expireEntries},
+	{"RestartTargets", (*clientReconcile).restartTargets},
 }
 
 // restartOnUnseenSecret is the step that a reconcile goes back to, once, with the Secret read

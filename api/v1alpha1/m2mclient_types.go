@@ -110,6 +110,11 @@ type M2MClientSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Authentication ClientAuthentication `json:"authentication,omitempty"`
+
+	// Rollout restarts named workloads of the namespace after each new credential, for
+	// consumers that read the Secret only at start.
+	// +optional
+	Rollout *RolloutPolicy `json:"rollout,omitempty"`
 }
 
 // IssuanceLimit is a token bucket: the client may make Burst token requests at once, and
