@@ -2,13 +2,17 @@ package manager
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -32,30 +36,71 @@ func updateClient(t *testing.T, obj *m2mv1alpha1.M2MClient, mutate func(*m2mv1al
 	})
 }
 
-// derivedConsistent fails the test if the Secret's copies and app.env do not carry exactly the
-// manager's entries of the same read: a derived entry never lags its source.
-func derivedConsistent(t *testing.T, ns, name string) (id, secret string) {
+// secretVersions delivers every version of the Secret ns/name that the API server stores from
+// now on, in order, so that a test sees the versions a poll would miss.
+func secretVersions(t *testing.T, ns, name string) <-chan watch.Event {
 	t.Helper()
-	s := secretOf(t, ns, name)
-	id, secret = string(s.Data[m2mv1alpha1.SecretKeyClientID]), string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
-	tokenURL := string(s.Data[m2mv1alpha1.SecretKeyTokenURL])
-	want := fmt.Sprintf("CLIENT_ID=%s\nCLIENT_SECRET=%s\nTOKEN_URL=%s\n", id, secret, tokenURL)
-	if id == "" || secret == "" || string(s.Data["CLIENT_ID"]) != id || string(s.Data["CLIENT_SECRET"]) != secret ||
-		string(s.Data["OAUTH_TOKEN_URL"]) != tokenURL || string(s.Data["app.env"]) != want {
-		t.Fatalf("the Secret's derived entries do not match its own: %q", s.Data)
+	wc, err := client.NewWithWatch(env.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return id, secret
+	w, err := wc.Watch(ctx, &corev1.SecretList{}, client.InNamespace(ns), client.MatchingFields{"metadata.name": name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return w.ResultChan()
+}
+
+// eachVersion checks every version of versions until done accepts one.
+func eachVersion(t *testing.T, versions <-chan watch.Event, check func(*corev1.Secret), done func(*corev1.Secret) bool) *corev1.Secret {
+	t.Helper()
+	timeout := time.After(wait)
+	for {
+		select {
+		case ev, ok := <-versions:
+			if !ok {
+				t.Fatal("the watch of the Secret ended")
+			}
+			s, ok := ev.Object.(*corev1.Secret)
+			if !ok || ev.Type == watch.Deleted {
+				continue
+			}
+			check(s)
+			if done(s) {
+				return s
+			}
+		case <-timeout:
+			t.Fatalf("no version of the Secret in %s reached the state the test waits for", wait)
+		}
+	}
+}
+
+// derivedConsistent fails the test if a version of the Secret carries copies or an app.env that
+// are not the manager's entries of that same version: a derived entry never lags its source.
+func derivedConsistent(t *testing.T) func(*corev1.Secret) {
+	return func(s *corev1.Secret) {
+		t.Helper()
+		id, secret := string(s.Data[m2mv1alpha1.SecretKeyClientID]), string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
+		tokenURL := string(s.Data[m2mv1alpha1.SecretKeyTokenURL])
+		want := fmt.Sprintf("CLIENT_ID=%s\nCLIENT_SECRET=%s\nTOKEN_URL=%s\n", id, secret, tokenURL)
+		if id == "" || secret == "" || string(s.Data["CLIENT_ID"]) != id || string(s.Data["CLIENT_SECRET"]) != secret ||
+			string(s.Data["OAUTH_TOKEN_URL"]) != tokenURL || string(s.Data["app.env"]) != want {
+			t.Fatalf("version %s of the Secret carries derived entries that are not its own (keys %v)", s.ResourceVersion, slices.Sorted(maps.Keys(s.Data)))
+		}
+	}
 }
 
 func TestRenamedKeysAndTemplatesChangeWithTheSecretAndLeaveNoStaleEntries(t *testing.T) {
 	ns := namespace(t)
+	versions := secretVersions(t, ns, "app-credentials")
 	obj := newClient(ns, "app")
 	obj.Spec.Secret.Keys = map[string]m2mv1alpha1.SecretDataKey{"client_id": "CLIENT_ID", "client_secret": "CLIENT_SECRET", "token_url": "OAUTH_TOKEN_URL"}
 	obj.Spec.Secret.Templates = map[string]m2mv1alpha1.SecretDataTemplate{"app.env": appEnv, "price": "$$5", "pub": "${public_token_url}"}
 	create(t, obj)
 	obj = waitReady(t, ns, "app", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
-	s := secretOf(t, ns, "app-credentials")
-	_, first := derivedConsistent(t, ns, "app-credentials")
+	s := eachVersion(t, versions, derivedConsistent(t), func(*corev1.Secret) bool { return true })
+	first := string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
 	if string(s.Data["price"]) != "$5" {
 		t.Errorf("price %q, want $5", s.Data["price"])
 	}
@@ -67,20 +112,20 @@ func TestRenamedKeysAndTemplatesChangeWithTheSecretAndLeaveNoStaleEntries(t *tes
 	}
 
 	// Someone else's entry, which the manager leaves alone.
-	s.Data["theirs"] = []byte("kept")
-	if err := env.Client.Update(ctx, s); err != nil {
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		s := secretOf(t, ns, "app-credentials")
+		s.Data["theirs"] = []byte("kept")
+		return env.Client.Update(ctx, s)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := updateClient(t, obj, func(o *m2mv1alpha1.M2MClient) { o.Spec.Rotation.Trigger = "r1" }); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, wait, func() error {
-		if _, secret := derivedConsistent(t, ns, "app-credentials"); secret == first {
-			return fmt.Errorf("not rotated yet")
-		}
-		return nil
+	s = eachVersion(t, versions, derivedConsistent(t), func(s *corev1.Secret) bool {
+		return string(s.Data[m2mv1alpha1.SecretKeyClientSecret]) != first
 	})
-	_, second := derivedConsistent(t, ns, "app-credentials")
+	second := string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
 	if got := waitReady(t, ns, "app", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady); !acceptedNow(got, second) {
 		t.Fatal("the rotated secret the copies carry is not accepted")
 	}
@@ -100,7 +145,7 @@ func TestRenamedKeysAndTemplatesChangeWithTheSecretAndLeaveNoStaleEntries(t *tes
 		}
 		if string(s.Data["APP_CLIENT_ID"]) != string(s.Data[m2mv1alpha1.SecretKeyClientID]) || string(s.Data["theirs"]) != "kept" ||
 			string(s.Data[m2mv1alpha1.SecretKeyClientSecret]) != second {
-			return fmt.Errorf("data %q", s.Data)
+			return fmt.Errorf("keys %v", slices.Sorted(maps.Keys(s.Data)))
 		}
 		return nil
 	})
@@ -160,5 +205,38 @@ func TestTheAPIServerRejectsBadSecretKeysAndTemplates(t *testing.T) {
 				t.Fatalf("create error %v, want Invalid mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A holder rotation's next credential is copied in the write that issues it, and its copy
+// leaves with it when the rotation completes.
+func TestACopyOfTheNextCredentialFollowsAHolderRotation(t *testing.T) {
+	ns := namespace(t)
+	versions := secretVersions(t, ns, "holder-credentials")
+	obj := newClient(ns, "holder")
+	obj.Spec.Secret.Keys = map[string]m2mv1alpha1.SecretDataKey{"next_client_secret": "NEXT_CLIENT_SECRET", "client_secret": "CLIENT_SECRET"}
+	create(t, obj)
+	obj = waitReady(t, ns, "holder", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	copies := func(s *corev1.Secret) {
+		t.Helper()
+		if string(s.Data["NEXT_CLIENT_SECRET"]) != string(s.Data["next_client_secret"]) || string(s.Data["CLIENT_SECRET"]) != string(s.Data["client_secret"]) {
+			t.Fatalf("version %s of the Secret carries copies that are not its own (keys %v)", s.ResourceVersion, slices.Sorted(maps.Keys(s.Data)))
+		}
+	}
+	if err := updateClient(t, obj, func(o *m2mv1alpha1.M2MClient) {
+		o.Spec.Rotation.Holder = &m2mv1alpha1.HolderRotation{ID: "h1", State: m2mv1alpha1.HolderRotationStarted}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := eachVersion(t, versions, copies, func(s *corev1.Secret) bool { return len(s.Data["next_client_secret"]) > 0 })
+	next := string(s.Data["next_client_secret"])
+	if err := updateClient(t, obj, func(o *m2mv1alpha1.M2MClient) {
+		o.Spec.Rotation.Holder = &m2mv1alpha1.HolderRotation{ID: "h1", State: m2mv1alpha1.HolderRotationCompleted}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s = eachVersion(t, versions, copies, func(s *corev1.Secret) bool { return string(s.Data["client_secret"]) == next })
+	if _, ok := s.Data["NEXT_CLIENT_SECRET"]; ok {
+		t.Fatal("the copy of the next credential outlived it")
 	}
 }
