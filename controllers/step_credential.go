@@ -254,8 +254,12 @@ func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient, kind cred
 func (r *M2MClientReconciler) secretWriteFailed(obj *m2mv1alpha1.M2MClient, err error) error {
 	if !apierrors.IsConflict(err) {
 		RotationFailures.Inc()
+		why := ""
+		if reason := apierrors.ReasonForError(err); reason != "" {
+			why = " (" + string(reason) + ")"
+		}
 		setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretWriteFailed,
-			fmt.Sprintf("writing Secret %s failed (%s): %v; the manager retries with the same secret", secretName(obj), apierrors.ReasonForError(err), err))
+			fmt.Sprintf("writing Secret %s failed%s: %v; the manager retries with the same secret", secretName(obj), why, err))
 	}
 	return err
 }

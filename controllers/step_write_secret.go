@@ -72,6 +72,9 @@ func (r *M2MClientReconciler) writeSecret(ctx context.Context, obj *m2mv1alpha1.
 	}
 	r.render(obj, desired, id, value, bundle)
 	renderNext(obj, desired, value, next)
+	if err := renderDerived(obj.Spec.Secret, desired); err != nil {
+		return nil, err
+	}
 	if existing == nil {
 		if err := r.Create(ctx, desired); err != nil {
 			return nil, err

@@ -290,6 +290,7 @@ func KeyPairAuthentication(obj *M2MClient) KeyAlgorithm {
 
 // SecretTemplate describes the Secret that holds a client's credentials, under the keys
 // client_id, client_secret, token_url and issuer.
+// +kubebuilder:validation:XValidation:rule="!has(self.keys) || !has(self.templates) || self.keys.all(k, !(self.keys[k] in self.templates))",message="a name of spec.secret.keys is also a template's: each entry of the Secret has one source"
 type SecretTemplate struct {
 	// Name of the Secret, in the namespace of the M2MClient. Defaults to
 	// "<metadata.name>-credentials". It cannot be changed.
@@ -314,6 +315,34 @@ type SecretTemplate struct {
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && size(self[k]) <= 1024)",message="an annotation name is at most 317 characters and its value at most 1024"
 	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// Keys copies entries of the Secret under the names an application expects, for example
+	// {client_id: CLIENT_ID, token_url: OAUTH_TOKEN_URL}: each name of the manager's (client_id,
+	// client_secret, private_key, next_client_secret, next_private_key, token_url, issuer,
+	// public_token_url, ca.crt) to a name of its own. The entries under the manager's names stay,
+	// because the manager, pkg/m2mauth and kubectl m2m read them. A copy exists while its
+	// original does and changes with it in the same write. A name that leaves this map leaves the
+	// Secret; an entry of that name that someone else wrote is overwritten while it is here.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=9
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k in ['client_id', 'client_secret', 'private_key', 'next_client_secret', 'next_private_key', 'token_url', 'issuer', 'public_token_url', 'ca.crt'])",message="keys copies the manager's entries only: client_id, client_secret, private_key, next_client_secret, next_private_key, token_url, issuer, public_token_url, ca.crt"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(self[k] in ['client_id', 'client_secret', 'private_key', 'next_client_secret', 'next_private_key', 'token_url', 'issuer', 'public_token_url', 'ca.crt']) && self[k] != '.' && self[k] != '..' && !self[k].startsWith('..'))",message="a copy cannot be named after an entry of the manager's, nor '.', '..' or '..*'"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, self.all(j, j == k || self[j] != self[k]))",message="two entries cannot be copied under one name"
+	Keys map[string]SecretDataKey `json:"keys,omitempty"`
+
+	// Templates adds entries built from the Secret's, for an application that reads a whole file,
+	// for example {"app.env": "CLIENT_ID=${client_id}\nCLIENT_SECRET=${client_secret}\n"}: at
+	// most 8, each name a Secret data key and each text at most 2,048 characters, in which
+	// ${name} stands for the manager's entry name and $$ for a $. An entry exists while every
+	// entry it names does (no public_token_url without a public door, no client_secret for a
+	// key pair), and changes with them in the same write, so that it never carries a secret the
+	// token server does not accept yet. Together with keys, at most 64 KiB once rendered; beyond,
+	// the Secret is not written and Ready says why. Names follow the rules of keys.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=8
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$') && k != '.' && k != '..' && !k.startsWith('..'))",message="a template's name must be a Secret data key: letters, digits, '-', '_' and '.', at most 253 characters, not '.', '..' or '..*'"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['client_id', 'client_secret', 'private_key', 'next_client_secret', 'next_private_key', 'token_url', 'issuer', 'public_token_url', 'ca.crt']))",message="a template cannot be named after an entry of the manager's"
+	Templates map[string]SecretDataTemplate `json:"templates,omitempty"`
 }
 
 // RotationPolicy says when the client secret is replaced by a new one, and how long the previous

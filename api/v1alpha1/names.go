@@ -63,7 +63,8 @@ const (
 	// otherwise unfit), or a private_key that is not a usable key of the configured algorithm. It is not accepted; the previously accepted secrets stay accepted.
 	ReasonWeakSecret = "WeakSecret"
 	// ReasonSecretWriteFailed: the API server refused to write the Secret (it is immutable, a
-	// quota or a webhook refused it); the message gives its reason. The manager retries with the
+	// quota or a webhook refused it), or spec.secret.keys and templates render to more than
+	// MaxDerivedSecretBytes; the message gives its reason. The manager retries with the
 	// same pending secret, so status does not grow; the previous secrets stay accepted.
 	ReasonSecretWriteFailed = "SecretWriteFailed"
 	// ReasonDuplicateClientID: the client ID is bound (a ClientIDBinding) to another M2MClient,
