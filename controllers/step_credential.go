@@ -52,7 +52,7 @@ func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, 
 	}
 	obj := c.obj
 	c.r.forgetWritten(obj, c.kind, c.secret)
-	d := DecideSecret(obj, c.secret, c.now)
+	d := decideSecret(obj, c.secret, c.id, c.now)
 	log.FromContext(ctx).V(1).Info("decided", "action", d.Action, "why", d.Why)
 	switch d.Action {
 	case ActionConflict:
@@ -115,7 +115,7 @@ func (c *clientReconcile) retire(ctx context.Context) (stepResult, error) {
 		c.r.Recorder.Eventf(obj, c.secret, corev1.EventTypeNormal, m2mv1alpha1.EventSecretRetired, "Retire",
 			"spec.authentication.clientSecret is false: the client secret was removed from Secret %s and is accepted until %s", secretName(obj), c.now.Add(gracePeriod(obj)).UTC().Format(time.RFC3339))
 	}
-	if d, ok := foreignSecret(&secretView{obj: obj, secret: c.secret}); ok {
+	if d, ok := foreignSecret(&secretView{obj: obj, secret: c.secret, id: c.id}); ok {
 		setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretConflict, d.Why)
 		return stopAndRequeue(foreignSecretRecheck), nil
 	}
