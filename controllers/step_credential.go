@@ -136,8 +136,11 @@ func (c *clientReconcile) adopt(ctx context.Context, d SecretDecision) error {
 	reason := m2mv1alpha1.EventSecretAdopted
 	if d.Action == ActionRecoverStatus {
 		reason = m2mv1alpha1.EventStatusRecovered
-		// With the entry, so that a crash after this write does not revoke what was recovered.
+		// With the entry, so that a crash after this write does not revoke or rotate what was
+		// recovered: the values present count as handled, as at creation. A client created again
+		// from the same manifest (a GitOps replace) keeps its secret.
 		handleRevocationValues(obj)
+		handleRotationValues(obj)
 	}
 	if err := c.status.patch(ctx); err != nil {
 		return err
@@ -164,8 +167,7 @@ func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.
 	if first || d.Action == ActionRotate {
 		// Values present at creation ask for no rotation. A rotation records the values it acts
 		// on with its hash, so that a crash resumes it instead of starting another for them.
-		obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
-		obj.Status.LastRotateAnnotation, _ = annotationValue(obj, m2mv1alpha1.RotateAnnotation)
+		handleRotationValues(obj)
 	}
 	switch {
 	case first:
@@ -209,6 +211,12 @@ func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.
 	c.completeRotation(ctx, value, d.Revoke && !first)
 	c.issued(d, written, first)
 	return written, nil
+}
+
+// handleRotationValues records the rotation values that obj asks for as acted on.
+func handleRotationValues(obj *m2mv1alpha1.M2MClient) {
+	obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
+	obj.Status.LastRotateAnnotation, _ = annotationValue(obj, m2mv1alpha1.RotateAnnotation)
 }
 
 // issued counts and announces a credential that issue wrote; first: the client's first.

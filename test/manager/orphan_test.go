@@ -20,6 +20,15 @@ func orphaningClient(ns, name string) *m2mv1alpha1.M2MClient {
 	return obj
 }
 
+// orphaningClientFromGit is an orphaning client as a GitOps manifest has it, with the rotation
+// and revocation values that it was last given: applied again, they ask for nothing.
+func orphaningClientFromGit(ns, name string) *m2mv1alpha1.M2MClient {
+	obj := orphaningClient(ns, name)
+	obj.Spec.Rotation.Trigger, obj.Spec.Rotation.RevokeTrigger = "2026-11", "leak-2026-10"
+	obj.Annotations = map[string]string{m2mv1alpha1.RotateAnnotation: "r1", m2mv1alpha1.RevokePreviousAnnotation: "v1"}
+	return obj
+}
+
 // envtest runs no garbage collector: a Secret without owner references is one that it would leave.
 func assertOrphaned(t *testing.T, s *corev1.Secret) {
 	t.Helper()
@@ -30,17 +39,22 @@ func assertOrphaned(t *testing.T, s *corev1.Secret) {
 
 // A GitOps replace (delete, then create) of a client of deletionPolicy Orphan: the Secret stays,
 // and the client created again takes it back with the same client ID and the same secret,
-// accepted again, with no new secret issued and no write that pods would see.
+// accepted again, with no new secret issued and no write that pods would see, although the
+// manifest carries rotation and revocation values that the new object's status has not seen.
 func TestAClientCreatedAgainTakesBackTheSecretItsPredecessorOrphaned(t *testing.T) {
 	ns := namespace(t)
-	create(t, orphaningClient(ns, "replaced"))
+	create(t, orphaningClientFromGit(ns, "replaced"))
 	before := waitReady(t, ns, "replaced", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	s := secretOf(t, ns, "replaced-credentials")
 	assertOrphaned(t, s)
 	secret := string(s.Data[m2mv1alpha1.SecretKeyClientSecret])
 
 	deleteAndWait(t, before)
-	create(t, orphaningClient(ns, "replaced"))
+	create(t, orphaningClientFromGit(ns, "replaced"))
+	waitReady(t, ns, "replaced", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
+	// A rotation would follow the recovery in a reconcile of its own: one more makes sure that
+	// it had its chance.
+	bumpGeneration(t, ns, "replaced")
 	after := waitReady(t, ns, "replaced", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	if after.UID == before.UID || after.Status.ClientID != before.Status.ClientID {
 		t.Fatalf("the client created again has ID %q, want its predecessor's %q", after.Status.ClientID, before.Status.ClientID)
