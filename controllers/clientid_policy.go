@@ -35,8 +35,9 @@ func ResolveClientID(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, bound []
 	case obj.Status.ClientID != "":
 		return obj.Status.ClientID, IDFromStatus
 	case len(bound) > 0:
-		if secret != nil && ownedBy(secret, obj) {
-			if id := string(secret.Data[m2mv1alpha1.SecretKeyClientID]); slices.Contains(bound, id) {
+		if secret != nil {
+			id := string(secret.Data[m2mv1alpha1.SecretKeyClientID])
+			if owner, _ := OwnedBy(secret, obj, id); owner.MayWrite() && slices.Contains(bound, id) {
 				return id, IDFromBinding
 			}
 		}

@@ -29,6 +29,9 @@ func TestResolveClientID(t *testing.T) {
 		"a lost status takes the newest bound ID when its Secret names another":     {lost, younger, []string{"m2m-old", "m2m-newer"}, "m2m-newer", IDFromBinding},
 		"a re-created client gets the ID bound to its namespace and name":           {clientWith(), nil, []string{"m2m-id"}, "m2m-id", IDFromBinding},
 		"a new client gets a generated ID":                                          {clientWith(), nil, nil, "", IDNew},
+		"a re-created client takes the bound ID that its orphaned Secret names":     {clientWith(), orphanSecret(nil), []string{"m2m-id", "m2m-newer"}, "m2m-id", IDFromBinding},
+		"a forged orphan naming an unbound ID leaves the newest bound ID":           {clientWith(), orphanSecret(nil), []string{"m2m-old", "m2m-newer"}, "m2m-newer", IDFromBinding},
+		"a forged orphan never gives a client with no binding the ID it names":      {clientWith(), orphanSecret(nil), nil, "", IDNew},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			if got, source := ResolveClientID(tc.obj, tc.secret, tc.bound); got != tc.want || source != tc.source {

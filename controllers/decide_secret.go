@@ -73,6 +73,9 @@ type secretView struct {
 	obj    *m2mv1alpha1.M2MClient
 	secret *corev1.Secret
 	now    time.Time
+	// id is the client ID that obj holds the binding of, which an orphaned Secret must carry
+	// (OwnedBy).
+	id string
 	// kind is the kind of credential the client's Secret carries; key is its Secret data key.
 	kind credentials.Kind
 	key  string
@@ -115,15 +118,21 @@ var secretRules = []secretRule{
 	rotationDue,
 }
 
-// DecideSecret says what to do with the credentials Secret of obj at now. secret is nil when no
-// Secret of that name exists.
+// DecideSecret says what to do with the credentials Secret of obj at now, for the client ID that
+// obj's status or spec names (decideSecret). secret is nil when no Secret of that name exists.
+func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Time) SecretDecision {
+	return decideSecret(obj, secret, clientIDOf(obj), now)
+}
+
+// decideSecret is DecideSecret for a client that holds the binding of id, which status may not
+// name yet (a client created again, whose orphaned Secret carries id).
 //
 // The credential is the Secret's client_secret, or its private_key when the manager generates a
 // key pair (spec.authentication.keyPair). Invariant, outside a rotation in progress: exactly one
 // accepted entry has no expiry, and it is the fingerprint of the Secret's credential; while a
 // rotation of spec.rotation.holder is started, a second one is its next credential.
-func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Time) SecretDecision {
-	v := &secretView{obj: obj, secret: secret, now: now, kind: credentials.KindOf(obj)}
+func decideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, id string, now time.Time) SecretDecision {
+	v := &secretView{obj: obj, secret: secret, now: now, id: id, kind: credentials.KindOf(obj)}
 	v.key = v.kind.DataKey()
 	if secret != nil {
 		v.value = string(secret.Data[v.key])
@@ -162,10 +171,14 @@ func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Ti
 }
 
 func foreignSecret(v *secretView) (SecretDecision, bool) {
-	if v.secret == nil || ownedBy(v.secret, v.obj) {
+	if v.secret == nil {
 		return SecretDecision{}, false
 	}
-	return SecretDecision{Action: ActionConflict, Why: fmt.Sprintf("Secret %s/%s exists and is not owned by this M2MClient; it is left untouched", v.secret.Namespace, v.secret.Name)}, true
+	owner, why := OwnedBy(v.secret, v.obj, v.id)
+	if owner.MayWrite() {
+		return SecretDecision{}, false
+	}
+	return SecretDecision{Action: ActionConflict, Why: fmt.Sprintf("Secret %s/%s exists and is not owned by this M2MClient (%s); it is left untouched", v.secret.Namespace, v.secret.Name, why)}, true
 }
 
 func noSecret(v *secretView) (SecretDecision, bool) {

@@ -137,6 +137,9 @@ func (r *M2MClientReconciler) SetupWithManager(mgr ctrl.Manager, opts controller
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&m2mv1alpha1.M2MClient{}).
 		Owns(&corev1.Secret{}).
+		// The Secret of a client with spec.secret.deletionPolicy Orphan has no owner reference:
+		// its label names the client.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clientOfOrphan)).
 		// When a client that holds a client ID goes away or changes, the clients that wait for
 		// that ID must look again.
 		Watches(&m2mv1alpha1.M2MClient{}, handler.EnqueueRequestsFromMapFunc(r.peersWithSameClientID)).
@@ -197,6 +200,16 @@ func (r *M2MClientReconciler) clientsOfBinding(ctx context.Context, o client.Obj
 	return reqs
 }
 
+// clientOfOrphan is the client that the label of a Secret without a controller names, in a
+// namespace this manager watches.
+func (r *M2MClientReconciler) clientOfOrphan(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[m2mv1alpha1.ClientLabel]
+	if name == "" || metav1.GetControllerOf(o) != nil || (len(r.WatchNamespaces) > 0 && !slices.Contains(r.WatchNamespaces, o.GetNamespace())) {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+}
+
 func (r *M2MClientReconciler) allClients(ctx context.Context, _ client.Object) []reconcile.Request {
 	var list m2mv1alpha1.M2MClientList
 	if err := r.List(ctx, &list); err != nil {
@@ -244,7 +257,9 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if !obj.DeletionTimestamp.IsZero() {
 		r.pending.Delete(req.NamespacedName)
 		r.ignored.Delete(req.NamespacedName)
-		// The Secret has an owner reference; the garbage collector deletes it.
+		// The garbage collector deletes the Secret through its owner reference; the Secret of
+		// spec.secret.deletionPolicy Orphan has none, and nothing needs doing for it to stay, so
+		// deletion needs no finalizer and works whether the manager runs or not.
 		return ctrl.Result{}, nil
 	}
 

@@ -52,7 +52,7 @@ func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, 
 	}
 	obj := c.obj
 	c.r.forgetWritten(obj, c.kind, c.secret)
-	d := DecideSecret(obj, c.secret, c.now)
+	d := decideSecret(obj, c.secret, c.id, c.now)
 	log.FromContext(ctx).V(1).Info("decided", "action", d.Action, "why", d.Why)
 	switch d.Action {
 	case ActionConflict:
@@ -115,7 +115,7 @@ func (c *clientReconcile) retire(ctx context.Context) (stepResult, error) {
 		c.r.Recorder.Eventf(obj, c.secret, corev1.EventTypeNormal, m2mv1alpha1.EventSecretRetired, "Retire",
 			"spec.authentication.clientSecret is false: the client secret was removed from Secret %s and is accepted until %s", secretName(obj), c.now.Add(gracePeriod(obj)).UTC().Format(time.RFC3339))
 	}
-	if d, ok := foreignSecret(&secretView{obj: obj, secret: c.secret}); ok {
+	if d, ok := foreignSecret(&secretView{obj: obj, secret: c.secret, id: c.id}); ok {
 		setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSecretConflict, d.Why)
 		return stopAndRequeue(foreignSecretRecheck), nil
 	}
@@ -136,8 +136,11 @@ func (c *clientReconcile) adopt(ctx context.Context, d SecretDecision) error {
 	reason := m2mv1alpha1.EventSecretAdopted
 	if d.Action == ActionRecoverStatus {
 		reason = m2mv1alpha1.EventStatusRecovered
-		// With the entry, so that a crash after this write does not revoke what was recovered.
+		// With the entry, so that a crash after this write does not revoke or rotate what was
+		// recovered: the values present count as handled, as at creation. A client created again
+		// from the same manifest (a GitOps replace) keeps its secret.
 		handleRevocationValues(obj)
+		handleRotationValues(obj)
 	}
 	if err := c.status.patch(ctx); err != nil {
 		return err
@@ -164,8 +167,7 @@ func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.
 	if first || d.Action == ActionRotate {
 		// Values present at creation ask for no rotation. A rotation records the values it acts
 		// on with its hash, so that a crash resumes it instead of starting another for them.
-		obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
-		obj.Status.LastRotateAnnotation, _ = annotationValue(obj, m2mv1alpha1.RotateAnnotation)
+		handleRotationValues(obj)
 	}
 	switch {
 	case first:
@@ -209,6 +211,12 @@ func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.
 	c.completeRotation(ctx, value, d.Revoke && !first)
 	c.issued(d, written, first)
 	return written, nil
+}
+
+// handleRotationValues records the rotation values that obj asks for as acted on.
+func handleRotationValues(obj *m2mv1alpha1.M2MClient) {
+	obj.Status.LastRotationTrigger = obj.Spec.Rotation.Trigger
+	obj.Status.LastRotateAnnotation, _ = annotationValue(obj, m2mv1alpha1.RotateAnnotation)
 }
 
 // issued counts and announces a credential that issue wrote; first: the client's first.

@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -41,17 +40,6 @@ func secretName(obj *m2mv1alpha1.M2MClient) string {
 		return obj.Spec.Secret.Name
 	}
 	return obj.Name + "-credentials"
-}
-
-// ownedBy reports whether secret's controller is the M2MClient obj. The owner's UID is not
-// compared, so that a client restored from a backup (with a new UID) finds its Secret again.
-func ownedBy(secret *corev1.Secret, obj *m2mv1alpha1.M2MClient) bool {
-	ref := metav1.GetControllerOf(secret)
-	if ref == nil {
-		return false
-	}
-	gv, err := schema.ParseGroupVersion(ref.APIVersion)
-	return err == nil && gv.Group == m2mv1alpha1.GroupVersion.Group && ref.Kind == "M2MClient" && ref.Name == obj.Name
 }
 
 // writeSecret creates the Secret, or updates it when it differs from what it should hold. It
@@ -96,7 +84,9 @@ func (r *M2MClientReconciler) writeSecret(ctx context.Context, obj *m2mv1alpha1.
 // render sets the fields of secret that the manager owns: its metadata and its data.
 func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, id, value string, bundle []byte) {
 	renderMetadata(obj, secret)
-	// Point the controller reference at this object (its UID changes when restored from backup).
+	// Point the controller reference at this object (its UID changes when restored from backup),
+	// or, for a Secret that outlives its client, at none. The marker goes in the same write as the
+	// reference, so that every Secret the manager wrote has one or the other, whenever it stops.
 	refs := secret.OwnerReferences[:0:0]
 	for _, ref := range secret.OwnerReferences {
 		if ref.Controller == nil || !*ref.Controller {
@@ -104,8 +94,15 @@ func (r *M2MClientReconciler) render(obj *m2mv1alpha1.M2MClient, secret *corev1.
 		}
 	}
 	secret.OwnerReferences = refs
-	_ = controllerutil.SetControllerReference(obj, secret, r.Scheme())
+	if !orphaned(obj) {
+		_ = controllerutil.SetControllerReference(obj, secret, r.Scheme())
+	}
 	r.renderData(obj, secret, id, value, bundle)
+}
+
+// orphaned reports whether obj's Secret outlives it (spec.secret.deletionPolicy Orphan).
+func orphaned(obj *m2mv1alpha1.M2MClient) bool {
+	return obj.Spec.Secret.DeletionPolicy == m2mv1alpha1.SecretDeletionPolicyOrphan
 }
 
 // renderMetadata sets the labels and annotations of spec.secret and the manager's own, and
@@ -141,6 +138,11 @@ func renderMetadata(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret) {
 	}
 	labels[m2mv1alpha1.ManagedByLabel] = m2mv1alpha1.ManagedByValue
 	labels[m2mv1alpha1.ClientLabel] = obj.Name
+	if orphaned(obj) {
+		annotations[m2mv1alpha1.OrphanAnnotation] = string(m2mv1alpha1.SecretDeletionPolicyOrphan)
+	} else {
+		delete(annotations, m2mv1alpha1.OrphanAnnotation)
+	}
 	slices.Sort(keys)
 	if len(keys) > 0 {
 		annotations[templateKeysAnnotation] = strings.Join(keys, ",")

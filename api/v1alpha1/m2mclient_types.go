@@ -343,7 +343,29 @@ type SecretTemplate struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$') && k != '.' && k != '..' && !k.startsWith('..'))",message="a template's name must be a Secret data key: letters, digits, '-', '_' and '.', at most 253 characters, not '.', '..' or '..*'"
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['client_id', 'client_secret', 'private_key', 'next_client_secret', 'next_private_key', 'token_url', 'issuer', 'public_token_url', 'ca.crt']))",message="a template cannot be named after an entry of the manager's"
 	Templates map[string]SecretDataTemplate `json:"templates,omitempty"`
+
+	// DeletionPolicy says what happens to the Secret when the M2MClient is deleted. Delete (the
+	// default) lets the garbage collector delete it with the client, through its owner
+	// reference. Orphan gives the Secret no owner reference, so that it outlives the client (a
+	// GitOps replace, a namespace migration, an accidental delete): an M2MClient created again
+	// with the same namespace and name takes it back with its client ID and secret, and pods
+	// that mount it never see the replace. Changing the policy updates the Secret.
+	// +optional
+	// +kubebuilder:default=Delete
+	DeletionPolicy SecretDeletionPolicy `json:"deletionPolicy,omitempty"`
 }
+
+// SecretDeletionPolicy says whether a credentials Secret is deleted with its M2MClient.
+// +kubebuilder:validation:Enum=Delete;Orphan
+type SecretDeletionPolicy string
+
+const (
+	// SecretDeletionPolicyDelete deletes the Secret with the M2MClient (its owner).
+	SecretDeletionPolicyDelete SecretDeletionPolicy = "Delete"
+	// SecretDeletionPolicyOrphan keeps the Secret when the M2MClient is deleted, for an
+	// M2MClient of the same namespace and name to take back.
+	SecretDeletionPolicyOrphan SecretDeletionPolicy = "Orphan"
+)
 
 // RotationPolicy says when the client secret is replaced by a new one, and how long the previous
 // secret stays accepted so that pods reading the Secret late keep working.

@@ -41,6 +41,11 @@ const (
 	ClientLabel = "m2m.dev/client"
 )
 
+// OrphanAnnotation, with the value Orphan, is on the credentials Secret of an M2MClient with
+// spec.secret.deletionPolicy Orphan, which has no owner reference: it says that the manager wrote
+// the Secret to outlive its client, for a client of the same namespace and name to take back.
+const OrphanAnnotation = "m2m.dev/deletion-policy"
+
 // Condition types of an M2MClient, in status.conditions.
 const (
 	// ConditionReady is True when the Secret holds credentials that the token server accepts, and
