@@ -35,8 +35,8 @@ type TokenServerConfigMapReconciler struct {
 	// IssuerURL, InClusterURL, CASecret and CABundleKey are the M2MClientReconciler's: the
 	// ConfigMap says what every credentials Secret says.
 	IssuerURL, InClusterURL string
-	CASecret    types.NamespacedName
-	CABundleKey string
+	CASecret                types.NamespacedName
+	CABundleKey             string
 }
 
 // The manager's rights on ConfigMaps are a Role in its own namespace
