@@ -55,7 +55,12 @@ func renderDerived(tpl m2mv1alpha1.SecretTemplate, secret *corev1.Secret) error 
 		derived[name] = v
 	}
 	size := 0
-	for _, v := range derived {
+	for name, v := range derived {
+		// A name the CRD should have refused: written, it would replace the credential that
+		// the manager, the library and the token server's hash agree on.
+		if known(name) {
+			return fmt.Errorf("%w: %s is an entry of the manager's", errDerivedEntries, name)
+		}
 		size += len(v)
 	}
 	if size > m2mv1alpha1.MaxDerivedSecretBytes {

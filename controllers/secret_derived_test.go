@@ -37,6 +37,10 @@ func TestRenderDerived(t *testing.T) {
 			tpl:  m2mv1alpha1.SecretTemplate{Templates: map[string]m2mv1alpha1.SecretDataTemplate{"app.env": "ID=${client_id}\nSECRET=${client_secret}\n"}},
 			data: own(nil), want: own(map[string]string{"app.env": "ID=m2m-a\nSECRET=s3cret\n"}), wantNote: "app.env",
 		},
+		"a copy named after an entry of the manager's, past the CRD, is an error and replaces nothing": {
+			tpl:  m2mv1alpha1.SecretTemplate{Keys: map[string]m2mv1alpha1.SecretDataKey{"client_id": "client_secret"}},
+			data: own(nil), want: own(nil), err: "client_secret is an entry of the manager's",
+		},
 		"a copy of an entry the Secret lacks is absent": {
 			tpl:  m2mv1alpha1.SecretTemplate{Keys: map[string]m2mv1alpha1.SecretDataKey{"public_token_url": "PUBLIC"}},
 			data: own(nil), want: own(nil),

@@ -12,9 +12,11 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -78,7 +80,7 @@ func parseWhoisArgument(arg string) (whoisSubject, error) {
 	}
 	id, _ := claims.ClientID.(string)
 	if !clientIDPattern.MatchString(id) {
-		return whoisSubject{}, fmt.Errorf("the token has no client_id claim that is a client ID (it has %v): it is not an access token of m2m-operator's token server", claims.ClientID)
+		return whoisSubject{}, fmt.Errorf("the token has no client_id claim that is a client ID (it has %q): it is not an access token of m2m-operator's token server", fmt.Sprint(claims.ClientID))
 	}
 	tok := &unverifiedToken{issuer: claims.Issuer, keyID: header.Kid}
 	if claims.Expires != nil {
@@ -287,9 +289,9 @@ func whois(ctx context.Context, c client.Reader, out io.Writer, arg, ns, systemN
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	if tok := subject.token; tok != nil {
 		fmt.Fprintf(w, "Token:\tdecoded WITHOUT verifying its signature: anyone can write these claims (kubectl m2m verify checks it)\n")
-		fmt.Fprintf(w, "Issuer:\t%s\n", tok.issuer)
+		fmt.Fprintf(w, "Issuer:\t%s\n", printable(tok.issuer))
 		fmt.Fprintf(w, "Expires:\t%s\n", expiry(tok.expires, now))
-		fmt.Fprintf(w, "Key ID:\t%s: %s\n", tok.keyID, keyPublished(ctx, c, tok, systemNS, caFile))
+		fmt.Fprintf(w, "Key ID:\t%s: %s\n", printable(tok.keyID), keyPublished(ctx, c, tok, systemNS, caFile))
 	}
 	fmt.Fprintf(w, "Client ID:\t%s\n", subject.clientID)
 	s, err := findClient(ctx, c, subject.clientID, ns)
@@ -334,4 +336,14 @@ func whois(ctx context.Context, c client.Reader, out io.Writer, arg, ns, systemN
 		why = fmt.Sprintf("and its ClientIDBinding could not be read: %v", s.bindingErr)
 	}
 	return fmt.Errorf("%w %s in %s, %s", errNoClient, subject.clientID, s.where(), why)
+}
+
+// printable is s as it is, or quoted when it holds a control or other unprintable character: the
+// claims of a token whois has not verified must not write lines of their own, or escape codes,
+// into what an on-call engineer reads.
+func printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
 }
