@@ -1,8 +1,13 @@
 package v1alpha1
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
+
+	"github.com/m2m-dev/m2m-operator/internal/placeholder"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 )
@@ -70,4 +75,84 @@ func (c TokenClaims) TooLarge() bool {
 	}
 	raw, err := json.Marshal(c)
 	return err != nil || len(raw) > MaxTokenClaimsBytes
+}
+
+// ErrTokenClaimsTooLarge is RenderTokenClaims' error for claims that encode, rendered, to more
+// than MaxTokenClaimsBytes.
+var ErrTokenClaimsTooLarge = errors.New("spec.tokenClaims encode to more than the bound")
+
+// RenderTokenClaims returns spec.tokenClaims with each top-level string value read as a
+// placeholder template ("${name}" for the trustedMetadata entry name, "$$" for "$"), and with
+// every other value (number, boolean, null, list, object, and the strings inside lists and
+// objects) as it is: only a whole claim is templated, so its shape stays what the tenant wrote.
+// A metadata entry stands for its string, or for the JSON text of a number or boolean; one that
+// is missing, null, a list or an object is no value, and the claims fail to render. Claims
+// without a template are returned as they are, unencoded. The rendered claims are bounded as
+// written claims are (ErrTokenClaimsTooLarge): a short template can repeat a long value.
+func (s *M2MClientSpec) RenderTokenClaims() (TokenClaims, error) {
+	var out TokenClaims
+	values := map[string]string(nil)
+	for name, raw := range s.TokenClaims {
+		tpl, ok := templateOf(raw.Raw)
+		if !ok {
+			continue
+		}
+		if values == nil {
+			values = metadataValues(s.TrustedMetadata)
+		}
+		rendered, err := placeholder.Render(tpl, values, MaxTokenClaimsBytes)
+		if errors.Is(err, placeholder.ErrNoValue) {
+			return nil, fmt.Errorf("spec.tokenClaims.%s: %w: spec.trustedMetadata has no string, number or boolean of that name", name, err)
+		} else if errors.Is(err, placeholder.ErrTooLarge) {
+			return nil, fmt.Errorf("spec.tokenClaims.%s: %w", name, ErrTokenClaimsTooLarge)
+		} else if err != nil {
+			return nil, fmt.Errorf("spec.tokenClaims.%s: %w", name, err)
+		}
+		if out == nil {
+			out = make(TokenClaims, len(s.TokenClaims))
+			for n, v := range s.TokenClaims {
+				out[n] = v
+			}
+		}
+		enc, _ := json.Marshal(rendered) // a string always encodes
+		out[name] = apiextensionsv1.JSON{Raw: enc}
+	}
+	if out == nil {
+		out = s.TokenClaims
+	}
+	if out.TooLarge() {
+		return nil, ErrTokenClaimsTooLarge
+	}
+	return out, nil
+}
+
+// templateOf returns the string of a JSON string value that holds a "$", the only ones whose
+// rendering is not the value itself.
+func templateOf(raw []byte) (string, bool) {
+	if len(raw) == 0 || raw[0] != '"' || !bytes.ContainsRune(raw, '$') {
+		return "", false
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// metadataValues are the trustedMetadata entries a template can name, as the text they stand for.
+func metadataValues(metadata map[string]apiextensionsv1.JSON) map[string]string {
+	values := make(map[string]string, len(metadata))
+	for name, raw := range metadata {
+		var v any
+		if json.Unmarshal(raw.Raw, &v) != nil {
+			continue
+		}
+		switch v := v.(type) {
+		case string:
+			values[name] = v
+		case bool, float64:
+			values[name] = strings.TrimSpace(string(raw.Raw))
+		}
+	}
+	return values
 }

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/m2m-dev/m2m-operator/internal/placeholder"
+
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -66,5 +70,83 @@ func TestIsReservedClaimIgnoresCase(t *testing.T) {
 		if got := IsReservedClaim(name); got != want {
 			t.Errorf("IsReservedClaim(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+func TestRenderTokenClaims(t *testing.T) {
+	j := func(s string) apiextensionsv1.JSON { return apiextensionsv1.JSON{Raw: []byte(s)} }
+	meta := map[string]apiextensionsv1.JSON{
+		"api_version": j(`"v2"`), "tier": j(`3`), "beta": j(`true`), "nothing": j(`null`),
+		"team": j(`{"name":"billing"}`), "long": j(`"` + strings.Repeat("x", 1500) + `"`),
+	}
+	for name, tc := range map[string]struct {
+		claims  map[string]string
+		want    map[string]string
+		wantErr error // nil: any error is a failure; errAny: some error is expected
+	}{
+		"a string claim names a metadata string": {
+			claims: map[string]string{"version": `"${api_version}"`}, want: map[string]string{"version": `"v2"`}},
+		"literal text surrounds a placeholder and $$ stands for $": {
+			claims: map[string]string{"v": `"api-${api_version} costs $$5"`}, want: map[string]string{"v": `"api-v2 costs $5"`}},
+		"a number or boolean of metadata stands for its JSON text, and the claim stays a string": {
+			claims: map[string]string{"t": `"${tier}/${beta}"`}, want: map[string]string{"t": `"3/true"`}},
+		"values that are not top-level strings are kept as written": {
+			claims: map[string]string{"n": `5`, "l": `["${api_version}"]`, "o": `{"v":"${api_version}"}`},
+			want:   map[string]string{"n": `5`, "l": `["${api_version}"]`, "o": `{"v":"${api_version}"}`}},
+		"a placeholder that names no metadata entry fails": {
+			claims: map[string]string{"v": `"${missing}"`}, wantErr: placeholder.ErrNoValue},
+		"a placeholder that names a null entry fails": {
+			claims: map[string]string{"v": `"${nothing}"`}, wantErr: placeholder.ErrNoValue},
+		"a placeholder that names an object entry fails": {
+			claims: map[string]string{"v": `"${team}"`}, wantErr: placeholder.ErrNoValue},
+		"a lone $ fails": {
+			claims: map[string]string{"v": `"costs $5"`}, wantErr: errAny},
+		"a template that repeats a long value past the bound fails as too large": {
+			claims: map[string]string{"v": `"${long}${long}${long}"`}, wantErr: ErrTokenClaimsTooLarge},
+	} {
+		t.Run(name, func(t *testing.T) {
+			spec := M2MClientSpec{TrustedMetadata: meta, TokenClaims: TokenClaims{}}
+			for k, v := range tc.claims {
+				spec.TokenClaims[k] = j(v)
+			}
+			got, err := spec.RenderTokenClaims()
+			switch {
+			case tc.wantErr == errAny && err != nil:
+				return
+			case tc.wantErr != nil:
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				return
+			case err != nil:
+				t.Fatal(err)
+			}
+			for k, want := range tc.want {
+				if string(got[k].Raw) != want {
+					t.Errorf("%s = %s, want %s", k, got[k].Raw, want)
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Errorf("got %d claims, want %d", len(got), len(tc.want))
+			}
+		})
+	}
+}
+
+// errAny stands for "some error" in TestRenderTokenClaims.
+var errAny = errors.New("any error")
+
+// Rendering a client's claims leaves its spec as it was: the token server renders the object its
+// informer delivers, which other readers of the cache may share.
+func TestRenderTokenClaimsLeavesTheSpecAlone(t *testing.T) {
+	spec := M2MClientSpec{
+		TrustedMetadata: map[string]apiextensionsv1.JSON{"a": {Raw: []byte(`"v"`)}},
+		TokenClaims:     TokenClaims{"x": {Raw: []byte(`"${a}"`)}},
+	}
+	if _, err := spec.RenderTokenClaims(); err != nil {
+		t.Fatal(err)
+	}
+	if string(spec.TokenClaims["x"].Raw) != `"${a}"` {
+		t.Fatalf("the spec now holds %s", spec.TokenClaims["x"].Raw)
 	}
 }

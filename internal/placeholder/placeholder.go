@@ -90,6 +90,9 @@ func Validate(tpl string, allowed func(string) bool) error {
 // ErrNoValue is Render's error for a placeholder whose value is not given.
 var ErrNoValue = errors.New("no value")
 
+// ErrTooLarge is Render's error for a result over its bound.
+var ErrTooLarge = errors.New("too large")
+
 // Render replaces each placeholder of tpl by its value in values. It fails if tpl is not valid,
 // if a placeholder has no value (ErrNoValue), or if the result would exceed maxBytes: a short
 // template that repeats a long value must not make the caller build a large one.
@@ -116,7 +119,7 @@ func Render(tpl string, values map[string]string, maxBytes int) (string, error) 
 			size += len(s.text)
 		}
 		if size > maxBytes {
-			return "", fmt.Errorf("renders to more than %d bytes", maxBytes)
+			return "", fmt.Errorf("renders to more than %d bytes: %w", maxBytes, ErrTooLarge)
 		}
 	}
 	var out strings.Builder

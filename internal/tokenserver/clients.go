@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -158,6 +159,10 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 // tokenClaims were over m2mv1alpha1.MaxTokenClaimsBytes and were dropped.
 const claimsTooLargeMark = "m2m.dev/token-server-claims-too-large"
 
+// claimsTemplateMark marks, on a cached client, that a templated tokenClaims value did not
+// render (m2mv1alpha1.M2MClientSpec.RenderTokenClaims) and its claims were dropped.
+const claimsTemplateMark = "m2m.dev/token-server-claims-template"
+
 // trim drops what the token server never reads: managedFields, annotations and labels (which can
 // be large, such as kubectl's last-applied configuration), the spec's free-form metadata, and the
 // values that status records as acted on (an object stored before they were bounded may hold
@@ -172,15 +177,26 @@ func trim(obj any) (any, error) {
 	c.Labels = nil
 	c.OwnerReferences = nil
 	c.Spec.Description = ""
-	c.Spec.TrustedMetadata = nil
 	c.Spec.Secret = m2mv1alpha1.SecretTemplate{}
 	c.Status.Conditions = nil
 	c.Status.LastRotationTrigger, c.Status.LastRotateAnnotation = "", ""
 	c.Status.LastRevokeTrigger, c.Status.LastRevokeAnnotation = "", ""
-	if c.Spec.TokenClaims.TooLarge() {
+	// Templated claims are rendered here, once per object version, rather than per token: the
+	// cache then holds the claims as issued and no trustedMetadata, and a token costs no more.
+	claims, err := c.Spec.RenderTokenClaims()
+	c.Spec.TrustedMetadata = nil
+	switch {
+	case errors.Is(err, m2mv1alpha1.ErrTokenClaimsTooLarge):
 		// Claims over the bound never reach the cache; the client gets no token (claimsTooLarge).
 		c.Spec.TokenClaims = nil
 		c.Annotations = map[string]string{claimsTooLargeMark: "true"}
+	case err != nil:
+		// A claim that does not render is not issued without its value or with its template:
+		// resource servers would read either as something the client's owner did not say.
+		c.Spec.TokenClaims = nil
+		c.Annotations = map[string]string{claimsTemplateMark: "true"}
+	default:
+		c.Spec.TokenClaims = claims
 	}
 	return c, nil
 }

@@ -53,6 +53,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, claimsTooLarge(), req, client)
 		return
 	}
+	if client.Annotations[claimsTemplateMark] != "" {
+		s.fail(w, r, newError(reasonClaimsTemplate, "a templated value of the client's tokenClaims names no string, number or boolean of its trustedMetadata"), req, client)
+		return
+	}
 	scopes, bad := grantScopes(client, req)
 	if bad != nil {
 		s.fail(w, r, bad, req, client)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+
 	"github.com/golang-jwt/jwt/v5"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -290,5 +292,58 @@ func TestTheCacheKeepsNoValueActedOnAndAClientWithoutThemGetsItsToken(t *testing
 	f := serve(t, signingkeys.ES256, mapClients{goodID: trimmed.(*m2mv1alpha1.M2MClient)})
 	if resp, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)}); resp.StatusCode != http.StatusOK {
 		t.Fatalf("a client trimmed of them: %d %v", resp.StatusCode, body)
+	}
+}
+
+// A tokenClaims string that names a trustedMetadata entry reaches the token rendered: the cache
+// renders it when the object arrives and keeps no trustedMetadata.
+func TestATemplatedClaimReachesTheTokenRendered(t *testing.T) {
+	c := testClient(goodID, goodSecret)
+	c.Spec.TrustedMetadata = map[string]apiextensionsv1.JSON{"api_version": {Raw: []byte(`"v2"`)}}
+	c.Spec.TokenClaims = m2mv1alpha1.TokenClaims{"version": {Raw: []byte(`"api-${api_version}"`)}}
+	trimmed, _ := trim(c)
+	cached := trimmed.(*m2mv1alpha1.M2MClient)
+	if cached.Spec.TrustedMetadata != nil {
+		t.Fatal("the cache keeps trustedMetadata")
+	}
+	f := serve(t, signingkeys.ES256, mapClients{goodID: cached})
+	_, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)})
+	raw, _ := body["access_token"].(string)
+	var claims struct {
+		jwt.RegisteredClaims
+		Version string `json:"version"`
+	}
+	if _, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return f.key.Signer().Public(), nil },
+		jwt.WithValidMethods([]string{"ES256"}), jwt.WithTimeFunc(func() time.Time { return t0 })); err != nil {
+		t.Fatal(err)
+	}
+	if claims.Version != "api-v2" {
+		t.Fatalf("version = %q, want api-v2", claims.Version)
+	}
+}
+
+// A claim whose placeholder names no metadata entry is issued neither without its value nor as
+// its template: the client gets no token, with the reason that says why.
+func TestAClientWhoseClaimTemplateDoesNotRenderGetsNoToken(t *testing.T) {
+	c := testClient(goodID, goodSecret)
+	c.Spec.TrustedMetadata = map[string]apiextensionsv1.JSON{"api_version": {Raw: []byte(`"v2"`)}}
+	c.Spec.TokenClaims = m2mv1alpha1.TokenClaims{"version": {Raw: []byte(`"${apiVersion}"`)}, "team": {Raw: []byte(`"billing"`)}}
+	trimmed, _ := trim(c)
+	f := serve(t, signingkeys.ES256, mapClients{goodID: trimmed.(*m2mv1alpha1.M2MClient)})
+	resp, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)})
+	if resp.StatusCode != http.StatusBadRequest || body["error"] != ErrUnauthorizedClient ||
+		!strings.Contains(body["error_description"].(string), "trustedMetadata") {
+		t.Fatalf("a claim naming a missing entry: %d %v, want 400 unauthorized_client that names trustedMetadata", resp.StatusCode, body)
+	}
+}
+
+// A short template that repeats a long metadata value is bounded as written claims are.
+func TestATemplateThatRendersOverTheBoundMarksTheClientTooLarge(t *testing.T) {
+	c := testClient(goodID, goodSecret)
+	c.Spec.TrustedMetadata = map[string]apiextensionsv1.JSON{"x": {Raw: []byte(`"` + strings.Repeat("x", 2000) + `"`)}}
+	c.Spec.TokenClaims = m2mv1alpha1.TokenClaims{"v": {Raw: []byte(`"${x}${x}${x}"`)}}
+	trimmed, _ := trim(c)
+	if cached := trimmed.(*m2mv1alpha1.M2MClient); cached.Spec.TokenClaims != nil || cached.Annotations[claimsTooLargeMark] == "" {
+		t.Fatal("the cache kept claims that render over the bound, or did not mark the client")
 	}
 }
