@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"errors"
 	"strings"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -48,7 +49,7 @@ func trimClient(obj any) (any, error) {
 		read[longAnnotationsMark] = strings.Join(long, " ")
 	}
 	c.Labels, c.Annotations, c.Finalizers, c.OwnerReferences = nil, nil, nil, nil
-	if c.Spec.TokenClaims.TooLarge() {
+	if renderedTooLarge(&c.Spec) {
 		read[claimsTooLargeMark] = "true"
 	}
 	if len(read) > 0 {
@@ -62,5 +63,12 @@ func trimClient(obj any) (any, error) {
 // claimsTooLarge reports whether obj's tokenClaims are over the bound, from the cache's mark or,
 // for an object read past the cache, from the claims themselves.
 func claimsTooLarge(obj *m2mv1alpha1.M2MClient) bool {
-	return obj.Annotations[claimsTooLargeMark] == "true" || obj.Spec.TokenClaims.TooLarge()
+	return obj.Annotations[claimsTooLargeMark] == "true" || renderedTooLarge(&obj.Spec)
+}
+
+// renderedTooLarge reports whether spec's tokenClaims are over the bound as the token server
+// issues them: rendered, since a short template can repeat a long trustedMetadata value.
+func renderedTooLarge(spec *m2mv1alpha1.M2MClientSpec) bool {
+	_, err := spec.RenderTokenClaims()
+	return errors.Is(err, m2mv1alpha1.ErrTokenClaimsTooLarge)
 }

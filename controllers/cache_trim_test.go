@@ -22,6 +22,7 @@ func TestTheManagersCacheKeepsNoFreeFormValuesOnlyWhetherTheClaimsAreTooLarge(t 
 		tooLarge    bool
 	}{
 		{sentence: "claims over the bound are dropped and marked", claims: m2mv1alpha1.TokenClaims{"blob": big}, tooLarge: true},
+		{sentence: "a short claim that renders a long trustedMetadata value over the bound is marked", claims: m2mv1alpha1.TokenClaims{"owner": {Raw: []byte(`"${owner}"`)}}, tooLarge: true},
 		{sentence: "claims within the bound are dropped without a mark", claims: m2mv1alpha1.TokenClaims{"team": small}},
 		{sentence: "a mark the tenant wrote itself is removed", claims: m2mv1alpha1.TokenClaims{"team": small}, annotations: map[string]string{claimsTooLargeMark: "true"}},
 		{sentence: "a client without claims is not marked", annotations: map[string]string{}},
