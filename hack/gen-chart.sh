@@ -15,7 +15,7 @@ mkdir -p "$chart/files/rbac" "$chart/files/static" "$chart/files/prometheus"
 { echo "$header"; cat config/rbac/role.yaml; } > "$chart/files/rbac/role.yaml"
 for f in config/rbac/m2mclient_user_roles.yaml config/admission/reserved_token_claims.yaml config/admission/guarded_token_claims.yaml config/admission/free_form_values.yaml \
          config/admission/namespace_limits.yaml config/admission/client_id_import.yaml \
-         config/admission/rotation_annotations.yaml; do
+         config/admission/rotation_annotations.yaml config/admission/token_claim_templates.yaml; do
   { echo "$header"; cat "$f"; } > "$chart/files/static/$(basename "$f")"
 done
 { echo "$header"; cat config/prometheus/prometheusrule.yaml; } > "$chart/files/prometheus/prometheusrule.yaml"

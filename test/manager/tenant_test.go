@@ -748,3 +748,49 @@ func TestTheSecretsLabelsAndAnnotationsAreBoundedAtAdmission(t *testing.T) {
 		t.Fatalf("labels and annotations within the bounds were refused: %v", err)
 	}
 }
+
+// A tenant's string claim that names no usable trustedMetadata entry, or that breaks the template
+// syntax, is refused at admission, on create and when an update removes the entry it names;
+// claims that name existing entries, escape $ as $$, or are no string are accepted.
+func TestATenantsClaimTemplateMustNameItsTrustedMetadata(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantClients)
+	meta := claims(`{"api_version":"v2","tier":3,"beta":true,"team":{"name":"billing"},"nothing":null}`)
+	create := func(name, tokenClaims string) (*m2mv1alpha1.M2MClient, error) {
+		obj := newClient(ns, name)
+		obj.Spec.TrustedMetadata = meta
+		obj.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(tokenClaims))
+		return obj, tenant.Create(ctx, obj)
+	}
+	// The policy takes effect a moment after the others that InstallAdmission waits for.
+	testenv.Eventually(t, wait, func() error {
+		obj := newClient(ns, "probe")
+		obj.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"v":"${missing}"}`))
+		if err := tenant.Create(ctx, obj, client.DryRunAll); !apierrors.IsInvalid(err) {
+			return fmt.Errorf("a claim naming no entry: %v, want Invalid", err)
+		}
+		return nil
+	})
+	for _, bad := range []string{`{"v":"${apiVersion}"}`, `{"v":"ok","w":"${team}"}`, `{"v":"${nothing}"}`, `{"v":"${}"}`,
+		`{"v":"costs $5"}`, `{"v":"${api_version"}`, `{"v":"$${api_version}${x}"}`} {
+		if _, err := create("bad", bad); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec.tokenClaims") {
+			t.Errorf("creating with %s: %v, want Invalid", bad, err)
+		}
+	}
+	for i, good := range []string{`{"v":"api-${api_version}","t":"${tier}/${beta}"}`, `{"v":"costs $$5, literally $${x}"}`,
+		`{"v":["${missing}"],"n":5}`, `{"v":"no template"}`} {
+		if _, err := create(fmt.Sprintf("good-%d", i), good); err != nil {
+			t.Errorf("creating with %s: %v", good, err)
+		}
+	}
+	obj, err := create("named", `{"v":"${api_version}"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := obj.DeepCopy()
+	obj.Spec.TrustedMetadata = claims(`{"tier":3}`)
+	if err := tenant.Patch(ctx, obj, client.MergeFrom(base)); !apierrors.IsInvalid(err) {
+		t.Fatalf("removing the entry a claim names: %v, want Invalid", err)
+	}
+}
