@@ -66,8 +66,9 @@ type M2MClientSpec struct {
 	// TokenClaims are static claims added to every access token of this client, as a JSON
 	// object of at most 64 claims. A name that equals a claim the token server sets or reserves
 	// (iss, sub, aud, exp, client_id, scope, cnf, act, ... in any case) is refused. A top-level
-	// string value is a template of trustedMetadata: ${name} stands for the entry name (a string,
-	// number or boolean), $$ for a literal $; a lone $ or an unknown name is refused.
+	// string value that holds "${" is a template of trustedMetadata: ${name} stands for the entry
+	// name (a string, number or boolean), $$ for a literal $; in a template a lone $ or an unknown
+	// name is refused. A string without "${" is issued as written.
 	// +optional
 	TokenClaims TokenClaims `json:"tokenClaims,omitempty"`
 

@@ -81,8 +81,9 @@ func (c TokenClaims) TooLarge() bool {
 // than MaxTokenClaimsBytes.
 var ErrTokenClaimsTooLarge = errors.New("spec.tokenClaims encode to more than the bound")
 
-// RenderTokenClaims returns spec.tokenClaims with each top-level string value read as a
-// placeholder template ("${name}" for the trustedMetadata entry name, "$$" for "$"), and with
+// RenderTokenClaims returns spec.tokenClaims with each top-level string value that holds a "${"
+// read as a placeholder template ("${name}" for the trustedMetadata entry name, "$$" for "$";
+// strings without "${" are issued as written, as before templates existed), and with
 // every other value (number, boolean, null, list, object, and the strings inside lists and
 // objects) as it is: only a whole claim is templated, so its shape stays what the tenant wrote.
 // A metadata entry stands for its string, or for the JSON text of a number or boolean; one that
@@ -126,14 +127,14 @@ func (s *M2MClientSpec) RenderTokenClaims() (TokenClaims, error) {
 	return out, nil
 }
 
-// templateOf returns the string of a JSON string value that holds a "$", the only ones whose
-// rendering is not the value itself.
+// templateOf returns the string of a JSON string value that holds a "${", the only ones read as
+// templates: a claim written before templates existed ("costs $5") is issued as it was.
 func templateOf(raw []byte) (string, bool) {
 	if len(raw) == 0 || raw[0] != '"' || !bytes.ContainsRune(raw, '$') {
 		return "", false
 	}
 	var s string
-	if json.Unmarshal(raw, &s) != nil {
+	if json.Unmarshal(raw, &s) != nil || !strings.Contains(s, "${") {
 		return "", false
 	}
 	return s, true

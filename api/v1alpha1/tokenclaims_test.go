@@ -99,8 +99,10 @@ func TestRenderTokenClaims(t *testing.T) {
 			claims: map[string]string{"v": `"${nothing}"`}, wantErr: placeholder.ErrNoValue},
 		"a placeholder that names an object entry fails": {
 			claims: map[string]string{"v": `"${team}"`}, wantErr: placeholder.ErrNoValue},
-		"a lone $ fails": {
-			claims: map[string]string{"v": `"costs $5"`}, wantErr: errAny},
+		"a string without a placeholder is issued as written, $ and all, as before templates": {
+			claims: map[string]string{"v": `"costs $5"`}, want: map[string]string{"v": `"costs $5"`}},
+		"a lone $ in a template fails": {
+			claims: map[string]string{"v": `"costs $5 in ${api_version}"`}, wantErr: errAny},
 		"a template that repeats a long value past the bound fails as too large": {
 			claims: map[string]string{"v": `"${long}${long}${long}"`}, wantErr: ErrTokenClaimsTooLarge},
 	} {

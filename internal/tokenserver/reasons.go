@@ -58,7 +58,7 @@ var (
 
 	reasonGrantType          = newReason("grant_type", ErrUnsupportedGrantType, http.StatusBadRequest, "grant_type is not client_credentials, the only grant served. Send grant_type=client_credentials.")
 	reasonClaimsTooLarge     = newReason("claims_too_large", ErrUnauthorizedClient, http.StatusBadRequest, "The client's spec.tokenClaims are over the size this server issues; its Ready condition says so. Make them smaller.")
-	reasonClaimsTemplate     = newReason("claims_template", ErrUnauthorizedClient, http.StatusBadRequest, "A string of the client's spec.tokenClaims names, as ${name}, no string, number or boolean of its spec.trustedMetadata, or holds a lone $ (admission refuses both on new objects). Fix the claim or the metadata.")
+	reasonClaimsTemplate     = newReason("claims_template", ErrUnauthorizedClient, http.StatusBadRequest, "A template in the client's spec.tokenClaims (a string with ${) names, as ${name}, no string, number or boolean of its spec.trustedMetadata, or holds a lone $ (admission refuses both on new objects). Fix the claim or the metadata.")
 	reasonScopeSyntax        = newReason("scope_syntax", ErrInvalidScope, http.StatusBadRequest, "The scope parameter holds a character no scope may have (a quote, a backslash, a control character). Send space-separated scopes.")
 	reasonScopeNotAllowed    = newReason("scope_not_allowed", ErrInvalidScope, http.StatusBadRequest, "A requested scope is not in the client's spec.scopes. Request only those, or add the scope (within what the namespace allows).")
 	reasonResourceSyntax     = newReason("resource_syntax", ErrInvalidTarget, http.StatusBadRequest, "A resource parameter is not an absolute URI without a fragment. Send one.")

@@ -773,13 +773,13 @@ func TestATenantsClaimTemplateMustNameItsTrustedMetadata(t *testing.T) {
 		return nil
 	})
 	for _, bad := range []string{`{"v":"${apiVersion}"}`, `{"v":"ok","w":"${team}"}`, `{"v":"${nothing}"}`, `{"v":"${}"}`,
-		`{"v":"costs $5"}`, `{"v":"${api_version"}`, `{"v":"$${api_version}${x}"}`} {
+		`{"v":"costs $5 in ${api_version}"}`, `{"v":"${api_version"}`, `{"v":"$${api_version}${x}"}`} {
 		if _, err := create("bad", bad); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec.tokenClaims") {
 			t.Errorf("creating with %s: %v, want Invalid", bad, err)
 		}
 	}
 	for i, good := range []string{`{"v":"api-${api_version}","t":"${tier}/${beta}"}`, `{"v":"costs $$5, literally $${x}"}`,
-		`{"v":["${missing}"],"n":5}`, `{"v":"no template"}`} {
+		`{"v":["${missing}"],"n":5}`, `{"v":"no template"}`, `{"v":"costs $5, written before templates"}`} {
 		if _, err := create(fmt.Sprintf("good-%d", i), good); err != nil {
 			t.Errorf("creating with %s: %v", good, err)
 		}
