@@ -54,7 +54,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if client.Annotations[claimsTemplateMark] != "" {
-		s.fail(w, r, newError(reasonClaimsTemplate, "a templated value of the client's tokenClaims names no string, number or boolean of its trustedMetadata"), req, client)
+		s.fail(w, r, newError(reasonClaimsTemplate, "a templated value of the client's tokenClaims does not render: it names no string, number or boolean of its trustedMetadata, or holds a lone $ or an unclosed ${"), req, client)
 		return
 	}
 	scopes, bad := grantScopes(client, req)

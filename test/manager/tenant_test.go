@@ -569,6 +569,11 @@ func TestATenantSetsAClaimResourceServersReadAsAuthorizationOnlyWhereItsNamespac
 	if err := tenant.Create(ctx, legacy); err != nil {
 		t.Fatalf("roles and groups, which the namespace allows, were refused: %v", err)
 	}
+	templated := withClaims("templated", `{"roles":"${role}"}`)
+	templated.Spec.TrustedMetadata = claims(`{"role":"reader"}`)
+	if err := tenant.Create(ctx, templated); err != nil {
+		t.Fatalf("a templated roles claim, which the namespace allows, was refused: %v", err)
+	}
 	if err := tenant.Create(ctx, withClaims("still-no-scp", `{"roles":["reader"],"scp":"admin"}`)); !apierrors.IsForbidden(err) {
 		t.Fatalf("scp, which the namespace does not allow, with allowed roles: %v, want Forbidden", err)
 	}
@@ -588,6 +593,18 @@ func TestATenantSetsAClaimResourceServersReadAsAuthorizationOnlyWhereItsNamespac
 	legacy.Spec.TokenClaims = m2mv1alpha1.TokenClaims(claims(`{"roles":["admin"],"groups":["billing"]}`))
 	if err := tenant.Patch(ctx, legacy, client.MergeFrom(base)); !apierrors.IsForbidden(err) {
 		t.Fatalf("changing roles once the namespace no longer allows it: %v, want Forbidden", err)
+	}
+	// A templated guarded claim renders from trustedMetadata: the template unchanged is not the
+	// value unchanged, so the metadata it renders from cannot change either.
+	base = templated.DeepCopy()
+	templated.Annotations = map[string]string{m2mv1alpha1.RotateAnnotation: "1"}
+	if err := tenant.Patch(ctx, templated, client.MergeFrom(base)); err != nil {
+		t.Fatalf("an update that keeps a templated claim and its metadata was refused: %v", err)
+	}
+	base = templated.DeepCopy()
+	templated.Spec.TrustedMetadata = claims(`{"role":"admin"}`)
+	if err := tenant.Patch(ctx, templated, client.MergeFrom(base)); !apierrors.IsForbidden(err) {
+		t.Fatalf("changing the metadata a templated roles claim renders from, once the namespace no longer allows it: %v, want Forbidden", err)
 	}
 }
 
