@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/httpjson"
 )
 
 // clientIDField is the selectable field of M2MClients that holds their client ID.
@@ -164,7 +165,7 @@ func tokenServerKeys(ctx context.Context, hc *http.Client, issuer string) (map[s
 		Issuer  string `json:"issuer"`
 		JWKSURI string `json:"jwks_uri"`
 	}
-	if err := getJSON(ctx, hc, issuer+"/.well-known/oauth-authorization-server", &meta); err != nil {
+	if err := httpjson.Get(ctx, hc, issuer+"/.well-known/oauth-authorization-server", &meta); err != nil {
 		return nil, err
 	}
 	if strings.HasPrefix(issuer, "https://") && !strings.HasPrefix(meta.JWKSURI, "https://") {
@@ -175,7 +176,7 @@ func tokenServerKeys(ctx context.Context, hc *http.Client, issuer string) (map[s
 			KeyID string `json:"kid"`
 		} `json:"keys"`
 	}
-	if err := getJSON(ctx, hc, meta.JWKSURI, &set); err != nil {
+	if err := httpjson.Get(ctx, hc, meta.JWKSURI, &set); err != nil {
 		return nil, err
 	}
 	kids := map[string]bool{}
@@ -183,26 +184,6 @@ func tokenServerKeys(ctx context.Context, hc *http.Client, issuer string) (map[s
 		kids[k.KeyID] = true
 	}
 	return kids, nil
-}
-
-// getJSON decodes the JSON at url into v, reading at most 1 MiB.
-func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s answered %d", url, resp.StatusCode)
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v); err != nil {
-		return fmt.Errorf("%s answered something other than JSON: %w", url, err)
-	}
-	return nil
 }
 
 // keyPublished says whether the token's key is in the install's JWKS, or why whois could not

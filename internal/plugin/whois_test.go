@@ -183,7 +183,7 @@ func TestWhoisPrintsTheClientOfATokenAndWhetherItsKeyIsStillPublished(t *testing
 			arg:  tokenOf(hostile.URL, "anything", whoisNow.Add(time.Minute)),
 			want: []string{"not checked: the token's issuer is not this install's \\(" + srv.URL + "\\)", "Name: +reports"}},
 		"claims that would write lines of their own or escape codes are shown quoted": {
-			arg: tokenOf("https://x\nNamespace:\tkube-system", "k\x1b[31m", whoisNow.Add(time.Minute)),
+			arg:  tokenOf("https://x\nNamespace:\tkube-system", "k\x1b[31m", whoisNow.Add(time.Minute)),
 			want: []string{`Issuer: +"https://x\\nNamespace:\\tkube-system"`, `Key ID: +"k\\x1b\[31m"`, "Namespace: +team-a"}},
 		"a client ID names its client, and a disabled client says so": {
 			arg:  "m2m_old",

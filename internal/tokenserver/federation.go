@@ -2,10 +2,8 @@ package tokenserver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,6 +12,7 @@ import (
 
 	"k8s.io/utils/clock"
 
+	"github.com/m2m-dev/m2m-operator/internal/httpjson"
 	"github.com/m2m-dev/m2m-operator/pkg/jwk"
 )
 
@@ -78,7 +77,7 @@ func NewFederation(issuers []FederatedIssuer, clk clock.PassiveClock) *Federatio
 					Issuer  string `json:"issuer"`
 					JWKSURI string `json:"jwks_uri"`
 				}
-				if err := getJSON(ctx, hc, strings.TrimSuffix(fi.Issuer, "/")+"/.well-known/openid-configuration", &doc); err != nil {
+				if err := httpjson.Get(ctx, hc, strings.TrimSuffix(fi.Issuer, "/")+"/.well-known/openid-configuration", &doc); err != nil {
 					return "", jwk.Set{}, err
 				}
 				if doc.Issuer != fi.Issuer || doc.JWKSURI == "" {
@@ -94,29 +93,13 @@ func NewFederation(issuers []FederatedIssuer, clk clock.PassiveClock) *Federatio
 				jwksURL = doc.JWKSURI
 			}
 			var set jwk.Set
-			if err := getJSON(ctx, hc, jwksURL, &set); err != nil {
+			if err := httpjson.Get(ctx, hc, jwksURL, &set); err != nil {
 				return "", jwk.Set{}, err
 			}
 			return fi.Issuer, set, nil
 		})
 	}
 	return f
-}
-
-func getJSON(ctx context.Context, hc *http.Client, u string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s answered %d", u, resp.StatusCode)
-	}
-	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v)
 }
 
 // Run reads every issuer's keys, then again every 10 minutes, until ctx ends.

@@ -67,17 +67,9 @@ func TestARotationTheHolderCompletesInterruptedAfterAnyWriteIsFinishedByTheNextM
 			if err != nil {
 				t.Fatal(err)
 			}
-			// dyingManager starts a manager whose writes fail after k once armed.
 			dyingManager := func() (*dying, *atomic.Bool, func()) {
-				armed := &atomic.Bool{}
-				var d *dying
-				o := managerOptions(ns)
-				o.WrapClient = func(c client.Client) client.Client {
-					d = &dying{Client: c, k: int64(k), armed: armed}
-					return d
-				}
-				stop := runManager(t, o)
-				return d, armed, stop
+				d, stop := startDyingManager(t, ns, k)
+				return d, d.armed, stop
 			}
 			// dies asks for state with the manager armed, and waits until it has died, or when
 			// k is not below the writes the step makes, until it has settled.

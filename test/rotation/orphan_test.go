@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
@@ -31,14 +29,7 @@ func TestTakingBackAnOrphanedSecretInterruptedAfterAnyWriteKeepsTheSecret(t *tes
 			if err != nil {
 				t.Fatal(err)
 			}
-			var armed atomic.Bool
-			var first *dying
-			o := managerOptions(ns)
-			o.WrapClient = func(c client.Client) client.Client {
-				first = &dying{Client: c, k: int64(k), armed: &armed}
-				return first
-			}
-			stopFirst := runManager(t, o)
+			first, stopFirst := startDyingManager(t, ns, k)
 			manifest := func(o *m2mv1alpha1.M2MClient) {
 				o.Spec.Secret.DeletionPolicy = m2mv1alpha1.SecretDeletionPolicyOrphan
 				o.Spec.Rotation.Trigger = "v1"
@@ -55,7 +46,7 @@ func TestTakingBackAnOrphanedSecretInterruptedAfterAnyWriteKeepsTheSecret(t *tes
 				return nil
 			})
 
-			armed.Store(true)
+			first.armed.Store(true)
 			create(t, rotatingClient(ns, "c", manifest))
 			if k < 2 {
 				testenv.Eventually(t, wait, func() error {

@@ -3,7 +3,6 @@ package rotation
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -56,21 +55,14 @@ func TestARestartInterruptedAfterAnyWriteHappensOnceForTheNewSecret(t *testing.T
 				}
 			}
 
-			var armed atomic.Bool
-			var first *dying
-			o := managerOptions(ns)
-			o.WrapClient = func(c client.Client) client.Client {
-				first = &dying{Client: c, k: int64(k), armed: &armed}
-				return first
-			}
-			stopFirst := runManager(t, o)
+			first, stopFirst := startDyingManager(t, ns, k)
 			key := create(t, rotatingClient(ns, "c", func(o *m2mv1alpha1.M2MClient) {
 				o.Spec.Rollout = &m2mv1alpha1.RolloutPolicy{RestartTargets: []m2mv1alpha1.RestartTarget{{Kind: m2mv1alpha1.RestartKindDeployment, Name: "web"}}}
 			}))
 			_, s1 := settled(t, key, recordIs(""))
 			before := web.Generation
 
-			armed.Store(true)
+			first.armed.Store(true)
 			update(t, key, func(o *m2mv1alpha1.M2MClient) { o.Spec.Rotation.Trigger = "v2" })
 			testenv.Eventually(t, wait, func() error {
 				if !first.died.Load() {

@@ -290,6 +290,18 @@ func TestARevocationInterruptedAfterAnyWriteIsFinishedOnceAsARevocationByTheNext
 		})
 }
 
+// startDyingManager starts a manager for ns whose writes fail after the k-th once d.armed is set.
+func startDyingManager(t *testing.T, ns string, k int) (d *dying, stop func()) {
+	t.Helper()
+	o := managerOptions(ns)
+	o.WrapClient = func(c client.Client) client.Client {
+		d = &dying{Client: c, k: int64(k), armed: &atomic.Bool{}}
+		return d
+	}
+	stop = runManager(t, o)
+	return d, stop
+}
+
 // interruptedAfterEveryWrite makes a client, arms a manager to die after its k-th write, asks
 // (ask) for one rotation, and lets a new manager finish it, for k from 0 to 3. done says when
 // the client has acted on what was asked; check judges the client, the secret before and the
@@ -305,14 +317,7 @@ func interruptedAfterEveryWrite(t *testing.T, ask func(*m2mv1alpha1.M2MClient), 
 				t.Fatal(err)
 			}
 
-			var armed atomic.Bool
-			var first *dying
-			o := managerOptions(ns)
-			o.WrapClient = func(c client.Client) client.Client {
-				first = &dying{Client: c, k: int64(k), armed: &armed}
-				return first
-			}
-			stopFirst := runManager(t, o)
+			first, stopFirst := startDyingManager(t, ns, k)
 			key := create(t, rotatingClient(ns, "c", func(o *m2mv1alpha1.M2MClient) {
 				o.Spec.Rotation.Trigger = "v1"
 				o.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: time.Hour}
@@ -320,7 +325,7 @@ func interruptedAfterEveryWrite(t *testing.T, ask func(*m2mv1alpha1.M2MClient), 
 			obj, s1 := settled(t, key, nil)
 			id := obj.Status.ClientID
 
-			armed.Store(true)
+			first.armed.Store(true)
 			update(t, key, ask)
 			if k < 3 {
 				testenv.Eventually(t, wait, func() error {
