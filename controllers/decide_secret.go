@@ -42,6 +42,12 @@ const (
 	ActionRefuseWeak SecretAction = "RefuseWeak"
 	// ActionConflict: the Secret is not this client's. Never touch it.
 	ActionConflict SecretAction = "Conflict"
+	// ActionAwaitSource: the source Secret of spec.authentication.source, or its entry, does not
+	// exist yet. Issue nothing; a credential accepted from it before stays in use.
+	ActionAwaitSource SecretAction = "AwaitSource"
+	// ActionRefuseSource: the source Secret is one the manager does not read (one it writes, an
+	// entry too large, a namespace at its bound of sources). Accept nothing from it.
+	ActionRefuseSource SecretAction = "RefuseSource"
 )
 
 // Issues reports whether the action issues a new secret (generate, rotate or resume): the one
@@ -99,12 +105,14 @@ type secretView struct {
 type secretRule func(v *secretView) (SecretDecision, bool)
 
 // secretRules are asked in order; the first that decides wins. The order is the precedence:
-// never touch a foreign Secret; give a Secret without a secret one; carry out a revocation,
+// never touch a foreign Secret; follow the source of a credential someone else supplies, and
+// nothing else; give a Secret without a secret one; carry out a revocation,
 // whatever else the Secret carries; refuse a weak new secret; then follow what the Secret carries
 // (lost status, adoption, a rotation the holder completes, an interrupted rotation); and only in the steady state ask whether a
 // rotation is due.
 var secretRules = []secretRule{
 	foreignSecret,
+	suppliedCredential,
 	noSecret,
 	revocation,
 	weakNewSecret,
@@ -121,18 +129,25 @@ var secretRules = []secretRule{
 // DecideSecret says what to do with the credentials Secret of obj at now, for the client ID that
 // obj's status or spec names (decideSecret). secret is nil when no Secret of that name exists.
 func DecideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, now time.Time) SecretDecision {
-	return decideSecret(obj, secret, clientIDOf(obj), now)
+	return decideSecret(obj, secret, credentials.KindOf(obj), clientIDOf(obj), now)
 }
 
-// decideSecret is DecideSecret for a client that holds the binding of id, which status may not
-// name yet (a client created again, whose orphaned Secret carries id).
+// DecideSuppliedSecret is DecideSecret for a client whose credential comes from a source Secret
+// (spec.authentication.source), which holds supply.
+func DecideSuppliedSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, supply credentials.Supply, now time.Time) SecretDecision {
+	return decideSecret(obj, secret, credentials.Sourced{Kind: credentials.KindOf(obj), Supply: supply}, clientIDOf(obj), now)
+}
+
+// decideSecret is DecideSecret for a client of kind (its KindOf, or the Sourced one of it) that
+// holds the binding of id, which status may not name yet (a client created again, whose orphaned
+// Secret carries id).
 //
 // The credential is the Secret's client_secret, or its private_key when the manager generates a
 // key pair (spec.authentication.keyPair). Invariant, outside a rotation in progress: exactly one
 // accepted entry has no expiry, and it is the fingerprint of the Secret's credential; while a
 // rotation of spec.rotation.holder is started, a second one is its next credential.
-func decideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, id string, now time.Time) SecretDecision {
-	v := &secretView{obj: obj, secret: secret, now: now, id: id, kind: credentials.KindOf(obj)}
+func decideSecret(obj *m2mv1alpha1.M2MClient, secret *corev1.Secret, kind credentials.Kind, id string, now time.Time) SecretDecision {
+	v := &secretView{obj: obj, secret: secret, now: now, id: id, kind: kind}
 	v.key = v.kind.DataKey()
 	if secret != nil {
 		v.value = string(secret.Data[v.key])
@@ -179,6 +194,65 @@ func foreignSecret(v *secretView) (SecretDecision, bool) {
 		return SecretDecision{}, false
 	}
 	return SecretDecision{Action: ActionConflict, Why: fmt.Sprintf("Secret %s/%s exists and is not owned by this M2MClient (%s); it is left untouched", v.secret.Namespace, v.secret.Name, why)}, true
+}
+
+// suppliedCredential decides alone for a credential that someone else supplies
+// (spec.authentication.source): the Secret carries the source's value once its fingerprint is
+// accepted, and no other. It never issues a value of the manager's, never adopts what someone
+// writes into the Secret (the source is the credential's only origin), and never rotates on the
+// manager's schedule or triggers: a new value in the source is the rotation.
+func suppliedCredential(v *secretView) (SecretDecision, bool) {
+	src := v.kind.Source()
+	if src == nil {
+		return SecretDecision{}, false
+	}
+	where := fmt.Sprintf("Secret %s (entry %s)", src.Secret, src.Key)
+	carried := v.entry != nil && v.entry.ExpiresAt == nil
+	meanwhile := "; the manager issues no credential of its own, so the client has none until it does"
+	if carried {
+		meanwhile = "; the credential accepted from it before stays in use"
+	}
+	switch {
+	case src.Refused != "":
+		return SecretDecision{Action: ActionRefuseSource, Why: fmt.Sprintf("the source %s is not read: %s%s", where, src.Refused, meanwhile)}, true
+	case src.Missing != "":
+		return SecretDecision{Action: ActionAwaitSource, Why: fmt.Sprintf("waiting for the secret store to write the source: %s%s", src.Missing, meanwhile)}, true
+	}
+	hash := v.kind.Fingerprint(src.Value)
+	problem := v.kind.Problem(src.Value)
+	var entry *m2mv1alpha1.AcceptedSecret
+	others := 0
+	for i := range v.obj.Status.AcceptedSecrets {
+		e := &v.obj.Status.AcceptedSecrets[i]
+		switch {
+		case e.Hash == hash && credentials.FormOf(e) == v.kind.Form():
+			entry = e
+		case e.Hash == hash && v.kind.Form() == credentials.FormSecret:
+			problem = "the thumbprint input of a public key in status, which anyone who can read the client can compute"
+		case e.ExpiresAt == nil:
+			others++
+		}
+	}
+	if problem != "" {
+		return SecretDecision{Action: ActionRefuseWeak, Why: fmt.Sprintf("the %s in the source %s is %s and is not accepted%s", src.Key, where, problem, meanwhile)}, true
+	}
+	current := entry != nil && entry.ExpiresAt == nil
+	// A revocation that the client started before it named a source ends with the source's
+	// value: every other credential is dropped then, not given the grace period.
+	revoke := v.obj.Status.RevocationPending
+	switch {
+	case len(v.obj.Status.AcceptedSecrets) == 0:
+		return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("the source %s holds the client's first credential", where)}, true
+	case current && v.hash == hash && others > 0:
+		return SecretDecision{Action: ActionCompleteRotation, Revoke: revoke, Why: "the Secret carries the source's credential; the previous credentials' grace period starts"}, true
+	case current && v.hash == hash:
+		return SecretDecision{Action: ActionNone, Why: "the Secret carries the source's credential"}, true
+	case current:
+		// A rotation stopped between accepting the value and writing the Secret, or someone
+		// wrote another value into the Secret, which is not accepted.
+		return SecretDecision{Action: ActionResumeRotation, Rotation: RotationResumed, Revoke: revoke, Why: fmt.Sprintf("the Secret does not carry the accepted credential of the source %s; it is written again", where)}, true
+	}
+	return SecretDecision{Action: ActionRotate, Rotation: RotationSource, Revoke: revoke, Why: fmt.Sprintf("the source %s holds a new credential", where)}, true
 }
 
 func noSecret(v *secretView) (SecretDecision, bool) {

@@ -18,11 +18,17 @@ type Health struct {
 // DecideHealth derives the kstatus conditions from the Ready condition that a reconcile ends with
 // (nil when no reconcile has set it) and the error it ends with. Ready is the one verdict the
 // steps reach, so the two can never disagree: Ready True is Current, Ready False is Stalled
-// (every reason of a False Ready waits for a human), and no verdict yet is Reconciling.
+// (every reason of a False Ready but SourceSecretMissing waits for a human), and no verdict yet,
+// or a source the secret store has not written yet, is Reconciling.
 func DecideHealth(ready *metav1.Condition, reconcileErr error) Health {
 	switch {
 	case ready != nil && ready.Status == metav1.ConditionTrue:
 		return Health{}
+	case ready != nil && ready.Status == metav1.ConditionFalse && ready.Reason == m2mv1alpha1.ReasonSourceSecretMissing:
+		// The secret store's next sync ends it, not a human.
+		return Health{Reconciling: &metav1.Condition{
+			Type: m2mv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: ready.Reason, Message: ready.Message,
+		}}
 	case ready != nil && ready.Status == metav1.ConditionFalse:
 		return Health{Stalled: &metav1.Condition{
 			Type: m2mv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: ready.Reason, Message: ready.Message,

@@ -29,9 +29,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/sourcewatch"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
@@ -89,6 +91,10 @@ type M2MClientReconciler struct {
 	// each time (status would grow until it could not be written). It lives in memory only: after
 	// a restart, the unwritten hash merely expires (ActionResumeRotation).
 	pending sync.Map
+	// Sources watches the source Secrets that clients name (spec.authentication.source); nil
+	// refuses every source.
+	Sources *sourcewatch.Watcher
+
 	// ignored holds, by M2MClient namespace and name, the ignoredAnnotations last announced
 	// (boundValues), so that each is announced once and not on every reconcile.
 	ignored sync.Map
@@ -134,7 +140,19 @@ func (r *M2MClientReconciler) SetupWithManager(mgr ctrl.Manager, opts controller
 	isKeySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetNamespace() == r.KeySecret.Namespace && o.GetName() == r.KeySecret.Name
 	})
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.Sources != nil {
+		// A source Secret has no label the cache selects; its own watch tells its clients.
+		events := make(chan event.GenericEvent, 1024)
+		r.Sources.Notify = func(key types.NamespacedName) {
+			events <- event.GenericEvent{Object: &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+		}
+		if err := mgr.Add(r.Sources); err != nil {
+			return err
+		}
+		b = b.WatchesRawSource(source.Channel(events, &handler.EnqueueRequestForObject{}))
+	}
+	return b.
 		For(&m2mv1alpha1.M2MClient{}).
 		Owns(&corev1.Secret{}).
 		// The Secret of a client with spec.secret.deletionPolicy Orphan has no owner reference:
@@ -251,12 +269,14 @@ func (r *M2MClientReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if apierrors.IsNotFound(err) {
 			r.pending.Delete(req.NamespacedName)
 			r.ignored.Delete(req.NamespacedName)
+			r.Sources.Release(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !obj.DeletionTimestamp.IsZero() {
 		r.pending.Delete(req.NamespacedName)
 		r.ignored.Delete(req.NamespacedName)
+		r.Sources.Release(req.NamespacedName)
 		// The garbage collector deletes the Secret through its owner reference; the Secret of
 		// spec.secret.deletionPolicy Orphan has none, and nothing needs doing for it to stay, so
 		// deletion needs no finalizer and works whether the manager runs or not.

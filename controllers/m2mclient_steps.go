@@ -68,6 +68,7 @@ var clientSteps = []clientStep{
 	{"TrustStatus", (*clientReconcile).trustStatus},
 	{"BoundValues", (*clientReconcile).boundValues},
 	{"ReadSecret", (*clientReconcile).readSecret},
+	{"ReadSource", (*clientReconcile).readSource},
 	{"ClaimClientID", (*clientReconcile).claimClientID},
 	{"ReconcileCredential", (*clientReconcile).reconcileCredential},
 	{"SyncSecret", (*clientReconcile).syncSecret},

@@ -15,9 +15,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -29,9 +32,11 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/sourcewatch"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
@@ -59,6 +64,10 @@ type Options struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// MaxConcurrentReconciles is the number of M2MClients reconciled at once.
 	MaxConcurrentReconciles int
+	// MaxSourcesPerNamespace bounds the distinct source Secrets (spec.authentication.source)
+	// that the manager watches for one namespace; 0 means DefaultMaxSourcesPerNamespace, and a
+	// negative value means no bound.
+	MaxSourcesPerNamespace int
 	// Clock is the manager's time source; tests pass a fake one.
 	Clock clock.Clock
 	// SigningKeySecret is the Secret of JWT signing keys; defaults to signingkeys.DefaultSecret.
@@ -178,6 +187,12 @@ func durationOrDefault(d time.Duration) *time.Duration {
 	return &d
 }
 
+// DefaultMaxSourcesPerNamespace is how many source Secrets the manager watches for one namespace
+// unless told otherwise (cmd/manager's --max-sources-per-namespace): each is one watch on the API
+// server, and a tenant who may create M2MClients must not make the manager hold any number of
+// them.
+const DefaultMaxSourcesPerNamespace = 256
+
 // setDefaults fills in what o leaves unset and refuses key policies that cannot work.
 func (o *Options) setDefaults() error {
 	if o.Clock == nil {
@@ -185,6 +200,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.MaxConcurrentReconciles <= 0 {
 		o.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles
+	}
+	switch {
+	case o.MaxSourcesPerNamespace == 0:
+		o.MaxSourcesPerNamespace = DefaultMaxSourcesPerNamespace
+	case o.MaxSourcesPerNamespace < 0:
+		o.MaxSourcesPerNamespace = 0
 	}
 	if o.MetricsAddr == "" {
 		o.MetricsAddr = "0"
@@ -296,6 +317,11 @@ func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 		KeySecret:       o.SigningKeySecret,
 		WatchNamespaces: o.WatchNamespaces,
 	}
+	sources, err := newSourceWatcher(mgr, o.MaxSourcesPerNamespace)
+	if err != nil {
+		return err
+	}
+	r.Sources = sources
 	if o.CABundleSecret.Name != "" {
 		r.CASecret, r.CABundleKey = o.CABundleSecret, servingcert.TLSCA
 	}
@@ -419,3 +445,20 @@ var (
 	fleetMu      sync.Mutex
 	currentFleet *FleetCollector
 )
+
+// newSourceWatcher watches source Secrets one by one, through the manager's own connection.
+func newSourceWatcher(mgr ctrl.Manager, perNamespace int) (*sourcewatch.Watcher, error) {
+	cs, err := kubernetes.NewForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient())
+	if err != nil {
+		return nil, fmt.Errorf("a client for source Secrets: %w", err)
+	}
+	return &sourcewatch.Watcher{
+		ListWatch: func(namespace string, selector fields.Selector) toolscache.ListerWatcher {
+			return toolscache.NewListWatchFromClient(cs.CoreV1().RESTClient(), "secrets", namespace, selector)
+		},
+		PerNamespace:   perNamespace,
+		MaxValueBytes:  credentials.MaxSourceValueBytes,
+		ManagedByLabel: m2mv1alpha1.ManagedByLabel,
+		ManagedByValue: m2mv1alpha1.ManagedByValue,
+	}, nil
+}

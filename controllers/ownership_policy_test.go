@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
 )
 
 // orphanSecret is the Secret that the manager leaves behind when client "c" of spec.secret.deletionPolicy Orphan,
@@ -79,7 +80,7 @@ func TestAClientCreatedAgainTakesBackItsOrphanedSecret(t *testing.T) {
 			orphanSecret(func(s *corev1.Secret) { s.Data[m2mv1alpha1.SecretKeyClientSecret] = []byte("hunter2") }), "m2m-id", ActionRefuseWeak},
 	} {
 		t.Run(sentence, func(t *testing.T) {
-			if d := decideSecret(clientWith(), tc.secret, tc.id, now); d.Action != tc.want {
+			if d := decideSecret(clientWith(), tc.secret, credentials.ClientSecret{}, tc.id, now); d.Action != tc.want {
 				t.Fatalf("got %s (%s), want %s", d.Action, d.Why, tc.want)
 			}
 		})

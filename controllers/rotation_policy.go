@@ -31,6 +31,9 @@ const (
 	// RotationRevoke: spec.rotation.revokeTrigger or the m2m.dev/revoke-previous annotation has a
 	// value not acted on yet; the rotation also drops every earlier credential (RevocationDue).
 	RotationRevoke RotationReason = "Revoke"
+	// RotationSource: the source Secret of spec.authentication.source holds a new credential,
+	// which a secret store wrote.
+	RotationSource RotationReason = "Source"
 )
 
 // maxAcceptedSecrets is the size of status.acceptedSecrets that a rotation will not grow past.

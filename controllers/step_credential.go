@@ -52,7 +52,7 @@ func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, 
 	}
 	obj := c.obj
 	c.r.forgetWritten(obj, c.kind, c.secret)
-	d := decideSecret(obj, c.secret, c.id, c.now)
+	d := decideSecret(obj, c.secret, c.kind, c.id, c.now)
 	log.FromContext(ctx).V(1).Info("decided", "action", d.Action, "why", d.Why)
 	switch d.Action {
 	case ActionConflict:
@@ -61,6 +61,15 @@ func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, 
 	case ActionRefuseWeak:
 		setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonWeakSecret, d.Why)
 		return stopAndRequeue(0), nil
+	case ActionAwaitSource:
+		setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSourceSecretMissing, d.Why)
+		return stopAndRequeue(0), nil
+	case ActionRefuseSource:
+		setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSourceSecretRefused, d.Why)
+		return stopAndRequeue(0), nil
+	}
+	if c.kind.Source() != nil {
+		c.ignoreRotationAsks()
 	}
 	obj.Status.ClientID = c.id
 	switch {
@@ -180,9 +189,10 @@ func (c *clientReconcile) issue(ctx context.Context, d SecretDecision) (*corev1.
 		return nil, err
 	}
 	entries := credentials.Entries(obj.Status.AcceptedSecrets)
-	if d.Revoke {
+	if d.Revoke || c.kind.Source() != nil {
 		// A revocation is never deferred for a full status: the entries it makes room by dropping
-		// are in their grace period, which it ends anyway.
+		// are in their grace period, which it ends anyway. Nor is a source's new value: the
+		// store has it already, and pods that read the source directly send it.
 		entries = entries.MakeRoom(maxAcceptedSecrets)
 	}
 	obj.Status.AcceptedSecrets = entries.Accept(entry)
@@ -243,6 +253,11 @@ func (c *clientReconcile) issued(d SecretDecision, written *corev1.Secret, first
 // client's kind, else a new one. A revocation reuses only a credential that a revocation issued.
 func (r *M2MClientReconciler) pendingOrNew(obj *m2mv1alpha1.M2MClient, kind credentials.Kind, revoke bool) (string, error) {
 	key := client.ObjectKeyFromObject(obj)
+	if kind.Source() != nil {
+		// The source's value is the one to write, whatever an earlier attempt wrote.
+		r.pending.Delete(key)
+		return kind.Issue()
+	}
 	if v, ok := r.pending.Load(key); ok {
 		if pend := v.(pendingSecret); pend.uid == obj.UID && (pend.revoking || !revoke) {
 			for _, e := range obj.Status.AcceptedSecrets {
@@ -286,4 +301,21 @@ func (c *clientReconcile) completeRotation(ctx context.Context, current string, 
 		t := metav1.NewTime(c.now)
 		obj.Status.LastRotationTime = &t
 	}
+}
+
+// ignoreRotationAsks records the rotation annotations of a client whose credential comes from a
+// source as handled, with a warning: the store is the credential's only origin, so the manager
+// rotates nothing for them. Handling them keeps them from acting later, should the client stop
+// naming a source.
+func (c *clientReconcile) ignoreRotationAsks() {
+	obj := c.obj
+	rotate, _ := annotationValue(obj, m2mv1alpha1.RotateAnnotation)
+	revoke, _ := annotationValue(obj, m2mv1alpha1.RevokePreviousAnnotation)
+	if (rotate == "" || rotate == obj.Status.LastRotateAnnotation) && (revoke == "" || revoke == obj.Status.LastRevokeAnnotation) {
+		return
+	}
+	obj.Status.LastRotateAnnotation, obj.Status.LastRevokeAnnotation = rotate, revoke
+	c.r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, m2mv1alpha1.EventRotationNotApplicable, "Rotate",
+		"the credential comes from Secret %s/%s, which a secret store writes: the manager rotates nothing; change the value in the store (a new value is accepted, and the previous one stays accepted for the grace period)",
+		obj.Namespace, obj.Spec.Authentication.Source.Name)
 }

@@ -22,6 +22,7 @@ type Audience string
 // M2MClientSpec declares a machine-to-machine OAuth 2.0 client that authenticates with the
 // client credentials grant (RFC 6749 §4.4).
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.clientID) || has(self.clientID)",message="clientID cannot be removed once set"
+// +kubebuilder:validation:XValidation:rule="!has(self.authentication.source) || !has(self.rotation) || (!has(self.rotation.period) && !has(self.rotation.trigger) && !has(self.rotation.revokeTrigger) && !has(self.rotation.holder))",message="the secret store rotates a credential from authentication.source: change the value in the store; rotation.period, trigger, revokeTrigger and holder do not apply (gracePeriod does)"
 type M2MClientSpec struct {
 	// ClientName is the display name of the client. It defaults to metadata.name.
 	// +optional
@@ -142,6 +143,7 @@ type IssuanceLimit struct {
 // ClientAuthentication lists the ways a client may authenticate. At least one is enabled.
 // +kubebuilder:validation:XValidation:rule="!has(self.clientSecret) || self.clientSecret || has(self.keyPair) || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0) || (has(self.federated) && size(self.federated) > 0) || (has(self.publicKeys) && size(self.publicKeys) > 0)",message="a client needs a way to authenticate: keep clientSecret, or set keyPair, or name serviceAccounts, federated identities or publicKeys"
 // +kubebuilder:validation:XValidation:rule="!has(self.keyPair) || !has(self.clientSecret) || !self.clientSecret",message="the manager generates a client secret or a key pair, not both: remove clientSecret, or set it to false"
+// +kubebuilder:validation:XValidation:rule="!has(self.source) || has(self.keyPair) || !has(self.clientSecret) || self.clientSecret",message="source supplies a client secret or a key pair's private key: keep clientSecret, or set keyPair"
 type ClientAuthentication struct {
 	// ClientSecret lets the client authenticate with the client secret that the manager generates,
 	// keeps in the Secret and rotates. Default true, unless keyPair is set. When false, no secret
@@ -189,6 +191,53 @@ type ClientAuthentication struct {
 	// +listMapKey=kid
 	// +kubebuilder:validation:MaxItems=8
 	PublicKeys []ClientPublicKey `json:"publicKeys,omitempty"`
+
+	// Source names a Secret of the client's namespace that something other than the manager
+	// writes (External Secrets Operator, Vault Secrets Operator, Sealed Secrets), whose entry is
+	// the client's credential: the client secret, or for keyPair the PKCS #8 PEM private key. The
+	// manager then never generates a credential for the client and never writes the source: it
+	// waits (Ready False, SourceSecretMissing) while the source or its entry is missing, refuses
+	// an unfit value (WeakSecret), accepts the value's hash once present, and only then copies the
+	// value into the client's own Secret, which pods read. A new value in the source is a
+	// rotation: the previous one stays accepted for spec.rotation.gracePeriod. The store is the
+	// only origin of the credential, so the manager's rotations (spec.rotation.period, trigger,
+	// revokeTrigger, holder and the rotation annotations) do not apply.
+	// +optional
+	Source *CredentialSource `json:"source,omitempty"`
+}
+
+// CredentialSource is a Secret entry that a secret store writes.
+type CredentialSource struct {
+	// Name of the Secret, in the namespace of the M2MClient. It cannot be the client's own
+	// credentials Secret, nor any Secret that the manager writes.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// Key is the entry of the Secret's data that holds the credential. Defaults to client_secret,
+	// or to private_key for a keyPair.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
+// SourceKey is the entry of obj's source Secret that holds its credential: spec's, else
+// client_secret, or private_key for a key pair. It is "" for a client without a source.
+func SourceKey(obj *M2MClient) string {
+	src := obj.Spec.Authentication.Source
+	switch {
+	case src == nil:
+		return ""
+	case src.Key != "":
+		return src.Key
+	case obj.Spec.Authentication.KeyPair != nil:
+		return SecretKeyPrivateKey
+	}
+	return SecretKeyClientSecret
 }
 
 // ClientPublicKey is a public JWK: EC P-256 (ES256), RSA of 2048 to 8192 bits with exponent

@@ -79,6 +79,17 @@ const (
 	// ReasonClaimsTooLarge: spec.tokenClaims encodes to more than MaxTokenClaimsBytes. The token
 	// server issues the client no token until the claims are made smaller.
 	ReasonClaimsTooLarge = "ClaimsTooLarge"
+	// ReasonSourceSecretMissing: spec.authentication.source names a Secret, or an entry of it,
+	// that does not exist yet; the manager waits for the secret store to write it, and issues
+	// nothing of its own meanwhile. A credential accepted from the source before stays accepted.
+	// Unlike the other reasons of a False Ready, this one ends without a human (the store's next
+	// sync), so the client is Reconciling, not Stalled.
+	ReasonSourceSecretMissing = "SourceSecretMissing"
+	// ReasonSourceSecretRefused: spec.authentication.source names a Secret the manager will not
+	// read: the client's own credentials Secret or another Secret the manager writes, an entry
+	// over MaxSourceValueBytes, or a namespace already at the manager's limit of watched sources
+	// (--max-sources-per-namespace). The message says which.
+	ReasonSourceSecretRefused = "SourceSecretRefused"
 )
 
 // Condition types of the kstatus convention (sigs.k8s.io/cli-utils/pkg/kstatus), which Flux's
@@ -88,11 +99,12 @@ const (
 const (
 	// ConditionReconciling is True while the manager is still on its way to a verdict on the
 	// client, one it reaches without anyone's help: no reconcile has set Ready yet (the first one
-	// failed and is retried, or waits for the CA bundle). A rotation's grace period and a
+	// failed and is retried, or waits for the CA bundle), or Ready is False only because the
+	// secret store has not written the source yet (ReasonSourceSecretMissing). A rotation's grace period and a
 	// rotation of spec.rotation.holder are not Reconciling: the client is Ready meanwhile, and
 	// the holder's rotation waits for a human.
 	ConditionReconciling = "Reconciling"
-	// ConditionStalled is True while Ready is False: every reason of a False Ready names
+	// ConditionStalled is True while Ready is False, but for ReasonSourceSecretMissing: every other reason of a False Ready names
 	// something that only a human ends (a foreign Secret, a weak secret, a Secret the API server
 	// refuses, a client ID bound elsewhere, claims too large). It carries Ready's reason and
 	// message, so kstatus reports Failed with what to fix.
@@ -149,6 +161,12 @@ const (
 	// value over MaxTriggerLength characters (where the admission policy that refuses it is not
 	// installed). The manager ignores it: it rotates nothing and is not recorded in status.
 	EventAnnotationTooLong = "AnnotationTooLong"
+	// EventRotationNotApplicable: a rotation annotation (m2m.dev/rotate or
+	// m2m.dev/revoke-previous) was set on a client whose credential comes from
+	// spec.authentication.source. The store is the credential's only origin, so the manager
+	// rotates nothing; the value is recorded as handled, and the event says to change the value
+	// in the store.
+	EventRotationNotApplicable = "RotationNotApplicable"
 )
 
 // ComponentLabel marks each of the manager's own Secrets (not the credentials Secrets), and its

@@ -45,6 +45,7 @@ func main() {
 	flag.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew the lease before it steps down; less than the lease duration.")
 	flag.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "How often the leader renews and a standby tries to take the lease.")
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles, "How many M2MClients are reconciled at once.")
+	flag.IntVar(&o.MaxSourcesPerNamespace, "max-sources-per-namespace", controllers.DefaultMaxSourcesPerNamespace, "How many distinct source Secrets (spec.authentication.source) the manager watches for one namespace; a client whose namespace is at the bound gets Ready False, SourceSecretRefused. -1: no bound.")
 	flag.Float64Var(&qps, "kube-api-qps", 100, "Sustained queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries to the API server.")
 	flag.StringVar(&o.StatusPolicyName, "status-policy-name", controllers.DefaultStatusPolicyName, "Name of the ValidatingAdmissionPolicy and its binding that let only this manager write M2MClient status; the manager says when they are missing (m2m_manager_status_policy_installed). The chart names them after its release.")

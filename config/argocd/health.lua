@@ -1,6 +1,7 @@
 -- Argo CD health check of m2m.dev/M2MClient (docs/gitops.md): Healthy when the manager's Ready
 -- condition is True for the current generation, Degraded with Ready's reason and message when it
--- is False, Progressing until the manager has reconciled the current generation.
+-- is False, Progressing until the manager has reconciled the current generation and while it is
+-- Reconciling (waiting for the secret store to write the client's source).
 local hs = {}
 if obj.status == nil or obj.status.conditions == nil then
   hs.status = "Progressing"
@@ -24,6 +25,11 @@ for _, condition in ipairs(obj.status.conditions) do
 end
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
+elseif reconciling ~= nil then
+  -- Ready is False only while the secret store has not written the client's source yet
+  -- (SourceSecretMissing): its next sync ends that, not a human.
+  hs.status = "Progressing"
+  ready = reconciling
 elseif ready ~= nil and ready.status == "False" then
   hs.status = "Degraded"
 else

@@ -37,8 +37,12 @@ type Kind interface {
 	Form() Form
 	// DataKey is the key of the Secret's data that holds the credential.
 	DataKey() string
-	// Issue makes a new credential.
+	// Issue makes a new credential, or for a credential that someone else supplies, returns the
+	// one supplied.
 	Issue() (string, error)
+	// Source is what the source Secret holds for a credential that someone else supplies
+	// (Sourced), or nil for a kind whose credentials the manager makes.
+	Source() *Supply
 	// Fingerprint is the Hash of the accepted entry of value, or "" for a value that is not a
 	// credential of this kind at all.
 	Fingerprint(value string) string

@@ -1,0 +1,74 @@
+package sourcewatch
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// What the watcher keeps of a source in memory: the one entry a client reads, and nothing that
+// could carry another secret (other entries, kubectl's last-applied copy of the data).
+func TestTheStoreKeepsTheNamedEntryAlone(t *testing.T) {
+	w := &Watcher{MaxValueBytes: 16, ManagedByLabel: "app.kubernetes.io/managed-by", ManagedByValue: "m2m-operator"}
+	in := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "from-vault", ResourceVersion: "7",
+			Labels:      map[string]string{"reconcile.external-secrets.io/managed": "true"},
+			Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: `{"data":{"other":"c2VjcmV0"}}`}},
+		Data: map[string][]byte{"client_secret": []byte("value"), "other": []byte("secret")},
+	}
+	got, err := w.strip("client_secret")(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := got.(*corev1.Secret)
+	if len(out.Data) != 1 || string(out.Data["client_secret"]) != "value" || len(out.Annotations) != 0 || len(out.Labels) != 0 {
+		t.Fatalf("kept %v, annotations %v, labels %v; want the client_secret entry alone", out.Data, out.Annotations, out.Labels)
+	}
+}
+
+func TestAnEntryOverTheLimitIsDroppedAndItsSizeNoted(t *testing.T) {
+	w := &Watcher{MaxValueBytes: 16}
+	in := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "big"}, Data: map[string][]byte{"k": []byte(strings.Repeat("x", 17))}}
+	got, _ := w.strip("k")(in)
+	out := got.(*corev1.Secret)
+	if len(out.Data) != 0 || out.Annotations[sizeAnnotation] != "17" {
+		t.Fatalf("kept %d entries, size note %q; want none and 17", len(out.Data), out.Annotations[sizeAnnotation])
+	}
+}
+
+// A namespace at the bound gets no new watch, but may move a client from one source to
+// another, and other namespaces are not affected.
+func TestTheBoundOfSourcesIsPerNamespace(t *testing.T) {
+	w := &Watcher{PerNamespace: 2}
+	a, b, c := types.NamespacedName{Namespace: "t", Name: "a"}, types.NamespacedName{Namespace: "t", Name: "b"}, types.NamespacedName{Namespace: "t", Name: "c"}
+	want := func(client types.NamespacedName, ns, name string) error {
+		_, err := w.Want(client, Source{Namespace: ns, Name: name, Key: "client_secret"})
+		return err
+	}
+	if err := want(a, "t", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := want(b, "t", "s2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := want(c, "t", "s1"); err != nil {
+		t.Fatalf("a client sharing a watched source was refused: %v", err)
+	}
+	if err := want(c, "t", "s3"); err == nil {
+		t.Fatal("a third source in a namespace bounded to two was watched")
+	}
+	if err := want(types.NamespacedName{Namespace: "u", Name: "x"}, "u", "s1"); err != nil {
+		t.Fatalf("another namespace was refused: %v", err)
+	}
+	if err := want(b, "t", "s4"); err != nil {
+		t.Fatalf("a client moving to another source in a namespace at its bound was refused: %v", err)
+	}
+	// c, refused s3, holds no source any more; a was s1's last holder.
+	w.Release(a)
+	if w.Watches() != 2 {
+		t.Fatalf("%d watches after s1's last holder let go; want s4 and u's", w.Watches())
+	}
+}
