@@ -66,7 +66,9 @@ func (c *clientReconcile) reconcileCredential(ctx context.Context) (stepResult, 
 		return stopAndRequeue(0), nil
 	case ActionRefuseSource:
 		setReady(obj, metav1.ConditionFalse, m2mv1alpha1.ReasonSourceSecretRefused, d.Why)
-		return stopAndRequeue(0), nil
+		// Nothing watches a source refused for the namespace's bound, so no event says when
+		// another client of the namespace lets a watch go.
+		return stopAndRequeue(foreignSecretRecheck), nil
 	}
 	if c.kind.Source() != nil {
 		c.ignoreRotationAsks()

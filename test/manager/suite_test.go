@@ -58,7 +58,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 
-	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: testIssuer, MaxConcurrentReconciles: 4})
+	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: testIssuer, MaxConcurrentReconciles: 4, MaxSourcesPerNamespace: sourcesPerNamespace})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
