@@ -21,19 +21,19 @@ func TestDecideHealth(t *testing.T) {
 		// reconciling and stalled are the reasons of the conditions; empty: absent.
 		reconciling, stalled string
 	}{
-		"a Ready client carries neither condition":                                {ready(metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady), nil, "", ""},
-		"a Ready client whose last reconcile failed is still neither":             {ready(metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady), errors.New("conflict"), "", ""},
-		"a foreign Secret stalls the client until a human removes it":             {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonSecretConflict), nil, "", m2mv1alpha1.ReasonSecretConflict},
-		"a weak secret stalls the client":                                         {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonWeakSecret), nil, "", m2mv1alpha1.ReasonWeakSecret},
-		"a Secret the API server refuses stalls the client, although it retries":  {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonSecretWriteFailed), errors.New("immutable"), "", m2mv1alpha1.ReasonSecretWriteFailed},
-		"a client ID bound elsewhere stalls the client":                           {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonDuplicateClientID), nil, "", m2mv1alpha1.ReasonDuplicateClientID},
-		"claims too large stall the client":                                       {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonClaimsTooLarge), nil, "", m2mv1alpha1.ReasonClaimsTooLarge},
+		"a Ready client carries neither condition":                                                 {ready(metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady), nil, "", ""},
+		"a Ready client whose last reconcile failed is still neither":                              {ready(metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady), errors.New("conflict"), "", ""},
+		"a foreign Secret stalls the client until a human removes it":                              {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonSecretConflict), nil, "", m2mv1alpha1.ReasonSecretConflict},
+		"a weak secret stalls the client":                                                          {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonWeakSecret), nil, "", m2mv1alpha1.ReasonWeakSecret},
+		"a Secret the API server refuses stalls the client, although it retries":                   {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonSecretWriteFailed), errors.New("immutable"), "", m2mv1alpha1.ReasonSecretWriteFailed},
+		"a client ID bound elsewhere stalls the client":                                            {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonDuplicateClientID), nil, "", m2mv1alpha1.ReasonDuplicateClientID},
+		"claims too large stall the client":                                                        {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonClaimsTooLarge), nil, "", m2mv1alpha1.ReasonClaimsTooLarge},
 		"a source the secret store has not written yet leaves the client reconciling, not stalled": {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonSourceSecretMissing), nil, m2mv1alpha1.ReasonSourceSecretMissing, ""},
 		"a source the manager refuses stalls the client":                                           {ready(metav1.ConditionFalse, m2mv1alpha1.ReasonSourceSecretRefused), nil, "", m2mv1alpha1.ReasonSourceSecretRefused},
-		"a client no reconcile has given a verdict is reconciling":                {nil, nil, m2mv1alpha1.ReasonIssuingCredentials, ""},
-		"a first reconcile that failed leaves the client reconciling":             {nil, errors.New("etcd timeout"), m2mv1alpha1.ReasonIssuingCredentials, ""},
-		"a first reconcile waiting for the CA bundle says so":                     {nil, noBundle, m2mv1alpha1.ReasonAwaitingCABundle, ""},
-		"a Ready of unknown status (which the manager never sets) is reconciling": {ready(metav1.ConditionUnknown, "Unknown"), nil, m2mv1alpha1.ReasonIssuingCredentials, ""},
+		"a client no reconcile has given a verdict is reconciling":                                 {nil, nil, m2mv1alpha1.ReasonIssuingCredentials, ""},
+		"a first reconcile that failed leaves the client reconciling":                              {nil, errors.New("etcd timeout"), m2mv1alpha1.ReasonIssuingCredentials, ""},
+		"a first reconcile waiting for the CA bundle says so":                                      {nil, noBundle, m2mv1alpha1.ReasonAwaitingCABundle, ""},
+		"a Ready of unknown status (which the manager never sets) is reconciling":                  {ready(metav1.ConditionUnknown, "Unknown"), nil, m2mv1alpha1.ReasonIssuingCredentials, ""},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			h := DecideHealth(tc.ready, tc.err)

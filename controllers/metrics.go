@@ -20,11 +20,12 @@ import (
 // Counters of what the manager did, by label values from a closed set.
 var (
 	// Rotations counts credentials issued to replace others, by cause: Scheduled, Trigger,
-	// Annotation, Algorithm, Revoke, Resumed, or Recreated (the Secret or its credential was
+	// Annotation, Algorithm, Revoke, Resumed, Source (a secret store wrote a new value into the
+	// source Secret), or Recreated (the Secret or its credential was
 	// deleted).
 	Rotations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "m2m_manager_rotations_total",
-		Help: "Credentials issued to replace others, by cause (Scheduled, Trigger, Annotation, Algorithm, Revoke, Resumed, Recreated, HolderStart).",
+		Help: "Credentials issued to replace others, by cause (Scheduled, Trigger, Annotation, Algorithm, Revoke, Resumed, Source, Recreated, HolderStart).",
 	}, []string{"cause"})
 	// FleetErrors counts scrapes whose fleet gauges could not be read (they are then absent).
 	FleetErrors = prometheus.NewCounter(prometheus.CounterOpts{

@@ -220,6 +220,9 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 		if err != nil {
 			return err
 		}
+		if err := rotatedByTheManager(ctx, c, key); err != nil {
+			return err
+		}
 		if step != "" {
 			return rotateHolder(ctx, c, stdout, key, step, f.timeout)
 		}

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -13,6 +14,24 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
+
+// errRotatedByTheStore is rotate's error for a client whose credential a secret store writes
+// (spec.authentication.source): the manager would only record the ask and warn.
+var errRotatedByTheStore = errors.New("the manager does not rotate a credential that a secret store writes")
+
+// rotatedByTheManager refuses, before anything is asked of the manager, a rotation of a client
+// whose credential comes from a source Secret, and says where to rotate it instead.
+func rotatedByTheManager(ctx context.Context, c client.Client, key types.NamespacedName) error {
+	obj, err := getClient(ctx, c, key)
+	if err != nil {
+		return err
+	}
+	if src := obj.Spec.Authentication.Source; src != nil {
+		return fmt.Errorf("%w: m2mclient/%s takes its credential from Secret %s (entry %s), so rotate it in the store that writes it; the manager accepts the new value and keeps the previous one for spec.rotation.gracePeriod, or drops it at once when that is 0s",
+			errRotatedByTheStore, key.Name, src.Name, m2mv1alpha1.SourceKey(obj))
+	}
+	return nil
+}
 
 func rotate(ctx context.Context, c client.Client, out io.Writer, key types.NamespacedName, timeout time.Duration) error {
 	obj, err := getClient(ctx, c, key)

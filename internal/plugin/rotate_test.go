@@ -3,6 +3,7 @@ package plugin
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +69,26 @@ func TestRotateRevokePreviousWaitsForTheRevocationToEndAndSaysWhatItMeans(t *tes
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the report lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// kubectl m2m rotate on a client whose credential a secret store writes asks the manager for
+// nothing (it would only warn), and says where to rotate instead.
+func TestRotateRefusesAClientWhoseStoreWritesTheCredential(t *testing.T) {
+	obj := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "vaulted"}}
+	obj.Spec.Authentication.Source = &m2mv1alpha1.CredentialSource{Name: "vaulted-from-vault"}
+	c := fake.NewClientBuilder().WithScheme(m2mv1alpha1.NewScheme()).WithObjects(obj).Build()
+	err := rotatedByTheManager(context.Background(), c, types.NamespacedName{Namespace: "team-a", Name: "vaulted"})
+	if !errors.Is(err, errRotatedByTheStore) || !strings.Contains(err.Error(), "vaulted-from-vault") {
+		t.Fatalf("got %v, want a refusal that names the source", err)
+	}
+	obj.Spec.Authentication.Source = nil
+	plain := obj.DeepCopy()
+	plain.Name, plain.ResourceVersion = "plain", ""
+	if err := c.Create(context.Background(), plain); err != nil {
+		t.Fatal(err)
+	}
+	if err := rotatedByTheManager(context.Background(), c, types.NamespacedName{Namespace: "team-a", Name: "plain"}); err != nil {
+		t.Fatalf("a client the manager rotates was refused: %v", err)
 	}
 }
