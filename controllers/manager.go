@@ -456,9 +456,10 @@ func newSourceWatcher(mgr ctrl.Manager, perNamespace int) (*sourcewatch.Watcher,
 		ListWatch: func(namespace string, selector fields.Selector) toolscache.ListerWatcher {
 			return toolscache.NewListWatchFromClient(cs.CoreV1().RESTClient(), "secrets", namespace, selector)
 		},
-		PerNamespace:   perNamespace,
-		MaxValueBytes:  credentials.MaxSourceValueBytes,
-		ManagedByLabel: m2mv1alpha1.ManagedByLabel,
-		ManagedByValue: m2mv1alpha1.ManagedByValue,
+		PerNamespace:    perNamespace,
+		MaxValueBytes:   credentials.MaxSourceValueBytes,
+		ManagedByLabel:  m2mv1alpha1.ManagedByLabel,
+		ManagedByValue:  m2mv1alpha1.ManagedByValue,
+		OptInAnnotation: m2mv1alpha1.SourceForAnnotation,
 	}, nil
 }

@@ -66,7 +66,7 @@ func DecideRestart(client, version string, w RestartWorkload) RestartDecision {
 		return RestartDecision{Action: RestartMissing, Why: "does not exist"}
 	case w.Deleting:
 		return RestartDecision{Action: RestartMissing, Why: "is being deleted"}
-	case !slices.Contains(restartClients(w.OptIn), client):
+	case !slices.Contains(optedInClients(w.OptIn), client):
 		return RestartDecision{Action: RestartRefused, Why: fmt.Sprintf("does not name this client in its %s annotation", m2mv1alpha1.RestartOnRotationAnnotation)}
 	case version == "":
 		return RestartDecision{Action: RestartNone, Why: "the Secret carries no credential to restart for"}
@@ -83,9 +83,10 @@ func DecideRestart(client, version string, w RestartWorkload) RestartDecision {
 	return RestartDecision{Action: RestartNow, Why: why, Record: formatRestartRecord(records)}
 }
 
-// restartClients are the client names an opt-in annotation value lists, separated by commas or
+// optedInClients are the client names an opt-in annotation value lists (m2m.dev/restart-on-rotation,
+// m2m.dev/source-for), separated by commas or
 // spaces.
-func restartClients(optIn string) []string {
+func optedInClients(optIn string) []string {
 	return strings.FieldsFunc(optIn, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
 }
 

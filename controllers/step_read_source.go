@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -48,6 +49,8 @@ func (c *clientReconcile) readSource(context.Context) (stepResult, error) {
 		supply.Refused = "it is a Secret that the manager writes (another client's credentials), not a secret store's"
 	case !got.Exists:
 		supply.Missing = fmt.Sprintf("Secret %s does not exist", supply.Secret)
+	case !slices.Contains(optedInClients(got.OptIn), obj.Name):
+		supply.Refused = fmt.Sprintf("its %s annotation does not name this client; whoever writes the Secret adds it (the secret store's template), so that no client takes a Secret of the namespace not meant for it", m2mv1alpha1.SourceForAnnotation)
 	case got.Size > credentials.MaxSourceValueBytes:
 		supply.Refused = fmt.Sprintf("its entry %s holds %d bytes, over the %d a source entry may hold", src.Key, got.Size, credentials.MaxSourceValueBytes)
 	case got.Value == "":

@@ -208,8 +208,11 @@ type ClientAuthentication struct {
 
 // CredentialSource is a Secret entry that a secret store writes.
 type CredentialSource struct {
-	// Name of the Secret, in the namespace of the M2MClient. It cannot be the client's own
-	// credentials Secret, nor any Secret that the manager writes.
+	// Name of the Secret, in the namespace of the M2MClient. The Secret must opt in: its
+	// annotation m2m.dev/source-for names this client (the writer of the Secret adds it, as the
+	// secret store's template can), so that a client cannot take a Secret of its namespace that
+	// was not meant for it. It cannot be the client's own credentials Secret, nor any Secret that
+	// the manager writes.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253

@@ -86,8 +86,8 @@ const (
 	// sync), so the client is Reconciling, not Stalled.
 	ReasonSourceSecretMissing = "SourceSecretMissing"
 	// ReasonSourceSecretRefused: spec.authentication.source names a Secret the manager will not
-	// read: the client's own credentials Secret or another Secret the manager writes, an entry
-	// over MaxSourceValueBytes, or a namespace already at the manager's limit of watched sources
+	// read: one whose m2m.dev/source-for annotation does not name the client, the client's own
+	// credentials Secret or another Secret the manager writes, an entry over MaxSourceValueBytes, or a namespace already at the manager's limit of watched sources
 	// (--max-sources-per-namespace). The message says which.
 	ReasonSourceSecretRefused = "SourceSecretRefused"
 )
@@ -168,6 +168,13 @@ const (
 	// in the store.
 	EventRotationNotApplicable = "RotationNotApplicable"
 )
+
+// SourceForAnnotation, on a Secret, names the M2MClients of its namespace (separated by commas or
+// spaces) that may take their credential from it (spec.authentication.source). Whoever may write
+// the Secret decides: the manager's RBAC cannot tell one Secret from another, and a tenant who
+// may create M2MClients must not make the manager copy a Secret of the namespace that was not
+// meant for it (a database password, say) into a credentials Secret it can read.
+const SourceForAnnotation = "m2m.dev/source-for"
 
 // ComponentLabel marks each of the manager's own Secrets (not the credentials Secrets), and its
 // ConfigMap, with the component it holds.

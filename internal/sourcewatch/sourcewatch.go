@@ -42,7 +42,13 @@ type Reading struct {
 	// WrittenByManager: the Secret carries the manager's managed-by label or is controlled by
 	// another object (an M2MClient's credentials Secret): not a store's.
 	WrittenByManager bool
+	// OptIn is the value of the Secret's OptInAnnotation ("" when absent or over
+	// maxOptInBytes).
+	OptIn string
 }
+
+// maxOptInBytes bounds the opt-in annotation kept in memory: a list of client names.
+const maxOptInBytes = 4 << 10
 
 // Watcher keeps one watch per source that some client names. It is a manager Runnable that
 // needs the leader: only the leader reconciles, and so only it names sources.
@@ -58,6 +64,8 @@ type Watcher struct {
 	MaxValueBytes int
 	// ManagedBy is the label (name and value) that marks the manager's own Secrets.
 	ManagedByLabel, ManagedByValue string
+	// OptInAnnotation is the annotation by which a Secret names the clients that may read it.
+	OptInAnnotation string
 
 	mu      sync.Mutex
 	ctx     context.Context
@@ -191,7 +199,8 @@ func (w *Watcher) readLocked(src Source, s *watch) Reading {
 		return Reading{Synced: true}
 	}
 	secret := item.(*corev1.Secret)
-	r := Reading{Synced: true, Exists: true, WrittenByManager: secret.Labels[w.ManagedByLabel] == w.ManagedByValue || metav1.GetControllerOf(secret) != nil}
+	r := Reading{Synced: true, Exists: true, WrittenByManager: secret.Labels[w.ManagedByLabel] == w.ManagedByValue || metav1.GetControllerOf(secret) != nil,
+		OptIn: secret.Annotations[w.OptInAnnotation]}
 	if n, err := strconv.Atoi(secret.Annotations[sizeAnnotation]); err == nil {
 		r.Size = n
 		return r
@@ -241,8 +250,8 @@ func (w *Watcher) notify(src Source) {
 	}
 }
 
-// strip keeps of a Secret what a Reading needs: its name, the managed-by label, its controller
-// and the entry key, dropped (with its size noted) when over MaxValueBytes. The rest (other
+// strip keeps of a Secret what a Reading needs: its name, the managed-by label, the opt-in
+// annotation, its controller and the entry key, dropped (with its size noted) when over MaxValueBytes. The rest (other
 // entries, annotations such as kubectl's last-applied copy of the data, managed fields) never
 // reaches the store.
 func (w *Watcher) strip(key string) cache.TransformFunc {
@@ -260,9 +269,15 @@ func (w *Watcher) strip(key string) cache.TransformFunc {
 		if ref := metav1.GetControllerOf(in); ref != nil {
 			out.OwnerReferences = []metav1.OwnerReference{*ref}
 		}
+		if v := in.Annotations[w.OptInAnnotation]; w.OptInAnnotation != "" && v != "" && len(v) <= maxOptInBytes {
+			out.Annotations = map[string]string{w.OptInAnnotation: v}
+		}
 		if v, ok := in.Data[key]; ok {
 			if w.MaxValueBytes > 0 && len(v) > w.MaxValueBytes {
-				out.Annotations = map[string]string{sizeAnnotation: strconv.Itoa(len(v))}
+				if out.Annotations == nil {
+					out.Annotations = map[string]string{}
+				}
+				out.Annotations[sizeAnnotation] = strconv.Itoa(len(v))
 			} else {
 				out.Data = map[string][]byte{key: v}
 			}

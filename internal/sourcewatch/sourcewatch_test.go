@@ -12,11 +12,11 @@ import (
 // What the watcher keeps of a source in memory: the one entry a client reads, and nothing that
 // could carry another secret (other entries, kubectl's last-applied copy of the data).
 func TestTheStoreKeepsTheNamedEntryAlone(t *testing.T) {
-	w := &Watcher{MaxValueBytes: 16, ManagedByLabel: "app.kubernetes.io/managed-by", ManagedByValue: "m2m-operator"}
+	w := &Watcher{MaxValueBytes: 16, ManagedByLabel: "app.kubernetes.io/managed-by", ManagedByValue: "m2m-operator", OptInAnnotation: "m2m.dev/source-for"}
 	in := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "from-vault", ResourceVersion: "7",
 			Labels:      map[string]string{"reconcile.external-secrets.io/managed": "true"},
-			Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: `{"data":{"other":"c2VjcmV0"}}`}},
+			Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: `{"data":{"other":"c2VjcmV0"}}`, "m2m.dev/source-for": "billing"}},
 		Data: map[string][]byte{"client_secret": []byte("value"), "other": []byte("secret")},
 	}
 	got, err := w.strip("client_secret")(in)
@@ -24,8 +24,8 @@ func TestTheStoreKeepsTheNamedEntryAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := got.(*corev1.Secret)
-	if len(out.Data) != 1 || string(out.Data["client_secret"]) != "value" || len(out.Annotations) != 0 || len(out.Labels) != 0 {
-		t.Fatalf("kept %v, annotations %v, labels %v; want the client_secret entry alone", out.Data, out.Annotations, out.Labels)
+	if len(out.Data) != 1 || string(out.Data["client_secret"]) != "value" || len(out.Annotations) != 1 || out.Annotations["m2m.dev/source-for"] != "billing" || len(out.Labels) != 0 {
+		t.Fatalf("kept %v, annotations %v, labels %v; want the client_secret entry and the opt-in alone", out.Data, out.Annotations, out.Labels)
 	}
 }
 

@@ -44,15 +44,17 @@ func strongValue(t *testing.T) string {
 }
 
 // storeWrites writes value under client_secret into the source Secret, as a secret store's sync
-// does (creating it the first time), with no label of the manager's.
-func storeWrites(t *testing.T, ns, name, value string) {
+// does (creating it the first time), with no label of the manager's, and the opt-in annotation
+// naming forClient that the store's template adds.
+func storeWrites(t *testing.T, ns, name, forClient, value string) {
 	t.Helper()
 	ctx := context.Background()
 	s := &corev1.Secret{}
 	err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s)
 	switch {
 	case apierrors.IsNotFound(err):
-		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: map[string][]byte{m2mv1alpha1.SecretKeyClientSecret: []byte(value)}}
+		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: map[string]string{m2mv1alpha1.SourceForAnnotation: forClient}},
+			Data: map[string][]byte{m2mv1alpha1.SecretKeyClientSecret: []byte(value)}}
 		err = env.Client.Create(ctx, s, client.FieldOwner(storeManager))
 	case err == nil:
 		s.Data = map[string][]byte{m2mv1alpha1.SecretKeyClientSecret: []byte(value)}
@@ -102,7 +104,7 @@ func TestAClientWaitsForItsSourceAndIssuesNothingOfItsOwn(t *testing.T) {
 	}
 
 	value := strongValue(t)
-	storeWrites(t, ns, "billing-from-vault", value)
+	storeWrites(t, ns, "billing-from-vault", "billing", value)
 	obj = waitReady(t, ns, "billing", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	waitCarries(t, ns, "billing-credentials", value)
 	if len(obj.Status.AcceptedSecrets) != 1 || !acceptedNow(obj, value) {
@@ -125,13 +127,13 @@ func TestAClientWaitsForItsSourceAndIssuesNothingOfItsOwn(t *testing.T) {
 func TestTheStoresWritesAreRotationsAndItsMistakesCostNothing(t *testing.T) {
 	ns := namespace(t)
 	first := strongValue(t)
-	storeWrites(t, ns, "orders-from-vault", first)
+	storeWrites(t, ns, "orders-from-vault", "orders", first)
 	create(t, sourcedClient(ns, "orders", "orders-from-vault"))
 	waitReady(t, ns, "orders", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	waitCarries(t, ns, "orders-credentials", first)
 
 	second := strongValue(t)
-	storeWrites(t, ns, "orders-from-vault", second)
+	storeWrites(t, ns, "orders-from-vault", "orders", second)
 	waitCarries(t, ns, "orders-credentials", second)
 	obj := waitReady(t, ns, "orders", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	if !acceptedNow(obj, second) || entryFor(obj, second).ExpiresAt != nil {
@@ -142,7 +144,7 @@ func TestTheStoresWritesAreRotationsAndItsMistakesCostNothing(t *testing.T) {
 	}
 	waitEvents(t, ns, "orders", m2mv1alpha1.EventRotated, 1)
 
-	storeWrites(t, ns, "orders-from-vault", strings.Repeat("password", 5))
+	storeWrites(t, ns, "orders-from-vault", "orders", strings.Repeat("password", 5))
 	obj = waitReady(t, ns, "orders", metav1.ConditionFalse, m2mv1alpha1.ReasonWeakSecret)
 	if !acceptedNow(obj, second) || string(secretOf(t, ns, "orders-credentials").Data[m2mv1alpha1.SecretKeyClientSecret]) != second {
 		t.Fatal("a weak value in the source displaced the accepted credential")
@@ -166,7 +168,7 @@ func TestTheStoresWritesAreRotationsAndItsMistakesCostNothing(t *testing.T) {
 func TestTheSourceIsTheOnlyOriginOfTheCredential(t *testing.T) {
 	ns := namespace(t)
 	value := strongValue(t)
-	storeWrites(t, ns, "only-from-vault", value)
+	storeWrites(t, ns, "only-from-vault", "only", value)
 	create(t, sourcedClient(ns, "only", "only-from-vault"))
 	waitReady(t, ns, "only", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	s := waitCarries(t, ns, "only-credentials", value)
@@ -221,19 +223,31 @@ func TestSourcesPastTheNamespacesBoundAreRefusedUntilOneIsLetGo(t *testing.T) {
 	waitReady(t, ns, "over", metav1.ConditionFalse, m2mv1alpha1.ReasonSourceSecretMissing)
 }
 
-// The manager's own Secrets are never a source: naming another client's credentials Secret
-// (which the tenant could read, but whose rotations belong to that client) or the client's own
-// is refused, and nothing is accepted.
-func TestTheManagersOwnSecretsAreNeverASource(t *testing.T) {
+// A client takes only a Secret meant for it: one of the namespace that does not name it in its
+// opt-in annotation (a database password that the tenant may not read, say) is refused, and
+// nothing of it is accepted or copied into a Secret the tenant reads. The manager's own Secrets
+// are never a source either: naming another client's credentials Secret, even one that opts in,
+// or the client's own is refused.
+func TestAClientTakesOnlyASecretThatOptsInAndNeverOneOfTheManagers(t *testing.T) {
 	ns := namespace(t)
 	create(t, newClient(ns, "victim"))
 	waitReady(t, ns, "victim", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
-	for name, source := range map[string]string{"borrower": "victim-credentials", "self": "self-credentials"} {
+	victim := secretOf(t, ns, "victim-credentials")
+	victim.Annotations[m2mv1alpha1.SourceForAnnotation] = "borrower"
+	if err := env.Client.Update(context.Background(), victim); err != nil {
+		t.Fatal(err)
+	}
+	password := strongValue(t)
+	storeWrites(t, ns, "postgres-admin", "someone-else", password)
+	for name, source := range map[string]string{"borrower": "victim-credentials", "self": "self-credentials", "snooper": "postgres-admin"} {
 		create(t, sourcedClient(ns, name, source))
 		obj := waitReady(t, ns, name, metav1.ConditionFalse, m2mv1alpha1.ReasonSourceSecretRefused)
 		if len(obj.Status.AcceptedSecrets) != 0 {
 			t.Errorf("%s, naming %s, accepted %d credentials", name, source, len(obj.Status.AcceptedSecrets))
 		}
+	}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "snooper-credentials"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("a credentials Secret was written from a Secret that did not opt in (%v)", err)
 	}
 }
 
