@@ -460,5 +460,7 @@ func newSourceWatcher(mgr ctrl.Manager, perNamespace int) (*sourcewatch.Watcher,
 		MaxValueBytes:  credentials.MaxSourceValueBytes,
 		ManagedByLabel: m2mv1alpha1.ManagedByLabel,
 		ManagedByValue: m2mv1alpha1.ManagedByValue,
+		ClientGroup:    m2mv1alpha1.GroupVersion.Group,
+		ClientKind:     "M2MClient",
 	}, nil
 }
