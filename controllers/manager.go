@@ -461,5 +461,7 @@ func newSourceWatcher(mgr ctrl.Manager, perNamespace int) (*sourcewatch.Watcher,
 		ManagedByLabel:  m2mv1alpha1.ManagedByLabel,
 		ManagedByValue:  m2mv1alpha1.ManagedByValue,
 		OptInAnnotation: m2mv1alpha1.SourceForAnnotation,
+		ClientGroup:     m2mv1alpha1.GroupVersion.Group,
+		ClientKind:      "M2MClient",
 	}, nil
 }

@@ -4,9 +4,11 @@
 # repository's controller-gen from the monitoring API types), cert-manager's Certificate, Issuer
 # and ClusterIssuer (from the cert-manager module), and the Gateway API's GatewayClass, Gateway,
 # HTTPRoute and BackendTLSPolicy (from the gateway-api module's standard channel, which serves
-# all four as v1). Tests install them into the test API server to check config/prometheus,
-# config/cert-manager, config/public-door and the chart's optional objects against the real
-# schemas.
+# all four as v1), External Secrets Operator's ExternalSecret (from the external-secrets module,
+# about 19 MB to download once: its apis module is not published apart) and Flux's Kustomization
+# (from the kustomize-controller module). Tests install them into the test API server to check
+# config/prometheus, config/cert-manager, config/public-door, the chart's optional objects and the
+# manifests of docs/gitops.md against the real schemas.
 #
 # Prints the directory of the CRD files on stdout; everything else goes to stderr.
 set -euo pipefail
@@ -15,12 +17,16 @@ cd "$(dirname "$0")/.."
 MONITORING_VERSION="${MONITORING_VERSION:-v0.95.2}"
 CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.19.1}"
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.6.3}"
+EXTERNAL_SECRETS_VERSION="${EXTERNAL_SECRETS_VERSION:-v1.3.2}"
+# v1.9.6: the newest whose go.mod asks for no newer Go than this repository's.
+FLUX_KUSTOMIZE_VERSION="${FLUX_KUSTOMIZE_VERSION:-v1.9.6}"
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/m2m-operator/crds"
-dest="$cache_root/monitoring-$MONITORING_VERSION-cert-manager-$CERT_MANAGER_VERSION-gateway-api-$GATEWAY_API_VERSION"
+dest="$cache_root/monitoring-$MONITORING_VERSION-cert-manager-$CERT_MANAGER_VERSION-gateway-api-$GATEWAY_API_VERSION-eso-$EXTERNAL_SECRETS_VERSION-flux-$FLUX_KUSTOMIZE_VERSION"
 
 complete() {
   [ -f "$dest/monitoring.coreos.com_prometheusrules.yaml" ] && [ -f "$dest/cert-manager.io_certificates.yaml" ] &&
-    [ -f "$dest/gateway.networking.k8s.io_backendtlspolicies.yaml" ]
+    [ -f "$dest/gateway.networking.k8s.io_backendtlspolicies.yaml" ] &&
+    [ -f "$dest/external-secrets.io_externalsecrets.yaml" ] && [ -f "$dest/kustomize.toolkit.fluxcd.io_kustomizations.yaml" ]
 }
 
 # shellcheck source=hack/cache.sh
@@ -53,6 +59,12 @@ fi
 for crd in gatewayclasses gateways httproutes backendtlspolicies; do
   cp "$gw/config/crd/standard/gateway.networking.k8s.io_$crd.yaml" "$work/out/"
 done
+# The ExternalSecret alone: its v1 schema is what the manifests are checked against, and the
+# stores (SecretStore, ClusterSecretStore) are the user's.
+eso="$(GOFLAGS= go mod download -json "github.com/external-secrets/external-secrets@$EXTERNAL_SECRETS_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+cp "$eso/config/crds/bases/external-secrets.io_externalsecrets.yaml" "$work/out/"
+flux="$(GOFLAGS= go mod download -json "github.com/fluxcd/kustomize-controller@$FLUX_KUSTOMIZE_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+cp "$flux/config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml" "$work/out/"
 chmod -R u+w "$work/out"
 rm -rf "$dest"
 mv "$work/out" "$dest"

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 )
@@ -40,7 +41,9 @@ type Reading struct {
 	// Size is the entry's size in bytes; over the limit, Value is "" and Size says how large.
 	Size int
 	// WrittenByManager: the Secret carries the manager's managed-by label or is controlled by
-	// another object (an M2MClient's credentials Secret): not a store's.
+	// an M2MClient (a client's credentials Secret): not a store's. A controller of another kind
+	// is a store's own object (External Secrets Operator's ExternalSecret with creationPolicy
+	// Owner, a SealedSecret), which a source is for.
 	WrittenByManager bool
 	// OptIn is the value of the Secret's OptInAnnotation ("" when absent or over
 	// maxOptInBytes).
@@ -66,6 +69,9 @@ type Watcher struct {
 	ManagedByLabel, ManagedByValue string
 	// OptInAnnotation is the annotation by which a Secret names the clients that may read it.
 	OptInAnnotation string
+	// ClientGroup and ClientKind name the M2MClient kind, whose controller reference marks a
+	// client's credentials Secret.
+	ClientGroup, ClientKind string
 
 	mu      sync.Mutex
 	ctx     context.Context
@@ -199,7 +205,7 @@ func (w *Watcher) readLocked(src Source, s *watch) Reading {
 		return Reading{Synced: true}
 	}
 	secret := item.(*corev1.Secret)
-	r := Reading{Synced: true, Exists: true, WrittenByManager: secret.Labels[w.ManagedByLabel] == w.ManagedByValue || metav1.GetControllerOf(secret) != nil,
+	r := Reading{Synced: true, Exists: true, WrittenByManager: secret.Labels[w.ManagedByLabel] == w.ManagedByValue || w.controlledByClient(secret),
 		OptIn: secret.Annotations[w.OptInAnnotation]}
 	if n, err := strconv.Atoi(secret.Annotations[sizeAnnotation]); err == nil {
 		r.Size = n
@@ -208,6 +214,17 @@ func (w *Watcher) readLocked(src Source, s *watch) Reading {
 	r.Value = string(secret.Data[src.Key])
 	r.Size = len(r.Value)
 	return r
+}
+
+// controlledByClient reports whether secret's controller is an M2MClient, of the group that
+// ClientGroup names.
+func (w *Watcher) controlledByClient(secret *corev1.Secret) bool {
+	ref := metav1.GetControllerOf(secret)
+	if ref == nil {
+		return false
+	}
+	gv, err := schema.ParseGroupVersion(ref.APIVersion)
+	return err != nil || (gv.Group == w.ClientGroup && ref.Kind == w.ClientKind)
 }
 
 // startLocked starts the watch of src, whose events tell its holders.

@@ -72,3 +72,29 @@ func TestTheBoundOfSourcesIsPerNamespace(t *testing.T) {
 		t.Fatalf("%d watches after s1's last holder let go; want s4 and u's", w.Watches())
 	}
 }
+
+// External Secrets Operator (creationPolicy Owner) and Sealed Secrets make their own object the
+// controller of the Secret they write, and other stores may: that Secret is a store's, the
+// one a source is for. Only a controller that is an M2MClient marks a credentials Secret.
+func TestOnlyAnM2MClientAsControllerMakesASecretTheManagers(t *testing.T) {
+	w := &Watcher{ClientGroup: "m2m.dev", ClientKind: "M2MClient"}
+	controlled := func(apiVersion, kind string) *corev1.Secret {
+		yes := true
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{OwnerReferences: []metav1.OwnerReference{
+			{APIVersion: apiVersion, Kind: kind, Name: "billing", UID: "u", Controller: &yes},
+		}}}
+	}
+	for _, store := range []*corev1.Secret{
+		controlled("external-secrets.io/v1", "ExternalSecret"),
+		controlled("bitnami.com/v1alpha1", "SealedSecret"),
+		controlled("secrets.hashicorp.com/v1beta1", "VaultStaticSecret"),
+		{},
+	} {
+		if w.controlledByClient(store) {
+			t.Errorf("a Secret controlled by %v is taken for a credentials Secret", store.OwnerReferences)
+		}
+	}
+	if !w.controlledByClient(controlled("m2m.dev/v1alpha1", "M2MClient")) {
+		t.Error("a Secret controlled by an M2MClient is taken for a store's")
+	}
+}

@@ -1,5 +1,6 @@
-// Package docs checks that the runbook agrees with the code: every alert links to an entry that
-// exists, and every test an entry names as its proof exists.
+// Package docs checks that the docs agree with the code: every alert links to an entry of the
+// runbook that exists, every test an entry names as its proof exists, and the secret-store
+// walk-through of docs/gitops.md works as written against a real API server and manager.
 package docs
 
 import (

@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -131,25 +130,11 @@ func get(t *testing.T, key client.Object) {
 	}
 }
 
-// readyClient waits until the client's Ready condition has the status and reason given, for
-// its current generation, and returns the client.
+// waitReady waits until the client's Ready condition has the status and reason given, for its
+// current generation, and returns the client.
 func waitReady(t *testing.T, ns, name string, status metav1.ConditionStatus, reason string) *m2mv1alpha1.M2MClient {
 	t.Helper()
-	obj := &m2mv1alpha1.M2MClient{}
-	testenv.Eventually(t, wait, func() error {
-		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, obj); err != nil {
-			return err
-		}
-		c := meta.FindStatusCondition(obj.Status.Conditions, m2mv1alpha1.ConditionReady)
-		if c == nil {
-			return fmt.Errorf("no Ready condition yet")
-		}
-		if c.Status != status || c.Reason != reason || obj.Status.ObservedGeneration != obj.Generation {
-			return fmt.Errorf("Ready=%s/%s (%s) at generation %d of %d, want %s/%s", c.Status, c.Reason, c.Message, obj.Status.ObservedGeneration, obj.Generation, status, reason)
-		}
-		return nil
-	})
-	return obj
+	return testenv.WaitReady(t, env.Client, ns, name, status, reason, wait)
 }
 
 func secretOf(t *testing.T, ns, name string) *corev1.Secret {

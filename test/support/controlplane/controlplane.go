@@ -28,7 +28,8 @@ func Helm() (string, error) { return cached("M2M_HELM", "helm.sh") }
 
 // OptionalCRDs returns the directory of the optional integrations' CRDs (PrometheusRule,
 // ServiceMonitor, cert-manager's Certificate and issuers, the Gateway API's GatewayClass, Gateway,
-// HTTPRoute and BackendTLSPolicy): M2M_OPTIONAL_CRDS when set, else what hack/optional-crds.sh
+// HTTPRoute and BackendTLSPolicy, External Secrets Operator's ExternalSecret, Flux's
+// Kustomization): M2M_OPTIONAL_CRDS when set, else what hack/optional-crds.sh
 // prints (it builds them when they are missing).
 func OptionalCRDs() (string, error) { return cached("M2M_OPTIONAL_CRDS", "optional-crds.sh") }
 

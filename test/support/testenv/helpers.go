@@ -264,3 +264,24 @@ func ServiceAccountToken(t testing.TB, c client.Client, ns, name string, lifetim
 	}
 	return tr.Status.Token
 }
+
+// WaitReady waits until the client's Ready condition has the status and reason given, for its
+// current generation, and returns the client. It bounds a wait; it asserts nothing about speed.
+func WaitReady(t testing.TB, c client.Client, ns, name string, want metav1.ConditionStatus, reason string, timeout time.Duration) *m2mv1alpha1.M2MClient {
+	t.Helper()
+	obj := &m2mv1alpha1.M2MClient{}
+	Eventually(t, timeout, func() error {
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, obj); err != nil {
+			return err
+		}
+		r := meta.FindStatusCondition(obj.Status.Conditions, m2mv1alpha1.ConditionReady)
+		if r == nil {
+			return fmt.Errorf("no Ready condition yet")
+		}
+		if r.Status != want || r.Reason != reason || obj.Status.ObservedGeneration != obj.Generation {
+			return fmt.Errorf("Ready=%s/%s (%s) at generation %d of %d, want %s/%s", r.Status, r.Reason, r.Message, obj.Status.ObservedGeneration, obj.Generation, want, reason)
+		}
+		return nil
+	})
+	return obj
+}
