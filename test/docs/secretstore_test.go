@@ -102,10 +102,11 @@ func TestTheSecretStoreWalkThroughWorksAsWritten(t *testing.T) {
 	}
 
 	// External Secrets Operator, with creationPolicy Owner, makes the ExternalSecret the Secret's
-	// controller.
+	// controller, and copies the template's annotations, which carry the opt-in, onto it.
 	value := strongSecret(t)
+	annotations, _, _ := unstructured.NestedStringMap(es.Object, "spec", "target", "template", "metadata", "annotations")
 	source := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: target, OwnerReferences: []metav1.OwnerReference{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: target, Annotations: annotations, OwnerReferences: []metav1.OwnerReference{{
 			APIVersion: es.GetAPIVersion(), Kind: es.GetKind(), Name: es.GetName(), UID: es.GetUID(),
 			Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
 		}}},
