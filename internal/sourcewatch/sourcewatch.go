@@ -260,7 +260,14 @@ func (w *Watcher) strip(key string) cache.TransformFunc {
 		if ref := metav1.GetControllerOf(in); ref != nil {
 			out.OwnerReferences = []metav1.OwnerReference{*ref}
 		}
-		if v, ok := in.Data[key]; ok {
+		v, ok := in.Data[key]
+		if n, noted := in.Annotations[sizeAnnotation]; noted && !ok {
+			// The informer may strip a copy it stripped before (against a real API server, the
+			// note of a 1 MiB entry was lost so, and the entry read as absent): the note is all
+			// that is left of the entry then.
+			out.Annotations = map[string]string{sizeAnnotation: n}
+		}
+		if ok {
 			if w.MaxValueBytes > 0 && len(v) > w.MaxValueBytes {
 				out.Annotations = map[string]string{sizeAnnotation: strconv.Itoa(len(v))}
 			} else {
