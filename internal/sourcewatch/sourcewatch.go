@@ -289,7 +289,17 @@ func (w *Watcher) strip(key string) cache.TransformFunc {
 		if v := in.Annotations[w.OptInAnnotation]; w.OptInAnnotation != "" && v != "" && len(v) <= maxOptInBytes {
 			out.Annotations = map[string]string{w.OptInAnnotation: v}
 		}
-		if v, ok := in.Data[key]; ok {
+		v, ok := in.Data[key]
+		if n, noted := in.Annotations[sizeAnnotation]; noted && !ok {
+			// The informer may strip a copy it stripped before (against a real API server, the
+			// note of a 1 MiB entry was lost so, and the entry read as absent): the note is all
+			// that is left of the entry then.
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[sizeAnnotation] = n
+		}
+		if ok {
 			if w.MaxValueBytes > 0 && len(v) > w.MaxValueBytes {
 				if out.Annotations == nil {
 					out.Annotations = map[string]string{}

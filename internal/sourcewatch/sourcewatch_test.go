@@ -39,6 +39,18 @@ func TestAnEntryOverTheLimitIsDroppedAndItsSizeNoted(t *testing.T) {
 	}
 }
 
+// The informer may pass a stripped copy through strip again; the size note must survive it, or
+// an entry over the limit would read as an absent one.
+func TestStrippingAStrippedCopyKeepsTheSizeNote(t *testing.T) {
+	w := &Watcher{MaxValueBytes: 16}
+	in := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "big"}, Data: map[string][]byte{"k": []byte(strings.Repeat("x", 17))}}
+	once, _ := w.strip("k")(in)
+	twice, _ := w.strip("k")(once)
+	if out := twice.(*corev1.Secret); len(out.Data) != 0 || out.Annotations[sizeAnnotation] != "17" {
+		t.Fatalf("after a second strip: %d entries, size note %q; want none and 17", len(out.Data), out.Annotations[sizeAnnotation])
+	}
+}
+
 // A namespace at the bound gets no new watch, but may move a client from one source to
 // another, and other namespaces are not affected.
 func TestTheBoundOfSourcesIsPerNamespace(t *testing.T) {
