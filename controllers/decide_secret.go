@@ -199,8 +199,9 @@ func foreignSecret(v *secretView) (SecretDecision, bool) {
 // suppliedCredential decides alone for a credential that someone else supplies
 // (spec.authentication.source): the Secret carries the source's value once its fingerprint is
 // accepted, and no other. It never issues a value of the manager's, never adopts what someone
-// writes into the Secret (the source is the credential's only origin), and never rotates on the
-// manager's schedule or triggers: a new value in the source is the rotation.
+// writes into the Secret (the source is the credential's only origin; only a lost status is
+// rebuilt from the Secret, as for every kind, before the source's value follows), and never
+// rotates on the manager's schedule or triggers: a new value in the source is the rotation.
 func suppliedCredential(v *secretView) (SecretDecision, bool) {
 	src := v.kind.Source()
 	if src == nil {
@@ -241,6 +242,11 @@ func suppliedCredential(v *secretView) (SecretDecision, bool) {
 	// value: every other credential is dropped then, not given the grace period.
 	revoke := v.obj.Status.RevocationPending
 	switch {
+	case len(v.obj.Status.AcceptedSecrets) == 0 && v.value != "" && v.hash != hash && v.kind.Problem(v.value) == "":
+		// Status was lost, or the client was created again over its orphaned Secret, after the
+		// store moved on: the value the pods hold is accepted back first, so that the store's
+		// value follows as a rotation with the grace period instead of cutting them off.
+		return SecretDecision{Action: ActionRecoverStatus, Secret: v.value, Why: fmt.Sprintf("status had no credentials; the one Secret %s carries was accepted back, and the source's follows as a rotation", secretName(v.obj))}, true
 	case len(v.obj.Status.AcceptedSecrets) == 0:
 		return SecretDecision{Action: ActionGenerate, Why: fmt.Sprintf("the source %s holds the client's first credential", where)}, true
 	case current && v.hash == hash && others > 0:

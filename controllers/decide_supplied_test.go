@@ -74,8 +74,14 @@ func TestDecideSuppliedSecret(t *testing.T) {
 		"a deleted Secret is written again with the source's value, not a new one": {
 			obj: clientWith(entry(current, nil)), secret: nil, supply: holds(current), want: ActionResumeRotation, reason: RotationResumed,
 		},
-		"a lost status is rebuilt from the source, not from the Secret": {
-			obj: clientWith(), secret: ownedSecret(next), supply: holds(current), want: ActionGenerate,
+		"a lost status is rebuilt from the Secret first, so that the store's newer value is a rotation with the grace period": {
+			obj: clientWith(), secret: ownedSecret(next), supply: holds(current), want: ActionRecoverStatus,
+		},
+		"a lost status over a Secret that carries the source's value takes it as the first credential": {
+			obj: clientWith(), secret: ownedSecret(current), supply: holds(current), want: ActionGenerate,
+		},
+		"a lost status over a Secret with a weak value takes the source's": {
+			obj: clientWith(), secret: ownedSecret("hunter2"), supply: holds(current), want: ActionGenerate,
 		},
 		"a due rotation of the manager's asks for nothing": {
 			obj: withPeriod(withTrigger(withAnnotation(clientWith(entry(current, nil)), "now"), "v2"), time.Hour), secret: ownedSecret(current), supply: holds(current), want: ActionNone,

@@ -15,10 +15,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/fields"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
@@ -187,10 +189,10 @@ func durationOrDefault(d time.Duration) *time.Duration {
 	return &d
 }
 
-// DefaultMaxSourcesPerNamespace is how many source Secrets the manager watches for one namespace
-// unless told otherwise (cmd/manager's --max-sources-per-namespace): each is one watch on the API
-// server, and a tenant who may create M2MClients must not make the manager hold any number of
-// them.
+// DefaultMaxSourcesPerNamespace is how many sources (distinct Secret entries) the manager reads
+// for one namespace unless told otherwise (cmd/manager's --max-sources-per-namespace): it keeps
+// the last reading of each (at most credentials.MaxSourceValueBytes of value), and a tenant who
+// may create M2MClients must not make it keep any number of them.
 const DefaultMaxSourcesPerNamespace = 256
 
 // setDefaults fills in what o leaves unset and refuses key policies that cannot work.
@@ -446,15 +448,30 @@ var (
 	currentFleet *FleetCollector
 )
 
-// newSourceWatcher watches source Secrets one by one, through the manager's own connection.
+// newSourceWatcher reads source Secrets through the manager's own connection: the metadata of a
+// namespace's Secrets through one watch, a source itself with an uncached GET.
 func newSourceWatcher(mgr ctrl.Manager, perNamespace int) (*sourcewatch.Watcher, error) {
-	cs, err := kubernetes.NewForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient())
+	mc, err := metadata.NewForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient())
 	if err != nil {
-		return nil, fmt.Errorf("a client for source Secrets: %w", err)
+		return nil, fmt.Errorf("a metadata client for source Secrets: %w", err)
 	}
+	secrets := corev1.SchemeGroupVersion.WithResource("secrets")
+	api := mgr.GetAPIReader()
 	return &sourcewatch.Watcher{
-		ListWatch: func(namespace string, selector fields.Selector) toolscache.ListerWatcher {
-			return toolscache.NewListWatchFromClient(cs.CoreV1().RESTClient(), "secrets", namespace, selector)
+		ListWatch: func(namespace string) toolscache.ListerWatcher {
+			// As client-go's metadata informer builds it.
+			return toolscache.ToListWatcherWithWatchListSemantics(&toolscache.ListWatch{
+				ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+					return mc.Resource(secrets).Namespace(namespace).List(ctx, opts)
+				},
+				WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+					return mc.Resource(secrets).Namespace(namespace).Watch(ctx, opts)
+				},
+			}, mc)
+		},
+		Get: func(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
+			s := &corev1.Secret{}
+			return s, api.Get(ctx, key, s)
 		},
 		PerNamespace:    perNamespace,
 		MaxValueBytes:   credentials.MaxSourceValueBytes,

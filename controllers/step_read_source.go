@@ -13,10 +13,10 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/sourcewatch"
 )
 
-// readSource reads what the source Secret of spec.authentication.source holds, through its
-// watch, and makes the client's kind the Sourced one of it. Until the watch has listed the
-// source once, the reconcile stops; the watch wakes it.
-func (c *clientReconcile) readSource(context.Context) (stepResult, error) {
+// readSource reads what the source Secret of spec.authentication.source holds (sourcewatch), and
+// makes the client's kind the Sourced one of it. Until the watch of its namespace has listed the
+// Secrets once, the reconcile stops; the watch wakes it.
+func (c *clientReconcile) readSource(ctx context.Context) (stepResult, error) {
 	obj, key := c.obj, client.ObjectKeyFromObject(c.obj)
 	spec := obj.Spec.Authentication.Source
 	if spec == nil || c.kind == nil {
@@ -36,7 +36,7 @@ func (c *clientReconcile) readSource(context.Context) (stepResult, error) {
 		c.kind = credentials.Sourced{Kind: c.kind, Supply: supply}
 		return proceed, nil
 	}
-	got, err := c.r.Sources.Want(key, src)
+	got, err := c.r.Sources.Want(ctx, key, src)
 	var tooMany *sourcewatch.ErrTooManySources
 	switch {
 	case errors.As(err, &tooMany):

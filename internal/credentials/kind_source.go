@@ -3,9 +3,10 @@ package credentials
 import "errors"
 
 // MaxSourceValueBytes bounds the entry of a source Secret that the manager keeps in memory and
-// reads: far above a 512-character secret or a 4096-bit RSA key in PEM, far below the 1 MiB a
-// Secret may hold, which a tenant could otherwise make the manager keep once per client.
-const MaxSourceValueBytes = 16 << 10
+// parses: above a 512-character secret and a 4096-bit RSA key in PKCS #8 PEM (about 3,300
+// bytes), the largest credentials it accepts, and far below the 1 MiB a Secret may hold. A larger
+// RSA key would cost seconds of the manager's CPU to parse, at every reconcile.
+const MaxSourceValueBytes = 4 << 10
 
 // Supply is what a source Secret holds for a client whose credential someone else writes
 // (spec.authentication.source), as the manager last read it.

@@ -1,20 +1,26 @@
-// Package sourcewatch watches the Secrets that M2MClients name as the source of their credential
-// (spec.authentication.source), each one by its name. A secret store writes them without the
-// manager's label, so the manager's cache, which holds only labelled Secrets, never sees them; a
-// watch of every Secret would hold every Secret of the cluster in the manager's memory. A watch
-// per named source costs one API server watch and a few goroutines, holds that Secret alone,
-// stripped to the one entry the client reads, and ends when no client names it any more.
+// Package sourcewatch tells the manager what the Secrets that M2MClients name as the source of
+// their credential (spec.authentication.source) hold, and wakes those clients when one changes.
+//
+// A secret store writes these Secrets without the manager's label, so the manager's cache, which
+// holds only labelled Secrets, never sees them, and a cache of every Secret would hold every
+// Secret of the cluster. Nor does a watch per source scale: client-go decodes each watch event
+// whole before any transform runs, and each watch keeps decode buffers as large as the largest
+// object it has seen, so a tenant with one padded Secret named by many clients held the manager
+// hostage (about 4 MiB per watch for a 900 KiB Secret). Instead, each namespace that has a
+// source gets one watch of the metadata of its Secrets (the API server leaves the data out),
+// which says when a source changes; the source itself is read with a GET when its
+// resourceVersion differs from the one last read, and only the entry its clients read is kept.
 package sourcewatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
@@ -25,14 +31,13 @@ type Source struct {
 	Namespace, Name, Key string
 }
 
-// String is "namespace/name" and the key, for messages.
-func (s Source) String() string {
-	return fmt.Sprintf("Secret %s/%s, entry %q", s.Namespace, s.Name, s.Key)
-}
+// String names the Secret and its entry, for messages.
+func (s Source) String() string { return fmt.Sprintf("Secret %s/%s, entry %q", s.Namespace, s.Name, s.Key) }
 
 // Reading is what a source holds, as last seen.
 type Reading struct {
-	// Synced: the watch has listed the source once; until then the rest says nothing.
+	// Synced: the namespace's watch has listed its Secrets once; until then the rest says
+	// nothing.
 	Synced bool
 	// Exists: the Secret exists.
 	Exists bool
@@ -53,42 +58,9 @@ type Reading struct {
 // maxOptInBytes bounds the opt-in annotation kept in memory: a list of client names.
 const maxOptInBytes = 4 << 10
 
-// Watcher keeps one watch per source that some client names. It is a manager Runnable that
-// needs the leader: only the leader reconciles, and so only it names sources.
-type Watcher struct {
-	// ListWatch lists and watches the Secrets of a namespace that a field selector chooses.
-	ListWatch func(namespace string, selector fields.Selector) cache.ListerWatcher
-	// Notify is told the clients whose source changed, or was first read.
-	Notify func(client types.NamespacedName)
-	// PerNamespace bounds the distinct sources of one namespace, so that one tenant cannot make
-	// the manager hold any number of watches; 0 means no bound.
-	PerNamespace int
-	// MaxValueBytes bounds the entry the watcher keeps in memory.
-	MaxValueBytes int
-	// ManagedBy is the label (name and value) that marks the manager's own Secrets.
-	ManagedByLabel, ManagedByValue string
-	// OptInAnnotation is the annotation by which a Secret names the clients that may read it.
-	OptInAnnotation string
-	// ClientGroup and ClientKind name the M2MClient kind, whose controller reference marks a
-	// client's credentials Secret.
-	ClientGroup, ClientKind string
-
-	mu      sync.Mutex
-	ctx     context.Context
-	sources map[Source]*watch
-	wants   map[types.NamespacedName]Source
-}
-
-type watch struct {
-	store   cache.Store
-	run     cache.Controller
-	stop    context.CancelFunc
-	holders map[types.NamespacedName]struct{}
-}
-
-// sizeAnnotation carries, on the stripped copy in the store only, the size of an entry that was
-// over the limit and dropped.
-const sizeAnnotation = "sourcewatch.m2m.dev/size"
+// ErrStopped is Want's error once the watcher has stopped (the manager shuts down or lost the
+// lease): nothing would tell the client of a change any more.
+var ErrStopped = errors.New("the source watcher has stopped")
 
 // ErrTooManySources is Want's error for a namespace at the PerNamespace bound.
 type ErrTooManySources struct {
@@ -97,60 +69,148 @@ type ErrTooManySources struct {
 }
 
 func (e *ErrTooManySources) Error() string {
-	return fmt.Sprintf("namespace %s already has %d sources, the most the manager watches for one namespace (--max-sources-per-namespace); clients that share a source share its watch", e.Namespace, e.Limit)
+	return fmt.Sprintf("namespace %s already has %d sources (distinct Secret entries), the most the manager reads for one namespace (--max-sources-per-namespace); clients that name the same entry share it", e.Namespace, e.Limit)
 }
 
-// Start runs the watches until ctx ends, and starts those named before.
+// Watcher keeps one metadata watch per namespace that has a source, and the last reading of each
+// source. It is a manager Runnable that needs the leader: only the leader reconciles, and so only
+// it names sources.
+type Watcher struct {
+	// ListWatch lists and watches the metadata (PartialObjectMetadata) of the Secrets of a
+	// namespace.
+	ListWatch func(namespace string) cache.ListerWatcher
+	// Get reads a Secret from the API server.
+	Get func(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error)
+	// Notify is told the clients whose source changed, or whose namespace was first listed.
+	Notify func(client types.NamespacedName)
+	// PerNamespace bounds the distinct sources of one namespace, whose readings the watcher
+	// keeps; 0 means no bound.
+	PerNamespace int
+	// MaxValueBytes bounds the entry kept of a source.
+	MaxValueBytes int
+	// ManagedByLabel and ManagedByValue are the label that marks the manager's own Secrets.
+	ManagedByLabel, ManagedByValue string
+	// OptInAnnotation is the annotation by which a Secret names the clients that may read it.
+	OptInAnnotation string
+	// ClientGroup and ClientKind name the M2MClient kind, whose controller reference marks a
+	// client's credentials Secret.
+	ClientGroup, ClientKind string
+
+	mu         sync.Mutex
+	ctx        context.Context
+	stopped    bool
+	namespaces map[string]*namespaceWatch
+	wants      map[types.NamespacedName]Source
+	readings   map[Source]reading
+}
+
+// namespaceWatch is the metadata watch of one namespace's Secrets, and who reads which.
+type namespaceWatch struct {
+	store cache.Store
+	run   cache.Controller
+	stop  context.CancelFunc
+	// holders are the clients that read each source of the namespace.
+	holders map[Source]map[types.NamespacedName]struct{}
+}
+
+// reading is a Reading as of a resourceVersion of its Secret.
+type reading struct {
+	version string
+	Reading
+}
+
+// Start runs the watches until ctx ends, and starts those asked for before.
 func (w *Watcher) Start(ctx context.Context) error {
 	w.mu.Lock()
 	w.ctx = ctx
-	for src, s := range w.sources {
-		w.startLocked(src, s)
+	for ns, nw := range w.namespaces {
+		w.startLocked(ns, nw)
 	}
 	w.mu.Unlock()
 	<-ctx.Done()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for src, s := range w.sources {
-		if s.stop != nil {
-			s.stop()
+	w.stopped = true
+	for _, nw := range w.namespaces {
+		if nw.stop != nil {
+			nw.stop()
 		}
-		delete(w.sources, src)
 	}
-	w.wants = nil
+	w.namespaces, w.wants, w.readings = nil, nil, nil
 	return nil
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable.
 func (w *Watcher) NeedLeaderElection() bool { return true }
 
-// Want records that client reads src (and no longer any source it read before), starting src's
-// watch if it has none, and returns what src holds. A namespace at the PerNamespace bound gets
-// ErrTooManySources for a source it does not watch yet.
-func (w *Watcher) Want(client types.NamespacedName, src Source) (Reading, error) {
+// Want records that client reads src (and no longer any source it read before), starting the
+// watch of src's namespace if it has none, and returns what src holds, read with Get when the
+// Secret changed since it was last read. A namespace at the PerNamespace bound gets
+// ErrTooManySources for a source it does not read yet.
+func (w *Watcher) Want(ctx context.Context, client types.NamespacedName, src Source) (Reading, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.sources == nil {
-		w.sources, w.wants = map[Source]*watch{}, map[types.NamespacedName]Source{}
+	if w.stopped {
+		w.mu.Unlock()
+		return Reading{}, ErrStopped
+	}
+	if w.namespaces == nil {
+		w.namespaces, w.wants, w.readings = map[string]*namespaceWatch{}, map[types.NamespacedName]Source{}, map[Source]reading{}
 	}
 	if old, ok := w.wants[client]; ok && old != src {
 		// First, so that a namespace at the bound may move a client to another source.
 		w.releaseLocked(client)
 	}
-	s, ok := w.sources[src]
-	if !ok {
-		if w.PerNamespace > 0 && w.countLocked(src.Namespace) >= w.PerNamespace {
+	nw := w.namespaces[src.Namespace]
+	if nw == nil {
+		nw = &namespaceWatch{holders: map[Source]map[types.NamespacedName]struct{}{}}
+	}
+	if _, ok := nw.holders[src]; !ok {
+		if w.PerNamespace > 0 && len(nw.holders) >= w.PerNamespace {
+			w.mu.Unlock()
 			return Reading{}, &ErrTooManySources{Namespace: src.Namespace, Limit: w.PerNamespace}
 		}
-		s = &watch{holders: map[types.NamespacedName]struct{}{}}
-		w.sources[src] = s
+		nw.holders[src] = map[types.NamespacedName]struct{}{}
+	}
+	if w.namespaces[src.Namespace] == nil {
+		w.namespaces[src.Namespace] = nw
 		if w.ctx != nil {
-			w.startLocked(src, s)
+			w.startLocked(src.Namespace, nw)
 		}
 	}
-	s.holders[client] = struct{}{}
+	nw.holders[src][client] = struct{}{}
 	w.wants[client] = src
-	return w.readLocked(src, s), nil
+	if nw.run == nil || !nw.run.HasSynced() {
+		w.mu.Unlock()
+		return Reading{}, nil
+	}
+	version := ""
+	if item, exists, err := nw.store.GetByKey(src.Namespace + "/" + src.Name); err == nil && exists {
+		version = item.(*metav1.PartialObjectMetadata).ResourceVersion
+	}
+	last, read := w.readings[src]
+	w.mu.Unlock()
+	switch {
+	case version == "":
+		return Reading{Synced: true}, nil
+	case read && last.version == version:
+		return last.Reading, nil
+	}
+
+	secret, err := w.Get(ctx, types.NamespacedName{Namespace: src.Namespace, Name: src.Name})
+	if apierrors.IsNotFound(err) {
+		// Deleted since the watch said it exists; its delete event wakes the clients again.
+		return Reading{Synced: true}, nil
+	}
+	if err != nil {
+		return Reading{}, err
+	}
+	r := w.read(secret, src.Key)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.wants[client] == src {
+		w.readings[src] = reading{version: secret.ResourceVersion, Reading: r}
+	}
+	return r, nil
 }
 
 // Release records that client reads no source (it was deleted, or names none any more).
@@ -163,21 +223,14 @@ func (w *Watcher) Release(client types.NamespacedName) {
 	w.releaseLocked(client)
 }
 
-// Watches is the number of sources watched, for the manager's metrics.
-func (w *Watcher) Watches() int {
+// Watches is the number of namespaces watched, and Sources the number of sources read.
+func (w *Watcher) Watches() (namespaces, sources int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.sources)
-}
-
-func (w *Watcher) countLocked(namespace string) int {
-	n := 0
-	for src := range w.sources {
-		if src.Namespace == namespace {
-			n++
-		}
+	for _, nw := range w.namespaces {
+		sources += len(nw.holders)
 	}
-	return n
+	return len(w.namespaces), sources
 }
 
 func (w *Watcher) releaseLocked(client types.NamespacedName) {
@@ -186,129 +239,111 @@ func (w *Watcher) releaseLocked(client types.NamespacedName) {
 		return
 	}
 	delete(w.wants, client)
-	s := w.sources[src]
-	delete(s.holders, client)
-	if len(s.holders) == 0 {
-		if s.stop != nil {
-			s.stop()
+	nw := w.namespaces[src.Namespace]
+	delete(nw.holders[src], client)
+	if len(nw.holders[src]) > 0 {
+		return
+	}
+	delete(nw.holders, src)
+	delete(w.readings, src)
+	if len(nw.holders) == 0 {
+		if nw.stop != nil {
+			nw.stop()
 		}
-		delete(w.sources, src)
+		delete(w.namespaces, src.Namespace)
 	}
 }
 
-func (w *Watcher) readLocked(src Source, s *watch) Reading {
-	if s.run == nil || !s.run.HasSynced() {
-		return Reading{}
+// read keeps of secret what a Reading needs: the entry key (its size alone when over
+// MaxValueBytes), the opt-in annotation, and whether the manager writes it.
+func (w *Watcher) read(secret *corev1.Secret, key string) Reading {
+	r := Reading{Synced: true, Exists: true, WrittenByManager: (w.ManagedByLabel != "" && secret.Labels[w.ManagedByLabel] == w.ManagedByValue) || w.controlledByClient(secret)}
+	if v := secret.Annotations[w.OptInAnnotation]; w.OptInAnnotation != "" && len(v) <= maxOptInBytes {
+		r.OptIn = v
 	}
-	item, exists, err := s.store.GetByKey(src.Namespace + "/" + src.Name)
-	if err != nil || !exists {
-		return Reading{Synced: true}
+	v := secret.Data[key]
+	r.Size = len(v)
+	if w.MaxValueBytes <= 0 || len(v) <= w.MaxValueBytes {
+		r.Value = string(v)
 	}
-	secret := item.(*corev1.Secret)
-	r := Reading{Synced: true, Exists: true, WrittenByManager: secret.Labels[w.ManagedByLabel] == w.ManagedByValue || w.controlledByClient(secret),
-		OptIn: secret.Annotations[w.OptInAnnotation]}
-	if n, err := strconv.Atoi(secret.Annotations[sizeAnnotation]); err == nil {
-		r.Size = n
-		return r
-	}
-	r.Value = string(secret.Data[src.Key])
-	r.Size = len(r.Value)
 	return r
 }
 
-// controlledByClient reports whether secret's controller is an M2MClient, of the group that
-// ClientGroup names.
+// controlledByClient reports whether secret's controller is an M2MClient: a client's credentials
+// Secret.
 func (w *Watcher) controlledByClient(secret *corev1.Secret) bool {
 	ref := metav1.GetControllerOf(secret)
 	if ref == nil {
 		return false
 	}
 	gv, err := schema.ParseGroupVersion(ref.APIVersion)
-	return err != nil || (gv.Group == w.ClientGroup && ref.Kind == w.ClientKind)
+	if err != nil {
+		return true // unreadable: treat as the manager's, which refuses the source
+	}
+	return gv.Group == w.ClientGroup && ref.Kind == w.ClientKind
 }
 
-// startLocked starts the watch of src, whose events tell its holders.
-func (w *Watcher) startLocked(src Source, s *watch) {
+// startLocked starts the metadata watch of namespace, whose events wake the clients of the
+// source they concern.
+func (w *Watcher) startLocked(namespace string, nw *namespaceWatch) {
 	ctx, stop := context.WithCancel(w.ctx)
-	notify := func(any) { w.notify(src) }
-	s.store, s.run = cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: w.ListWatch(src.Namespace, fields.OneTermEqualSelector("metadata.name", src.Name)),
-		ObjectType:    &corev1.Secret{},
+	changed := func(o any) {
+		if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		if m, ok := o.(metav1.Object); ok {
+			w.notify(namespace, func(src Source) bool { return src.Name == m.GetName() })
+		}
+	}
+	nw.store, nw.run = cache.NewInformerWithOptions(cache.InformerOptions{
+		ListerWatcher: w.ListWatch(namespace),
+		ObjectType:    &metav1.PartialObjectMetadata{},
 		Handler: cache.ResourceEventHandlerFuncs{
-			AddFunc:    notify,
-			UpdateFunc: func(_, o any) { notify(o) },
-			DeleteFunc: notify,
+			AddFunc:    changed,
+			UpdateFunc: func(_, o any) { changed(o) },
+			DeleteFunc: changed,
 		},
-		Transform: w.strip(src.Key),
+		Transform: strip,
 	})
-	s.stop = stop
-	go s.run.RunWithContext(ctx)
+	nw.stop = stop
+	go nw.run.RunWithContext(ctx)
 	go func() {
-		// The first list of a source that does not exist delivers no event; its holders wait for
-		// one.
-		if cache.WaitForCacheSync(ctx.Done(), s.run.HasSynced) {
-			w.notify(src)
+		// The first list delivers no event for a source that does not exist; its clients wait
+		// for one.
+		if cache.WaitForCacheSync(ctx.Done(), nw.run.HasSynced) {
+			w.notify(namespace, func(Source) bool { return true })
 		}
 	}()
 }
 
-// notify tells src's holders, outside the lock: Notify may block on a full queue.
-func (w *Watcher) notify(src Source) {
+// notify tells the clients of namespace's sources that match, outside the lock: Notify may
+// block on a full queue.
+func (w *Watcher) notify(namespace string, match func(Source) bool) {
 	w.mu.Lock()
-	var holders []types.NamespacedName
-	if s, ok := w.sources[src]; ok {
-		for h := range s.holders {
-			holders = append(holders, h)
+	var clients []types.NamespacedName
+	if nw, ok := w.namespaces[namespace]; ok {
+		for src, holders := range nw.holders {
+			if match(src) {
+				for c := range holders {
+					clients = append(clients, c)
+				}
+			}
 		}
 	}
 	w.mu.Unlock()
-	for _, h := range holders {
-		w.Notify(h)
+	for _, c := range clients {
+		w.Notify(c)
 	}
 }
 
-// strip keeps of a Secret what a Reading needs: its name, the managed-by label, the opt-in
-// annotation, its controller and the entry key, dropped (with its size noted) when over MaxValueBytes. The rest (other
-// entries, annotations such as kubectl's last-applied copy of the data, managed fields) never
-// reaches the store.
-func (w *Watcher) strip(key string) cache.TransformFunc {
-	return func(o any) (any, error) {
-		in, ok := o.(*corev1.Secret)
-		if !ok {
-			return o, nil // a tombstone: the store drops its object either way
-		}
-		out := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
-			Namespace: in.Namespace, Name: in.Name, UID: in.UID, ResourceVersion: in.ResourceVersion,
-		}}
-		if v, ok := in.Labels[w.ManagedByLabel]; ok {
-			out.Labels = map[string]string{w.ManagedByLabel: v}
-		}
-		if ref := metav1.GetControllerOf(in); ref != nil {
-			out.OwnerReferences = []metav1.OwnerReference{*ref}
-		}
-		if v := in.Annotations[w.OptInAnnotation]; w.OptInAnnotation != "" && v != "" && len(v) <= maxOptInBytes {
-			out.Annotations = map[string]string{w.OptInAnnotation: v}
-		}
-		v, ok := in.Data[key]
-		if n, noted := in.Annotations[sizeAnnotation]; noted && !ok {
-			// The informer may strip a copy it stripped before (against a real API server, the
-			// note of a 1 MiB entry was lost so, and the entry read as absent): the note is all
-			// that is left of the entry then.
-			if out.Annotations == nil {
-				out.Annotations = map[string]string{}
-			}
-			out.Annotations[sizeAnnotation] = n
-		}
-		if ok {
-			if w.MaxValueBytes > 0 && len(v) > w.MaxValueBytes {
-				if out.Annotations == nil {
-					out.Annotations = map[string]string{}
-				}
-				out.Annotations[sizeAnnotation] = strconv.Itoa(len(v))
-			} else {
-				out.Data = map[string][]byte{key: v}
-			}
-		}
-		return out, nil
+// strip keeps of a Secret's metadata its name and resourceVersion: what says that it changed.
+// Annotations, labels and managed fields, which a tenant can make large, never reach the store.
+func strip(o any) (any, error) {
+	in, ok := o.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return o, nil // a tombstone: the store drops its object either way
 	}
+	return &metav1.PartialObjectMetadata{TypeMeta: in.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+		Namespace: in.Namespace, Name: in.Name, UID: in.UID, ResourceVersion: in.ResourceVersion,
+	}}, nil
 }

@@ -1,17 +1,24 @@
 package sourcewatch
 
 import (
+	"context"
 	"strings"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
 )
 
-// What the watcher keeps of a source in memory: the one entry a client reads, and nothing that
-// could carry another secret (other entries, kubectl's last-applied copy of the data).
-func TestTheStoreKeepsTheNamedEntryAlone(t *testing.T) {
+// What the watcher keeps of a source: the one entry a client reads and the opt-in, and nothing
+// that could carry another secret (other entries, kubectl's last-applied copy of the data).
+func TestAReadingKeepsTheNamedEntryAndTheOptInAlone(t *testing.T) {
 	w := &Watcher{MaxValueBytes: 16, ManagedByLabel: "app.kubernetes.io/managed-by", ManagedByValue: "m2m-operator", OptInAnnotation: "m2m.dev/source-for"}
 	in := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "from-vault", ResourceVersion: "7",
@@ -19,45 +26,151 @@ func TestTheStoreKeepsTheNamedEntryAlone(t *testing.T) {
 			Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: `{"data":{"other":"c2VjcmV0"}}`, "m2m.dev/source-for": "billing"}},
 		Data: map[string][]byte{"client_secret": []byte("value"), "other": []byte("secret")},
 	}
-	got, err := w.strip("client_secret")(in)
+	want := Reading{Synced: true, Exists: true, Value: "value", Size: 5, OptIn: "billing"}
+	if got := w.read(in, "client_secret"); got != want {
+		t.Fatalf("read %+v, want %+v", got, want)
+	}
+}
+
+func TestAnEntryOverTheLimitIsDroppedAndItsSizeKept(t *testing.T) {
+	w := &Watcher{MaxValueBytes: 16, OptInAnnotation: "m2m.dev/source-for"}
+	in := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"m2m.dev/source-for": strings.Repeat("c,", maxOptInBytes)}},
+		Data: map[string][]byte{"k": []byte(strings.Repeat("x", 17))}}
+	if got := w.read(in, "k"); got.Value != "" || got.Size != 17 || got.OptIn != "" {
+		t.Fatalf("read value %q, size %d, opt-in of %d bytes; want none, 17, and none (over its bound)", got.Value, got.Size, len(got.OptIn))
+	}
+}
+
+// The metadata watch keeps a Secret's name and version alone: annotations, labels and managed
+// fields, which a tenant can pad, never reach the store.
+func TestTheMetadataStoreKeepsNameAndVersionAlone(t *testing.T) {
+	in := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "s", ResourceVersion: "9",
+		Annotations:   map[string]string{"pad": strings.Repeat("x", 1000)},
+		Labels:        map[string]string{"a": "b"},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}}
+	got, _ := strip(in)
+	out := got.(*metav1.PartialObjectMetadata)
+	if out.Name != "s" || out.ResourceVersion != "9" || out.Annotations != nil || out.Labels != nil || out.ManagedFields != nil {
+		t.Fatalf("kept %+v", out.ObjectMeta)
+	}
+}
+
+// fakeAPI serves the metadata of a namespace's Secrets and GETs of them, and counts the GETs.
+type fakeAPI struct {
+	mu      sync.Mutex
+	secrets map[types.NamespacedName]*corev1.Secret
+	gets    int
+	watcher *watch.FakeWatcher
+}
+
+// listOnly is a ListWatch that says it serves no watch-list (a list, then a watch), as a fake
+// must for client-go's reflector.
+type listOnly struct{ *cache.ListWatch }
+
+func (listOnly) IsWatchListSemanticsUnSupported() bool { return true }
+
+func (f *fakeAPI) listWatch(namespace string) cache.ListerWatcher {
+	return listOnly{&cache.ListWatch{
+		ListWithContextFunc: func(context.Context, metav1.ListOptions) (runtime.Object, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			list := &metav1.PartialObjectMetadataList{ListMeta: metav1.ListMeta{ResourceVersion: "1"}}
+			for k, s := range f.secrets {
+				if k.Namespace == namespace {
+					list.Items = append(list.Items, metav1.PartialObjectMetadata{ObjectMeta: s.ObjectMeta})
+				}
+			}
+			return list, nil
+		},
+		WatchFuncWithContext: func(context.Context, metav1.ListOptions) (watch.Interface, error) {
+			return f.watcher, nil
+		},
+	}}
+}
+
+func (f *fakeAPI) get(_ context.Context, key types.NamespacedName) (*corev1.Secret, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gets++
+	s, ok := f.secrets[key]
+	if !ok {
+		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, key.Name)
+	}
+	return s.DeepCopy(), nil
+}
+
+func (f *fakeAPI) getCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gets
+}
+
+// started is a watcher on api, started, and a channel of the clients it wakes.
+func started(t *testing.T, api *fakeAPI, perNamespace int) (*Watcher, chan types.NamespacedName) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	woken := make(chan types.NamespacedName, 100)
+	w := &Watcher{ListWatch: api.listWatch, Get: api.get, Notify: func(c types.NamespacedName) { woken <- c }, PerNamespace: perNamespace, MaxValueBytes: 4096}
+	done := make(chan struct{})
+	go func() { _ = w.Start(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return w, woken
+}
+
+// wantSynced asks for src until the namespace's watch has listed it.
+func wantSynced(t *testing.T, w *Watcher, woken chan types.NamespacedName, client types.NamespacedName, src Source) Reading {
+	t.Helper()
+	r, err := w.Want(context.Background(), client, src)
+	for err == nil && !r.Synced {
+		<-woken
+		r, err = w.Want(context.Background(), client, src)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := got.(*corev1.Secret)
-	if len(out.Data) != 1 || string(out.Data["client_secret"]) != "value" || len(out.Annotations) != 1 || out.Annotations["m2m.dev/source-for"] != "billing" || len(out.Labels) != 0 {
-		t.Fatalf("kept %v, annotations %v, labels %v; want the client_secret entry and the opt-in alone", out.Data, out.Annotations, out.Labels)
+	return r
+}
+
+// A source is read with a GET once per version of its Secret: a reconcile that finds it as it
+// was reads nothing, and a change, which wakes its clients, is read again.
+func TestASourceIsReadOncePerVersion(t *testing.T) {
+	key := types.NamespacedName{Namespace: "team", Name: "from-vault"}
+	api := &fakeAPI{watcher: watch.NewFake(), secrets: map[types.NamespacedName]*corev1.Secret{
+		key: {ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "from-vault", ResourceVersion: "5"}, Data: map[string][]byte{"client_secret": []byte("v1")}},
+	}}
+	w, woken := started(t, api, 0)
+	client, src := types.NamespacedName{Namespace: "team", Name: "billing"}, Source{Namespace: "team", Name: "from-vault", Key: "client_secret"}
+	if r := wantSynced(t, w, woken, client, src); r.Value != "v1" {
+		t.Fatalf("read %+v", r)
+	}
+	if r := wantSynced(t, w, woken, client, src); r.Value != "v1" || api.getCount() != 1 {
+		t.Fatalf("read %+v with %d GETs; want v1 from the first GET alone", r, api.getCount())
+	}
+	api.mu.Lock()
+	changed := api.secrets[key].DeepCopy()
+	changed.ResourceVersion, changed.Data["client_secret"] = "6", []byte("v2")
+	api.secrets[key] = changed
+	api.mu.Unlock()
+	api.watcher.Modify(&metav1.PartialObjectMetadata{ObjectMeta: changed.ObjectMeta})
+	for c := range woken {
+		if c == client {
+			break
+		}
+	}
+	if r := wantSynced(t, w, woken, client, src); r.Value != "v2" || api.getCount() != 2 {
+		t.Fatalf("read %+v with %d GETs after the change; want v2 from a second GET", r, api.getCount())
 	}
 }
 
-func TestAnEntryOverTheLimitIsDroppedAndItsSizeNoted(t *testing.T) {
-	w := &Watcher{MaxValueBytes: 16}
-	in := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "big"}, Data: map[string][]byte{"k": []byte(strings.Repeat("x", 17))}}
-	got, _ := w.strip("k")(in)
-	out := got.(*corev1.Secret)
-	if len(out.Data) != 0 || out.Annotations[sizeAnnotation] != "17" {
-		t.Fatalf("kept %d entries, size note %q; want none and 17", len(out.Data), out.Annotations[sizeAnnotation])
-	}
-}
-
-// The informer may pass a stripped copy through strip again; the size note must survive it, or
-// an entry over the limit would read as an absent one.
-func TestStrippingAStrippedCopyKeepsTheSizeNote(t *testing.T) {
-	w := &Watcher{MaxValueBytes: 16}
-	in := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "big"}, Data: map[string][]byte{"k": []byte(strings.Repeat("x", 17))}}
-	once, _ := w.strip("k")(in)
-	twice, _ := w.strip("k")(once)
-	if out := twice.(*corev1.Secret); len(out.Data) != 0 || out.Annotations[sizeAnnotation] != "17" {
-		t.Fatalf("after a second strip: %d entries, size note %q; want none and 17", len(out.Data), out.Annotations[sizeAnnotation])
-	}
-}
-
-// A namespace at the bound gets no new watch, but may move a client from one source to
-// another, and other namespaces are not affected.
+// A namespace at the bound reads no new source, but may move a client from one source to
+// another, and other namespaces are not affected; one watch serves each namespace, and it ends
+// with its last source.
 func TestTheBoundOfSourcesIsPerNamespace(t *testing.T) {
-	w := &Watcher{PerNamespace: 2}
+	api := &fakeAPI{watcher: watch.NewFake(), secrets: map[types.NamespacedName]*corev1.Secret{}}
+	w, _ := started(t, api, 2)
 	a, b, c := types.NamespacedName{Namespace: "t", Name: "a"}, types.NamespacedName{Namespace: "t", Name: "b"}, types.NamespacedName{Namespace: "t", Name: "c"}
 	want := func(client types.NamespacedName, ns, name string) error {
-		_, err := w.Want(client, Source{Namespace: ns, Name: name, Key: "client_secret"})
+		_, err := w.Want(context.Background(), client, Source{Namespace: ns, Name: name, Key: "client_secret"})
 		return err
 	}
 	if err := want(a, "t", "s1"); err != nil {
@@ -67,10 +180,10 @@ func TestTheBoundOfSourcesIsPerNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := want(c, "t", "s1"); err != nil {
-		t.Fatalf("a client sharing a watched source was refused: %v", err)
+		t.Fatalf("a client sharing a source was refused: %v", err)
 	}
 	if err := want(c, "t", "s3"); err == nil {
-		t.Fatal("a third source in a namespace bounded to two was watched")
+		t.Fatal("a third source in a namespace bounded to two was read")
 	}
 	if err := want(types.NamespacedName{Namespace: "u", Name: "x"}, "u", "s1"); err != nil {
 		t.Fatalf("another namespace was refused: %v", err)
@@ -78,11 +191,34 @@ func TestTheBoundOfSourcesIsPerNamespace(t *testing.T) {
 	if err := want(b, "t", "s4"); err != nil {
 		t.Fatalf("a client moving to another source in a namespace at its bound was refused: %v", err)
 	}
+	if ns, sources := w.Watches(); ns != 2 || sources != 3 {
+		t.Fatalf("%d namespaces and %d sources, want t (s1, s4) and u (s1)", ns, sources)
+	}
 	// c, refused s3, holds no source any more; a was s1's last holder.
 	w.Release(a)
-	if w.Watches() != 2 {
-		t.Fatalf("%d watches after s1's last holder let go; want s4 and u's", w.Watches())
+	w.Release(b)
+	if ns, sources := w.Watches(); ns != 1 || sources != 1 {
+		t.Fatalf("%d namespaces and %d sources after t's last clients let go; want u's alone", ns, sources)
 	}
+}
+
+// A reconcile that runs while the manager stops gets an error, not a panic or a watch on a
+// cancelled context.
+func TestWantAfterTheWatcherStoppedIsRefused(t *testing.T) {
+	api := &fakeAPI{watcher: watch.NewFake(), secrets: map[types.NamespacedName]*corev1.Secret{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Watcher{ListWatch: api.listWatch, Get: api.get, Notify: func(types.NamespacedName) {}}
+	done := make(chan struct{})
+	go func() { _ = w.Start(ctx); close(done) }()
+	if _, err := w.Want(context.Background(), types.NamespacedName{Namespace: "t", Name: "a"}, Source{Namespace: "t", Name: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	if _, err := w.Want(context.Background(), types.NamespacedName{Namespace: "t", Name: "b"}, Source{Namespace: "t", Name: "s"}); err != ErrStopped {
+		t.Fatalf("Want after stop: %v, want ErrStopped", err)
+	}
+	w.Release(types.NamespacedName{Namespace: "t", Name: "a"})
 }
 
 // External Secrets Operator (creationPolicy Owner) and Sealed Secrets make their own object the
