@@ -24,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // Source is a named source: an entry of a Secret.
@@ -32,7 +34,9 @@ type Source struct {
 }
 
 // String names the Secret and its entry, for messages.
-func (s Source) String() string { return fmt.Sprintf("Secret %s/%s, entry %q", s.Namespace, s.Name, s.Key) }
+func (s Source) String() string {
+	return fmt.Sprintf("Secret %s/%s, entry %q", s.Namespace, s.Name, s.Key)
+}
 
 // Reading is what a source holds, as last seen.
 type Reading struct {
@@ -101,7 +105,11 @@ type Watcher struct {
 	stopped    bool
 	namespaces map[string]*namespaceWatch
 	wants      map[types.NamespacedName]Source
-	readings   map[Source]reading
+	// readings are the last reading of each Secret that sources name, for all the keys its
+	// clients read: one GET serves them all.
+	readings map[types.NamespacedName]*secretReading
+	// reads makes the reconciles that find a Secret changed at once share one GET of it.
+	reads singleflight.Group
 }
 
 // namespaceWatch is the metadata watch of one namespace's Secrets, and who reads which.
@@ -113,10 +121,24 @@ type namespaceWatch struct {
 	holders map[Source]map[types.NamespacedName]struct{}
 }
 
-// reading is a Reading as of a resourceVersion of its Secret.
-type reading struct {
-	version string
-	Reading
+// secretReading is what a Secret held at a resourceVersion, for the keys its clients read.
+type secretReading struct {
+	version          string
+	writtenByManager bool
+	optIn            string
+	// entries hold the value ("" over the size bound) and size of each key read.
+	entries map[string]entry
+}
+
+type entry struct {
+	value string
+	size  int
+}
+
+// reading is r as a Reading of key, and whether r read key at all.
+func (r *secretReading) reading(key string) (Reading, bool) {
+	e, ok := r.entries[key]
+	return Reading{Synced: true, Exists: true, WrittenByManager: r.writtenByManager, OptIn: r.optIn, Value: e.value, Size: e.size}, ok
 }
 
 // Start runs the watches until ctx ends, and starts those asked for before.
@@ -154,11 +176,12 @@ func (w *Watcher) Want(ctx context.Context, client types.NamespacedName, src Sou
 		return Reading{}, ErrStopped
 	}
 	if w.namespaces == nil {
-		w.namespaces, w.wants, w.readings = map[string]*namespaceWatch{}, map[types.NamespacedName]Source{}, map[Source]reading{}
+		w.namespaces, w.wants, w.readings = map[string]*namespaceWatch{}, map[types.NamespacedName]Source{}, map[types.NamespacedName]*secretReading{}
 	}
 	if old, ok := w.wants[client]; ok && old != src {
-		// First, so that a namespace at the bound may move a client to another source.
-		w.releaseLocked(client)
+		// First, so that a namespace at the bound may move a client to another source; a move
+		// within the namespace keeps its watch, which would otherwise list it all again.
+		w.releaseLocked(client, old.Namespace == src.Namespace)
 	}
 	nw := w.namespaces[src.Namespace]
 	if nw == nil {
@@ -166,6 +189,7 @@ func (w *Watcher) Want(ctx context.Context, client types.NamespacedName, src Sou
 	}
 	if _, ok := nw.holders[src]; !ok {
 		if w.PerNamespace > 0 && len(nw.holders) >= w.PerNamespace {
+			w.stopIdleLocked(src.Namespace)
 			w.mu.Unlock()
 			return Reading{}, &ErrTooManySources{Namespace: src.Namespace, Limit: w.PerNamespace}
 		}
@@ -183,34 +207,69 @@ func (w *Watcher) Want(ctx context.Context, client types.NamespacedName, src Sou
 		w.mu.Unlock()
 		return Reading{}, nil
 	}
+	secretKey := types.NamespacedName{Namespace: src.Namespace, Name: src.Name}
 	version := ""
-	if item, exists, err := nw.store.GetByKey(src.Namespace + "/" + src.Name); err == nil && exists {
+	if item, exists, err := nw.store.GetByKey(secretKey.String()); err == nil && exists {
 		version = item.(*metav1.PartialObjectMetadata).ResourceVersion
 	}
-	last, read := w.readings[src]
-	w.mu.Unlock()
-	switch {
-	case version == "":
+	if version == "" {
+		w.mu.Unlock()
 		return Reading{Synced: true}, nil
-	case read && last.version == version:
-		return last.Reading, nil
 	}
+	if last := w.readings[secretKey]; last != nil && last.version == version {
+		if r, ok := last.reading(src.Key); ok {
+			w.mu.Unlock()
+			return r, nil
+		}
+	}
+	w.mu.Unlock()
 
-	secret, err := w.Get(ctx, types.NamespacedName{Namespace: src.Namespace, Name: src.Name})
-	if apierrors.IsNotFound(err) {
+	read := func() (any, error) { return w.readSecret(ctx, secretKey) }
+	v, err, _ := w.reads.Do(secretKey.String()+"@"+version, read)
+	if err == nil {
+		if r, ok := v.(*secretReading).reading(src.Key); ok {
+			return r, nil
+		}
+		// A GET another reconcile started before this client's key was wanted.
+		v, err = read()
+	}
+	switch {
+	case apierrors.IsNotFound(err):
 		// Deleted since the watch said it exists; its delete event wakes the clients again.
 		return Reading{Synced: true}, nil
-	}
-	if err != nil {
+	case err != nil:
 		return Reading{}, err
 	}
-	r := w.read(secret, src.Key)
+	r, _ := v.(*secretReading).reading(src.Key)
+	return r, nil
+}
+
+// readSecret GETs the Secret of key and keeps, as its reading, the keys its clients read.
+func (w *Watcher) readSecret(ctx context.Context, key types.NamespacedName) (*secretReading, error) {
+	secret, err := w.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.wants[client] == src {
-		w.readings[src] = reading{version: secret.ResourceVersion, Reading: r}
+	r := w.read(secret, w.keysLocked(key))
+	if len(r.entries) > 0 {
+		w.readings[key] = r
 	}
 	return r, nil
+}
+
+// keysLocked are the keys that clients read of the Secret of key.
+func (w *Watcher) keysLocked(key types.NamespacedName) []string {
+	var keys []string
+	if nw := w.namespaces[key.Namespace]; nw != nil {
+		for src := range nw.holders {
+			if src.Name == key.Name {
+				keys = append(keys, src.Key)
+			}
+		}
+	}
+	return keys
 }
 
 // Release records that client reads no source (it was deleted, or names none any more).
@@ -220,7 +279,7 @@ func (w *Watcher) Release(client types.NamespacedName) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.releaseLocked(client)
+	w.releaseLocked(client, false)
 }
 
 // Watches is the number of namespaces watched, and Sources the number of sources read.
@@ -233,7 +292,9 @@ func (w *Watcher) Watches() (namespaces, sources int) {
 	return len(w.namespaces), sources
 }
 
-func (w *Watcher) releaseLocked(client types.NamespacedName) {
+// releaseLocked forgets client's source, its reading once no client reads the Secret, and the
+// namespace's watch once it has no source, unless keepWatch.
+func (w *Watcher) releaseLocked(client types.NamespacedName, keepWatch bool) {
 	src, ok := w.wants[client]
 	if !ok {
 		return
@@ -245,26 +306,42 @@ func (w *Watcher) releaseLocked(client types.NamespacedName) {
 		return
 	}
 	delete(nw.holders, src)
-	delete(w.readings, src)
-	if len(nw.holders) == 0 {
-		if nw.stop != nil {
-			nw.stop()
-		}
-		delete(w.namespaces, src.Namespace)
+	secretKey := types.NamespacedName{Namespace: src.Namespace, Name: src.Name}
+	if len(w.keysLocked(secretKey)) == 0 {
+		delete(w.readings, secretKey)
+	}
+	if !keepWatch {
+		w.stopIdleLocked(src.Namespace)
 	}
 }
 
-// read keeps of secret what a Reading needs: the entry key (its size alone when over
-// MaxValueBytes), the opt-in annotation, and whether the manager writes it.
-func (w *Watcher) read(secret *corev1.Secret, key string) Reading {
-	r := Reading{Synced: true, Exists: true, WrittenByManager: (w.ManagedByLabel != "" && secret.Labels[w.ManagedByLabel] == w.ManagedByValue) || w.controlledByClient(secret)}
-	if v := secret.Annotations[w.OptInAnnotation]; w.OptInAnnotation != "" && len(v) <= maxOptInBytes {
-		r.OptIn = v
+// stopIdleLocked stops the watch of namespace when no source of it is read.
+func (w *Watcher) stopIdleLocked(namespace string) {
+	nw := w.namespaces[namespace]
+	if nw == nil || len(nw.holders) > 0 {
+		return
 	}
-	v := secret.Data[key]
-	r.Size = len(v)
-	if w.MaxValueBytes <= 0 || len(v) <= w.MaxValueBytes {
-		r.Value = string(v)
+	if nw.stop != nil {
+		nw.stop()
+	}
+	delete(w.namespaces, namespace)
+}
+
+// read keeps of secret what Readings of keys need: each entry (its size alone when over
+// MaxValueBytes), the opt-in annotation, and whether the manager writes it.
+func (w *Watcher) read(secret *corev1.Secret, keys []string) *secretReading {
+	r := &secretReading{version: secret.ResourceVersion, entries: map[string]entry{},
+		writtenByManager: (w.ManagedByLabel != "" && secret.Labels[w.ManagedByLabel] == w.ManagedByValue) || w.controlledByClient(secret)}
+	if v := secret.Annotations[w.OptInAnnotation]; w.OptInAnnotation != "" && len(v) <= maxOptInBytes {
+		r.optIn = v
+	}
+	for _, key := range keys {
+		v := secret.Data[key]
+		e := entry{size: len(v)}
+		if w.MaxValueBytes <= 0 || len(v) <= w.MaxValueBytes {
+			e.value = string(v)
+		}
+		r.entries[key] = e
 	}
 	return r
 }

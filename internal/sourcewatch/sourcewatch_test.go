@@ -2,9 +2,11 @@ package sourcewatch
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -27,7 +29,7 @@ func TestAReadingKeepsTheNamedEntryAndTheOptInAlone(t *testing.T) {
 		Data: map[string][]byte{"client_secret": []byte("value"), "other": []byte("secret")},
 	}
 	want := Reading{Synced: true, Exists: true, Value: "value", Size: 5, OptIn: "billing"}
-	if got := w.read(in, "client_secret"); got != want {
+	if got, ok := w.read(in, []string{"client_secret"}).reading("client_secret"); !ok || got != want {
 		t.Fatalf("read %+v, want %+v", got, want)
 	}
 }
@@ -36,7 +38,7 @@ func TestAnEntryOverTheLimitIsDroppedAndItsSizeKept(t *testing.T) {
 	w := &Watcher{MaxValueBytes: 16, OptInAnnotation: "m2m.dev/source-for"}
 	in := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"m2m.dev/source-for": strings.Repeat("c,", maxOptInBytes)}},
 		Data: map[string][]byte{"k": []byte(strings.Repeat("x", 17))}}
-	if got := w.read(in, "k"); got.Value != "" || got.Size != 17 || got.OptIn != "" {
+	if got, _ := w.read(in, []string{"k"}).reading("k"); got.Value != "" || got.Size != 17 || got.OptIn != "" {
 		t.Fatalf("read value %q, size %d, opt-in of %d bytes; want none, 17, and none (over its bound)", got.Value, got.Size, len(got.OptIn))
 	}
 }
@@ -244,5 +246,120 @@ func TestOnlyAnM2MClientAsControllerMakesASecretTheManagers(t *testing.T) {
 	}
 	if !w.controlledByClient(controlled("m2m.dev/v1alpha1", "M2MClient")) {
 		t.Error("a Secret controlled by an M2MClient is taken for a store's")
+	}
+}
+
+// changeVersion gives the Secret of key a new resourceVersion, and waits until the watch has
+// delivered it (a client is woken after the store holds it).
+func changeVersion(t *testing.T, api *fakeAPI, woken chan types.NamespacedName, key types.NamespacedName, version string) {
+	t.Helper()
+	api.mu.Lock()
+	changed := api.secrets[key].DeepCopy()
+	changed.ResourceVersion = version
+	api.secrets[key] = changed
+	api.mu.Unlock()
+	api.watcher.Modify(&metav1.PartialObjectMetadata{ObjectMeta: changed.ObjectMeta})
+	<-woken
+}
+
+// A Secret named by many clients under different keys costs one GET per write, not one per key:
+// a tenant who writes one padded Secret in a loop must not make the manager read it whole for
+// each of its clients.
+func TestOneWriteOfASecretCostsOneGetWhateverTheKeysItsClientsRead(t *testing.T) {
+	key := types.NamespacedName{Namespace: "team", Name: "padded"}
+	const keys = 64
+	data := map[string][]byte{}
+	for i := range keys {
+		data[fmt.Sprintf("k%d", i)] = []byte("v")
+	}
+	api := &fakeAPI{watcher: watch.NewFake(), secrets: map[types.NamespacedName]*corev1.Secret{
+		key: {ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "padded", ResourceVersion: "5"}, Data: data},
+	}}
+	w, woken := started(t, api, 0)
+	wantAll := func() {
+		for i := range keys {
+			if r := wantSynced(t, w, woken, types.NamespacedName{Namespace: "team", Name: fmt.Sprintf("c%d", i)},
+				Source{Namespace: "team", Name: "padded", Key: fmt.Sprintf("k%d", i)}); r.Value != "v" {
+				t.Fatalf("client %d read %+v", i, r)
+			}
+		}
+	}
+	wantAll()
+	changeVersion(t, api, woken, key, "6")
+	before := api.getCount()
+	wantAll()
+	if got := api.getCount() - before; got != 1 {
+		t.Fatalf("one write of the Secret cost %d GETs for its %d keys; want 1", got, keys)
+	}
+}
+
+// Reconciles that find the same Secret changed at once share one GET of it.
+func TestReconcilesThatFindASourceChangedAtOnceShareOneGet(t *testing.T) {
+	key := types.NamespacedName{Namespace: "team", Name: "s"}
+	api := &fakeAPI{watcher: watch.NewFake(), secrets: map[types.NamespacedName]*corev1.Secret{
+		key: {ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "s", ResourceVersion: "5"}, Data: map[string][]byte{"k": []byte("v")}},
+	}}
+	w, woken := started(t, api, 0)
+	src := Source{Namespace: "team", Name: "s", Key: "k"}
+	for i := range 8 {
+		wantSynced(t, w, woken, types.NamespacedName{Namespace: "team", Name: fmt.Sprintf("c%d", i)}, src)
+	}
+	// A slow API server, so that the reconciles overlap (were they not to, the cached reading
+	// would serve the later ones, and the count would be 1 too).
+	get := w.Get
+	w.mu.Lock()
+	w.Get = func(ctx context.Context, k types.NamespacedName) (*corev1.Secret, error) {
+		time.Sleep(50 * time.Millisecond)
+		return get(ctx, k)
+	}
+	w.mu.Unlock()
+	changeVersion(t, api, woken, key, "6")
+	before := api.getCount()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			if _, err := w.Want(context.Background(), types.NamespacedName{Namespace: "team", Name: fmt.Sprintf("c%d", i)}, src); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := api.getCount() - before; got != 1 {
+		t.Fatalf("8 reconciles of one changed source made %d GETs; want 1", got)
+	}
+}
+
+// A client that moves between sources of its namespace keeps the namespace's watch: each move
+// would otherwise list every Secret of the namespace again.
+func TestMovingBetweenSourcesOfANamespaceDoesNotListItAgain(t *testing.T) {
+	api := &fakeAPI{watcher: watch.NewFake(), secrets: map[types.NamespacedName]*corev1.Secret{}}
+	lists := 0
+	inner := api.listWatch
+	api2 := func(ns string) cache.ListerWatcher {
+		lw := inner(ns).(listOnly)
+		return listOnly{&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				api.mu.Lock()
+				lists++
+				api.mu.Unlock()
+				return lw.ListWithContextFunc(ctx, o)
+			},
+			WatchFuncWithContext: lw.WatchFuncWithContext,
+		}}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	woken := make(chan types.NamespacedName, 100)
+	w := &Watcher{ListWatch: api2, Get: api.get, Notify: func(c types.NamespacedName) { woken <- c }}
+	done := make(chan struct{})
+	go func() { _ = w.Start(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	c := types.NamespacedName{Namespace: "t", Name: "a"}
+	for i := range 20 {
+		wantSynced(t, w, woken, c, Source{Namespace: "t", Name: "s", Key: fmt.Sprintf("k%d", i%2)})
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if lists != 1 {
+		t.Fatalf("20 moves of one client listed the namespace's Secrets %d times; want 1", lists)
 	}
 }
