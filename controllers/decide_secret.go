@@ -45,8 +45,9 @@ const (
 	// ActionAwaitSource: the source Secret of spec.authentication.source, or its entry, does not
 	// exist yet. Issue nothing; a credential accepted from it before stays in use.
 	ActionAwaitSource SecretAction = "AwaitSource"
-	// ActionRefuseSource: the source Secret is one the manager does not read (one it writes, an
-	// entry too large, a namespace at its bound of sources). Accept nothing from it.
+	// ActionRefuseSource: the source Secret is one the manager does not read (one that does not
+	// opt in for the client, one the manager writes, an entry too large, a namespace at its bound
+	// of sources). Accept nothing from it.
 	ActionRefuseSource SecretAction = "RefuseSource"
 )
 
