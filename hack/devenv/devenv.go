@@ -80,7 +80,11 @@ type System struct {
 	Config     *rest.Config
 	Client     client.Client
 	env        *envtest.Environment
-	stop       context.CancelFunc
+	// tokenListener and doorListener are taken before anything else starts, so that the ports
+	// are this system's from the start (another process could take them while the control plane
+	// starts), and a port in use fails at once.
+	tokenListener, doorListener net.Listener
+	stop                        context.CancelFunc
 	// done receives the exit of the manager and of the token server.
 	done chan error
 
@@ -109,6 +113,10 @@ func Start(o Options) (*System, error) {
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return nil, err
 	}
+	s := &System{Options: o}
+	if err := s.listen(); err != nil {
+		return nil, err
+	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: o.Assets,
 		CRDDirectoryPaths:     []string{filepath.Join(o.Root, "config", "crd", "bases")},
@@ -116,19 +124,54 @@ func Start(o Options) (*System, error) {
 	}
 	token, err := writeTokenFile(o.StateDir, env)
 	if err != nil {
+		s.closeListeners()
 		return nil, err
 	}
 	cfg, err := env.Start()
 	if err != nil {
 		_ = env.Stop()
+		s.closeListeners()
 		return nil, fmt.Errorf("starting the control plane: %w", err)
 	}
-	s := &System{Options: o, env: env, Config: cfg}
+	s.env, s.Config = env, cfg
 	if err := s.start(token); err != nil {
 		_ = s.Stop()
 		return nil, err
 	}
 	return s, nil
+}
+
+// listen takes the token server's port, and the public door's.
+func (s *System) listen() error {
+	u, err := url.Parse(s.tokenServerURL())
+	if err != nil {
+		return err
+	}
+	if s.tokenListener, err = net.Listen("tcp", u.Host); err != nil {
+		return fmt.Errorf("the token server cannot listen on %s (is another make dev running?): %w", u.Host, err)
+	}
+	if !s.PublicDoor {
+		return nil
+	}
+	if u, err = url.Parse(s.IssuerURL); err != nil {
+		s.closeListeners()
+		return err
+	}
+	if s.doorListener, err = net.Listen("tcp", u.Host); err != nil {
+		s.closeListeners()
+		return fmt.Errorf("the public door cannot listen on %s (is another make dev running?): %w", u.Host, err)
+	}
+	return nil
+}
+
+// closeListeners closes the listeners that nothing serves yet.
+func (s *System) closeListeners() {
+	for _, l := range []*net.Listener{&s.tokenListener, &s.doorListener} {
+		if *l != nil {
+			_ = (*l).Close()
+			*l = nil
+		}
+	}
 }
 
 func (s *System) start(token string) error {
@@ -165,10 +208,6 @@ func (s *System) start(token string) error {
 	s.stop, s.done = cancel, make(chan error, 2)
 	go func() { s.done <- mgr.Start(ctx) }()
 
-	u, err := url.Parse(s.tokenServerURL())
-	if err != nil {
-		return err
-	}
 	var clientAddresses tokenserver.ClientAddresses
 	if s.PublicDoor {
 		if clientAddresses, err = s.startDoor(); err != nil {
@@ -176,11 +215,8 @@ func (s *System) start(token string) error {
 			return err
 		}
 	}
-	ln, err := net.Listen("tcp", u.Host)
-	if err != nil {
-		s.done <- nil
-		return fmt.Errorf("the token server cannot listen on %s (is another make dev running?): %w", u.Host, err)
-	}
+	ln := s.tokenListener
+	s.tokenListener = nil // the token server closes it
 	metricsLn, err := s.tokenServerMetrics()
 	if err != nil {
 		_ = ln.Close()
@@ -369,6 +405,7 @@ func orNone(url string) string {
 // Stop stops the manager and the control plane, and removes the kubeconfig, which names ports
 // that are about to close.
 func (s *System) Stop() error {
+	s.closeListeners()
 	var errs []error
 	if err := s.stopDoor(); err != nil {
 		errs = append(errs, fmt.Errorf("public door: %w", err))

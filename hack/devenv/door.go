@@ -70,10 +70,8 @@ func (s *System) startDoor() (tokenserver.ClientAddresses, error) {
 	if err != nil {
 		return tokenserver.ClientAddresses{}, err
 	}
-	ln, err := net.Listen("tcp", u.Host)
-	if err != nil {
-		return tokenserver.ClientAddresses{}, fmt.Errorf("the public door cannot listen on %s (is another make dev running?): %w", u.Host, err)
-	}
+	ln := s.doorListener
+	s.doorListener = nil // the door closes it
 	s.doorSource = doorSource()
 	trusted := "127.0.0.1"
 	if s.doorSource != "" {
