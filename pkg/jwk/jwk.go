@@ -9,9 +9,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -183,4 +185,29 @@ func MarshalPrivateKeyPEM(key crypto.Signer) ([]byte, error) {
 		return nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// Sign signs input as JWS alg asks, through crypto.Signer alone, so that a key that never
+// leaves its hardware can sign: ES256 wants r||s of 32 bytes each (RFC 7518 §3.4), not the DER
+// that ecdsa signers return.
+func Sign(key crypto.Signer, alg string, input []byte) ([]byte, error) {
+	if alg == "EdDSA" {
+		return key.Sign(rand.Reader, input, crypto.Hash(0))
+	}
+	digest := sha256.Sum256(input)
+	sig, err := key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil || alg != "ES256" {
+		return sig, err
+	}
+	var rs struct{ R, S *big.Int }
+	if rest, err := asn1.Unmarshal(sig, &rs); err != nil || len(rest) > 0 {
+		return nil, errors.New("the ECDSA signer did not return an ASN.1 signature")
+	}
+	if rs.R.Sign() <= 0 || rs.S.Sign() <= 0 || rs.R.BitLen() > 256 || rs.S.BitLen() > 256 {
+		return nil, errors.New("the ECDSA signer returned a signature that is not a P-256 signature")
+	}
+	out := make([]byte, 64)
+	rs.R.FillBytes(out[:32])
+	rs.S.FillBytes(out[32:])
+	return out, nil
 }

@@ -4,12 +4,9 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/asn1"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"math/big"
 	"net/url"
 	"os"
 	"strings"
@@ -161,36 +158,11 @@ func signAssertion(c clientCreds, now time.Time) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sig, err := signWith(c.key, c.alg, []byte(input))
+	sig, err := jwk.Sign(c.key, c.alg, []byte(input))
 	if err != nil {
 		return "", fmt.Errorf("m2mauth: signing the client assertion: %w", err)
 	}
 	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
-}
-
-// signWith signs input as JWS alg asks, through crypto.Signer alone, so that a key that never
-// leaves its hardware can sign: ES256 wants r||s of 32 bytes each (RFC 7518 §3.4), not the DER
-// that ecdsa signers return.
-func signWith(key crypto.Signer, alg string, input []byte) ([]byte, error) {
-	if alg == "EdDSA" {
-		return key.Sign(rand.Reader, input, crypto.Hash(0))
-	}
-	digest := sha256.Sum256(input)
-	sig, err := key.Sign(rand.Reader, digest[:], crypto.SHA256)
-	if err != nil || alg != "ES256" {
-		return sig, err
-	}
-	var rs struct{ R, S *big.Int }
-	if rest, err := asn1.Unmarshal(sig, &rs); err != nil || len(rest) > 0 {
-		return nil, errors.New("the ECDSA signer did not return an ASN.1 signature")
-	}
-	if rs.R.Sign() <= 0 || rs.S.Sign() <= 0 || rs.R.BitLen() > 256 || rs.S.BitLen() > 256 {
-		return nil, errors.New("the ECDSA signer returned a signature that is not a P-256 signature")
-	}
-	out := make([]byte, 64)
-	rs.R.FillBytes(out[:32])
-	rs.S.FillBytes(out[32:])
-	return out, nil
 }
 
 // readAssertion reads a token file that the kubelet (or another agent) keeps fresh.

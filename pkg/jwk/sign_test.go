@@ -1,4 +1,4 @@
-package m2mauth
+package jwk
 
 import (
 	"crypto"
@@ -35,11 +35,11 @@ func TestASignerThatReturnsNoP256SignatureIsAnErrorNotAPanic(t *testing.T) {
 		"a negative s":       {big.NewInt(1), big.NewInt(-5)},
 		"a zero r":           {big.NewInt(0), big.NewInt(1)},
 	} {
-		if _, err := signWith(badECDSASigner{pub: &k.PublicKey, r: rs[0], s: rs[1]}, "ES256", []byte("input")); err == nil {
+		if _, err := Sign(badECDSASigner{pub: &k.PublicKey, r: rs[0], s: rs[1]}, "ES256", []byte("input")); err == nil {
 			t.Errorf("%s: signed", name)
 		}
 	}
-	if sig, err := signWith(k, "ES256", []byte("input")); err != nil || len(sig) != 64 {
+	if sig, err := Sign(k, "ES256", []byte("input")); err != nil || len(sig) != 64 {
 		t.Fatalf("a real key: %d bytes, %v", len(sig), err)
 	}
 }
