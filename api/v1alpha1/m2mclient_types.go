@@ -82,6 +82,14 @@ type M2MClientSpec struct {
 	// +optional
 	IssuanceLimit *IssuanceLimit `json:"issuanceLimit,omitempty"`
 
+	// DPoP governs sender-constrained tokens (RFC 9449) for this client. A token request that
+	// carries a valid DPoP proof gets a token bound to the proof's key (cnf.jkt, token_type DPoP)
+	// whatever this says; with required: true, a request without a proof is refused. An
+	// administrator requires it for every client of a namespace with the annotation
+	// m2m.dev/require-dpop: "true" (admission policy m2m-namespace-require-dpop).
+	// +optional
+	DPoP *DPoPPolicy `json:"dpop,omitempty"`
+
 	// Disabled stops the token server from issuing tokens to this client. Its credentials are
 	// kept, so enabling it again restores access without a new secret. Tokens already issued stay
 	// valid until they expire; introspection reports them inactive at once.
@@ -119,6 +127,15 @@ type M2MClientSpec struct {
 	// consumers that read the Secret only at start.
 	// +optional
 	Rollout *RolloutPolicy `json:"rollout,omitempty"`
+}
+
+// DPoPPolicy says whether a client must prove possession of a key (RFC 9449) for its tokens.
+type DPoPPolicy struct {
+	// Required refuses the client's token requests that carry no DPoP proof (error
+	// invalid_dpop_proof), so that every token it gets is bound to a key it holds: a copied
+	// token is then of no use without the key, at the resource servers that check the binding.
+	// +optional
+	Required bool `json:"required,omitempty"`
 }
 
 // IssuanceLimit is a token bucket: the client may make Burst token requests at once, and

@@ -15,9 +15,16 @@ type accessClaims struct {
 	NotBef   int64  `json:"nbf"`
 	Expires  int64  `json:"exp"`
 	ID       string `json:"jti"`
+	// Confirmation binds a DPoP token to its key (RFC 9449 §6.1); nil for a bearer token.
+	Confirmation *confirmation `json:"cnf,omitempty"`
 	// extra is the client's tokenClaims as a JSON object. The API refuses registered claim
 	// names in it, so it never repeats a field above.
 	extra []byte
+}
+
+// confirmation is the cnf claim of a DPoP-bound token.
+type confirmation struct {
+	JKT string `json:"jkt"`
 }
 
 // plainClaims has accessClaims' fields and none of its methods.

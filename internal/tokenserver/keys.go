@@ -22,6 +22,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
+	"github.com/m2m-dev/m2m-operator/pkg/dpop"
 )
 
 // keyState is one loaded key set and its JWKS document, swapped in whole.
@@ -37,6 +38,8 @@ type keyState struct {
 	// status authenticates what the server trusts in M2MClient status; nil while the manager has
 	// written no status keys (a version without MACs), which enforces nothing.
 	status *statusmac.Set
+	// dpopNonces make and check DPoP server nonces (dpopNonceSources).
+	dpopNonces []dpop.NonceSource
 }
 
 // trustsClientID reports whether c's status.clientID may be believed.
@@ -215,14 +218,15 @@ func newKeyState(set *signingkeys.Set, status *statusmac.Set, now time.Time, max
 		header = base64.RawURLEncoding.EncodeToString(h)
 	}
 	return &keyState{
-		header:    header,
-		set:       set,
-		active:    set.Active(),
-		jwks:      doc,
-		etag:      `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`,
-		loadedAt:  now,
-		published: published,
-		status:    status,
+		header:     header,
+		set:        set,
+		active:     set.Active(),
+		jwks:       doc,
+		etag:       `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`,
+		loadedAt:   now,
+		published:  published,
+		status:     status,
+		dpopNonces: dpopNonceSources(set),
 	}, nil
 }
 

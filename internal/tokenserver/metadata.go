@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/pkg/dpop"
 )
 
 // Metadata is the authorization server metadata (RFC 8414 §2).
@@ -22,6 +23,7 @@ type Metadata struct {
 	AccessTokenSigningAlgValuesSupported []string `json:"access_token_signing_alg_values_supported,omitempty"`
 	IDTokenSigningAlgValuesSupported     []string `json:"id_token_signing_alg_values_supported,omitempty"`
 	SubjectTypesSupported                []string `json:"subject_types_supported,omitempty"`
+	DPoPSigningAlgValuesSupported        []string `json:"dpop_signing_alg_values_supported"`
 }
 
 // discovery serves the metadata, at the RFC 8414 and the OpenID Connect discovery paths alike.
@@ -58,6 +60,7 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 		// tokens, but its access tokens are signed with these.
 		IDTokenSigningAlgValuesSupported: algs,
 		SubjectTypesSupported:            []string{"public"},
+		DPoPSigningAlgValuesSupported:    dpop.Algorithms(),
 	})
 }
 

@@ -56,6 +56,8 @@ type Options struct {
 	// IssuanceLimit limits the token requests of each client (--issuance-per-minute,
 	// --issuance-burst); the zero value, unlike the flags' defaults, limits nothing.
 	IssuanceLimit IssuanceLimit
+	// DPoPNonces requires the server's nonce in DPoP proofs (--dpop-nonce).
+	DPoPNonces bool
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -105,6 +107,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		ClientAddresses:    o.ClientAddresses,
 		FailureLimit:       o.FailureLimit,
 		IssuanceLimit:      o.IssuanceLimit,
+		DPoPNonces:         o.DPoPNonces,
 		Ready: func() error {
 			switch {
 			case !clients.Synced():

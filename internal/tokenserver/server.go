@@ -83,6 +83,10 @@ type Config struct {
 	// IssuanceLimit limits the token requests of each authenticated client; the zero value
 	// limits nothing.
 	IssuanceLimit IssuanceLimit
+	// DPoPNonces makes the token endpoint require its server nonce (RFC 9449 §8) in DPoP proofs,
+	// which bounds the replay of a proof at another replica, which does not share the replay
+	// cache, to the nonce's window instead of the proof's lifetime.
+	DPoPNonces bool
 	// Replica names this process in the answers of RefusalsPath: each replica remembers the
 	// refusals it answered.
 	Replica string
@@ -106,6 +110,10 @@ type Server struct {
 	sources *sourceLimiter
 	// issuance limits the token requests of each client; nil limits nothing.
 	issuance *issuanceLimiter
+	// dpopURLs are the htu values a token request's DPoP proof may name.
+	dpopURLs []string
+	// dpopReplays holds the (key thumbprint, jti) of accepted DPoP proofs.
+	dpopReplays replayCache
 }
 
 // New returns a Server.
@@ -144,7 +152,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Ready == nil {
 		cfg.Ready = func() error { return nil }
 	}
-	s := &Server{cfg: cfg, prefix: strings.TrimSuffix(u.Path, "/")}
+	s := &Server{cfg: cfg, prefix: strings.TrimSuffix(u.Path, "/"), dpopURLs: dpopTokenURLs(cfg), dpopReplays: replayCache{budget: cfg.ReplayBudget}}
 	// Before the authenticators, which ask it whether a client is over its limit.
 	s.issuance = newIssuanceLimiter(cfg.IssuanceLimit, cfg.Clock, cfg.Clients)
 	cfg.exhausted = s.issuance.exhausted

@@ -41,6 +41,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, invalidClient(reasonAssertionInvalid), req, client)
 		return
 	}
+	jkt, bad := s.dpopBinding(w, r, client)
+	if bad != nil {
+		s.fail(w, r, bad, req, client)
+		return
+	}
 	if req.grantType == "" {
 		s.fail(w, r, newError(reasonNoGrantType, "the grant_type parameter is required"), req, client)
 		return
@@ -67,14 +72,18 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, bad, req, client)
 		return
 	}
-	signed, ttl, bad := s.sign(client, scopes, audience)
+	signed, ttl, bad := s.sign(client, scopes, audience, jkt)
 	if bad != nil {
 		s.fail(w, r, bad, req, client)
 		return
 	}
 	s.metrics.issued.WithLabelValues(s.metrics.labels(client)...).Inc()
 	noStore(w)
-	writeJSON(w, http.StatusOK, tokenResponse{AccessToken: signed, TokenType: "Bearer", ExpiresIn: int64(ttl / time.Second), Scope: strings.Join(scopes, " ")})
+	tokenType := "Bearer"
+	if jkt != "" {
+		tokenType = "DPoP"
+	}
+	writeJSON(w, http.StatusOK, tokenResponse{AccessToken: signed, TokenType: tokenType, ExpiresIn: int64(ttl / time.Second), Scope: strings.Join(scopes, " ")})
 }
 
 // grantScopes returns the requested scopes when the client may have all of them, or all of the
@@ -151,8 +160,8 @@ func customClaims(claims m2mv1alpha1.TokenClaims) m2mv1alpha1.TokenClaims {
 	return claims
 }
 
-// sign issues the RFC 9068 access token.
-func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (string, time.Duration, *oauthError) {
+// sign issues the RFC 9068 access token, bound to the DPoP key of thumbprint jkt unless it is "".
+func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string, jkt string) (string, time.Duration, *oauthError) {
 	st := s.cfg.Keys.current()
 	if st == nil || st.active == nil {
 		return "", 0, newError(reasonNoSigningKey, "no signing key is loaded yet")
@@ -173,6 +182,9 @@ func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string) (stri
 		NotBef:   now.Unix(),
 		Expires:  now.Add(ttl).Unix(),
 		ID:       base64.RawURLEncoding.EncodeToString(jti),
+	}
+	if jkt != "" {
+		claims.Confirmation = &confirmation{JKT: jkt}
 	}
 	if len(audience) == 1 {
 		claims.Audience = audience[0]
