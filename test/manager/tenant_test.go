@@ -811,3 +811,88 @@ func TestATenantsClaimTemplateMustNameItsTrustedMetadata(t *testing.T) {
 		t.Fatalf("removing the entry a claim names: %v, want Invalid", err)
 	}
 }
+
+// A namespace annotated m2m.dev/require-dpop: "true" takes new clients only with
+// spec.dpop.required: true (the token server reads no Namespaces, so the rule is on the client); a
+// client created before the annotation keeps its other updates until spec.dpop changes, which must
+// then require DPoP; other namespaces are unaffected, and the tenant cannot remove the annotation.
+func TestANamespaceAnnotatedToRequireDPoPTakesOnlyClientsThatRequireIt(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	tenant := testenv.Tenant(t, env, ns, testenv.GrantStatus)
+	withDPoP := func(ns, name string, policy *m2mv1alpha1.DPoPPolicy) *m2mv1alpha1.M2MClient {
+		obj := newClient(ns, name)
+		obj.Spec.DPoP = policy
+		return obj
+	}
+	legacy := newClient(ns, "legacy")
+	if err := tenant.Create(ctx, legacy); err != nil {
+		t.Fatal(err)
+	}
+	annotate(t, ns, map[string]string{"m2m.dev/require-dpop": "true"})
+	const want = `spec.dpop.required must be true in namespace `
+	refused := func(err error) error {
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), want+ns+`, whose annotation m2m.dev/require-dpop is "true"`) {
+			return fmt.Errorf("got %v, want Forbidden saying %q", err, want)
+		}
+		return nil
+	}
+	// The policy sees the annotation a moment after it is written.
+	testenv.Eventually(t, wait, func() error { return refused(tenant.Create(ctx, newClient(ns, "probe"), client.DryRunAll)) })
+	for sentence, tc := range map[string]struct {
+		obj     *m2mv1alpha1.M2MClient
+		allowed bool
+	}{
+		"a client with spec.dpop.required: true is allowed":  {withDPoP(ns, "bound", &m2mv1alpha1.DPoPPolicy{Required: true}), true},
+		"a client without spec.dpop is refused":              {newClient(ns, "plain"), false},
+		"a client with spec.dpop.required: false is refused": {withDPoP(ns, "optional", &m2mv1alpha1.DPoPPolicy{}), false},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			err := tenant.Create(ctx, tc.obj, client.DryRunAll)
+			if tc.allowed && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tc.allowed {
+				if err := refused(err); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+
+	// The client from before the annotation: an update that leaves spec.dpop alone goes on (a
+	// rotation after a leak, the manager's own writes); a change of spec.dpop must require DPoP.
+	base := legacy.DeepCopy()
+	legacy.Annotations = map[string]string{m2mv1alpha1.RotateAnnotation: "after-a-leak"}
+	if err := tenant.Patch(ctx, legacy, client.MergeFrom(base)); err != nil {
+		t.Fatalf("an update that leaves spec.dpop alone was refused: %v", err)
+	}
+	base = legacy.DeepCopy()
+	legacy.Spec.DPoP = &m2mv1alpha1.DPoPPolicy{}
+	if err := refused(tenant.Patch(ctx, legacy, client.MergeFrom(base), client.DryRunAll)); err != nil {
+		t.Fatalf("spec.dpop set without required: %v", err)
+	}
+	legacy.Spec.DPoP = &m2mv1alpha1.DPoPPolicy{Required: true}
+	if err := tenant.Patch(ctx, legacy, client.MergeFrom(base)); err != nil {
+		t.Fatalf("spec.dpop.required set to true: %v", err)
+	}
+	base = legacy.DeepCopy()
+	legacy.Spec.DPoP = nil
+	if err := refused(tenant.Patch(ctx, legacy, client.MergeFrom(base), client.DryRunAll)); err != nil {
+		t.Fatalf("spec.dpop removed again: %v", err)
+	}
+
+	// The tenant cannot take the annotation off, and a namespace without it takes any client.
+	nsObj := &corev1.Namespace{}
+	nsObj.Name = ns
+	get(t, nsObj)
+	delete(nsObj.Annotations, "m2m.dev/require-dpop")
+	if err := tenant.Update(ctx, nsObj); !apierrors.IsForbidden(err) {
+		t.Fatalf("the tenant removed its namespace's annotation: %v", err)
+	}
+	open := namespace(t)
+	annotate(t, open, map[string]string{"m2m.dev/require-dpop": "false"})
+	if err := env.Client.Create(ctx, newClient(open, "plain"), client.DryRunAll); err != nil {
+		t.Fatalf("a client without spec.dpop where the annotation is \"false\": %v", err)
+	}
+}
