@@ -143,7 +143,7 @@ func TestTheProductionManifestsRenderAndAreAccepted(t *testing.T) {
 		"Service/m2m-token-server", "PodDisruptionBudget/m2m-token-server",
 		"ValidatingAdmissionPolicy/m2m-reserved-token-claims", "ValidatingAdmissionPolicyBinding/m2m-reserved-token-claims",
 		"ValidatingAdmissionPolicy/m2m-manager-writes-status", "ValidatingAdmissionPolicyBinding/m2m-manager-writes-status",
-		"ValidatingAdmissionPolicy/m2m-namespace-scopes-and-audiences", "ValidatingAdmissionPolicy/m2m-namespace-issuance-limit", "ClusterRole/m2m-m2mclient-editor", "ClusterRole/m2m-m2mclient-viewer",
+		"ValidatingAdmissionPolicy/m2m-namespace-scopes-and-audiences", "ValidatingAdmissionPolicy/m2m-namespace-issuance-limit", "ValidatingAdmissionPolicy/m2m-namespace-require-dpop", "ClusterRole/m2m-m2mclient-editor", "ClusterRole/m2m-m2mclient-viewer",
 		"NetworkPolicy/m2m-token-server",
 	} {
 		if !slices.Contains(kinds, want) {
