@@ -26,6 +26,13 @@ const dpopNonceHeader = "DPoP-Nonce"
 // starts to refuse it as too old, so that no rounding lets it through between the two.
 const dpopReplaySlack = time.Second
 
+// dpopNonceWindow is the window of the server's DPoP nonces: one is accepted in its window and
+// the next, 15 to 30 seconds. It must be well under a proof's lifetime (a minute, plus the clock
+// skew), or a nonce would not shorten the replay of a captured proof at another replica, which is
+// its point. Every answer to a request with a proof carries a fresh nonce, so only a client idle
+// for longer pays one more round trip.
+const dpopNonceWindow = 15 * time.Second
+
 // dpopNonceInfo separates the nonce key from every other use of the signing key's material.
 const dpopNonceInfo = "m2m-operator DPoP nonce key v1"
 
@@ -44,7 +51,7 @@ func dpopNonceSources(set *signingkeys.Set) []dpop.NonceSource {
 		if err != nil || len(k.PrivateKey) == 0 {
 			continue
 		}
-		src := dpop.NonceSource{Key: key}
+		src := dpop.NonceSource{Key: key, Window: dpopNonceWindow}
 		if k == active {
 			out = append([]dpop.NonceSource{src}, out...)
 		} else {
@@ -118,8 +125,11 @@ func (s *Server) dpopBinding(w http.ResponseWriter, r *http.Request, client *m2m
 	case err != nil:
 		return "", newError(reasonDPoPInvalid, "the DPoP proof is not valid for this request")
 	}
-	if !s.dpopReplays.first(client.Namespace, "dpop\x00"+p.JKT, p.JTI, p.Until.Add(dpopReplaySlack), now) {
+	switch s.dpopReplays.record(client.Namespace, "dpop\x00"+p.JKT, p.JTI, p.Until.Add(dpopReplaySlack), now) {
+	case replaySeen:
 		return "", newError(reasonDPoPReplayed, "the DPoP proof was used before: make a new proof for each request")
+	case replayFull:
+		return "", newError(reasonDPoPReplayFull, "this replica cannot remember more DPoP proofs of the client's namespace now; retry shortly")
 	}
 	return p.JKT, nil
 }

@@ -275,3 +275,24 @@ func TestTheMetadataListsTheDPoPAlgorithms(t *testing.T) {
 		t.Fatalf("dpop_signing_alg_values_supported %v", md.DPoPSigningAlgValuesSupported)
 	}
 }
+
+// A server nonce lives 15 to 30 seconds, under a proof's minute: a proof captured at one replica
+// and replayed at another, which does not share the replay cache, is refused once its nonce is
+// over 30 seconds old, although the proof alone would still be fresh (the review found that a
+// nonce window of a minute outlived the proof and shortened nothing).
+func TestWithServerNoncesACapturedProofDiesWithItsNonceBeforeItsOwnLifetime(t *testing.T) {
+	key, keys := staticKeys(t, signingkeys.ES256)
+	one := dpopServer(t, true, keys, key)
+	other := dpopServer(t, true, keys, key)
+	pk := proofKey(t)
+	w, _ := one.token(t, goodID, goodSecret, proof(t, pk, http.MethodPost, issuerTokenURL, dpop.ProofOptions{}))
+	nonce := w.Header().Get("DPoP-Nonce")
+	captured := proof(t, pk, http.MethodPost, issuerTokenURL, dpop.ProofOptions{Nonce: nonce, Now: t0})
+	if w, out := one.token(t, goodID, goodSecret, captured); w.Code != http.StatusOK {
+		t.Fatalf("the proof with the nonce was refused: %d %v", w.Code, out)
+	}
+	other.clock.Step(2*dpopNonceWindow + time.Second)
+	if w, out := other.token(t, goodID, goodSecret, captured); w.Code == http.StatusOK || out["error"] != ErrUseDPoPNonce {
+		t.Fatalf("the captured proof was taken at another replica %v later: %d %v", 2*dpopNonceWindow+time.Second, w.Code, out)
+	}
+}

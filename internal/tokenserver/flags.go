@@ -45,7 +45,7 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 	fs.IntVar(&o.FailureLimit.Sources, "failure-sources", DefaultFailureSources, "The most source addresses whose failures each replica remembers.")
 	fs.IntVar(&o.IssuanceLimit.PerMinute, "issuance-per-minute", DefaultIssuancePerMinute, "Token requests a minute that one authenticated client may make in the long run, on each replica, unless its spec.issuanceLimit sets its own; a client over the limit gets 429. 0 disables the limit for every client, overrides included.")
 	fs.IntVar(&o.IssuanceLimit.Burst, "issuance-burst", DefaultIssuanceBurst, "Token requests that one authenticated client may make at once, on each replica, unless its spec.issuanceLimit sets its own.")
-	fs.BoolVar(&o.DPoPNonces, "dpop-nonce", false, "Require the server's nonce (RFC 9449 §8) in DPoP proofs: a client's first proof is refused with use_dpop_nonce and a DPoP-Nonce header, and a captured proof can be replayed at another replica only within the nonce's window (one to two minutes) rather than the proof's lifetime. Every replica accepts every replica's nonces, derived from the signing keys.")
+	fs.BoolVar(&o.DPoPNonces, "dpop-nonce", false, "Require the server's nonce (RFC 9449 §8) in DPoP proofs: a client's first proof is refused with use_dpop_nonce and a DPoP-Nonce header, and a captured proof can be replayed at another replica only within the nonce's life (15 to 30 seconds) rather than the proof's (a minute, plus 10 seconds of clock skew). Every replica accepts every replica's nonces, derived from the signing keys.")
 	if err := fs.Parse(args); err != nil {
 		return Options{}, err
 	}

@@ -33,6 +33,9 @@ const (
 	// maxJTILength bounds a jti; a longer one is refused outright.
 	maxJTILength     = 256
 	replaySweepEvery = 30 * time.Second
+	// replayCaches is the number of replay caches of a token server, which share the budget
+	// derived from the memory limit: the private_key_jwt assertions' and the DPoP proofs'.
+	replayCaches = 2
 )
 
 // ReplayBudget is the number of entries the replay cache holds before namespaces share it: a
@@ -68,7 +71,9 @@ type replayKey [sha256.Size]byte
 // expired ones swept every 30 s. Past replayHardCeiling × budget (40% of the memory limit) it
 // refuses everyone, which only a great many namespaces can reach.
 type replayCache struct {
-	// budget is B; zero means ReplayBudget of the process's memory limit, read at the first use.
+	// budget is B; zero means ReplayBudget of the process's memory limit, read at the first use,
+	// shared with the process's other replay caches (replayCaches), so that all of them together
+	// stay within the bounds the budget's derivation promises.
 	budget int
 
 	mu        sync.Mutex
@@ -85,8 +90,23 @@ type replayEntry struct {
 // first records (scope, jti) for a client of namespace until exp, and reports whether it was new
 // and could be recorded.
 func (c *replayCache) first(namespace, scope, jti string, exp, now time.Time) bool {
+	return c.record(namespace, scope, jti, exp, now) == replayNew
+}
+
+// replayVerdict is what record found: a new ID, recorded; one seen before; or no room.
+type replayVerdict int
+
+const (
+	replayNew replayVerdict = iota
+	replaySeen
+	replayFull
+)
+
+// record is first, telling an ID seen before (or over maxJTILength) from a cache without room
+// for it, so that a refusal can say which.
+func (c *replayCache) record(namespace, scope, jti string, exp, now time.Time) replayVerdict {
 	if len(jti) > maxJTILength {
-		return false
+		return replaySeen
 	}
 	key := replayKey(sha256.Sum256([]byte(scope + "\x00" + jti)))
 	c.mu.Lock()
@@ -94,7 +114,7 @@ func (c *replayCache) first(namespace, scope, jti string, exp, now time.Time) bo
 	if c.seen == nil {
 		c.seen, c.perNS = map[replayKey]replayEntry{}, map[string]int{}
 		if c.budget <= 0 {
-			c.budget = ReplayBudget(debug.SetMemoryLimit(-1))
+			c.budget = ReplayBudget(debug.SetMemoryLimit(-1)) / replayCaches
 		}
 	}
 	if now.Sub(c.lastSweep) >= replaySweepEvery {
@@ -102,7 +122,7 @@ func (c *replayCache) first(namespace, scope, jti string, exp, now time.Time) bo
 	}
 	if e, ok := c.seen[key]; ok {
 		if now.UnixNano() < e.until {
-			return false
+			return replaySeen
 		}
 		c.forget(key, e) // expired, not swept yet
 	}
@@ -112,17 +132,17 @@ func (c *replayCache) first(namespace, scope, jti string, exp, now time.Time) bo
 		namespaces++
 	}
 	if held >= max(c.budget/namespaces, minReplayShare) {
-		return false
+		return replayFull
 	}
 	if len(c.seen) >= replayCeiling*c.budget && held >= minReplayShare {
-		return false // full: only what every namespace is owed
+		return replayFull // full: only what every namespace is owed
 	}
 	if len(c.seen) >= replayHardCeiling*c.budget {
-		return false // out of memory to give: fail closed
+		return replayFull // out of memory to give: fail closed
 	}
 	c.seen[key] = replayEntry{until: exp.UnixNano(), namespace: namespace}
 	c.perNS[namespace] = held + 1
-	return true
+	return replayNew
 }
 
 // sweep removes the entries that expired by now.

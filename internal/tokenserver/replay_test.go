@@ -1,6 +1,7 @@
 package tokenserver
 
 import (
+	"fmt"
 	"runtime"
 	"strconv"
 	"testing"
@@ -154,5 +155,24 @@ func TestManyNamespacesAtTheirFloorStopAtFourTimesTheBudget(t *testing.T) {
 	}
 	if c.first("new", "c", "1", exp, t0) {
 		t.Fatal("a namespace recorded past the hard ceiling")
+	}
+}
+
+// A refusal says whether the ID was seen before or the cache had no room for it: an operator who
+// reads "replayed" when the namespace's share is full looks for the wrong culprit (review).
+func TestTheReplayCacheTellsASeenIDFromACacheWithoutRoom(t *testing.T) {
+	c := replayCache{budget: minReplayShare}
+	exp := t0.Add(time.Minute)
+	if v := c.record("team", "scope", "a", exp, t0); v != replayNew {
+		t.Fatalf("a new ID: %v", v)
+	}
+	if v := c.record("team", "scope", "a", exp, t0); v != replaySeen {
+		t.Fatalf("the same ID again: %v, want seen", v)
+	}
+	for i := range minReplayShare {
+		c.record("team", "scope", fmt.Sprint("fill-", i), exp, t0)
+	}
+	if v := c.record("team", "scope", "one-more", exp, t0); v != replayFull {
+		t.Fatalf("an ID past the namespace's share: %v, want full", v)
 	}
 }

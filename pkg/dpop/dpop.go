@@ -226,7 +226,7 @@ func Verify(proof string, o VerifyOptions) (*Proof, error) {
 		return nil, invalid("not a compact JWS")
 	}
 	var h proofHeader
-	if err := decodePart(parts[0], &h); err != nil {
+	if err := decodePart(parts[0], &h, "typ", "alg", "jwk", "crit"); err != nil {
 		return nil, invalid("the header is not base64url JSON")
 	}
 	switch {
@@ -247,8 +247,9 @@ func Verify(proof string, o VerifyOptions) (*Proof, error) {
 	if err := json.Unmarshal(h.Key, &members); err != nil {
 		return nil, invalid("the header has no jwk object")
 	}
-	for _, m := range privateMembers {
-		if _, ok := members[m]; ok {
+	for m := range members {
+		// encoding/json matches members in any case, so the check must too.
+		if slices.Contains(privateMembers, strings.ToLower(m)) {
 			return nil, invalid("the jwk holds a private key")
 		}
 	}
@@ -272,7 +273,7 @@ func Verify(proof string, o VerifyOptions) (*Proof, error) {
 	}
 
 	var c proofClaims
-	if err := decodePart(parts[1], &c); err != nil {
+	if err := decodePart(parts[1], &c, "htm", "htu", "iat", "jti", "ath", "nonce"); err != nil {
 		return nil, invalid("the claims are not base64url JSON of the right types")
 	}
 	if c.Method == "" || c.Method != o.Method {
@@ -284,8 +285,8 @@ func Verify(proof string, o VerifyOptions) (*Proof, error) {
 	if c.ID == "" || len(c.ID) > MaxJTILength {
 		return nil, invalid("jti is missing or longer than %d bytes", MaxJTILength)
 	}
-	// A number past 1e11 (year 5138) would overflow time.Duration's nanoseconds.
-	if c.IssuedAt == nil || math.Abs(*c.IssuedAt) > 1e11 {
+	// Past MaxInt64 nanoseconds (year 2262) the conversion below would overflow.
+	if c.IssuedAt == nil || math.Abs(*c.IssuedAt) > math.MaxInt64/1e9 {
 		return nil, invalid("iat is missing or not a time")
 	}
 	now, maxAge, skew := o.Now, o.MaxAge, o.MaxClockSkew
@@ -313,18 +314,38 @@ func Verify(proof string, o VerifyOptions) (*Proof, error) {
 			return nil, fmt.Errorf("%w: %v", ErrUseNonce, err)
 		}
 	}
-	jkt, err := k.Thumbprint()
+	// The thumbprint of the key as parsed, re-encoded, not of the members as sent: base64url
+	// decoding is lenient and RSA's n may carry leading zeros, so one key could otherwise have
+	// many thumbprints, which other RFC 7638 implementations would not match.
+	canonical, err := jwk.FromPublicKey(pub)
+	if err != nil {
+		return nil, invalid("the jwk has no thumbprint")
+	}
+	jkt, err := canonical.Thumbprint()
 	if err != nil {
 		return nil, invalid("the jwk has no thumbprint")
 	}
 	return &Proof{JKT: jkt, JTI: c.ID, IssuedAt: issued, Until: issued.Add(maxAge)}, nil
 }
 
-// decodePart decodes a base64url JWS part holding a JSON object into v.
-func decodePart(part string, v any) error {
+// decodePart decodes a base64url JWS part holding a JSON object into v, whose members are
+// names. JSON names are case-sensitive and encoding/json matches them in any case, so a member
+// that is one of names in another case ("TYP") is refused rather than read as it.
+func decodePart(part string, v any, names ...string) error {
 	raw, err := base64.RawURLEncoding.DecodeString(part)
 	if err != nil {
 		return err
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &members); err != nil {
+		return err
+	}
+	for m := range members {
+		for _, n := range names {
+			if m != n && strings.EqualFold(m, n) {
+				return fmt.Errorf("member %q is not %q", m, n)
+			}
+		}
 	}
 	return json.Unmarshal(raw, v)
 }

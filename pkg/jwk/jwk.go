@@ -5,6 +5,7 @@
 package jwk
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -20,6 +21,8 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+
+	"filippo.io/edwards25519"
 )
 
 // Key is the public half of a signing key as a JSON Web Key (RFC 7517, 7518 §6, 8037).
@@ -79,6 +82,14 @@ func (j Key) PublicKey() (crypto.PublicKey, error) {
 		x, err := dec(j.X)
 		if err != nil || j.Curve != "Ed25519" || len(x) != ed25519.PublicKeySize {
 			return nil, fmt.Errorf("OKP key %q is not an Ed25519 key", j.KeyID)
+		}
+		// A point of small order verifies signatures that anyone can make (the identity
+		// point verifies R = B, S = 1 on every message): such a key is held by nobody, so a
+		// signature by it proves nothing. A non-canonical encoding is refused too, so that one
+		// key has one thumbprint.
+		p, err := new(edwards25519.Point).SetBytes(x)
+		if err != nil || !bytes.Equal(p.Bytes(), x) || new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+			return nil, fmt.Errorf("OKP key %q is not a usable Ed25519 key", j.KeyID)
 		}
 		return ed25519.PublicKey(x), nil
 	}
