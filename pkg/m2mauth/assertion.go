@@ -59,7 +59,7 @@ func NewPrivateKeyTokenSource(ctx context.Context, c PrivateKeyClient, opts ...T
 		return nil, err
 	}
 	src := tokenSourceFunc(func() (*oauth2.Token, error) { return requestToken(reqCtx, cfg, creds, "") })
-	return &cachingTokenSource{src: src, early: cfg.early, now: cfg.now}, nil
+	return &cachingTokenSource{src: src, early: cfg.early, now: cfg.now, key: cfg.dpop}, nil
 }
 
 func (c PrivateKeyClient) credentials(cfg tokenSourceConfig) (clientCreds, error) {
@@ -104,7 +104,9 @@ func (c clientCreds) same(o clientCreds) bool {
 }
 
 // requestToken gets a token with creds, bounded by the request timeout: with the client
-// secret, the assertion in assertionFile, or an assertion signed with creds.key.
+// secret, the assertion in assertionFile, or an assertion signed with creds.key. With a DPoP key,
+// each request carries a fresh proof, and a use_dpop_nonce answer with a nonce is retried once
+// with it (RFC 9449 §8).
 func requestToken(ctx context.Context, cfg tokenSourceConfig, creds clientCreds, assertionFile string) (*oauth2.Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
@@ -134,7 +136,25 @@ func requestToken(ctx context.Context, cfg tokenSourceConfig, creds clientCreds,
 		cc.EndpointParams = params
 		cc.ClientSecret, cc.AuthStyle = "", oauth2.AuthStyleInParams // client_id in the body, and no secret
 	}
-	return cc.Token(ctx)
+	if cfg.dpop == nil {
+		return cc.Token(ctx)
+	}
+	ctx = withProofs(ctx, cfg.dpop)
+	tok, err := cc.Token(ctx)
+	var re *oauth2.RetrieveError
+	if useNonce(err) && errors.As(err, &re) && re.Response != nil && re.Response.Header.Get("DPoP-Nonce") != "" {
+		// The proof transport has kept the nonce: one more request, with a new proof (and,
+		// for a key-pair client, a new assertion: the token server may remember the first).
+		if assertion != "" && assertionFile == "" {
+			a, aerr := signAssertion(creds, cfg.now())
+			if aerr != nil {
+				return nil, aerr
+			}
+			cc.EndpointParams.Set("client_assertion", a)
+		}
+		tok, err = cc.Token(ctx)
+	}
+	return tok, err
 }
 
 // signAssertion makes an RFC 7523 §3 client assertion as draft-ietf-oauth-rfc7523bis asks: iss

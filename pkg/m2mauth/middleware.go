@@ -15,10 +15,13 @@ func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
 	return c, ok
 }
 
-// Middleware authenticates the bearer token of every request with v and opts, and passes the
-// request on with the claims in its context (ClaimsFromContext). It answers RFC 6750 errors: 401
-// with WWW-Authenticate for a missing or invalid token, 403 insufficient_scope for a token that
-// lacks a required scope.
+// Middleware authenticates the access token of every request with v and opts, as
+// AuthenticateRequest does (Authorization: Bearer, or DPoP with a proof), and passes the request
+// on with the claims in its context (ClaimsFromContext). It answers RFC 6750 errors: 401 with
+// WWW-Authenticate for a missing or invalid token, 403 insufficient_scope for a token that lacks
+// a required scope; and RFC 9449 §7.1 ones: 401 with a DPoP challenge whose error is
+// invalid_dpop_proof, or use_dpop_nonce with a DPoP-Nonce header, or none for a bearer token on a
+// route that requires DPoP. A token sent with the DPoP scheme is refused in the DPoP scheme.
 func Middleware(v *Verifier, opts ...AuthOption) func(http.Handler) http.Handler {
 	var cfg authConfig
 	for _, o := range opts {
@@ -28,16 +31,27 @@ func Middleware(v *Verifier, opts ...AuthOption) func(http.Handler) http.Handler
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-			if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+			dpopScheme := strings.EqualFold(scheme, "DPoP")
+			if !ok || !strings.EqualFold(scheme, "Bearer") && !dpopScheme || strings.TrimSpace(token) == "" {
 				// RFC 6750 §3.1: no error code when the request carried no credentials.
-				w.Header().Set("WWW-Authenticate", `Bearer realm="`+v.issuer+`"`)
+				if cfg.requireDPoP {
+					w.Header().Set("WWW-Authenticate", dpopChallenge(""))
+				} else {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="`+v.issuer+`"`)
+				}
 				http.Error(w, "a bearer token is required", http.StatusUnauthorized)
 				return
 			}
-			claims, err := v.Authenticate(r.Context(), strings.TrimSpace(token), opts...)
+			claims, err := v.AuthenticateRequest(r, opts...)
+			challenge := `Bearer realm="` + v.issuer + `", `
+			if dpopScheme {
+				challenge = dpopChallenge("") + ", "
+			}
 			switch {
+			case err != nil && v.writeDPoPRefusal(w, err):
+				return
 			case errors.Is(err, ErrMissingScope):
-				w.Header().Set("WWW-Authenticate", `Bearer realm="`+v.issuer+`", error="insufficient_scope", scope="`+scope+`"`)
+				w.Header().Set("WWW-Authenticate", challenge+`error="insufficient_scope", scope="`+scope+`"`)
 				http.Error(w, "the token lacks a required scope", http.StatusForbidden)
 				return
 			case errors.Is(err, ErrJWKS):
@@ -45,7 +59,7 @@ func Middleware(v *Verifier, opts ...AuthOption) func(http.Handler) http.Handler
 				http.Error(w, "token verification is unavailable", http.StatusServiceUnavailable)
 				return
 			case err != nil:
-				w.Header().Set("WWW-Authenticate", `Bearer realm="`+v.issuer+`", error="invalid_token"`)
+				w.Header().Set("WWW-Authenticate", challenge+`error="invalid_token"`)
 				http.Error(w, "the token is invalid", http.StatusUnauthorized)
 				return
 			}

@@ -49,6 +49,10 @@ type tokenSourceConfig struct {
 	ownClient bool
 	// publicDoor reads public_token_url instead of token_url.
 	publicDoor bool
+	// dpop, when set, is the key tokens are bound to (DPoP, DPoPKey).
+	dpop *dpopKey
+	// bad collects options given values that cannot work.
+	bad []string
 }
 
 // PublicDoor sends token requests to the Secret's public_token_url, the token endpoint under the
@@ -133,6 +137,9 @@ func tokenSourceSetupWith(ctx context.Context, opts []TokenSourceOption, detach 
 	if cfg.timeout <= 0 {
 		return cfg, nil, fmt.Errorf("m2mauth: RequestTimeout(%s) is not positive", cfg.timeout)
 	}
+	if len(cfg.bad) > 0 {
+		return cfg, nil, fmt.Errorf("m2mauth: %s", strings.Join(cfg.bad, "; "))
+	}
 	reqCtx := ctx
 	if detach {
 		reqCtx = context.WithoutCancel(ctx)
@@ -184,7 +191,7 @@ func newTokenSource(ctx context.Context, dir, assertionFile string, opts ...Toke
 			}
 		}
 	}()
-	return &cachingTokenSource{src: s, early: cfg.early, now: cfg.now}, nil
+	return &cachingTokenSource{src: s, early: cfg.early, now: cfg.now, key: cfg.dpop}, nil
 }
 
 // cachingTokenSource reuses a token until early before it expires. Unlike
@@ -195,6 +202,8 @@ type cachingTokenSource struct {
 	src   oauth2.TokenSource
 	early time.Duration
 	now   func() time.Time
+	// key, when set, is the DPoP key the source's tokens are bound to.
+	key *dpopKey
 
 	mu         sync.Mutex
 	tok        *oauth2.Token
@@ -245,6 +254,8 @@ func retryAfter(err error, now time.Time) time.Duration {
 const minForcedRefreshGap = 5 * time.Second
 
 var _ Invalidator = (*cachingTokenSource)(nil)
+
+func (c *cachingTokenSource) dpopKey() *dpopKey { return c.key }
 
 // usable reports whether tok may still be sent at now, margin before its expiry.
 func usable(tok *oauth2.Token, now time.Time, margin time.Duration) bool {

@@ -53,6 +53,13 @@ func NewClient(ctx context.Context, ts oauth2.TokenSource) *http.Client {
 // insufficient_scope included, is returned as it came, and the token kept: a new token would
 // not change it.
 //
+// A DPoP-bound token (token_type DPoP, from a source with DPoP or DPoPKey) is sent as
+// Authorization: DPoP with a fresh proof for the request (its method, its URL without query, and
+// the token's hash), with the latest nonce the server sent in DPoP-Nonce. When the answer is 401
+// with a DPoP challenge whose error is use_dpop_nonce and a DPoP-Nonce, the request is sent once
+// more with a proof carrying that nonce, when its body can be sent again; that retry is the
+// request's only one.
+//
 // It waits for a token no longer than the request's context allows (for a source of this package;
 // another source is asked as oauth2.Transport asks it). A redirect to another scheme or host,
 // which the client's redirect policy followed, is sent without a token.
@@ -62,6 +69,9 @@ func NewTransport(ts oauth2.TokenSource, base http.RoundTripper) http.RoundTripp
 	}
 	t := &transport{src: ts, base: base}
 	t.inv, _ = ts.(Invalidator)
+	if h, ok := ts.(dpopKeyHolder); ok {
+		t.key = h.dpopKey()
+	}
 	return t
 }
 
@@ -69,6 +79,7 @@ type transport struct {
 	src  oauth2.TokenSource
 	inv  Invalidator // src, when it is one
 	base http.RoundTripper
+	key  *dpopKey // src's DPoP key, when it has one
 }
 
 // contextTokenSource is a token source whose wait for a token ends with a context.
@@ -98,7 +109,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp, err := t.send(req, req.Body, tok)
-	if err != nil || t.inv == nil || !refusesToken(resp) {
+	if err == nil && isDPoP(tok) && refusesNonce(resp) {
+		return t.retryWithNonce(req, resp, tok)
+	}
+	if err != nil || t.inv == nil || !(refusesToken(resp) || isDPoP(tok) && refusesDPoPToken(resp)) {
 		return resp, err
 	}
 	t.inv.Invalidate(tok)
@@ -128,6 +142,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 func (t *transport) send(req *http.Request, body io.ReadCloser, tok *oauth2.Token) (*http.Response, error) {
 	r := req.Clone(req.Context())
 	r.Body = body
+	if isDPoP(tok) {
+		return t.sendDPoP(r, tok)
+	}
 	tok.SetAuthHeader(r)
 	return t.base.RoundTrip(r)
 }

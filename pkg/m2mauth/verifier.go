@@ -30,6 +30,7 @@ type Verifier struct {
 	allowJWT    bool
 	now         func() time.Time
 	stop        context.CancelFunc
+	dpop        *dpopState
 }
 
 // VerifierOption configures NewVerifier.
@@ -46,6 +47,7 @@ type verifierConfig struct {
 	fetchTimeout time.Duration
 	allowJWT     bool
 	now          func() time.Time
+	dpop         dpopConfig
 	// bad collects options given values that cannot work, for NewVerifier to refuse.
 	bad []string
 }
@@ -170,6 +172,7 @@ func NewVerifier(ctx context.Context, issuerURL string, opts ...VerifierOption) 
 		allowJWT:    cfg.allowJWT,
 		now:         cfg.now,
 		stop:        stop,
+		dpop:        newDPoPState(cfg.dpop),
 	}, nil
 }
 
@@ -242,6 +245,9 @@ type authConfig struct {
 	maxAge     time.Duration
 	skew       time.Duration
 	authorizer ScopeAuthorizer
+	// requireDPoP and proof: see checkBinding.
+	requireDPoP bool
+	proof       *proofBinding
 }
 
 // RequiredScopes requires every scope given (see DefaultScopeAuthorizer).
@@ -269,6 +275,8 @@ func WithScopeAuthorizer(a ScopeAuthorizer) AuthOption {
 var registered = map[string]bool{"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true, "jti": true, "client_id": true, "scope": true}
 
 // Authenticate verifies token and returns its claims. Errors wrap the sentinels of this package.
+// A token bound to a DPoP key (with a cnf claim) is refused (ErrDPoPBound): AuthenticateRequest
+// verifies it with its proof.
 func (v *Verifier) Authenticate(ctx context.Context, token string, opts ...AuthOption) (*Claims, error) {
 	cfg := authConfig{authorizer: DefaultScopeAuthorizer}
 	for _, o := range opts {
@@ -305,6 +313,9 @@ func (v *Verifier) Authenticate(ctx context.Context, token string, opts ...AuthO
 		return nil, classify(err)
 	}
 	c := toClaims(mc)
+	if err := cfg.checkBinding(c); err != nil {
+		return nil, err
+	}
 	if err := v.checkAudience(c.Audience, cfg.audience); err != nil {
 		return nil, err
 	}
