@@ -22,6 +22,9 @@ type Metadata struct {
 	AccessTokenSigningAlgValuesSupported []string `json:"access_token_signing_alg_values_supported,omitempty"`
 	IDTokenSigningAlgValuesSupported     []string `json:"id_token_signing_alg_values_supported,omitempty"`
 	SubjectTypesSupported                []string `json:"subject_types_supported,omitempty"`
+	// RevocationListURI is not a registered metadata field: this server's revocation list
+	// (RevocationsPath), which pkg/m2mauth verifiers follow when they find it here.
+	RevocationListURI string `json:"m2m_revocation_list_uri,omitempty"`
 }
 
 // discovery serves the metadata, at the RFC 8414 and the OpenID Connect discovery paths alike.
@@ -58,6 +61,7 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 		// tokens, but its access tokens are signed with these.
 		IDTokenSigningAlgValuesSupported: algs,
 		SubjectTypesSupported:            []string{"public"},
+		RevocationListURI:                base + RevocationsPath,
 	})
 }
 
