@@ -19,6 +19,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
@@ -219,4 +220,32 @@ func TestTheListRevokesDisabledRevokedAndDeletedClientsAndNeverAForgedClientID(t
 	if got := r.Revoked(r.trusted); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("after the manager's record: %v, want %v", got, want)
 	}
+}
+
+// BenchmarkRevocationList100k builds and signs a list of 100,000 revoked clients with generated
+// IDs, and reports its size, plain and gzipped.
+func BenchmarkRevocationList100k(b *testing.B) {
+	_, keys := staticKeys(b, signingkeys.ES256)
+	entries := make(map[string]int64, 100000)
+	for range 100000 {
+		id, err := credentials.NewClientID()
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries[id] = t0.Unix()
+	}
+	src := &fakeRevocations{entries: entries, changed: make(chan struct{})}
+	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{}, Keys: keys, Clock: clocktesting.NewFakeClock(t0), Revocations: src})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var doc *revocationDoc
+	for b.Loop() {
+		s.revocationList.doc = nil
+		if doc, err = s.revocationList.current(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(doc.jwt)), "bytes")
+	b.ReportMetric(float64(len(doc.gzipped)), "gzip-bytes")
 }

@@ -41,7 +41,7 @@ const (
 	// revocationMaxBackoff caps the gap after failed requests, well under the default staleness,
 	// so that a token server that comes back is read again before the list goes stale.
 	revocationMaxBackoff = 15 * time.Second
-	// defaultRevocationLimit bounds the list read: 100,000 revoked clients take 5.4 MB
+	// defaultRevocationLimit bounds the list read: 100,000 revoked clients take 5.9 MB
 	// (docs/benchmarks.md).
 	defaultRevocationLimit = 32 << 20
 	// revocationListType is the typ of the list's JWT.
