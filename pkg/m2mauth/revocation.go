@@ -168,6 +168,9 @@ type revocationList struct {
 	etag      string
 	freshAt   time.Time
 	lastError string
+	// newList says that the last answer was a new list under a new ETag: a long-poll that a
+	// change ended, after which the next may start at once.
+	newList bool
 
 	fetches, failed atomic.Int64
 	// updated is closed and replaced after every successful request; for tests and tools that
@@ -205,6 +208,9 @@ func (rl *revocationList) Updated() <-chan struct{} {
 // fetch asks for the list once; with wait, the server may hold the request until it changes.
 func (rl *revocationList) fetch(ctx context.Context, wait time.Duration) (err error) {
 	rl.fetches.Add(1)
+	rl.mu.Lock()
+	rl.newList = false
+	rl.mu.Unlock()
 	defer func() {
 		rl.mu.Lock()
 		if err != nil {
@@ -267,6 +273,7 @@ func (rl *revocationList) fetch(ctx context.Context, wait time.Duration) (err er
 	}
 	rl.mu.Lock()
 	rl.notBefore, rl.etag, rl.freshAt = list, resp.Header.Get("ETag"), rl.now()
+	rl.newList = rl.etag != "" && rl.etag != etag
 	rl.mu.Unlock()
 	return nil
 }
@@ -314,9 +321,10 @@ func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]in
 	return claims.Revoked, nil
 }
 
-// run keeps the list fresh until ctx ends: a long-poll after each answer (at least
-// revocationMinInterval apart), and after failures a gap that doubles from a second up to
-// revocationMaxBackoff.
+// run keeps the list fresh until ctx ends: a long-poll again at once after an answer with a new
+// list (the server answers early only when the list changed, at most every 200 ms), else at
+// least revocationMinInterval after the last one started (a server or proxy that ignores the
+// wait), and after failures a gap that doubles from a second up to revocationMaxBackoff.
 func (rl *revocationList) run(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
@@ -331,7 +339,12 @@ func (rl *revocationList) run(ctx context.Context) {
 			pause = min(pause, revocationMaxBackoff)
 		} else {
 			failures = 0
-			pause = revocationMinInterval - time.Since(start)
+			rl.mu.RLock()
+			changed := rl.newList
+			rl.mu.RUnlock()
+			if !changed {
+				pause = revocationMinInterval - time.Since(start)
+			}
 		}
 		if pause <= 0 {
 			continue

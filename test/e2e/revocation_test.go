@@ -106,7 +106,9 @@ func TestARunningVerifierRefusesADisabledClientsEarlierTokensAlsoAfterTheClientI
 
 	patchClient(t, obj, func(c *m2mv1alpha1.M2MClient) { c.Spec.Disabled = true })
 	eventually(t, "after disabled: true", v, earlier.AccessToken, revoked)
-	b := bindingWhen(t, obj.Status.ClientID, func(b *m2mv1alpha1.ClientIDBinding) bool { return b.Status.DisabledSince != nil })
+	b := bindingWhen(t, obj.Status.ClientID, func(b *m2mv1alpha1.ClientIDBinding) bool {
+		return b.Status.DisabledSince != nil && b.Status.TokensRevokedBefore != nil
+	})
 
 	patchClient(t, obj, func(c *m2mv1alpha1.M2MClient) { c.Spec.Disabled = false })
 	later := newTokenAfter(t, cfg, b.Status.TokensRevokedBefore.Time)
