@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -68,7 +69,8 @@ type revocationDoc struct {
 	gzipped  []byte
 	signedAt time.Time
 	kid      string
-	entries  int
+	// notBefore are the entries of the list, for introspection.
+	notBefore map[string]int64
 }
 
 // revocationPublisher builds, signs and caches the list for every request.
@@ -102,7 +104,10 @@ func (p *revocationPublisher) current() (*revocationDoc, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.s.cfg.Clock.Now()
-	content := p.content
+	content, entries := p.content, map[string]int64(nil)
+	if p.doc != nil {
+		entries = p.doc.notBefore
+	}
 	if p.doc == nil || closed(p.seen) {
 		if p.doc != nil {
 			if wait := revocationRebuildEvery - now.Sub(p.builtAt); wait > 0 {
@@ -114,7 +119,7 @@ func (p *revocationPublisher) current() (*revocationDoc, error) {
 			}
 		}
 		p.seen = p.source.Changed()
-		entries := p.source.Revoked(st.trustsClientID)
+		entries = p.source.Revoked(st.trustsClientID)
 		if entries == nil {
 			entries = map[string]int64{}
 		}
@@ -131,7 +136,7 @@ func (p *revocationPublisher) current() (*revocationDoc, error) {
 	} else if p.doc.kid == st.active.KID && now.Sub(p.doc.signedAt) < revocationListTTL/2 {
 		return p.doc, nil
 	}
-	doc, err := p.sign(st, content, now)
+	doc, err := p.sign(st, content, entries, now)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +158,7 @@ func closed(ch <-chan struct{}) bool {
 
 // sign makes the JWT of content. The ETag is of the content alone, so that it holds across
 // signatures and replicas; a verifier that revalidates keeps the list it verified.
-func (p *revocationPublisher) sign(st *keyState, content []byte, now time.Time) (*revocationDoc, error) {
+func (p *revocationPublisher) sign(st *keyState, content []byte, entries map[string]int64, now time.Time) (*revocationDoc, error) {
 	header, err := json.Marshal(map[string]string{"alg": string(st.active.Algorithm), "kid": st.active.KID, "typ": RevocationListType})
 	if err != nil {
 		return nil, err
@@ -185,13 +190,28 @@ func (p *revocationPublisher) sign(st *keyState, content []byte, now time.Time) 
 	_ = zw.Close()
 	sum := sha256.Sum256(content)
 	return &revocationDoc{
-		etag:     `"` + hex.EncodeToString(sum[:16]) + `"`,
-		jwt:      jwt,
-		gzipped:  gz.Bytes(),
-		signedAt: now,
-		kid:      st.active.KID,
-		entries:  bytes.Count(content, []byte(":")),
+		etag:      `"` + hex.EncodeToString(sum[:16]) + `"`,
+		jwt:       jwt,
+		gzipped:   gz.Bytes(),
+		signedAt:  now,
+		kid:       st.active.KID,
+		notBefore: entries,
 	}, nil
+}
+
+// revoked reports whether the list revokes a token of client id with claims: its iat is before
+// the client's not-before (or missing).
+func (p *revocationPublisher) revoked(id string, claims jwt.MapClaims) bool {
+	doc, err := p.current()
+	if err != nil {
+		return false
+	}
+	nb, listed := doc.notBefore[id]
+	if !listed {
+		return false
+	}
+	iat, err := claims.GetIssuedAt()
+	return err != nil || iat == nil || iat.Unix() < nb
 }
 
 // revocations serves the list. With If-None-Match of the current ETag and ?wait=N (seconds, up
