@@ -50,7 +50,7 @@ type Config struct {
 	// Revocations is the content of the revocation list (RevocationsPath); nil publishes an
 	// empty list.
 	Revocations RevocationSource
-	Clock           clock.PassiveClock
+	Clock       clock.PassiveClock
 	// Ready reports whether the server may receive traffic.
 	Ready func() error
 	// Registry receives the server's metrics; nil makes a private one.
