@@ -54,9 +54,8 @@ func Middleware(v *Verifier, opts ...AuthOption) func(http.Handler) http.Handler
 				w.Header().Set("WWW-Authenticate", challenge+`error="insufficient_scope", scope="`+scope+`"`)
 				http.Error(w, "the token lacks a required scope", http.StatusForbidden)
 				return
-			case errors.Is(err, ErrJWKS), errors.Is(err, ErrRevocationUnavailable):
-				// The token may be fine; the keys or the revocation list are unavailable. Not the
-				// caller's fault.
+			case errors.Is(err, ErrJWKS):
+				// The token may be fine; the keys are unavailable. Not the caller's fault.
 				http.Error(w, "token verification is unavailable", http.StatusServiceUnavailable)
 				return
 			case err != nil:
