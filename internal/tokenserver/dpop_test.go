@@ -296,3 +296,25 @@ func TestWithServerNoncesACapturedProofDiesWithItsNonceBeforeItsOwnLifetime(t *t
 		t.Fatalf("the captured proof was taken at another replica %v later: %d %v", 2*dpopNonceWindow+time.Second, w.Code, out)
 	}
 }
+
+// Introspection says that a token is bound (token_type DPoP and its cnf, RFC 9449 §6.2): a
+// resource server that introspects must not take a stolen bound token for a bearer token (found
+// by the review: the answer said Bearer and dropped cnf).
+func TestIntrospectionOfABoundTokenCarriesItsBinding(t *testing.T) {
+	f := dpopServer(t, false, nil, nil)
+	_, out := f.token(t, goodID, goodSecret, proof(t, proofKey(t), http.MethodPost, issuerTokenURL, dpop.ProofOptions{}))
+	tok, _ := out["access_token"].(string)
+	r := httptest.NewRequest(http.MethodPost, "/oauth2/introspect", strings.NewReader(formBody("token", tok)))
+	r.Header.Set("Content-Type", form)
+	r.SetBasicAuth(goodID, goodSecret)
+	w := httptest.NewRecorder()
+	f.h.ServeHTTP(w, r)
+	var answer map[string]any
+	if err := json.Unmarshal(w.Body.Bytes(), &answer); err != nil {
+		t.Fatal(err)
+	}
+	cnf, _ := answer["cnf"].(map[string]any)
+	if answer["active"] != true || answer["token_type"] != "DPoP" || cnf["jkt"] == nil {
+		t.Fatalf("introspection of a bound token: %v", answer)
+	}
+}

@@ -32,7 +32,12 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := map[string]any{"active": true, "token_type": "Bearer"}
-	for _, k := range []string{"scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti"} {
+	if _, bound := claims["cnf"]; bound {
+		// RFC 9449 §6.2: the binding goes with the answer, or a resource server that introspects
+		// would take a stolen bound token for a bearer token.
+		out["token_type"] = "DPoP"
+	}
+	for _, k := range []string{"scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "cnf"} {
 		if v, ok := claims[k]; ok {
 			out[k] = v
 		}

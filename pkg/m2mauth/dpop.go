@@ -27,6 +27,11 @@ var (
 	ErrDPoPBound = errors.New("m2mauth: the token's DPoP binding does not match how it was sent")
 	// ErrDPoPRequired: the route requires DPoP (RequireDPoP) and the token came as a bearer token.
 	ErrDPoPRequired = errors.New("m2mauth: this route requires a DPoP-bound token")
+	// ErrDPoPReplayFull: the replay cache holds as many live proofs as it may, so a new proof
+	// cannot be checked against replay and is refused (Middleware: 503). Forgetting live proofs
+	// instead would let anyone with a token of their own flush the cache and replay a captured
+	// proof of someone else's.
+	ErrDPoPReplayFull = errors.New("m2mauth: the DPoP replay cache is full; the proof cannot be checked now")
 )
 
 // DefaultDPoPReplayEntries is the replay cache's size when WithDPoPReplayCache is not given.
@@ -176,8 +181,11 @@ func (v *Verifier) AuthenticateRequest(r *http.Request, opts ...AuthOption) (*Cl
 		return nil, err
 	}
 	// A second's slack past Until, so that no rounding lets the proof in again as it ages out.
-	if !d.replays.first(p.JKT, p.JTI, p.Until.Add(time.Second), now) {
+	switch d.replays.record(p.JKT, p.JTI, p.Until.Add(time.Second), now) {
+	case replaySeen:
 		return nil, fmt.Errorf("%w: the proof was used before", ErrDPoPProof)
+	case replayFull:
+		return nil, ErrDPoPReplayFull
 	}
 	return claims, nil
 }
@@ -229,8 +237,19 @@ func newReplayCache(max int) *replayCache {
 	return &replayCache{max: max, seen: make(map[[32]byte]int64)}
 }
 
-// first records the proof (jkt, jti) until expiry and reports whether it was not already there.
-func (c *replayCache) first(jkt, jti string, expiry, now time.Time) bool {
+// replayVerdict is what record found: a new proof, recorded; one seen before; or no room.
+type replayVerdict int
+
+const (
+	replayNew replayVerdict = iota
+	replaySeen
+	replayFull
+)
+
+// record records the proof (jkt, jti) until expiry, unless it is there already or the cache is
+// full of live proofs: only expired entries make room, never live ones, or a flood of an
+// attacker's own valid proofs would make the cache forget a victim's captured one.
+func (c *replayCache) record(jkt, jti string, expiry, now time.Time) replayVerdict {
 	h := sha256.New()
 	h.Write([]byte(jkt))
 	h.Write([]byte{0})
@@ -241,11 +260,11 @@ func (c *replayCache) first(jkt, jti string, expiry, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if until, ok := c.seen[k]; ok && at < until {
-		return false
+		return replaySeen
 	}
 	for c.head < len(c.queue) {
 		front := c.queue[c.head]
-		if at < front.until && len(c.seen) < c.max {
+		if at < front.until {
 			break
 		}
 		// Only the entry this queue slot added: the key may have been added again since.
@@ -260,10 +279,13 @@ func (c *replayCache) first(jkt, jti string, expiry, now time.Time) bool {
 		c.queue = append(c.queue[:0], c.queue[c.head:]...)
 		c.head = 0
 	}
+	if len(c.seen) >= c.max {
+		return replayFull
+	}
 	e := replayEntry{key: k, until: expiry.UnixNano()}
 	c.seen[k] = e.until
 	c.queue = append(c.queue, e)
-	return true
+	return replayNew
 }
 
 // dpopChallenge is the WWW-Authenticate of a DPoP refusal (RFC 9449 §7.1).

@@ -158,29 +158,36 @@ func TestAReplayedProofIsRefused(t *testing.T) {
 	}
 }
 
-func TestTheReplayCacheRefusesARepeatUntilItExpiresAndHoldsNoMoreThanItsBound(t *testing.T) {
+// The replay cache refuses a repeat until it expires, and holds no more than its bound: when it
+// is full of live proofs it refuses new ones (ErrDPoPReplayFull) rather than forget live ones,
+// which would let anyone with a token of their own flush it and replay a captured proof of
+// someone else's (found by the review).
+func TestTheReplayCacheRefusesARepeatUntilItExpiresAndNeverForgetsALiveProof(t *testing.T) {
 	c := newReplayCache(3)
 	exp := t0.Add(time.Minute)
-	if !c.first("k", "a", exp, t0) || c.first("k", "a", exp, t0.Add(30*time.Second)) {
+	if c.record("k", "a", exp, t0) != replayNew || c.record("k", "a", exp, t0.Add(30*time.Second)) != replaySeen {
 		t.Fatal("a repeat within the proof's lifetime was not refused")
 	}
-	if !c.first("other", "a", exp, t0) {
+	if c.record("other", "a", exp, t0) != replayNew {
 		t.Fatal("the same jti of another key was refused")
 	}
-	if !c.first("k", "a", exp.Add(time.Minute), exp) {
+	if c.record("k", "a", exp.Add(time.Minute), exp) != replayNew {
 		t.Fatal("a jti was refused after its entry expired")
 	}
+	c.record("victim", "captured", exp.Add(time.Hour), exp)
 	for i := range 100 {
-		c.first("k", string(rune('A'+i)), exp.Add(time.Hour), exp)
+		if v := c.record("attacker", string(rune('A'+i)), exp.Add(time.Hour), exp); i > 0 && v != replayFull {
+			t.Fatalf("proof %d of a flood was %v with the cache full of live proofs, want full", i, v)
+		}
 		if n := len(c.seen); n > 3 {
 			t.Fatalf("%d entries, the bound is 3", n)
 		}
-		if len(c.queue)-c.head != len(c.seen) || len(c.queue) > 8 {
-			t.Fatalf("the queue holds %d slots (%d live) for %d entries", len(c.queue), len(c.queue)-c.head, len(c.seen))
-		}
 	}
-	if c.first("k", string(rune('A'+99)), exp.Add(time.Hour), exp) {
-		t.Fatal("the newest entry was evicted instead of the oldest")
+	if c.record("victim", "captured", exp.Add(time.Hour), exp) != replaySeen {
+		t.Fatal("a flood made the cache forget a live proof, which could then be replayed")
+	}
+	if c.record("late", "x", exp.Add(3*time.Hour), exp.Add(2*time.Hour)) != replayNew {
+		t.Fatal("a new proof was refused once the entries had expired")
 	}
 }
 

@@ -24,7 +24,11 @@ var ErrIntrospection = errors.New("m2mauth: introspection unavailable")
 
 // Introspection is the token server's answer about a token (RFC 7662 §2.2).
 type Introspection struct {
-	// Active is false for a token that is expired, not the server's, or whose client is now
+	// Bound is true for a token bound to a DPoP key (cnf), which Introspect reports not Active:
+	// only a proof of the key for the request makes it usable, and Introspect sees no request.
+	// Verify such tokens with Verifier.AuthenticateRequest.
+	Bound bool
+	// Active is false for a token that is expired, not the server's, bound to a key (Bound), or whose client is now
 	// disabled or deleted; the other fields are then empty.
 	Active    bool
 	ClientID  string
@@ -294,12 +298,20 @@ func (i *Introspector) ask(ctx context.Context, creds clientCreds, token string)
 		Iat      float64         `json:"iat"`
 		Exp      float64         `json:"exp"`
 		Jti      string          `json:"jti"`
+		Type     string          `json:"token_type"`
+		Cnf      json.RawMessage `json:"cnf"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&raw); err != nil {
 		return nil, 0, fmt.Errorf("%w: the answer is not JSON: %v", ErrIntrospection, err)
 	}
 	if !raw.Active {
 		return &Introspection{}, http.StatusOK, nil
+	}
+	if len(raw.Cnf) > 0 || strings.EqualFold(raw.Type, "DPoP") {
+		// A token bound to a key is worth something only with a proof of the key for this
+		// request, which Introspect does not see: taken as active, a stolen bound token would
+		// pass here as a bearer token (review).
+		return &Introspection{Bound: true}, http.StatusOK, nil
 	}
 	out := &Introspection{Active: true, ClientID: raw.ClientID, Subject: raw.Sub, Scopes: strings.Fields(raw.Scope), Issuer: raw.Iss, ID: raw.Jti}
 	var one string

@@ -25,6 +25,7 @@ type fakeIntrospection struct {
 	exp     time.Time
 	aud     string
 	iss     string // the answer's iss; empty means the server's URL
+	bound   bool   // the token is bound to a DPoP key: the answer carries cnf
 	asked   atomic.Int64
 }
 
@@ -44,7 +45,11 @@ func newFakeIntrospection(t *testing.T, secret string, exp time.Time) *fakeIntro
 			_, _ = w.Write([]byte(`{"active":false}`))
 			return
 		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"active": true, "client_id": "m2m-b", "sub": "m2m-b", "scope": "read:invoices", "aud": s.aud, "iss": cmp.Or(s.iss, s.URL), "exp": s.exp.Unix()})
+		answer := map[string]any{"active": true, "client_id": "m2m-b", "sub": "m2m-b", "scope": "read:invoices", "aud": s.aud, "iss": cmp.Or(s.iss, s.URL), "exp": s.exp.Unix()}
+		if s.bound {
+			answer["token_type"], answer["cnf"] = "DPoP", map[string]string{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
+		}
+		_ = json.NewEncoder(w).Encode(answer)
 	}))
 	t.Cleanup(s.Close)
 	return s
@@ -212,5 +217,27 @@ func TestIntrospectionAsksTheInClusterDoorAndAcceptsTheIssuersItIsGiven(t *testi
 	}
 	if r, err := both.Introspect(context.Background(), "the-token"); err != nil || !r.Active {
 		t.Fatalf("a token of the previous issuer, both given: %+v, %v; want active", r, err)
+	}
+}
+
+// Introspect sees no request, so it cannot check the proof that a DPoP-bound token needs: such a
+// token is reported not active (Bound), never taken for a bearer token (found by the review: a
+// stolen bound token passed here).
+func TestIntrospectionReportsATokenBoundToAKeyNotActive(t *testing.T) {
+	srv := newFakeIntrospection(t, "secret-one", time.Now().Add(time.Hour))
+	srv.set(func(s *fakeIntrospection) { s.bound, s.aud = true, "https://payments.example.com" })
+	dir := t.TempDir()
+	mountIntrospectionSecret(t, dir, srv.URL, "secret-one", 1)
+	in, err := NewIntrospector(dir, IntrospectionAudiences("https://payments.example.com"), IntrospectionCacheTTL(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := in.Introspect(context.Background(), "the-token")
+	if err != nil || r.Active || !r.Bound {
+		t.Fatalf("a bound token: %+v, %v; want not active, Bound", r, err)
+	}
+	srv.set(func(s *fakeIntrospection) { s.bound = false })
+	if r, err := in.Introspect(context.Background(), "the-token"); err != nil || !r.Active {
+		t.Fatalf("the same token unbound: %+v, %v; want active", r, err)
 	}
 }

@@ -54,6 +54,11 @@ func Middleware(v *Verifier, opts ...AuthOption) func(http.Handler) http.Handler
 				w.Header().Set("WWW-Authenticate", challenge+`error="insufficient_scope", scope="`+scope+`"`)
 				http.Error(w, "the token lacks a required scope", http.StatusForbidden)
 				return
+			case errors.Is(err, ErrDPoPReplayFull):
+				// Not the caller's fault, and it ends as proofs age out.
+				w.Header().Set("Retry-After", "5")
+				http.Error(w, "DPoP proofs cannot be checked now", http.StatusServiceUnavailable)
+				return
 			case errors.Is(err, ErrJWKS):
 				// The token may be fine; the keys are unavailable. Not the caller's fault.
 				http.Error(w, "token verification is unavailable", http.StatusServiceUnavailable)
