@@ -1,11 +1,15 @@
 // Package tokenload asks a token server for tokens with the credentials of many clients, in turn,
 // with form bodies: in a closed loop (each worker sends its next request when the last one is
 // answered, which finds the rate the machine can sustain) or in an open loop (requests at a
-// constant rate, whatever the answers take). bench-rotation and the soak use it.
+// constant rate, whatever the answers take); optionally each request with a fresh DPoP proof,
+// signed with a P-256 key of its worker's. bench-rotation, bench-token and the soak use it.
 package tokenload
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"io"
 	"net/http"
 	"net/url"
@@ -16,6 +20,7 @@ import (
 	"time"
 
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/pkg/dpop"
 )
 
 // Credentials returns client i's ID and secret as its pod has them now.
@@ -31,6 +36,10 @@ type Load struct {
 	Credentials Credentials
 	// Workers is how many requests may be in flight at once, each on a connection of its own.
 	Workers int
+	// DPoP sends a DPoP proof (RFC 9449) made for each request, in the generator's time, as a
+	// client that holds its proof key would: each worker signs with an ES256 key of its own and
+	// puts the last DPoP-Nonce it was sent into its next proof.
+	DPoP bool
 }
 
 // Result counts what a run sent and got.
@@ -84,6 +93,11 @@ type Run struct {
 }
 
 type worker struct {
+	// key and nonce are the worker's DPoP key and the last nonce it was sent, used by its own
+	// goroutine only.
+	key   *ecdsa.PrivateKey
+	nonce string
+
 	mu        sync.Mutex
 	ok, errs  int64
 	non2xx    map[int]int64
@@ -99,7 +113,7 @@ func (l Load) Closed(ctx context.Context) *Run {
 		r.wg.Go(func() {
 			for i := wi % l.Clients; ctx.Err() == nil; i = (i + l.Workers) % l.Clients {
 				start := time.Now()
-				w.record(l.send(ctx, httpc, i), start)
+				w.record(l.send(ctx, httpc, w, i), start)
 			}
 		})
 	}
@@ -122,7 +136,7 @@ func (l Load) Open(ctx context.Context, rate float64) *Run {
 					return
 				case at := <-due:
 					i := int((next.Add(1) - 1) % int64(l.Clients))
-					w.record(l.send(ctx, httpc, i), at)
+					w.record(l.send(ctx, httpc, w, i), at)
 				}
 			}
 		})
@@ -157,6 +171,10 @@ func (l Load) begin(ctx context.Context) (*Run, context.Context) {
 	r := &Run{start: time.Now(), cancel: cancel, workers: make([]*worker, l.Workers)}
 	for i := range r.workers {
 		r.workers[i] = &worker{non2xx: map[int]int64{}}
+		if l.DPoP {
+			// GenerateKey fails only when the random source does, which crypto/rand's never does.
+			r.workers[i].key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		}
 	}
 	return r, ctx
 }
@@ -167,20 +185,31 @@ func (l Load) httpClient() *http.Client {
 
 // send asks for a token for client i and returns the HTTP status, or 0 when no answer came. A
 // request cut short because the run stopped returns -1, and is not counted.
-func (l Load) send(ctx context.Context, httpc *http.Client, i int) int {
+func (l Load) send(ctx context.Context, httpc *http.Client, w *worker, i int) int {
 	id, secret := l.Credentials(i)
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, issuer.TokenURL(l.Issuer), strings.NewReader(form.Encode()))
+	tokenURL := issuer.TokenURL(l.Issuer)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		return 0
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if w.key != nil {
+		proof, err := dpop.NewProof(w.key, http.MethodPost, tokenURL, dpop.ProofOptions{Nonce: w.nonce})
+		if err != nil {
+			return 0
+		}
+		req.Header.Set("DPoP", proof)
+	}
 	resp, err := httpc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return -1
 		}
 		return 0
+	}
+	if n := resp.Header.Get("DPoP-Nonce"); n != "" && w.key != nil {
+		w.nonce = n
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()

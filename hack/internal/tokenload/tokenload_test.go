@@ -2,12 +2,17 @@ package tokenload
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/pkg/dpop"
 )
 
 // server answers 200 to every client but "refused", and records the client IDs it saw.
@@ -79,5 +84,84 @@ func TestAServerThatDoesNotAnswerIsATransportError(t *testing.T) {
 	res := run.Stop()
 	if res.TransportErrors == 0 || res.OK != 0 || res.Failed() != res.TransportErrors {
 		t.Fatalf("got %d transport errors, %d OK, %d failed", res.TransportErrors, res.OK, res.Failed())
+	}
+}
+
+// dpopServer verifies the DPoP proof of every request as the token server does and records the
+// proofs' key thumbprints and jtis; it refuses with 400 a request without a valid proof, and, with
+// nonce set, one whose proof does not carry it, which it sends on every answer.
+func dpopServer(t *testing.T, nonce string) (*httptest.Server, func() (keys, jtis map[string]int)) {
+	var mu sync.Mutex
+	keys, jtis := map[string]int{}, map[string]int{}
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		opts := dpop.VerifyOptions{Method: http.MethodPost, URLs: []string{issuer.TokenURL(srv.URL)}}
+		if nonce != "" {
+			w.Header().Set("DPoP-Nonce", nonce)
+			opts.Nonce = func(n string) error {
+				if n != nonce {
+					return errors.New("stale nonce")
+				}
+				return nil
+			}
+		}
+		p, err := dpop.Verify(r.Header.Get("DPoP"), opts)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		keys[p.JKT]++
+		jtis[p.JTI]++
+		mu.Unlock()
+		_, _ = w.Write([]byte(`{"access_token":"x","token_type":"DPoP"}`))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() (map[string]int, map[string]int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(keys), maps.Clone(jtis)
+	}
+}
+
+func TestWithDPoPEveryRequestCarriesAFreshValidProofSignedWithItsWorkersKey(t *testing.T) {
+	srv, seen := dpopServer(t, "")
+	creds := func(i int) (string, string) { return fmt.Sprintf("c%d", i), "s" }
+	run := Load{Issuer: srv.URL, Clients: 5, Workers: 3, Credentials: creds, DPoP: true}.Closed(context.Background())
+	time.Sleep(300 * time.Millisecond)
+	res := run.Stop()
+	if res.OK == 0 || res.Failed() != 0 {
+		t.Fatalf("got %d OK, %v non-2xx, %d transport errors", res.OK, res.Non2xx, res.TransportErrors)
+	}
+	keys, jtis := seen()
+	if len(keys) != 3 {
+		t.Errorf("proofs were signed with %d keys, want one per worker (3)", len(keys))
+	}
+	for jti, n := range jtis {
+		if n != 1 {
+			t.Errorf("the proof with jti %q was sent %d times", jti, n)
+		}
+	}
+}
+
+func TestWithDPoPAWorkerPutsTheServersNonceInItsNextProof(t *testing.T) {
+	srv, _ := dpopServer(t, "server-nonce")
+	creds := func(i int) (string, string) { return fmt.Sprintf("c%d", i), "s" }
+	run := Load{Issuer: srv.URL, Clients: 5, Workers: 2, Credentials: creds, DPoP: true}.Closed(context.Background())
+	time.Sleep(300 * time.Millisecond)
+	res := run.Stop()
+	// Each worker's first proof has no nonce to carry and is refused; every later one carries it.
+	if res.OK == 0 || res.Non2xx[http.StatusBadRequest] > 2 {
+		t.Fatalf("got %d OK and %d refused, want at most one refusal per worker", res.OK, res.Non2xx[http.StatusBadRequest])
+	}
+}
+
+func TestWithoutDPoPNoProofIsSent(t *testing.T) {
+	srv, _ := dpopServer(t, "")
+	run := Load{Issuer: srv.URL, Clients: 1, Workers: 1, Credentials: func(int) (string, string) { return "c", "s" }}.Closed(context.Background())
+	time.Sleep(50 * time.Millisecond)
+	res := run.Stop()
+	if res.OK != 0 || res.Non2xx[http.StatusBadRequest] == 0 {
+		t.Fatalf("got %d OK, %v non-2xx: a request carried a proof", res.OK, res.Non2xx)
 	}
 }
