@@ -2,7 +2,9 @@
 // M2MClients in its cache, under wrk on loopback, with the issuance limit off and then on (its
 // default values); then one client flooding while the others keep their rate, with and without
 // the limit; and, in the same run, the signing-only ceiling from `go test -bench`. `make
-// bench-token` runs it; results go in docs/benchmarks.md.
+// bench-token` runs it. With -dpop it runs a Go load generator instead of wrk, plain and with a
+// fresh DPoP proof per request (wrk's Lua cannot sign), which `make bench-dpop` runs. Results go
+// in docs/benchmarks.md.
 package main
 
 import (
@@ -57,6 +59,8 @@ func main() {
 	flag.Float64Var(&floodRate, "flood-fraction", 0.25, "Rate of the other clients in the flood runs, as a fraction of the tokens/s that wrk measured with the limit off.")
 	flag.IntVar(&floodWorkers, "flood-workers", 4, "Closed-loop workers (connections) of the flooding client.")
 	flag.IntVar(&floodRounds, "flood-rounds", 2, "Rounds of the flood runs, each the others alone and then with the flooding client, with the limit off and then on.")
+	flag.BoolVar(&dpopMode, "dpop", false, "Instead of everything else: the Go load generator at -connections for -duration, plain and then with a fresh DPoP proof (ES256, a key per connection) on every request, -dpop-rounds times, against the token server with default flags.")
+	flag.IntVar(&dpopRounds, "dpop-rounds", 2, "Rounds of the -dpop runs, each plain and then DPoP, so that a disturbance of the shared machine shows as a difference between rounds.")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
 	if err := run(*n, *conns, *threads, *duration); err != nil {
@@ -74,6 +78,8 @@ var (
 	floodRate    float64
 	floodWorkers int
 	floodRounds  int
+	dpopMode     bool
+	dpopRounds   int
 )
 
 func secretFor(i int) string {
@@ -84,7 +90,7 @@ func clientID(i int) string { return fmt.Sprintf("m2m-bench-%05d", i) }
 
 func run(n, conns, threads int, duration time.Duration) error {
 	wrk, err := exec.LookPath("wrk")
-	if err != nil {
+	if err != nil && !dpopMode {
 		return fmt.Errorf("wrk is not installed (make bench-token installs it with apt-get)")
 	}
 	work, err := os.MkdirTemp("", "bench-token")
@@ -115,6 +121,10 @@ func run(n, conns, threads int, duration time.Duration) error {
 		return err
 	}
 	issuer := ts.Issuer
+	if dpopMode {
+		defer ts.Stop()
+		return dpopRuns(ts, n, conns, duration)
+	}
 	saToken := ""
 	if assertion {
 		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "bench-sa"}}

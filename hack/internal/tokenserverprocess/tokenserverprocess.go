@@ -113,6 +113,37 @@ func (p *Process) RSS() int64 { return p.memory("VmRSS") }
 // PeakRSS is the largest RSS the token server has had, in KiB.
 func (p *Process) PeakRSS() int64 { return p.memory("VmHWM") }
 
+// CPU is the CPU time (user and system) the token server has used so far, 0 when it cannot be
+// read.
+func (p *Process) CPU() time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	return statCPU(string(data))
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on every Linux architecture Go
+// supports, and not readable without cgo.
+const clockTicks = 100
+
+// statCPU reads utime and stime of /proc/PID/stat. They are the 14th and 15th fields, counted
+// after the command name, which is in parentheses and may hold spaces.
+func statCPU(stat string) time.Duration {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	// After ")": state is field 3, so utime (14) and stime (15) are the 12th and 13th.
+	fields := strings.Fields(stat[i+1:])
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
 func (p *Process) memory(field string) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
