@@ -15,14 +15,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -455,20 +451,9 @@ func newSourceWatcher(mgr ctrl.Manager, perNamespace int) (*sourcewatch.Watcher,
 	if err != nil {
 		return nil, fmt.Errorf("a metadata client for source Secrets: %w", err)
 	}
-	secrets := corev1.SchemeGroupVersion.WithResource("secrets")
 	api := mgr.GetAPIReader()
 	return &sourcewatch.Watcher{
-		ListWatch: func(namespace string) toolscache.ListerWatcher {
-			// As client-go's metadata informer builds it.
-			return toolscache.ToListWatcherWithWatchListSemantics(&toolscache.ListWatch{
-				ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-					return mc.Resource(secrets).Namespace(namespace).List(ctx, opts)
-				},
-				WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-					return mc.Resource(secrets).Namespace(namespace).Watch(ctx, opts)
-				},
-			}, mc)
-		},
+		ListWatch: sourcewatch.SecretMetadata(mc),
 		Get: func(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
 			s := &corev1.Secret{}
 			return s, api.Get(ctx, key, s)

@@ -21,8 +21,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
 
 	"golang.org/x/sync/singleflight"
@@ -423,4 +426,21 @@ func strip(o any) (any, error) {
 	return &metav1.PartialObjectMetadata{TypeMeta: in.TypeMeta, ObjectMeta: metav1.ObjectMeta{
 		Namespace: in.Namespace, Name: in.Name, UID: in.UID, ResourceVersion: in.ResourceVersion,
 	}}, nil
+}
+
+// SecretMetadata lists and watches the metadata of a namespace's Secrets through mc, as
+// client-go's metadata informer does (watch-list where the API server offers it): the ListWatch a
+// Watcher needs.
+func SecretMetadata(mc metadata.Interface) func(namespace string) cache.ListerWatcher {
+	secrets := corev1.SchemeGroupVersion.WithResource("secrets")
+	return func(namespace string) cache.ListerWatcher {
+		return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+				return mc.Resource(secrets).Namespace(namespace).List(ctx, opts)
+			},
+			WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+				return mc.Resource(secrets).Namespace(namespace).Watch(ctx, opts)
+			},
+		}, mc)
+	}
 }

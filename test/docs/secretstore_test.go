@@ -2,8 +2,6 @@ package docs
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -103,7 +101,7 @@ func TestTheSecretStoreWalkThroughWorksAsWritten(t *testing.T) {
 
 	// External Secrets Operator, with creationPolicy Owner, makes the ExternalSecret the Secret's
 	// controller, and copies the template's annotations, which carry the opt-in, onto it.
-	value := strongSecret(t)
+	value := testenv.NewSecret(t)
 	annotations, _, _ := unstructured.NestedStringMap(es.Object, "spec", "target", "template", "metadata", "annotations")
 	source := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: target, Annotations: annotations, OwnerReferences: []metav1.OwnerReference{{
@@ -241,14 +239,4 @@ func kstatusOf(t *testing.T, c client.Client, obj *m2mv1alpha1.M2MClient) *statu
 		t.Fatal(err)
 	}
 	return res
-}
-
-// strongSecret is what a secret store holds: 256 random bits.
-func strongSecret(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
 }

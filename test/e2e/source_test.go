@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"net/http"
@@ -117,16 +116,6 @@ func (s *secretStore) wrote(kind credentials.Kind, hash string) bool {
 	return false
 }
 
-// storeSecret is a value as a secret store's generator makes one: 256 random bits.
-func storeSecret(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
 // storeKey is a P-256 private key in PKCS #8 PEM, as a store holds one.
 func storeKey(t *testing.T) string {
 	t.Helper()
@@ -232,7 +221,7 @@ func TestASecretStoreRotatesTheCredentialUnderLoadAndNoPodReadingTheCredentialsS
 		t.Fatal("the credentials Secret carries a client_secret before the source exists")
 	}
 
-	store.write(t, storeSecret(t))
+	store.write(t, testenv.NewSecret(t))
 	waitReason(t, obj, m2mv1alpha1.ReasonCredentialsReady)
 	s := carried(t, obj, m2mv1alpha1.SecretKeyClientSecret, store.values[0])
 	if !meta.IsStatusConditionTrue(obj.Status.Conditions, m2mv1alpha1.ConditionReady) {
@@ -266,7 +255,7 @@ func TestASecretStoreRotatesTheCredentialUnderLoadAndNoPodReadingTheCredentialsS
 
 	for range 2 {
 		previous := store.values[len(store.values)-1]
-		next := storeSecret(t)
+		next := testenv.NewSecret(t)
 		store.write(t, next)
 		now := carried(t, obj, m2mv1alpha1.SecretKeyClientSecret, next)
 		testenv.Eventually(t, wait, func() error { return tokenWith(now, m2mv1alpha1.SecretKeyClientSecret, next) })
@@ -355,7 +344,7 @@ func TestAPodReadingTheSourceDirectlyIsRefusedUntilTheManagerAcceptsTheNewValue(
 	defer cancel()
 	ns := namespace(t)
 	store := newSecretStore(t, ns, "billing-from-vault", m2mv1alpha1.SecretKeyClientSecret, "direct")
-	store.write(t, storeSecret(t))
+	store.write(t, testenv.NewSecret(t))
 	obj := billingClient(ns, "direct")
 	obj.Spec.Authentication.Source = &m2mv1alpha1.CredentialSource{Name: "billing-from-vault"}
 	obj.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: 0}
@@ -402,7 +391,7 @@ func TestAPodReadingTheSourceDirectlyIsRefusedUntilTheManagerAcceptsTheNewValue(
 	}
 	testenv.Eventually(t, wait, func() error { return got(store.values[0]) })
 	for i := range 5 {
-		store.write(t, storeSecret(t))
+		store.write(t, testenv.NewSecret(t))
 		written := time.Now()
 		latest := store.values[len(store.values)-1]
 		testenv.Eventually(t, wait, func() error { return got(latest) })

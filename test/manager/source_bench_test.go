@@ -11,12 +11,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
-	toolscache "k8s.io/client-go/tools/cache"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
@@ -30,19 +27,9 @@ func benchWatcher(b *testing.B, ctx context.Context, cs kubernetes.Interface, ge
 	if err != nil {
 		b.Fatal(err)
 	}
-	secrets := corev1.SchemeGroupVersion.WithResource("secrets")
 	woken := make(chan types.NamespacedName, 1<<16)
 	w := &sourcewatch.Watcher{
-		ListWatch: func(namespace string) toolscache.ListerWatcher {
-			return toolscache.ToListWatcherWithWatchListSemantics(&toolscache.ListWatch{
-				ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (k8sruntime.Object, error) {
-					return mc.Resource(secrets).Namespace(namespace).List(ctx, opts)
-				},
-				WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-					return mc.Resource(secrets).Namespace(namespace).Watch(ctx, opts)
-				},
-			}, mc)
-		},
+		ListWatch: sourcewatch.SecretMetadata(mc),
 		Get: func(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
 			gets.Add(1)
 			return cs.CoreV1().Secrets(key.Namespace).Get(ctx, key.Name, metav1.GetOptions{})

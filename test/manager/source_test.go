@@ -2,8 +2,6 @@ package manager
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -32,15 +30,6 @@ func sourcedClient(ns, name, source string) *m2mv1alpha1.M2MClient {
 	obj.Spec.Authentication.Source = &m2mv1alpha1.CredentialSource{Name: source}
 	obj.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: time.Hour}
 	return obj
-}
-
-func strongValue(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // storeWrites writes value under client_secret into the source Secret, as a secret store's sync
@@ -103,7 +92,7 @@ func TestAClientWaitsForItsSourceAndIssuesNothingOfItsOwn(t *testing.T) {
 		t.Fatalf("a credentials Secret exists before the source did (%v)", err)
 	}
 
-	value := strongValue(t)
+	value := testenv.NewSecret(t)
 	storeWrites(t, ns, "billing-from-vault", "billing", value)
 	obj = waitReady(t, ns, "billing", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	waitCarries(t, ns, "billing-credentials", value)
@@ -126,13 +115,13 @@ func TestAClientWaitsForItsSourceAndIssuesNothingOfItsOwn(t *testing.T) {
 // accepted one stays; a deleted source leaves the accepted credential in use.
 func TestTheStoresWritesAreRotationsAndItsMistakesCostNothing(t *testing.T) {
 	ns := namespace(t)
-	first := strongValue(t)
+	first := testenv.NewSecret(t)
 	storeWrites(t, ns, "orders-from-vault", "orders", first)
 	create(t, sourcedClient(ns, "orders", "orders-from-vault"))
 	waitReady(t, ns, "orders", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	waitCarries(t, ns, "orders-credentials", first)
 
-	second := strongValue(t)
+	second := testenv.NewSecret(t)
 	storeWrites(t, ns, "orders-from-vault", "orders", second)
 	waitCarries(t, ns, "orders-credentials", second)
 	// The grace period starts in the status write that ends the reconcile, after the Secret's.
@@ -175,13 +164,13 @@ func TestTheStoresWritesAreRotationsAndItsMistakesCostNothing(t *testing.T) {
 // back. The rotation annotation asks for nothing, and says why.
 func TestTheSourceIsTheOnlyOriginOfTheCredential(t *testing.T) {
 	ns := namespace(t)
-	value := strongValue(t)
+	value := testenv.NewSecret(t)
 	storeWrites(t, ns, "only-from-vault", "only", value)
 	create(t, sourcedClient(ns, "only", "only-from-vault"))
 	waitReady(t, ns, "only", metav1.ConditionTrue, m2mv1alpha1.ReasonCredentialsReady)
 	s := waitCarries(t, ns, "only-credentials", value)
 
-	planted := strongValue(t)
+	planted := testenv.NewSecret(t)
 	s.Data[m2mv1alpha1.SecretKeyClientSecret] = []byte(planted)
 	if err := env.Client.Update(context.Background(), s); err != nil {
 		t.Fatal(err)
@@ -245,7 +234,7 @@ func TestAClientTakesOnlyASecretThatOptsInAndNeverOneOfTheManagers(t *testing.T)
 	if err := env.Client.Update(context.Background(), victim); err != nil {
 		t.Fatal(err)
 	}
-	password := strongValue(t)
+	password := testenv.NewSecret(t)
 	storeWrites(t, ns, "postgres-admin", "someone-else", password)
 	for name, source := range map[string]string{"borrower": "victim-credentials", "self": "self-credentials", "snooper": "postgres-admin"} {
 		create(t, sourcedClient(ns, name, source))

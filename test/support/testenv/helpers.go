@@ -285,3 +285,14 @@ func WaitReady(t testing.TB, c client.Client, ns, name string, want metav1.Condi
 	})
 	return obj
 }
+
+// NewSecret is a client secret as the manager generates one (credentials.NewSecret), for tests
+// that play a person or a secret store writing one.
+func NewSecret(t testing.TB) string {
+	t.Helper()
+	s, err := credentials.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
