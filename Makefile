@@ -77,6 +77,10 @@ fuzz: ## Run every fuzz target for FUZZTIME each (30s by default); not part of m
 failure-test: ## Kill a token-server replica and the manager leader, restart the API server, slow and pause etcd, under load, at 1,000 clients (N=...), one package after the other, printing the figures; results belong in docs/reliability.md.
 	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" M2M_FAILURE_CLIENTS=$(or $(N),1000) go test -p 1 -count=1 -v -timeout 30m ./test/failover/ ./test/outage/
 
+.PHONY: bench-revocation
+bench-revocation: ## From disabled: true to the first refusal at a running verifier, 50 tries; results belong in docs/benchmarks.md.
+	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/bench-revocation
+
 .PHONY: bench-rotation
 bench-rotation: ## Rotate 1,000 clients at once under token load; results belong in docs/benchmarks.md.
 	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/bench-rotation

@@ -332,6 +332,12 @@ func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return fmt.Errorf("setting up the M2MClient controller: %w", err)
 	}
+	revocations := &BindingRevocationReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock, WatchNamespaces: o.WatchNamespaces,
+	}
+	if err := revocations.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the ClientIDBinding revocation controller: %w", err)
+	}
 	keys := &SigningKeyReconciler{
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),

@@ -31,6 +31,30 @@ type ClientIDBindingSpec struct {
 	Name string `json:"name"`
 }
 
+// ClientIDBindingStatus records what outlives the M2MClient of the ID: the revocation of its
+// tokens when the client is disabled or deleted. Only the manager writes it (administrators may
+// too); the token server reads it and publishes tokensRevokedBefore in its revocation list.
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.tokensRevokedBefore) || (has(self.tokensRevokedBefore) && self.tokensRevokedBefore >= oldSelf.tokensRevokedBefore)",message="tokensRevokedBefore cannot be removed or moved back; delete the binding to release the client ID"
+type ClientIDBindingStatus struct {
+	// TokensRevokedBefore revokes the tokens of this client ID issued before it: the manager
+	// raises it to the second after it sees the client disabled or deleted. It never goes back,
+	// so tokens issued before a disable stay refused after the client is enabled again, and
+	// tokens of a deleted client stay refused after token-server restarts and when the client
+	// is created again.
+	// +optional
+	TokensRevokedBefore *metav1.Time `json:"tokensRevokedBefore,omitempty"`
+
+	// DisabledSince is when the manager saw the client disabled; it is cleared when the client
+	// is enabled, so that the next disable raises tokensRevokedBefore again.
+	// +optional
+	DisabledSince *metav1.Time `json:"disabledSince,omitempty"`
+
+	// DeletedAt is when the manager saw that the client of the binding no longer exists; it is
+	// cleared when the client is created again.
+	// +optional
+	DeletedAt *metav1.Time `json:"deletedAt,omitempty"`
+}
+
 // ClientIDBinding gives a client ID to one namespace and name for good: the manager creates it
 // when an M2MClient first takes the ID, and never deletes it, so that the ID outlives the
 // M2MClient (a GitOps replace, a restore) and no other namespace can take it over. Deleting the
@@ -39,9 +63,11 @@ type ClientIDBindingSpec struct {
 // valid object name (ClientIDBindingName).
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster,shortName=m2mbinding
+// +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.spec.clientID`
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.spec.namespace`
 // +kubebuilder:printcolumn:name="Client",type=string,JSONPath=`.spec.name`
+// +kubebuilder:printcolumn:name="Tokens Revoked Before",type=date,JSONPath=`.status.tokensRevokedBefore`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:selectablefield:JSONPath=`.spec.clientID`
 // +kubebuilder:selectablefield:JSONPath=`.spec.namespace`
@@ -56,6 +82,10 @@ type ClientIDBinding struct {
 	// spec is the binding.
 	// +required
 	Spec ClientIDBindingSpec `json:"spec"`
+
+	// status records the revocation of the ID's tokens.
+	// +optional
+	Status ClientIDBindingStatus `json:"status,omitempty"`
 }
 
 // ClientIDBindingList is a list of ClientIDBindings.

@@ -91,10 +91,22 @@ type M2MClientSpec struct {
 	DPoP *DPoPPolicy `json:"dpop,omitempty"`
 
 	// Disabled stops the token server from issuing tokens to this client. Its credentials are
-	// kept, so enabling it again restores access without a new secret. Tokens already issued stay
-	// valid until they expire; introspection reports them inactive at once.
+	// kept, so enabling it again restores access without a new secret. Introspection reports its
+	// tokens inactive at once, and the token server's revocation list makes verifiers of
+	// pkg/m2mauth refuse them within seconds; tokens issued before the disable stay refused
+	// there after the client is enabled again (ClientIDBinding status.tokensRevokedBefore).
 	// +optional
 	Disabled bool `json:"disabled,omitempty"`
+
+	// RevokeTokensIssuedBefore revokes the tokens issued to this client before this time: the
+	// token server publishes it in its revocation list, and verifiers of pkg/m2mauth refuse
+	// those tokens (whose iat is earlier, at one-second precision) within seconds. Tokens issued
+	// at or after it are not affected. `kubectl m2m revoke NAME` sets it to now. It revokes
+	// tokens, not credentials: `kubectl m2m rotate --revoke-previous` refuses earlier secrets.
+	// Verifiers that do not read the revocation list (introspection aside) still accept the
+	// tokens until they expire.
+	// +optional
+	RevokeTokensIssuedBefore *metav1.Time `json:"revokeTokensIssuedBefore,omitempty"`
 
 	// ClientID imports an existing client ID, for example from another OAuth provider. When it is
 	// unset the manager generates one. It cannot be changed or removed once set, and can only be

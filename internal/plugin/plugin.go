@@ -1,4 +1,4 @@
-// Package plugin is `kubectl m2m`: get a token for an M2MClient, rotate its secret, describe it,
+// Package plugin is `kubectl m2m`: get a token for an M2MClient, rotate its secret, revoke its tokens, describe it,
 // verify a token, show why the token server refused the client's requests, find the client of a
 // token or client ID, and rotate the signing keys. It follows kubectl's conventions: -n, --context and --kubeconfig, errors on
 // stderr, exit code 1 on failure and 2 on bad usage.
@@ -51,6 +51,8 @@ var commands = []command{
 		"kubectl m2m token NAME [-n NS] [--scope S]... [--audience A]... [--service-account SA] [--public | --token-url URL] [-o json]"},
 	{"rotate", "Rotate an M2MClient's secret or key now (--revoke-previous: refuse every earlier one at once; --start, then --complete or --cancel: a rotation its holder completes), and wait until the manager has acted.",
 		"kubectl m2m rotate NAME [-n NS] [--revoke-previous | --start | --complete | --cancel] [--timeout 2m]"},
+	{"revoke", "Revoke every token an M2MClient was issued until now (spec.revokeTokensIssuedBefore): resource servers that verify with pkg/m2mauth refuse them within seconds; its credentials keep working (rotate --revoke-previous refuses those).",
+		"kubectl m2m revoke NAME [-n NS]"},
 	{"describe", "Show an M2MClient's ID, scopes, audiences, token lifetime, credentials and conditions.",
 		"kubectl m2m describe NAME [-n NS]"},
 	{"verify", "Verify an access token as a resource server would, and print its claims.",
@@ -230,6 +232,8 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 			return revoke(ctx, c, stdout, key, f.timeout)
 		}
 		return rotate(ctx, c, stdout, key, f.timeout)
+	case "revoke":
+		return revokeTokens(ctx, c, stdout, key, time.Now())
 	case "describe":
 		return describe(ctx, c, stdout, key)
 	case "why":

@@ -45,8 +45,17 @@ func TestTheMetadataNamesTheEndpointsOfTheDoorItWasFetchedThrough(t *testing.T) 
 		if err := json.Unmarshal(rec.Body.Bytes(), &md); err != nil || rec.Code != http.StatusOK {
 			t.Fatalf("Host %s: %d %s", host, rec.Code, rec.Body)
 		}
-		if md.Issuer != publicIssuer || md.TokenEndpoint != base+"/oauth2/token" || md.JWKSURI != base+"/.well-known/jwks.json" || md.IntrospectionEndpoint != base+"/oauth2/introspect" {
+		if md.Issuer != publicIssuer || md.TokenEndpoint != base+"/oauth2/token" || md.JWKSURI != base+"/.well-known/jwks.json" || md.IntrospectionEndpoint != base+"/oauth2/introspect" ||
+			md.RevocationListURI != base+RevocationsPath {
 			t.Fatalf("Host %s: metadata %+v, want issuer %s and endpoints under %s", host, md, publicIssuer, base)
+		}
+		// The list is served through either door, with the issuer the verifier expects.
+		req = httptest.NewRequest(http.MethodGet, RevocationsPath, nil)
+		req.Host = host
+		rec = httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/"+RevocationListType {
+			t.Fatalf("Host %s: the revocation list answered %d %s", host, rec.Code, rec.Body)
 		}
 	}
 }

@@ -27,7 +27,9 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	}
 	id, _ := claims["client_id"].(string)
 	client, found := s.lookup(id, s.cfg.Keys.current())
-	if !found || client.Spec.Disabled {
+	// The revocation list covers what the client cannot: spec.revokeTokensIssuedBefore, and the
+	// disable or deletion recorded on the binding of a client enabled or created again.
+	if !found || client.Spec.Disabled || s.revocationList.revoked(id, claims) {
 		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
 		return
 	}

@@ -2,11 +2,13 @@ package tokenserver
 
 import (
 	"encoding/base64"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 func TestIntrospectionSaysActiveOnlyForAValidTokenOfAnEnabledClient(t *testing.T) {
@@ -60,5 +62,35 @@ func TestIntrospectionSaysInactiveOnceTheClientIsDisabledOrDeleted(t *testing.T)
 	delete(clients, goodID)
 	if active() != false {
 		t.Fatal("a deleted client's token is still active")
+	}
+}
+
+func TestIntrospectionSaysInactiveForATokenTheRevocationListRevokes(t *testing.T) {
+	_, keys := staticKeys(t, signingkeys.ES256)
+	src := &fakeRevocations{changed: make(chan struct{})}
+	clk := clocktesting.NewFakeClock(t0)
+	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: testClient(goodID, goodSecret), bareID: testClient(bareID, bareSecret)}, Keys: keys, Clock: clk, Revocations: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	f := &fixture{srv: srv, clock: clk}
+	_, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)})
+	token := body["access_token"].(string)
+	active := func() any {
+		_, out := f.do(t, call{path: "/oauth2/introspect", contentType: form, body: formBody("token", token), basicUser: bareID, basicPass: bareSecret})
+		return out["active"]
+	}
+	if active() != true {
+		t.Fatal("the token is inactive before any revocation")
+	}
+	src.set(map[string]int64{goodID: t0.Unix() + 1})
+	if active() != false {
+		t.Fatal("a token issued before its client's not-before is active")
+	}
+	src.set(map[string]int64{goodID: t0.Unix()})
+	if active() != true {
+		t.Fatal("a token issued at its client's not-before is inactive")
 	}
 }

@@ -24,6 +24,9 @@ type Metadata struct {
 	IDTokenSigningAlgValuesSupported     []string `json:"id_token_signing_alg_values_supported,omitempty"`
 	SubjectTypesSupported                []string `json:"subject_types_supported,omitempty"`
 	DPoPSigningAlgValuesSupported        []string `json:"dpop_signing_alg_values_supported"`
+	// RevocationListURI is not a registered metadata field: this server's revocation list
+	// (RevocationsPath), which pkg/m2mauth verifiers follow when they find it here.
+	RevocationListURI string `json:"m2m_revocation_list_uri,omitempty"`
 }
 
 // discovery serves the metadata, at the RFC 8414 and the OpenID Connect discovery paths alike.
@@ -61,6 +64,7 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 		IDTokenSigningAlgValuesSupported: algs,
 		SubjectTypesSupported:            []string{"public"},
 		DPoPSigningAlgValuesSupported:    dpop.Algorithms(),
+		RevocationListURI:                base + RevocationsPath,
 	})
 }
 

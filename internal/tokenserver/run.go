@@ -84,6 +84,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	keys := NewSecretKeys(cs, o.SigningKeySecret, o.Clock, signingkeys.DefaultRetention)
 	serviceAccounts := NewClusterServiceAccounts(cs, o.Clock)
 	federation := NewFederation(o.FederatedIssuers, o.Clock)
+	revocations, err := NewInformerRevocations(cfg, clients, keys)
+	if err != nil {
+		return err
+	}
 	replica, _ := os.Hostname() // a pod's name
 	srv, err := New(Config{
 		IssuerURL:          iss,
@@ -92,6 +96,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		DefaultAudience:    o.DefaultAudience,
 		Clients:            clients,
 		Keys:               keys,
+		Revocations:        revocations,
 		ServiceAccounts:    serviceAccounts,
 		Federation:         federation,
 		Clock:              o.Clock,
@@ -112,6 +117,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			switch {
 			case !clients.Synced():
 				return errors.New("the M2MClient cache has not synced")
+			case !revocations.Synced():
+				return errors.New("the ClientIDBinding cache has not synced")
 			case !keys.Loaded():
 				return errors.New("no signing key is loaded")
 			}
@@ -125,6 +132,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	clients.Start(ctx)
+	revocations.Start(ctx)
 	go keys.Run(ctx)
 	go serviceAccounts.Run(ctx)
 	federation.Run(ctx)

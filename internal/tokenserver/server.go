@@ -47,7 +47,10 @@ type Config struct {
 	DefaultAudience string
 	Clients         ClientSource
 	Keys            KeySource
-	Clock           clock.PassiveClock
+	// Revocations is the content of the revocation list (RevocationsPath); nil publishes an
+	// empty list.
+	Revocations RevocationSource
+	Clock       clock.PassiveClock
 	// Ready reports whether the server may receive traffic.
 	Ready func() error
 	// Registry receives the server's metrics; nil makes a private one.
@@ -114,6 +117,8 @@ type Server struct {
 	dpopURLs []string
 	// dpopReplays holds the (key thumbprint, jti) of accepted DPoP proofs.
 	dpopReplays replayCache
+	// revocationList builds and signs the revocation list.
+	revocationList *revocationPublisher
 }
 
 // New returns a Server.
@@ -163,6 +168,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.refusals = newRefusalMemory(cfg.Clock, cfg.Clients)
+	var source RevocationSource = emptySource{}
+	if cfg.Revocations != nil {
+		source = cfg.Revocations
+	}
+	s.revocationList = &revocationPublisher{s: s, source: source}
 	s.access = newRefusalAccess(cfg.Access, cfg.Clock)
 	if s.sources = newSourceLimiter(cfg.FailureLimit, cfg.Clock); s.sources != nil {
 		if err := s.sources.registerSourcesGauge(cfg.Registry); err != nil {
@@ -221,6 +231,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(s.prefix+introspectPath, s.metrics.timed("introspect", s.introspect))
 	mux.Handle(s.prefix+"/.well-known/jwks.json", s.metrics.timed("jwks", s.jwks))
 	mux.HandleFunc(s.prefix+RefusalsPath, s.refusalsOfClient)
+	// Not timed: a long-poll lasts as long as it waits, which would swamp the latency histogram.
+	mux.HandleFunc(s.prefix+RevocationsPath, s.revocations)
 	mux.HandleFunc(s.prefix+"/.well-known/oauth-authorization-server", s.discovery)
 	mux.HandleFunc(s.prefix+"/.well-known/openid-configuration", s.discovery)
 	if s.prefix != "" {

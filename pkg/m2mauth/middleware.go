@@ -59,8 +59,9 @@ func Middleware(v *Verifier, opts ...AuthOption) func(http.Handler) http.Handler
 				w.Header().Set("Retry-After", "5")
 				http.Error(w, "DPoP proofs cannot be checked now", http.StatusServiceUnavailable)
 				return
-			case errors.Is(err, ErrJWKS):
-				// The token may be fine; the keys are unavailable. Not the caller's fault.
+			case errors.Is(err, ErrJWKS), errors.Is(err, ErrRevocationUnavailable):
+				// The token may be fine; the keys or the revocation list are unavailable. Not the
+				// caller's fault.
 				http.Error(w, "token verification is unavailable", http.StatusServiceUnavailable)
 				return
 			case err != nil:

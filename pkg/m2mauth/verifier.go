@@ -27,6 +27,8 @@ type Verifier struct {
 	audiences   []string
 	anyAudience bool
 	keys        *keyCache
+	// revocations is the issuer's revocation list; nil without revocation checking.
+	revocations *revocationList
 	allowJWT    bool
 	now         func() time.Time
 	stop        context.CancelFunc
@@ -48,6 +50,7 @@ type verifierConfig struct {
 	allowJWT     bool
 	now          func() time.Time
 	dpop         dpopConfig
+	revocation   revocationConfig
 	// bad collects options given values that cannot work, for NewVerifier to refuse.
 	bad []string
 }
@@ -122,6 +125,13 @@ func WithClock(now func() time.Time) VerifierOption { return func(c *verifierCon
 // WithAnyAudience is required). It discovers the JWKS URL from the issuer's metadata (or takes
 // WithJWKSURL) and fetches the keys once; ctx bounds that construction only. The keys are then
 // refreshed in the background until Close.
+//
+// When the metadata names a revocation list (m2m_revocation_list_uri, this token server's
+// extension), or WithRevocationListURL names one, the verifier fetches it once here, fails when
+// that fetch fails (unless AcceptWhenRevocationUnavailable), then keeps it fresh in the
+// background and refuses the tokens it revokes (ErrRevoked). A list older than the staleness
+// bound (WithRevocationStaleness, default a minute) refuses every token
+// (ErrRevocationUnavailable). WithoutRevocation turns this off.
 func NewVerifier(ctx context.Context, issuerURL string, opts ...VerifierOption) (*Verifier, error) {
 	cfg := verifierConfig{minRefresh: defaultMinRefresh, fetchTimeout: defaultFetchTimeout, now: time.Now}
 	for _, o := range opts {
@@ -139,6 +149,7 @@ func NewVerifier(ctx context.Context, issuerURL string, opts ...VerifierOption) 
 	if slices.Contains(cfg.audiences, "") {
 		return nil, errors.New("m2mauth: WithAudiences was given an empty audience")
 	}
+	given := cfg.httpClient
 	if cfg.httpClient == nil {
 		cfg.httpClient = newHTTPClient(cfg.fetchTimeout)
 		if cfg.caFile != "" {
@@ -148,27 +159,55 @@ func NewVerifier(ctx context.Context, issuerURL string, opts ...VerifierOption) 
 		cfg.httpClient = withSameOrigin(cfg.httpClient)
 	}
 	issuerURL = strings.TrimSuffix(issuerURL, "/")
+	var revocationURL string
 	if cfg.jwksURL == "" {
 		dctx, cancel := context.WithTimeout(ctx, cfg.fetchTimeout)
-		url, err := discoverJWKS(dctx, cfg.httpClient, issuerURL, cmp.Or(cfg.discoveryURL, issuerURL))
+		meta, err := discoverJWKS(dctx, cfg.httpClient, issuerURL, cmp.Or(cfg.discoveryURL, issuerURL))
 		cancel()
 		if err != nil {
 			return nil, err
 		}
-		cfg.jwksURL = url
+		cfg.jwksURL, revocationURL = meta.JWKSURI, meta.RevocationListURI
 	}
 	keys := &keyCache{url: cfg.jwksURL, httpClient: cfg.httpClient, minRefresh: cfg.minRefresh, fetchTimeout: cfg.fetchTimeout, now: cfg.now, keys: map[string]publicKey{}}
 	if err := keys.refresh(ctx); err != nil {
 		return nil, err
 	}
-	// The refresher outlives ctx: a deadline on construction must not stop key refreshes.
+	revCfg := cfg
+	if given != nil && given.Timeout != 0 {
+		// The deadline of each request bounds a long-poll instead of the client's timeout.
+		hc := *cfg.httpClient
+		hc.Timeout = 0
+		revCfg.httpClient = &hc
+	}
+	if given == nil {
+		// A long-poll outlasts the fetch timeout of the keys' client.
+		revCfg.httpClient = newHTTPClient(cfg.fetchTimeout + maxRevocationWait)
+		if cfg.caFile != "" {
+			revCfg.httpClient = withCAFile(revCfg.httpClient, cfg.caFile, false)
+		}
+	}
+	revocations, err := newRevocationList(&revCfg, issuerURL, revocationURL, keys)
+	if err != nil {
+		return nil, err
+	}
+	if revocations != nil {
+		if err := revocations.fetch(ctx, 0); err != nil && !revocations.accept {
+			return nil, err
+		}
+	}
+	// The refreshers outlive ctx: a deadline on construction must not stop them.
 	bg, stop := context.WithCancel(context.Background())
 	go keys.run(bg)
+	if revocations != nil {
+		go revocations.run(bg)
+	}
 	return &Verifier{
 		issuer:      issuerURL,
 		audiences:   slices.Clone(cfg.audiences),
 		anyAudience: cfg.anyAudience,
 		keys:        keys,
+		revocations: revocations,
 		allowJWT:    cfg.allowJWT,
 		now:         cfg.now,
 		stop:        stop,
@@ -176,44 +215,50 @@ func NewVerifier(ctx context.Context, issuerURL string, opts ...VerifierOption) 
 	}, nil
 }
 
-// Close stops the background key refresh. Authenticate keeps working with the keys it has, and
-// still fetches them for an unknown kid.
+// Close stops the background key and revocation-list refresh. Authenticate keeps working with
+// the keys it has, and still fetches them for an unknown kid; the revocation list it has goes
+// stale after the staleness bound.
 func (v *Verifier) Close() { v.stop() }
 
-// discoverJWKS reads the jwks_uri of issuer's metadata, fetched under base.
-func discoverJWKS(ctx context.Context, hc *http.Client, issuer, base string) (string, error) {
+// issuerMetadata is what the verifier reads of the issuer's metadata.
+type issuerMetadata struct {
+	Issuer  string `json:"issuer"`
+	JWKSURI string `json:"jwks_uri"`
+	// RevocationListURI is this token server's extension, not a registered field.
+	RevocationListURI string `json:"m2m_revocation_list_uri"`
+}
+
+// discoverJWKS reads the jwks_uri (and revocation list) of issuer's metadata, fetched under base.
+func discoverJWKS(ctx context.Context, hc *http.Client, issuer, base string) (issuerMetadata, error) {
 	// Metadata over plain HTTP could name anyone's keys.
 	if strings.HasPrefix(issuer, "https://") && !strings.HasPrefix(base, "https://") {
-		return "", fmt.Errorf("%w: the https issuer %s's metadata would come over plain HTTP from %s", ErrJWKS, issuer, base)
+		return issuerMetadata{}, fmt.Errorf("%w: the https issuer %s's metadata would come over plain HTTP from %s", ErrJWKS, issuer, base)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/.well-known/oauth-authorization-server", nil)
 	if err != nil {
-		return "", err
+		return issuerMetadata{}, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("%w: discovering the JWKS of %s: %w", ErrJWKS, issuer, err)
+		return issuerMetadata{}, fmt.Errorf("%w: discovering the JWKS of %s: %w", ErrJWKS, issuer, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%w: %s's metadata answered %d", ErrJWKS, issuer, resp.StatusCode)
+		return issuerMetadata{}, fmt.Errorf("%w: %s's metadata answered %d", ErrJWKS, issuer, resp.StatusCode)
 	}
-	var meta struct {
-		Issuer  string `json:"issuer"`
-		JWKSURI string `json:"jwks_uri"`
-	}
+	var meta issuerMetadata
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&meta); err != nil {
-		return "", fmt.Errorf("%w: %s's metadata is not JSON: %v", ErrJWKS, issuer, err)
+		return issuerMetadata{}, fmt.Errorf("%w: %s's metadata is not JSON: %v", ErrJWKS, issuer, err)
 	}
 	// RFC 8414 §3.3: the metadata must name the issuer it was fetched for.
 	if strings.TrimSuffix(meta.Issuer, "/") != issuer || meta.JWKSURI == "" {
-		return "", fmt.Errorf("%w: %s's metadata names issuer %q and jwks_uri %q", ErrJWKS, issuer, meta.Issuer, meta.JWKSURI)
+		return issuerMetadata{}, fmt.Errorf("%w: %s's metadata names issuer %q and jwks_uri %q", ErrJWKS, issuer, meta.Issuer, meta.JWKSURI)
 	}
 	// The keys of an https issuer come over https too.
 	if strings.HasPrefix(issuer, "https://") && !strings.HasPrefix(meta.JWKSURI, "https://") {
-		return "", fmt.Errorf("%w: the https issuer %s names a jwks_uri that is not https: %q", ErrJWKS, issuer, meta.JWKSURI)
+		return issuerMetadata{}, fmt.Errorf("%w: the https issuer %s names a jwks_uri that is not https: %q", ErrJWKS, issuer, meta.JWKSURI)
 	}
-	return meta.JWKSURI, nil
+	return meta, nil
 }
 
 // Claims are what a verified access token says.
@@ -318,6 +363,11 @@ func (v *Verifier) Authenticate(ctx context.Context, token string, opts ...AuthO
 	}
 	if err := v.checkAudience(c.Audience, cfg.audience); err != nil {
 		return nil, err
+	}
+	if v.revocations != nil {
+		if err := v.revocations.check(cmp.Or(c.ClientID, c.Subject), c.IssuedAt); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.maxAge > 0 {
 		if c.IssuedAt.IsZero() || v.now().Sub(c.IssuedAt) > cfg.maxAge+cfg.skew {

@@ -1,0 +1,251 @@
+package tokenserver
+
+import (
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+)
+
+// fakeRevocations is a RevocationSource whose content a test sets.
+type fakeRevocations struct {
+	mu      sync.Mutex
+	entries map[string]int64
+	changed chan struct{}
+}
+
+func (f *fakeRevocations) Revoked(func(*m2mv1alpha1.M2MClient) bool) map[string]int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.entries
+}
+
+func (f *fakeRevocations) Changed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.changed
+}
+
+func (f *fakeRevocations) set(entries map[string]int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.entries = entries
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func getList(t *testing.T, url, etag string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if etag != "" {
+		req.Header.Set("If-None-Match", etag)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+// parseList verifies the list with key and returns its claims.
+func parseList(t *testing.T, key *signingkeys.Key, raw string) jwt.MapClaims {
+	t.Helper()
+	claims := jwt.MapClaims{}
+	tok, err := jwt.NewParser(jwt.WithTimeFunc(func() time.Time { return t0 })).ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return key.Signer().Public(), nil })
+	if err != nil {
+		t.Fatalf("the list does not verify with the token key: %v", err)
+	}
+	if tok.Header["typ"] != RevocationListType || tok.Header["kid"] != key.KID {
+		t.Fatalf("header %v", tok.Header)
+	}
+	return claims
+}
+
+func TestTheRevocationListIsSignedWithTheTokenKeyAndALongPollAnswersWhenItChanges(t *testing.T) {
+	key, keys := staticKeys(t, signingkeys.ES256)
+	src := &fakeRevocations{entries: map[string]int64{"m2m-a": t0.Unix()}, changed: make(chan struct{})}
+	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{}, Keys: keys, Clock: clocktesting.NewFakeClock(t0), Revocations: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+
+	resp, body := getList(t, srv.URL+RevocationsPath, "")
+	claims := parseList(t, key, body)
+	if claims["iss"] != testIssuer || claims["exp"].(float64)-claims["iat"].(float64) != revocationListTTL.Seconds() {
+		t.Fatalf("claims %v", claims)
+	}
+	if nb := claims["not_before"].(map[string]any); len(nb) != 1 || nb["m2m-a"] != float64(t0.Unix()) {
+		t.Fatalf("not_before %v", nb)
+	}
+	etag := resp.Header.Get("ETag")
+
+	if resp, _ := getList(t, srv.URL+RevocationsPath+"?wait=1", etag); resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("a long-poll on an unchanged list answered %d, want 304", resp.StatusCode)
+	}
+
+	type answer struct {
+		resp *http.Response
+		body string
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, body := getList(t, srv.URL+RevocationsPath+"?wait=30", etag)
+		done <- answer{resp, body}
+	}()
+	// The long-poll may start before or after this change; either way it answers with it.
+	time.Sleep(100 * time.Millisecond)
+	src.set(map[string]int64{"m2m-a": t0.Unix(), "m2m-b": RevokedForever})
+	a := <-done
+	if a.resp.StatusCode != http.StatusOK || a.resp.Header.Get("ETag") == etag {
+		t.Fatalf("the long-poll answered %d with ETag %s after a change", a.resp.StatusCode, a.resp.Header.Get("ETag"))
+	}
+	if nb := parseList(t, key, a.body)["not_before"].(map[string]any); nb["m2m-b"] != float64(RevokedForever) {
+		t.Fatalf("not_before after the change %v", nb)
+	}
+
+	var meta Metadata
+	_, raw := getList(t, srv.URL+"/.well-known/oauth-authorization-server", "")
+	if err := json.Unmarshal([]byte(raw), &meta); err != nil || meta.RevocationListURI != testIssuer+RevocationsPath {
+		t.Fatalf("metadata names the list at %q (%v)", meta.RevocationListURI, err)
+	}
+}
+
+func TestTheRevocationListIsGzippedForClientsThatAcceptIt(t *testing.T) {
+	key, keys := staticKeys(t, signingkeys.ES256)
+	src := &fakeRevocations{entries: map[string]int64{"m2m-a": t0.Unix()}, changed: make(chan struct{})}
+	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{}, Keys: keys, Clock: clocktesting.NewFakeClock(t0), Revocations: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, RevocationsPath, nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Header().Get("Content-Encoding") != "gzip" {
+		t.Fatalf("Content-Encoding %q", rec.Header().Get("Content-Encoding"))
+	}
+	zr, err := gzip.NewReader(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(zr)
+	parseList(t, key, string(raw))
+}
+
+// revocationFixture is an InformerRevocations over stores filled by the test, never run.
+func revocationFixture(t *testing.T) (*InformerRevocations, toolscache.Store, toolscache.Store) {
+	t.Helper()
+	_, keys := staticKeys(t, signingkeys.ES256)
+	newInformer := func(obj runtime.Object) toolscache.SharedIndexInformer {
+		return toolscache.NewSharedIndexInformer(&toolscache.ListWatch{}, obj, 0, toolscache.Indexers{})
+	}
+	clients := &InformerClients{informers: []toolscache.SharedIndexInformer{newInformer(&m2mv1alpha1.M2MClient{})}}
+	r := &InformerRevocations{clients: clients, bindings: newInformer(&m2mv1alpha1.ClientIDBinding{}), changed: make(chan struct{}), deleted: map[string]struct{}{}}
+	r.trusted = func(c *m2mv1alpha1.M2MClient) bool { return keys.current().trustsClientID(c) }
+	return r, clients.informers[0].GetStore(), r.bindings.GetStore()
+}
+
+func TestTheListRevokesDisabledRevokedAndDeletedClientsAndNeverAForgedClientID(t *testing.T) {
+	r, clients, bindings := revocationFixture(t)
+	t1, t2 := metav1.NewTime(t0.Add(time.Minute)), metav1.NewTime(t0.Add(2*time.Minute))
+
+	revoked := testClient("m2m-revoked", goodSecret)
+	revoked.Spec.RevokeTokensIssuedBefore = &t1
+	disabled := testClient("m2m-disabled", goodSecret)
+	disabled.Spec.Disabled = true
+	// A tenant writes a victim's ID into its own status: no valid MAC, so nothing is published.
+	forged := testClient("m2m-forger", goodSecret)
+	forged.Status.ClientID = "m2m-victim"
+	forged.Spec.Disabled = true
+	forged.Spec.RevokeTokensIssuedBefore = &t2
+	plain := testClient("m2m-plain", goodSecret)
+	deleted := testClient("m2m-deleted", goodSecret)
+	for _, c := range []*m2mv1alpha1.M2MClient{revoked, disabled, forged, plain, deleted} {
+		if err := clients.Add(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	binding := func(id string, revokedBefore *metav1.Time, deletedAt bool) *m2mv1alpha1.ClientIDBinding {
+		b := &m2mv1alpha1.ClientIDBinding{ObjectMeta: metav1.ObjectMeta{Name: id, UID: types.UID(id)}, Spec: m2mv1alpha1.ClientIDBindingSpec{ClientID: id, Namespace: "ns", Name: id}}
+		b.Status.TokensRevokedBefore = revokedBefore
+		if deletedAt {
+			b.Status.DeletedAt = revokedBefore
+		}
+		return b
+	}
+	// A client deleted while no token server ran: the manager's record alone.
+	_ = bindings.Add(binding("m2m-gone", &t1, true))
+	// A client disabled and enabled again: its tokens from before stay refused.
+	_ = bindings.Add(binding("m2m-plain", &t2, false))
+
+	if err := clients.Delete(deleted); err != nil {
+		t.Fatal(err)
+	}
+	r.clientDeleted(deleted)
+
+	want := map[string]int64{
+		"m2m-revoked":  t1.Unix(),
+		"m2m-disabled": RevokedForever,
+		"m2m-gone":     t1.Unix(),
+		"m2m-plain":    t2.Unix(),
+		"m2m-deleted":  RevokedForever,
+	}
+	if got := r.Revoked(r.trusted); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("revoked %v, want %v", got, want)
+	}
+
+	// Once the manager records the deletion, its record replaces this process's memory.
+	_ = bindings.Add(binding("m2m-deleted", &t2, true))
+	want["m2m-deleted"] = t2.Unix()
+	if got := r.Revoked(r.trusted); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after the manager's record: %v, want %v", got, want)
+	}
+}
+
+// BenchmarkRevocationList100k builds and signs a list of 100,000 revoked clients with generated
+// IDs, and reports its size, plain and gzipped.
+func BenchmarkRevocationList100k(b *testing.B) {
+	_, keys := staticKeys(b, signingkeys.ES256)
+	entries := make(map[string]int64, 100000)
+	for range 100000 {
+		id, err := credentials.NewClientID()
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries[id] = t0.Unix()
+	}
+	src := &fakeRevocations{entries: entries, changed: make(chan struct{})}
+	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{}, Keys: keys, Clock: clocktesting.NewFakeClock(t0), Revocations: src})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var doc *revocationDoc
+	for b.Loop() {
+		s.revocationList.doc = nil
+		if doc, err = s.revocationList.current(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(doc.jwt)), "bytes")
+	b.ReportMetric(float64(len(doc.gzipped)), "gzip-bytes")
+}

@@ -1,0 +1,395 @@
+package m2mauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Errors of the revocation list, returned by Authenticate.
+var (
+	// ErrRevoked: the token was issued before the time from which the issuer's revocation list
+	// refuses its client's tokens (the client is disabled or deleted, or its tokens were revoked).
+	ErrRevoked = errors.New("m2mauth: token revoked")
+	// ErrRevocationUnavailable: the verifier's revocation list is older than its staleness bound
+	// (WithRevocationStaleness), so it cannot tell whether the token is revoked; the token may be
+	// fine. Middleware answers 503.
+	ErrRevocationUnavailable = errors.New("m2mauth: revocation list unavailable")
+)
+
+const (
+	// DefaultRevocationStaleness is how long a verifier keeps using its last revocation list
+	// when it cannot get a newer one, before it refuses every token.
+	DefaultRevocationStaleness = time.Minute
+	// defaultRevocationWait is how long the token server may hold a request for the list until
+	// it changes (a long-poll): under the 15 s route timeout of common proxies.
+	defaultRevocationWait = 10 * time.Second
+	maxRevocationWait     = 30 * time.Second
+	// revocationMinInterval is the least time between two requests for the list, so that a
+	// server or proxy that answers at once, ignoring the wait, is not asked in a loop.
+	revocationMinInterval = time.Second
+	// revocationMaxBackoff caps the gap after failed requests, well under the default staleness,
+	// so that a token server that comes back is read again before the list goes stale.
+	revocationMaxBackoff = 15 * time.Second
+	// defaultRevocationLimit bounds the list read: 100,000 revoked clients take 5.9 MB
+	// (docs/benchmarks.md).
+	defaultRevocationLimit = 32 << 20
+	// revocationListType is the typ of the list's JWT.
+	revocationListType = "revocation-list+jwt"
+)
+
+// WithoutRevocation turns off the revocation list: tokens of disabled, deleted and revoked
+// clients are accepted until they expire.
+func WithoutRevocation() VerifierOption {
+	return func(c *verifierConfig) { c.revocation.off = true }
+}
+
+// WithRevocationListURL takes the revocation list from url instead of the issuer's metadata
+// (m2m_revocation_list_uri); it turns revocation checking on for a verifier built with
+// WithJWKSURL, which reads no metadata.
+func WithRevocationListURL(url string) VerifierOption {
+	return func(c *verifierConfig) { c.revocation.url = url }
+}
+
+// WithRevocationStaleness is how long the verifier keeps using its last revocation list when it
+// cannot get a newer one (default DefaultRevocationStaleness); after that it refuses every token
+// with ErrRevocationUnavailable, unless AcceptWhenRevocationUnavailable. It must be positive.
+func WithRevocationStaleness(d time.Duration) VerifierOption {
+	return func(c *verifierConfig) {
+		if d <= 0 {
+			c.bad = append(c.bad, fmt.Sprintf("WithRevocationStaleness(%s) is not positive", d))
+		}
+		c.revocation.staleness = d
+	}
+}
+
+// AcceptWhenRevocationUnavailable keeps accepting tokens, checked against the last list the
+// verifier has (none, if it never got one), when the revocation list is older than its
+// staleness bound, and lets NewVerifier succeed when the first fetch of the list fails: the
+// choice of availability over revocation while the token server is away.
+func AcceptWhenRevocationUnavailable() VerifierOption {
+	return func(c *verifierConfig) { c.revocation.accept = true }
+}
+
+// WithRevocationWait is how long the token server may hold a request for the revocation list
+// until the list changes (default 10s, at most 30s); 0 polls every second instead. A proxy
+// between the verifier and the token server must allow requests this long.
+func WithRevocationWait(d time.Duration) VerifierOption {
+	return func(c *verifierConfig) {
+		if d < 0 || d > maxRevocationWait {
+			c.bad = append(c.bad, fmt.Sprintf("WithRevocationWait(%s) is not between 0 and %s", d, maxRevocationWait))
+		}
+		c.revocation.wait = &d
+	}
+}
+
+// WithRevocationListLimit bounds the size of the revocation list the verifier reads (default
+// 32 MiB); a larger list is refused as a failed fetch.
+func WithRevocationListLimit(bytes int64) VerifierOption {
+	return func(c *verifierConfig) {
+		if bytes <= 0 {
+			c.bad = append(c.bad, fmt.Sprintf("WithRevocationListLimit(%d) is not positive", bytes))
+		}
+		c.revocation.limit = bytes
+	}
+}
+
+type revocationConfig struct {
+	off       bool
+	url       string
+	staleness time.Duration
+	accept    bool
+	wait      *time.Duration
+	limit     int64
+}
+
+// RevocationStatus is the state of a verifier's revocation list, for metrics and health checks.
+type RevocationStatus struct {
+	// Enabled is false for a verifier without revocation checking.
+	Enabled bool
+	// Entries is the number of client IDs in the list.
+	Entries int
+	// FreshAt is when the token server last confirmed the list (zero before the first time).
+	FreshAt time.Time
+	// Stale says that the list is older than the staleness bound: tokens are refused (or, with
+	// AcceptWhenRevocationUnavailable, accepted against the last list).
+	Stale bool
+	// Fetches and Failures count requests for the list, and those that failed.
+	Fetches, Failures int64
+	// LastError is the error of the last failed request, if the last request failed.
+	LastError string
+}
+
+// RevocationStatus reports the state of the revocation list.
+func (v *Verifier) RevocationStatus() RevocationStatus {
+	rl := v.revocations
+	if rl == nil {
+		return RevocationStatus{}
+	}
+	rl.mu.RLock()
+	defer rl.mu.RUnlock()
+	return RevocationStatus{
+		Enabled:   true,
+		Entries:   len(rl.notBefore),
+		FreshAt:   rl.freshAt,
+		Stale:     rl.notBefore == nil || rl.now().Sub(rl.freshAt) > rl.staleness,
+		Fetches:   rl.fetches.Load(),
+		Failures:  rl.failed.Load(),
+		LastError: rl.lastError,
+	}
+}
+
+// revocationList keeps the issuer's revocation list fresh: a long-poll that the token server
+// answers when the list changes (or after wait), verified with the JWKS keys.
+type revocationList struct {
+	url          string
+	issuer       string
+	httpClient   *http.Client
+	keys         *keyCache
+	fetchTimeout time.Duration
+	wait         time.Duration
+	staleness    time.Duration
+	accept       bool
+	limit        int64
+	now          func() time.Time
+
+	mu        sync.RWMutex
+	notBefore map[string]int64 // nil before the first list
+	etag      string
+	freshAt   time.Time
+	lastError string
+	// newList says that the last answer was a new list under a new ETag: a long-poll that a
+	// change ended, after which the next may start at once.
+	newList bool
+
+	fetches, failed atomic.Int64
+	// updated is closed and replaced after every successful request; for tests and tools that
+	// wait for the next list.
+	updated chan struct{}
+}
+
+// check refuses a token of clientID issued at iat that the list revokes, and every token when
+// the list is stale (unless accept).
+func (rl *revocationList) check(clientID string, iat time.Time) error {
+	rl.mu.RLock()
+	nb, listed := rl.notBefore[clientID]
+	have, freshAt := rl.notBefore != nil, rl.freshAt
+	rl.mu.RUnlock()
+	if age := rl.now().Sub(freshAt); (!have || age > rl.staleness) && !rl.accept {
+		if !have {
+			return fmt.Errorf("%w: no list was fetched yet", ErrRevocationUnavailable)
+		}
+		return fmt.Errorf("%w: the list was last confirmed %s ago, the bound is %s", ErrRevocationUnavailable, age.Truncate(time.Second), rl.staleness)
+	}
+	if listed && iat.Unix() < nb {
+		return fmt.Errorf("%w: client %q's tokens issued before %s are revoked, this one was issued at %s", ErrRevoked, clientID,
+			time.Unix(nb, 0).UTC().Format(time.RFC3339), iat.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Updated returns a channel closed after the next successful request for the list.
+func (rl *revocationList) Updated() <-chan struct{} {
+	rl.mu.RLock()
+	defer rl.mu.RUnlock()
+	return rl.updated
+}
+
+// fetch asks for the list once; with wait, the server may hold the request until it changes.
+func (rl *revocationList) fetch(ctx context.Context, wait time.Duration) (err error) {
+	rl.fetches.Add(1)
+	rl.mu.Lock()
+	rl.newList = false
+	rl.mu.Unlock()
+	defer func() {
+		rl.mu.Lock()
+		if err != nil {
+			rl.failed.Add(1)
+			rl.lastError = err.Error()
+		} else {
+			rl.lastError = ""
+			close(rl.updated)
+			rl.updated = make(chan struct{})
+		}
+		rl.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(ctx, rl.fetchTimeout+wait)
+	defer cancel()
+	u := rl.url
+	rl.mu.RLock()
+	etag := rl.etag
+	rl.mu.RUnlock()
+	if wait > 0 && etag != "" {
+		sep := "?"
+		if strings.Contains(u, "?") {
+			sep = "&"
+		}
+		u += sep + "wait=" + strconv.Itoa(int(wait/time.Second))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)
+	}
+	if etag != "" {
+		req.Header.Set("If-None-Match", etag)
+	}
+	resp, err := rl.httpClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRevocationUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified {
+		if etag == "" {
+			return fmt.Errorf("%w: %s answered 304 to a request that was not conditional", ErrRevocationUnavailable, rl.url)
+		}
+		rl.mu.Lock()
+		rl.freshAt = rl.now()
+		rl.mu.Unlock()
+		return nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: %s answered %d", ErrRevocationUnavailable, rl.url, resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, rl.limit+1))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)
+	}
+	if int64(len(body)) > rl.limit {
+		return fmt.Errorf("%w: %s sent a list over the limit of %d bytes (WithRevocationListLimit)", ErrRevocationUnavailable, rl.url, rl.limit)
+	}
+	list, err := rl.verify(ctx, string(body))
+	if err != nil {
+		return err
+	}
+	rl.mu.Lock()
+	rl.notBefore, rl.etag, rl.freshAt = list, resp.Header.Get("ETag"), rl.now()
+	rl.newList = rl.etag != "" && rl.etag != etag
+	rl.mu.Unlock()
+	return nil
+}
+
+// revocationClaims is the list's payload.
+type revocationClaims struct {
+	jwt.RegisteredClaims
+	Revoked map[string]int64 `json:"not_before"`
+}
+
+// verify checks the list's signature with the issuer's token keys, its typ, iss and exp, and
+// returns its entries.
+func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]int64, error) {
+	if err := checkAlg(raw); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRevocationUnavailable, err)
+	}
+	var claims revocationClaims
+	_, err := jwt.NewParser(
+		jwt.WithValidMethods([]string{"ES256", "RS256", "EdDSA"}),
+		jwt.WithIssuer(rl.issuer),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithTimeFunc(rl.now),
+	).ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
+		// The typ keeps an access token, signed by the same keys, from passing as a list.
+		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, revocationListType) {
+			return nil, fmt.Errorf("%w: typ %q", ErrType, typ)
+		}
+		kid, _ := t.Header["kid"].(string)
+		k, err := rl.keys.get(ctx, kid)
+		if err != nil {
+			return nil, err
+		}
+		if t.Method.Alg() != k.alg {
+			return nil, fmt.Errorf("%w: the list says %s, its key is %s", ErrAlgorithm, t.Method.Alg(), k.alg)
+		}
+		return k.key, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: the list from %s does not verify: %w", ErrRevocationUnavailable, rl.url, err)
+	}
+	if claims.Revoked == nil {
+		claims.Revoked = map[string]int64{}
+	}
+	return claims.Revoked, nil
+}
+
+// run keeps the list fresh until ctx ends: a long-poll again at once after an answer with a new
+// list (the server answers early only when the list changed, at most every 200 ms), else at
+// least revocationMinInterval after the last one started (a server or proxy that ignores the
+// wait), and after failures a gap that doubles from a second up to revocationMaxBackoff.
+func (rl *revocationList) run(ctx context.Context) {
+	failures := 0
+	for ctx.Err() == nil {
+		start := time.Now()
+		var pause time.Duration
+		if err := rl.fetch(ctx, rl.wait); err != nil {
+			failures = min(failures+1, maxFailures)
+			pause = revocationMinInterval
+			for i := 1; i < failures && pause < revocationMaxBackoff; i++ {
+				pause *= 2
+			}
+			pause = min(pause, revocationMaxBackoff)
+		} else {
+			failures = 0
+			rl.mu.RLock()
+			changed := rl.newList
+			rl.mu.RUnlock()
+			if !changed {
+				pause = revocationMinInterval - time.Since(start)
+			}
+		}
+		if pause <= 0 {
+			continue
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// newRevocationList returns the list of cfg for the verifier of issuer, or nil when revocation
+// checking is off; discovered is the metadata's m2m_revocation_list_uri.
+func newRevocationList(cfg *verifierConfig, issuer, discovered string, keys *keyCache) (*revocationList, error) {
+	rc := cfg.revocation
+	u := rc.url
+	if u == "" {
+		u = discovered
+	}
+	if rc.off || u == "" {
+		return nil, nil
+	}
+	if strings.HasPrefix(issuer, "https://") {
+		if p, err := url.Parse(u); err != nil || p.Scheme != "https" {
+			return nil, fmt.Errorf("%w: the https issuer %s names a revocation list that is not https: %q", ErrRevocationUnavailable, issuer, u)
+		}
+	}
+	wait := defaultRevocationWait
+	if rc.wait != nil {
+		wait = *rc.wait
+	}
+	staleness := rc.staleness
+	if staleness == 0 {
+		staleness = DefaultRevocationStaleness
+	}
+	limit := rc.limit
+	if limit == 0 {
+		limit = defaultRevocationLimit
+	}
+	return &revocationList{
+		url: u, issuer: issuer, httpClient: cfg.httpClient, keys: keys, fetchTimeout: cfg.fetchTimeout,
+		wait: wait, staleness: staleness, accept: rc.accept, limit: limit, now: cfg.now,
+		updated: make(chan struct{}),
+	}, nil
+}
