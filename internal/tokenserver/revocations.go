@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
 // RevocationsPath serves the revocation list: per client ID, the Unix time before which its
@@ -51,6 +52,11 @@ const (
 	// MaxRevocationWait is the longest ?wait= a request may ask for: under the 60 s idle
 	// timeouts of common proxies in front of the public door.
 	MaxRevocationWait = 30 * time.Second
+	// revocationHorizon is how old a not-before may be and still matter: a token issued before
+	// it has expired (spec.tokenTTL is at most 24h) with the verifiers' clock skew to spare, the
+	// same bound as a retired signing key's retention. Older entries are left out, so that a
+	// tenant creating and deleting clients in a loop cannot grow the list without bound.
+	revocationHorizon = signingkeys.DefaultRetention
 )
 
 // RevocationSource gives the content of the revocation list.
@@ -108,8 +114,10 @@ func (p *revocationPublisher) current() (*revocationDoc, error) {
 	if p.doc != nil {
 		entries = p.doc.notBefore
 	}
-	if p.doc == nil || closed(p.seen) {
-		if p.doc != nil {
+	// The source is read again when the list is signed again, not only when it changed: entries
+	// age past revocationHorizon without a change.
+	if p.doc == nil || closed(p.seen) || now.Sub(p.doc.signedAt) >= revocationListTTL/2 {
+		if p.doc != nil && closed(p.seen) {
 			if wait := revocationRebuildEvery - now.Sub(p.builtAt); wait > 0 {
 				// Coalesces the changes of a burst into one rebuild.
 				p.mu.Unlock()
@@ -303,6 +311,8 @@ type InformerRevocations struct {
 	// manager records the deletion on the binding or the client comes back.
 	deleted map[string]struct{}
 	trusted func(*m2mv1alpha1.M2MClient) bool
+	// now is the clock entries are pruned by; nil is time.Now.
+	now func() time.Time
 }
 
 // NewInformerRevocations prepares the bindings' informer and follows the clients' informers;
@@ -413,7 +423,8 @@ func (r *InformerRevocations) clientDeleted(obj any) {
 
 // Revoked implements RevocationSource: the latest of a live client's
 // spec.revokeTokensIssuedBefore and its binding's status.tokensRevokedBefore; RevokedForever for
-// a disabled client and one seen deleted that the binding does not record yet.
+// a disabled client and one seen deleted that the binding does not record yet. A not-before
+// older than revocationHorizon is left out: every token it refuses has expired.
 func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool) map[string]int64 {
 	out := map[string]int64{}
 	raise := func(id string, t int64) {
@@ -447,7 +458,6 @@ func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool)
 		recorded[b.Spec.ClientID] = b.Status.DeletedAt != nil
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for id := range r.deleted {
 		if live[id] || recorded[id] {
 			delete(r.deleted, id)
@@ -455,5 +465,20 @@ func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool)
 		}
 		raise(id, RevokedForever)
 	}
+	r.mu.Unlock()
+	r.prune(out)
 	return out
+}
+
+func (r *InformerRevocations) prune(entries map[string]int64) {
+	now := time.Now
+	if r.now != nil {
+		now = r.now
+	}
+	horizon := now().Add(-revocationHorizon).Unix()
+	for id, notBefore := range entries {
+		if notBefore < horizon {
+			delete(entries, id)
+		}
+	}
 }

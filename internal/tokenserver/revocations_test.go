@@ -160,7 +160,7 @@ func revocationFixture(t *testing.T) (*InformerRevocations, toolscache.Store, to
 		return toolscache.NewSharedIndexInformer(&toolscache.ListWatch{}, obj, 0, toolscache.Indexers{})
 	}
 	clients := &InformerClients{informers: []toolscache.SharedIndexInformer{newInformer(&m2mv1alpha1.M2MClient{})}}
-	r := &InformerRevocations{clients: clients, bindings: newInformer(&m2mv1alpha1.ClientIDBinding{}), changed: make(chan struct{}), deleted: map[string]struct{}{}}
+	r := &InformerRevocations{clients: clients, bindings: newInformer(&m2mv1alpha1.ClientIDBinding{}), changed: make(chan struct{}), deleted: map[string]struct{}{}, now: func() time.Time { return t0 }}
 	r.trusted = func(c *m2mv1alpha1.M2MClient) bool { return keys.current().trustsClientID(c) }
 	return r, clients.informers[0].GetStore(), r.bindings.GetStore()
 }
