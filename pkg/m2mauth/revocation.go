@@ -38,6 +38,10 @@ const (
 	// revocationMinInterval is the least time between two requests for the list, so that a
 	// server or proxy that answers at once, ignoring the wait, is not asked in a loop.
 	revocationMinInterval = time.Second
+	// revocationNewListGap is the least time between two requests after a new list: the server
+	// rebuilds at most every 200 ms, so waiting that long delays no change by more, and replicas
+	// that disagree, each answering with a "new" list, are not asked in a tight loop.
+	revocationNewListGap = 200 * time.Millisecond
 	// revocationMaxBackoff caps the gap after failed requests, well under the default staleness,
 	// so that a token server that comes back is read again before the list goes stale.
 	revocationMaxBackoff = 15 * time.Second
@@ -321,9 +325,9 @@ func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]in
 	return claims.Revoked, nil
 }
 
-// run keeps the list fresh until ctx ends: a long-poll again at once after an answer with a new
-// list (the server answers early only when the list changed, at most every 200 ms), else at
-// least revocationMinInterval after the last one started (a server or proxy that ignores the
+// run keeps the list fresh until ctx ends: a long-poll again revocationNewListGap after the
+// last one started when it brought a new list (the server answers early only when the list
+// changed), else at least revocationMinInterval after (a server or proxy that ignores the
 // wait), and after failures a gap that doubles from a second up to revocationMaxBackoff.
 func (rl *revocationList) run(ctx context.Context) {
 	failures := 0
@@ -342,8 +346,9 @@ func (rl *revocationList) run(ctx context.Context) {
 			rl.mu.RLock()
 			changed := rl.newList
 			rl.mu.RUnlock()
-			if !changed {
-				pause = revocationMinInterval - time.Since(start)
+			pause = revocationMinInterval - time.Since(start)
+			if changed {
+				pause = revocationNewListGap - time.Since(start)
 			}
 		}
 		if pause <= 0 {
