@@ -42,6 +42,8 @@ const (
 	// rebuilds at most every 200 ms, so waiting that long delays no change by more, and replicas
 	// that disagree, each answering with a "new" list, are not asked in a tight loop.
 	revocationNewListGap = 200 * time.Millisecond
+	// revocationClockSkew is the leeway on the list's iat and exp.
+	revocationClockSkew = time.Minute
 	// revocationMaxBackoff caps the gap after failed requests, well under the default staleness,
 	// so that a token server that comes back is read again before the list goes stale.
 	revocationMaxBackoff = 15 * time.Second
@@ -171,6 +173,10 @@ type revocationList struct {
 	notBefore map[string]int64 // nil before the first list
 	etag      string
 	freshAt   time.Time
+	// issuedAt is the iat of notBefore: a list signed earlier is refused, so that an old list
+	// still within its exp (replayed, cached by a proxy, or from a lagging replica) cannot
+	// un-revoke a client.
+	issuedAt  time.Time
 	lastError string
 	// newList says that the last answer was a new list under a new ETag: a long-poll that a
 	// change ended, after which the next may start at once.
@@ -271,12 +277,17 @@ func (rl *revocationList) fetch(ctx context.Context, wait time.Duration) (err er
 	if int64(len(body)) > rl.limit {
 		return fmt.Errorf("%w: %s sent a list over the limit of %d bytes (WithRevocationListLimit)", ErrRevocationUnavailable, rl.url, rl.limit)
 	}
-	list, err := rl.verify(ctx, string(body))
+	list, iat, err := rl.verify(ctx, string(body))
 	if err != nil {
 		return err
 	}
 	rl.mu.Lock()
-	rl.notBefore, rl.etag, rl.freshAt = list, resp.Header.Get("ETag"), rl.now()
+	if iat.Before(rl.issuedAt) {
+		rl.mu.Unlock()
+		return fmt.Errorf("%w: %s sent a list signed at %s, before the one in use (%s)", ErrRevocationUnavailable, rl.url,
+			iat.UTC().Format(time.RFC3339), rl.issuedAt.UTC().Format(time.RFC3339))
+	}
+	rl.notBefore, rl.issuedAt, rl.etag, rl.freshAt = list, iat, resp.Header.Get("ETag"), rl.now()
 	rl.newList = rl.etag != "" && rl.etag != etag
 	rl.mu.Unlock()
 	return nil
@@ -288,11 +299,11 @@ type revocationClaims struct {
 	Revoked map[string]int64 `json:"not_before"`
 }
 
-// verify checks the list's signature with the issuer's token keys, its typ, iss and exp, and
-// returns its entries.
-func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]int64, error) {
+// verify checks the list's signature with the issuer's token keys, its typ, iss, iat and exp,
+// and returns its entries and iat.
+func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]int64, time.Time, error) {
 	if err := checkAlg(raw); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrRevocationUnavailable, err)
+		return nil, time.Time{}, fmt.Errorf("%w: %w", ErrRevocationUnavailable, err)
 	}
 	var claims revocationClaims
 	_, err := jwt.NewParser(
@@ -300,6 +311,9 @@ func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]in
 		jwt.WithIssuer(rl.issuer),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
+		// A verifier's clock a little behind the token server's must not refuse a list just
+		// signed.
+		jwt.WithLeeway(revocationClockSkew),
 		jwt.WithTimeFunc(rl.now),
 	).ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
 		// The typ keeps an access token, signed by the same keys, from passing as a list.
@@ -317,12 +331,15 @@ func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]in
 		return k.key, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: the list from %s does not verify: %w", ErrRevocationUnavailable, rl.url, err)
+		return nil, time.Time{}, fmt.Errorf("%w: the list from %s does not verify: %w", ErrRevocationUnavailable, rl.url, err)
+	}
+	if claims.IssuedAt == nil {
+		return nil, time.Time{}, fmt.Errorf("%w: the list from %s has no iat", ErrRevocationUnavailable, rl.url)
 	}
 	if claims.Revoked == nil {
 		claims.Revoked = map[string]int64{}
 	}
-	return claims.Revoked, nil
+	return claims.Revoked, claims.IssuedAt.Time, nil
 }
 
 // run keeps the list fresh until ctx ends: a long-poll again revocationNewListGap after the
