@@ -34,7 +34,6 @@ type ClientIDBindingSpec struct {
 // ClientIDBindingStatus records what outlives the M2MClient of the ID: the revocation of its
 // tokens when the client is disabled or deleted. Only the manager writes it (administrators may
 // too); the token server reads it and publishes tokensRevokedBefore in its revocation list.
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.tokensRevokedBefore) || (has(self.tokensRevokedBefore) && self.tokensRevokedBefore >= oldSelf.tokensRevokedBefore)",message="tokensRevokedBefore cannot be removed or moved back; delete the binding to release the client ID"
 type ClientIDBindingStatus struct {
 	// TokensRevokedBefore revokes the tokens of this client ID issued before it: the manager
 	// raises it to the second after it sees the client disabled or deleted. It never goes back,
@@ -72,6 +71,9 @@ type ClientIDBindingStatus struct {
 // +kubebuilder:selectablefield:JSONPath=`.spec.clientID`
 // +kubebuilder:selectablefield:JSONPath=`.spec.namespace`
 // +kubebuilder:validation:XValidation:rule="self.spec == oldSelf.spec",message="a binding cannot be changed; delete it to release the client ID"
+// The rule on status.tokensRevokedBefore is on the root, not on status: a rule on status does not
+// run when an update removes status whole ({"status":null}).
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.tokensRevokedBefore) || (has(self.status) && has(self.status.tokensRevokedBefore) && self.status.tokensRevokedBefore >= oldSelf.status.tokensRevokedBefore)",message="status.tokensRevokedBefore cannot be removed or moved back; delete the binding to release the client ID"
 type ClientIDBinding struct {
 	metav1.TypeMeta `json:",inline"`
 
