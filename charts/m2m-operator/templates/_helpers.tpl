@@ -109,11 +109,11 @@ load balancer), else the issuer. The manager writes it as token_url into credent
 
 {{/*
 The paths the public door routes: what clients and verifiers outside use (token, introspection,
-keys and metadata). Not /refusals, which takes a Kubernetes bearer token that has no business on
+revocation list, keys and metadata). Not /refusals, which takes a Kubernetes bearer token that has no business on
 the internet (kubectl m2m why asks the in-cluster URL), nor the probes, which only the kubelet needs.
 */}}
 {{- define "m2m.publicPaths" -}}
-{{- toJson (list "/oauth2/token" "/oauth2/introspect" "/.well-known/jwks.json" "/.well-known/openid-configuration" "/.well-known/oauth-authorization-server") -}}
+{{- toJson (list "/oauth2/token" "/oauth2/introspect" "/revocations" "/.well-known/jwks.json" "/.well-known/openid-configuration" "/.well-known/oauth-authorization-server") -}}
 {{- end }}
 
 {{/*

@@ -25,7 +25,7 @@ import (
 // Paths are the paths that the door routes, each exactly, as the chart's HTTPRoute does
 // (m2m.publicPaths): what clients and verifiers outside use. Not /refusals, which takes a
 // Kubernetes bearer token, nor the probes.
-var Paths = []string{"/oauth2/token", "/oauth2/introspect", "/.well-known/jwks.json", "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"}
+var Paths = []string{"/oauth2/token", "/oauth2/introspect", "/revocations", "/.well-known/jwks.json", "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"}
 
 // Options say whom the door serves and where it sends them.
 type Options struct {
