@@ -167,8 +167,17 @@ type dying struct {
 	died   atomic.Bool
 }
 
-func (d *dying) gate() error {
+// gate counts the writes of the credential sequence (M2MClients and Secrets) and refuses every
+// write once the process is dead. The bindings' revocation records are written by another
+// controller at its own pace; counting them would make k depend on which controller ran first.
+func (d *dying) gate(o client.Object) error {
 	if !d.armed.Load() {
+		return nil
+	}
+	if d.died.Load() {
+		return errDead
+	}
+	if _, binding := o.(*m2mv1alpha1.ClientIDBinding); binding {
 		return nil
 	}
 	if d.writes.Add(1) > d.k {
@@ -179,28 +188,28 @@ func (d *dying) gate() error {
 }
 
 func (d *dying) Create(ctx context.Context, o client.Object, opts ...client.CreateOption) error {
-	if err := d.gate(); err != nil {
+	if err := d.gate(o); err != nil {
 		return err
 	}
 	return d.Client.Create(ctx, o, opts...)
 }
 
 func (d *dying) Update(ctx context.Context, o client.Object, opts ...client.UpdateOption) error {
-	if err := d.gate(); err != nil {
+	if err := d.gate(o); err != nil {
 		return err
 	}
 	return d.Client.Update(ctx, o, opts...)
 }
 
 func (d *dying) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.PatchOption) error {
-	if err := d.gate(); err != nil {
+	if err := d.gate(o); err != nil {
 		return err
 	}
 	return d.Client.Patch(ctx, o, p, opts...)
 }
 
 func (d *dying) Delete(ctx context.Context, o client.Object, opts ...client.DeleteOption) error {
-	if err := d.gate(); err != nil {
+	if err := d.gate(o); err != nil {
 		return err
 	}
 	return d.Client.Delete(ctx, o, opts...)
@@ -216,14 +225,14 @@ type dyingStatus struct {
 }
 
 func (s *dyingStatus) Update(ctx context.Context, o client.Object, opts ...client.SubResourceUpdateOption) error {
-	if err := s.d.gate(); err != nil {
+	if err := s.d.gate(o); err != nil {
 		return err
 	}
 	return s.SubResourceWriter.Update(ctx, o, opts...)
 }
 
 func (s *dyingStatus) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-	if err := s.d.gate(); err != nil {
+	if err := s.d.gate(o); err != nil {
 		return err
 	}
 	return s.SubResourceWriter.Patch(ctx, o, p, opts...)
