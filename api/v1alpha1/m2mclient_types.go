@@ -170,7 +170,7 @@ type IssuanceLimit struct {
 }
 
 // ClientAuthentication lists the ways a client may authenticate. At least one is enabled.
-// +kubebuilder:validation:XValidation:rule="!has(self.clientSecret) || self.clientSecret || has(self.keyPair) || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0) || (has(self.federated) && size(self.federated) > 0) || (has(self.publicKeys) && size(self.publicKeys) > 0)",message="a client needs a way to authenticate: keep clientSecret, or set keyPair, or name serviceAccounts, federated identities or publicKeys"
+// +kubebuilder:validation:XValidation:rule="!has(self.clientSecret) || self.clientSecret || has(self.keyPair) || (has(self.serviceAccounts) && size(self.serviceAccounts) > 0) || (has(self.federated) && size(self.federated) > 0) || (has(self.publicKeys) && size(self.publicKeys) > 0) || (has(self.podCertificates) && size(self.podCertificates.serviceAccounts) > 0)",message="a client needs a way to authenticate: keep clientSecret, or set keyPair, or name serviceAccounts, federated identities, publicKeys or podCertificates"
 // +kubebuilder:validation:XValidation:rule="!has(self.keyPair) || !has(self.clientSecret) || !self.clientSecret",message="the manager generates a client secret or a key pair, not both: remove clientSecret, or set it to false"
 // +kubebuilder:validation:XValidation:rule="!has(self.source) || has(self.keyPair) || !has(self.clientSecret) || self.clientSecret",message="source supplies a client secret or a key pair's private key: keep clientSecret, or set keyPair"
 type ClientAuthentication struct {
@@ -221,6 +221,14 @@ type ClientAuthentication struct {
 	// +kubebuilder:validation:MaxItems=8
 	PublicKeys []ClientPublicKey `json:"publicKeys,omitempty"`
 
+	// PodCertificates lets pods of the named ServiceAccounts authenticate with mutual TLS
+	// (RFC 8705 tls_client_auth) using the certificate the kubelet obtains for them from the
+	// manager's signer m2m.dev/pod-client (a podCertificate projected volume, KEP-4317). The
+	// tokens they get are bound to that certificate (cnf x5t#S256): no secret exists, and a
+	// copied token is useless without the pod's private key.
+	// +optional
+	PodCertificates *PodCertificatePolicy `json:"podCertificates,omitempty"`
+
 	// Source names a Secret of the client's namespace that something other than the manager
 	// writes (External Secrets Operator, Vault Secrets Operator, Sealed Secrets), whose entry is
 	// the client's credential: the client secret, or for keyPair the PKCS #8 PEM private key. The
@@ -233,6 +241,21 @@ type ClientAuthentication struct {
 	// revokeTrigger, holder and the rotation annotations) do not apply.
 	// +optional
 	Source *CredentialSource `json:"source,omitempty"`
+}
+
+// PodCertificatePolicy names the ServiceAccounts whose pods may hold a certificate for the
+// client.
+type PodCertificatePolicy struct {
+	// ServiceAccounts of the client's namespace. The signer issues a certificate only to a pod
+	// running as one of them, and the token server accepts it for this client only while the
+	// ServiceAccount is still listed here.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	ServiceAccounts []string `json:"serviceAccounts"`
 }
 
 // CredentialSource is a Secret entry that a secret store writes.
