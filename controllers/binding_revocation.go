@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"slices"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -60,9 +59,7 @@ func (r *BindingRevocationReconciler) bindingsOfClient(ctx context.Context, o cl
 	return reqs
 }
 
-// Reconcile brings the binding's status in line with its client: tokensRevokedBefore is raised
-// to the second after the manager first sees the client disabled (disabledSince) or gone
-// (deletedAt), and never lowered.
+// Reconcile brings the binding's status in line with its client (BindingRecord).
 func (r *BindingRevocationReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	b := &m2mv1alpha1.ClientIDBinding{}
 	if err := r.Get(ctx, req.NamespacedName, b); err != nil {
@@ -83,39 +80,21 @@ func (r *BindingRevocationReconciler) Reconcile(ctx context.Context, req reconci
 		return reconcile.Result{}, err
 	}
 	base := b.DeepCopy()
+	if gone {
+		c = nil
+	}
+	b.Status = BindingRecord(b.Status, c, r.Clock.Now())
 	st := &b.Status
-	// The second after now: tokens carry iat in whole seconds, and one issued in this second,
-	// before the client was disabled or deleted, must be refused too.
-	mark := metav1.NewTime(r.Clock.Now().Truncate(time.Second).Add(time.Second))
-	raise := func() {
-		if st.TokensRevokedBefore == nil || st.TokensRevokedBefore.Before(&mark) {
-			st.TokensRevokedBefore = mark.DeepCopy()
-		}
-	}
-	switch {
-	case gone:
-		st.DisabledSince = nil
-		if st.DeletedAt == nil {
-			st.DeletedAt = mark.DeepCopy()
-			raise()
-		}
-	case c.Spec.Disabled:
-		st.DeletedAt = nil
-		if st.DisabledSince == nil {
-			st.DisabledSince = mark.DeepCopy()
-			raise()
-		}
-	default:
-		st.DeletedAt, st.DisabledSince = nil, nil
-	}
 	if statusEqual(base.Status, b.Status) {
 		return reconcile.Result{}, nil
 	}
 	if err := r.Status().Patch(ctx, b, client.MergeFrom(base)); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	log.FromContext(ctx).Info("recorded the revocation of a client's tokens on its binding", "clientID", b.Spec.ClientID,
-		"client", key.String(), "tokensRevokedBefore", st.TokensRevokedBefore, "deleted", gone)
+	if !st.TokensRevokedBefore.Equal(base.Status.TokensRevokedBefore) {
+		log.FromContext(ctx).Info("recorded the revocation of a client's tokens on its binding", "clientID", b.Spec.ClientID,
+			"client", key.String(), "tokensRevokedBefore", st.TokensRevokedBefore, "deleted", gone)
+	}
 	return reconcile.Result{}, nil
 }
 
@@ -126,5 +105,6 @@ func statusEqual(a, b m2mv1alpha1.ClientIDBindingStatus) bool {
 		}
 		return x.Equal(y)
 	}
-	return eq(a.TokensRevokedBefore, b.TokensRevokedBefore) && eq(a.DisabledSince, b.DisabledSince) && eq(a.DeletedAt, b.DeletedAt)
+	return eq(a.TokensRevokedBefore, b.TokensRevokedBefore) && eq(a.DisabledSince, b.DisabledSince) && eq(a.DeletedAt, b.DeletedAt) &&
+		a.ClientUID == b.ClientUID
 }

@@ -36,7 +36,9 @@ type ClientIDBindingSpec struct {
 // too); the token server reads it and publishes tokensRevokedBefore in its revocation list.
 type ClientIDBindingStatus struct {
 	// TokensRevokedBefore revokes the tokens of this client ID issued before it: the manager
-	// raises it to the second after it sees the client disabled or deleted. It never goes back,
+	// raises it to the second after it sees the client disabled or deleted, to the creation of a
+	// client of another UID under the same namespace and name, and to the client's
+	// spec.revokeTokensIssuedBefore up to the second after now. It never goes back,
 	// so tokens issued before a disable stay refused after the client is enabled again, and
 	// tokens of a deleted client stay refused after token-server restarts and when the client
 	// is created again.
@@ -52,6 +54,13 @@ type ClientIDBindingStatus struct {
 	// cleared when the client is created again.
 	// +optional
 	DeletedAt *metav1.Time `json:"deletedAt,omitempty"`
+
+	// ClientUID is the UID of the M2MClient the manager last saw with this ID. A client of the
+	// same namespace and name with another UID was deleted and created again, perhaps between
+	// two of the manager's looks: the tokens issued before the new one's creation are revoked.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	ClientUID string `json:"clientUID,omitempty"`
 }
 
 // ClientIDBinding gives a client ID to one namespace and name for good: the manager creates it

@@ -233,7 +233,7 @@ func (f *commandFlags) runOnCluster(ctx context.Context, cmd string, stdout io.W
 		}
 		return rotate(ctx, c, stdout, key, f.timeout)
 	case "revoke":
-		return revokeTokens(ctx, c, stdout, key, time.Now())
+		return revokeTokens(ctx, c, stdout, key, clusterNow(ctx, cfg, time.Now()))
 	case "describe":
 		return describe(ctx, c, stdout, key)
 	case "why":

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -34,4 +37,30 @@ func revokeTokens(ctx context.Context, c client.Client, out io.Writer, key types
 		"Its credentials still work: kubectl m2m rotate %s --revoke-previous refuses them.\n",
 		key.Name, before.UTC().Format(time.RFC3339), key.Name)
 	return err
+}
+
+// clusterNow is the later of local and the API server's clock (its Date header, in whole
+// seconds): a laptop whose clock is behind must not leave the tokens of its last minutes out of a
+// revocation. It is local when the API server cannot be asked.
+func clusterNow(ctx context.Context, cfg *rest.Config, local time.Time) time.Time {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return local
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(cfg.Host, "/")+"/version", nil)
+	if err != nil {
+		return local
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return local
+	}
+	_ = resp.Body.Close()
+	server, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil || !server.After(local) {
+		return local
+	}
+	return server
 }

@@ -46,8 +46,12 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 	fs.IntVar(&o.IssuanceLimit.PerMinute, "issuance-per-minute", DefaultIssuancePerMinute, "Token requests a minute that one authenticated client may make in the long run, on each replica, unless its spec.issuanceLimit sets its own; a client over the limit gets 429. 0 disables the limit for every client, overrides included.")
 	fs.IntVar(&o.IssuanceLimit.Burst, "issuance-burst", DefaultIssuanceBurst, "Token requests that one authenticated client may make at once, on each replica, unless its spec.issuanceLimit sets its own.")
 	fs.BoolVar(&o.DPoPNonces, "dpop-nonce", false, "Require the server's nonce (RFC 9449 §8) in DPoP proofs: a client's first proof is refused with use_dpop_nonce and a DPoP-Nonce header, and a captured proof can be replayed at another replica only within the nonce's life (15 to 30 seconds) rather than the proof's (a minute, plus 10 seconds of clock skew). Every replica accepts every replica's nonces, derived from the signing keys.")
+	fs.IntVar(&o.RevocationWaiters, "max-revocation-waiters", DefaultRevocationWaiters, "Requests for the revocation list that each replica holds at once until the list changes (long-polls, about 10 KiB each); past it, a request is answered at once and its verifier asks again a second later.")
 	if err := fs.Parse(args); err != nil {
 		return Options{}, err
+	}
+	if o.RevocationWaiters < 1 {
+		return Options{}, fmt.Errorf("--max-revocation-waiters must be at least 1, not %d", o.RevocationWaiters)
 	}
 	for _, ns := range strings.Split(namespaces, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {

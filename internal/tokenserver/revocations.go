@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -52,6 +53,10 @@ const (
 	// MaxRevocationWait is the longest ?wait= a request may ask for: under the 60 s idle
 	// timeouts of common proxies in front of the public door.
 	MaxRevocationWait = 30 * time.Second
+	// DefaultRevocationWaiters bounds the long-polls a replica holds: each holds a connection
+	// and a goroutine (about 10 KiB), so that anyone who can reach the endpoint cannot make the
+	// process hold without bound, and a past-the-bound verifier still gets its answer.
+	DefaultRevocationWaiters = 2048
 	// revocationHorizon is how old a not-before may be and still matter: a token issued before
 	// it has expired (spec.tokenTTL is at most 24h) with the verifiers' clock skew to spare, the
 	// same bound as a retired signing key's retention. Older entries are left out, so that a
@@ -247,6 +252,12 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	inm := r.Header.Get("If-None-Match")
+	if inm == doc.etag && wait > 0 {
+		if s.revocationWaiting.Add(1) > int64(cmp.Or(s.cfg.RevocationWaiters, DefaultRevocationWaiters)) {
+			wait = 0
+		}
+		defer s.revocationWaiting.Add(-1)
+	}
 	if inm == doc.etag && wait > 0 {
 		// The server's write timeout is shorter than a long-poll.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + 10*time.Second))

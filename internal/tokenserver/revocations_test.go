@@ -249,3 +249,47 @@ func BenchmarkRevocationList100k(b *testing.B) {
 	b.ReportMetric(float64(len(doc.jwt)), "bytes")
 	b.ReportMetric(float64(len(doc.gzipped)), "gzip-bytes")
 }
+
+// Long-polls past the bound are answered at once instead of held, so that requests for the list
+// cannot make a replica hold connections and goroutines without bound; those under it still wait.
+func TestLongPollsPastTheWaitersBoundAreAnsweredAtOnce(t *testing.T) {
+	_, keys := staticKeys(t, signingkeys.ES256)
+	src := &fakeRevocations{entries: map[string]int64{"m2m-a": t0.Unix()}, changed: make(chan struct{})}
+	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{}, Keys: keys, Clock: clocktesting.NewFakeClock(t0), Revocations: src, RevocationWaiters: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	resp, _ := getList(t, srv.URL+RevocationsPath, "")
+	etag := resp.Header.Get("ETag")
+
+	held := make(chan int, 2)
+	for range 2 {
+		go func() {
+			resp, _ := getList(t, srv.URL+RevocationsPath+"?wait=30", etag)
+			held <- resp.StatusCode
+		}()
+	}
+	for s.revocationWaiting.Load() < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The third is answered while the first two are still held.
+	if resp, _ := getList(t, srv.URL+RevocationsPath+"?wait=30", etag); resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("the long-poll past the bound answered %d, want 304", resp.StatusCode)
+	}
+	select {
+	case code := <-held:
+		t.Fatalf("a long-poll under the bound was answered (%d) before the list changed", code)
+	default:
+	}
+	src.set(map[string]int64{})
+	for range 2 {
+		if code := <-held; code != http.StatusOK {
+			t.Fatalf("a held long-poll answered %d after the change, want 200", code)
+		}
+	}
+	if n := s.revocationWaiting.Load(); n != 0 {
+		t.Fatalf("%d waiters counted after every long-poll ended", n)
+	}
+}

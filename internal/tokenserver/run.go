@@ -58,6 +58,9 @@ type Options struct {
 	IssuanceLimit IssuanceLimit
 	// DPoPNonces requires the server's nonce in DPoP proofs (--dpop-nonce).
 	DPoPNonces bool
+	// RevocationWaiters bounds the long-polls of the revocation list held at once
+	// (--max-revocation-waiters).
+	RevocationWaiters int
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -113,6 +116,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		FailureLimit:       o.FailureLimit,
 		IssuanceLimit:      o.IssuanceLimit,
 		DPoPNonces:         o.DPoPNonces,
+		RevocationWaiters:  o.RevocationWaiters,
 		Ready: func() error {
 			switch {
 			case !clients.Synced():

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -90,6 +91,10 @@ type Config struct {
 	// which bounds the replay of a proof at another replica, which does not share the replay
 	// cache, to the nonce's window instead of the proof's lifetime.
 	DPoPNonces bool
+	// RevocationWaiters is the most requests for the revocation list that wait for a change at
+	// once (long-polls); past it, a request is answered at once. 0 means
+	// DefaultRevocationWaiters.
+	RevocationWaiters int
 	// Replica names this process in the answers of RefusalsPath: each replica remembers the
 	// refusals it answered.
 	Replica string
@@ -119,6 +124,8 @@ type Server struct {
 	dpopReplays replayCache
 	// revocationList builds and signs the revocation list.
 	revocationList *revocationPublisher
+	// revocationWaiting counts the long-polls held now.
+	revocationWaiting atomic.Int64
 }
 
 // New returns a Server.

@@ -52,7 +52,19 @@ const (
 	defaultRevocationLimit = 32 << 20
 	// revocationListType is the typ of the list's JWT.
 	revocationListType = "revocation-list+jwt"
+	// longPollGiveUp is how many long-polls in a row may fail, each followed by a plain request
+	// that succeeds, before the verifier stops asking the server to wait and polls every
+	// revocationMinInterval instead: something between the two (an HTTP client's timeout, a
+	// proxy's route timeout) cuts requests as long as the wait.
+	longPollGiveUp = 3
+	// longPollMargin is the time a long-poll's answer may take past its wait.
+	longPollMargin = 5 * time.Second
 )
+
+// errOlderList is an answer with a list signed before the one in use: from a replica that has
+// not seen the latest change yet, a proxy's cache, or a replay. It is not news and not a failure;
+// the verifier keeps its list and asks again.
+var errOlderList = errors.New("a list signed before the one in use")
 
 // WithoutRevocation turns off the revocation list: tokens of disabled, deleted and revoked
 // clients are accepted until they expire.
@@ -130,8 +142,13 @@ type RevocationStatus struct {
 	// Stale says that the list is older than the staleness bound: tokens are refused (or, with
 	// AcceptWhenRevocationUnavailable, accepted against the last list).
 	Stale bool
-	// Fetches and Failures count requests for the list, and those that failed.
+	// Fetches and Failures count requests for the list, and those that failed. An answer with a
+	// list signed before the one in use is neither news nor a failure.
 	Fetches, Failures int64
+	// LongPoll says that the verifier asks the token server to hold its requests until the list
+	// changes; false after long-polls kept failing where plain requests succeed (see
+	// WithRevocationWait), or with a wait of 0.
+	LongPoll bool
 	// LastError is the error of the last failed request, if the last request failed.
 	LastError string
 }
@@ -152,6 +169,7 @@ func (v *Verifier) RevocationStatus() RevocationStatus {
 		Fetches:   rl.fetches.Load(),
 		Failures:  rl.failed.Load(),
 		LastError: rl.lastError,
+		LongPoll:  rl.wait > 0,
 	}
 }
 
@@ -224,7 +242,9 @@ func (rl *revocationList) fetch(ctx context.Context, wait time.Duration) (err er
 	defer func() {
 		rl.mu.Lock()
 		if err != nil {
-			rl.failed.Add(1)
+			if !errors.Is(err, errOlderList) {
+				rl.failed.Add(1)
+			}
 			rl.lastError = err.Error()
 		} else {
 			rl.lastError = ""
@@ -284,7 +304,7 @@ func (rl *revocationList) fetch(ctx context.Context, wait time.Duration) (err er
 	rl.mu.Lock()
 	if iat.Before(rl.issuedAt) {
 		rl.mu.Unlock()
-		return fmt.Errorf("%w: %s sent a list signed at %s, before the one in use (%s)", ErrRevocationUnavailable, rl.url,
+		return fmt.Errorf("%w: %w: %s sent a list signed at %s, the one in use at %s", ErrRevocationUnavailable, errOlderList, rl.url,
 			iat.UTC().Format(time.RFC3339), rl.issuedAt.UTC().Format(time.RFC3339))
 	}
 	rl.notBefore, rl.issuedAt, rl.etag, rl.freshAt = list, iat, resp.Header.Get("ETag"), rl.now()
@@ -345,20 +365,45 @@ func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]in
 // run keeps the list fresh until ctx ends: a long-poll again revocationNewListGap after the
 // last one started when it brought a new list (the server answers early only when the list
 // changed), else at least revocationMinInterval after (a server or proxy that ignores the
-// wait), and after failures a gap that doubles from a second up to revocationMaxBackoff.
+// wait), and after failures a gap that doubles from a second up to revocationMaxBackoff. The
+// request after a failure does not ask the server to wait, so that whatever cut a long-poll
+// cannot also keep the list from being confirmed; after longPollGiveUp long-polls in a row
+// failed that way, the verifier polls.
 func (rl *revocationList) run(ctx context.Context) {
-	failures := 0
+	failures, longPollFailures := 0, 0
 	for ctx.Err() == nil {
 		start := time.Now()
 		var pause time.Duration
-		if err := rl.fetch(ctx, rl.wait); err != nil {
+		rl.mu.RLock()
+		wait := rl.wait
+		rl.mu.RUnlock()
+		if failures > 0 {
+			wait = 0
+		}
+		err := rl.fetch(ctx, wait)
+		switch {
+		case errors.Is(err, errOlderList):
+			failures = 0
+			pause = revocationMinInterval - time.Since(start)
+		case err != nil:
+			if wait > 0 {
+				longPollFailures++
+			}
 			failures = min(failures+1, maxFailures)
 			pause = revocationMinInterval
 			for i := 1; i < failures && pause < revocationMaxBackoff; i++ {
 				pause *= 2
 			}
 			pause = min(pause, revocationMaxBackoff)
-		} else {
+		default:
+			if wait > 0 {
+				longPollFailures = 0
+			} else if longPollFailures >= longPollGiveUp {
+				// The plain request went through where long-polls kept failing.
+				rl.mu.Lock()
+				rl.wait = 0
+				rl.mu.Unlock()
+			}
 			failures = 0
 			rl.mu.RLock()
 			changed := rl.newList
@@ -400,6 +445,13 @@ func newRevocationList(cfg *verifierConfig, issuer, discovered string, keys *key
 	wait := defaultRevocationWait
 	if rc.wait != nil {
 		wait = *rc.wait
+	}
+	// An HTTP client whose timeout would cut a long-poll gets a shorter wait, or none.
+	if limit := cfg.httpClient.Timeout; limit > 0 && wait+longPollMargin > limit {
+		wait = max(0, (limit-longPollMargin).Truncate(time.Second))
+	}
+	if tr, ok := cfg.httpClient.Transport.(*http.Transport); ok && tr.ResponseHeaderTimeout > 0 && wait+longPollMargin > tr.ResponseHeaderTimeout {
+		wait = max(0, (tr.ResponseHeaderTimeout-longPollMargin).Truncate(time.Second))
 	}
 	staleness := rc.staleness
 	if staleness == 0 {

@@ -8,9 +8,10 @@ import (
 )
 
 // An older list still within its exp (replayed to an http issuer's verifier, cached by a proxy,
-// or from a lagging replica) is refused like a failed request, and the newer list in use keeps
-// the client revoked.
-func TestAListSignedBeforeTheOneInUseIsRefusedAndTheClientStaysRevoked(t *testing.T) {
+// or from a lagging replica) is refused, and the newer list in use keeps the client revoked. It
+// is not counted as a failure: a replica a moment behind the others must not push the verifier
+// into backing off until its list goes stale.
+func TestAListSignedBeforeTheOneInUseIsIgnoredWithoutCountingAsAFailureAndTheClientStaysRevoked(t *testing.T) {
 	clk := newFakeClock(t0.Add(time.Minute))
 	s := newRevocationServer(t, clk.Now)
 	v := newRevocationVerifier(t, s, clk, WithRevocationWait(0))
@@ -26,8 +27,12 @@ func TestAListSignedBeforeTheOneInUseIsRefusedAndTheClientStaysRevoked(t *testin
 	}
 	clk.Advance(time.Minute)
 	s.serveBody(old)
-	if err := refetch(v); !errors.Is(err, ErrRevocationUnavailable) {
-		t.Fatalf("the older list: %v, want ErrRevocationUnavailable", err)
+	failures := v.RevocationStatus().Failures
+	if err := refetch(v); !errors.Is(err, ErrRevocationUnavailable) || !errors.Is(err, errOlderList) {
+		t.Fatalf("the older list: %v, want ErrRevocationUnavailable (errOlderList)", err)
+	}
+	if got := v.RevocationStatus().Failures; got != failures {
+		t.Fatalf("the older list counted as a failure: %d failures, were %d", got, failures)
 	}
 	if _, err := v.Authenticate(context.Background(), tok); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("after the older list: %v, want ErrRevoked", err)
