@@ -177,7 +177,7 @@ func TestThePublicDoorRoutesOnlyThePathsClientsOutsideUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"}
-	for _, key := range []string{"token_endpoint", "jwks_uri", "introspection_endpoint"} {
+	for _, key := range []string{"token_endpoint", "jwks_uri", "introspection_endpoint", "m2m_revocation_list_uri"} {
 		u, err := url.Parse(doc[key].(string))
 		if err != nil || u.Path == "" {
 			t.Fatalf("the discovery document's %s is %v", key, doc[key])
