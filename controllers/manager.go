@@ -14,7 +14,10 @@ import (
 	"sync"
 	"time"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/metadata"
@@ -32,6 +35,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/internal/podclientca"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/sourcewatch"
@@ -87,6 +91,9 @@ type Options struct {
 	// WrapClient, when set, wraps the client the controllers read and write with; tests use it
 	// to inject failures.
 	WrapClient func(client.Client) client.Client
+	// DisablePodClientSigner turns off the signer m2m.dev/pod-client (PodClientSigner), which
+	// otherwise runs when the API server serves PodCertificateRequests.
+	DisablePodClientSigner bool
 	// SkipNameValidation lets tests run several managers, one after another, in one process.
 	SkipNameValidation bool
 }
@@ -292,6 +299,8 @@ func (o *Options) cacheOptions() cache.Options {
 	cacheOpts.ByObject = map[client.Object]cache.ByObject{
 		&corev1.Secret{}:         secrets,
 		&m2mv1alpha1.M2MClient{}: {Transform: trimClient},
+		// The signer's own requests only: those of other signers are none of its business.
+		&certificatesv1.PodCertificateRequest{}: {Field: fields.OneTermEqualSelector("spec.signerName", m2mv1alpha1.PodClientSignerName)},
 		// The one ConfigMap the manager writes, in its own namespace, where its Role lets it
 		// watch: never every ConfigMap of the cluster.
 		&corev1.ConfigMap{}: {
@@ -357,6 +366,39 @@ func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 	}
 	if err := location.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the token server's ConfigMap controller: %w", err)
+	}
+	return setupPodClientSigner(mgr, o)
+}
+
+// setupPodClientSigner registers the signer m2m.dev/pod-client and its CA, unless it is turned
+// off or the API server does not serve PodCertificateRequests (before Kubernetes 1.35's beta, or
+// with the API turned off), which is logged and otherwise no error: the rest of the manager
+// works without it.
+func setupPodClientSigner(mgr ctrl.Manager, o Options) error {
+	logger := ctrl.Log.WithName("setup")
+	if o.DisablePodClientSigner {
+		logger.Info("the pod certificate signer is turned off", "signer", m2mv1alpha1.PodClientSignerName)
+		return nil
+	}
+	gk := certificatesv1.SchemeGroupVersion.WithKind("PodCertificateRequest").GroupKind()
+	if _, err := mgr.GetRESTMapper().RESTMapping(gk, certificatesv1.SchemeGroupVersion.Version); meta.IsNoMatchError(err) {
+		logger.Info("the API server does not serve certificates.k8s.io/v1 PodCertificateRequests; the pod certificate signer does not run", "signer", m2mv1alpha1.PodClientSignerName)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("looking for the PodCertificateRequest API: %w", err)
+	}
+	ns := o.SigningKeySecret.Namespace
+	ca := &PodClientCA{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
+		Secret:    types.NamespacedName{Namespace: ns, Name: podclientca.SecretName},
+		ConfigMap: types.NamespacedName{Namespace: ns, Name: podclientca.ConfigMapName},
+	}
+	if err := (&PodClientCAReconciler{CA: ca}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the pod client CA controller: %w", err)
+	}
+	signer := &PodCertificateReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock, CA: ca}
+	if err := signer.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
+		return fmt.Errorf("setting up the pod certificate signer: %w", err)
 	}
 	return nil
 }
