@@ -16,10 +16,12 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -130,8 +132,12 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.CABundleSecret.Name != "" && o.ServingCert != nil {
 		return nil, fmt.Errorf("the manager either issues the serving certificate or takes the CA bundle of another issuer's Secret, not both")
 	}
+	signer, err := o.podClientSignerRuns(cfg)
+	if err != nil {
+		return nil, err
+	}
 	repair := newStatusRepair()
-	cacheOpts := o.cacheOptions()
+	cacheOpts := o.cacheOptions(signer)
 	if cacheOpts.HTTPClient, err = repair.cacheHTTPClient(cfg); err != nil {
 		return nil, err
 	}
@@ -167,7 +173,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := mgr.Add(&statusPolicyCheck{reader: mgr.GetAPIReader(), name: o.StatusPolicyName}); err != nil {
 		return nil, err
 	}
-	if err := setupControllers(mgr, o, issuerURL); err != nil {
+	if err := setupControllers(mgr, o, issuerURL, signer); err != nil {
 		return nil, err
 	}
 	fleet := &FleetCollector{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock, KeySecret: o.SigningKeySecret}
@@ -271,7 +277,7 @@ func (o *Options) validateLeaderElection() error {
 
 // cacheOptions caches the watched namespaces, and of Secrets and ConfigMaps only those the manager
 // wrote.
-func (o *Options) cacheOptions() cache.Options {
+func (o *Options) cacheOptions(podClientSigner bool) cache.Options {
 	// Only the Secrets the manager wrote, not every Secret in the cluster.
 	secrets := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue})}
 	cacheOpts := cache.Options{
@@ -295,12 +301,11 @@ func (o *Options) cacheOptions() cache.Options {
 		}
 	}
 	// One entry for Secrets: ByObject is keyed by pointer, so a second &corev1.Secret{} key would
-	// be a second, conflicting entry.
+	// be a second, conflicting entry. The cache maps every type of ByObject when it is made, so
+	// PodCertificateRequests are there only when the API server serves them.
 	cacheOpts.ByObject = map[client.Object]cache.ByObject{
 		&corev1.Secret{}:         secrets,
 		&m2mv1alpha1.M2MClient{}: {Transform: trimClient},
-		// The signer's own requests only: those of other signers are none of its business.
-		&certificatesv1.PodCertificateRequest{}: {Field: fields.OneTermEqualSelector("spec.signerName", m2mv1alpha1.PodClientSignerName)},
 		// The one ConfigMap the manager writes, in its own namespace, where its Role lets it
 		// watch: never every ConfigMap of the cluster.
 		&corev1.ConfigMap{}: {
@@ -308,12 +313,16 @@ func (o *Options) cacheOptions() cache.Options {
 			Label:      labels.SelectorFromSet(labels.Set{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue}),
 		},
 	}
+	if podClientSigner {
+		// The signer's own requests only: those of other signers are none of its business.
+		cacheOpts.ByObject[&certificatesv1.PodCertificateRequest{}] = cache.ByObject{Field: fields.OneTermEqualSelector("spec.signerName", m2mv1alpha1.PodClientSignerName)}
+	}
 	return cacheOpts
 }
 
 // setupControllers registers the M2MClient, signing-key, token-server ConfigMap and (when the
 // manager issues it) serving-certificate controllers.
-func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
+func setupControllers(mgr ctrl.Manager, o Options, issuerURL string, podClientSigner bool) error {
 	r := &M2MClientReconciler{
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),
@@ -367,26 +376,40 @@ func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 	if err := location.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the token server's ConfigMap controller: %w", err)
 	}
+	if !podClientSigner {
+		return nil
+	}
 	return setupPodClientSigner(mgr, o)
 }
 
-// setupPodClientSigner registers the signer m2m.dev/pod-client and its CA, unless it is turned
-// off or the API server does not serve PodCertificateRequests (before Kubernetes 1.35's beta, or
-// with the API turned off), which is logged and otherwise no error: the rest of the manager
-// works without it.
-func setupPodClientSigner(mgr ctrl.Manager, o Options) error {
+// podClientSignerRuns reports whether the signer m2m.dev/pod-client runs: unless it is turned
+// off, when the API server serves PodCertificateRequests in certificates.k8s.io/v1 (Kubernetes
+// 1.37+, unless turned off there). Otherwise it logs why not, and the rest of the manager works
+// without it.
+func (o *Options) podClientSignerRuns(cfg *rest.Config) (bool, error) {
 	logger := ctrl.Log.WithName("setup")
 	if o.DisablePodClientSigner {
 		logger.Info("the pod certificate signer is turned off", "signer", m2mv1alpha1.PodClientSignerName)
-		return nil
+		return false, nil
 	}
-	gk := certificatesv1.SchemeGroupVersion.WithKind("PodCertificateRequest").GroupKind()
-	if _, err := mgr.GetRESTMapper().RESTMapping(gk, certificatesv1.SchemeGroupVersion.Version); meta.IsNoMatchError(err) {
-		logger.Info("the API server does not serve certificates.k8s.io/v1 PodCertificateRequests; the pod certificate signer does not run", "signer", m2mv1alpha1.PodClientSignerName)
-		return nil
-	} else if err != nil {
-		return fmt.Errorf("looking for the PodCertificateRequest API: %w", err)
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return false, err
 	}
+	gv := certificatesv1.SchemeGroupVersion.String()
+	list, err := dc.ServerResourcesForGroupVersion(gv)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("looking for the PodCertificateRequest API: %w", err)
+	}
+	if list != nil && slices.ContainsFunc(list.APIResources, func(r metav1.APIResource) bool { return r.Name == "podcertificaterequests" }) {
+		return true, nil
+	}
+	logger.Info("the API server does not serve "+gv+" PodCertificateRequests; the pod certificate signer does not run", "signer", m2mv1alpha1.PodClientSignerName)
+	return false, nil
+}
+
+// setupPodClientSigner registers the signer m2m.dev/pod-client and the controller of its CA.
+func setupPodClientSigner(mgr ctrl.Manager, o Options) error {
 	ns := o.SigningKeySecret.Namespace
 	ca := &PodClientCA{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
