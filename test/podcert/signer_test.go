@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net/url"
 	"slices"
@@ -315,4 +316,39 @@ func TestTheCAIsPublishedBeforeItSignsAnything(t *testing.T) {
 		}
 	}
 	t.Fatalf("no version of ConfigMap %s written before the certificate (resourceVersion %d) holds its CA", caConfigMap, reqs[issued].RV)
+}
+
+// The ConfigMap is what the token server trusts: the manager puts back its CA when someone edits
+// the ConfigMap, or deletes it.
+func TestTheManagerPutsBackAnEditedOrDeletedCAConfigMap(t *testing.T) {
+	ctx := context.Background()
+	ns := testenv.Namespace(t, env.Client)
+	runManager(t, managerConfig, ns)
+	var secret corev1.Secret
+	testenv.Eventually(t, wait, func() error { return env.Client.Get(ctx, caSecret, &secret) })
+	want := string(secret.Data[podclientca.CertKey])
+	holdsCA := func() error {
+		var cm corev1.ConfigMap
+		if err := env.Client.Get(ctx, caConfigMap, &cm); err != nil {
+			return err
+		}
+		if cm.Data[podclientca.CertKey] != want {
+			return fmt.Errorf("ca.crt is %q", cm.Data[podclientca.CertKey])
+		}
+		return nil
+	}
+	testenv.Eventually(t, wait, holdsCA)
+	var cm corev1.ConfigMap
+	if err := env.Client.Get(ctx, caConfigMap, &cm); err != nil {
+		t.Fatal(err)
+	}
+	cm.Data[podclientca.CertKey] = "a CA of someone else"
+	if err := env.Client.Update(ctx, &cm); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, holdsCA)
+	if err := env.Client.Delete(ctx, &cm); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, holdsCA)
 }
