@@ -14,9 +14,14 @@ import (
 	"sync"
 	"time"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -32,6 +37,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
+	"github.com/m2m-dev/m2m-operator/internal/podclientca"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/sourcewatch"
@@ -87,6 +93,9 @@ type Options struct {
 	// WrapClient, when set, wraps the client the controllers read and write with; tests use it
 	// to inject failures.
 	WrapClient func(client.Client) client.Client
+	// DisablePodClientSigner turns off the signer m2m.dev/pod-client (PodClientSigner), which
+	// otherwise runs when the API server serves PodCertificateRequests.
+	DisablePodClientSigner bool
 	// SkipNameValidation lets tests run several managers, one after another, in one process.
 	SkipNameValidation bool
 }
@@ -123,8 +132,12 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.CABundleSecret.Name != "" && o.ServingCert != nil {
 		return nil, fmt.Errorf("the manager either issues the serving certificate or takes the CA bundle of another issuer's Secret, not both")
 	}
+	signer, err := o.podClientSignerRuns(cfg)
+	if err != nil {
+		return nil, err
+	}
 	repair := newStatusRepair()
-	cacheOpts := o.cacheOptions()
+	cacheOpts := o.cacheOptions(signer)
 	if cacheOpts.HTTPClient, err = repair.cacheHTTPClient(cfg); err != nil {
 		return nil, err
 	}
@@ -160,7 +173,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := mgr.Add(&statusPolicyCheck{reader: mgr.GetAPIReader(), name: o.StatusPolicyName}); err != nil {
 		return nil, err
 	}
-	if err := setupControllers(mgr, o, issuerURL); err != nil {
+	if err := setupControllers(mgr, o, issuerURL, signer); err != nil {
 		return nil, err
 	}
 	fleet := &FleetCollector{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock, KeySecret: o.SigningKeySecret}
@@ -264,7 +277,7 @@ func (o *Options) validateLeaderElection() error {
 
 // cacheOptions caches the watched namespaces, and of Secrets and ConfigMaps only those the manager
 // wrote.
-func (o *Options) cacheOptions() cache.Options {
+func (o *Options) cacheOptions(podClientSigner bool) cache.Options {
 	// Only the Secrets the manager wrote, not every Secret in the cluster.
 	secrets := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue})}
 	cacheOpts := cache.Options{
@@ -288,7 +301,8 @@ func (o *Options) cacheOptions() cache.Options {
 		}
 	}
 	// One entry for Secrets: ByObject is keyed by pointer, so a second &corev1.Secret{} key would
-	// be a second, conflicting entry.
+	// be a second, conflicting entry. The cache maps every type of ByObject when it is made, so
+	// PodCertificateRequests are there only when the API server serves them.
 	cacheOpts.ByObject = map[client.Object]cache.ByObject{
 		&corev1.Secret{}:         secrets,
 		&m2mv1alpha1.M2MClient{}: {Transform: trimClient},
@@ -299,12 +313,16 @@ func (o *Options) cacheOptions() cache.Options {
 			Label:      labels.SelectorFromSet(labels.Set{m2mv1alpha1.ManagedByLabel: m2mv1alpha1.ManagedByValue}),
 		},
 	}
+	if podClientSigner {
+		// The signer's own requests only: those of other signers are none of its business.
+		cacheOpts.ByObject[&certificatesv1.PodCertificateRequest{}] = cache.ByObject{Field: fields.OneTermEqualSelector("spec.signerName", m2mv1alpha1.PodClientSignerName)}
+	}
 	return cacheOpts
 }
 
 // setupControllers registers the M2MClient, signing-key, token-server ConfigMap and (when the
 // manager issues it) serving-certificate controllers.
-func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
+func setupControllers(mgr ctrl.Manager, o Options, issuerURL string, podClientSigner bool) error {
 	r := &M2MClientReconciler{
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),
@@ -357,6 +375,53 @@ func setupControllers(mgr ctrl.Manager, o Options, issuerURL string) error {
 	}
 	if err := location.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the token server's ConfigMap controller: %w", err)
+	}
+	if !podClientSigner {
+		return nil
+	}
+	return setupPodClientSigner(mgr, o)
+}
+
+// podClientSignerRuns reports whether the signer m2m.dev/pod-client runs: unless it is turned
+// off, when the API server serves PodCertificateRequests in certificates.k8s.io/v1 (Kubernetes
+// 1.37+, unless turned off there). Otherwise it logs why not, and the rest of the manager works
+// without it.
+func (o *Options) podClientSignerRuns(cfg *rest.Config) (bool, error) {
+	logger := ctrl.Log.WithName("setup")
+	if o.DisablePodClientSigner {
+		logger.Info("the pod certificate signer is turned off", "signer", m2mv1alpha1.PodClientSignerName)
+		return false, nil
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return false, err
+	}
+	gv := certificatesv1.SchemeGroupVersion.String()
+	list, err := dc.ServerResourcesForGroupVersion(gv)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("looking for the PodCertificateRequest API: %w", err)
+	}
+	if list != nil && slices.ContainsFunc(list.APIResources, func(r metav1.APIResource) bool { return r.Name == "podcertificaterequests" }) {
+		return true, nil
+	}
+	logger.Info("the API server does not serve "+gv+" PodCertificateRequests; the pod certificate signer does not run", "signer", m2mv1alpha1.PodClientSignerName)
+	return false, nil
+}
+
+// setupPodClientSigner registers the signer m2m.dev/pod-client and the controller of its CA.
+func setupPodClientSigner(mgr ctrl.Manager, o Options) error {
+	ns := o.SigningKeySecret.Namespace
+	ca := &PodClientCA{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
+		Secret:    types.NamespacedName{Namespace: ns, Name: podclientca.SecretName},
+		ConfigMap: types.NamespacedName{Namespace: ns, Name: podclientca.ConfigMapName},
+	}
+	if err := (&PodClientCAReconciler{CA: ca}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the pod client CA controller: %w", err)
+	}
+	signer := &PodCertificateReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock, CA: ca}
+	if err := signer.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
+		return fmt.Errorf("setting up the pod certificate signer: %w", err)
 	}
 	return nil
 }

@@ -63,8 +63,10 @@ func main() {
 	flag.DurationVar(&sc.Policy.CAValidity, "ca-validity", servingcert.DefaultPolicy.CAValidity, "Lifetime of a CA.")
 	flag.DurationVar(&sc.Policy.CARenewBefore, "ca-renew-before", servingcert.DefaultPolicy.CARenewBefore, "How long before a CA expires its rotation starts.")
 	flag.DurationVar(&sc.Policy.Overlap, "ca-overlap", servingcert.DefaultPolicy.Overlap, "How long a new CA is trusted before it signs, and an old one after: longer than pods take to see a changed Secret.")
+	podClientSigner := flag.Bool("pod-client-signer", true, "Sign PodCertificateRequests of the signer m2m.dev/pod-client for pods of the ServiceAccounts an M2MClient names (spec.authentication.podCertificates), from a CA kept in the Secret m2m-pod-client-ca-key and published in the ConfigMap m2m-pod-client-ca of the signing-key Secret's namespace. Runs only when the API server serves certificates.k8s.io/v1 PodCertificateRequests.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	o.DisablePodClientSigner = !*podClientSigner
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	// The container's memory limit sets the Go runtime's soft limit to 90% of it, unless
 	// GOMEMLIMIT is set (or AUTOMEMLIMIT=off): the garbage collector then works harder before the
