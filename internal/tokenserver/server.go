@@ -90,6 +90,10 @@ type Config struct {
 	// which bounds the replay of a proof at another replica, which does not share the replay
 	// cache, to the nonce's window instead of the proof's lifetime.
 	DPoPNonces bool
+	// ClientCertificates says that the listener verifies client certificates against the
+	// pod-client CA (--client-ca-file): tls_client_auth is offered, and its tokens are bound to
+	// the certificate (RFC 8705).
+	ClientCertificates bool
 	// Replica names this process in the answers of RefusalsPath: each replica remembers the
 	// refusals it answered.
 	Replica string
