@@ -38,7 +38,7 @@ type Options struct {
 	// listener asks for client certificates and verifies those given against it, and
 	// tls_client_auth is offered. It is read again when it changes.
 	ClientCAFile string
-	Clock                   clock.Clock
+	Clock        clock.Clock
 	// Listener, when set, is served instead of listening on ListenAddress.
 	Listener net.Listener
 	// DebugAddress, when set, serves net/http/pprof there, apart from the OAuth endpoints.
