@@ -17,6 +17,8 @@ import (
 	"math/big"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -106,6 +108,25 @@ func (ca *CA) Server(t testing.TB) tls.Certificate {
 		DNSNames:     []string{"localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}).TLS
+}
+
+// WriteServer writes a serving certificate for 127.0.0.1 and localhost and its key into dir, as
+// tls.crt and tls.key, and returns their paths.
+func (ca *CA) WriteServer(t testing.TB, dir string) (certFile, keyFile string) {
+	t.Helper()
+	cert := ca.Server(t)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
 
 func (ca *CA) sign(t testing.TB, tmpl *x509.Certificate) *Leaf {
