@@ -3,7 +3,9 @@ package tokenserver
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -188,6 +190,22 @@ func TestEveryRefusedPodCertificateGetsTheAnswerOfAnUnknownClient(t *testing.T) 
 				t.Fatalf("%d %v, want 401 %v", status, out, want)
 			}
 		})
+	}
+}
+
+// A client certificate is taken only from the handshake: one forwarded in a header, as a proxy
+// that terminates TLS would (Envoy's XFCC, RFC 9440), is not read, whoever sends it.
+func TestAClientCertificateForwardedInAHeaderIsNotRead(t *testing.T) {
+	f := mtlsServer(t)
+	victim := f.ca.Issue(t, podNS, podSA)
+	pemCert := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: victim.Cert.Raw}))
+	forged := http.Header{
+		"X-Forwarded-Client-Cert": {"Hash=" + victim.Thumbprint() + ";Cert=\"" + url.QueryEscape(pemCert) + "\";URI=" + podcert.Identity(podNS, podSA)},
+		"Client-Cert":             {":" + base64.StdEncoding.EncodeToString(victim.Cert.Raw) + ":"},
+	}
+	status, out, err := f.post(t, "/oauth2/token", nil, forged, "grant_type", "client_credentials", "client_id", podID)
+	if err != nil || status != http.StatusUnauthorized || out["error"] != ErrInvalidClient {
+		t.Fatalf("%d %v %v", status, out, err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -35,8 +36,9 @@ func mtlsResource(t *testing.T, ca *podcert.CA, h http.Handler, clientAuth tls.C
 	return srv
 }
 
-// mtlsGet sends GET url with authorization, presenting cert when it is not nil.
-func mtlsGet(t *testing.T, ca *podcert.CA, url, authorization string, cert *tls.Certificate) *http.Response {
+// mtlsGet sends GET url with authorization, presenting cert when it is not nil, and the
+// headers extra (name, value, ...).
+func mtlsGet(t *testing.T, ca *podcert.CA, url, authorization string, cert *tls.Certificate, extra ...string) *http.Response {
 	t.Helper()
 	cfg := &tls.Config{RootCAs: ca.Pool()}
 	if cert != nil {
@@ -46,6 +48,9 @@ func mtlsGet(t *testing.T, ca *podcert.CA, url, authorization string, cert *tls.
 	defer hc.CloseIdleConnections()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	req.Header.Set("Authorization", authorization)
+	for i := 0; i+1 < len(extra); i += 2 {
+		req.Header.Set(extra[i], extra[i+1])
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -68,15 +73,18 @@ func TestACertificateBoundTokenIsAcceptedOnlyWithTheVerifiedClientCertificateItI
 		url, authorization string
 		cert               *tls.Certificate
 		status             int
+		extra              []string
 	}{
-		"the bound certificate, verified, is accepted":               {verified.URL, "Bearer " + token, &pod.TLS, 200},
-		"another certificate of the same CA is refused":              {verified.URL, "Bearer " + token, &other.TLS, 401},
-		"no certificate is refused":                                  {verified.URL, "Bearer " + token, nil, 401},
-		"the bound certificate that the server did not verify fails": {unverified.URL, "Bearer " + token, &pod.TLS, 401},
-		"the DPoP scheme is refused":                                 {verified.URL, "DPoP " + token, &pod.TLS, 401},
+		"the bound certificate forwarded in headers, none presented, is refused": {verified.URL, "Bearer " + token, nil, 401,
+			[]string{"X-Forwarded-Client-Cert", "Hash=" + pod.Thumbprint(), "Client-Cert", ":" + base64.StdEncoding.EncodeToString(pod.Cert.Raw) + ":"}},
+		"the bound certificate, verified, is accepted":               {verified.URL, "Bearer " + token, &pod.TLS, 200, nil},
+		"another certificate of the same CA is refused":              {verified.URL, "Bearer " + token, &other.TLS, 401, nil},
+		"no certificate is refused":                                  {verified.URL, "Bearer " + token, nil, 401, nil},
+		"the bound certificate that the server did not verify fails": {unverified.URL, "Bearer " + token, &pod.TLS, 401, nil},
+		"the DPoP scheme is refused":                                 {verified.URL, "DPoP " + token, &pod.TLS, 401, nil},
 	} {
 		t.Run(sentence, func(t *testing.T) {
-			if resp := mtlsGet(t, ca, tc.url, tc.authorization, tc.cert); resp.StatusCode != tc.status {
+			if resp := mtlsGet(t, ca, tc.url, tc.authorization, tc.cert, tc.extra...); resp.StatusCode != tc.status {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
 			}
 		})
@@ -242,5 +250,35 @@ func TestAPodCertificateSourceRefusesABundleItCannotUseAndOptionsThatDoNotGoWith
 		if _, err := NewTokenSource(ctx, dir, PodCertificate(path)); err == nil {
 			t.Errorf("%s: the source was made", name)
 		}
+	}
+}
+
+// ClientCertificate gives a transport of the caller's the certificate a PodCertificate source's
+// tokens are bound to, as the file holds it now; other sources have none.
+func TestClientCertificateGivesThePodCertificateOfItsSourceOnly(t *testing.T) {
+	ca := podcert.NewCA(t)
+	first, second := ca.Issue(t, "team-a", "worker"), ca.Issue(t, "team-a", "worker")
+	dir, bundle := mountPod(t, ca, "https://127.0.0.1:1/token", first)
+	src, err := NewTokenSource(context.Background(), dir, PodCertificate(bundle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get, ok := ClientCertificate(src)
+	if !ok {
+		t.Fatal("no certificate for a PodCertificate source")
+	}
+	for _, want := range []*podcert.Leaf{first, second} {
+		if want == second {
+			if err := volume.Project(filepath.Dir(bundle), map[string][]byte{"credentialbundle.pem": second.Bundle(t)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cert, err := get(&tls.CertificateRequestInfo{})
+		if err != nil || cert.Leaf == nil || !cert.Leaf.Equal(want.Cert) {
+			t.Fatalf("the certificate given is not the bundle's: %v", err)
+		}
+	}
+	if _, ok := ClientCertificate(dpopClientSource(t, "https://127.0.0.1:1/token")); ok {
+		t.Fatal("a certificate for a source without one")
 	}
 }
