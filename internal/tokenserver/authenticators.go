@@ -34,6 +34,9 @@ type authenticator interface {
 // authenticatorOrder makes the authenticators, in the order they are asked: the first that
 // applies decides, even when it refuses, and no later one is tried. The order is security
 // behaviour, and each rule has its test in authenticators_test.go:
+//   - A verified client certificate with no other credential is tls_client_auth, before the
+//     secret path, which takes every request without an assertion (and refuses one without a
+//     secret). A constructor returns nil for a way that the server's configuration leaves out.
 //   - A secret is for requests without an assertion only (parsing refuses both at once).
 //   - Of assertions, the cluster's own ServiceAccount tokens come first, before anything that
 //     reads the unverified iss. Their path checks that the ServiceAccount is in the client's
@@ -51,6 +54,7 @@ type authenticator interface {
 // allow one workload: each refuses a request without it before verifying anything. By the order
 // above, only the cluster's own tokens and tokens without iss reach them without it.
 var authenticatorOrder = []func(Config) (authenticator, error){
+	newTLSClientAuth,
 	newSecretAuth,
 	newClusterServiceAccountAuth,
 	newPrivateKeyJWTAuth,
@@ -67,7 +71,9 @@ func newAuthenticators(cfg Config) ([]authenticator, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, a)
+		if a != nil {
+			out = append(out, a)
+		}
 	}
 	return out, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/test/support/podcert"
 )
 
 // The issuers of the precedence tests: the cluster's own ServiceAccount issuer, a CI system and
@@ -364,4 +365,23 @@ type countingServiceAccounts struct {
 func (c *countingServiceAccounts) Verify(ctx context.Context, token string, audiences []string) (string, string, error) {
 	c.verified++
 	return c.fakeServiceAccounts.Verify(ctx, token, audiences)
+}
+
+func TestAVerifiedCertificateWithoutOtherCredentialsTakesTheCertificatePathBeforeTheSecretPath(t *testing.T) {
+	_, keys := staticKeys(t, signingkeys.ES256)
+	c := podClient(podID)
+	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{podID: c}, Keys: keys, ClientCertificates: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := podcert.NewCA(t).Issue(t, podNS, podSA)
+	// The secret path would refuse it as no_credentials.
+	if got, _, bad := s.authenticate(t.Context(), &tokenRequest{clientID: podID, peerCertificate: leaf.Cert}); bad != nil || got != c {
+		t.Fatalf("a certificate and client_id alone: %v", bad)
+	}
+	// With a secret too, the secret path decides, and the token is not bound.
+	req := &tokenRequest{clientID: podID, clientSecret: goodSecret, secretGiven: true, peerCertificate: leaf.Cert}
+	if got, _, bad := s.authenticate(t.Context(), req); bad != nil || got != c || req.certificateThumbprint != "" {
+		t.Fatalf("a certificate and a secret: %v, thumbprint %q", bad, req.certificateThumbprint)
+	}
 }

@@ -25,7 +25,7 @@ func BenchmarkSignAccessToken(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, _, bad := f.sign(c, scopes, aud, ""); bad != nil {
+			if _, _, bad := f.sign(c, scopes, aud, nil); bad != nil {
 				b.Fatal(bad)
 			}
 		}

@@ -15,16 +15,19 @@ type accessClaims struct {
 	NotBef   int64  `json:"nbf"`
 	Expires  int64  `json:"exp"`
 	ID       string `json:"jti"`
-	// Confirmation binds a DPoP token to its key (RFC 9449 §6.1); nil for a bearer token.
+	// Confirmation binds a token to a DPoP key (RFC 9449 §6.1) or to a client certificate (RFC
+	// 8705 §3.1); nil for a bearer token.
 	Confirmation *confirmation `json:"cnf,omitempty"`
 	// extra is the client's tokenClaims as a JSON object. The API refuses registered claim
 	// names in it, so it never repeats a field above.
 	extra []byte
 }
 
-// confirmation is the cnf claim of a DPoP-bound token.
+// confirmation is the cnf claim of a bound token: one member, never both.
 type confirmation struct {
-	JKT string `json:"jkt"`
+	JKT string `json:"jkt,omitempty"`
+	// X5T is the base64url SHA-256 of the client certificate's DER.
+	X5T string `json:"x5t#S256,omitempty"`
 }
 
 // plainClaims has accessClaims' fields and none of its methods.

@@ -26,6 +26,7 @@ func ParseArgs(fs *flag.FlagSet, args []string) (Options, error) {
 	fs.StringVar(&o.DefaultAudience, "default-audience", "", `The "aud" of tokens for clients with no spec.audiences. Empty means the issuer URL.`)
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate for HTTPS; reloaded when it changes.")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", "", "PEM private key for HTTPS; reloaded when it changes.")
+	fs.StringVar(&o.ClientCAFile, "client-ca-file", "", "PEM bundle of the manager's pod-client CA (the ConfigMap m2m-pod-client-ca): the HTTPS listener asks for client certificates, verifies those given against it, and offers tls_client_auth with tokens bound to the certificate (RFC 8705). Needs --tls-cert-file, and TLS passthrough in any proxy in front. Reloaded when it changes. Empty (the default): no client certificates.")
 	fs.StringVar(&o.MetricsAddress, "metrics-bind-address", ":9090", `Address of the Prometheus /metrics endpoint, apart from the token port; "0" disables it.`)
 	fs.BoolVar(&o.PerClientMetrics, "metrics-per-client", false, "Label the token counters by client ID as well as by namespace: one series per client that asks for a token, which costs memory in the token server and in Prometheus with many clients.")
 	fs.StringVar(&o.DebugAddress, "debug-address", "", "Address of a net/http/pprof endpoint for profiling; empty (the default) disables it. Never expose it.")

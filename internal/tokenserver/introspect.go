@@ -34,9 +34,10 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := map[string]any{"active": true, "token_type": "Bearer"}
-	if _, bound := claims["cnf"]; bound {
+	if cnf, _ := claims["cnf"].(map[string]any); cnf["jkt"] != nil {
 		// RFC 9449 §6.2: the binding goes with the answer, or a resource server that introspects
-		// would take a stolen bound token for a bearer token.
+		// would take a stolen bound token for a bearer token. A certificate-bound token stays
+		// Bearer (RFC 8705 §3.2): its cnf, copied below, carries the binding.
 		out["token_type"] = "DPoP"
 	}
 	for _, k := range []string{"scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "cnf"} {

@@ -24,6 +24,9 @@ type Metadata struct {
 	IDTokenSigningAlgValuesSupported     []string `json:"id_token_signing_alg_values_supported,omitempty"`
 	SubjectTypesSupported                []string `json:"subject_types_supported,omitempty"`
 	DPoPSigningAlgValuesSupported        []string `json:"dpop_signing_alg_values_supported"`
+	// CertificateBoundAccessTokens (RFC 8705 §3.3): tls_client_auth binds tokens to the client
+	// certificate; only when the server verifies client certificates.
+	CertificateBoundAccessTokens bool `json:"tls_client_certificate_bound_access_tokens,omitempty"`
 	// RevocationListURI is not a registered metadata field: this server's revocation list
 	// (RevocationsPath), which pkg/m2mauth verifiers follow when they find it here.
 	RevocationListURI string `json:"m2m_revocation_list_uri,omitempty"`
@@ -65,6 +68,7 @@ func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 		SubjectTypesSupported:            []string{"public"},
 		DPoPSigningAlgValuesSupported:    dpop.Algorithms(),
 		RevocationListURI:                base + RevocationsPath,
+		CertificateBoundAccessTokens:     s.cfg.ClientCertificates,
 	})
 }
 

@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -37,6 +38,12 @@ type tokenRequest struct {
 	// assertionIssuer is the assertion's iss, unverified: it only chooses the authenticator
 	// (authenticatorOrder) and the keys that verify the assertion.
 	assertionIssuer string
+	// peerCertificate is the client certificate of the connection, verified by the TLS listener
+	// against the pod-client CA; nil without one, or when the server verifies none.
+	peerCertificate *x509.Certificate
+	// certificateThumbprint is set by tls_client_auth once it accepts peerCertificate: the token's
+	// cnf x5t#S256 (RFC 8705 §3.1).
+	certificateThumbprint string
 
 	// The flags stay together, so that the struct keeps to one allocation size class.
 
@@ -100,6 +107,9 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 	}
 	if bad := applyBasic(r, req); bad != nil {
 		return nil, bad
+	}
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		req.peerCertificate = r.TLS.VerifiedChains[0][0]
 	}
 	if req.assertionGiven {
 		switch {

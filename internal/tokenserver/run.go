@@ -34,7 +34,11 @@ type Options struct {
 	DefaultAudience                 string
 	// TLSCertFile and TLSKeyFile serve HTTPS; both or neither. They are reloaded when they change.
 	TLSCertFile, TLSKeyFile string
-	Clock                   clock.Clock
+	// ClientCAFile is the PEM bundle of the pod-client CA (--client-ca-file): set, the TLS
+	// listener asks for client certificates and verifies those given against it, and
+	// tls_client_auth is offered. It is read again when it changes.
+	ClientCAFile string
+	Clock        clock.Clock
 	// Listener, when set, is served instead of listening on ListenAddress.
 	Listener net.Listener
 	// DebugAddress, when set, serves net/http/pprof there, apart from the OAuth endpoints.
@@ -72,6 +76,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
 		return errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	if o.ClientCAFile != "" && o.TLSCertFile == "" {
+		return errors.New("--client-ca-file needs --tls-cert-file: client certificates come with TLS")
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
@@ -117,6 +124,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		IssuanceLimit:      o.IssuanceLimit,
 		DPoPNonces:         o.DPoPNonces,
 		RevocationWaiters:  o.RevocationWaiters,
+		ClientCertificates: o.ClientCAFile != "",
 		Ready: func() error {
 			switch {
 			case !clients.Synced():
@@ -204,7 +212,16 @@ func (o Options) listen(ctx context.Context, srv *Server) (net.Listener, error) 
 			return nil, fmt.Errorf("loading the TLS certificate: %w", err)
 		}
 		go func() { _ = watcher.Start(ctx) }()
-		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: watcher.GetCertificate, NextProtos: []string{"http/1.1"}})
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: watcher.GetCertificate, NextProtos: []string{"http/1.1"}}
+		if o.ClientCAFile != "" {
+			ca := &clientCAFile{path: o.ClientCAFile}
+			if _, err := ca.pool(); err != nil {
+				_ = ln.Close()
+				return nil, err
+			}
+			cfg.GetConfigForClient = ca.configFor(cfg)
+		}
+		ln = tls.NewListener(ln, cfg)
 	}
 	return ln, nil
 }

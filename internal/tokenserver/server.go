@@ -95,6 +95,10 @@ type Config struct {
 	// once (long-polls); past it, a request is answered at once. 0 means
 	// DefaultRevocationWaiters.
 	RevocationWaiters int
+	// ClientCertificates says that the listener verifies client certificates against the
+	// pod-client CA (--client-ca-file): tls_client_auth is offered, and its tokens are bound to
+	// the certificate (RFC 8705).
+	ClientCertificates bool
 	// Replica names this process in the answers of RefusalsPath: each replica remembers the
 	// refusals it answered.
 	Replica string

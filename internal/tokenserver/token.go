@@ -41,6 +41,13 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, invalidClient(reasonAssertionInvalid), req, client)
 		return
 	}
+	if req.certificateThumbprint != "" && len(r.Header.Values("DPoP")) > 0 {
+		// One binding per token: the certificate's, which authenticated the client. Binding
+		// both would give resource servers two checks to get right, and a proof adds nothing to
+		// a key that the TLS handshake has already proven.
+		s.fail(w, r, newError(reasonDPoPWithCertificate, "a client that authenticates with its certificate gets tokens bound to it: send no DPoP header"), req, client)
+		return
+	}
 	jkt, bad := s.dpopBinding(w, r, client)
 	if bad != nil {
 		s.fail(w, r, bad, req, client)
@@ -72,7 +79,14 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, bad, req, client)
 		return
 	}
-	signed, ttl, bad := s.sign(client, scopes, audience, jkt)
+	var cnf *confirmation
+	switch {
+	case jkt != "":
+		cnf = &confirmation{JKT: jkt}
+	case req.certificateThumbprint != "":
+		cnf = &confirmation{X5T: req.certificateThumbprint}
+	}
+	signed, ttl, bad := s.sign(client, scopes, audience, cnf)
 	if bad != nil {
 		s.fail(w, r, bad, req, client)
 		return
@@ -160,8 +174,8 @@ func customClaims(claims m2mv1alpha1.TokenClaims) m2mv1alpha1.TokenClaims {
 	return claims
 }
 
-// sign issues the RFC 9068 access token, bound to the DPoP key of thumbprint jkt unless it is "".
-func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string, jkt string) (string, time.Duration, *oauthError) {
+// sign issues the RFC 9068 access token, bound as cnf says (nil: a bearer token).
+func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string, cnf *confirmation) (string, time.Duration, *oauthError) {
 	st := s.cfg.Keys.current()
 	if st == nil || st.active == nil {
 		return "", 0, newError(reasonNoSigningKey, "no signing key is loaded yet")
@@ -174,17 +188,15 @@ func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string, jkt s
 	_, _ = rand.Read(jti) // crypto/rand.Read never fails (Go 1.24+)
 	now := s.cfg.Clock.Now().Truncate(time.Second)
 	claims := accessClaims{
-		Issuer:   s.cfg.IssuerURL,
-		Subject:  c.Status.ClientID,
-		ClientID: c.Status.ClientID,
-		Scope:    strings.Join(scopes, " "),
-		IssuedAt: now.Unix(),
-		NotBef:   now.Unix(),
-		Expires:  now.Add(ttl).Unix(),
-		ID:       base64.RawURLEncoding.EncodeToString(jti),
-	}
-	if jkt != "" {
-		claims.Confirmation = &confirmation{JKT: jkt}
+		Issuer:       s.cfg.IssuerURL,
+		Subject:      c.Status.ClientID,
+		ClientID:     c.Status.ClientID,
+		Scope:        strings.Join(scopes, " "),
+		IssuedAt:     now.Unix(),
+		NotBef:       now.Unix(),
+		Expires:      now.Add(ttl).Unix(),
+		ID:           base64.RawURLEncoding.EncodeToString(jti),
+		Confirmation: cnf,
 	}
 	if len(audience) == 1 {
 		claims.Audience = audience[0]

@@ -54,6 +54,9 @@ func NewPrivateKeyTokenSource(ctx context.Context, c PrivateKeyClient, opts ...T
 	if err != nil {
 		return nil, err
 	}
+	if cfg.podCert != nil {
+		return nil, errors.New("m2mauth: PodCertificate goes with NewTokenSource")
+	}
 	creds, err := c.credentials(cfg)
 	if err != nil {
 		return nil, err

@@ -22,6 +22,8 @@ type caFile struct {
 	path string
 	// optional: without the file, the system's roots alone (a Secret without ca.crt).
 	optional bool
+	// clientCert, when set, is presented to servers that ask for a client certificate.
+	clientCert *podCertificate
 
 	mu      sync.Mutex
 	modTime time.Time
@@ -75,7 +77,11 @@ func (c *caFile) dialTLS(dialer *net.Dialer, handshakeTimeout time.Duration) fun
 		}
 		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 		defer cancel()
-		tc := tls.Client(conn, &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: host})
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: host}
+		if c.clientCert != nil {
+			cfg.GetClientCertificate = c.clientCert.getClientCertificate
+		}
+		tc := tls.Client(conn, cfg)
 		if err := tc.HandshakeContext(hctx); err != nil {
 			_ = conn.Close()
 			return nil, err
@@ -88,7 +94,7 @@ func (c *caFile) dialTLS(dialer *net.Dialer, handshakeTimeout time.Duration) fun
 // chain, the server name and the server-auth usage against roots() as they are then.
 // crypto/tls's own check is replaced because its roots are fixed at configuration.
 func (c *caFile) proxiedTLS() *tls.Config {
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true, //nolint:gosec // VerifyConnection does all of the verification
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -108,17 +114,32 @@ func (c *caFile) proxiedTLS() *tls.Config {
 			return err
 		},
 	}
+	if c.clientCert != nil {
+		cfg.GetClientCertificate = c.clientCert.getClientCertificate
+	}
+	return cfg
 }
 
 // withCAFile returns hc's copy whose transport trusts the system's roots and the bundle in path
 // (if optional, only once the file exists), for direct and proxied connections.
 func withCAFile(hc *http.Client, path string, optional bool) *http.Client {
+	return withTLSFiles(hc, path, optional, nil)
+}
+
+// withTLSFiles is withCAFile, presenting cert (when set) to servers that ask for a client
+// certificate. With cert, every request opens a connection of its own, whose handshake presents
+// the certificate as it is then: a kept-alive connection would go on presenting the one before a
+// rotation, and the token asked for over it would be bound to that one.
+func withTLSFiles(hc *http.Client, path string, optional bool, cert *podCertificate) *http.Client {
 	t, ok := hc.Transport.(*http.Transport)
 	if !ok {
 		return hc // a caller's own transport is the caller's to configure
 	}
 	t = t.Clone()
-	ca := &caFile{path: path, optional: optional}
+	if cert != nil {
+		t.DisableKeepAlives = true
+	}
+	ca := &caFile{path: path, optional: optional, clientCert: cert}
 	t.DialTLSContext = ca.dialTLS(&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}, t.TLSHandshakeTimeout)
 	// Through a proxy (HTTPS_PROXY), the transport makes the TLS connection itself, with this.
 	t.TLSClientConfig = ca.proxiedTLS()

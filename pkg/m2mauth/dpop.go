@@ -110,17 +110,25 @@ func newDPoPState(c dpopConfig) *dpopState {
 // proofBinding is what AuthenticateRequest learnt from a verified proof, for Authenticate.
 type proofBinding struct{ jkt string }
 
-// checkBinding is Authenticate's check of the token's cnf claim against how the token came.
+// checkBinding is Authenticate's check of the token's cnf claim against how the token came: a
+// certificate binding (x5t#S256) needs the verified client certificate of that thumbprint, a key
+// binding (jkt) a proof of that key, and a cnf with neither is refused as a binding this package
+// does not understand.
 func (cfg *authConfig) checkBinding(c *Claims) error {
-	jkt, bound := confirmationJKT(c)
+	jkt, x5t, bound := confirmation(c)
+	if x5t != nil {
+		if err := cfg.checkCertificate(x5t); err != nil {
+			return err
+		}
+	}
 	switch {
-	case cfg.proof == nil && bound:
+	case cfg.proof == nil && bound && (jkt != "" || x5t == nil):
 		return fmt.Errorf("%w: the token is bound to a DPoP key and came without a proof", ErrDPoPBound)
 	case cfg.proof == nil && cfg.requireDPoP:
 		return ErrDPoPRequired
 	case cfg.proof == nil:
 		return nil
-	case !bound:
+	case !bound || x5t != nil && jkt == "":
 		return fmt.Errorf("%w: the token came with the DPoP scheme and is bound to no key", ErrDPoPBound)
 	case subtle.ConstantTimeCompare([]byte(jkt), []byte(cfg.proof.jkt)) != 1:
 		return fmt.Errorf("%w: the proof's key is not the one the token is bound to", ErrDPoPProof)
@@ -128,16 +136,18 @@ func (cfg *authConfig) checkBinding(c *Claims) error {
 	return nil
 }
 
-// confirmationJKT returns the token's cnf.jkt; bound is true for a token with any cnf, so that a
-// cnf this package does not understand (x5t#S256, a malformed jkt) is not taken for none.
-func confirmationJKT(c *Claims) (jkt string, bound bool) {
+// confirmation returns the token's cnf.jkt and cnf["x5t#S256"] (nil when absent, any value
+// otherwise, for checkCertificate to refuse what is not a thumbprint); bound is true for a token
+// with any cnf, so that a cnf this package does not understand (a malformed jkt) is not taken for
+// none.
+func confirmation(c *Claims) (jkt string, x5t any, bound bool) {
 	raw, ok := c.Custom["cnf"]
 	if !ok {
-		return "", false
+		return "", nil, false
 	}
 	m, _ := raw.(map[string]any)
 	jkt, _ = m["jkt"].(string)
-	return jkt, true
+	return jkt, m["x5t#S256"], true
 }
 
 // AuthenticateRequest authenticates r's access token: Authorization: Bearer, as Authenticate
@@ -155,7 +165,7 @@ func (v *Verifier) AuthenticateRequest(r *http.Request, opts ...AuthOption) (*Cl
 	case !ok || token == "":
 		return nil, fmt.Errorf("%w: no access token", ErrMalformed)
 	case strings.EqualFold(scheme, "Bearer"):
-		return v.Authenticate(r.Context(), token, opts...)
+		return v.Authenticate(r.Context(), token, append(opts, withPeer(r))...)
 	case !strings.EqualFold(scheme, "DPoP"):
 		return nil, fmt.Errorf("%w: the Authorization scheme is neither Bearer nor DPoP", ErrMalformed)
 	}
@@ -176,7 +186,7 @@ func (v *Verifier) AuthenticateRequest(r *http.Request, opts ...AuthOption) (*Cl
 	case err != nil:
 		return nil, fmt.Errorf("%w: %w", ErrDPoPProof, err)
 	}
-	claims, err := v.Authenticate(r.Context(), token, append(opts, func(c *authConfig) { c.proof = &proofBinding{jkt: p.JKT} })...)
+	claims, err := v.Authenticate(r.Context(), token, append(opts, withPeer(r), func(c *authConfig) { c.proof = &proofBinding{jkt: p.JKT} })...)
 	if err != nil {
 		return nil, err
 	}

@@ -131,7 +131,7 @@ func TestAVerifiersAuthenticateRefusesABoundTokenThatComesWithoutItsProof(t *tes
 	if _, err := v.Authenticate(context.Background(), token); !errors.Is(err, ErrDPoPBound) {
 		t.Fatalf("Authenticate of a bound token: %v, want ErrDPoPBound", err)
 	}
-	odd := mint(t, ec, with(goodClaims(srv.URL), "cnf", map[string]any{"x5t#S256": "abc"}), nil)
+	odd := mint(t, ec, with(goodClaims(srv.URL), "cnf", map[string]any{"jwe": "abc"}), nil)
 	if _, err := v.Authenticate(context.Background(), odd); !errors.Is(err, ErrDPoPBound) {
 		t.Fatalf("Authenticate of a token with a cnf this package does not know: %v, want ErrDPoPBound", err)
 	}

@@ -24,9 +24,10 @@ var ErrIntrospection = errors.New("m2mauth: introspection unavailable")
 
 // Introspection is the token server's answer about a token (RFC 7662 §2.2).
 type Introspection struct {
-	// Bound is true for a token bound to a DPoP key (cnf), which Introspect reports not Active:
-	// only a proof of the key for the request makes it usable, and Introspect sees no request.
-	// Verify such tokens with Verifier.AuthenticateRequest.
+	// Bound is true for a token bound to a DPoP key or a client certificate (cnf), which
+	// Introspect reports not Active: only a proof of the key for the request, or the TLS client
+	// certificate of the request, makes it usable, and Introspect sees no request. Verify such
+	// tokens with Verifier.AuthenticateRequest.
 	Bound bool
 	// Active is false for a token that is expired, not the server's, bound to a key (Bound), or whose client is now
 	// disabled or deleted; the other fields are then empty.

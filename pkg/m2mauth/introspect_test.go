@@ -26,7 +26,9 @@ type fakeIntrospection struct {
 	aud     string
 	iss     string // the answer's iss; empty means the server's URL
 	bound   bool   // the token is bound to a DPoP key: the answer carries cnf
-	asked   atomic.Int64
+	// certBound: the token is bound to a client certificate: a Bearer answer with cnf x5t#S256.
+	certBound bool
+	asked     atomic.Int64
 }
 
 func newFakeIntrospection(t *testing.T, secret string, exp time.Time) *fakeIntrospection {
@@ -48,6 +50,9 @@ func newFakeIntrospection(t *testing.T, secret string, exp time.Time) *fakeIntro
 		answer := map[string]any{"active": true, "client_id": "m2m-b", "sub": "m2m-b", "scope": "read:invoices", "aud": s.aud, "iss": cmp.Or(s.iss, s.URL), "exp": s.exp.Unix()}
 		if s.bound {
 			answer["token_type"], answer["cnf"] = "DPoP", map[string]string{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
+		}
+		if s.certBound {
+			answer["token_type"], answer["cnf"] = "Bearer", map[string]string{"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}
 		}
 		_ = json.NewEncoder(w).Encode(answer)
 	}))
@@ -239,5 +244,21 @@ func TestIntrospectionReportsATokenBoundToAKeyNotActive(t *testing.T) {
 	srv.set(func(s *fakeIntrospection) { s.bound = false })
 	if r, err := in.Introspect(context.Background(), "the-token"); err != nil || !r.Active {
 		t.Fatalf("the same token unbound: %+v, %v; want active", r, err)
+	}
+}
+
+// A certificate-bound token comes as Bearer (RFC 8705 §3.2) with its cnf: Introspect, which sees
+// no TLS connection, reports it Bound and not active all the same.
+func TestIntrospectionReportsATokenBoundToACertificateNotActive(t *testing.T) {
+	srv := newFakeIntrospection(t, "secret-one", time.Now().Add(time.Hour))
+	srv.set(func(s *fakeIntrospection) { s.certBound, s.aud = true, "https://payments.example.com" })
+	dir := t.TempDir()
+	mountIntrospectionSecret(t, dir, srv.URL, "secret-one", 1)
+	in, err := NewIntrospector(dir, IntrospectionAudiences("https://payments.example.com"), IntrospectionCacheTTL(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := in.Introspect(context.Background(), "the-token"); err != nil || r.Active || !r.Bound {
+		t.Fatalf("a certificate-bound token: %+v, %v; want not active, Bound", r, err)
 	}
 }

@@ -51,6 +51,8 @@ type tokenSourceConfig struct {
 	publicDoor bool
 	// dpop, when set, is the key tokens are bound to (DPoP, DPoPKey).
 	dpop *dpopKey
+	// podCert, when set, is the pod certificate that authenticates the client (PodCertificate).
+	podCert *podCertificate
 	// bad collects options given values that cannot work.
 	bad []string
 }
@@ -137,6 +139,9 @@ func tokenSourceSetupWith(ctx context.Context, opts []TokenSourceOption, detach 
 	if cfg.timeout <= 0 {
 		return cfg, nil, fmt.Errorf("m2mauth: RequestTimeout(%s) is not positive", cfg.timeout)
 	}
+	if cfg.podCert != nil && cfg.dpop != nil {
+		cfg.bad = append(cfg.bad, "PodCertificate and DPoP do not go together: the tokens are bound to the certificate")
+	}
 	if len(cfg.bad) > 0 {
 		return cfg, nil, fmt.Errorf("m2mauth: %s", strings.Join(cfg.bad, "; "))
 	}
@@ -158,10 +163,20 @@ func newTokenSource(ctx context.Context, dir, assertionFile string, opts ...Toke
 	if err != nil {
 		return nil, err
 	}
+	switch {
+	case cfg.podCert != nil && assertionFile != "":
+		return nil, errors.New("m2mauth: PodCertificate goes with NewTokenSource: a pod authenticates with its certificate or its ServiceAccount token, not both")
+	case cfg.podCert != nil && cfg.ownClient:
+		return nil, errors.New("m2mauth: PodCertificate needs the source's own HTTP client, which presents the certificate: give no oauth2.HTTPClient in the context")
+	case cfg.podCert != nil:
+		if _, _, err := cfg.podCert.current(); err != nil {
+			return nil, err
+		}
+	}
 	if !cfg.ownClient {
 		// The Secret's ca.crt, when it has one, is trusted besides the system's roots, and read
 		// again when the manager rotates its CA (or adds it, moving the install to https).
-		reqCtx = context.WithValue(reqCtx, oauth2.HTTPClient, withCAFile(newHTTPClient(cfg.timeout), filepath.Join(dir, secretKeyCA), true))
+		reqCtx = context.WithValue(reqCtx, oauth2.HTTPClient, withTLSFiles(newHTTPClient(cfg.timeout), filepath.Join(dir, secretKeyCA), true, cfg.podCert))
 	}
 	s := &fileTokenSource{ctx: reqCtx, dir: dir, cfg: cfg, assertionFile: assertionFile}
 	if err := s.reload(); err != nil {
@@ -191,7 +206,7 @@ func newTokenSource(ctx context.Context, dir, assertionFile string, opts ...Toke
 			}
 		}
 	}()
-	return &cachingTokenSource{src: s, early: cfg.early, now: cfg.now, key: cfg.dpop}, nil
+	return &cachingTokenSource{src: s, early: cfg.early, now: cfg.now, key: cfg.dpop, cert: cfg.podCert}, nil
 }
 
 // cachingTokenSource reuses a token until early before it expires. Unlike
@@ -204,6 +219,11 @@ type cachingTokenSource struct {
 	now   func() time.Time
 	// key, when set, is the DPoP key the source's tokens are bound to.
 	key *dpopKey
+	// cert, when set, is the pod certificate the source's tokens are bound to; tokCert is the
+	// x5t#S256 it had when tok was asked for. A token of a certificate the kubelet has since
+	// replaced is replaced too: the transport presents the new one.
+	cert    *podCertificate
+	tokCert string
 
 	mu         sync.Mutex
 	tok        *oauth2.Token
@@ -257,6 +277,14 @@ var _ Invalidator = (*cachingTokenSource)(nil)
 
 func (c *cachingTokenSource) dpopKey() *dpopKey { return c.key }
 
+func (c *cachingTokenSource) podCertificate() *podCertificate { return c.cert }
+
+// boundToCurrent reports whether tok is bound to the current pod certificate, if any. Called
+// with mu held.
+func (c *cachingTokenSource) boundToCurrent() bool {
+	return c.cert == nil || c.cert.thumbprint() == c.tokCert
+}
+
 // usable reports whether tok may still be sent at now, margin before its expiry.
 func usable(tok *oauth2.Token, now time.Time, margin time.Duration) bool {
 	return tok != nil && tok.AccessToken != "" && (tok.Expiry.IsZero() || now.Add(margin).Before(tok.Expiry))
@@ -293,7 +321,7 @@ func (c *cachingTokenSource) Token() (*oauth2.Token, error) {
 func (c *cachingTokenSource) tokenContext(ctx context.Context) (*oauth2.Token, error) {
 	c.mu.Lock()
 	now := c.now()
-	if !c.refused && usable(c.tok, now, c.early) {
+	if !c.refused && usable(c.tok, now, c.early) && c.boundToCurrent() {
 		tok := c.tok
 		c.mu.Unlock()
 		return tok, nil
@@ -344,6 +372,12 @@ func (c *cachingTokenSource) tokenContext(ctx context.Context) (*oauth2.Token, e
 // fails, it returns the cached token while it is valid, refused or not.
 func (c *cachingTokenSource) refresh(done chan struct{}) (*oauth2.Token, error) {
 	var tok *oauth2.Token
+	var thumb string
+	if c.cert != nil {
+		// Before the request, whose handshake presents the certificate as it is then: a rotation
+		// in between makes the token look stale once more, never a stale one fresh.
+		thumb = c.cert.thumbprint()
+	}
 	err := errors.New("m2mauth: the token request panicked")
 	defer func() {
 		// Deferred, so that a panic in the request still ends the refresh, and no later caller
@@ -353,7 +387,7 @@ func (c *cachingTokenSource) refresh(done chan struct{}) (*oauth2.Token, error) 
 		c.refreshing = nil
 		close(done)
 		if err == nil {
-			c.tok, c.refused = tok, false
+			c.tok, c.refused, c.tokCert = tok, false, thumb
 		} else {
 			c.lastErr = err
 			if d := retryAfter(err, c.now()); d > 0 {
@@ -412,7 +446,10 @@ func (s *fileTokenSource) reload() error {
 	}
 	creds := clientCreds{Config: clientcredentials.Config{ClientID: id, TokenURL: tokenURL, Scopes: s.cfg.scopes, EndpointParams: s.cfg.params}, issuer: iss}
 	var err4 error
-	if s.assertionFile == "" {
+	if s.cfg.podCert != nil {
+		// client_id in the body and no secret: the certificate authenticates.
+		creds.AuthStyle = oauth2.AuthStyleInParams
+	} else if s.assertionFile == "" {
 		// A generated key pair's private_key, if the Secret has one, else its client_secret.
 		if pemKey, err := read(secretKeyPrivateKey); err == nil && pemKey != "" {
 			if creds.key, creds.kid, creds.alg, err4 = parseKey(pemKey); err4 == nil && iss == "" {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"golang.org/x/oauth2"
 )
@@ -63,6 +64,12 @@ func NewClient(ctx context.Context, ts oauth2.TokenSource) *http.Client {
 // It waits for a token no longer than the request's context allows (for a source of this package;
 // another source is asked as oauth2.Transport asks it). A redirect to another scheme or host,
 // which the client's redirect policy followed, is sent without a token.
+//
+// With a source made with PodCertificate, whose tokens are bound to the pod certificate, the
+// requests present that certificate to servers that ask for one, when base is an
+// *http.Transport (nil included; a clone is changed, never the caller's), and the idle
+// connections are closed when the kubelet rotates the certificate, so that the new token goes
+// with the new certificate. Another RoundTripper must present it itself (ClientCertificate).
 func NewTransport(ts oauth2.TokenSource, base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
@@ -72,6 +79,10 @@ func NewTransport(ts oauth2.TokenSource, base http.RoundTripper) http.RoundTripp
 	if h, ok := ts.(dpopKeyHolder); ok {
 		t.key = h.dpopKey()
 	}
+	if h, ok := ts.(podCertHolder); ok && h.podCertificate() != nil {
+		t.cert = h.podCertificate()
+		t.base = withClientCertificate(base, t.cert)
+	}
 	return t
 }
 
@@ -80,6 +91,27 @@ type transport struct {
 	inv  Invalidator // src, when it is one
 	base http.RoundTripper
 	key  *dpopKey // src's DPoP key, when it has one
+	// cert is src's pod certificate, when it has one; certSeen the x5t#S256 that the last
+	// request saw.
+	cert     *podCertificate
+	certMu   sync.Mutex
+	certSeen string
+}
+
+// rotated closes the idle connections when the pod certificate changed since the last request:
+// they presented the one before.
+func (t *transport) rotated() {
+	if t.cert == nil {
+		return
+	}
+	thumb := t.cert.thumbprint()
+	t.certMu.Lock()
+	changed := t.certSeen != "" && t.certSeen != thumb
+	t.certSeen = thumb
+	t.certMu.Unlock()
+	if changed {
+		t.CloseIdleConnections()
+	}
 }
 
 // contextTokenSource is a token source whose wait for a token ends with a context.
@@ -102,6 +134,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, errors.New("m2mauth: the transport has no token source")
 	}
+	t.rotated()
 	ctx := req.Context()
 	tok, err := t.token(ctx)
 	if err != nil {

@@ -290,9 +290,10 @@ type authConfig struct {
 	maxAge     time.Duration
 	skew       time.Duration
 	authorizer ScopeAuthorizer
-	// requireDPoP and proof: see checkBinding.
+	// requireDPoP, proof and cert: see checkBinding.
 	requireDPoP bool
 	proof       *proofBinding
+	cert        *certBinding
 }
 
 // RequiredScopes requires every scope given (see DefaultScopeAuthorizer).
@@ -320,8 +321,9 @@ func WithScopeAuthorizer(a ScopeAuthorizer) AuthOption {
 var registered = map[string]bool{"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true, "jti": true, "client_id": true, "scope": true}
 
 // Authenticate verifies token and returns its claims. Errors wrap the sentinels of this package.
-// A token bound to a DPoP key (with a cnf claim) is refused (ErrDPoPBound): AuthenticateRequest
-// verifies it with its proof.
+// A token bound to a DPoP key (with a cnf claim) is refused (ErrDPoPBound), and one bound to a
+// client certificate (cnf x5t#S256) too (ErrCertificateBound): AuthenticateRequest verifies them
+// with the request's proof or TLS client certificate.
 func (v *Verifier) Authenticate(ctx context.Context, token string, opts ...AuthOption) (*Claims, error) {
 	cfg := authConfig{authorizer: DefaultScopeAuthorizer}
 	for _, o := range opts {
