@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -318,10 +319,17 @@ type InformerRevocations struct {
 
 	mu      sync.Mutex
 	changed chan struct{}
-	// deleted are the client IDs of clients this process saw deleted, refused for good until the
-	// manager records the deletion on the binding or the client comes back.
-	deleted map[string]struct{}
-	trusted func(*m2mv1alpha1.M2MClient) bool
+	// deleted are the clients this process saw deleted, by client ID, refused for good until
+	// the manager records a deletion of this client on the binding (deletedAt at or after its
+	// creation) or a client of the ID is back. A record of an earlier deletion of the ID does not
+	// do: the manager, not running, may have missed this one.
+	deleted map[string]seenClient
+	// disabled are the clients this process saw disabled, by client ID, with the second after
+	// it first saw it: the tokens issued before stay refused after an enable until the binding
+	// records as much (tokensRevokedBefore at or after it), so that a disable and enable the
+	// manager missed still revoke them while this process runs.
+	disabled map[string]seenClient
+	trusted  func(*m2mv1alpha1.M2MClient) bool
 	// now is the clock entries are pruned by; nil is time.Now.
 	now func() time.Time
 }
@@ -337,7 +345,7 @@ func NewInformerRevocations(cfg *rest.Config, clients *InformerClients, keys Key
 	if err != nil {
 		return nil, err
 	}
-	r := &InformerRevocations{clients: clients, changed: make(chan struct{}), deleted: map[string]struct{}{}}
+	r := &InformerRevocations{clients: clients, changed: make(chan struct{}), deleted: map[string]seenClient{}, disabled: map[string]seenClient{}}
 	r.trusted = func(m *m2mv1alpha1.M2MClient) bool {
 		st := keys.current()
 		return st != nil && st.trustsClientID(m)
@@ -369,8 +377,8 @@ func NewInformerRevocations(cfg *rest.Config, clients *InformerClients, keys Key
 	}
 	for _, inf := range clients.informers {
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { r.notify() },
-			UpdateFunc: func(old, cur any) { r.notifyIfChanged(old, cur) },
+			AddFunc:    func(obj any) { r.sawDisabled(obj); r.notify() },
+			UpdateFunc: func(old, cur any) { r.sawDisabled(cur); r.notifyIfChanged(old, cur) },
 			DeleteFunc: r.clientDeleted,
 		}); err != nil {
 			return nil, err
@@ -418,6 +426,14 @@ func timeEqual(a, b *metav1.Time) bool {
 	return a.Equal(b)
 }
 
+// seenClient is a client this process saw deleted or disabled.
+type seenClient struct {
+	namespace, name string
+	// at is the deleted client's creation, or the second after the disable was seen, in Unix
+	// seconds.
+	at int64
+}
+
 // clientDeleted refuses the deleted client's tokens at once, before the manager records the
 // deletion on the binding.
 func (r *InformerRevocations) clientDeleted(obj any) {
@@ -426,16 +442,50 @@ func (r *InformerRevocations) clientDeleted(obj any) {
 	}
 	if c, ok := obj.(*m2mv1alpha1.M2MClient); ok && c.Status.ClientID != "" && r.trusted(c) {
 		r.mu.Lock()
-		r.deleted[c.Status.ClientID] = struct{}{}
+		r.deleted[c.Status.ClientID] = seenClient{c.Namespace, c.Name, c.CreationTimestamp.Unix()}
 		r.mu.Unlock()
 	}
 	r.notify()
 }
 
+// sawDisabled remembers the first time this process saw a client disabled.
+func (r *InformerRevocations) sawDisabled(obj any) {
+	c, ok := obj.(*m2mv1alpha1.M2MClient)
+	if !ok || !c.Spec.Disabled || c.Status.ClientID == "" || !r.trusted(c) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, seen := r.disabled[c.Status.ClientID]; !seen {
+		r.disabled[c.Status.ClientID] = seenClient{c.Namespace, c.Name, r.clock().Truncate(time.Second).Add(time.Second).Unix()}
+	}
+}
+
+func (r *InformerRevocations) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
+}
+
+// maxRevocationsPerNamespace bounds the entries of one namespace's clients in the list, the
+// latest not-befores kept: a tenant creating and deleting clients in a loop (each deletion an
+// entry for a day) would otherwise grow the list that every verifier of every tenant reads,
+// past its size limit. Past the bound, only that namespace's oldest revocations are left out.
+const maxRevocationsPerNamespace = 1000
+
+// disableSeenLeeway is how far the manager's record of a disable may precede this process's
+// first sight of it and still count as its record.
+const disableSeenLeeway = 2
+
 // Revoked implements RevocationSource: the latest of a live client's
 // spec.revokeTokensIssuedBefore and its binding's status.tokensRevokedBefore; RevokedForever for
-// a disabled client and one seen deleted that the binding does not record yet. A not-before
-// older than revocationHorizon is left out: every token it refuses has expired.
+// a disabled client and one seen deleted that the binding does not record yet; the second after
+// this process first saw a client disabled, until the binding records it. A client adds entries
+// only when its binding gives its client ID to its namespace and name, which only the manager
+// writes: a forged status.clientID adds nothing even before status MACs are enforced. A
+// not-before older than revocationHorizon is left out: every token it refuses has expired; and
+// each namespace keeps its maxRevocationsPerNamespace latest.
 func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool) map[string]int64 {
 	out := map[string]int64{}
 	raise := func(id string, t int64) {
@@ -443,14 +493,30 @@ func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool)
 			out[id] = t
 		}
 	}
+	type owner struct{ namespace, name string }
+	owners := map[string]owner{}
+	recordedDeletion := map[string]int64{}
+	recordedBefore := map[string]int64{}
+	for _, obj := range r.bindings.GetStore().List() {
+		b := obj.(*m2mv1alpha1.ClientIDBinding)
+		owners[b.Spec.ClientID] = owner{b.Spec.Namespace, b.Spec.Name}
+		if t := b.Status.TokensRevokedBefore; t != nil {
+			raise(b.Spec.ClientID, t.Unix())
+			recordedBefore[b.Spec.ClientID] = t.Unix()
+		}
+		if b.Status.DeletedAt != nil {
+			recordedDeletion[b.Spec.ClientID] = b.Status.DeletedAt.Unix()
+		}
+	}
+	bound := func(id, namespace, name string) bool { return owners[id] == owner{namespace, name} }
 	live := map[string]bool{}
 	for _, inf := range r.clients.informers {
 		for _, obj := range inf.GetStore().List() {
 			c := obj.(*m2mv1alpha1.M2MClient)
-			if c.Status.ClientID == "" || !trusted(c) {
+			id := c.Status.ClientID
+			if id == "" || !trusted(c) || !bound(id, c.Namespace, c.Name) {
 				continue
 			}
-			id := c.Status.ClientID
 			live[id] = true
 			if c.Spec.RevokeTokensIssuedBefore != nil {
 				raise(id, c.Spec.RevokeTokensIssuedBefore.Unix())
@@ -460,33 +526,56 @@ func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool)
 			}
 		}
 	}
-	recorded := map[string]bool{}
-	for _, obj := range r.bindings.GetStore().List() {
-		b := obj.(*m2mv1alpha1.ClientIDBinding)
-		if t := b.Status.TokensRevokedBefore; t != nil {
-			raise(b.Spec.ClientID, t.Unix())
-		}
-		recorded[b.Spec.ClientID] = b.Status.DeletedAt != nil
-	}
 	r.mu.Lock()
-	for id := range r.deleted {
-		if live[id] || recorded[id] {
+	for id, d := range r.deleted {
+		if live[id] || recordedDeletion[id] >= d.at && recordedDeletion[id] != 0 {
 			delete(r.deleted, id)
 			continue
 		}
-		raise(id, RevokedForever)
+		if bound(id, d.namespace, d.name) {
+			raise(id, RevokedForever)
+		}
+	}
+	horizon := r.clock().Add(-revocationHorizon).Unix()
+	for id, d := range r.disabled {
+		// The manager's mark is its own second after it saw the disable: a second or two
+		// before this process's, with no token between, since no replica issues to a client it
+		// sees disabled.
+		if recordedBefore[id] >= d.at-disableSeenLeeway || d.at < horizon {
+			delete(r.disabled, id)
+			continue
+		}
+		if bound(id, d.namespace, d.name) {
+			raise(id, d.at)
+		}
 	}
 	r.mu.Unlock()
 	r.prune(out)
+	capPerNamespace(out, func(id string) string { return owners[id].namespace })
 	return out
 }
 
-func (r *InformerRevocations) prune(entries map[string]int64) {
-	now := time.Now
-	if r.now != nil {
-		now = r.now
+// capPerNamespace leaves out of entries the oldest not-befores of each namespace past
+// maxRevocationsPerNamespace.
+func capPerNamespace(entries map[string]int64, namespaceOf func(string) string) {
+	byNamespace := map[string][]string{}
+	for id := range entries {
+		ns := namespaceOf(id)
+		byNamespace[ns] = append(byNamespace[ns], id)
 	}
-	horizon := now().Add(-revocationHorizon).Unix()
+	for _, ids := range byNamespace {
+		if len(ids) <= maxRevocationsPerNamespace {
+			continue
+		}
+		slices.SortFunc(ids, func(a, b string) int { return cmp.Or(cmp.Compare(entries[b], entries[a]), strings.Compare(a, b)) })
+		for _, id := range ids[maxRevocationsPerNamespace:] {
+			delete(entries, id)
+		}
+	}
+}
+
+func (r *InformerRevocations) prune(entries map[string]int64) {
+	horizon := r.clock().Add(-revocationHorizon).Unix()
 	for id, notBefore := range entries {
 		if notBefore < horizon {
 			delete(entries, id)

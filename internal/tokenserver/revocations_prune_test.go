@@ -31,6 +31,7 @@ func TestTheListLeavesOutNotBeforesOlderThanAnyTokenAndKeepsDisabledClients(t *t
 	disabled.Spec.Disabled = true
 	disabled.Spec.RevokeTokensIssuedBefore = &old
 	_ = clients.Add(disabled)
+	_ = bindings.Add(binding("m2m-disabled", nil, false))
 
 	want := map[string]int64{"m2m-recent": recent.Unix(), "m2m-disabled": RevokedForever}
 	if got := r.Revoked(r.trusted); fmt.Sprint(got) != fmt.Sprint(want) {

@@ -160,9 +160,18 @@ func revocationFixture(t *testing.T) (*InformerRevocations, toolscache.Store, to
 		return toolscache.NewSharedIndexInformer(&toolscache.ListWatch{}, obj, 0, toolscache.Indexers{})
 	}
 	clients := &InformerClients{informers: []toolscache.SharedIndexInformer{newInformer(&m2mv1alpha1.M2MClient{})}}
-	r := &InformerRevocations{clients: clients, bindings: newInformer(&m2mv1alpha1.ClientIDBinding{}), changed: make(chan struct{}), deleted: map[string]struct{}{}, now: func() time.Time { return t0 }}
+	r := &InformerRevocations{clients: clients, bindings: newInformer(&m2mv1alpha1.ClientIDBinding{}), changed: make(chan struct{}), deleted: map[string]seenClient{}, disabled: map[string]seenClient{}, now: func() time.Time { return t0 }}
 	r.trusted = func(c *m2mv1alpha1.M2MClient) bool { return keys.current().trustsClientID(c) }
 	return r, clients.informers[0].GetStore(), r.bindings.GetStore()
+}
+
+func binding(id string, revokedBefore *metav1.Time, deletedAt bool) *m2mv1alpha1.ClientIDBinding {
+	b := &m2mv1alpha1.ClientIDBinding{ObjectMeta: metav1.ObjectMeta{Name: id, UID: types.UID(id)}, Spec: m2mv1alpha1.ClientIDBindingSpec{ClientID: id, Namespace: "ns", Name: id}}
+	b.Status.TokensRevokedBefore = revokedBefore
+	if deletedAt {
+		b.Status.DeletedAt = revokedBefore
+	}
+	return b
 }
 
 func TestTheListRevokesDisabledRevokedAndDeletedClientsAndNeverAForgedClientID(t *testing.T) {
@@ -185,14 +194,11 @@ func TestTheListRevokesDisabledRevokedAndDeletedClientsAndNeverAForgedClientID(t
 			t.Fatal(err)
 		}
 	}
-	binding := func(id string, revokedBefore *metav1.Time, deletedAt bool) *m2mv1alpha1.ClientIDBinding {
-		b := &m2mv1alpha1.ClientIDBinding{ObjectMeta: metav1.ObjectMeta{Name: id, UID: types.UID(id)}, Spec: m2mv1alpha1.ClientIDBindingSpec{ClientID: id, Namespace: "ns", Name: id}}
-		b.Status.TokensRevokedBefore = revokedBefore
-		if deletedAt {
-			b.Status.DeletedAt = revokedBefore
-		}
-		return b
+	// Every client's ID is bound to it, but the forger's victim's ID is bound elsewhere.
+	for _, c := range []*m2mv1alpha1.M2MClient{revoked, disabled, plain, deleted} {
+		_ = bindings.Add(binding(c.Status.ClientID, nil, false))
 	}
+	_ = bindings.Add(binding("m2m-victim", nil, false))
 	// A client deleted while no token server ran: the manager's record alone.
 	_ = bindings.Add(binding("m2m-gone", &t1, true))
 	// A client disabled and enabled again: its tokens from before stay refused.
@@ -212,6 +218,12 @@ func TestTheListRevokesDisabledRevokedAndDeletedClientsAndNeverAForgedClientID(t
 	}
 	if got := r.Revoked(r.trusted); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("revoked %v, want %v", got, want)
+	}
+
+	// Before status MACs are enforced every client ID is believed; the binding, which only the
+	// manager writes, still keeps the forger from revoking its victim's tokens.
+	if got, ok := r.Revoked(func(*m2mv1alpha1.M2MClient) bool { return true })["m2m-victim"]; ok {
+		t.Fatalf("a forged client ID, believed, revoked its victim's tokens before %d", got)
 	}
 
 	// Once the manager records the deletion, its record replaces this process's memory.
@@ -291,5 +303,75 @@ func TestLongPollsPastTheWaitersBoundAreAnsweredAtOnce(t *testing.T) {
 	}
 	if n := s.revocationWaiting.Load(); n != 0 {
 		t.Fatalf("%d waiters counted after every long-poll ended", n)
+	}
+}
+
+// A client deleted again after the manager recorded an earlier deletion of its ID (re-created
+// and deleted while the manager was away) stays refused: the old record does not cover it.
+func TestADeletionTheManagerMissedStaysRevokedDespiteAnEarlierRecordOfTheID(t *testing.T) {
+	r, clients, bindings := revocationFixture(t)
+	earlier := metav1.NewTime(t0.Add(-time.Hour))
+	_ = bindings.Add(binding("m2m-b", &earlier, true))
+	again := testClient("m2m-b", goodSecret)
+	again.CreationTimestamp = metav1.NewTime(t0.Add(-time.Minute))
+	_ = clients.Add(again)
+	_ = clients.Delete(again)
+	r.clientDeleted(again)
+	if got := r.Revoked(r.trusted)["m2m-b"]; got != RevokedForever {
+		t.Fatalf("the client deleted after the recorded deletion: not-before %d, want RevokedForever", got)
+	}
+	recorded := metav1.NewTime(t0)
+	_ = bindings.Update(binding("m2m-b", &recorded, true))
+	if got := r.Revoked(r.trusted)["m2m-b"]; got != recorded.Unix() {
+		t.Fatalf("once the manager records this deletion: %d, want its record %d", got, recorded.Unix())
+	}
+}
+
+// A disable and enable the manager did not see still revoke the tokens issued before, while
+// this process runs, until the binding records them.
+func TestADisableTheManagerMissedRevokesTheEarlierTokensUntilTheBindingRecordsIt(t *testing.T) {
+	r, clients, bindings := revocationFixture(t)
+	c := testClient("m2m-c", goodSecret)
+	_ = bindings.Add(binding("m2m-c", nil, false))
+	c.Spec.Disabled = true
+	_ = clients.Add(c)
+	r.sawDisabled(c)
+	enabled := c.DeepCopy()
+	enabled.Spec.Disabled = false
+	_ = clients.Update(enabled)
+	want := t0.Add(time.Second).Unix()
+	if got := r.Revoked(r.trusted)["m2m-c"]; got != want {
+		t.Fatalf("after an enable the manager missed: not-before %d, want %d", got, want)
+	}
+	marked := metav1.NewTime(t0.Add(time.Second))
+	_ = bindings.Update(binding("m2m-c", &marked, false))
+	got := r.Revoked(r.trusted)["m2m-c"]
+	if _, kept := r.disabled["m2m-c"]; got != marked.Unix() || kept {
+		t.Fatal("the binding's record did not replace this process's memory")
+	}
+}
+
+// One namespace's churn of revocations cannot grow the list past its bound: its oldest
+// entries go, and other namespaces keep all of theirs.
+func TestANamespacesRevocationsPastTheBoundLeaveOutItsOldestAndNoOtherNamespaces(t *testing.T) {
+	entries := map[string]int64{"other-1": 1, "other-2": 2}
+	for i := range maxRevocationsPerNamespace + 5 {
+		entries[fmt.Sprintf("churn-%05d", i)] = int64(1000 + i)
+	}
+	capPerNamespace(entries, func(id string) string { return id[:5] })
+	churn := 0
+	for id := range entries {
+		if id[:5] == "churn" {
+			churn++
+		}
+	}
+	if churn != maxRevocationsPerNamespace || entries["other-1"] != 1 || entries["other-2"] != 2 {
+		t.Fatalf("%d entries of the churning namespace (bound %d); the others: %d, %d", churn, maxRevocationsPerNamespace, entries["other-1"], entries["other-2"])
+	}
+	if _, kept := entries["churn-00000"]; kept {
+		t.Fatal("the oldest entry of the churning namespace was kept")
+	}
+	if _, kept := entries[fmt.Sprintf("churn-%05d", maxRevocationsPerNamespace+4)]; !kept {
+		t.Fatal("the newest entry of the churning namespace was left out")
 	}
 }
