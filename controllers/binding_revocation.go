@@ -83,7 +83,7 @@ func (r *BindingRevocationReconciler) Reconcile(ctx context.Context, req reconci
 	if gone {
 		c = nil
 	}
-	b.Status = BindingRecord(b.Status, c, r.Clock.Now())
+	b.Status = BindingRecord(b.Status, b.CreationTimestamp.Time, c, r.Clock.Now())
 	st := &b.Status
 	if statusEqual(base.Status, b.Status) {
 		return reconcile.Result{}, nil

@@ -13,14 +13,15 @@ import (
 //   - to the second after the manager first sees the client disabled (disabledSince) or gone
 //     (deletedAt): tokens carry iat in whole seconds, and one issued in this second, before the
 //     manager looked, must be refused too;
-//   - to the creation of a client whose UID differs from the one recorded: the client was
-//     deleted and created again, perhaps between two looks, and every token of the old one was
-//     issued before the new one existed. Its creation second, not the one after: the new
-//     client's own first tokens must not be refused;
+//   - to the creation of a client whose UID differs from the one recorded, or that was created
+//     in a later second than the binding (created for an earlier client of the ID) while no
+//     UID is recorded: the client was deleted and created again, perhaps between two looks, and
+//     every token of the old one was issued before the new one existed. Its creation second,
+//     not the one after: the new client's own first tokens must not be refused;
 //   - to spec.revokeTokensIssuedBefore, up to the second after now: a revocation stays when the
 //     spec moves back (a GitOps sync, an edit), while a mistaken time in the future binds only
 //     while it is in the spec.
-func BindingRecord(st m2mv1alpha1.ClientIDBindingStatus, c *m2mv1alpha1.M2MClient, now time.Time) m2mv1alpha1.ClientIDBindingStatus {
+func BindingRecord(st m2mv1alpha1.ClientIDBindingStatus, bindingCreated time.Time, c *m2mv1alpha1.M2MClient, now time.Time) m2mv1alpha1.ClientIDBindingStatus {
 	st = *st.DeepCopy()
 	raise := func(t metav1.Time) {
 		if st.TokensRevokedBefore == nil || st.TokensRevokedBefore.Before(&t) {
@@ -36,8 +37,9 @@ func BindingRecord(st m2mv1alpha1.ClientIDBindingStatus, c *m2mv1alpha1.M2MClien
 		}
 		return st
 	}
-	if st.ClientUID != "" && st.ClientUID != string(c.UID) {
-		raise(metav1.NewTime(c.CreationTimestamp.Truncate(time.Second)))
+	created := c.CreationTimestamp.Truncate(time.Second)
+	if st.ClientUID != "" && st.ClientUID != string(c.UID) || st.ClientUID == "" && bindingCreated.Truncate(time.Second).Before(created) {
+		raise(metav1.NewTime(created))
 		// A disable of the old client says nothing about the new one.
 		st.DisabledSince = nil
 	}

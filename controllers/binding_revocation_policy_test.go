@@ -44,11 +44,13 @@ func TestBindingRecord(t *testing.T) {
 		"a revocation in the spec is recorded":                                              {status(nil, nil, nil, "a"), revoking(client("a", false, -time.Hour), at(-time.Minute)), status(at(-time.Minute), nil, nil, "a")},
 		"a revocation in the spec moved back leaves the recorded one":                       {status(at(-time.Minute), nil, nil, "a"), revoking(client("a", false, -time.Hour), at(-2*time.Minute)), status(at(-time.Minute), nil, nil, "a")},
 		"a revocation in the spec in the future is recorded only up to now":                 {status(nil, nil, nil, "a"), revoking(client("a", false, -time.Hour), at(24*time.Hour)), status(at(time.Second), nil, nil, "a")},
-		"a binding recorded before UIDs were recorded takes the UID without revoking":       {status(at(-time.Minute), nil, nil, ""), client("b", false, -10*time.Second), status(at(-time.Minute), nil, nil, "b")},
+		"a binding recorded before UIDs were recorded takes the UID without revoking":       {status(at(-time.Minute), nil, nil, ""), client("b", false, -time.Hour), status(at(-time.Minute), nil, nil, "b")},
+		"a client replaced before the manager's first look revokes the first one's tokens":  {status(nil, nil, nil, ""), client("b", false, -10*time.Second), status(at(-10*time.Second), nil, nil, "b")},
 	} {
 		t.Run(sentence, func(t *testing.T) {
 			before := *tc.st.DeepCopy()
-			got := BindingRecord(tc.st, tc.client, now)
+			// The binding was made with the first client of the ID, a minute ago.
+			got := BindingRecord(tc.st, now.Add(-time.Minute), tc.client, now)
 			if !statusEqual(got, tc.want) {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}

@@ -61,10 +61,14 @@ const (
 	longPollMargin = 5 * time.Second
 )
 
-// errOlderList is an answer with a list signed before the one in use: from a replica that has
-// not seen the latest change yet, a proxy's cache, or a replay. It is not news and not a failure;
-// the verifier keeps its list and asks again.
-var errOlderList = errors.New("a list signed before the one in use")
+// revokedForever is the not-before of a client whose every token is refused (disabled, or just
+// deleted): the list's state, taken from the latest list rather than merged.
+const revokedForever int64 = 253402300799
+
+// revocationHorizon is how long a verifier keeps a not-before that later lists no longer carry:
+// the token server's own horizon (every token it refuses has expired: tokenTTL is at most 24h)
+// with a minute to spare.
+const revocationHorizon = 24*time.Hour + 6*time.Minute
 
 // WithoutRevocation turns off the revocation list: tokens of disabled, deleted and revoked
 // clients are accepted until they expire.
@@ -188,13 +192,19 @@ type revocationList struct {
 	now          func() time.Time
 
 	mu        sync.RWMutex
-	notBefore map[string]int64 // nil before the first list
-	etag      string
-	freshAt   time.Time
-	// issuedAt is the iat of notBefore: a list signed earlier is refused, so that an old list
-	// still within its exp (replayed, cached by a proxy, or from a lagging replica) cannot
-	// un-revoke a client.
-	issuedAt  time.Time
+	// notBefore is what check reads: merged, and the latest list's revokedForever entries; nil
+	// before the first list.
+	notBefore map[string]int64
+	// merged holds every not-before below revokedForever of every list the verifier took, the
+	// latest of each client, until revocationHorizon: revocations only ever move forward on the
+	// token server, so a list from a replica that has not seen a change yet, or an older one
+	// replayed, cannot take back one the verifier has seen, whatever its iat.
+	merged   map[string]int64
+	etag     string
+	freshAt  time.Time
+	// issuedAt and expiresAt are those of the latest list: a 304 confirms it only until its exp,
+	// and after half its life the verifier asks without If-None-Match, for a list signed again.
+	issuedAt, expiresAt time.Time
 	lastError string
 	// newList says that the last answer was a new list under a new ETag: a long-poll that a
 	// change ended, after which the next may start at once.
@@ -242,9 +252,7 @@ func (rl *revocationList) fetch(ctx context.Context, wait time.Duration) (err er
 	defer func() {
 		rl.mu.Lock()
 		if err != nil {
-			if !errors.Is(err, errOlderList) {
-				rl.failed.Add(1)
-			}
+			rl.failed.Add(1)
 			rl.lastError = err.Error()
 		} else {
 			rl.lastError = ""
@@ -258,6 +266,11 @@ func (rl *revocationList) fetch(ctx context.Context, wait time.Duration) (err er
 	u := rl.url
 	rl.mu.RLock()
 	etag := rl.etag
+	if now := rl.now(); now.After(rl.issuedAt.Add(rl.expiresAt.Sub(rl.issuedAt) / 2)) {
+		// The token server signs the list again after half its life; a 304 would keep the old
+		// signature, which expires.
+		etag = ""
+	}
 	rl.mu.RUnlock()
 	if wait > 0 && etag != "" {
 		sep := "?"
@@ -297,20 +310,44 @@ func (rl *revocationList) fetch(ctx context.Context, wait time.Duration) (err er
 	if int64(len(body)) > rl.limit {
 		return fmt.Errorf("%w: %s sent a list over the limit of %d bytes (WithRevocationListLimit)", ErrRevocationUnavailable, rl.url, rl.limit)
 	}
-	list, iat, err := rl.verify(ctx, string(body))
+	list, iat, exp, err := rl.verify(ctx, string(body))
 	if err != nil {
 		return err
 	}
 	rl.mu.Lock()
-	if iat.Before(rl.issuedAt) {
-		rl.mu.Unlock()
-		return fmt.Errorf("%w: %w: %s sent a list signed at %s, the one in use at %s", ErrRevocationUnavailable, errOlderList, rl.url,
-			iat.UTC().Format(time.RFC3339), rl.issuedAt.UTC().Format(time.RFC3339))
-	}
-	rl.notBefore, rl.issuedAt, rl.etag, rl.freshAt = list, iat, resp.Header.Get("ETag"), rl.now()
+	rl.take(list)
+	rl.issuedAt, rl.expiresAt, rl.etag, rl.freshAt = iat, exp, resp.Header.Get("ETag"), rl.now()
 	rl.newList = rl.etag != "" && rl.etag != etag
 	rl.mu.Unlock()
 	return nil
+}
+
+// take merges list into what the verifier holds, under the lock.
+func (rl *revocationList) take(list map[string]int64) {
+	if rl.merged == nil {
+		rl.merged = map[string]int64{}
+	}
+	horizon := rl.now().Add(-revocationHorizon).Unix()
+	for id, nb := range rl.merged {
+		if nb < horizon {
+			delete(rl.merged, id)
+		}
+	}
+	for id, nb := range list {
+		if nb < revokedForever && nb > rl.merged[id] {
+			rl.merged[id] = nb
+		}
+	}
+	effective := make(map[string]int64, len(rl.merged))
+	for id, nb := range rl.merged {
+		effective[id] = nb
+	}
+	for id, nb := range list {
+		if nb >= revokedForever {
+			effective[id] = nb
+		}
+	}
+	rl.notBefore = effective
 }
 
 // revocationClaims is the list's payload.
@@ -320,10 +357,10 @@ type revocationClaims struct {
 }
 
 // verify checks the list's signature with the issuer's token keys, its typ, iss, iat and exp,
-// and returns its entries and iat.
-func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]int64, time.Time, error) {
+// and returns its entries, iat and exp.
+func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]int64, time.Time, time.Time, error) {
 	if err := checkAlg(raw); err != nil {
-		return nil, time.Time{}, fmt.Errorf("%w: %w", ErrRevocationUnavailable, err)
+		return nil, time.Time{}, time.Time{}, fmt.Errorf("%w: %w", ErrRevocationUnavailable, err)
 	}
 	var claims revocationClaims
 	_, err := jwt.NewParser(
@@ -351,15 +388,15 @@ func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]in
 		return k.key, nil
 	})
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("%w: the list from %s does not verify: %w", ErrRevocationUnavailable, rl.url, err)
+		return nil, time.Time{}, time.Time{}, fmt.Errorf("%w: the list from %s does not verify: %w", ErrRevocationUnavailable, rl.url, err)
 	}
 	if claims.IssuedAt == nil {
-		return nil, time.Time{}, fmt.Errorf("%w: the list from %s has no iat", ErrRevocationUnavailable, rl.url)
+		return nil, time.Time{}, time.Time{}, fmt.Errorf("%w: the list from %s has no iat", ErrRevocationUnavailable, rl.url)
 	}
 	if claims.Revoked == nil {
 		claims.Revoked = map[string]int64{}
 	}
-	return claims.Revoked, claims.IssuedAt.Time, nil
+	return claims.Revoked, claims.IssuedAt.Time, claims.ExpiresAt.Time, nil
 }
 
 // run keeps the list fresh until ctx ends: a long-poll again revocationNewListGap after the
@@ -382,9 +419,6 @@ func (rl *revocationList) run(ctx context.Context) {
 		}
 		err := rl.fetch(ctx, wait)
 		switch {
-		case errors.Is(err, errOlderList):
-			failures = 0
-			pause = revocationMinInterval - time.Since(start)
 		case err != nil:
 			if wait > 0 {
 				longPollFailures++
