@@ -25,7 +25,11 @@ import (
 // times, each run after a 3 s warm-up of its own kind; then prints tokens/s, p50 and p99 of each
 // and the ratio of each round.
 func dpopRuns(ts *tokenserverprocess.Process, n, conns int, duration time.Duration) error {
-	if err := ts.Start(); err != nil {
+	var extra []string
+	if profile != "" {
+		extra = append(extra, "--debug-address", "127.0.0.1:6060")
+	}
+	if err := ts.Start(extra...); err != nil {
 		return err
 	}
 	if err := ts.WaitCached(n); err != nil {
@@ -42,31 +46,40 @@ func dpopRuns(ts *tokenserverprocess.Process, n, conns int, duration time.Durati
 		serverCPU, loaderCPU time.Duration
 	}
 	var runs []run
+	kinds := []struct {
+		name      string
+		withProof bool
+		ahead     int
+	}{{"plain", false, 0}, {"DPoP", true, 0}, {"DPoP ahead", true, dpopAhead}}
 	for round := range dpopRounds {
-		for _, withProof := range []bool{false, true} {
+		for _, kind := range kinds {
+			withProof := kind.withProof
 			load := tokenload.Load{Issuer: ts.Issuer, Clients: n, Workers: conns, DPoP: withProof, Credentials: func(i int) (string, string) { return clientID(i), secretFor(i) }}
-			name := fmt.Sprintf("plain, round %d", round+1)
-			if withProof {
-				name = fmt.Sprintf("DPoP, round %d", round+1)
-			}
+			name := fmt.Sprintf("%s, round %d", kind.name, round+1)
 			fmt.Printf("%s: %s after a 3 s warm-up...\n", name, duration)
 			warm := load.Closed(context.Background())
 			time.Sleep(3 * time.Second)
 			warm.Stop()
-			server0, loader0 := ts.CPU(), selfCPU()
+			// Proofs made ahead are made before the measured run starts, by Closed.
+			load.ProofsAhead = kind.ahead
 			r := load.Closed(context.Background())
+			server0, loader0 := ts.CPU(), selfCPU()
+			if profile != "" && round == dpopRounds-1 {
+				// The last round's runs, each to the -cpu-profile file with its kind added.
+				go writeProfileTo(profile + "." + strings.ReplaceAll(kind.name, " ", "-"))
+			}
 			time.Sleep(duration)
 			res := r.Stop()
 			runs = append(runs, run{name, res, ts.CPU() - server0, selfCPU() - loader0})
 		}
 	}
-	fmt.Printf("\nclients cached: %d; Go load generator (hack/internal/tokenload), closed loop, %d connections, %s a run, credentials only, on the same %d cores as the token server\n", n, conns, duration, runtime.NumCPU())
+	fmt.Printf("\nclients cached: %d; Go load generator (hack/internal/tokenload), closed loop, %d connections, %s a run, credentials only, on the same %d cores as the token server; \"DPoP ahead\": %d fresh proofs made before the run, each used once\n", n, conns, duration, runtime.NumCPU(), dpopAhead)
 	fmt.Printf("%-16s %10s %10s %10s %8s %18s %21s\n", "run", "tokens/s", "p50", "p99", "failed", "server CPU/request", "generator CPU/request")
 	for i, r := range runs {
 		reqs := time.Duration(max(1, r.res.Requests()))
 		fmt.Printf("%-16s %10.0f %10s %10s %8d %18s %21s", r.name, float64(r.res.OK)/r.res.Elapsed.Seconds(), r.res.Percentile(0.5).Round(10*time.Microsecond), r.res.Percentile(0.99).Round(10*time.Microsecond), r.res.Failed(), (r.serverCPU / reqs).Round(time.Microsecond), (r.loaderCPU / reqs).Round(time.Microsecond))
-		if i%2 == 1 {
-			plain := runs[i-1].res
+		if i%len(kinds) > 0 {
+			plain := runs[i-i%len(kinds)].res
 			fmt.Printf("   DPoP / plain: %.2f", (float64(r.res.OK)/r.res.Elapsed.Seconds())/(float64(plain.OK)/plain.Elapsed.Seconds()))
 		}
 		if r.res.Failed() > 0 {

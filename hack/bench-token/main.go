@@ -60,7 +60,8 @@ func main() {
 	flag.IntVar(&floodWorkers, "flood-workers", 4, "Closed-loop workers (connections) of the flooding client.")
 	flag.IntVar(&floodRounds, "flood-rounds", 2, "Rounds of the flood runs, each the others alone and then with the flooding client, with the limit off and then on.")
 	flag.BoolVar(&dpopMode, "dpop", false, "Instead of everything else: the Go load generator at -connections for -duration, plain and then with a fresh DPoP proof (ES256, a key per connection) on every request, -dpop-rounds times, against the token server with default flags.")
-	flag.IntVar(&dpopRounds, "dpop-rounds", 2, "Rounds of the -dpop runs, each plain and then DPoP, so that a disturbance of the shared machine shows as a difference between rounds.")
+	flag.IntVar(&dpopRounds, "dpop-rounds", 2, "Rounds of the -dpop runs, each plain, DPoP and DPoP with proofs made ahead, so that a disturbance of the shared machine shows as a difference between rounds.")
+	flag.IntVar(&dpopAhead, "dpop-ahead", 120000, "Proofs the -dpop runs of kind \"DPoP ahead\" make before the run, each used once: the server's share of a DPoP request without the generator's signing on the same cores.")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
 	if err := run(*n, *conns, *threads, *duration); err != nil {
@@ -80,6 +81,7 @@ var (
 	floodRounds  int
 	dpopMode     bool
 	dpopRounds   int
+	dpopAhead    int
 )
 
 func secretFor(i int) string {
@@ -254,13 +256,16 @@ func (l wrkLoad) measure(ts *tokenserverprocess.Process, n int, profiled bool, a
 }
 
 // writeProfile writes a 10 s CPU profile of the token server to the -cpu-profile file.
-func writeProfile() {
+func writeProfile() { writeProfileTo(profile) }
+
+// writeProfileTo writes a 10 s CPU profile of the token server to path.
+func writeProfileTo(path string) {
 	resp, err := http.Get("http://127.0.0.1:6060/debug/pprof/profile?seconds=10")
 	if err != nil {
 		return
 	}
 	defer resp.Body.Close()
-	f, err := os.Create(profile)
+	f, err := os.Create(path)
 	if err != nil {
 		return
 	}

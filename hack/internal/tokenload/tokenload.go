@@ -40,6 +40,11 @@ type Load struct {
 	// client that holds its proof key would: each worker signs with an ES256 key of its own and
 	// puts the last DPoP-Nonce it was sent into its next proof.
 	DPoP bool
+	// ProofsAhead, with DPoP, is how many proofs the workers make, together, before the run
+	// starts (each used once, with a jti of its own and the iat of when it was made), so that the
+	// generator's signing does not take the cores from the server it measures; a worker that uses
+	// its share up makes the rest as it goes. They carry no nonce: for a server without one.
+	ProofsAhead int
 }
 
 // Result counts what a run sent and got.
@@ -97,6 +102,8 @@ type worker struct {
 	// goroutine only.
 	key   *ecdsa.PrivateKey
 	nonce string
+	// ahead are proofs made before the run, used from the end.
+	ahead []string
 
 	mu        sync.Mutex
 	ok, errs  int64
@@ -168,14 +175,28 @@ func (l Load) Open(ctx context.Context, rate float64) *Run {
 
 func (l Load) begin(ctx context.Context) (*Run, context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
-	r := &Run{start: time.Now(), cancel: cancel, workers: make([]*worker, l.Workers)}
+	r := &Run{cancel: cancel, workers: make([]*worker, l.Workers)}
+	var made sync.WaitGroup
 	for i := range r.workers {
-		r.workers[i] = &worker{non2xx: map[int]int64{}}
+		w := &worker{non2xx: map[int]int64{}}
+		r.workers[i] = w
 		if l.DPoP {
 			// GenerateKey fails only when the random source does, which crypto/rand's never does.
-			r.workers[i].key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			w.key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			made.Add(1)
+			go func() {
+				defer made.Done()
+				tokenURL := issuer.TokenURL(l.Issuer)
+				for range l.ProofsAhead / l.Workers {
+					if p, err := dpop.NewProof(w.key, http.MethodPost, tokenURL, dpop.ProofOptions{}); err == nil {
+						w.ahead = append(w.ahead, p)
+					}
+				}
+			}()
 		}
 	}
+	made.Wait()
+	r.start = time.Now()
 	return r, ctx
 }
 
@@ -194,7 +215,10 @@ func (l Load) send(ctx context.Context, httpc *http.Client, w *worker, i int) in
 		return 0
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if w.key != nil {
+	if n := len(w.ahead); n > 0 {
+		req.Header.Set("DPoP", w.ahead[n-1])
+		w.ahead = w.ahead[:n-1]
+	} else if w.key != nil {
 		proof, err := dpop.NewProof(w.key, http.MethodPost, tokenURL, dpop.ProofOptions{Nonce: w.nonce})
 		if err != nil {
 			return 0

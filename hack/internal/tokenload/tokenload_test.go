@@ -124,16 +124,27 @@ func dpopServer(t *testing.T, nonce string) (*httptest.Server, func() (keys, jti
 	}
 }
 
+// With proofs made ahead as without: every proof is used once, a worker whose share runs out
+// makes more, and each is valid.
 func TestWithDPoPEveryRequestCarriesAFreshValidProofSignedWithItsWorkersKey(t *testing.T) {
+	for _, ahead := range []int{0, 30} {
+		t.Run(fmt.Sprintf("%d proofs made ahead", ahead), func(t *testing.T) { freshProofs(t, ahead) })
+	}
+}
+
+func freshProofs(t *testing.T, ahead int) {
 	srv, seen := dpopServer(t, "")
 	creds := func(i int) (string, string) { return fmt.Sprintf("c%d", i), "s" }
-	run := Load{Issuer: srv.URL, Clients: 5, Workers: 3, Credentials: creds, DPoP: true}.Closed(context.Background())
+	run := Load{Issuer: srv.URL, Clients: 5, Workers: 3, Credentials: creds, DPoP: true, ProofsAhead: ahead}.Closed(context.Background())
 	time.Sleep(300 * time.Millisecond)
 	res := run.Stop()
 	if res.OK == 0 || res.Failed() != 0 {
 		t.Fatalf("got %d OK, %v non-2xx, %d transport errors", res.OK, res.Non2xx, res.TransportErrors)
 	}
 	keys, jtis := seen()
+	if ahead > 0 && int(res.OK) <= ahead {
+		t.Fatalf("%d requests, not past the %d proofs made ahead", res.OK, ahead)
+	}
 	if len(keys) != 3 {
 		t.Errorf("proofs were signed with %d keys, want one per worker (3)", len(keys))
 	}
