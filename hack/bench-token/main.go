@@ -61,6 +61,7 @@ func main() {
 	flag.IntVar(&floodRounds, "flood-rounds", 2, "Rounds of the flood runs, each the others alone and then with the flooding client, with the limit off and then on.")
 	flag.BoolVar(&dpopMode, "dpop", false, "Instead of everything else: the Go load generator at -connections for -duration, plain and then with a fresh DPoP proof (ES256, a key per connection) on every request, -dpop-rounds times, against the token server with default flags.")
 	flag.IntVar(&dpopRounds, "dpop-rounds", 2, "Rounds of the -dpop runs, each plain, DPoP and DPoP with proofs made ahead, so that a disturbance of the shared machine shows as a difference between rounds.")
+	flag.StringVar(&dpopMemoryLimit, "dpop-gomemlimit", "1GiB", "GOMEMLIMIT of the token server in the -dpop runs, whose tenth is the replay caches' budget; empty leaves the default (no limit).")
 	flag.IntVar(&dpopAhead, "dpop-ahead", 120000, "Proofs the -dpop runs of kind \"DPoP ahead\" make before the run, each used once: the server's share of a DPoP request without the generator's signing on the same cores.")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
@@ -71,17 +72,18 @@ func main() {
 }
 
 var (
-	profile      string
-	narrow       bool
-	assertion    bool
-	perClient    bool
-	floodFor     time.Duration
-	floodRate    float64
-	floodWorkers int
-	floodRounds  int
-	dpopMode     bool
-	dpopRounds   int
-	dpopAhead    int
+	profile         string
+	narrow          bool
+	assertion       bool
+	perClient       bool
+	floodFor        time.Duration
+	floodRate       float64
+	floodWorkers    int
+	floodRounds     int
+	dpopMode        bool
+	dpopRounds      int
+	dpopAhead       int
+	dpopMemoryLimit string
 )
 
 func secretFor(i int) string {

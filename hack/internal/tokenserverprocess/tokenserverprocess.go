@@ -34,6 +34,8 @@ func Build(dir string) (string, error) {
 // Process is a token server to run from a binary: its issuer (which is where it listens) and
 // metrics are known before it starts, so that a manager can write the issuer into Secrets first.
 type Process struct {
+	// Env is added to the token server's environment at each Start.
+	Env []string
 	// Issuer is the token server's issuer URL, http on loopback.
 	Issuer string
 	// MetricsURL is its Prometheus endpoint.
@@ -72,6 +74,7 @@ func New(env *envtest.Environment, bin, dir string) (*Process, error) {
 func (p *Process) Start(extra ...string) error {
 	args := []string{"--issuer-url", p.Issuer, "--listen-address", p.addr, "--metrics-bind-address", p.metricsAddr, "--kubeconfig", p.kubeconfig, "--zap-log-level", "error"}
 	p.cmd = exec.Command(p.bin, append(args, extra...)...)
+	p.cmd.Env = append(os.Environ(), p.Env...)
 	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
 	return p.cmd.Start()
 }
