@@ -52,11 +52,19 @@ func podClient(id string) *m2mv1alpha1.M2MClient {
 
 func mtlsServer(t *testing.T) *mtlsFixture {
 	t.Helper()
-	ca := podcert.NewCA(t)
-	caFile := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(caFile, ca.PEM, 0o600); err != nil {
+	f := mtlsServerWaitingForCA(t)
+	if err := os.WriteFile(f.caFile, f.ca.PEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return f
+}
+
+// mtlsServerWaitingForCA is mtlsServer before its --client-ca-file exists, as it is while the
+// optional ConfigMap has not been published: f.caFile is where it will be.
+func mtlsServerWaitingForCA(t *testing.T) *mtlsFixture {
+	t.Helper()
+	ca := podcert.NewCA(t)
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
 	key, keys := staticKeys(t, signingkeys.ES256)
 	disabled := podClient(disabledPod)
 	disabled.Spec.Disabled = true
@@ -231,6 +239,32 @@ func TestTheListenerTrustsTheCAsOfTheClientCAFileAsItIsNow(t *testing.T) {
 	}
 	if status, out := f.token(t, &leaf.TLS, podID); status != http.StatusOK {
 		t.Fatalf("after the CA was added to the file: %d %v", status, out)
+	}
+}
+
+// The chart mounts the ConfigMap m2m-pod-client-ca as optional: until the manager publishes it,
+// the file is missing. Clients without a certificate are served then, and pod certificates are
+// taken from the first handshake after the file appears.
+func TestUntilTheClientCAFileExistsClientsWithoutACertificateAreServedAndThenPodCertificatesAreTaken(t *testing.T) {
+	f := mtlsServerWaitingForCA(t)
+	status, out, err := f.post(t, "/oauth2/token", nil, nil, "grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("a secret client before the CA file exists: %d %v %v", status, out, err)
+	}
+	leaf := f.ca.Issue(t, podNS, podSA)
+	// No certificate is asked for, so none is sent: the request has a client_id alone.
+	if status, out, err := f.post(t, "/oauth2/token", &leaf.TLS, nil, "grant_type", "client_credentials", "client_id", podID); err != nil || status != http.StatusUnauthorized || out["error"] != ErrInvalidClient {
+		t.Fatalf("a pod certificate before the CA file existed: %d %v %v, want invalid_client", status, out, err)
+	}
+	if err := os.WriteFile(f.caFile, f.ca.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	status, out = f.token(t, &leaf.TLS, podID)
+	if status != http.StatusOK {
+		t.Fatalf("after the CA file appeared: %d %v", status, out)
+	}
+	if cnf, _ := f.claims(t, out["access_token"].(string))["cnf"].(map[string]any); cnf["x5t#S256"] != leaf.Thumbprint() {
+		t.Fatalf("cnf %v, want the certificate's x5t#S256", cnf)
 	}
 }
 

@@ -14,7 +14,10 @@ import (
 // manager rewrites during a CA rotation (both CAs for a while). The file is looked at on every
 // handshake and read again when its size or modification time changes, so that a new CA is
 // trusted from the next handshake on. A file that cannot be read or holds no certificate keeps
-// the pool read before.
+// the pool read before. Until the file first holds a certificate (the chart mounts the ConfigMap
+// as optional, and the manager publishes it only when its signer runs), the listener asks for no
+// client certificate: every other way to authenticate is served, and tls_client_auth starts
+// with the first handshake after the CA appears.
 type clientCAFile struct {
 	path string
 
@@ -50,7 +53,8 @@ func (c *clientCAFile) configFor(base *tls.Config) func(*tls.ClientHelloInfo) (*
 	return func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		pool, err := c.pool()
 		if err != nil {
-			return nil, err
+			// nil: the handshake goes on with base, which asks for no client certificate.
+			return nil, nil
 		}
 		cfg := base.Clone()
 		cfg.GetConfigForClient = nil

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -216,8 +217,13 @@ func (o Options) listen(ctx context.Context, srv *Server) (net.Listener, error) 
 		if o.ClientCAFile != "" {
 			ca := &clientCAFile{path: o.ClientCAFile}
 			if _, err := ca.pool(); err != nil {
-				_ = ln.Close()
-				return nil, err
+				// A file that is there but holds no certificate is a mistake to see at start; a
+				// missing one is the optional ConfigMap not published yet.
+				if _, serr := os.Stat(o.ClientCAFile); !errors.Is(serr, fs.ErrNotExist) {
+					_ = ln.Close()
+					return nil, err
+				}
+				log.FromContext(ctx).Info("--client-ca-file does not exist yet: no client certificates are asked for until it does", "file", o.ClientCAFile)
 			}
 			cfg.GetConfigForClient = ca.configFor(cfg)
 		}

@@ -85,6 +85,7 @@ func TestTheValuesSchemaRefusesBadValues(t *testing.T) {
 		"publicDoor.gateway.parentRefs[0].namespace=Gateway_System", "publicDoor.gateway.parentRefs[0].port=0",
 		"publicDoor.tls.certManager.issuerRef.kind=Vault", "publicDoor.tls.secretName=My_Secret", "publicDoor.ingress.annotations.a=1",
 		"tokenServer.issuanceLimit.perMinute=-1", "tokenServer.issuanceLimit.burst=0",
+		"tokenServer.podCertificates.enabled=yes", "tokenServer.podCertificates.enable=false",
 	} {
 		if out, err := helmCommand(t, "template", "m2m", chartDir(), "--set", bad); err == nil {
 			t.Errorf("--set %s was accepted:\n%.300s", bad, out)

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -84,8 +85,8 @@ func decodeObjects(t *testing.T, rendered []byte) []*unstructured.Unstructured {
 	return objs
 }
 
-// containerArgs returns the args of a Deployment's container in rendered manifests.
-func containerArgs(t *testing.T, rendered []byte, deployment, container string) []string {
+// podSpec returns the pod template of a Deployment in rendered manifests.
+func podSpec(t *testing.T, rendered []byte, deployment string) corev1.PodSpec {
 	t.Helper()
 	for _, obj := range decodeObjects(t, rendered) {
 		if obj.GetKind() != "Deployment" || obj.GetName() != deployment {
@@ -95,10 +96,18 @@ func containerArgs(t *testing.T, rendered []byte, deployment, container string) 
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, d); err != nil {
 			t.Fatal(err)
 		}
-		for _, c := range d.Spec.Template.Spec.Containers {
-			if c.Name == container {
-				return c.Args
-			}
+		return d.Spec.Template.Spec
+	}
+	t.Fatalf("no Deployment %s", deployment)
+	return corev1.PodSpec{}
+}
+
+// containerArgs returns the args of a Deployment's container in rendered manifests.
+func containerArgs(t *testing.T, rendered []byte, deployment, container string) []string {
+	t.Helper()
+	for _, c := range podSpec(t, rendered, deployment).Containers {
+		if c.Name == container {
+			return c.Args
 		}
 	}
 	t.Fatalf("no container %s in Deployment %s", container, deployment)
@@ -239,6 +248,54 @@ func TestTheChartPassesTrustedProxiesAndTheLimits(t *testing.T) {
 	}
 	if d.IssuanceLimit != tokenserver.DefaultIssuanceLimit {
 		t.Fatalf("by default the issuance limit is %+v, want %+v", d.IssuanceLimit, tokenserver.DefaultIssuanceLimit)
+	}
+}
+
+// Pod certificates work on every TLS install by default: the token server of config/default and
+// of the chart reads --client-ca-file from the ConfigMap m2m-pod-client-ca, mounted as optional
+// (a cluster where the signer does not run has none, and the pod must start there). The value
+// tokenServer.podCertificates.enabled=false, or a plain-HTTP install, leaves both out.
+func TestEveryTLSInstallMountsThePodClientCAAsOptionalAndPassesItUnlessTurnedOff(t *testing.T) {
+	const file = "/etc/m2m/pod-client-ca/ca.crt"
+	for sentence, tc := range map[string]struct {
+		rendered func(t *testing.T) []byte
+		want     bool
+	}{
+		"config/default":                      {func(t *testing.T) []byte { return renderConfig(t, "default") }, true},
+		"the chart with default values":       {func(t *testing.T) []byte { return renderChart(t) }, true},
+		"the chart with the value turned off": {func(t *testing.T) []byte { return renderChart(t, "--set", "tokenServer.podCertificates.enabled=false") }, false},
+		"the chart serving plain HTTP": {func(t *testing.T) []byte {
+			return renderChart(t, "--set", "tls.enabled=false", "--set", "issuerURL=http://m2m-token-server.m2m-system.svc:8080")
+		}, false},
+	} {
+		t.Run(sentence, func(t *testing.T) {
+			rendered := tc.rendered(t)
+			got := tokenServerOptions(t, rendered).ClientCAFile
+			if tc.want && got != file || !tc.want && got != "" {
+				t.Fatalf("--client-ca-file %q, want it %v at %s", got, tc.want, file)
+			}
+			spec := podSpec(t, rendered, "m2m-token-server")
+			var volume string
+			for _, v := range spec.Volumes {
+				if v.ConfigMap != nil && v.ConfigMap.Name == "m2m-pod-client-ca" {
+					if v.ConfigMap.Optional == nil || !*v.ConfigMap.Optional {
+						t.Errorf("the ConfigMap m2m-pod-client-ca is mounted as required: the pod would not start where the signer does not run")
+					}
+					volume = v.Name
+				}
+			}
+			var mountedAt string
+			for _, c := range spec.Containers {
+				for _, m := range c.VolumeMounts {
+					if volume != "" && m.Name == volume && c.Name == "token-server" {
+						mountedAt = m.MountPath
+					}
+				}
+			}
+			if tc.want && mountedAt+"/ca.crt" != file || !tc.want && volume != "" {
+				t.Fatalf("the ConfigMap is volume %q mounted at %q; want it %v at the directory of %s", volume, mountedAt, tc.want, file)
+			}
+		})
 	}
 }
 

@@ -35,8 +35,9 @@ const wait = 30 * time.Second
 
 var (
 	env *testenv.Env
-	// managerConfig authenticates as the manager's ServiceAccount under the RBAC of config/rbac.
-	managerConfig *rest.Config
+	// managerConfig and tokenServerConfig authenticate as the manager's and the token server's
+	// ServiceAccounts under the RBAC of config/rbac.
+	managerConfig, tokenServerConfig *rest.Config
 )
 
 // caConfigMap and caSecret are the pod client CA's objects in the manager's namespace.
@@ -58,7 +59,7 @@ func run(m *testing.M) int {
 	}
 	env = e
 	defer func() { _ = e.Stop() }()
-	if managerConfig, _, err = testenv.InstallRBAC(context.Background(), e.Environment, e.Client, controlplane.Root()); err != nil {
+	if managerConfig, tokenServerConfig, err = testenv.InstallRBAC(context.Background(), e.Environment, e.Client, controlplane.Root()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
