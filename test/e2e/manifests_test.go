@@ -366,3 +366,14 @@ func TestTheNetworkPoliciesOpenMetricsToScrapersOnly(t *testing.T) {
 		t.Fatalf("config/default has %d NetworkPolicies; want the token server's and the manager's", seen)
 	}
 }
+
+// tokenServer.dpop.nonce passes --dpop-nonce, which the token server's own parser reads; the
+// default leaves nonces off.
+func TestTheChartsDPoPNonceValueTurnsOnServerNonces(t *testing.T) {
+	if tokenServerOptions(t, renderChart(t)).DPoPNonces {
+		t.Fatal("the chart's defaults require DPoP nonces")
+	}
+	if !tokenServerOptions(t, renderChart(t, "--set", "tokenServer.dpop.nonce=true")).DPoPNonces {
+		t.Fatal("tokenServer.dpop.nonce=true does not require DPoP nonces")
+	}
+}
