@@ -39,7 +39,7 @@ func Middleware(v *Verifier, opts ...AuthOption) func(http.Handler) http.Handler
 				} else {
 					w.Header().Set("WWW-Authenticate", `Bearer realm="`+v.issuer+`"`)
 				}
-				http.Error(w, "a bearer token is required", http.StatusUnauthorized)
+				http.Error(w, "an access token is required (Authorization: Bearer or DPoP)", http.StatusUnauthorized)
 				return
 			}
 			claims, err := v.AuthenticateRequest(r, opts...)
