@@ -358,3 +358,42 @@ func TestACertificateWithoutClientIDIsRefusedForTheMissingCredential(t *testing.
 	_, _, bad := s.authenticate(t.Context(), &tokenRequest{peerCertificate: leaf.Cert})
 	wantReason(t, bad, "no_credentials")
 }
+
+// A client certificate is verified at the handshake only: the server closes each connection
+// that carried one after its answer, so that a certificate that expired since, or one of a CA
+// since replaced, cannot keep getting tokens over a connection kept alive.
+func TestAConnectionWithAClientCertificateServesOneTokenRequest(t *testing.T) {
+	f := mtlsServer(t)
+	leaf := f.ca.Issue(t, podNS, podSA)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.ca.Pool(), Certificates: []tls.Certificate{leaf.TLS}}}}
+	defer hc.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/oauth2/token", strings.NewReader(formBody("grant_type", "client_credentials", "client_id", podID)))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !resp.Close {
+		t.Fatalf("%d, connection kept: %t; want 200 and the connection closed", resp.StatusCode, !resp.Close)
+	}
+}
+
+// A token bound to a certificate expires no later than the certificate.
+func TestACertificateBoundTokenExpiresNoLaterThanItsCertificate(t *testing.T) {
+	_, keys := staticKeys(t, signingkeys.ES256)
+	s, err := New(Config{IssuerURL: testIssuer, Keys: keys, Clock: clocktesting.NewFakeClock(t0), Clients: mapClients{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := podClient(podID) // tokenTTL 15 minutes
+	until := t0.Add(5 * time.Minute)
+	_, ttl, bad := s.sign(c, nil, []string{testIssuer}, &confirmation{X5T: "thumbprint", until: until})
+	if bad != nil || ttl != 5*time.Minute {
+		t.Fatalf("a certificate with 5 minutes left: a token for %s (%v)", ttl, bad)
+	}
+	if _, ttl, _ := s.sign(c, nil, []string{testIssuer}, &confirmation{X5T: "thumbprint", until: t0.Add(time.Hour)}); ttl != 15*time.Minute {
+		t.Fatalf("a certificate with an hour left: a token for %s, want the client's 15 minutes", ttl)
+	}
+}

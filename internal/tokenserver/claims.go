@@ -1,6 +1,9 @@
 package tokenserver
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"time"
+)
 
 // accessClaims are the claims of an RFC 9068 access token. Encoding a struct, rather than a
 // map, spares the reflection and key sorting of a map on every token: a measurable share of the
@@ -28,6 +31,8 @@ type confirmation struct {
 	JKT string `json:"jkt,omitempty"`
 	// X5T is the base64url SHA-256 of the client certificate's DER.
 	X5T string `json:"x5t#S256,omitempty"`
+	// until is the bound certificate's NotAfter: a token bound to it expires no later.
+	until time.Time
 }
 
 // plainClaims has accessClaims' fields and none of its methods.

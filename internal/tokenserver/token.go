@@ -24,6 +24,12 @@ type tokenResponse struct {
 // token is the pipeline: parse, authenticate the client, take from its issuance limit, check
 // grant, scope and audience, sign, write.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		// A client certificate is verified at the handshake only, against the CA and the clock
+		// of then: one connection per request keeps an expired certificate, or one of a CA
+		// since replaced, from getting tokens over a connection kept alive.
+		w.Header().Set("Connection", "close")
+	}
 	req, client, ok := s.authenticated(w, r, true)
 	if !ok {
 		return
@@ -84,7 +90,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	case jkt != "":
 		cnf = &confirmation{JKT: jkt}
 	case req.certificateThumbprint != "":
-		cnf = &confirmation{X5T: req.certificateThumbprint}
+		cnf = &confirmation{X5T: req.certificateThumbprint, until: req.peerCertificate.NotAfter}
 	}
 	signed, ttl, bad := s.sign(client, scopes, audience, cnf)
 	if bad != nil {
@@ -187,6 +193,11 @@ func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string, cnf *
 	jti := make([]byte, 16)
 	_, _ = rand.Read(jti) // crypto/rand.Read never fails (Go 1.24+)
 	now := s.cfg.Clock.Now().Truncate(time.Second)
+	if cnf != nil && !cnf.until.IsZero() && now.Add(ttl).After(cnf.until) {
+		// A token bound to a certificate is worth nothing past it: the key's holder cannot
+		// present it over TLS any more.
+		ttl = max(cnf.until.Truncate(time.Second).Sub(now), time.Second)
+	}
 	claims := accessClaims{
 		Issuer:       s.cfg.IssuerURL,
 		Subject:      c.Status.ClientID,
