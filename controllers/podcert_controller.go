@@ -169,8 +169,11 @@ func caResult(ctx context.Context, err error) (ctrl.Result, error) {
 // written.
 type PodCertificateReconciler struct {
 	client.Client
-	// APIReader reads the pod and the M2MClients: a decision is final, so it is made on what
-	// the API server has now, not on a cache that may not have seen a new client yet.
+	// APIReader reads the pod, past the cache. The M2MClients come from the manager's trimmed
+	// cache by an index of the ServiceAccounts they name: listing a namespace's clients past the
+	// cache for every request would let a tenant with large clients and many pods run the
+	// manager out of memory. A decision is final, so a young request that finds no client is
+	// asked again before it is denied, in case the cache has not seen a new client yet.
 	APIReader client.Reader
 	Clock     clock.PassiveClock
 	CA        *PodClientCA
@@ -182,6 +185,9 @@ func (r *PodCertificateReconciler) SetupWithManager(mgr ctrl.Manager, o controll
 		req, ok := o.(*certificatesv1.PodCertificateRequest)
 		return ok && req.Spec.SignerName == m2mv1alpha1.PodClientSignerName && !podCertDecided(req)
 	})
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &m2mv1alpha1.M2MClient{}, podCertificateSAIndex, indexPodCertificateSAs); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("podcertificate").
 		For(&certificatesv1.PodCertificateRequest{}, builder.WithPredicates(ours)).
@@ -212,11 +218,14 @@ func (r *PodCertificateReconciler) Reconcile(ctx context.Context, key ctrl.Reque
 		return ctrl.Result{}, err
 	}
 	var clients m2mv1alpha1.M2MClientList
-	if err := r.APIReader.List(ctx, &clients, client.InNamespace(req.Namespace)); err != nil {
+	if err := r.List(ctx, &clients, client.InNamespace(req.Namespace), client.MatchingFields{podCertificateSAIndex: req.Spec.ServiceAccountName}); err != nil {
 		return ctrl.Result{}, err
 	}
 	in.Clients = clients.Items
 	d := decidePodCertificate(in)
+	if d.Action == podCertDeny && d.Reason == PodCertReasonServiceAccountNotNamed && in.Now.Sub(req.CreationTimestamp.Time) < podCertCacheGrace {
+		return ctrl.Result{RequeueAfter: podCertCacheGrace / 4}, nil
+	}
 	out := req.DeepCopy()
 	now := metav1.NewTime(in.Now)
 	cond := metav1.Condition{Status: metav1.ConditionTrue, Reason: d.Reason, Message: d.Message, LastTransitionTime: now, ObservedGeneration: req.Generation}
@@ -254,4 +263,19 @@ func (r *PodCertificateReconciler) Reconcile(ctx context.Context, key ctrl.Reque
 	logger.Info("decided a pod certificate request", "decision", cond.Type, "reason", cond.Reason, "message", cond.Message,
 		"pod", req.Spec.PodName, "serviceAccount", req.Spec.ServiceAccountName)
 	return ctrl.Result{}, nil
+}
+
+// podCertificateSAIndex indexes M2MClients by the ServiceAccounts their podCertificates name.
+const podCertificateSAIndex = "spec.authentication.podCertificates.serviceAccounts"
+
+// podCertCacheGrace is how long a request that finds no client naming its ServiceAccount waits
+// for the cache before it is denied for good.
+const podCertCacheGrace = 20 * time.Second
+
+func indexPodCertificateSAs(o client.Object) []string {
+	c, ok := o.(*m2mv1alpha1.M2MClient)
+	if !ok || c.Spec.Authentication.PodCertificates == nil {
+		return nil
+	}
+	return c.Spec.Authentication.PodCertificates.ServiceAccounts
 }

@@ -35,6 +35,7 @@ const (
 	PodCertReasonPodReplaced            = "PodReplaced"
 	PodCertReasonServiceAccountMismatch = "ServiceAccountMismatch"
 	PodCertReasonNodeMismatch           = "NodeMismatch"
+	PodCertReasonPodFinished            = "PodFinished"
 	PodCertReasonServiceAccountNotNamed = "ServiceAccountNotNamed"
 	PodCertReasonClientDisabled         = "ClientDisabled"
 	PodCertReasonCAExpiring             = "CAExpiring"
@@ -98,6 +99,8 @@ func decidePodCertificate(in podCertInput) podCertDecision {
 		return deny(PodCertReasonServiceAccountMismatch, "pod %s/%s runs as ServiceAccount %q, the request names %q", req.Namespace, spec.PodName, pod.Spec.ServiceAccountName, spec.ServiceAccountName)
 	case pod.Spec.NodeName != string(spec.NodeName):
 		return deny(PodCertReasonNodeMismatch, "pod %s/%s is on node %q, the request comes for node %q", req.Namespace, spec.PodName, pod.Spec.NodeName, spec.NodeName)
+	case pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
+		return deny(PodCertReasonPodFinished, "pod %s/%s is being deleted or has finished", req.Namespace, spec.PodName)
 	}
 	var enabled, disabled []string
 	for i := range in.Clients {

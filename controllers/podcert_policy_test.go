@@ -53,6 +53,10 @@ func TestDecidePodCertificate(t *testing.T) {
 		}
 	}
 	replaced := pod("other-uid", "web", "node-a")
+	terminating := pod("pod-uid", "web", "node-a")
+	terminating.DeletionTimestamp = &metav1.Time{Time: now}
+	finished := pod("pod-uid", "web", "node-a")
+	finished.Status.Phase = corev1.PodSucceeded
 	deleting := client("billing", false, "web")
 	deleting.DeletionTimestamp = &metav1.Time{Time: now}
 
@@ -76,6 +80,10 @@ func TestDecidePodCertificate(t *testing.T) {
 			request(), thePod, []m2mv1alpha1.M2MClient{client("billing", true, "web")}, caLong, podCertDeny, PodCertReasonClientDisabled, "billing"},
 		"a ServiceAccount named by a disabled and an enabled client gets a certificate": {
 			request(), thePod, []m2mv1alpha1.M2MClient{client("a", true, "web"), client("b", false, "web")}, caLong, podCertIssue, PodCertReasonIssued, "b"},
+		"a pod being deleted is denied": {
+			request(), terminating, naming, caLong, podCertDeny, PodCertReasonPodFinished, "web-1"},
+		"a pod that has finished is denied": {
+			request(), finished, naming, caLong, podCertDeny, PodCertReasonPodFinished, "web-1"},
 		"a client being deleted names no ServiceAccount": {
 			request(), thePod, []m2mv1alpha1.M2MClient{deleting}, caLong, podCertDeny, PodCertReasonServiceAccountNotNamed, ""},
 		"a request of another signer is left alone": {
