@@ -183,7 +183,7 @@ func (t *transport) sendDPoP(r *http.Request, tok *oauth2.Token) (*http.Response
 	}
 	r.Header.Set("Authorization", tokenTypeDPoP+" "+tok.AccessToken)
 	r.Header.Set("DPoP", p)
-	resp, err := t.base.RoundTrip(r)
+	resp, err := t.current().RoundTrip(r)
 	if err == nil {
 		t.key.remember(r, resp)
 	}

@@ -191,7 +191,7 @@ type revocationList struct {
 	limit        int64
 	now          func() time.Time
 
-	mu        sync.RWMutex
+	mu sync.RWMutex
 	// notBefore is what check reads: merged, and the latest list's revokedForever entries; nil
 	// before the first list.
 	notBefore map[string]int64
@@ -199,13 +199,13 @@ type revocationList struct {
 	// latest of each client, until revocationHorizon: revocations only ever move forward on the
 	// token server, so a list from a replica that has not seen a change yet, or an older one
 	// replayed, cannot take back one the verifier has seen, whatever its iat.
-	merged   map[string]int64
-	etag     string
-	freshAt  time.Time
+	merged  map[string]int64
+	etag    string
+	freshAt time.Time
 	// issuedAt and expiresAt are those of the latest list: a 304 confirms it only until its exp,
 	// and after half its life the verifier asks without If-None-Match, for a list signed again.
 	issuedAt, expiresAt time.Time
-	lastError string
+	lastError           string
 	// newList says that the last answer was a new list under a new ETag: a long-poll that a
 	// change ended, after which the next may start at once.
 	newList bool
@@ -482,10 +482,10 @@ func newRevocationList(cfg *verifierConfig, issuer, discovered string, keys *key
 	}
 	// An HTTP client whose timeout would cut a long-poll gets a shorter wait, or none.
 	if limit := cfg.httpClient.Timeout; limit > 0 && wait+longPollMargin > limit {
-		wait = max(0, (limit-longPollMargin).Truncate(time.Second))
+		wait = max(0, (limit - longPollMargin).Truncate(time.Second))
 	}
 	if tr, ok := cfg.httpClient.Transport.(*http.Transport); ok && tr.ResponseHeaderTimeout > 0 && wait+longPollMargin > tr.ResponseHeaderTimeout {
-		wait = max(0, (tr.ResponseHeaderTimeout-longPollMargin).Truncate(time.Second))
+		wait = max(0, (tr.ResponseHeaderTimeout - longPollMargin).Truncate(time.Second))
 	}
 	staleness := rc.staleness
 	if staleness == 0 {

@@ -58,14 +58,13 @@ func TestAfterHalfItsLifeTheVerifierAsksForTheListSignedAgain(t *testing.T) {
 	s := newRevocationServer(t, clk.Now)
 	v := newRevocationVerifier(t, s, clk, WithRevocationWait(0))
 	clk.Advance(6 * time.Minute) // past half of the list's 10 minutes
-	before := s.requests.Load()
 	if err := refetch(v); err != nil {
 		t.Fatal(err)
 	}
 	v.revocations.mu.RLock()
 	iat := v.revocations.issuedAt
 	v.revocations.mu.RUnlock()
-	if s.requests.Load() != before+1 || !iat.Equal(clk.Now().Truncate(time.Second)) {
+	if !iat.Equal(clk.Now().Truncate(time.Second)) {
 		t.Fatalf("after half the list's life the verifier holds a list signed at %s, want one signed now (%s)", iat, clk.Now())
 	}
 }

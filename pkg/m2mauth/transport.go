@@ -74,7 +74,7 @@ func NewTransport(ts oauth2.TokenSource, base http.RoundTripper) http.RoundTripp
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	t := &transport{src: ts, base: base}
+	t := &transport{src: ts, base: base, callers: base}
 	t.inv, _ = ts.(Invalidator)
 	if h, ok := ts.(dpopKeyHolder); ok {
 		t.key = h.dpopKey()
@@ -87,10 +87,12 @@ func NewTransport(ts oauth2.TokenSource, base http.RoundTripper) http.RoundTripp
 }
 
 type transport struct {
-	src  oauth2.TokenSource
-	inv  Invalidator // src, when it is one
-	base http.RoundTripper
-	key  *dpopKey // src's DPoP key, when it has one
+	src oauth2.TokenSource
+	inv Invalidator // src, when it is one
+	// base is the transport requests go through: with a pod certificate, a clone of callers
+	// that presents it, replaced at each rotation (under certMu); callers is the caller's.
+	base, callers http.RoundTripper
+	key           *dpopKey // src's DPoP key, when it has one
 	// cert is src's pod certificate, when it has one; certSeen the x5t#S256 that the last
 	// request saw.
 	cert     *podCertificate
@@ -98,20 +100,36 @@ type transport struct {
 	certSeen string
 }
 
-// rotated closes the idle connections when the pod certificate changed since the last request:
-// they presented the one before.
+// rotated moves to a new transport when the pod certificate changed since the last request: the
+// connections of the one before presented the old certificate, and one busy at the change (an
+// HTTP/2 connection carries every request) would keep presenting it with tokens bound to the new
+// one. The old transport's connections are closed as they go idle.
 func (t *transport) rotated() {
 	if t.cert == nil {
 		return
 	}
 	thumb := t.cert.thumbprint()
 	t.certMu.Lock()
-	changed := t.certSeen != "" && t.certSeen != thumb
+	var old http.RoundTripper
+	if t.certSeen != "" && t.certSeen != thumb {
+		old = t.base
+		t.base = withClientCertificate(t.callers, t.cert)
+	}
 	t.certSeen = thumb
 	t.certMu.Unlock()
-	if changed {
-		t.CloseIdleConnections()
+	if c, ok := old.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
 	}
+}
+
+// current is the transport requests go through now.
+func (t *transport) current() http.RoundTripper {
+	if t.cert == nil {
+		return t.base
+	}
+	t.certMu.Lock()
+	defer t.certMu.Unlock()
+	return t.base
 }
 
 // contextTokenSource is a token source whose wait for a token ends with a context.
@@ -128,7 +146,7 @@ func (t *transport) token(ctx context.Context) (*oauth2.Token, error) {
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if redirectedElsewhere(req) {
-		return t.base.RoundTrip(req)
+		return t.current().RoundTrip(req)
 	}
 	if t.src == nil {
 		closeBody(req)
@@ -179,12 +197,12 @@ func (t *transport) send(req *http.Request, body io.ReadCloser, tok *oauth2.Toke
 		return t.sendDPoP(r, tok)
 	}
 	tok.SetAuthHeader(r)
-	return t.base.RoundTrip(r)
+	return t.current().RoundTrip(r)
 }
 
 // CloseIdleConnections closes base's idle connections, for http.Client.CloseIdleConnections.
 func (t *transport) CloseIdleConnections() {
-	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+	if c, ok := t.current().(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
 }
