@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sync"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -44,6 +45,10 @@ type PodClientCA struct {
 	Clock     clock.PassiveClock
 	Secret    types.NamespacedName
 	ConfigMap types.NamespacedName
+	// mu makes Ready one at a time: two workers publishing CAs read at different moments (one
+	// before a replaced Secret, one after) would flip the ConfigMap back and sign with the CA it
+	// no longer holds.
+	mu sync.Mutex
 }
 
 // errCADamaged is a CA Secret that exists and does not parse: never overwritten, since the
@@ -55,7 +60,11 @@ var errCADamaged = errors.New("the pod client CA Secret is damaged; it is left a
 // published, and published before it signs, so that the token server never meets a certificate
 // of a CA it was not given.
 func (ca *PodClientCA) Ready(ctx context.Context) (*servingcert.KeyPair, error) {
-	s, err := readOwnSecret(ctx, ca.Client, ca.APIReader, ca.Secret)
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	// Past the cache: a cache that has not seen the Secret replaced would have the manager
+	// publish and sign with the CA an administrator just retired.
+	s, err := getSecretOrNil(ctx, ca.APIReader, ca.Secret)
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 // clientCAFile is the pod-client CA bundle of --client-ca-file, a mounted ConfigMap that the
-// manager rewrites during a CA rotation (both CAs for a while). The file is looked at on every
+// manager rewrites when its CA is replaced (the new CA alone). The file is looked at on every
 // handshake and read again when its size or modification time changes, so that a new CA is
 // trusted from the next handshake on. A file that cannot be read or holds no certificate keeps
 // the pool read before. Until the file first holds a certificate (the chart mounts the ConfigMap
