@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -52,6 +53,12 @@ func podClient(id string) *m2mv1alpha1.M2MClient {
 
 func mtlsServer(t *testing.T) *mtlsFixture {
 	t.Helper()
+	return newMTLSServer(t, clocktesting.NewFakeClock(t0))
+}
+
+// newMTLSServer is mtlsServer on clk.
+func newMTLSServer(t testing.TB, clk clock.PassiveClock) *mtlsFixture {
+	t.Helper()
 	ca := podcert.NewCA(t)
 	caFile := filepath.Join(t.TempDir(), "ca.crt")
 	if err := os.WriteFile(caFile, ca.PEM, 0o600); err != nil {
@@ -61,7 +68,7 @@ func mtlsServer(t *testing.T) *mtlsFixture {
 	disabled := podClient(disabledPod)
 	disabled.Spec.Disabled = true
 	s, err := New(Config{
-		IssuerURL: testIssuer, Keys: keys, Clock: clocktesting.NewFakeClock(t0), ClientCertificates: true,
+		IssuerURL: testIssuer, Keys: keys, Clock: clk, ClientCertificates: true,
 		Clients: mapClients{podID: podClient(podID), disabledPod: seal(disabled), goodID: testClient(goodID, goodSecret)},
 	})
 	if err != nil {
