@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
@@ -52,16 +53,22 @@ func podClient(id string) *m2mv1alpha1.M2MClient {
 
 func mtlsServer(t *testing.T) *mtlsFixture {
 	t.Helper()
-	f := mtlsServerWaitingForCA(t)
+	return newMTLSServer(t, clocktesting.NewFakeClock(t0))
+}
+
+// newMTLSServer is mtlsServer on clk.
+func newMTLSServer(t testing.TB, clk clock.PassiveClock) *mtlsFixture {
+	t.Helper()
+	f := mtlsServerWaitingForCA(t, clk)
 	if err := os.WriteFile(f.caFile, f.ca.PEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return f
 }
 
-// mtlsServerWaitingForCA is mtlsServer before its --client-ca-file exists, as it is while the
-// optional ConfigMap has not been published: f.caFile is where it will be.
-func mtlsServerWaitingForCA(t *testing.T) *mtlsFixture {
+// mtlsServerWaitingForCA is newMTLSServer before its --client-ca-file exists, as it is while
+// the optional ConfigMap has not been published: f.caFile is where it will be.
+func mtlsServerWaitingForCA(t testing.TB, clk clock.PassiveClock) *mtlsFixture {
 	t.Helper()
 	ca := podcert.NewCA(t)
 	caFile := filepath.Join(t.TempDir(), "ca.crt")
@@ -69,7 +76,7 @@ func mtlsServerWaitingForCA(t *testing.T) *mtlsFixture {
 	disabled := podClient(disabledPod)
 	disabled.Spec.Disabled = true
 	s, err := New(Config{
-		IssuerURL: testIssuer, Keys: keys, Clock: clocktesting.NewFakeClock(t0), ClientCertificates: true,
+		IssuerURL: testIssuer, Keys: keys, Clock: clk, ClientCertificates: true,
 		Clients: mapClients{podID: podClient(podID), disabledPod: seal(disabled), goodID: testClient(goodID, goodSecret)},
 	})
 	if err != nil {
@@ -246,7 +253,7 @@ func TestTheListenerTrustsTheCAsOfTheClientCAFileAsItIsNow(t *testing.T) {
 // the file is missing. Clients without a certificate are served then, and pod certificates are
 // taken from the first handshake after the file appears.
 func TestUntilTheClientCAFileExistsClientsWithoutACertificateAreServedAndThenPodCertificatesAreTaken(t *testing.T) {
-	f := mtlsServerWaitingForCA(t)
+	f := mtlsServerWaitingForCA(t, clocktesting.NewFakeClock(t0))
 	status, out, err := f.post(t, "/oauth2/token", nil, nil, "grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("a secret client before the CA file exists: %d %v %v", status, out, err)

@@ -1,14 +1,30 @@
 package tokenserver
 
 import (
+	"bufio"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/pkg/dpop"
@@ -158,4 +174,211 @@ func BenchmarkMakeDPoPProof(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkTokenEndpointOverTLS is the token endpoint behind a TLS listener that verifies client
+// certificates given against the pod-client CA, as --client-ca-file sets it up, on loopback: a
+// client secret and tls_client_auth with a pod certificate, each on kept-alive connections (one
+// per goroutine, so the handshake is amortised) and on a new connection per request, as
+// pkg/m2mauth's PodCertificate source makes its token requests (keep-alives off, no TLS session
+// cache, so a full handshake each time). The clients run in the same process on the same cores:
+// the figures are both ends' work, their handshakes included.
+func BenchmarkTokenEndpointOverTLS(b *testing.B) {
+	f := newMTLSServer(b, clock.RealClock{})
+	benchmarkOverTLS(b, tlsTarget{url: f.srv.URL, roots: f.ca.Pool(), leaf: f.ca.Issue(b, podNS, podSA).TLS})
+}
+
+// BenchmarkTokenServerProcessOverTLS is BenchmarkTokenEndpointOverTLS with the token server in a
+// process of its own (this test binary, serving as BenchmarkServeTLSForAnotherProcess), so that
+// the server's CPU time and the clients' are counted apart (server-cpu-ns/op, client-cpu-ns/op).
+// Both processes still share the machine's cores. B/op and allocs/op are the clients' alone.
+func BenchmarkTokenServerProcessOverTLS(b *testing.B) {
+	dir := b.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkServeTLSForAnotherProcess$", "-test.benchtime=1x")
+	cmd.Env = append(os.Environ(), serveTLSDirEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = in.Close(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(out)
+	answer := func(b *testing.B, prefix string) string {
+		for lines.Scan() {
+			if v, ok := strings.CutPrefix(lines.Text(), prefix); ok {
+				return v
+			}
+		}
+		b.Fatalf("the server process ended without a %q line: %v", prefix, lines.Err())
+		return ""
+	}
+	url := answer(b, "serving ")
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	bundle, err := os.ReadFile(filepath.Join(dir, "bundle.pem"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	leaf, err := tls.X509KeyPair(bundle, bundle)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchmarkOverTLS(b, tlsTarget{url: url, roots: roots, leaf: leaf, serverCPU: func(b *testing.B) time.Duration {
+		if _, err := io.WriteString(in, "cpu\n"); err != nil {
+			b.Fatal(err)
+		}
+		ns, err := strconv.ParseInt(answer(b, "cpu "), 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return time.Duration(ns)
+	}})
+}
+
+// serveTLSDirEnv names the directory where BenchmarkServeTLSForAnotherProcess writes the CA and a
+// pod certificate's bundle; without it, it does nothing.
+const serveTLSDirEnv = "M2M_BENCH_SERVE_TLS_DIR"
+
+// BenchmarkServeTLSForAnotherProcess is the server process of BenchmarkTokenServerProcessOverTLS,
+// not a benchmark: it serves the mTLS fixture, says "serving <url>", and answers each "cpu" line on
+// its input with its CPU time until the input ends.
+func BenchmarkServeTLSForAnotherProcess(b *testing.B) {
+	dir := os.Getenv(serveTLSDirEnv)
+	if dir == "" {
+		b.Skip("the server of BenchmarkTokenServerProcessOverTLS")
+	}
+	f := newMTLSServer(b, clock.RealClock{})
+	leaf := f.ca.Issue(b, podNS, podSA)
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), f.ca.PEM, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bundle.pem"), leaf.Bundle(b), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	fmt.Println("serving " + f.srv.URL)
+	for in := bufio.NewScanner(os.Stdin); in.Scan(); {
+		fmt.Printf("cpu %d\n", cpuTime(b))
+	}
+}
+
+// tlsTarget is a token server over TLS with the clients of newMTLSServer, the CA roots that
+// verify it and a pod certificate, leaf, that the client podID allows; serverCPU, when not nil,
+// asks the server's process for its CPU time so far.
+type tlsTarget struct {
+	url       string
+	roots     *x509.CertPool
+	leaf      tls.Certificate
+	serverCPU func(*testing.B) time.Duration
+}
+
+func benchmarkOverTLS(b *testing.B, t tlsTarget) {
+	narrowing := []string{"scope", "read:invoices write:payments", "audience", "https://payments.example.com"}
+	secret := formBody(tokenForm...)
+	cert := formBody(append([]string{"grant_type", "client_credentials", "client_id", podID}, narrowing...)...)
+	sum := sha256.Sum256(t.leaf.Certificate[0])
+	thumb := base64.RawURLEncoding.EncodeToString(sum[:])
+	for _, c := range []struct {
+		name      string
+		body      string
+		cert      *tls.Certificate
+		keepAlive bool
+	}{
+		{"ClientSecret/KeepAlive", secret, nil, true},
+		{"TLSClientAuth/KeepAlive", cert, &t.leaf, true},
+		{"TLSClientAuth/ConnectionPerRequest", cert, &t.leaf, false},
+		{"ClientSecret/ConnectionPerRequest", secret, nil, false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			client := func() *http.Client {
+				cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: t.roots}
+				if c.cert != nil {
+					cfg.Certificates = []tls.Certificate{*c.cert}
+				}
+				return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: !c.keepAlive}}
+			}
+			// A token over tls_client_auth that were not bound to the certificate would not be
+			// what this measures.
+			if x5t := boundTo(b, client(), t.url, c.body); (c.cert != nil) != (x5t == thumb) {
+				b.Fatalf("cnf x5t#S256 %q with certificate %t", x5t, c.cert != nil)
+			}
+			b.ReportAllocs()
+			var serverStart time.Duration
+			if t.serverCPU != nil {
+				serverStart = t.serverCPU(b)
+			}
+			start := cpuTime(b)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				hc := client()
+				defer hc.CloseIdleConnections()
+				for pb.Next() {
+					postToken(b, hc, t.url, c.body)
+				}
+			})
+			b.StopTimer()
+			// On shared cores the wall time per request grows with the other work; CPU time per
+			// request does not.
+			perOp := func(d time.Duration) float64 { return float64(d) / float64(b.N) }
+			if t.serverCPU == nil {
+				b.ReportMetric(perOp(cpuTime(b)-start), "cpu-ns/op")
+				return
+			}
+			b.ReportMetric(perOp(cpuTime(b)-start), "client-cpu-ns/op")
+			b.ReportMetric(perOp(t.serverCPU(b)-serverStart), "server-cpu-ns/op")
+		})
+	}
+}
+
+// postToken posts body to the token endpoint at url with hc and returns the answer, failing b
+// unless it is a token.
+func postToken(b *testing.B, hc *http.Client, url, body string) []byte {
+	resp, err := hc.Post(url+"/oauth2/token", form, strings.NewReader(body))
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatal(resp.StatusCode, err, string(raw))
+	}
+	return raw
+}
+
+// boundTo gets a token for body with hc and returns its cnf x5t#S256, "" when it has none. The
+// signature is not checked: the server's own tests do.
+func boundTo(b *testing.B, hc *http.Client, url, body string) string {
+	defer hc.CloseIdleConnections()
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(postToken(b, hc, url, body), &out); err != nil {
+		b.Fatal(err)
+	}
+	claims := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(out.AccessToken, claims); err != nil {
+		b.Fatal(err)
+	}
+	cnf, _ := claims["cnf"].(map[string]any)
+	x5t, _ := cnf["x5t#S256"].(string)
+	return x5t
+}
+
+// cpuTime is the CPU time, user and system, that the process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

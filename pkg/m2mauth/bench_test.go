@@ -2,6 +2,8 @@ package m2mauth
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/pkg/dpop"
+	"github.com/m2m-dev/m2m-operator/test/support/podcert"
 )
 
 // BenchmarkAuthenticate and BenchmarkRawVerify run on the same token: the library's whole check
@@ -84,6 +87,29 @@ func BenchmarkAuthenticateRequestDPoP(b *testing.B) {
 		}
 		r.Header.Set("DPoP", proofs[len(proofs)-1])
 		proofs = proofs[:len(proofs)-1]
+		if _, err := v.AuthenticateRequest(r, RequiredScopes("read:users")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAuthenticateRequestCertificateBound is BenchmarkAuthenticateRequestBearer on a token
+// bound to a pod certificate (cnf x5t#S256), sent as a bearer token over a connection whose
+// verified client certificate it is: what the binding adds to the check, the certificate's
+// SHA-256 and a comparison. The TLS handshake that verified the certificate is the server's, not
+// counted here.
+func BenchmarkAuthenticateRequestCertificateBound(b *testing.B) {
+	ec := genKey(b, signingkeys.ES256)
+	srv := newJWKSServer(b, ec)
+	v := newTestVerifier(b, srv)
+	ca := podcert.NewCA(b)
+	leaf := ca.Issue(b, "team-a", "worker")
+	token := mint(b, ec, certClaims(srv.URL, leaf), nil)
+	r := httptest.NewRequest(http.MethodGet, "https://api.example.com/users", nil)
+	r.Header.Set("Authorization", "Bearer "+token)
+	r.TLS = &tls.ConnectionState{HandshakeComplete: true, PeerCertificates: []*x509.Certificate{leaf.Cert}, VerifiedChains: [][]*x509.Certificate{{leaf.Cert, ca.Cert}}}
+	b.ReportAllocs()
+	for b.Loop() {
 		if _, err := v.AuthenticateRequest(r, RequiredScopes("read:users")); err != nil {
 			b.Fatal(err)
 		}
