@@ -65,11 +65,23 @@ const (
 	revocationHorizon = signingkeys.DefaultRetention
 )
 
+// Revocations is the content of the revocation list.
+type Revocations struct {
+	// NotBefore is, per client ID, the Unix time before which its tokens are refused;
+	// RevokedForever refuses every token (a disabled client, a deletion not recorded yet).
+	NotBefore map[string]int64
+	// Floor is, for a client ID whose NotBefore is RevokedForever, the time before which its
+	// tokens stay refused after that state ends (the disable or deletion as first seen, and
+	// what the binding records). Verifiers merge it with the other finite times; the state
+	// itself they take from the latest list, so that enabling a client takes effect.
+	Floor map[string]int64
+}
+
 // RevocationSource gives the content of the revocation list.
 type RevocationSource interface {
-	// Revoked returns, per client ID, the Unix time before which its tokens are refused.
-	// trusted says whether a client's status.clientID may be believed (its MAC holds).
-	Revoked(trusted func(*m2mv1alpha1.M2MClient) bool) map[string]int64
+	// Revoked returns the list's content. trusted says whether a client's status.clientID may
+	// be believed (its MAC holds).
+	Revoked(trusted func(*m2mv1alpha1.M2MClient) bool) Revocations
 	// Changed returns a channel closed at the next change of what Revoked reads.
 	Changed() <-chan struct{}
 }
@@ -81,8 +93,8 @@ type revocationDoc struct {
 	gzipped  []byte
 	signedAt time.Time
 	kid      string
-	// notBefore are the entries of the list, for introspection.
-	notBefore map[string]int64
+	// entries are the list's, for introspection.
+	entries Revocations
 }
 
 // revocationPublisher builds, signs and caches the list for every request.
@@ -102,8 +114,8 @@ type revocationPublisher struct {
 // emptySource publishes nothing: a server without a RevocationSource (tests).
 type emptySource struct{}
 
-func (emptySource) Revoked(func(*m2mv1alpha1.M2MClient) bool) map[string]int64 { return nil }
-func (emptySource) Changed() <-chan struct{}                                   { return nil }
+func (emptySource) Revoked(func(*m2mv1alpha1.M2MClient) bool) Revocations { return Revocations{} }
+func (emptySource) Changed() <-chan struct{}                              { return nil }
 
 // current returns the list as it is now, rebuilt when the source changed (at most every
 // revocationRebuildEvery) and signed again when its signature is half through its life or the
@@ -116,30 +128,36 @@ func (p *revocationPublisher) current() (*revocationDoc, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.s.cfg.Clock.Now()
-	content, entries := p.content, map[string]int64(nil)
+	if p.doc != nil && closed(p.seen) {
+		if wait := revocationRebuildEvery - now.Sub(p.builtAt); wait > 0 {
+			// Coalesces the changes of a burst into one rebuild.
+			p.mu.Unlock()
+			time.Sleep(wait)
+			p.mu.Lock()
+			now = p.s.cfg.Clock.Now()
+		}
+	}
+	content, entries := p.content, Revocations{}
 	if p.doc != nil {
-		entries = p.doc.notBefore
+		entries = p.doc.entries
 	}
 	// The source is read again when the list is signed again, not only when it changed: entries
 	// age past revocationHorizon without a change.
 	if p.doc == nil || closed(p.seen) || now.Sub(p.doc.signedAt) >= revocationListTTL/2 {
-		if p.doc != nil && closed(p.seen) {
-			if wait := revocationRebuildEvery - now.Sub(p.builtAt); wait > 0 {
-				// Coalesces the changes of a burst into one rebuild.
-				p.mu.Unlock()
-				time.Sleep(wait)
-				p.mu.Lock()
-				now = p.s.cfg.Clock.Now()
-			}
-		}
 		p.seen = p.source.Changed()
 		entries = p.source.Revoked(st.trustsClientID)
-		if entries == nil {
-			entries = map[string]int64{}
+		if entries.NotBefore == nil {
+			entries.NotBefore = map[string]int64{}
+		}
+		if entries.Floor == nil {
+			entries.Floor = map[string]int64{}
 		}
 		var err error
 		// encoding/json sorts map keys: equal views give equal bytes, and equal ETags.
-		if content, err = json.Marshal(entries); err != nil {
+		if content, err = json.Marshal(struct {
+			NotBefore map[string]int64 `json:"not_before"`
+			Floor     map[string]int64 `json:"floor"`
+		}{entries.NotBefore, entries.Floor}); err != nil {
 			return nil, err
 		}
 		p.builtAt = now
@@ -172,7 +190,7 @@ func closed(ch <-chan struct{}) bool {
 
 // sign makes the JWT of content. The ETag is of the content alone, so that it holds across
 // signatures and replicas; a verifier that revalidates keeps the list it verified.
-func (p *revocationPublisher) sign(st *keyState, content []byte, entries map[string]int64, now time.Time) (*revocationDoc, error) {
+func (p *revocationPublisher) sign(st *keyState, content []byte, entries Revocations, now time.Time) (*revocationDoc, error) {
 	header, err := json.Marshal(map[string]string{"alg": string(st.active.Algorithm), "kid": st.active.KID, "typ": RevocationListType})
 	if err != nil {
 		return nil, err
@@ -189,9 +207,8 @@ func (p *revocationPublisher) sign(st *keyState, content []byte, entries map[str
 	}
 	payload := make([]byte, 0, len(head)+len(content)+16)
 	payload = append(payload, head[:len(head)-1]...)
-	payload = append(payload, `,"not_before":`...)
-	payload = append(payload, content...)
-	payload = append(payload, '}')
+	payload = append(payload, ',')
+	payload = append(payload, content[1:]...)
 	input := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(payload)
 	sig, err := st.active.Method().Sign(input, st.active.SigningKey())
 	if err != nil {
@@ -204,12 +221,12 @@ func (p *revocationPublisher) sign(st *keyState, content []byte, entries map[str
 	_ = zw.Close()
 	sum := sha256.Sum256(content)
 	return &revocationDoc{
-		etag:      `"` + hex.EncodeToString(sum[:16]) + `"`,
-		jwt:       jwt,
-		gzipped:   gz.Bytes(),
-		signedAt:  now,
-		kid:       st.active.KID,
-		notBefore: entries,
+		etag:     `"` + hex.EncodeToString(sum[:16]) + `"`,
+		jwt:      jwt,
+		gzipped:  gz.Bytes(),
+		signedAt: now,
+		kid:      st.active.KID,
+		entries:  entries,
 	}, nil
 }
 
@@ -220,7 +237,7 @@ func (p *revocationPublisher) revoked(id string, claims jwt.MapClaims) bool {
 	if err != nil {
 		return false
 	}
-	nb, listed := doc.notBefore[id]
+	nb, listed := doc.entries.NotBefore[id]
 	if !listed {
 		return false
 	}
@@ -429,9 +446,9 @@ func timeEqual(a, b *metav1.Time) bool {
 // seenClient is a client this process saw deleted or disabled.
 type seenClient struct {
 	namespace, name string
-	// at is the deleted client's creation, or the second after the disable was seen, in Unix
-	// seconds.
-	at int64
+	// at is the deleted client's creation, or the second after the disable was seen; seen is
+	// the second after the deletion was seen. Unix seconds.
+	at, seen int64
 }
 
 // clientDeleted refuses the deleted client's tokens at once, before the manager records the
@@ -442,7 +459,7 @@ func (r *InformerRevocations) clientDeleted(obj any) {
 	}
 	if c, ok := obj.(*m2mv1alpha1.M2MClient); ok && c.Status.ClientID != "" && r.trusted(c) {
 		r.mu.Lock()
-		r.deleted[c.Status.ClientID] = seenClient{c.Namespace, c.Name, c.CreationTimestamp.Unix()}
+		r.deleted[c.Status.ClientID] = seenClient{c.Namespace, c.Name, c.CreationTimestamp.Unix(), r.clock().Truncate(time.Second).Add(time.Second).Unix()}
 		r.mu.Unlock()
 	}
 	r.notify()
@@ -457,7 +474,7 @@ func (r *InformerRevocations) sawDisabled(obj any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, seen := r.disabled[c.Status.ClientID]; !seen {
-		r.disabled[c.Status.ClientID] = seenClient{c.Namespace, c.Name, r.clock().Truncate(time.Second).Add(time.Second).Unix()}
+		r.disabled[c.Status.ClientID] = seenClient{namespace: c.Namespace, name: c.Name, at: r.clock().Truncate(time.Second).Add(time.Second).Unix()}
 	}
 }
 
@@ -468,38 +485,43 @@ func (r *InformerRevocations) clock() time.Time {
 	return time.Now()
 }
 
-// maxRevocationsPerNamespace bounds the entries of one namespace's clients in the list, the
-// latest not-befores kept: a tenant creating and deleting clients in a loop (each deletion an
-// entry for a day) would otherwise grow the list that every verifier of every tenant reads,
-// past its size limit. Past the bound, only that namespace's oldest revocations are left out.
+// maxRevocationsPerNamespace bounds the finite not-befores of one namespace's clients in the
+// list, the latest kept: a tenant creating and deleting clients in a loop (each deletion an entry
+// for a day) would otherwise grow the list that every verifier of every tenant reads, past its
+// size limit. Past the bound, only that namespace's oldest revocations are left out; the clients
+// whose every token is refused (disabled, deleted and not recorded yet) are never left out.
 const maxRevocationsPerNamespace = 1000
 
-// disableSeenLeeway is how far the manager's record of a disable may precede this process's
-// first sight of it and still count as its record.
-const disableSeenLeeway = 2
-
-// Revoked implements RevocationSource: the latest of a live client's
-// spec.revokeTokensIssuedBefore and its binding's status.tokensRevokedBefore; RevokedForever for
-// a disabled client and one seen deleted that the binding does not record yet; the second after
-// this process first saw a client disabled, until the binding records it. A client adds entries
-// only when its binding gives its client ID to its namespace and name, which only the manager
-// writes: a forged status.clientID adds nothing even before status MACs are enforced. A
-// not-before older than revocationHorizon is left out: every token it refuses has expired; and
-// each namespace keeps its maxRevocationsPerNamespace latest.
-func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool) map[string]int64 {
-	out := map[string]int64{}
+// Revoked implements RevocationSource. A client's finite not-before is the latest of:
+// spec.revokeTokensIssuedBefore (up to the second after now); its binding's
+// status.tokensRevokedBefore; the second after this process first saw it disabled, until the
+// binding records as much; and, for a client created after its binding (a second client of the
+// ID) whose UID the binding does not record yet, its creation. RevokedForever refuses every
+// token of a disabled client, one whose spec revokes tokens issued before a time still to come,
+// and one this process saw deleted until the binding records that deletion; its finite time goes
+// in Floor. A client adds entries only when its binding gives its client ID to its namespace and
+// name, which only the manager writes: a forged status.clientID adds nothing even before status
+// MACs are enforced. A not-before older than revocationHorizon is left out (every token it
+// refuses has expired), and each namespace keeps its maxRevocationsPerNamespace latest.
+func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool) Revocations {
+	now := r.clock()
+	mark := now.Truncate(time.Second).Add(time.Second).Unix()
+	finite, forever := map[string]int64{}, map[string]bool{}
 	raise := func(id string, t int64) {
-		if t > out[id] {
-			out[id] = t
+		if t > finite[id] {
+			finite[id] = t
 		}
 	}
-	type owner struct{ namespace, name string }
+	type owner struct {
+		namespace, name, clientUID string
+		created                    int64
+	}
 	owners := map[string]owner{}
 	recordedDeletion := map[string]int64{}
 	recordedBefore := map[string]int64{}
 	for _, obj := range r.bindings.GetStore().List() {
 		b := obj.(*m2mv1alpha1.ClientIDBinding)
-		owners[b.Spec.ClientID] = owner{b.Spec.Namespace, b.Spec.Name}
+		owners[b.Spec.ClientID] = owner{b.Spec.Namespace, b.Spec.Name, b.Status.ClientUID, b.CreationTimestamp.Unix()}
 		if t := b.Status.TokensRevokedBefore; t != nil {
 			raise(b.Spec.ClientID, t.Unix())
 			recordedBefore[b.Spec.ClientID] = t.Unix()
@@ -508,7 +530,10 @@ func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool)
 			recordedDeletion[b.Spec.ClientID] = b.Status.DeletedAt.Unix()
 		}
 	}
-	bound := func(id, namespace, name string) bool { return owners[id] == owner{namespace, name} }
+	bound := func(id, namespace, name string) bool {
+		o, ok := owners[id]
+		return ok && o.namespace == namespace && o.name == name
+	}
 	live := map[string]bool{}
 	for _, inf := range r.clients.informers {
 		for _, obj := range inf.GetStore().List() {
@@ -518,30 +543,34 @@ func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool)
 				continue
 			}
 			live[id] = true
-			if c.Spec.RevokeTokensIssuedBefore != nil {
-				raise(id, c.Spec.RevokeTokensIssuedBefore.Unix())
+			if t := c.Spec.RevokeTokensIssuedBefore; t != nil {
+				raise(id, min(t.Unix(), mark))
+				if t.Unix() > mark {
+					forever[id] = true
+				}
 			}
 			if c.Spec.Disabled {
-				raise(id, RevokedForever)
+				forever[id] = true
+			}
+			if o := owners[id]; o.clientUID != string(c.UID) && o.created < c.CreationTimestamp.Unix() {
+				raise(id, c.CreationTimestamp.Unix())
 			}
 		}
 	}
+	horizon := now.Add(-revocationHorizon).Unix()
 	r.mu.Lock()
 	for id, d := range r.deleted {
-		if live[id] || recordedDeletion[id] >= d.at && recordedDeletion[id] != 0 {
+		if recorded, ok := recordedDeletion[id]; live[id] || ok && recorded > d.at || d.seen < horizon {
 			delete(r.deleted, id)
 			continue
 		}
 		if bound(id, d.namespace, d.name) {
-			raise(id, RevokedForever)
+			forever[id] = true
+			raise(id, d.seen)
 		}
 	}
-	horizon := r.clock().Add(-revocationHorizon).Unix()
 	for id, d := range r.disabled {
-		// The manager's mark is its own second after it saw the disable: a second or two
-		// before this process's, with no token between, since no replica issues to a client it
-		// sees disabled.
-		if recordedBefore[id] >= d.at-disableSeenLeeway || d.at < horizon {
+		if recordedBefore[id] >= d.at || d.at < horizon {
 			delete(r.disabled, id)
 			continue
 		}
@@ -550,18 +579,31 @@ func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool)
 		}
 	}
 	r.mu.Unlock()
-	r.prune(out)
-	capPerNamespace(out, func(id string) string { return owners[id].namespace })
+	for id, nb := range finite {
+		if nb < horizon {
+			delete(finite, id)
+		}
+	}
+	capPerNamespace(finite, forever, func(id string) string { return owners[id].namespace })
+	out := Revocations{NotBefore: finite, Floor: map[string]int64{}}
+	for id := range forever {
+		if nb, ok := finite[id]; ok {
+			out.Floor[id] = nb
+		}
+		finite[id] = RevokedForever
+	}
 	return out
 }
 
 // capPerNamespace leaves out of entries the oldest not-befores of each namespace past
-// maxRevocationsPerNamespace.
-func capPerNamespace(entries map[string]int64, namespaceOf func(string) string) {
+// maxRevocationsPerNamespace, never those of keep.
+func capPerNamespace(entries map[string]int64, keep map[string]bool, namespaceOf func(string) string) {
 	byNamespace := map[string][]string{}
 	for id := range entries {
-		ns := namespaceOf(id)
-		byNamespace[ns] = append(byNamespace[ns], id)
+		if !keep[id] {
+			ns := namespaceOf(id)
+			byNamespace[ns] = append(byNamespace[ns], id)
+		}
 	}
 	for _, ids := range byNamespace {
 		if len(ids) <= maxRevocationsPerNamespace {
@@ -569,15 +611,6 @@ func capPerNamespace(entries map[string]int64, namespaceOf func(string) string) 
 		}
 		slices.SortFunc(ids, func(a, b string) int { return cmp.Or(cmp.Compare(entries[b], entries[a]), strings.Compare(a, b)) })
 		for _, id := range ids[maxRevocationsPerNamespace:] {
-			delete(entries, id)
-		}
-	}
-}
-
-func (r *InformerRevocations) prune(entries map[string]int64) {
-	horizon := r.clock().Add(-revocationHorizon).Unix()
-	for id, notBefore := range entries {
-		if notBefore < horizon {
 			delete(entries, id)
 		}
 	}

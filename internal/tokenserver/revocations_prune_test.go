@@ -34,7 +34,7 @@ func TestTheListLeavesOutNotBeforesOlderThanAnyTokenAndKeepsDisabledClients(t *t
 	_ = bindings.Add(binding("m2m-disabled", nil, false))
 
 	want := map[string]int64{"m2m-recent": recent.Unix(), "m2m-disabled": RevokedForever}
-	if got := r.Revoked(r.trusted); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := r.Revoked(r.trusted).NotBefore; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("revoked %v, want %v", got, want)
 	}
 }

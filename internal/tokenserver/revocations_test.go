@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,10 +31,10 @@ type fakeRevocations struct {
 	changed chan struct{}
 }
 
-func (f *fakeRevocations) Revoked(func(*m2mv1alpha1.M2MClient) bool) map[string]int64 {
+func (f *fakeRevocations) Revoked(func(*m2mv1alpha1.M2MClient) bool) Revocations {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.entries
+	return Revocations{NotBefore: f.entries}
 }
 
 func (f *fakeRevocations) Changed() <-chan struct{} {
@@ -176,7 +177,7 @@ func binding(id string, revokedBefore *metav1.Time, deletedAt bool) *m2mv1alpha1
 
 func TestTheListRevokesDisabledRevokedAndDeletedClientsAndNeverAForgedClientID(t *testing.T) {
 	r, clients, bindings := revocationFixture(t)
-	t1, t2 := metav1.NewTime(t0.Add(time.Minute)), metav1.NewTime(t0.Add(2*time.Minute))
+	t1, t2 := metav1.NewTime(t0.Add(-2*time.Minute)), metav1.NewTime(t0.Add(-time.Minute))
 
 	revoked := testClient("m2m-revoked", goodSecret)
 	revoked.Spec.RevokeTokensIssuedBefore = &t1
@@ -216,20 +217,20 @@ func TestTheListRevokesDisabledRevokedAndDeletedClientsAndNeverAForgedClientID(t
 		"m2m-plain":    t2.Unix(),
 		"m2m-deleted":  RevokedForever,
 	}
-	if got := r.Revoked(r.trusted); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := r.Revoked(r.trusted).NotBefore; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("revoked %v, want %v", got, want)
 	}
 
 	// Before status MACs are enforced every client ID is believed; the binding, which only the
 	// manager writes, still keeps the forger from revoking its victim's tokens.
-	if got, ok := r.Revoked(func(*m2mv1alpha1.M2MClient) bool { return true })["m2m-victim"]; ok {
+	if got, ok := r.Revoked(func(*m2mv1alpha1.M2MClient) bool { return true }).NotBefore["m2m-victim"]; ok {
 		t.Fatalf("a forged client ID, believed, revoked its victim's tokens before %d", got)
 	}
 
 	// Once the manager records the deletion, its record replaces this process's memory.
 	_ = bindings.Add(binding("m2m-deleted", &t2, true))
 	want["m2m-deleted"] = t2.Unix()
-	if got := r.Revoked(r.trusted); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := r.Revoked(r.trusted).NotBefore; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("after the manager's record: %v, want %v", got, want)
 	}
 }
@@ -317,12 +318,12 @@ func TestADeletionTheManagerMissedStaysRevokedDespiteAnEarlierRecordOfTheID(t *t
 	_ = clients.Add(again)
 	_ = clients.Delete(again)
 	r.clientDeleted(again)
-	if got := r.Revoked(r.trusted)["m2m-b"]; got != RevokedForever {
+	if got := r.Revoked(r.trusted).NotBefore["m2m-b"]; got != RevokedForever {
 		t.Fatalf("the client deleted after the recorded deletion: not-before %d, want RevokedForever", got)
 	}
 	recorded := metav1.NewTime(t0)
 	_ = bindings.Update(binding("m2m-b", &recorded, true))
-	if got := r.Revoked(r.trusted)["m2m-b"]; got != recorded.Unix() {
+	if got := r.Revoked(r.trusted).NotBefore["m2m-b"]; got != recorded.Unix() {
 		t.Fatalf("once the manager records this deletion: %d, want its record %d", got, recorded.Unix())
 	}
 }
@@ -340,12 +341,12 @@ func TestADisableTheManagerMissedRevokesTheEarlierTokensUntilTheBindingRecordsIt
 	enabled.Spec.Disabled = false
 	_ = clients.Update(enabled)
 	want := t0.Add(time.Second).Unix()
-	if got := r.Revoked(r.trusted)["m2m-c"]; got != want {
+	if got := r.Revoked(r.trusted).NotBefore["m2m-c"]; got != want {
 		t.Fatalf("after an enable the manager missed: not-before %d, want %d", got, want)
 	}
 	marked := metav1.NewTime(t0.Add(time.Second))
 	_ = bindings.Update(binding("m2m-c", &marked, false))
-	got := r.Revoked(r.trusted)["m2m-c"]
+	got := r.Revoked(r.trusted).NotBefore["m2m-c"]
 	if _, kept := r.disabled["m2m-c"]; got != marked.Unix() || kept {
 		t.Fatal("the binding's record did not replace this process's memory")
 	}
@@ -358,7 +359,7 @@ func TestANamespacesRevocationsPastTheBoundLeaveOutItsOldestAndNoOtherNamespaces
 	for i := range maxRevocationsPerNamespace + 5 {
 		entries[fmt.Sprintf("churn-%05d", i)] = int64(1000 + i)
 	}
-	capPerNamespace(entries, func(id string) string { return id[:5] })
+	capPerNamespace(entries, nil, func(id string) string { return id[:5] })
 	churn := 0
 	for id := range entries {
 		if id[:5] == "churn" {
@@ -373,5 +374,122 @@ func TestANamespacesRevocationsPastTheBoundLeaveOutItsOldestAndNoOtherNamespaces
 	}
 	if _, kept := entries[fmt.Sprintf("churn-%05d", maxRevocationsPerNamespace+4)]; !kept {
 		t.Fatal("the newest entry of the churning namespace was left out")
+	}
+}
+
+// countingRevocations is fakeRevocations that counts its reads.
+type countingRevocations struct {
+	fakeRevocations
+	reads atomic.Int64
+}
+
+func (c *countingRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool) Revocations {
+	c.reads.Add(1)
+	return c.fakeRevocations.Revoked(trusted)
+}
+
+// Every long-poll is woken by a change and asks for the list: one change is one rebuild, not
+// one per waiter, so that many waiters cannot keep the list's lock held rebuilding.
+func TestOneChangeIsOneRebuildHoweverManyWaitersAsk(t *testing.T) {
+	_, keys := staticKeys(t, signingkeys.ES256)
+	src := &countingRevocations{fakeRevocations: fakeRevocations{entries: map[string]int64{"m2m-a": t0.Unix()}, changed: make(chan struct{})}}
+	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{}, Keys: keys, Clock: clocktesting.NewFakeClock(t0), Revocations: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.revocationList.current(); err != nil {
+		t.Fatal(err)
+	}
+	src.set(map[string]int64{"m2m-a": t0.Unix(), "m2m-b": t0.Unix()})
+	before := src.reads.Load()
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			if _, err := s.revocationList.current(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := src.reads.Load() - before; n != 1 {
+		t.Fatalf("one change read the source %d times for 32 callers", n)
+	}
+}
+
+// A disabled client's list entry refuses every token, and its floor keeps the tokens issued
+// before the disable refused at a verifier that later takes a list without the entry (a lagging
+// replica): the floor is published beside it.
+func TestADisabledClientIsRefusedWholeAndItsFloorIsPublished(t *testing.T) {
+	r, clients, bindings := revocationFixture(t)
+	c := testClient("m2m-d", goodSecret)
+	c.Spec.Disabled = true
+	_ = clients.Add(c)
+	_ = bindings.Add(binding("m2m-d", nil, false))
+	r.sawDisabled(c)
+	got := r.Revoked(r.trusted)
+	if got.NotBefore["m2m-d"] != RevokedForever || got.Floor["m2m-d"] != t0.Add(time.Second).Unix() {
+		t.Fatalf("not-before %d, floor %d; want RevokedForever and the second after the disable was seen (%d)", got.NotBefore["m2m-d"], got.Floor["m2m-d"], t0.Add(time.Second).Unix())
+	}
+}
+
+// A spec revocation of the tokens issued before a time still to come refuses every token until
+// then, and its floor is now: a mistaken year 3000 cannot stay behind in verifiers for good.
+func TestASpecRevocationInTheFutureRefusesEveryTokenAndPublishesNoFutureTime(t *testing.T) {
+	r, clients, bindings := revocationFixture(t)
+	c := testClient("m2m-f", goodSecret)
+	future := metav1.NewTime(t0.Add(24 * 365 * time.Hour))
+	c.Spec.RevokeTokensIssuedBefore = &future
+	_ = clients.Add(c)
+	_ = bindings.Add(binding("m2m-f", nil, false))
+	got := r.Revoked(r.trusted)
+	if got.NotBefore["m2m-f"] != RevokedForever || got.Floor["m2m-f"] != t0.Add(time.Second).Unix() {
+		t.Fatalf("not-before %d, floor %d; want RevokedForever and now (%d)", got.NotBefore["m2m-f"], got.Floor["m2m-f"], t0.Add(time.Second).Unix())
+	}
+}
+
+// A client created after its binding (a second client of the ID) whose UID the binding does not
+// record yet revokes the tokens issued before its creation, before the manager gets to it.
+func TestASecondClientOfAnIDRevokesTheFirstOnesTokensBeforeTheManagerRecordsIt(t *testing.T) {
+	r, clients, bindings := revocationFixture(t)
+	b := binding("m2m-s", nil, false)
+	b.CreationTimestamp = metav1.NewTime(t0.Add(-time.Hour))
+	b.Status.ClientUID = "uid-first"
+	_ = bindings.Add(b)
+	c := testClient("m2m-s", goodSecret) // UID uid-m2m-s
+	c.CreationTimestamp = metav1.NewTime(t0.Add(-time.Minute))
+	_ = clients.Add(c)
+	if got := r.Revoked(r.trusted).NotBefore["m2m-s"]; got != c.CreationTimestamp.Unix() {
+		t.Fatalf("not-before %d, want the second client's creation %d", got, c.CreationTimestamp.Unix())
+	}
+	b = b.DeepCopy()
+	b.Status.ClientUID = string(c.UID)
+	b.CreationTimestamp = c.CreationTimestamp
+	_ = bindings.Update(b)
+	if _, listed := r.Revoked(r.trusted).NotBefore["m2m-s"]; listed {
+		t.Fatal("a client its binding records is listed without a revocation")
+	}
+}
+
+// The cap counts a namespace's entries by the bindings' namespaces, and never leaves out a client
+// whose every token is refused.
+func TestTheCapCountsEntriesByTheBindingsNamespaceAndKeepsEveryDisabledClient(t *testing.T) {
+	r, clients, bindings := revocationFixture(t)
+	for i := range maxRevocationsPerNamespace + 10 {
+		at := metav1.NewTime(t0.Add(-time.Duration(i+1) * time.Second))
+		_ = bindings.Add(binding(fmt.Sprintf("m2m-ns-%05d", i), &at, true)) // namespace "ns"
+	}
+	c := testClient("m2m-off", goodSecret) // namespace "ns"
+	c.Spec.Disabled = true
+	_ = clients.Add(c)
+	// Its own finite time is older than every other entry's.
+	old := metav1.NewTime(t0.Add(-time.Hour))
+	_ = bindings.Add(binding("m2m-off", &old, false))
+	all := r.Revoked(r.trusted)
+	got := all.NotBefore
+	if got["m2m-off"] != RevokedForever || all.Floor["m2m-off"] != old.Unix() {
+		t.Fatalf("the disabled client: not-before %d, floor %d; the cap left out its finite time", got["m2m-off"], all.Floor["m2m-off"])
+	}
+	if len(got) != maxRevocationsPerNamespace+1 {
+		t.Fatalf("%d entries, want the cap's %d and the disabled client", len(got), maxRevocationsPerNamespace)
 	}
 }
