@@ -70,6 +70,11 @@ const revokedForever int64 = 253402300799
 // with a minute to spare.
 const revocationHorizon = 24*time.Hour + 6*time.Minute
 
+// revocationMergeWindow is how long the verifier keeps a not-before that no list carries any
+// more: past a list's exp (10 minutes) and the clock skew allowed on it, no list it could still
+// take lacks a revocation made since, replayed or from a replica that has caught up.
+const revocationMergeWindow = 15 * time.Minute
+
 // WithoutRevocation turns off the revocation list: tokens of disabled, deleted and revoked
 // clients are accepted until they expire.
 func WithoutRevocation() VerifierOption {
@@ -195,17 +200,20 @@ type revocationList struct {
 	// notBefore is what check reads: merged, and the latest list's revokedForever entries; nil
 	// before the first list.
 	notBefore map[string]int64
-	// merged holds every not-before below revokedForever of every list the verifier took, the
-	// latest of each client, until revocationHorizon: revocations only ever move forward on the
-	// token server, so a list from a replica that has not seen a change yet, or an older one
-	// replayed, cannot take back one the verifier has seen, whatever its iat.
-	merged  map[string]int64
+	// merged holds the finite not-befores and floors of the lists the verifier took lately, the
+	// latest of each client (take): revocations only ever move forward on the token server, so
+	// a list from a replica that has not seen a change yet, or an older one replayed, cannot
+	// take back one the verifier has seen, whatever its iat.
+	merged  map[string]mergedEntry
 	etag    string
 	freshAt time.Time
-	// issuedAt and expiresAt are those of the latest list: a 304 confirms it only until its exp,
-	// and after half its life the verifier asks without If-None-Match, for a list signed again.
-	issuedAt, expiresAt time.Time
-	lastError           string
+	// receivedAt is when the latest list came, lifetime its exp less its iat: after half its
+	// lifetime the verifier asks without If-None-Match, for the list signed again, so that 304s
+	// never stretch a signature past its exp. Measured on the verifier's clock, so that a clock
+	// ahead of the server's does not ask before the server signs again.
+	receivedAt time.Time
+	lifetime   time.Duration
+	lastError  string
 	// newList says that the last answer was a new list under a new ETag: a long-poll that a
 	// change ended, after which the next may start at once.
 	newList bool
@@ -266,7 +274,7 @@ func (rl *revocationList) fetch(ctx context.Context, wait time.Duration) (err er
 	u := rl.url
 	rl.mu.RLock()
 	etag := rl.etag
-	if now := rl.now(); now.After(rl.issuedAt.Add(rl.expiresAt.Sub(rl.issuedAt) / 2)) {
+	if now := rl.now(); now.After(rl.receivedAt.Add(rl.lifetime / 2)) {
 		// The token server signs the list again after half its life; a 304 would keep the old
 		// signature, which expires.
 		etag = ""
@@ -310,57 +318,84 @@ func (rl *revocationList) fetch(ctx context.Context, wait time.Duration) (err er
 	if int64(len(body)) > rl.limit {
 		return fmt.Errorf("%w: %s sent a list over the limit of %d bytes (WithRevocationListLimit)", ErrRevocationUnavailable, rl.url, rl.limit)
 	}
-	list, iat, exp, err := rl.verify(ctx, string(body))
+	list, floor, iat, exp, err := rl.verify(ctx, string(body))
 	if err != nil {
 		return err
 	}
 	rl.mu.Lock()
-	rl.take(list)
-	rl.issuedAt, rl.expiresAt, rl.etag, rl.freshAt = iat, exp, resp.Header.Get("ETag"), rl.now()
-	rl.newList = rl.etag != "" && rl.etag != etag
+	rl.take(list, floor)
+	held := rl.etag
+	rl.receivedAt, rl.lifetime, rl.etag, rl.freshAt = rl.now(), exp.Sub(iat), resp.Header.Get("ETag"), rl.now()
+	rl.newList = rl.etag != "" && rl.etag != held
 	rl.mu.Unlock()
 	return nil
 }
 
-// take merges list into what the verifier holds, under the lock.
-func (rl *revocationList) take(list map[string]int64) {
+// take merges a list into what the verifier holds, under the lock. The finite not-befores and
+// floors of every list are merged, the latest of each client kept, so that a list from a replica
+// that has not seen a revocation yet, or an older one replayed, cannot take it back; an entry no
+// list has carried for revocationMergeWindow (longer than a list's exp and the clock skew) or
+// older than revocationHorizon is dropped, which bounds the merge by what lists carried lately.
+// The entries that refuse every token (and times still to come) are taken from this list alone,
+// so that enabling a client takes effect; their floors stay merged.
+func (rl *revocationList) take(list, floor map[string]int64) {
+	now := rl.now()
 	if rl.merged == nil {
-		rl.merged = map[string]int64{}
+		rl.merged = map[string]mergedEntry{}
 	}
-	horizon := rl.now().Add(-revocationHorizon).Unix()
-	for id, nb := range rl.merged {
-		if nb < horizon {
+	horizon, unseen := now.Add(-revocationHorizon).Unix(), now.Add(-revocationMergeWindow)
+	for id, e := range rl.merged {
+		if e.notBefore < horizon || e.seen.Before(unseen) {
 			delete(rl.merged, id)
 		}
 	}
+	// A finite time ahead of now (a clock ahead, a list of another implementation) is merged as
+	// now and applies whole only while a list carries it.
+	ceiling := now.Add(revocationClockSkew).Unix()
+	merge := func(id string, nb int64) {
+		nb = min(nb, ceiling)
+		e := rl.merged[id]
+		rl.merged[id] = mergedEntry{notBefore: max(e.notBefore, nb), seen: now}
+	}
 	for id, nb := range list {
-		if nb < revokedForever && nb > rl.merged[id] {
-			rl.merged[id] = nb
+		if nb < revokedForever {
+			merge(id, nb)
 		}
+	}
+	for id, nb := range floor {
+		merge(id, nb)
 	}
 	effective := make(map[string]int64, len(rl.merged))
-	for id, nb := range rl.merged {
-		effective[id] = nb
+	for id, e := range rl.merged {
+		effective[id] = e.notBefore
 	}
 	for id, nb := range list {
-		if nb >= revokedForever {
-			effective[id] = nb
-		}
+		effective[id] = max(effective[id], nb)
 	}
 	rl.notBefore = effective
+}
+
+// mergedEntry is a client's latest not-before over the lists taken, and when a list last
+// carried it.
+type mergedEntry struct {
+	notBefore int64
+	seen      time.Time
 }
 
 // revocationClaims is the list's payload.
 type revocationClaims struct {
 	jwt.RegisteredClaims
 	Revoked map[string]int64 `json:"not_before"`
+	// Floor is, for a client whose not_before refuses every token, the time before which its
+	// tokens stay refused after that state ends.
+	Floor map[string]int64 `json:"floor"`
 }
 
 // verify checks the list's signature with the issuer's token keys, its typ, iss, iat and exp,
 // and returns its entries, iat and exp.
-func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]int64, time.Time, time.Time, error) {
+func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]int64, map[string]int64, time.Time, time.Time, error) {
 	if err := checkAlg(raw); err != nil {
-		return nil, time.Time{}, time.Time{}, fmt.Errorf("%w: %w", ErrRevocationUnavailable, err)
+		return nil, nil, time.Time{}, time.Time{}, fmt.Errorf("%w: %w", ErrRevocationUnavailable, err)
 	}
 	var claims revocationClaims
 	_, err := jwt.NewParser(
@@ -388,15 +423,15 @@ func (rl *revocationList) verify(ctx context.Context, raw string) (map[string]in
 		return k.key, nil
 	})
 	if err != nil {
-		return nil, time.Time{}, time.Time{}, fmt.Errorf("%w: the list from %s does not verify: %w", ErrRevocationUnavailable, rl.url, err)
+		return nil, nil, time.Time{}, time.Time{}, fmt.Errorf("%w: the list from %s does not verify: %w", ErrRevocationUnavailable, rl.url, err)
 	}
 	if claims.IssuedAt == nil {
-		return nil, time.Time{}, time.Time{}, fmt.Errorf("%w: the list from %s has no iat", ErrRevocationUnavailable, rl.url)
+		return nil, nil, time.Time{}, time.Time{}, fmt.Errorf("%w: the list from %s has no iat", ErrRevocationUnavailable, rl.url)
 	}
 	if claims.Revoked == nil {
 		claims.Revoked = map[string]int64{}
 	}
-	return claims.Revoked, claims.IssuedAt.Time, claims.ExpiresAt.Time, nil
+	return claims.Revoked, claims.Floor, claims.IssuedAt.Time, claims.ExpiresAt.Time, nil
 }
 
 // run keeps the list fresh until ctx ends: a long-poll again revocationNewListGap after the

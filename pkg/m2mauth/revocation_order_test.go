@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // Lists from replicas that have not seen a revocation yet, signed later than the one that
@@ -62,10 +64,10 @@ func TestAfterHalfItsLifeTheVerifierAsksForTheListSignedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.revocations.mu.RLock()
-	iat := v.revocations.issuedAt
+	received := v.revocations.receivedAt
 	v.revocations.mu.RUnlock()
-	if !iat.Equal(clk.Now().Truncate(time.Second)) {
-		t.Fatalf("after half the list's life the verifier holds a list signed at %s, want one signed now (%s)", iat, clk.Now())
+	if !received.Equal(clk.Now()) {
+		t.Fatalf("after half the list's life the verifier last took a list at %s, want one now (%s): a 304 kept the old signature", received, clk.Now())
 	}
 }
 
@@ -78,4 +80,97 @@ func TestAVerifierSecondsBehindTheTokenServerTakesAFreshList(t *testing.T) {
 		t.Fatalf("a verifier 30 s behind the issuer: %v", err)
 	}
 	v.Close()
+}
+
+// A disabled client's floor stays merged after the "every token" entry is gone from a later list
+// (a replica that has not seen the disable yet): its tokens issued before the disable stay
+// refused, and those issued after its floor are accepted.
+func TestAFloorOutlivesTheEveryTokenEntryInALaterList(t *testing.T) {
+	clk := newFakeClock(t0.Add(time.Minute))
+	s := newRevocationServer(t, clk.Now)
+	v := newRevocationVerifier(t, s, clk, WithRevocationWait(0))
+	floor := t0.Add(30 * time.Second)
+	s.serveBody(mint(t, s.key, jwt.MapClaims{"iss": s.URL, "iat": clk.Now().Unix(), "exp": clk.Now().Add(10 * time.Minute).Unix(),
+		"not_before": map[string]int64{"m2m-d": revokedForever}, "floor": map[string]int64{"m2m-d": floor.Unix()}}, map[string]any{"typ": "revocation-list+jwt"}))
+	if err := refetch(v); err != nil {
+		t.Fatal(err)
+	}
+	before, after := tokenAt(t, s, "m2m-d", t0), tokenAt(t, s, "m2m-d", floor.Add(time.Second))
+	if _, err := v.Authenticate(context.Background(), after); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("every token of a disabled client: %v, want ErrRevoked", err)
+	}
+	s.setList(map[string]int64{}) // a lagging replica
+	if err := refetch(v); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Authenticate(context.Background(), before); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("a token from before the disable, after a list without it: %v, want ErrRevoked", err)
+	}
+	if _, err := v.Authenticate(context.Background(), after); err != nil {
+		t.Fatalf("a token from after the floor: %v", err)
+	}
+}
+
+// A merged not-before that no list has carried for the merge window goes: the merge is bounded
+// by what lists carried lately, not by everything a tenant's churn ever published.
+func TestAMergedEntryNoListCarriesGoesAfterTheMergeWindow(t *testing.T) {
+	clk := newFakeClock(t0.Add(time.Minute))
+	s := newRevocationServer(t, clk.Now)
+	v := newRevocationVerifier(t, s, clk, WithRevocationWait(0))
+	s.setList(map[string]int64{"m2m-gone": clk.Now().Unix()})
+	if err := refetch(v); err != nil {
+		t.Fatal(err)
+	}
+	s.setList(map[string]int64{})
+	clk.Advance(revocationMergeWindow - time.Minute)
+	if err := refetch(v); err != nil {
+		t.Fatal(err)
+	}
+	if v.RevocationStatus().Entries != 1 {
+		t.Fatal("the entry went before the merge window ended")
+	}
+	clk.Advance(2 * time.Minute)
+	s.setList(map[string]int64{"m2m-other": clk.Now().Unix()})
+	if err := refetch(v); err != nil {
+		t.Fatal(err)
+	}
+	v.revocations.mu.RLock()
+	_, kept := v.revocations.notBefore["m2m-gone"]
+	v.revocations.mu.RUnlock()
+	if kept {
+		t.Fatal("an entry no list carried for longer than the merge window is still held")
+	}
+}
+
+// A finite not-before still to come refuses the client's tokens while a list carries it, and is
+// merged as now: once lists no longer carry it, later tokens are accepted, so a mistaken year
+// does not stay behind in the verifier.
+func TestAFutureNotBeforeIsMergedAsNow(t *testing.T) {
+	clk := newFakeClock(t0.Add(time.Minute))
+	s := newRevocationServer(t, clk.Now)
+	v := newRevocationVerifier(t, s, clk, WithRevocationWait(0))
+	s.setList(map[string]int64{"m2m-y": clk.Now().Add(365 * 24 * time.Hour).Unix()})
+	if err := refetch(v); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(3 * time.Minute)
+	if err := refetch(v); err != nil {
+		t.Fatal(err)
+	}
+	later := tokenAt(t, s, "m2m-y", clk.Now())
+	if _, err := v.Authenticate(context.Background(), later); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("while the list carries a time still to come: %v, want ErrRevoked", err)
+	}
+	s.setList(map[string]int64{})
+	if err := refetch(v); err != nil {
+		t.Fatal(err)
+	}
+	// Merged as the time of the last list that carried it, plus the clock skew.
+	clk.Advance(2 * time.Minute)
+	if err := refetch(v); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Authenticate(context.Background(), tokenAt(t, s, "m2m-y", clk.Now())); err != nil {
+		t.Fatalf("a token after the merged time, once no list carries the future one: %v", err)
+	}
 }
