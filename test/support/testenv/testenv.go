@@ -181,15 +181,42 @@ type Version struct {
 // lists the objects and records those written since, so that only a version written and
 // overwritten again between the restart and that list can be missed.
 func Record(ctx context.Context, cfg *rest.Config, list client.ObjectList, ns string) (func() []Version, error) {
-	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
+	_, stop, err := record(ctx, cfg, list, ns)
+	return stop, err
+}
+
+// RecordThrough is Record whose returned function first waits, up to a minute, until the
+// recorder has seen an object version at least rv (one the caller read after its last write of
+// interest), so that the last versions are not lost to a watch a moment behind.
+func RecordThrough(ctx context.Context, cfg *rest.Config, list client.ObjectList, ns string) (func(rv string) []Version, error) {
+	r, stop, err := record(ctx, cfg, list, ns)
 	if err != nil {
 		return nil, err
+	}
+	return func(rv string) []Version {
+		want, _ := strconv.ParseInt(rv, 10, 64)
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			r.mu.Lock()
+			seen := r.rv >= want
+			r.mu.Unlock()
+			if seen {
+				break
+			}
+		}
+		return stop()
+	}, nil
+}
+
+func record(ctx context.Context, cfg *rest.Config, list client.ObjectList, ns string) (*recorder, func() []Version, error) {
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: m2mv1alpha1.NewScheme()})
+	if err != nil {
+		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w, err := wc.Watch(ctx, list, client.InNamespace(ns))
 	if err != nil {
 		cancel()
-		return nil, err
+		return nil, nil, err
 	}
 	r := &recorder{c: wc, list: list, ns: ns}
 	done := make(chan struct{})
@@ -197,7 +224,7 @@ func Record(ctx context.Context, cfg *rest.Config, list client.ObjectList, ns st
 		defer close(done)
 		r.follow(ctx, w)
 	}()
-	return func() []Version {
+	return r, func() []Version {
 		cancel()
 		<-done
 		r.mu.Lock()
