@@ -66,7 +66,7 @@ bench-token: ## Token server benchmark (10,000 clients, wrk at 16 connections, t
 	hack/bench-token.sh
 
 .PHONY: bench-peers
-bench-peers: ## Ory Hydra v2.3.0 (built from its Go module source, SQLite) and this token server, 1,000 clients each, the same wrk load one after the other (BENCH_PEERS_FLAGS=...); results belong in docs/benchmarks.md. Not part of make test.
+bench-peers: ## Ory Hydra v2.3.0 (built from its Go module source; on SQLite and PostgreSQL, opaque and JWT tokens) and this token server, 1,000 clients each, the same wrk load one after the other (BENCH_PEERS_FLAGS=...); results belong in docs/benchmarks.md. Not part of make test.
 	hack/bench-peers.sh $(BENCH_PEERS_FLAGS)
 
 .PHONY: bench-dpop

@@ -87,9 +87,9 @@ type hydraServer struct {
 	log           *os.File
 }
 
-// startHydra migrates a fresh SQLite database in dir and serves Hydra on loopback with its
-// defaults except accessTokens (opaque or jwt), logging only errors.
-func startHydra(bin, dir, accessTokens string) (*hydraServer, error) {
+// startHydra migrates the empty database dsn and serves Hydra on loopback with its defaults
+// except accessTokens (opaque or jwt), logging only errors.
+func startHydra(bin, dir, dsn, accessTokens string) (*hydraServer, error) {
 	publicAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -105,7 +105,7 @@ func startHydra(bin, dir, accessTokens string) (*hydraServer, error) {
 	_, publicPort := splitAddr(publicAddr)
 	_, adminPort := splitAddr(adminAddr)
 	env := append(os.Environ(),
-		"DSN=sqlite://"+filepath.Join(dir, "hydra.sqlite")+"?_fk=true",
+		"DSN="+dsn,
 		"SECRETS_SYSTEM="+hex.EncodeToString(system),
 		"SERVE_PUBLIC_HOST=127.0.0.1", "SERVE_PUBLIC_PORT="+publicPort,
 		"SERVE_ADMIN_HOST=127.0.0.1", "SERVE_ADMIN_PORT="+adminPort,

@@ -38,6 +38,7 @@ func main() {
 	}
 	cache := flag.String("cache", filepath.Join(defaultCache, "m2m-operator", "peers"), "Where the peers' source and binaries are kept between runs.")
 	skipTokenServer := flag.Bool("skip-token-server", false, "Measure the peers only.")
+	flag.BoolVar(&postgres, "postgres", true, "Also run Hydra on PostgreSQL (its production database), a fresh cluster per run from the installed postgresql package.")
 	flag.Parse()
 	load := wrkLoad{conns: *conns, threads: *threads, duration: *duration, warmup: *warmup}
 	if err := run(*n, load, *cache, *skipTokenServer); err != nil {
@@ -46,18 +47,20 @@ func main() {
 	}
 }
 
+var postgres bool
+
 func secretFor(i int) string {
 	return fmt.Sprintf("bench-secret-%06d-0123456789abcdefghijklmnop", i)
 }
 
 // row is one line of the table.
 type row struct {
-	server, config    string
-	rps               float64
-	p50, p99          string
-	non2xx            string
-	rssAfter, rssPeak int64 // KiB
-	note              string
+	server, config       string
+	rps                  float64
+	p50, p99             string
+	non2xx, socketErrors string
+	rssAfter, rssPeak    int64 // KiB
+	note                 string
 }
 
 func run(n int, load wrkLoad, cache string, skipTokenServer bool) error {
@@ -78,11 +81,27 @@ func run(n int, load wrkLoad, cache string, skipTokenServer bool) error {
 
 	var rows []row
 	for _, strategy := range []string{"opaque", "jwt"} {
-		r, err := measureHydra(hydraBin, filepath.Join(work, "hydra-"+strategy), strategy, n, load)
+		dir := filepath.Join(work, "hydra-sqlite-"+strategy)
+		// _fk=true is the option Hydra's SQLite driver requires; the pool is PostgreSQL's (dsn()).
+		dsn := "sqlite://" + filepath.Join(dir, "hydra.sqlite") + "?_fk=true&max_conns=32&max_idle_conns=32"
+		r, err := measureHydra(hydraBin, dir, "SQLite", dsn, strategy, n, load)
 		if err != nil {
 			return err
 		}
 		rows = append(rows, r)
+	}
+	if postgres {
+		pgBin := findPostgres()
+		if pgBin == "" {
+			return fmt.Errorf("PostgreSQL is not installed (make bench-peers installs it with apt-get; -postgres=false skips it)")
+		}
+		for _, strategy := range []string{"opaque", "jwt"} {
+			r, err := measureHydraOnPostgres(hydraBin, pgBin, filepath.Join(work, "hydra-postgres-"+strategy), strategy, n, load)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, r)
+		}
 	}
 	if !skipTokenServer {
 		ts, err := measureTokenServer(n, load)
@@ -93,25 +112,41 @@ func run(n int, load wrkLoad, cache string, skipTokenServer bool) error {
 	}
 
 	fmt.Printf("\nclients per server: %d; load: wrk -t%d -c%d, %s warm-up then %s, form bodies (client_secret_post) cycling through all clients\n", n, load.threads, load.conns, load.warmup, load.duration)
-	fmt.Println("\n| server | configuration | tokens/s | p50 | p99 | non-2xx | RSS after the run | peak RSS |")
-	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("\n| server | configuration | tokens/s | p50 | p99 | non-2xx | socket errors | RSS after the run | peak RSS |")
+	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
 	for _, r := range rows {
-		fmt.Printf("| %s | %s | %.0f | %s | %s | %s | %d MiB | %d MiB |\n", r.server, r.config, r.rps, r.p50, r.p99, r.non2xx, r.rssAfter>>10, r.rssPeak>>10)
+		fmt.Printf("| %s | %s | %.1f | %s | %s | %s | %s | %d MiB | %d MiB |\n", r.server, r.config, r.rps, r.p50, r.p99, r.non2xx, r.socketErrors, r.rssAfter>>10, r.rssPeak>>10)
 	}
+	seen := map[string]bool{}
 	for _, r := range rows {
-		if r.note != "" {
+		if r.note != "" && !seen[r.note] {
+			seen[r.note] = true
 			fmt.Printf("\n%s, %s: %s\n", r.server, r.config, r.note)
 		}
 	}
 	return nil
 }
 
-func measureHydra(bin, dir, strategy string, n int, load wrkLoad) (row, error) {
+// measureHydraOnPostgres runs a fresh PostgreSQL cluster for one Hydra run.
+func measureHydraOnPostgres(hydraBin, pgBin, dir, strategy string, n int, load wrkLoad) (row, error) {
+	pgDir := dir + "-db"
+	if err := os.MkdirAll(pgDir, 0o700); err != nil {
+		return row{}, err
+	}
+	pg, err := startPostgres(pgBin, pgDir)
+	if err != nil {
+		return row{}, err
+	}
+	defer pg.stop()
+	return measureHydra(hydraBin, dir, "PostgreSQL "+filepath.Base(filepath.Dir(pgBin)), pg.dsn(), strategy, n, load)
+}
+
+func measureHydra(bin, dir, database, dsn, strategy string, n int, load wrkLoad) (row, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return row{}, err
 	}
-	fmt.Printf("Hydra (%s access tokens): migrating SQLite, serving, creating %d clients...\n", strategy, n)
-	h, err := startHydra(bin, dir, strategy)
+	fmt.Printf("Hydra (%s, %s access tokens): migrating, serving, creating %d clients...\n", database, strategy, n)
+	h, err := startHydra(bin, dir, dsn, strategy)
 	if err != nil {
 		return row{}, err
 	}
@@ -135,17 +170,17 @@ func measureHydra(bin, dir, strategy string, n int, load wrkLoad) (row, error) {
 	if err := writeScript(script, "/oauth2/token", bodies); err != nil {
 		return row{}, err
 	}
-	fmt.Printf("Hydra (%s): %d clients created in %s; wrk...\n", strategy, n, created.Round(time.Second))
+	fmt.Printf("Hydra (%s, %s): %d clients created in %s; wrk...\n", database, strategy, n, created.Round(time.Second))
 	res, err := load.run(script, h.public)
 	if err != nil {
 		return row{}, err
 	}
 	return row{
 		server: "Ory Hydra " + hydraVersion,
-		config: fmt.Sprintf("`serve all --dev`, SQLite, %s access tokens, other settings default (client secrets hashed with PBKDF2)", strategy),
-		rps:    res.rps, p50: res.p50, p99: res.p99, non2xx: strconv.Itoa(res.non2xx),
+		config: fmt.Sprintf("`serve all --dev`, %s, %s access tokens, other settings default", database, strategy),
+		rps:    res.rps, p50: res.p50, p99: res.p99, non2xx: strconv.Itoa(res.non2xx), socketErrors: res.socketErrors,
 		rssAfter: tokenserverprocess.Memory(h.pid(), "VmRSS"), rssPeak: tokenserverprocess.Memory(h.pid(), "VmHWM"),
-		note: fmt.Sprintf("%d clients created through the admin API in %s", n, created.Round(time.Second)),
+		note: fmt.Sprintf("%d clients created through the admin API in %s; RSS is Hydra's process alone", n, created.Round(time.Second)),
 	}, nil
 }
 
@@ -183,7 +218,7 @@ func measureTokenServer(n int, load wrkLoad) ([]row, error) {
 var (
 	tokensRe = regexp.MustCompile(`tokens/s:\s+(\d+)`)
 	latRe    = regexp.MustCompile(`latency p50 / p99:\s+(\S+) / (\S+)`)
-	non2xxRe = regexp.MustCompile(`non-2xx responses:\s+(\d+)`)
+	non2xxRe = regexp.MustCompile(`non-2xx responses:\s+(\d+) \(socket errors: ([^)]*)\)`)
 	rssRe    = regexp.MustCompile(`(\d+) MiB after the load, (\d+) MiB peak`)
 	ceilRe   = regexp.MustCompile(`signing-only ceiling:\s+(\d+ signatures/s.*)`)
 )
@@ -216,7 +251,7 @@ func parseBenchToken(out string) ([]row, error) {
 			return nil, fmt.Errorf("unexpected hack/bench-token output:\n%s", text)
 		}
 		r.rps, _ = strconv.ParseFloat(m[1], 64)
-		r.p50, r.p99, r.non2xx = l[1], l[2], e[1]
+		r.p50, r.p99, r.non2xx, r.socketErrors = l[1], l[2], e[1], e[2]
 		after, _ := strconv.ParseInt(s[1], 10, 64)
 		peak, _ := strconv.ParseInt(s[2], 10, 64)
 		r.rssAfter, r.rssPeak = after<<10, peak<<10
@@ -233,15 +268,17 @@ type wrkLoad struct {
 }
 
 type wrkResult struct {
-	rps      float64
-	p50, p99 string
-	non2xx   int
+	rps          float64
+	p50, p99     string
+	non2xx       int
+	socketErrors string
 }
 
 // run warms target up with wrk and then measures it.
 func (l wrkLoad) run(script, target string) (wrkResult, error) {
 	args := func(d time.Duration) []string {
-		return []string{"-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", d.String(), "--latency", "-s", script, target}
+		// wrk's default timeout (2 s) would drop Hydra's slowest answers from the percentiles.
+		return []string{"-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", d.String(), "--timeout", "10s", "--latency", "-s", script, target}
 	}
 	if _, err := exec.Command(l.wrk, args(l.warmup)...).Output(); err != nil {
 		return wrkResult{}, fmt.Errorf("wrk warm-up: %w", err)
@@ -263,6 +300,10 @@ func (l wrkLoad) run(script, target string) (wrkResult, error) {
 	}
 	if m := regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`).FindStringSubmatch(text); m != nil {
 		r.non2xx, _ = strconv.Atoi(m[1])
+	}
+	r.socketErrors = "none"
+	if m := regexp.MustCompile(`Socket errors:\s+(.*)`).FindStringSubmatch(text); m != nil {
+		r.socketErrors = m[1]
 	}
 	return r, nil
 }
