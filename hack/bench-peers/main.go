@@ -61,6 +61,8 @@ type row struct {
 	non2xx, socketErrors string
 	rssAfter, rssPeak    int64 // KiB
 	note                 string
+	// load is the 1-minute load average when the run ended: the machine may be shared.
+	load string
 }
 
 func run(n int, load wrkLoad, cache string, skipTokenServer bool) error {
@@ -112,10 +114,10 @@ func run(n int, load wrkLoad, cache string, skipTokenServer bool) error {
 	}
 
 	fmt.Printf("\nclients per server: %d; load: wrk -t%d -c%d, %s warm-up then %s, form bodies (client_secret_post) cycling through all clients\n", n, load.threads, load.conns, load.warmup, load.duration)
-	fmt.Println("\n| server | configuration | tokens/s | p50 | p99 | non-2xx | socket errors | RSS after the run | peak RSS |")
-	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+	fmt.Println("\n| server | configuration | tokens/s | p50 | p99 | non-2xx | socket errors | RSS after the run | peak RSS | load average at the end |")
+	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
 	for _, r := range rows {
-		fmt.Printf("| %s | %s | %.1f | %s | %s | %s | %s | %d MiB | %d MiB |\n", r.server, r.config, r.rps, r.p50, r.p99, r.non2xx, r.socketErrors, r.rssAfter>>10, r.rssPeak>>10)
+		fmt.Printf("| %s | %s | %.1f | %s | %s | %s | %s | %d MiB | %d MiB | %s |\n", r.server, r.config, r.rps, r.p50, r.p99, r.non2xx, r.socketErrors, r.rssAfter>>10, r.rssPeak>>10, r.load)
 	}
 	seen := map[string]bool{}
 	for _, r := range rows {
@@ -181,6 +183,7 @@ func measureHydra(bin, dir, database, dsn, strategy string, n int, load wrkLoad)
 		rps:    res.rps, p50: res.p50, p99: res.p99, non2xx: strconv.Itoa(res.non2xx), socketErrors: res.socketErrors,
 		rssAfter: tokenserverprocess.Memory(h.pid(), "VmRSS"), rssPeak: tokenserverprocess.Memory(h.pid(), "VmHWM"),
 		note: fmt.Sprintf("%d clients created through the admin API in %s; RSS is Hydra's process alone", n, created.Round(time.Second)),
+		load: loadAverage(),
 	}, nil
 }
 
@@ -242,7 +245,7 @@ func parseBenchToken(out string) ([]row, error) {
 		if j := strings.Index(text, "\nissuance limit"); j >= 0 {
 			text = text[:j]
 		}
-		r := row{server: "this token server", config: block.config, note: ceiling}
+		r := row{server: "this token server", config: block.config, note: ceiling, load: loadAverage()}
 		m := tokensRe.FindStringSubmatch(text)
 		l := latRe.FindStringSubmatch(text)
 		e := non2xxRe.FindStringSubmatch(text)
@@ -332,6 +335,15 @@ request = function()
 end
 `)
 	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// loadAverage is the 1-minute load average, "?" where /proc/loadavg cannot be read.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if fields := strings.Fields(string(data)); err == nil && len(fields) > 0 {
+		return fields[0]
+	}
+	return "?"
 }
 
 func freeAddr() (string, error) {
