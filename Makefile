@@ -65,6 +65,10 @@ bench-controller: ## Controller scale benchmark (N=1000 by default); results bel
 bench-token: ## Token server benchmark (10,000 clients, wrk at 16 connections, the issuance limit off and on, then one client flooding); results belong in docs/benchmarks.md.
 	hack/bench-token.sh
 
+.PHONY: bench-peers
+bench-peers: ## Ory Hydra v2.3.0 (built from its Go module source; on SQLite and PostgreSQL, opaque and JWT tokens) and this token server, 1,000 clients each, the same wrk load one after the other (BENCH_PEERS_FLAGS=...); results belong in docs/benchmarks.md. Not part of make test.
+	hack/bench-peers.sh $(BENCH_PEERS_FLAGS)
+
 .PHONY: bench-dpop
 bench-dpop: ## Token server with the Go load generator, plain and with a fresh DPoP proof per request, in the same session (bench-token -dpop; 10,000 clients, 16 connections, 20 s a run, 2 rounds); results belong in docs/benchmarks.md.
 	assets="$$(hack/control-plane.sh)"; KUBEBUILDER_ASSETS="$$assets" go run ./hack/bench-token -dpop $(BENCH_DPOP_FLAGS)

@@ -147,8 +147,12 @@ func statCPU(stat string) time.Duration {
 	return time.Duration(utime+stime) * time.Second / clockTicks
 }
 
-func (p *Process) memory(field string) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+func (p *Process) memory(field string) int64 { return Memory(p.cmd.Process.Pid, field) }
+
+// Memory is a figure in KiB (VmRSS, VmHWM) of /proc/PID/status of any process, 0 if it cannot
+// be read; the peers benchmark reads the other servers' memory with it.
+func Memory(pid int, field string) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
