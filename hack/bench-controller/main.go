@@ -30,6 +30,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -68,7 +69,9 @@ func run(n, workers, creators int, qps float64, burst int) error {
 		return err
 	}
 	ctx := context.Background()
-	for _, ns := range []string{"floor", "operator"} {
+	// The manager keeps its signing and status keys in signingkeys.DefaultSecret's namespace, and
+	// no client becomes Ready before the status keys exist.
+	for _, ns := range []string{"floor", "operator", signingkeys.DefaultSecret.Namespace} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return err
 		}
