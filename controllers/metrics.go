@@ -138,7 +138,7 @@ func (c *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 // event subtracts what the old version counted and adds what the new one counts. A scrape then
 // costs the number of distinct (state, reason) pairs and of distinct grace-period expiries, not
 // the number of clients; listing the cache at each scrape copied every cached object's struct
-// (86 MiB and 0.3 s per scrape at 100,000 clients, docs/benchmarks.md).
+// (86 MiB and 0.15 to 0.3 s per scrape at 100,000 clients, docs/benchmarks.md).
 type fleetCounts struct {
 	mu      sync.Mutex
 	byState map[fleetKey]int
