@@ -183,6 +183,15 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if o.CABundleSecret.Name != "" {
 		fleet.CertSecret = o.CABundleSecret // cert-manager's certificate Secret
 	}
+	// The informer the M2MClient controller watches; the cache has not started, so this only
+	// creates it.
+	inf, err := mgr.GetCache().GetInformer(context.Background(), &m2mv1alpha1.M2MClient{})
+	if err != nil {
+		return nil, err
+	}
+	if err := fleet.WatchClients(inf); err != nil {
+		return nil, err
+	}
 	registerMetrics(fleet)
 	if err := addProbes(mgr, o.ProbeAddr); err != nil {
 		return nil, err

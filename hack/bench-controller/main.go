@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +30,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
+	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -37,6 +40,8 @@ func main() {
 	creators := flag.Int("creators", 8, "Concurrent creators of M2MClients.")
 	qps := flag.Float64("qps", 500, "Client QPS of the manager and of the floor's client.")
 	burst := flag.Int("burst", 1000, "Client burst of the manager and of the floor's client.")
+	flag.StringVar(&cpuProfile, "cpu-profile", "", "Write a CPU profile of this process (the manager, the creators and the client) during the operator run to this file.")
+	flag.DurationVar(&readyTimeout, "timeout", 30*time.Minute, "How long the operator run may take before the benchmark gives up.")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
 
@@ -45,6 +50,11 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+var (
+	cpuProfile   string
+	readyTimeout time.Duration
+)
 
 func run(n, workers, creators int, qps float64, burst int) error {
 	env, err := testenv.Start()
@@ -59,7 +69,9 @@ func run(n, workers, creators int, qps float64, burst int) error {
 		return err
 	}
 	ctx := context.Background()
-	for _, ns := range []string{"floor", "operator"} {
+	// The manager keeps its signing and status keys in signingkeys.DefaultSecret's namespace, and
+	// no client becomes Ready before the status keys exist.
+	for _, ns := range []string{"floor", "operator", signingkeys.DefaultSecret.Namespace} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return err
 		}
@@ -79,6 +91,12 @@ func run(n, workers, creators int, qps float64, burst int) error {
 	}
 	fmt.Printf("operator: %d clients in %s: %.0f clients/s (create M2MClient until Ready)\n", n, op.Round(time.Millisecond), float64(n)/op.Seconds())
 	fmt.Printf("ratio:    %.0f%% of the floor\n", 100*floor.Seconds()/op.Seconds())
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	// The manager runs in this process beside the benchmark's own client, so these figures are an
+	// upper bound on the manager's; the API server and etcd are other processes.
+	fmt.Printf("memory:   heap in use after GC %d MiB, process RSS %s, peak RSS %s\n", ms.HeapInuse>>20, procStatus("VmRSS"), procStatus("VmHWM"))
 	return nil
 }
 
@@ -157,7 +175,26 @@ func measureOperator(ctx context.Context, cfg *rest.Config, c client.Client, n, 
 		return 0, err
 	}
 
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return 0, err
+		}
+		defer func() { _ = f.Close() }()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 0, err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
+	// Progress, so that a run too long for its timeout still shows its rate.
+	progress := time.NewTicker(time.Minute)
+	defer progress.Stop()
+	go func() {
+		for range progress.C {
+			fmt.Printf("          %s: %d Ready\n", time.Since(start).Round(time.Second), ready.Load())
+		}
+	}()
 	if err := parallel(n, creators, func(i int) error {
 		return c.Create(ctx, benchClient("operator", i))
 	}); err != nil {
@@ -165,7 +202,7 @@ func measureOperator(ctx context.Context, cfg *rest.Config, c client.Client, n, 
 	}
 	select {
 	case <-allReady:
-	case <-time.After(30 * time.Minute):
+	case <-time.After(readyTimeout):
 		return 0, fmt.Errorf("only %d of %d clients became Ready", ready.Load(), n)
 	}
 	return time.Since(start), nil
@@ -173,7 +210,7 @@ func measureOperator(ctx context.Context, cfg *rest.Config, c client.Client, n, 
 
 func benchClient(ns string, i int) *m2mv1alpha1.M2MClient {
 	return &m2mv1alpha1.M2MClient{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("client-%05d", i)},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("client-%06d", i)},
 		Spec:       m2mv1alpha1.M2MClientSpec{Scopes: []m2mv1alpha1.Scope{"read:things", "write:things"}},
 	}
 }
@@ -202,4 +239,18 @@ func parallel(n, workers int, f func(i int) error) error {
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// procStatus is a field of /proc/self/status (Linux), or "unknown".
+func procStatus(field string) string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
 }

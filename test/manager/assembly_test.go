@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,6 +122,32 @@ func TestTheManagerElectsALeaderServesProbesAndMetricsAndStaysInItsNamespaces(t 
 	if err != nil || code != http.StatusOK || !strings.Contains(body, `controller_runtime_reconcile_total{controller="m2mclient"`) {
 		t.Fatalf("metrics: %d %v; reconcile metrics missing", code, err)
 	}
+
+	// The fleet gauges count the clients of the watched namespace, as the cache's events change
+	// them: the Ready client, and not the one outside (which would count as Unknown/Unknown).
+	fleetGauges := func(want ...string) func() error {
+		return func() error {
+			_, body, err := httpGet("http://" + metrics + "/metrics")
+			if err != nil {
+				return err
+			}
+			var got []string
+			for _, line := range strings.Split(body, "\n") {
+				if strings.HasPrefix(line, "m2m_manager_clients{") || strings.HasPrefix(line, "m2m_manager_credentials_expiring_within_hour ") {
+					got = append(got, line)
+				}
+			}
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("the fleet gauges are %q, want %q", got, want)
+			}
+			return nil
+		}
+	}
+	testenv.Eventually(t, 30*time.Second, fleetGauges(`m2m_manager_clients{reason="CredentialsReady",state="Active"} 1`, "m2m_manager_credentials_expiring_within_hour 0"))
+	if err := e.Client.Delete(ctx, watched); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, fleetGauges("m2m_manager_credentials_expiring_within_hour 0"))
 }
 
 // docs/operations.md says how to narrow the manager's Secret access: --watch-namespaces, and the
