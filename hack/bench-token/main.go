@@ -234,12 +234,16 @@ type measured struct {
 // measure starts the token server with args, waits until it caches n clients, warms it up and
 // loads it with wrk; with profile, it writes a CPU profile of the load.
 func (l wrkLoad) measure(ts *tokenserverprocess.Process, n int, profiled bool, args ...string) (measured, error) {
+	started := time.Now()
 	if err := ts.Start(args...); err != nil {
 		return measured{}, err
 	}
 	if err := ts.WaitCached(n); err != nil {
 		return measured{}, err
 	}
+	// Cold start: from the process's start to every client in its cache (read from its metrics
+	// every 200 ms, so up to 200 ms late).
+	fmt.Printf("cold start: %d clients cached %s after the token server started\n", n, time.Since(started).Round(10*time.Millisecond))
 	m := measured{rssIdle: ts.RSS()}
 	// Warm up connections, caches and the Go runtime, then measure.
 	if _, err := exec.Command(l.wrk, "-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", "3s", "-s", l.script, ts.Issuer).Output(); err != nil {
