@@ -1,15 +1,12 @@
 package m2mauth
 
 import (
-	"context"
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
 
-	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
-	"github.com/m2m-dev/m2m-operator/test/support/podcert"
 	"github.com/m2m-dev/m2m-operator/test/support/volume"
 )
 
@@ -20,18 +17,7 @@ import (
 func TestARotationWithARequestInFlightRefusesNoRequest(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
-			ec := genKey(t, signingkeys.ES256)
-			jwks := newJWKSServer(t, ec)
-			ca := podcert.NewCA(t)
-			ts := newPodTokenServer(t, ca, ec, jwks.URL)
-			first, second := ca.Issue(t, "team-a", "worker"), ca.Issue(t, "team-a", "worker")
-			dir, bundle := mountPod(t, ca, ts.URL+"/token", first)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			src, err := NewTokenSource(ctx, dir, PodCertificate(bundle))
-			if err != nil {
-				t.Fatal(err)
-			}
+			jwks, _, ca, src, bundle, _, second := rotatingPod(t)
 			inFlight, release := make(chan struct{}), make(chan struct{})
 			protected := Middleware(newTestVerifier(t, jwks))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == "/slow" {

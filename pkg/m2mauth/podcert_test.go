@@ -19,6 +19,7 @@ import (
 	"github.com/m2m-dev/m2m-operator/pkg/dpop"
 	"github.com/m2m-dev/m2m-operator/test/support/podcert"
 	"github.com/m2m-dev/m2m-operator/test/support/volume"
+	"golang.org/x/oauth2"
 )
 
 // certClaims are goodClaims bound to leaf's certificate.
@@ -171,18 +172,7 @@ func mountPod(t *testing.T, ca *podcert.CA, tokenURL string, leaf *podcert.Leaf)
 // when the kubelet rotates it, the next request gets a token bound to the new one, before the
 // old token expires, and presents the new certificate.
 func TestAPodCertificateSourceFollowsTheRotatedBundleAndTheTransportPresentsIt(t *testing.T) {
-	ec := genKey(t, signingkeys.ES256)
-	jwks := newJWKSServer(t, ec)
-	ca := podcert.NewCA(t)
-	ts := newPodTokenServer(t, ca, ec, jwks.URL)
-	first, second := ca.Issue(t, "team-a", "worker"), ca.Issue(t, "team-a", "worker")
-	dir, bundle := mountPod(t, ca, ts.URL+"/token", first)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	src, err := NewTokenSource(ctx, dir, PodCertificate(bundle))
-	if err != nil {
-		t.Fatal(err)
-	}
+	jwks, ts, ca, src, bundle, first, second := rotatingPod(t)
 	var boundTo atomic.Value
 	var received atomic.Int64
 	protected := Middleware(newTestVerifier(t, jwks))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -281,4 +271,24 @@ func TestClientCertificateGivesThePodCertificateOfItsSourceOnly(t *testing.T) {
 	if _, ok := ClientCertificate(dpopClientSource(t, "https://127.0.0.1:1/token")); ok {
 		t.Fatal("a certificate for a source without one")
 	}
+}
+
+// rotatingPod is a pod of team-a/worker whose kubelet bundle holds first, with a token source
+// on it against a token server that trusts ca, and second, the certificate of its next
+// rotation; jwks serves the keys of the token server ts.
+func rotatingPod(t *testing.T) (jwks *jwksServer, ts *podTokenServer, ca *podcert.CA, src oauth2.TokenSource, bundle string, first, second *podcert.Leaf) {
+	t.Helper()
+	ec := genKey(t, signingkeys.ES256)
+	jwks = newJWKSServer(t, ec)
+	ca = podcert.NewCA(t)
+	ts = newPodTokenServer(t, ca, ec, jwks.URL)
+	first, second = ca.Issue(t, "team-a", "worker"), ca.Issue(t, "team-a", "worker")
+	dir, bundle := mountPod(t, ca, ts.URL+"/token", first)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	src, err := NewTokenSource(ctx, dir, PodCertificate(bundle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jwks, ts, ca, src, bundle, first, second
 }
