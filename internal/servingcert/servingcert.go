@@ -96,13 +96,18 @@ type KeyPair struct {
 
 // NewCA makes a self-signed P-256 CA valid from now for validity.
 func NewCA(now time.Time, validity time.Duration) (*KeyPair, error) {
+	return NewNamedCA("m2m-operator token server CA", now, validity)
+}
+
+// NewNamedCA is NewCA with the common name name and the time of its making.
+func NewNamedCA(name string, now time.Time, validity time.Duration) (*KeyPair, error) {
 	key, serial, err := newKeyAndSerial()
 	if err != nil {
 		return nil, err
 	}
 	tpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "m2m-operator token server CA " + now.UTC().Format("2006-01-02T15:04:05Z")},
+		Subject:               pkix.Name{CommonName: name + " " + now.UTC().Format("2006-01-02T15:04:05Z")},
 		NotBefore:             now.Add(-time.Minute), // clocks differ a little
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
