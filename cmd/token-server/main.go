@@ -35,6 +35,10 @@ func main() {
 	// kernel's OOM killer would end the process. The replay cache's budget is a tenth of it.
 	// Without a cgroup limit (make dev, tests) the runtime stays unlimited.
 	_, _ = memlimit.Set(memlimit.WithProvider(memlimit.FromCgroup), memlimit.WithLogger(slog.New(logr.ToSlogHandler(ctrl.Log.WithName("memlimit")))))
+	// With the heap bounded, the collector may run less often (tokenserver.GCPercent).
+	if percent := tokenserver.SetGCPercent(); percent != 0 {
+		ctrl.Log.WithName("memlimit").Info("garbage collector target set under the memory limit", "GOGC", percent)
+	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		fail(err)

@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -63,6 +64,8 @@ func main() {
 	flag.IntVar(&dpopRounds, "dpop-rounds", 2, "Rounds of the -dpop runs, each plain, DPoP and DPoP with proofs made ahead, so that a disturbance of the shared machine shows as a difference between rounds.")
 	flag.StringVar(&dpopMemoryLimit, "dpop-gomemlimit", "1GiB", "GOMEMLIMIT of the token server in the -dpop runs, whose tenth is the replay caches' budget; empty leaves the default (no limit).")
 	flag.IntVar(&dpopAhead, "dpop-ahead", 120000, "Proofs the -dpop runs of kind \"DPoP ahead\" make before the run, each used once: the server's share of a DPoP request without the generator's signing on the same cores.")
+	flag.StringVar(&memoryLimit, "memory-limit", "256Mi", "The token server's container memory limit to emulate, the chart's default unless changed: GOMEMLIMIT is set to 90% of it, as the token server sets it from its cgroup in a container (the runtime then also collects less often, tokenserver.GCPercent). Empty: no limit, as outside a container.")
+	flag.Var(&serverEnv, "env", "KEY=VALUE added to the token server's environment (repeatable), after the memory limit's, for example GOGC=100.")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
 	if err := run(*n, *conns, *threads, *duration); err != nil {
@@ -71,7 +74,22 @@ func main() {
 	}
 }
 
+// envFlags is a repeatable KEY=VALUE flag.
+type envFlags []string
+
+func (e *envFlags) String() string { return strings.Join(*e, " ") }
+
+func (e *envFlags) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("%q is not KEY=VALUE", v)
+	}
+	*e = append(*e, v)
+	return nil
+}
+
 var (
+	memoryLimit     string
+	serverEnv       envFlags
 	profile         string
 	narrow          bool
 	assertion       bool
@@ -124,6 +142,15 @@ func run(n, conns, threads int, duration time.Duration) error {
 	if err != nil {
 		return err
 	}
+	if memoryLimit != "" {
+		q, err := resource.ParseQuantity(memoryLimit)
+		if err != nil {
+			return fmt.Errorf("-memory-limit: %w", err)
+		}
+		ts.Env = append(ts.Env, "GOMEMLIMIT="+strconv.FormatInt(q.Value()/10*9, 10))
+	}
+	ts.Env = append(ts.Env, serverEnv...)
+	fmt.Printf("token server environment: %s\n", strings.Join(ts.Env, " "))
 	issuer := ts.Issuer
 	if dpopMode {
 		defer ts.Stop()

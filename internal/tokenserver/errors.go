@@ -47,13 +47,23 @@ func invalidClient(r *reason) *oauthError {
 }
 
 // noStore marks a response as one that no cache may keep (RFC 6749 §5.1).
+// Header values set on every token response. They are assigned, not Set, which would allocate
+// a slice per request; net/http never writes into a value's slice, and Header.Add, the one way to
+// extend it, copies a slice that is full.
+var (
+	noStoreValue  = []string{"no-store"}
+	noCacheValue  = []string{"no-cache"}
+	jsonTypeValue = []string{"application/json;charset=UTF-8"}
+)
+
 func noStore(w http.ResponseWriter) {
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Pragma", "no-cache")
+	h := w.Header()
+	h["Cache-Control"] = noStoreValue
+	h["Pragma"] = noCacheValue
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.Header()["Content-Type"] = jsonTypeValue
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -72,13 +73,16 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 		w.Header().Set("Allow", http.MethodPost)
 		return nil, newError(reasonMethod, "the method must be POST")
 	}
-	for _, p := range []string{"client_secret", "client_id", "grant_type", "scope", "token", "client_assertion"} {
-		if r.URL.Query().Has(p) {
-			// Parameters in the URL end up in access logs; a secret must never travel there.
-			return nil, newError(reasonQueryParameters, "parameters must be sent in the request body, not in the URL")
+	if r.URL.RawQuery != "" {
+		query := r.URL.Query()
+		for _, p := range []string{"client_secret", "client_id", "grant_type", "scope", "token", "client_assertion"} {
+			if query.Has(p) {
+				// Parameters in the URL end up in access logs; a secret must never travel there.
+				return nil, newError(reasonQueryParameters, "parameters must be sent in the request body, not in the URL")
+			}
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := readBody(w, r)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -87,9 +91,8 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 		return nil, newError(reasonBodyUnreadable, "the request body could not be read")
 	}
 
-	ct := r.Header.Get("Content-Type")
-	mediaType, _, err := mime.ParseMediaType(ct)
-	if ct == "" || err != nil {
+	mediaType, ok := mediaTypeOf(r.Header.Get("Content-Type"))
+	if !ok {
 		return nil, newError(reasonContentType, "the Content-Type must be application/x-www-form-urlencoded or application/json")
 	}
 	var req *tokenRequest
@@ -128,6 +131,51 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 		}
 	}
 	return req, nil
+}
+
+// readBody reads the body, at most MaxBodyBytes of it, into one buffer of the size the request
+// declares (when it declares one within the bound), instead of the doublings of io.ReadAll.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	limited := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	if r.ContentLength <= 0 || r.ContentLength > MaxBodyBytes {
+		return io.ReadAll(limited)
+	}
+	// One byte more than declared, to see the end of the body without another buffer.
+	buf := make([]byte, r.ContentLength+1)
+	n := 0
+	for n < len(buf) {
+		m, err := limited.Read(buf[n:])
+		n += m
+		switch {
+		case err == io.EOF:
+			return buf[:n], nil
+		case err != nil:
+			// A body cut short of its Content-Length is net/http's io.ErrUnexpectedEOF: an
+			// error, as io.ReadAll would report it, not a shorter request.
+			return nil, err
+		}
+	}
+	// Longer than declared: net/http's body reader stops at Content-Length, but a Body set by
+	// other code need not. The rest is read and bounded like any body.
+	rest, err := io.ReadAll(limited)
+	return append(buf, rest...), err
+}
+
+// mediaTypeOf returns the media type of a Content-Type header value, lower case, without its
+// parameters; false when there is none or it does not parse. The two types clients send most,
+// exactly as they are usually written, skip the parser and the map it allocates.
+func mediaTypeOf(contentType string) (string, bool) {
+	switch contentType {
+	case "":
+		return "", false
+	case "application/x-www-form-urlencoded", "application/json":
+		return contentType, true
+	}
+	mediaType, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return "", false
+	}
+	return mediaType, true
 }
 
 func parseForm(body []byte) (*tokenRequest, *oauthError) {
@@ -267,21 +315,38 @@ func (req *tokenRequest) setScope(scope string) *oauthError {
 		return nil
 	}
 	req.scopeGiven = true
-	seen := map[string]bool{}
-	for _, s := range strings.Split(scope, " ") {
+	// A few scopes are deduplicated by looking back, without a map; a body of 64 KiB can hold
+	// thousands, which a map keeps linear.
+	var seen map[string]bool
+	for s := range strings.SplitSeq(scope, " ") {
 		if s == "" {
 			continue // tolerate doubled spaces
 		}
 		if !validScopeToken(s) {
 			return newError(reasonScopeSyntax, "the scope parameter holds a character that no scope may contain")
 		}
-		if !seen[s] {
+		switch {
+		case seen != nil:
+			if seen[s] {
+				continue
+			}
 			seen[s] = true
-			req.scopes = append(req.scopes, s)
+		case slices.Contains(req.scopes, s):
+			continue
+		case len(req.scopes) == scopesWithoutMap:
+			seen = make(map[string]bool, 2*scopesWithoutMap)
+			for _, have := range req.scopes {
+				seen[have] = true
+			}
+			seen[s] = true
 		}
+		req.scopes = append(req.scopes, s)
 	}
 	return nil
 }
+
+// scopesWithoutMap is how many distinct scopes setScope deduplicates without a map.
+const scopesWithoutMap = 16
 
 // validScopeToken: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
 func validScopeToken(s string) bool {
