@@ -203,6 +203,10 @@ func run(n, conns, threads int, duration time.Duration) error {
 		fmt.Printf("flood runs with the limit on (defaults)...\n")
 		floods = append(floods, floodRuns("limit on", issuer, n, rate)...)
 	}
+	floor, err := load.httpFloor(ts)
+	if err != nil {
+		return err
+	}
 	ts.Stop()
 
 	fmt.Println("signing-only ceiling: go test -bench BenchmarkSignAccessToken on", runtime.NumCPU(), "cores...")
@@ -233,6 +237,10 @@ func run(n, conns, threads int, duration time.Duration) error {
 		fmt.Printf("throughput / ceiling:     %.0f%%\n", 100*res.rps/ceiling)
 		fmt.Printf("token server RSS:         %d MiB idle with %d clients, %d MiB after the load, %d MiB peak\n", m.m.rssIdle>>10, n, m.m.rssAfter>>10, m.m.rssPeak>>10)
 	}
+	fmt.Printf("\nHTTP floor (wrk GET of the JWKS, a cached document of %d bytes, on the same server: no authentication, no signature)\n", floor.bytes)
+	fmt.Printf("requests/s:               %.0f\n", floor.res.rps)
+	fmt.Printf("latency p50 / p99:        %s / %s\n", floor.res.p50, floor.res.p99)
+	fmt.Printf("tokens/s / HTTP floor:    %.0f%% (limit off), %.0f%% (limit on)\n", 100*off.res.rps/floor.res.rps, 100*on.res.rps/floor.res.rps)
 	if flooding {
 		fmt.Printf("\nflood runs, %s each: the other %d clients in an open loop at %.0f tokens/s (%.0f%% of the limit-off run), client 0 in a closed loop with %d workers\n", floodFor, n-1, rate, 100*floodRate, floodWorkers)
 		fmt.Printf("%-42s %12s %9s %9s %8s %8s | %10s %9s %9s\n", "run", "others tok/s", "p50", "p99", "failed", "missed", "flooder", "200", "429")
@@ -256,6 +264,36 @@ type measured struct {
 	res                        wrkResult
 	raw                        string
 	rssIdle, rssAfter, rssPeak int64
+}
+
+// floorRun is wrk's GET of the JWKS: what HTTP on loopback, wrk and the server's routing,
+// metrics and response writing cost without authentication or a signature.
+type floorRun struct {
+	res   wrkResult
+	bytes int
+}
+
+// httpFloor loads the running token server's JWKS endpoint with the connections and duration of
+// the token runs, after a 3 s warm-up.
+func (l wrkLoad) httpFloor(ts *tokenserverprocess.Process) (floorRun, error) {
+	url := ts.Issuer + "/.well-known/jwks.json"
+	resp, err := http.Get(url)
+	if err != nil {
+		return floorRun{}, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return floorRun{}, fmt.Errorf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	if _, err := exec.Command(l.wrk, "-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", "3s", url).Output(); err != nil {
+		return floorRun{}, fmt.Errorf("wrk warm-up: %w", err)
+	}
+	out, err := exec.Command(l.wrk, "-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", l.duration.String(), "--latency", url).Output()
+	if err != nil {
+		return floorRun{}, fmt.Errorf("wrk: %w", err)
+	}
+	return floorRun{res: parseWrk(string(out)), bytes: len(body)}, nil
 }
 
 // measure starts the token server with args, waits until it caches n clients, warms it up and

@@ -48,6 +48,31 @@ func BenchmarkSignAccessToken(b *testing.B) {
 	})
 }
 
+// BenchmarkSignAccessTokenByAlgorithm is BenchmarkSignAccessToken with each algorithm the
+// manager can make keys of (--signing-algorithm): where the ceiling would move with another.
+func BenchmarkSignAccessTokenByAlgorithm(b *testing.B) {
+	for _, alg := range signingkeys.Algorithms {
+		b.Run(string(alg), func(b *testing.B) {
+			_, keys := staticKeys(b, alg)
+			s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{}, Keys: keys, Clock: clock.RealClock{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			c := testClient(goodID, goodSecret)
+			scopes := []string{"read:invoices", "write:payments"}
+			aud := []string{"https://payments.example.com"}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, _, bad := s.sign(c, scopes, aud, nil); bad != nil {
+						b.Fatal(bad)
+					}
+				}
+			})
+		})
+	}
+}
+
 // BenchmarkTokenEndpoint is the whole pipeline in process, without a network: parse,
 // authenticate, check, sign, write.
 func BenchmarkTokenEndpoint(b *testing.B) {
