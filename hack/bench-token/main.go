@@ -64,6 +64,7 @@ func main() {
 	flag.IntVar(&dpopRounds, "dpop-rounds", 2, "Rounds of the -dpop runs, each plain, DPoP and DPoP with proofs made ahead, so that a disturbance of the shared machine shows as a difference between rounds.")
 	flag.StringVar(&dpopMemoryLimit, "dpop-gomemlimit", "1GiB", "GOMEMLIMIT of the token server in the -dpop runs, whose tenth is the replay caches' budget; empty leaves the default (no limit).")
 	flag.IntVar(&dpopAhead, "dpop-ahead", 120000, "Proofs the -dpop runs of kind \"DPoP ahead\" make before the run, each used once: the server's share of a DPoP request without the generator's signing on the same cores.")
+	flag.StringVar(&coldProfile, "cold-start-profile", "", "Write a CPU profile of the token server's first start, from its first moments until every client is cached, to this file.")
 	flag.StringVar(&memoryLimit, "memory-limit", "256Mi", "The token server's container memory limit to emulate, the chart's default unless changed: GOMEMLIMIT is set to 90% of it, as the token server sets it from its cgroup in a container (the runtime then also collects less often, tokenserver.GCPercent). Empty: no limit, as outside a container.")
 	flag.Var(&serverEnv, "env", "KEY=VALUE added to the token server's environment (repeatable), after the memory limit's, for example GOGC=100.")
 	flag.Parse()
@@ -88,6 +89,7 @@ func (e *envFlags) Set(v string) error {
 }
 
 var (
+	coldProfile     string
 	memoryLimit     string
 	serverEnv       envFlags
 	profile         string
@@ -173,7 +175,7 @@ func run(n, conns, threads int, duration time.Duration) error {
 		return err
 	}
 	var extra []string
-	if profile != "" {
+	if profile != "" || coldProfile != "" {
 		extra = append(extra, "--debug-address", "127.0.0.1:6060")
 	}
 	if perClient {
@@ -303,12 +305,24 @@ func (l wrkLoad) measure(ts *tokenserverprocess.Process, n int, profiled bool, a
 	if err := ts.Start(args...); err != nil {
 		return measured{}, err
 	}
+	var cold chan struct{}
+	if coldProfile != "" {
+		cold = make(chan struct{})
+		go func(path string) {
+			defer close(cold)
+			profileColdStart(path, n)
+		}(coldProfile)
+		coldProfile = "" // the first start only
+	}
 	if err := ts.WaitCached(n); err != nil {
 		return measured{}, err
 	}
 	// Cold start: from the process's start to every client in its cache (read from its metrics
 	// every 200 ms, so up to 200 ms late).
 	fmt.Printf("cold start: %d clients cached %s after the token server started\n", n, time.Since(started).Round(10*time.Millisecond))
+	if cold != nil {
+		<-cold // no load in the profile
+	}
 	m := measured{rssIdle: ts.RSS()}
 	// Warm up connections, caches and the Go runtime, then measure.
 	if _, err := exec.Command(l.wrk, "-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", "3s", "-s", l.script, ts.Issuer).Output(); err != nil {
@@ -342,6 +356,28 @@ func writeProfileTo(path string) {
 	}
 	defer f.Close()
 	_, _ = io.Copy(f, resp.Body)
+}
+
+// profileColdStart writes a CPU profile of the token server's start to path: it asks for one as
+// soon as the debug port answers, long enough to cover the start of n clients (a few seconds
+// per 10,000, more on a busy machine); the profile's idle end takes no samples.
+func profileColdStart(path string, n int) {
+	seconds := max(5, n/2500)
+	for range 500 {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:6060/debug/pprof/profile?seconds=%d", seconds))
+		if err != nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+		return
+	}
 }
 
 // floodRun is one run of the others with or without a flooding client.
