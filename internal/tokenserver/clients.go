@@ -92,6 +92,9 @@ type InformerClients struct {
 	refreshedMu  sync.Mutex
 	refreshed    map[types.UID]refreshed
 
+	// watches opens the watches, which decode M2MClients without client-go's unstructured step.
+	watches *clientWatch
+
 	// undecodable holds the namespace/name of the objects left out because they do not decode.
 	undecodableMu sync.Mutex
 	undecodable   map[string]struct{}
@@ -122,10 +125,17 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 			Report:     s.leftOut,
 		}
 	})
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	// One HTTP client, and so one connection pool, for the LISTs, the reads past the cache and
+	// the watches.
+	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, err
 	}
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme, HTTPClient: httpClient})
+	if err != nil {
+		return nil, err
+	}
+	s.watches = &clientWatch{client: httpClient, base: server}
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
@@ -232,9 +242,7 @@ func (s *InformerClients) listWatch(c client.WithWatch, ns string) *toolscache.L
 			return list, nil
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			raw := &unstructured.UnstructuredList{}
-			raw.SetGroupVersionKind(m2mv1alpha1.GroupVersion.WithKind("M2MClientList"))
-			w, err := c.Watch(ctx, raw, &client.ListOptions{Namespace: ns, Raw: &opts})
+			w, err := s.watches.open(ctx, ns, opts)
 			if err != nil {
 				return nil, err
 			}
@@ -377,6 +385,17 @@ func (s *InformerClients) noteInitial(ev watch.Event, ns string, listed map[stri
 
 // typed is ev with its object decoded. An object that does not decode is deleted from the cache.
 func (s *InformerClients) typed(ctx context.Context, ev watch.Event) watch.Event {
+	if c, ok := ev.Object.(*m2mv1alpha1.M2MClient); ok {
+		// Decoded as it came (clientWatch), as decode would have.
+		if ev.Type == watch.Deleted {
+			if c.Annotations[undecodable.LeftOutAnnotation] != undecodable.LeftOutValue {
+				s.markUndecodable(c.Namespace+"/"+c.Name, false)
+			}
+			return watch.Event{Type: watch.Deleted, Object: &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: c.Name, ResourceVersion: c.ResourceVersion}}}
+		}
+		s.markUndecodable(c.Namespace+"/"+c.Name, false)
+		return ev
+	}
 	u, ok := ev.Object.(*unstructured.Unstructured)
 	if !ok {
 		return ev // an error's *metav1.Status

@@ -253,16 +253,32 @@ func (f *Filter) watch(ctx context.Context, r io.Reader, w *bufio.Writer) error 
 				e.Type = "DELETED"
 			}
 		}
-		out, err := json.Marshal(e)
-		if err != nil {
+		if err := writeEvent(w, e); err != nil {
 			return err
 		}
-		w.Write(out)
-		w.WriteByte('\n')
 		if err := w.Flush(); err != nil {
 			return err
 		}
 	}
+}
+
+// writeEvent writes e as one line of JSON. Its object is written as the decoder read it, valid
+// JSON already, rather than compacted again by json.Marshal.
+func writeEvent(w *bufio.Writer, e event) error {
+	typ, err := json.Marshal(e.Type)
+	if err != nil {
+		return err
+	}
+	w.WriteString(`{"type":`)
+	w.Write(typ)
+	w.WriteString(`,"object":`)
+	if len(e.Object) == 0 {
+		w.WriteString("null")
+	} else {
+		w.Write(e.Object)
+	}
+	w.WriteString("}\n")
+	return nil
 }
 
 // LeftOutAnnotation marks, with the value LeftOutValue, the stub of a DELETED event the Filter
