@@ -237,10 +237,12 @@ func run(n, conns, threads int, duration time.Duration) error {
 		fmt.Printf("latency p50 / p99:        %s / %s\n", res.p50, res.p99)
 		fmt.Printf("non-2xx responses:        %d (socket errors: %s)\n", res.non2xx, res.socketErrors)
 		fmt.Printf("throughput / ceiling:     %.0f%%\n", 100*res.rps/ceiling)
+		fmt.Printf("token server CPU:         %.2f cores, %s a token (signing-only: %s a signature)\n", m.m.cpu.Seconds()/duration.Seconds(), perRequest(m.m.cpu, duration, res.rps).Round(100*time.Nanosecond), time.Duration(nsPerOp*float64(runtime.NumCPU())).Round(100*time.Nanosecond))
 		fmt.Printf("token server RSS:         %d MiB idle with %d clients, %d MiB after the load, %d MiB peak\n", m.m.rssIdle>>10, n, m.m.rssAfter>>10, m.m.rssPeak>>10)
 	}
 	fmt.Printf("\nHTTP floor (wrk GET of the JWKS, a cached document of %d bytes, on the same server: no authentication, no signature)\n", floor.bytes)
 	fmt.Printf("requests/s:               %.0f\n", floor.res.rps)
+	fmt.Printf("token server CPU:         %.2f cores, %s a request\n", floor.cpu.Seconds()/duration.Seconds(), perRequest(floor.cpu, duration, floor.res.rps).Round(100*time.Nanosecond))
 	fmt.Printf("latency p50 / p99:        %s / %s\n", floor.res.p50, floor.res.p99)
 	fmt.Printf("tokens/s / HTTP floor:    %.0f%% (limit off), %.0f%% (limit on)\n", 100*off.res.rps/floor.res.rps, 100*on.res.rps/floor.res.rps)
 	if flooding {
@@ -266,6 +268,17 @@ type measured struct {
 	res                        wrkResult
 	raw                        string
 	rssIdle, rssAfter, rssPeak int64
+	// cpu is the token server's CPU time (user and system) during the measured load.
+	cpu time.Duration
+}
+
+// perRequest is the token server's CPU time for each request of a run of rps requests a second
+// for d that took cpu.
+func perRequest(cpu, d time.Duration, rps float64) time.Duration {
+	if rps <= 0 {
+		return 0
+	}
+	return time.Duration(float64(cpu) / (rps * d.Seconds()))
 }
 
 // floorRun is wrk's GET of the JWKS: what HTTP on loopback, wrk and the server's routing,
@@ -273,6 +286,7 @@ type measured struct {
 type floorRun struct {
 	res   wrkResult
 	bytes int
+	cpu   time.Duration
 }
 
 // httpFloor loads the running token server's JWKS endpoint with the connections and duration of
@@ -291,11 +305,12 @@ func (l wrkLoad) httpFloor(ts *tokenserverprocess.Process) (floorRun, error) {
 	if _, err := exec.Command(l.wrk, "-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", "3s", url).Output(); err != nil {
 		return floorRun{}, fmt.Errorf("wrk warm-up: %w", err)
 	}
+	cpu := ts.CPU()
 	out, err := exec.Command(l.wrk, "-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", l.duration.String(), "--latency", url).Output()
 	if err != nil {
 		return floorRun{}, fmt.Errorf("wrk: %w", err)
 	}
-	return floorRun{res: parseWrk(string(out)), bytes: len(body)}, nil
+	return floorRun{res: parseWrk(string(out)), bytes: len(body), cpu: ts.CPU() - cpu}, nil
 }
 
 // measure starts the token server with args, waits until it caches n clients, warms it up and
@@ -331,10 +346,12 @@ func (l wrkLoad) measure(ts *tokenserverprocess.Process, n int, profiled bool, a
 	if profiled {
 		go writeProfile()
 	}
+	cpu := ts.CPU()
 	out, err := exec.Command(l.wrk, "-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", l.duration.String(), "--latency", "-s", l.script, ts.Issuer).Output()
 	if err != nil {
 		return measured{}, fmt.Errorf("wrk: %w", err)
 	}
+	m.cpu = ts.CPU() - cpu
 	m.rssAfter, m.rssPeak = ts.RSS(), ts.PeakRSS()
 	m.res, m.raw = parseWrk(string(out)), string(out)
 	return m, nil
