@@ -35,7 +35,7 @@ import (
 // token endpoint signs, with nothing else. `make bench-token` runs it on all cores.
 func BenchmarkSignAccessToken(b *testing.B) {
 	f := newFixtureServer(b, IssuanceLimit{})
-	c := testClient(goodID, goodSecret)
+	c := NewCachedClient(testClient(goodID, goodSecret))
 	scopes := []string{"read:invoices", "write:payments"}
 	aud := []string{"https://payments.example.com"}
 	b.ReportAllocs()

@@ -2,9 +2,9 @@ package tokenserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,8 +31,8 @@ import (
 type ClientSource interface {
 	// Candidates returns the live clients whose status.clientID is id: one, unless someone wrote
 	// another's ID into a status, which the server tells apart by the status MAC. The returned
-	// objects are shared and must not be modified.
-	Candidates(id string) []*m2mv1alpha1.M2MClient
+	// slice and objects are shared and must not be modified.
+	Candidates(id string) []*CachedClient
 }
 
 // Refresher is a ClientSource that can read one client past its cache, while the cache may be
@@ -41,10 +41,8 @@ type Refresher interface {
 	// Refresh returns client as the API server has it, if that is what accepts says yes to; nil
 	// when the cache is not behind, when reads past it are used up for now, when the read fails,
 	// or when accepts says no.
-	Refresh(ctx context.Context, client *m2mv1alpha1.M2MClient, accepts func(*m2mv1alpha1.M2MClient) bool) *m2mv1alpha1.M2MClient
+	Refresh(ctx context.Context, client *CachedClient, accepts func(*CachedClient) bool) *CachedClient
 }
-
-const clientIDIndex = "status.clientID"
 
 // Reads past the cache, for secrets it refuses while it may be behind (Refresh).
 const (
@@ -74,6 +72,13 @@ const (
 type InformerClients struct {
 	informers []toolscache.SharedIndexInformer
 	clock     clock.PassiveClock
+
+	// byID holds the cached clients by status.clientID, kept by an event handler of each
+	// informer (indexed), which is told every add, update and delete of its informer in order,
+	// relists included. A list is replaced, never modified, so that Candidates can hand it out.
+	byIDMu  sync.RWMutex
+	byID    map[string][]*CachedClient
+	indexed []toolscache.ResourceEventHandlerRegistration
 
 	// Staleness tracking: the time of the last message from the API server (an object event or a
 	// bookmark), and how many watch streams are open right now.
@@ -105,7 +110,7 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 	if err := m2mv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
-	s := &InformerClients{clock: clk}
+	s := &InformerClients{clock: clk, byID: map[string][]*CachedClient{}}
 	server, _, err := rest.DefaultServerUrlFor(cfg)
 	if err != nil {
 		return nil, err
@@ -132,18 +137,20 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 	s.reader, s.refreshLimit = c, rate.NewLimiter(refreshRate, refreshBurst)
 	s.lastMessage.Store(clk.Now().UnixNano())
 	for _, ns := range namespaces {
-		inf := toolscache.NewSharedIndexInformer(s.listWatch(c, ns), &m2mv1alpha1.M2MClient{}, 0, toolscache.Indexers{
-			clientIDIndex: func(obj any) ([]string, error) {
-				if c, ok := obj.(*m2mv1alpha1.M2MClient); ok && c.Status.ClientID != "" {
-					return []string{c.Status.ClientID}, nil
-				}
-				return nil, nil
-			},
-		})
+		inf := toolscache.NewSharedIndexInformer(s.listWatch(c, ns), &m2mv1alpha1.M2MClient{}, 0, toolscache.Indexers{})
 		// Only the fields the token server reads are worth their memory.
-		if err := inf.SetTransform(trim); err != nil {
+		if err := inf.SetTransform(cacheable); err != nil {
 			return nil, err
 		}
+		reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { s.index(nil, obj) },
+			UpdateFunc: s.index,
+			DeleteFunc: func(obj any) { s.index(obj, nil) },
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.indexed = append(s.indexed, reg)
 		if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *toolscache.Reflector, err error) {
 			s.lastWatchError.Store(s.clock.Now().UnixNano())
 			toolscache.DefaultWatchErrorHandler(ctx, r, err)
@@ -153,52 +160,6 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 		s.informers = append(s.informers, inf)
 	}
 	return s, nil
-}
-
-// claimsTooLargeMark marks, on a cached client (whose annotations trim drops), that its
-// tokenClaims were over m2mv1alpha1.MaxTokenClaimsBytes and were dropped.
-const claimsTooLargeMark = "m2m.dev/token-server-claims-too-large"
-
-// claimsTemplateMark marks, on a cached client, that a templated tokenClaims value did not
-// render (m2mv1alpha1.M2MClientSpec.RenderTokenClaims) and its claims were dropped.
-const claimsTemplateMark = "m2m.dev/token-server-claims-template"
-
-// trim drops what the token server never reads: managedFields, annotations and labels (which can
-// be large, such as kubectl's last-applied configuration), the spec's free-form metadata, and the
-// values that status records as acted on (an object stored before they were bounded may hold
-// large ones).
-func trim(obj any) (any, error) {
-	c, ok := obj.(*m2mv1alpha1.M2MClient)
-	if !ok {
-		return obj, nil
-	}
-	c.ManagedFields = nil
-	c.Annotations = nil
-	c.Labels = nil
-	c.OwnerReferences = nil
-	c.Spec.Description = ""
-	c.Spec.Secret = m2mv1alpha1.SecretTemplate{}
-	c.Status.Conditions = nil
-	c.Status.LastRotationTrigger, c.Status.LastRotateAnnotation = "", ""
-	c.Status.LastRevokeTrigger, c.Status.LastRevokeAnnotation = "", ""
-	// Templated claims are rendered here, once per object version, rather than per token: the
-	// cache then holds the claims as issued and no trustedMetadata, and a token costs no more.
-	claims, err := c.Spec.RenderTokenClaims()
-	c.Spec.TrustedMetadata = nil
-	switch {
-	case errors.Is(err, m2mv1alpha1.ErrTokenClaimsTooLarge):
-		// Claims over the bound never reach the cache; the client gets no token (claimsTooLarge).
-		c.Spec.TokenClaims = nil
-		c.Annotations = map[string]string{claimsTooLargeMark: "true"}
-	case err != nil:
-		// A claim that does not render is not issued without its value or with its template:
-		// resource servers would read either as something the client's owner did not say.
-		c.Spec.TokenClaims = nil
-		c.Annotations = map[string]string{claimsTemplateMark: "true"}
-	default:
-		c.Spec.TokenClaims = claims
-	}
-	return c, nil
 }
 
 // listWatch lists and watches M2MClients as unstructured objects and decodes them one at a time,
@@ -418,11 +379,12 @@ func (s *InformerClients) Start(ctx context.Context) {
 	}
 }
 
-// Synced reports whether every informer has listed once. It stays true when the API server goes
-// away later: the cache keeps serving what it has.
+// Synced reports whether every informer has listed once and the client IDs of what it listed
+// are indexed. It stays true when the API server goes away later: the cache keeps serving what
+// it has.
 func (s *InformerClients) Synced() bool {
-	for _, inf := range s.informers {
-		if !inf.HasSynced() {
+	for _, reg := range s.indexed {
+		if !reg.HasSynced() {
 			return false
 		}
 	}
@@ -431,9 +393,9 @@ func (s *InformerClients) Synced() bool {
 
 // WaitForSync blocks until Synced or ctx ends.
 func (s *InformerClients) WaitForSync(ctx context.Context) error {
-	fns := make([]toolscache.InformerSynced, 0, len(s.informers))
-	for _, inf := range s.informers {
-		fns = append(fns, inf.HasSynced)
+	fns := make([]toolscache.InformerSynced, 0, len(s.indexed))
+	for _, reg := range s.indexed {
+		fns = append(fns, reg.HasSynced)
 	}
 	if !toolscache.WaitForCacheSync(ctx.Done(), fns...) {
 		return fmt.Errorf("the M2MClient cache did not sync: %w", ctx.Err())
@@ -463,7 +425,7 @@ func (s *InformerClients) Count() int {
 func (s *InformerClients) Present(key types.NamespacedName, uid types.UID) bool {
 	for _, inf := range s.informers {
 		if obj, ok, _ := inf.GetStore().GetByKey(key.String()); ok {
-			return obj.(*m2mv1alpha1.M2MClient).UID == uid
+			return obj.(*CachedClient).UID == uid
 		}
 	}
 	return false
@@ -483,7 +445,7 @@ func (s *InformerClients) behind() bool {
 // when the read has ended, which requests for the same client wait for.
 type refreshed struct {
 	at     time.Time
-	client *m2mv1alpha1.M2MClient
+	client *CachedClient
 	done   chan struct{}
 }
 
@@ -492,7 +454,7 @@ type refreshed struct {
 // read in flight, a client is read again at most every refreshEvery (a request waits for that
 // rather than be refused), and refreshRate reads a second in all. Outside those windows a refused secret
 // costs what it always does, so that reading past the cache tells no one which client IDs exist.
-func (s *InformerClients) Refresh(ctx context.Context, cached *m2mv1alpha1.M2MClient, accepts func(*m2mv1alpha1.M2MClient) bool) *m2mv1alpha1.M2MClient {
+func (s *InformerClients) Refresh(ctx context.Context, cached *CachedClient, accepts func(*CachedClient) bool) *CachedClient {
 	if s.reader == nil || !s.behind() {
 		return nil
 	}
@@ -564,9 +526,9 @@ func waitFor(ctx context.Context, done <-chan struct{}, after <-chan time.Time) 
 	return true
 }
 
-// read gets cached's object from the API server, decoded and trimmed as the cache does, or nil
+// read gets cached's object from the API server, decoded and converted as the cache does, or nil
 // when it fails or is another object of the same name.
-func (s *InformerClients) read(ctx context.Context, cached *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient {
+func (s *InformerClients) read(ctx context.Context, cached *CachedClient) *CachedClient {
 	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
 	defer cancel()
 	u := &unstructured.Unstructured{}
@@ -574,7 +536,7 @@ func (s *InformerClients) read(ctx context.Context, cached *m2mv1alpha1.M2MClien
 	// Right after an API server starts, it may refuse or drop a request for a moment (its
 	// authorizer's caches are empty): try again within the timeout.
 	for {
-		err := s.reader.Get(ctx, client.ObjectKeyFromObject(cached), u)
+		err := s.reader.Get(ctx, types.NamespacedName{Namespace: cached.Namespace, Name: cached.Name}, u)
 		if err == nil {
 			break
 		}
@@ -587,22 +549,57 @@ func (s *InformerClients) read(ctx context.Context, cached *m2mv1alpha1.M2MClien
 	if !ok || obj.UID != cached.UID || obj.DeletionTimestamp != nil {
 		return nil // as the cache's Candidates, which offer no client being deleted
 	}
-	trimmed, _ := trim(obj)
-	return trimmed.(*m2mv1alpha1.M2MClient)
+	return NewCachedClient(obj)
 }
 
 // Candidates finds the clients with status.clientID id in O(1).
-func (s *InformerClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
-	var out []*m2mv1alpha1.M2MClient
-	for _, inf := range s.informers {
-		objs, err := inf.GetIndexer().ByIndex(clientIDIndex, id)
-		if err != nil {
-			return nil
-		}
-		for _, o := range objs {
-			if c := o.(*m2mv1alpha1.M2MClient); c.DeletionTimestamp == nil {
-				out = append(out, c)
+func (s *InformerClients) Candidates(id string) []*CachedClient {
+	s.byIDMu.RLock()
+	found := s.byID[id]
+	s.byIDMu.RUnlock()
+	for i, c := range found {
+		if c.deleting {
+			// Rare: a client being deleted is offered no more (a copy, since found is shared).
+			out := slices.Clone(found[:i])
+			for _, c := range found[i+1:] {
+				if !c.deleting {
+					out = append(out, c)
+				}
 			}
+			return out
+		}
+	}
+	return found
+}
+
+// index follows one change of an informer's store in byID: old is replaced by cur (old nil for
+// an add, cur nil for a delete, which may come as a tombstone).
+func (s *InformerClients) index(old, cur any) {
+	if t, ok := old.(toolscache.DeletedFinalStateUnknown); ok {
+		old = t.Obj
+	}
+	o, _ := old.(*CachedClient)
+	c, _ := cur.(*CachedClient)
+	s.byIDMu.Lock()
+	defer s.byIDMu.Unlock()
+	if o != nil {
+		s.byID[o.Status.ClientID] = withoutClient(s.byID[o.Status.ClientID], o.Namespace, o.Name)
+		if len(s.byID[o.Status.ClientID]) == 0 {
+			delete(s.byID, o.Status.ClientID)
+		}
+	}
+	if c != nil && c.Status.ClientID != "" {
+		// Without the object of the same name too, had its delete been missed.
+		s.byID[c.Status.ClientID] = append(withoutClient(s.byID[c.Status.ClientID], c.Namespace, c.Name), c)
+	}
+}
+
+// withoutClient is a new list of the clients of list but the one of namespace and name.
+func withoutClient(list []*CachedClient, namespace, name string) []*CachedClient {
+	var out []*CachedClient
+	for _, c := range list {
+		if c.Namespace != namespace || c.Name != name {
+			out = append(out, c)
 		}
 	}
 	return out
@@ -611,11 +608,11 @@ func (s *InformerClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
 // lookup finds the one client whose authenticated status.clientID is id. A client whose status
 // names id without the manager's MAC is not it (someone wrote that status), and if two are, none
 // is, so that no client authenticates as another.
-func (s *Server) lookup(id string, st *keyState) (*m2mv1alpha1.M2MClient, bool) {
+func (s *Server) lookup(id string, st *keyState) (*CachedClient, bool) {
 	if st == nil || id == "" {
 		return nil, false
 	}
-	var found *m2mv1alpha1.M2MClient
+	var found *CachedClient
 	for _, c := range s.cfg.Clients.Candidates(id) {
 		if !st.trustsClientID(c) {
 			continue
