@@ -96,7 +96,7 @@ func benchmarkToken(b *testing.B, limit IssuanceLimit, code int, kv ...string) {
 // minute of proofs and sweeps the older ones, as in service.
 func BenchmarkTokenEndpointWithDPoP(b *testing.B) {
 	_, keys := staticKeys(b, signingkeys.ES256)
-	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: testClient(goodID, goodSecret)}, Keys: keys, Clock: clock.RealClock{}})
+	s, err := New(Config{IssuerURL: testIssuer, Clients: cachedClients{goodID: NewCachedClient(testClient(goodID, goodSecret))}, Keys: keys, Clock: clock.RealClock{}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func BenchmarkTokenEndpointWithDPoPProofsMadeAhead(b *testing.B) {
 	for alg, key := range map[string]crypto.Signer{"ES256": proofKey(b), "EdDSA": edKey} {
 		b.Run(alg, func(b *testing.B) {
 			_, keys := staticKeys(b, signingkeys.ES256)
-			s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: testClient(goodID, goodSecret)}, Keys: keys, Clock: clock.RealClock{}})
+			s, err := New(Config{IssuerURL: testIssuer, Clients: cachedClients{goodID: NewCachedClient(testClient(goodID, goodSecret))}, Keys: keys, Clock: clock.RealClock{}})
 			if err != nil {
 				b.Fatal(err)
 			}

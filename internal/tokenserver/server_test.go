@@ -121,11 +121,11 @@ func staticKeys(t testing.TB, alg signingkeys.Algorithm) (*signingkeys.Key, *Sta
 }
 
 // newFixtureServer is the Server of newFixture, with the issuance limit limit, without an HTTP
-// listener.
+// listener. Its client is converted once, as the cache holds it.
 func newFixtureServer(t testing.TB, limit IssuanceLimit) *Server {
 	t.Helper()
 	_, keys := staticKeys(t, signingkeys.ES256)
-	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: testClient(goodID, goodSecret)}, Keys: keys, Clock: clocktesting.NewFakeClock(t0), IssuanceLimit: limit})
+	s, err := New(Config{IssuerURL: testIssuer, Clients: cachedClients{goodID: NewCachedClient(testClient(goodID, goodSecret))}, Keys: keys, Clock: clocktesting.NewFakeClock(t0), IssuanceLimit: limit})
 	if err != nil {
 		t.Fatal(err)
 	}
