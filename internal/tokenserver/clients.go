@@ -76,8 +76,12 @@ type InformerClients struct {
 	// byID holds the cached clients by status.clientID, kept by an event handler of each
 	// informer (indexed), which is told every add, update and delete of its informer in order,
 	// relists included. A list is replaced, never modified, so that Candidates can hand it out.
+	// byKey is what byID holds by namespace and name: a delete may come with only those (the
+	// stub of a deleted or undecodable object, which names no client ID, or one other than the
+	// indexed version's), and must still remove what was indexed.
 	byIDMu  sync.RWMutex
 	byID    map[string][]*CachedClient
+	byKey   map[clientKey]*CachedClient
 	indexed []toolscache.ResourceEventHandlerRegistration
 
 	// Staleness tracking: the time of the last message from the API server (an object event or a
@@ -110,7 +114,7 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 	if err := m2mv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
-	s := &InformerClients{clock: clk, byID: map[string][]*CachedClient{}}
+	s := &InformerClients{clock: clk}
 	server, _, err := rest.DefaultServerUrlFor(cfg)
 	if err != nil {
 		return nil, err
@@ -143,9 +147,9 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 			return nil, err
 		}
 		reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { s.index(nil, obj) },
-			UpdateFunc: s.index,
-			DeleteFunc: func(obj any) { s.index(obj, nil) },
+			AddFunc:    func(obj any) { s.index(obj, false) },
+			UpdateFunc: func(_, cur any) { s.index(cur, false) },
+			DeleteFunc: func(obj any) { s.index(obj, true) },
 		})
 		if err != nil {
 			return nil, err
@@ -572,34 +576,51 @@ func (s *InformerClients) Candidates(id string) []*CachedClient {
 	return found
 }
 
-// index follows one change of an informer's store in byID: old is replaced by cur (old nil for
-// an add, cur nil for a delete, which may come as a tombstone).
-func (s *InformerClients) index(old, cur any) {
-	if t, ok := old.(toolscache.DeletedFinalStateUnknown); ok {
-		old = t.Obj
+// clientKey is a client's namespace and name.
+type clientKey struct{ namespace, name string }
+
+// index follows one change of an informer's store in byID: obj, of the object of its namespace
+// and name, is its new version, or with deleted, was deleted (obj may be a tombstone, or a stub
+// with only the namespace and name).
+func (s *InformerClients) index(obj any, deleted bool) {
+	var key clientKey
+	switch o := obj.(type) {
+	case *CachedClient:
+		key = clientKey{o.Namespace, o.Name}
+	case toolscache.DeletedFinalStateUnknown:
+		ns, name, err := toolscache.SplitMetaNamespaceKey(o.Key)
+		if err != nil {
+			return
+		}
+		key, deleted = clientKey{ns, name}, true
+	default:
+		return
 	}
-	o, _ := old.(*CachedClient)
-	c, _ := cur.(*CachedClient)
 	s.byIDMu.Lock()
 	defer s.byIDMu.Unlock()
-	if o != nil {
-		s.byID[o.Status.ClientID] = withoutClient(s.byID[o.Status.ClientID], o.Namespace, o.Name)
-		if len(s.byID[o.Status.ClientID]) == 0 {
-			delete(s.byID, o.Status.ClientID)
+	if s.byID == nil {
+		s.byID, s.byKey = map[string][]*CachedClient{}, map[clientKey]*CachedClient{}
+	}
+	if old := s.byKey[key]; old != nil {
+		delete(s.byKey, key)
+		if rest := withoutClient(s.byID[old.Status.ClientID], old); len(rest) > 0 {
+			s.byID[old.Status.ClientID] = rest
+		} else {
+			delete(s.byID, old.Status.ClientID)
 		}
 	}
-	if c != nil && c.Status.ClientID != "" {
-		// Without the object of the same name too, had its delete been missed.
-		s.byID[c.Status.ClientID] = append(withoutClient(s.byID[c.Status.ClientID], c.Namespace, c.Name), c)
+	if c, ok := obj.(*CachedClient); ok && !deleted && c.Status.ClientID != "" {
+		s.byKey[key] = c
+		s.byID[c.Status.ClientID] = append(slices.Clip(s.byID[c.Status.ClientID]), c)
 	}
 }
 
-// withoutClient is a new list of the clients of list but the one of namespace and name.
-func withoutClient(list []*CachedClient, namespace, name string) []*CachedClient {
+// withoutClient is a new list of the clients of list but c.
+func withoutClient(list []*CachedClient, c *CachedClient) []*CachedClient {
 	var out []*CachedClient
-	for _, c := range list {
-		if c.Namespace != namespace || c.Name != name {
-			out = append(out, c)
+	for _, o := range list {
+		if o != c {
+			out = append(out, o)
 		}
 	}
 	return out

@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -189,7 +190,9 @@ func TestTheDecoyOfAnUnknownClientTakesTheMemoizedPath(t *testing.T) {
 
 // The client-ID index follows the store: an update that changes a client's ID moves it, a
 // second client of one ID (a forged status) is a second candidate, a client being deleted is
-// none, and a delete (a tombstone after a relist too) removes it.
+// none, and a delete removes it: one that names only the namespace and name (the stub of a
+// deleted object, or of one that no longer decodes, whose ID may differ from the indexed
+// version's), and a tombstone after a relist.
 func TestTheClientIDIndexFollowsAddsUpdatesAndDeletesOfTheStore(t *testing.T) {
 	version := func(name, id string, deleting bool) *CachedClient {
 		obj := testClient(id, goodSecret)
@@ -199,42 +202,32 @@ func TestTheClientIDIndexFollowsAddsUpdatesAndDeletesOfTheStore(t *testing.T) {
 		}
 		return NewCachedClient(obj)
 	}
-	s := &InformerClients{byID: map[string][]*CachedClient{}}
-	names := func(id string) []string {
-		var out []string
-		for _, c := range s.Candidates(id) {
-			out = append(out, c.Name)
-		}
-		return out
-	}
-	want := func(id string, names0 []string, got []string) {
+	s := &InformerClients{}
+	want := func(id string, names ...string) {
 		t.Helper()
-		if len(got) != len(names0) {
-			t.Fatalf("candidates of %s: %v, want %v", id, got, names0)
+		var got []string
+		for _, c := range s.Candidates(id) {
+			got = append(got, c.Name)
 		}
-		for i := range got {
-			if got[i] != names0[i] {
-				t.Fatalf("candidates of %s: %v, want %v", id, got, names0)
-			}
+		if fmt.Sprint(got) != fmt.Sprint(names) {
+			t.Fatalf("candidates of %s: %v, want %v", id, got, names)
 		}
 	}
 	a1 := version("a", "m2m-x", false)
-	s.index(nil, a1)
-	want("m2m-x", []string{"a"}, names("m2m-x"))
-	a2 := version("a", "m2m-y", false)
-	s.index(a1, a2)
-	want("m2m-x", nil, names("m2m-x"))
-	want("m2m-y", []string{"a"}, names("m2m-y"))
-	b1 := version("b", "m2m-y", false)
-	s.index(nil, b1)
-	want("m2m-y", []string{"a", "b"}, names("m2m-y"))
-	b2 := version("b", "m2m-y", true)
-	s.index(b1, b2)
-	want("m2m-y", []string{"a"}, names("m2m-y"))
-	s.index(toolscache.DeletedFinalStateUnknown{Key: "ns/a", Obj: a2}, nil)
-	want("m2m-y", nil, names("m2m-y"))
-	s.index(b2, nil)
-	if len(s.byID) != 0 {
-		t.Fatalf("after every delete the index holds %d client IDs", len(s.byID))
+	s.index(a1, false)
+	want("m2m-x", "a")
+	s.index(version("a", "m2m-y", false), false)
+	want("m2m-x")
+	want("m2m-y", "a")
+	s.index(version("b", "m2m-y", false), false)
+	want("m2m-y", "a", "b")
+	s.index(version("b", "m2m-y", true), false)
+	want("m2m-y", "a")
+	// A stub: the namespace and name, no client ID.
+	s.index(NewCachedClient(&m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}}), true)
+	want("m2m-y")
+	s.index(toolscache.DeletedFinalStateUnknown{Key: "ns/b", Obj: a1}, false)
+	if len(s.byID) != 0 || len(s.byKey) != 0 {
+		t.Fatalf("after every delete the index holds %d client IDs and %d keys", len(s.byID), len(s.byKey))
 	}
 }

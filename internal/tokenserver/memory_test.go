@@ -57,7 +57,7 @@ func BenchmarkCachedClientMemory(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		s := &InformerClients{byID: map[string][]*CachedClient{}}
+		s := &InformerClients{}
 		store := toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, toolscache.Indexers{})
 		for i := range n {
 			u := &unstructured.Unstructured{}
@@ -75,7 +75,7 @@ func BenchmarkCachedClientMemory(b *testing.B) {
 			if err := store.Add(c); err != nil {
 				b.Fatal(err)
 			}
-			s.index(nil, c)
+			s.index(c, false)
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
