@@ -37,7 +37,7 @@ func (a *federatedAuth) applies(req *tokenRequest) bool {
 // unknown client costs the same work already.
 func (*federatedAuth) decoy(*tokenRequest) {}
 
-func (a *federatedAuth) authenticate(ctx context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, _ *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
+func (a *federatedAuth) authenticate(ctx context.Context, req *tokenRequest, client *CachedClient, _ *keyState) (*CachedClient, *oauthError) {
 	// Without client_id, iss names the client and private_key_jwt takes the request first
 	// (authenticatorOrder); the check keeps this path right on its own.
 	if bad := workloadClientID(req); bad != nil {

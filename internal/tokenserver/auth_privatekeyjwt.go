@@ -40,7 +40,7 @@ type privateKeyJWTAuth struct {
 	// every client when none applies). A token request of such a client is refused with 429 after authentication
 	// and issues nothing, so its jti takes no place in the replay cache, which a client that
 	// floods would otherwise fill for its whole namespace.
-	exhausted func(*m2mv1alpha1.M2MClient) bool
+	exhausted func(*CachedClient) bool
 }
 
 func newPrivateKeyJWTAuth(cfg Config) (authenticator, error) {
@@ -61,7 +61,7 @@ func (*privateKeyJWTAuth) applies(req *tokenRequest) bool {
 	return req.assertionGiven && req.assertionIssuer != "" && req.assertionIssuer == req.clientID
 }
 
-func (a *privateKeyJWTAuth) authenticate(_ context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, st *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
+func (a *privateKeyJWTAuth) authenticate(_ context.Context, req *tokenRequest, client *CachedClient, st *keyState) (*CachedClient, *oauthError) {
 	if client == nil {
 		return nil, invalidClient(reasonUnknownClient)
 	}
@@ -80,7 +80,7 @@ func (a *privateKeyJWTAuth) authenticate(_ context.Context, req *tokenRequest, c
 // of the key pairs the manager generated that status accepts now, authenticated by their MAC (a
 // generated key no longer asked for only in its grace period). A key that does not parse (or is
 // too weak) is left out and never verifies.
-func clientKeys(c *m2mv1alpha1.M2MClient, st *keyState, now time.Time) map[string]assertionKey {
+func clientKeys(c *CachedClient, st *keyState, now time.Time) map[string]assertionKey {
 	out := map[string]assertionKey{}
 	add := func(k *m2mv1alpha1.ClientPublicKey) {
 		if pub, err := credentials.JWK(k).PublicKey(); err == nil {
@@ -90,11 +90,11 @@ func clientKeys(c *m2mv1alpha1.M2MClient, st *keyState, now time.Time) map[strin
 	for i := range c.Spec.Authentication.PublicKeys {
 		add(&c.Spec.Authentication.PublicKeys[i])
 	}
-	current := credentials.AcceptsCurrent(c, credentials.FormKey)
+	current := c.acceptsCurrent(credentials.FormKey)
 	for i := range c.Status.AcceptedSecrets {
 		e := &c.Status.AcceptedSecrets[i]
 		// A key's entry needs its MAC even before enforcement: no version without MACs wrote one.
-		if credentials.FormOf(e) == credentials.FormKey && credentials.Accepted(*e, now) && (current || e.ExpiresAt != nil) && st.status.VerifyEntry(c, e) {
+		if e.form() == credentials.FormKey && e.acceptedAt(now) && (current || e.expiring()) && c.verdictsUnder(st.status).entries[i] {
 			add(e.PublicKey)
 		}
 	}
@@ -110,7 +110,7 @@ func clientKeys(c *m2mv1alpha1.M2MClient, st *keyState, now time.Time) map[strin
 // With deferJTI (a token request of a client over its issuance limit, which issues nothing) the
 // jti is not kept: verify returns record, which keeps it and reports whether it was new, for the
 // caller to run should the request be served after all.
-func (a *privateKeyJWTAuth) verify(client *m2mv1alpha1.M2MClient, st *keyState, assertion string, deferJTI bool) (record func() bool, err error) {
+func (a *privateKeyJWTAuth) verify(client *CachedClient, st *keyState, assertion string, deferJTI bool) (record func() bool, err error) {
 	keys := clientKeys(client, st, a.clock.Now())
 	parser := jwt.NewParser(
 		jwt.WithValidMethods(privateKeyJWTAlgs),

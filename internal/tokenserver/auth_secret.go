@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"context"
+	"crypto/subtle"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -17,17 +18,18 @@ var secretMethods = []string{"client_secret_basic", "client_secret_post"}
 
 // secretAuth checks a client secret against the hashes in the client's status. An unknown client,
 // a wrong secret and a disabled client give the same error after the same work: one hash,
-// compared in constant time with each accepted entry, and each entry's MAC verified (a decoy
-// client's for an unknown one).
+// compared in constant time with each accepted entry, and each entry's MAC verdict consulted (a
+// decoy client's for an unknown one, through the same memo).
 type secretAuth struct {
 	clock clock.PassiveClock
 	// clients, when a Refresher, reads a client past its cache when a secret is refused while
 	// the cache may be behind the API server.
 	clients ClientSource
 	// decoyClient is compared against when the client ID is unknown, so that an unknown client
-	// costs the same work as a wrong secret: its entries, and MACs under decoyStatusKeys.
-	decoyClient     *m2mv1alpha1.M2MClient
-	decoyStatusKeys *statusmac.Set
+	// costs the same work as a wrong secret: its entries, and their MACs' verdicts under
+	// decoyKeys, memoized as a known client's are.
+	decoyClient *CachedClient
+	decoyKeys   *keyState
 }
 
 // newSecretAuth makes the decoy client: two entries, as a client has in a rotation's grace
@@ -37,23 +39,24 @@ func newSecretAuth(cfg Config) (authenticator, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &secretAuth{
-		clock:           cfg.Clock,
-		clients:         cfg.Clients,
-		decoyStatusKeys: &statusmac.Set{Keys: []*statusmac.Key{decoyKey}},
-		decoyClient:     &m2mv1alpha1.M2MClient{Status: m2mv1alpha1.M2MClientStatus{ClientID: "decoy"}},
-	}
+	decoyStatusKeys := &statusmac.Set{Keys: []*statusmac.Key{decoyKey}}
+	decoy := &m2mv1alpha1.M2MClient{Status: m2mv1alpha1.M2MClientStatus{ClientID: "decoy"}}
 	for range 2 {
 		secret, err := credentials.NewSecret()
 		if err != nil {
 			return nil, err
 		}
-		a.decoyClient.Status.AcceptedSecrets = append(a.decoyClient.Status.AcceptedSecrets, m2mv1alpha1.AcceptedSecret{Hash: credentials.Hash(secret)})
+		decoy.Status.AcceptedSecrets = append(decoy.Status.AcceptedSecrets, m2mv1alpha1.AcceptedSecret{Hash: credentials.Hash(secret)})
 	}
-	if err := a.decoyStatusKeys.Seal(a.decoyClient); err != nil {
+	if err := decoyStatusKeys.Seal(decoy); err != nil {
 		return nil, err
 	}
-	return a, nil
+	return &secretAuth{
+		clock:       cfg.Clock,
+		clients:     cfg.Clients,
+		decoyClient: NewCachedClient(decoy),
+		decoyKeys:   &keyState{status: decoyStatusKeys},
+	}, nil
 }
 
 func (*secretAuth) advertised() (methods, signingAlgs []string) { return secretMethods, nil }
@@ -63,19 +66,17 @@ func (*secretAuth) advertised() (methods, signingAlgs []string) { return secretM
 func (*secretAuth) applies(req *tokenRequest) bool { return !req.assertionGiven }
 
 func (a *secretAuth) decoy(req *tokenRequest) {
-	credentials.VerifyWith(a.decoyClient.Status.AcceptedSecrets, req.clientSecret, a.clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
-		return a.decoyStatusKeys.VerifyEntry(a.decoyClient, e)
-	})
+	a.matches(req.clientSecret, a.decoyClient, a.decoyKeys)
 }
 
-func (a *secretAuth) authenticate(ctx context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, st *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
+func (a *secretAuth) authenticate(ctx context.Context, req *tokenRequest, client *CachedClient, st *keyState) (*CachedClient, *oauthError) {
 	matched := client != nil && a.matches(req.clientSecret, client, st)
 	if client != nil && !matched && req.clientSecret != "" {
 		// The manager puts a new secret into the Secret only after the status accepts it, but a
 		// cache that fell behind (after an API-server restart, say) has not seen that status yet.
 		if r, ok := a.clients.(Refresher); ok {
 			id := client.Status.ClientID
-			if fresh := r.Refresh(ctx, client, func(c *m2mv1alpha1.M2MClient) bool {
+			if fresh := r.Refresh(ctx, client, func(c *CachedClient) bool {
 				return c.Status.ClientID == id && st.trustsClientID(c) && a.matches(req.clientSecret, c, st)
 			}); fresh != nil {
 				client, matched = fresh, true
@@ -97,10 +98,21 @@ func (a *secretAuth) authenticate(ctx context.Context, req *tokenRequest, client
 
 // matches reports whether secret is one that client accepts now: an entry of a secret (never a
 // key pair's, whose hash is of public values) whose MAC holds, and which is either in its grace
-// period or of the credential the client asks for now.
-func (a *secretAuth) matches(secret string, client *m2mv1alpha1.M2MClient, st *keyState) bool {
-	current := credentials.AcceptsCurrent(client, credentials.FormSecret)
-	return credentials.VerifyWith(client.Status.AcceptedSecrets, secret, a.clock.Now(), func(e *m2mv1alpha1.AcceptedSecret) bool {
-		return credentials.FormOf(e) == credentials.FormSecret && st.trustsEntry(client, e) && (current || e.ExpiresAt != nil)
-	})
+// period or of the credential the client asks for now. Like credentials.VerifyWith, it hashes
+// secret once, compares the hash with every entry in constant time and asks every entry's
+// verdict, so that the work does not depend on which entry, if any, matches.
+func (a *secretAuth) matches(secret string, client *CachedClient, st *keyState) bool {
+	current := client.acceptsCurrent(credentials.FormSecret)
+	presented := []byte(credentials.Hash(secret))
+	now := a.clock.Now()
+	match := 0
+	for i := range client.Status.AcceptedSecrets {
+		e := &client.Status.AcceptedSecrets[i]
+		eq := subtle.ConstantTimeCompare(presented, []byte(e.Hash))
+		ok := e.form() == credentials.FormSecret && st.trustsEntry(client, i) && (current || e.expiring())
+		if ok && e.acceptedAt(now) {
+			match |= eq
+		}
+	}
+	return match == 1
 }

@@ -3,8 +3,6 @@ package tokenserver
 import (
 	"context"
 	"slices"
-
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // serviceAccountAuth takes a Kubernetes ServiceAccount token of this cluster as the assertion of
@@ -49,7 +47,7 @@ func (a *serviceAccountAuth) applies(req *tokenRequest) bool {
 // unknown client costs the same work already.
 func (*serviceAccountAuth) decoy(*tokenRequest) {}
 
-func (a *serviceAccountAuth) authenticate(ctx context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, _ *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
+func (a *serviceAccountAuth) authenticate(ctx context.Context, req *tokenRequest, client *CachedClient, _ *keyState) (*CachedClient, *oauthError) {
 	if bad := workloadClientID(req); bad != nil {
 		return nil, bad
 	}

@@ -9,8 +9,6 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
-
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // podIdentityPrefix begins the URI SAN of a pod certificate of the signer m2m.dev/pod-client:
@@ -48,7 +46,7 @@ func (tlsClientAuth) applies(req *tokenRequest) bool {
 // compared, so an unknown client costs the same work already.
 func (tlsClientAuth) decoy(*tokenRequest) {}
 
-func (tlsClientAuth) authenticate(_ context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, _ *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
+func (tlsClientAuth) authenticate(_ context.Context, req *tokenRequest, client *CachedClient, _ *keyState) (*CachedClient, *oauthError) {
 	ns, sa, ok := podIdentity(req.peerCertificate)
 	switch {
 	case req.clientID == "":

@@ -394,7 +394,7 @@ func TestACertificateBoundTokenExpiresNoLaterThanItsCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := podClient(podID) // tokenTTL 15 minutes
+	c := NewCachedClient(podClient(podID)) // tokenTTL 15 minutes
 	until := t0.Add(5 * time.Minute)
 	_, ttl, bad := s.sign(c, nil, []string{testIssuer}, &confirmation{X5T: "thumbprint", until: until})
 	if bad != nil || ttl != 5*time.Minute {

@@ -3,8 +3,6 @@ package tokenserver
 import (
 	"context"
 	"net/http"
-
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // authenticator is one way for a client to authenticate at the token and introspection
@@ -28,7 +26,7 @@ type authenticator interface {
 	// authenticate checks req's credentials for client, which is nil when the client ID names no
 	// client (decoy has run then), under the key state st (nil before any is loaded). It returns
 	// the client, or the error to answer, whose reason is the metrics label.
-	authenticate(ctx context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, st *keyState) (*m2mv1alpha1.M2MClient, *oauthError)
+	authenticate(ctx context.Context, req *tokenRequest, client *CachedClient, st *keyState) (*CachedClient, *oauthError)
 }
 
 // authenticatorOrder makes the authenticators, in the order they are asked: the first that
@@ -83,7 +81,7 @@ func newAuthenticators(cfg Config) ([]authenticator, error) {
 // A source over its limit of failed authentications (FailureLimit) is refused first, before
 // any hashing or signature work; an authentication that fails counts against its source.
 // limited says that the issuance limit governs the request (the token endpoint).
-func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, limited bool) (*tokenRequest, *m2mv1alpha1.M2MClient, bool) {
+func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, limited bool) (*tokenRequest, *CachedClient, bool) {
 	from := s.cfg.ClientAddresses.of(r)
 	if wait, over := s.sources.refused(from); over {
 		s.refuseSource(w, r, wait)
@@ -93,9 +91,9 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, limited b
 	if req != nil {
 		req.limited = limited
 	}
-	var named *m2mv1alpha1.M2MClient
+	var named *CachedClient
 	if bad == nil {
-		var client *m2mv1alpha1.M2MClient
+		var client *CachedClient
 		if client, named, bad = s.authenticate(r.Context(), req); bad == nil {
 			return req, client, true
 		}
@@ -112,7 +110,7 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, limited b
 // that every way does the decoy work for an unknown client in the same place. It returns the
 // authenticated client, or the error to answer and the client that req names (nil when none
 // does), whose owner may see the refusal.
-func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (client, named *m2mv1alpha1.M2MClient, bad *oauthError) {
+func (s *Server) authenticate(ctx context.Context, req *tokenRequest) (client, named *CachedClient, bad *oauthError) {
 	st := s.cfg.Keys.current()
 	named, _ = s.lookup(req.clientID, st)
 	for _, a := range s.authenticators {

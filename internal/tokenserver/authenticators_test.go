@@ -32,12 +32,12 @@ const (
 func TestOnlyARequestWithoutAnAssertionTakesTheSecretPath(t *testing.T) {
 	c := workloadClient("team-b", "worker")
 	s := authServer(t, mapClients{goodID: c}, fakeServiceAccounts{issuer: ownIssuer}, nil)
-	if got, bad := authenticateForm(t, s, "client_id", goodID, "client_secret", goodSecret); bad != nil || got != c {
+	if got, bad := authenticateForm(t, s, "client_id", goodID, "client_secret", goodSecret); bad != nil || !sameClient(got, c) {
 		t.Fatalf("a request with a secret and no assertion: %v", bad)
 	}
 	// The secret path would refuse this one as no_credentials; the ServiceAccount path accepts it.
 	token := workloadToken(t, newKey(t), ownIssuer, "system:serviceaccount:team-b:worker")
-	if got, bad := authenticateForm(t, s, "client_id", goodID, "client_assertion_type", JWTBearerAssertion, "client_assertion", token); bad != nil || got != c {
+	if got, bad := authenticateForm(t, s, "client_id", goodID, "client_assertion_type", JWTBearerAssertion, "client_assertion", token); bad != nil || !sameClient(got, c) {
 		t.Fatalf("a request with an assertion and no secret: %v", bad)
 	}
 }
@@ -88,7 +88,7 @@ func TestAnAssertionTheClientSignedItselfTakesThePrivateKeyJWTPathEvenWhenItsIss
 	// The federated issuer's keys are loaded, and are not the client's: the federated path refuses.
 	s := authServer(t, mapClients{ciIssuer: c}, fakeServiceAccounts{issuer: ownIssuer}, loadedFederation(t, newKey(t), ciIssuer))
 	got, bad := authenticateForm(t, s, "client_id", ciIssuer, "client_assertion_type", JWTBearerAssertion, "client_assertion", ownAssertion(t, key, ciIssuer))
-	if bad != nil || got != c {
+	if bad != nil || !sameClient(got, c) {
 		t.Fatalf("the client's own assertion was refused: %v", bad)
 	}
 }
@@ -100,7 +100,7 @@ func TestAnAssertionWithoutClientIDTakesThePrivateKeyJWTPathWithIssAsTheClientID
 	c := seal(clientWithKey(goodID, key))
 	s := authServer(t, mapClients{goodID: c}, fakeServiceAccounts{issuer: ownIssuer}, loadedFederation(t, key, ciIssuer))
 	got, bad := authenticateForm(t, s, "client_assertion_type", JWTBearerAssertion, "client_assertion", ownAssertion(t, key, goodID))
-	if bad != nil || got != c {
+	if bad != nil || !sameClient(got, c) {
 		t.Fatalf("an assertion naming its client in iss alone was refused: %v", bad)
 	}
 	_, bad = authenticateForm(t, s, "client_assertion_type", JWTBearerAssertion, "client_assertion", workloadToken(t, key, ciIssuer, "repo:payments"))
@@ -143,7 +143,7 @@ func TestAnAssertionOfAFederatedIssuerTakesTheFederatedPathBeforeTheServiceAccou
 	s := authServer(t, mapClients{goodID: c}, fakeServiceAccounts{issuer: ownIssuer}, loadedFederation(t, key, ciIssuer))
 	// The ServiceAccount path would say team-b's worker, which this client does not allow.
 	got, bad := authenticateForm(t, s, "client_id", goodID, "client_assertion_type", JWTBearerAssertion, "client_assertion", workloadToken(t, key, ciIssuer, "repo:payments"))
-	if bad != nil || got != c {
+	if bad != nil || !sameClient(got, c) {
 		t.Fatalf("a federated identity the client allows was refused: %v", bad)
 	}
 }
@@ -167,7 +167,7 @@ func TestAnyOtherAssertionTakesTheServiceAccountPath(t *testing.T) {
 	s := authServer(t, mapClients{goodID: c}, sa, loadedFederation(t, newKey(t), ciIssuer))
 	token := workloadToken(t, newKey(t), "https://unknown.example", "system:serviceaccount:team-b:worker")
 	got, bad := authenticateForm(t, s, "client_id", goodID, "client_assertion_type", JWTBearerAssertion, "client_assertion", token)
-	if bad != nil || got != c || sa.verified != 1 {
+	if bad != nil || !sameClient(got, c) || sa.verified != 1 {
 		t.Fatalf("got %v after %d ServiceAccount verifications, want the client after one", bad, sa.verified)
 	}
 }
@@ -190,7 +190,7 @@ type fakeAuth struct {
 func (f *fakeAuth) advertised() ([]string, []string) { return f.methods, f.algs }
 func (f *fakeAuth) applies(*tokenRequest) bool       { return true }
 func (f *fakeAuth) decoy(*tokenRequest)              { f.decoys++ }
-func (f *fakeAuth) authenticate(_ context.Context, _ *tokenRequest, c *m2mv1alpha1.M2MClient, _ *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
+func (f *fakeAuth) authenticate(_ context.Context, _ *tokenRequest, c *CachedClient, _ *keyState) (*CachedClient, *oauthError) {
 	if f.reason != nil {
 		return nil, invalidClient(f.reason)
 	}
@@ -261,7 +261,7 @@ func authServer(t *testing.T, clients ClientSource, sa ServiceAccountTokens, fed
 }
 
 // authenticateForm parses a form body of kv, as the token endpoint does, and authenticates it.
-func authenticateForm(t *testing.T, s *Server, kv ...string) (*m2mv1alpha1.M2MClient, *oauthError) {
+func authenticateForm(t *testing.T, s *Server, kv ...string) (*CachedClient, *oauthError) {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodPost, "/oauth2/token", strings.NewReader(formBody(append([]string{"grant_type", "client_credentials"}, kv...)...)))
 	r.Header.Set("Content-Type", form)
@@ -369,8 +369,8 @@ func (c *countingServiceAccounts) Verify(ctx context.Context, token string, audi
 
 func TestAVerifiedCertificateWithoutOtherCredentialsTakesTheCertificatePathBeforeTheSecretPath(t *testing.T) {
 	_, keys := staticKeys(t, signingkeys.ES256)
-	c := podClient(podID)
-	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{podID: c}, Keys: keys, ClientCertificates: true})
+	c := NewCachedClient(podClient(podID))
+	s, err := New(Config{IssuerURL: testIssuer, Clients: cachedClients{podID: c}, Keys: keys, ClientCertificates: true})
 	if err != nil {
 		t.Fatal(err)
 	}

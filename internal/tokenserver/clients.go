@@ -2,9 +2,9 @@ package tokenserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,8 +31,8 @@ import (
 type ClientSource interface {
 	// Candidates returns the live clients whose status.clientID is id: one, unless someone wrote
 	// another's ID into a status, which the server tells apart by the status MAC. The returned
-	// objects are shared and must not be modified.
-	Candidates(id string) []*m2mv1alpha1.M2MClient
+	// slice and objects are shared and must not be modified.
+	Candidates(id string) []*CachedClient
 }
 
 // Refresher is a ClientSource that can read one client past its cache, while the cache may be
@@ -41,10 +41,8 @@ type Refresher interface {
 	// Refresh returns client as the API server has it, if that is what accepts says yes to; nil
 	// when the cache is not behind, when reads past it are used up for now, when the read fails,
 	// or when accepts says no.
-	Refresh(ctx context.Context, client *m2mv1alpha1.M2MClient, accepts func(*m2mv1alpha1.M2MClient) bool) *m2mv1alpha1.M2MClient
+	Refresh(ctx context.Context, client *CachedClient, accepts func(*CachedClient) bool) *CachedClient
 }
-
-const clientIDIndex = "status.clientID"
 
 // Reads past the cache, for secrets it refuses while it may be behind (Refresh).
 const (
@@ -74,6 +72,17 @@ const (
 type InformerClients struct {
 	informers []toolscache.SharedIndexInformer
 	clock     clock.PassiveClock
+
+	// byID holds the cached clients by status.clientID, kept by an event handler of each
+	// informer (indexed), which is told every add, update and delete of its informer in order,
+	// relists included. A list is replaced, never modified, so that Candidates can hand it out.
+	// byKey is what byID holds by namespace and name: a delete may come with only those (the
+	// stub of a deleted or undecodable object, which names no client ID, or one other than the
+	// indexed version's), and must still remove what was indexed.
+	byIDMu  sync.RWMutex
+	byID    map[string][]*CachedClient
+	byKey   map[clientKey]*CachedClient
+	indexed []toolscache.ResourceEventHandlerRegistration
 
 	// Staleness tracking: the time of the last message from the API server (an object event or a
 	// bookmark), and how many watch streams are open right now.
@@ -142,18 +151,20 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 	s.reader, s.refreshLimit = c, rate.NewLimiter(refreshRate, refreshBurst)
 	s.lastMessage.Store(clk.Now().UnixNano())
 	for _, ns := range namespaces {
-		inf := toolscache.NewSharedIndexInformer(s.listWatch(c, ns), &m2mv1alpha1.M2MClient{}, 0, toolscache.Indexers{
-			clientIDIndex: func(obj any) ([]string, error) {
-				if c, ok := obj.(*m2mv1alpha1.M2MClient); ok && c.Status.ClientID != "" {
-					return []string{c.Status.ClientID}, nil
-				}
-				return nil, nil
-			},
-		})
+		inf := toolscache.NewSharedIndexInformer(s.listWatch(c, ns), &m2mv1alpha1.M2MClient{}, 0, toolscache.Indexers{})
 		// Only the fields the token server reads are worth their memory.
-		if err := inf.SetTransform(trim); err != nil {
+		if err := inf.SetTransform(cacheable); err != nil {
 			return nil, err
 		}
+		reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { s.index(obj, false) },
+			UpdateFunc: func(_, cur any) { s.index(cur, false) },
+			DeleteFunc: func(obj any) { s.index(obj, true) },
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.indexed = append(s.indexed, reg)
 		if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *toolscache.Reflector, err error) {
 			s.lastWatchError.Store(s.clock.Now().UnixNano())
 			toolscache.DefaultWatchErrorHandler(ctx, r, err)
@@ -163,52 +174,6 @@ func NewInformerClients(cfg *rest.Config, namespaces []string, clk clock.Passive
 		s.informers = append(s.informers, inf)
 	}
 	return s, nil
-}
-
-// claimsTooLargeMark marks, on a cached client (whose annotations trim drops), that its
-// tokenClaims were over m2mv1alpha1.MaxTokenClaimsBytes and were dropped.
-const claimsTooLargeMark = "m2m.dev/token-server-claims-too-large"
-
-// claimsTemplateMark marks, on a cached client, that a templated tokenClaims value did not
-// render (m2mv1alpha1.M2MClientSpec.RenderTokenClaims) and its claims were dropped.
-const claimsTemplateMark = "m2m.dev/token-server-claims-template"
-
-// trim drops what the token server never reads: managedFields, annotations and labels (which can
-// be large, such as kubectl's last-applied configuration), the spec's free-form metadata, and the
-// values that status records as acted on (an object stored before they were bounded may hold
-// large ones).
-func trim(obj any) (any, error) {
-	c, ok := obj.(*m2mv1alpha1.M2MClient)
-	if !ok {
-		return obj, nil
-	}
-	c.ManagedFields = nil
-	c.Annotations = nil
-	c.Labels = nil
-	c.OwnerReferences = nil
-	c.Spec.Description = ""
-	c.Spec.Secret = m2mv1alpha1.SecretTemplate{}
-	c.Status.Conditions = nil
-	c.Status.LastRotationTrigger, c.Status.LastRotateAnnotation = "", ""
-	c.Status.LastRevokeTrigger, c.Status.LastRevokeAnnotation = "", ""
-	// Templated claims are rendered here, once per object version, rather than per token: the
-	// cache then holds the claims as issued and no trustedMetadata, and a token costs no more.
-	claims, err := c.Spec.RenderTokenClaims()
-	c.Spec.TrustedMetadata = nil
-	switch {
-	case errors.Is(err, m2mv1alpha1.ErrTokenClaimsTooLarge):
-		// Claims over the bound never reach the cache; the client gets no token (claimsTooLarge).
-		c.Spec.TokenClaims = nil
-		c.Annotations = map[string]string{claimsTooLargeMark: "true"}
-	case err != nil:
-		// A claim that does not render is not issued without its value or with its template:
-		// resource servers would read either as something the client's owner did not say.
-		c.Spec.TokenClaims = nil
-		c.Annotations = map[string]string{claimsTemplateMark: "true"}
-	default:
-		c.Spec.TokenClaims = claims
-	}
-	return c, nil
 }
 
 // listWatch lists and watches M2MClients as unstructured objects and decodes them one at a time,
@@ -437,11 +402,12 @@ func (s *InformerClients) Start(ctx context.Context) {
 	}
 }
 
-// Synced reports whether every informer has listed once. It stays true when the API server goes
-// away later: the cache keeps serving what it has.
+// Synced reports whether every informer has listed once and the client IDs of what it listed
+// are indexed. It stays true when the API server goes away later: the cache keeps serving what
+// it has.
 func (s *InformerClients) Synced() bool {
-	for _, inf := range s.informers {
-		if !inf.HasSynced() {
+	for _, reg := range s.indexed {
+		if !reg.HasSynced() {
 			return false
 		}
 	}
@@ -450,9 +416,9 @@ func (s *InformerClients) Synced() bool {
 
 // WaitForSync blocks until Synced or ctx ends.
 func (s *InformerClients) WaitForSync(ctx context.Context) error {
-	fns := make([]toolscache.InformerSynced, 0, len(s.informers))
-	for _, inf := range s.informers {
-		fns = append(fns, inf.HasSynced)
+	fns := make([]toolscache.InformerSynced, 0, len(s.indexed))
+	for _, reg := range s.indexed {
+		fns = append(fns, reg.HasSynced)
 	}
 	if !toolscache.WaitForCacheSync(ctx.Done(), fns...) {
 		return fmt.Errorf("the M2MClient cache did not sync: %w", ctx.Err())
@@ -482,7 +448,7 @@ func (s *InformerClients) Count() int {
 func (s *InformerClients) Present(key types.NamespacedName, uid types.UID) bool {
 	for _, inf := range s.informers {
 		if obj, ok, _ := inf.GetStore().GetByKey(key.String()); ok {
-			return obj.(*m2mv1alpha1.M2MClient).UID == uid
+			return obj.(*CachedClient).UID == uid
 		}
 	}
 	return false
@@ -502,7 +468,7 @@ func (s *InformerClients) behind() bool {
 // when the read has ended, which requests for the same client wait for.
 type refreshed struct {
 	at     time.Time
-	client *m2mv1alpha1.M2MClient
+	client *CachedClient
 	done   chan struct{}
 }
 
@@ -511,7 +477,7 @@ type refreshed struct {
 // read in flight, a client is read again at most every refreshEvery (a request waits for that
 // rather than be refused), and refreshRate reads a second in all. Outside those windows a refused secret
 // costs what it always does, so that reading past the cache tells no one which client IDs exist.
-func (s *InformerClients) Refresh(ctx context.Context, cached *m2mv1alpha1.M2MClient, accepts func(*m2mv1alpha1.M2MClient) bool) *m2mv1alpha1.M2MClient {
+func (s *InformerClients) Refresh(ctx context.Context, cached *CachedClient, accepts func(*CachedClient) bool) *CachedClient {
 	if s.reader == nil || !s.behind() {
 		return nil
 	}
@@ -583,9 +549,9 @@ func waitFor(ctx context.Context, done <-chan struct{}, after <-chan time.Time) 
 	return true
 }
 
-// read gets cached's object from the API server, decoded and trimmed as the cache does, or nil
+// read gets cached's object from the API server, decoded and converted as the cache does, or nil
 // when it fails or is another object of the same name.
-func (s *InformerClients) read(ctx context.Context, cached *m2mv1alpha1.M2MClient) *m2mv1alpha1.M2MClient {
+func (s *InformerClients) read(ctx context.Context, cached *CachedClient) *CachedClient {
 	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
 	defer cancel()
 	u := &unstructured.Unstructured{}
@@ -593,7 +559,7 @@ func (s *InformerClients) read(ctx context.Context, cached *m2mv1alpha1.M2MClien
 	// Right after an API server starts, it may refuse or drop a request for a moment (its
 	// authorizer's caches are empty): try again within the timeout.
 	for {
-		err := s.reader.Get(ctx, client.ObjectKeyFromObject(cached), u)
+		err := s.reader.Get(ctx, types.NamespacedName{Namespace: cached.Namespace, Name: cached.Name}, u)
 		if err == nil {
 			break
 		}
@@ -606,22 +572,74 @@ func (s *InformerClients) read(ctx context.Context, cached *m2mv1alpha1.M2MClien
 	if !ok || obj.UID != cached.UID || obj.DeletionTimestamp != nil {
 		return nil // as the cache's Candidates, which offer no client being deleted
 	}
-	trimmed, _ := trim(obj)
-	return trimmed.(*m2mv1alpha1.M2MClient)
+	return NewCachedClient(obj)
 }
 
 // Candidates finds the clients with status.clientID id in O(1).
-func (s *InformerClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
-	var out []*m2mv1alpha1.M2MClient
-	for _, inf := range s.informers {
-		objs, err := inf.GetIndexer().ByIndex(clientIDIndex, id)
-		if err != nil {
-			return nil
-		}
-		for _, o := range objs {
-			if c := o.(*m2mv1alpha1.M2MClient); c.DeletionTimestamp == nil {
-				out = append(out, c)
+func (s *InformerClients) Candidates(id string) []*CachedClient {
+	s.byIDMu.RLock()
+	found := s.byID[id]
+	s.byIDMu.RUnlock()
+	for i, c := range found {
+		if c.deleting {
+			// Rare: a client being deleted is offered no more (a copy, since found is shared).
+			out := slices.Clone(found[:i])
+			for _, c := range found[i+1:] {
+				if !c.deleting {
+					out = append(out, c)
+				}
 			}
+			return out
+		}
+	}
+	return found
+}
+
+// clientKey is a client's namespace and name.
+type clientKey struct{ namespace, name string }
+
+// index follows one change of an informer's store in byID: obj, of the object of its namespace
+// and name, is its new version, or with deleted, was deleted (obj may be a tombstone, or a stub
+// with only the namespace and name).
+func (s *InformerClients) index(obj any, deleted bool) {
+	var key clientKey
+	switch o := obj.(type) {
+	case *CachedClient:
+		key = clientKey{o.Namespace, o.Name}
+	case toolscache.DeletedFinalStateUnknown:
+		ns, name, err := toolscache.SplitMetaNamespaceKey(o.Key)
+		if err != nil {
+			return
+		}
+		key, deleted = clientKey{ns, name}, true
+	default:
+		return
+	}
+	s.byIDMu.Lock()
+	defer s.byIDMu.Unlock()
+	if s.byID == nil {
+		s.byID, s.byKey = map[string][]*CachedClient{}, map[clientKey]*CachedClient{}
+	}
+	if old := s.byKey[key]; old != nil {
+		delete(s.byKey, key)
+		if rest := withoutClient(s.byID[old.Status.ClientID], old); len(rest) > 0 {
+			s.byID[old.Status.ClientID] = rest
+		} else {
+			delete(s.byID, old.Status.ClientID)
+		}
+	}
+	if c, ok := obj.(*CachedClient); ok && !deleted && c.Status.ClientID != "" {
+		s.byKey[key] = c
+		s.byID[c.Status.ClientID] = append(slices.Clip(s.byID[c.Status.ClientID]), c)
+	}
+}
+
+// withoutClient is a new list of the clients of list but c.
+func withoutClient(list []*CachedClient, c *CachedClient) []*CachedClient {
+	var out []*CachedClient
+	for _, o := range list {
+		if o != c {
+			out = append(out, o)
 		}
 	}
 	return out
@@ -630,11 +648,11 @@ func (s *InformerClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
 // lookup finds the one client whose authenticated status.clientID is id. A client whose status
 // names id without the manager's MAC is not it (someone wrote that status), and if two are, none
 // is, so that no client authenticates as another.
-func (s *Server) lookup(id string, st *keyState) (*m2mv1alpha1.M2MClient, bool) {
+func (s *Server) lookup(id string, st *keyState) (*CachedClient, bool) {
 	if st == nil || id == "" {
 		return nil, false
 	}
-	var found *m2mv1alpha1.M2MClient
+	var found *CachedClient
 	for _, c := range s.cfg.Clients.Candidates(id) {
 		if !st.trustsClientID(c) {
 			continue

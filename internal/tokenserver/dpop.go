@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/pkg/dpop"
@@ -99,7 +98,7 @@ func dpopTokenURLs(cfg Config) []string {
 // dpopBinding checks the DPoP proof of an authenticated client's token request and returns the
 // thumbprint of its key, which the token is bound to, or "" for a request without a proof that
 // the client allows. With server nonces on, every answer it takes part in carries a fresh nonce.
-func (s *Server) dpopBinding(w http.ResponseWriter, r *http.Request, client *m2mv1alpha1.M2MClient) (string, *oauthError) {
+func (s *Server) dpopBinding(w http.ResponseWriter, r *http.Request, client *CachedClient) (string, *oauthError) {
 	proofs := r.Header.Values("DPoP")
 	if len(proofs) == 0 {
 		if client.Spec.DPoP != nil && client.Spec.DPoP.Required {

@@ -8,8 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
-
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // Defaults of the issuance limit (--issuance-per-minute, --issuance-burst), on each replica. A
@@ -41,7 +39,7 @@ var DefaultIssuanceLimit = IssuanceLimit{PerMinute: DefaultIssuancePerMinute, Bu
 
 // of is the limit of client c: its spec.issuanceLimit, or l. An override that the CRD's bounds
 // would refuse (an object stored without them) is ignored rather than read as no limit.
-func (l IssuanceLimit) of(c *m2mv1alpha1.M2MClient) IssuanceLimit {
+func (l IssuanceLimit) of(c *CachedClient) IssuanceLimit {
 	if o := c.Spec.IssuanceLimit; o != nil && o.PerMinute > 0 && o.Burst > 0 {
 		return IssuanceLimit{PerMinute: int(o.PerMinute), Burst: int(o.Burst)}
 	}
@@ -105,7 +103,7 @@ func newIssuanceLimiter(limit IssuanceLimit, clk clock.PassiveClock, clients Cli
 
 // take takes a token from the bucket of c, an authenticated client, and reports whether c is
 // over its limit, and then how long until it may ask again.
-func (l *issuanceLimiter) take(c *m2mv1alpha1.M2MClient) (time.Duration, bool) {
+func (l *issuanceLimiter) take(c *CachedClient) (time.Duration, bool) {
 	if l == nil {
 		return 0, false
 	}
@@ -132,7 +130,7 @@ func (l *issuanceLimiter) take(c *m2mv1alpha1.M2MClient) (time.Duration, bool) {
 // exhausted reports whether c, an authenticated client, is over its limit now, without taking
 // from its bucket: the private_key_jwt path asks before it spends a place in the replay cache
 // on a request that the limit refuses anyway.
-func (l *issuanceLimiter) exhausted(c *m2mv1alpha1.M2MClient) bool {
+func (l *issuanceLimiter) exhausted(c *CachedClient) bool {
 	if l == nil {
 		return false
 	}
@@ -179,6 +177,6 @@ func (l *issuanceLimiter) registerClientsGauge(reg prometheus.Registerer) error 
 }
 
 // refuseClient answers a token request of an authenticated client over its issuance limit.
-func (s *Server) refuseClient(w http.ResponseWriter, r *http.Request, wait time.Duration, req *tokenRequest, client *m2mv1alpha1.M2MClient) {
+func (s *Server) refuseClient(w http.ResponseWriter, r *http.Request, wait time.Duration, req *tokenRequest, client *CachedClient) {
 	s.refuseTooMany(w, r, newError(reasonClientLimited, "the client asked for tokens faster than its limit allows; retry after the time in Retry-After, and reuse each token until shortly before it expires"), wait, req, client)
 }

@@ -69,7 +69,7 @@ func TestAClientsSpecOverridesTheServersIssuanceLimit(t *testing.T) {
 		t.Run(sentence, func(t *testing.T) {
 			c := testClient(goodID, goodSecret)
 			c.Spec.IssuanceLimit = tc.override
-			if got := server.of(c); got != tc.want {
+			if got := server.of(NewCachedClient(c)); got != tc.want {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})
@@ -238,14 +238,14 @@ func gauge(t *testing.T, l *limited, name string) float64 {
 // liveClients are the clients a cache holds, by UID, for the limiter's look for deleted ones.
 type liveClients map[types.UID]bool
 
-func (liveClients) Candidates(string) []*m2mv1alpha1.M2MClient { return nil }
+func (liveClients) Candidates(string) []*CachedClient { return nil }
 
 func (c liveClients) Present(_ types.NamespacedName, uid types.UID) bool { return c[uid] }
 
-func churnClient(i int) *m2mv1alpha1.M2MClient {
+func churnClient(i int) *CachedClient {
 	c := testClient(fmt.Sprintf("m2m-churn-%d", i), "unused")
 	c.UID = types.UID(fmt.Sprintf("uid-churn-%d", i))
-	return c
+	return NewCachedClient(c)
 }
 
 // Exhaustion: clients created and deleted without end (a tenant's script, or a SaaS that makes
@@ -297,7 +297,7 @@ func TestAFloodOfOtherClientsDoesNotResetAClientOverItsLimit(t *testing.T) {
 	clk := clocktesting.NewFakeClock(t0)
 	live := liveClients{}
 	l := newIssuanceLimiter(IssuanceLimit{PerMinute: 60, Burst: 3}, clk, live)
-	offender := testClient(goodID, goodSecret)
+	offender := NewCachedClient(testClient(goodID, goodSecret))
 	live[offender.UID] = true
 	for range 3 {
 		l.take(offender)
@@ -317,15 +317,16 @@ func TestAFloodOfOtherClientsDoesNotResetAClientOverItsLimit(t *testing.T) {
 func TestAClientCreatedAgainUnderItsNameStartsWithAFullBucket(t *testing.T) {
 	clk := clocktesting.NewFakeClock(t0)
 	l := newIssuanceLimiter(IssuanceLimit{PerMinute: 1, Burst: 2}, clk, mapClients{})
-	old := testClient(goodID, goodSecret)
+	old := NewCachedClient(testClient(goodID, goodSecret))
 	for range 2 {
 		l.take(old)
 	}
 	if _, over := l.take(old); !over {
 		t.Fatal("the old client was not over its limit")
 	}
-	again := testClient(goodID, goodSecret)
-	again.UID = "uid-created-again"
+	recreated := testClient(goodID, goodSecret)
+	recreated.UID = "uid-created-again"
+	again := NewCachedClient(recreated)
 	for i := range 2 {
 		if _, over := l.take(again); over {
 			t.Fatalf("the client created again was refused its token %d", i+1)

@@ -19,7 +19,6 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 	"github.com/m2m-dev/m2m-operator/pkg/dpop"
@@ -42,15 +41,16 @@ type keyState struct {
 	dpopNonces []dpop.NonceSource
 }
 
-// trustsClientID reports whether c's status.clientID may be believed.
-func (st *keyState) trustsClientID(c *m2mv1alpha1.M2MClient) bool {
-	return !st.status.Enforced() || st.status.VerifyClientID(c)
+// trustsClientID reports whether c's status.clientID may be believed. The MAC is verified once
+// per object version and status key set (CachedClient.verdictsUnder).
+func (st *keyState) trustsClientID(c *CachedClient) bool {
+	return !st.status.Enforced() || c.verdictsUnder(st.status).clientID
 }
 
-// trustsEntry reports whether e, an entry of c's status, may be believed.
-func (st *keyState) trustsEntry(c *m2mv1alpha1.M2MClient, e *m2mv1alpha1.AcceptedSecret) bool {
+// trustsEntry reports whether entry i of c's status may be believed.
+func (st *keyState) trustsEntry(c *CachedClient, i int) bool {
 	// Verified before enforcement too, so that the work is the same either way.
-	ok := st.status.VerifyEntry(c, e)
+	ok := c.verdictsUnder(st.status).entries[i]
 	return ok || !st.status.Enforced()
 }
 

@@ -6,8 +6,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 type metrics struct {
@@ -22,7 +20,7 @@ const unknown = "unknown"
 
 // labels are the namespace, and with per-client metrics the client ID, of client (nil: unknown).
 // By namespace alone, the series are bounded by the namespaces, whatever the number of clients.
-func (m *metrics) labels(client *m2mv1alpha1.M2MClient) []string {
+func (m *metrics) labels(client *CachedClient) []string {
 	ns, id := unknown, unknown
 	if client != nil {
 		ns, id = client.Namespace, client.Status.ClientID

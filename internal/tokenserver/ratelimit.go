@@ -12,8 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
-
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // Defaults of the limit on failed authentications by source (--failure-rate, --failure-burst,
@@ -199,7 +197,7 @@ func (s *Server) refuseSource(w http.ResponseWriter, r *http.Request, wait time.
 
 // refuseTooMany answers with e, a reason of a limit (429), and Retry-After for a wait of wait;
 // req and client are as for fail.
-func (s *Server) refuseTooMany(w http.ResponseWriter, r *http.Request, e *oauthError, wait time.Duration, req *tokenRequest, client *m2mv1alpha1.M2MClient) {
+func (s *Server) refuseTooMany(w http.ResponseWriter, r *http.Request, e *oauthError, wait time.Duration, req *tokenRequest, client *CachedClient) {
 	w.Header().Set("Retry-After", strconv.FormatInt(retryAfter(wait), 10))
 	s.fail(w, r, e, req, client)
 }

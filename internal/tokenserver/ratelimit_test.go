@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
 
@@ -29,7 +28,7 @@ type countingAuth struct {
 
 func (c countingAuth) decoy(req *tokenRequest) { c.work.Add(1); c.authenticator.decoy(req) }
 
-func (c countingAuth) authenticate(ctx context.Context, req *tokenRequest, client *m2mv1alpha1.M2MClient, st *keyState) (*m2mv1alpha1.M2MClient, *oauthError) {
+func (c countingAuth) authenticate(ctx context.Context, req *tokenRequest, client *CachedClient, st *keyState) (*CachedClient, *oauthError) {
 	c.work.Add(1)
 	return c.authenticator.authenticate(ctx, req, client, st)
 }

@@ -29,19 +29,22 @@ type behindClients struct {
 	reads         int
 }
 
-func (b *behindClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
+func (b *behindClients) Candidates(id string) []*CachedClient {
 	if id == b.cached.Status.ClientID {
-		return []*m2mv1alpha1.M2MClient{b.cached}
+		return []*CachedClient{NewCachedClient(b.cached)}
 	}
 	return nil
 }
 
-func (b *behindClients) Refresh(_ context.Context, c *m2mv1alpha1.M2MClient, accepts func(*m2mv1alpha1.M2MClient) bool) *m2mv1alpha1.M2MClient {
+func (b *behindClients) Refresh(_ context.Context, c *CachedClient, accepts func(*CachedClient) bool) *CachedClient {
 	b.reads++
-	if b.fresh == nil || !accepts(b.fresh) {
+	if b.fresh == nil {
 		return nil
 	}
-	return b.fresh
+	if fresh := NewCachedClient(b.fresh); accepts(fresh) {
+		return fresh
+	}
+	return nil
 }
 
 // After an API-server restart the manager may catch up before the token server and give pods a
@@ -121,33 +124,33 @@ func (r *countingReader) List(context.Context, client.ObjectList, ...client.List
 // tells no one which client IDs exist; a read serves a client's refusals for refreshReuse, and
 // reads are limited in all.
 func TestTheTokenServerReadsPastItsCacheOnlyWhileItMayBeBehindAndWithinLimits(t *testing.T) {
-	yes := func(*m2mv1alpha1.M2MClient) bool { return true }
-	no := func(*m2mv1alpha1.M2MClient) bool { return false }
+	yes := func(*CachedClient) bool { return true }
+	no := func(*CachedClient) bool { return false }
 	clk := clocktesting.NewFakeClock(t0)
 	c := testClient(goodID, goodSecret)
 	reader := &countingReader{obj: c}
 	s := &InformerClients{clock: clk, informers: make([]toolscache.SharedIndexInformer, 1), reader: reader, refreshLimit: rate.NewLimiter(refreshRate, refreshBurst)}
 	s.openWatches.Store(1)
-	if s.Refresh(context.Background(), c, yes) != nil || reader.gets != 0 {
+	if s.Refresh(context.Background(), NewCachedClient(c), yes) != nil || reader.gets != 0 {
 		t.Fatal("a cache whose watch is open and never failed read past itself")
 	}
 	s.lastWatchError.Store(clk.Now().UnixNano())
 	clk.Step(time.Minute)
-	if got := s.Refresh(context.Background(), c, yes); got == nil || got.UID != c.UID || reader.gets != 1 {
+	if got := s.Refresh(context.Background(), NewCachedClient(c), yes); got == nil || got.UID != c.UID || reader.gets != 1 {
 		t.Fatalf("a minute after a watch error: %v after %d reads, want the client after one", got, reader.gets)
 	}
-	if got := s.Refresh(context.Background(), c, yes); got == nil || reader.gets != 1 {
+	if got := s.Refresh(context.Background(), NewCachedClient(c), yes); got == nil || reader.gets != 1 {
 		t.Fatalf("a second refusal within %s: %v after %d reads, want the first read's client again", refreshReuse, got, reader.gets)
 	}
 	// A secret the last read does not accept (rotated again since) is read for again once the
 	// client may be read again (refreshEvery after the last read), rather than refused at once.
-	if s.Refresh(context.Background(), c, no) != nil || reader.gets != 2 {
+	if s.Refresh(context.Background(), NewCachedClient(c), no) != nil || reader.gets != 2 {
 		t.Fatalf("%d reads: a secret the last read does not accept was not read for again", reader.gets)
 	}
 	for i := range 2 * refreshBurst {
 		other := c.DeepCopy()
 		other.UID = types.UID(fmt.Sprintf("other-%d", i))
-		s.Refresh(context.Background(), other, yes)
+		s.Refresh(context.Background(), NewCachedClient(other), yes)
 	}
 	if reader.gets > 2+refreshBurst {
 		t.Fatalf("%d reads at once, over the burst of %d", reader.gets, refreshBurst)
@@ -156,13 +159,13 @@ func TestTheTokenServerReadsPastItsCacheOnlyWhileItMayBeBehindAndWithinLimits(t 
 	gets := reader.gets
 	c2 := c.DeepCopy()
 	c2.UID = "later"
-	if s.Refresh(context.Background(), c2, yes) != nil || reader.gets != gets {
+	if s.Refresh(context.Background(), NewCachedClient(c2), yes) != nil || reader.gets != gets {
 		t.Fatal("the cache read past itself after the window of the last watch error")
 	}
 	s.openWatches.Store(0)
 	reader.obj = c2
 	clk.Step(time.Minute) // the limiter refills, and c2's earlier read is past its reuse
-	if s.Refresh(context.Background(), c2, yes) == nil {
+	if s.Refresh(context.Background(), NewCachedClient(c2), yes) == nil {
 		t.Fatal("a cache with its watch closed did not read past itself")
 	}
 	// A client being deleted is no candidate in the cache, nor past it.
@@ -170,7 +173,7 @@ func TestTheTokenServerReadsPastItsCacheOnlyWhileItMayBeBehindAndWithinLimits(t 
 	deleting.UID = "deleting"
 	deleting.DeletionTimestamp = &metav1.Time{Time: t0}
 	reader.obj = deleting
-	if s.Refresh(context.Background(), deleting, yes) != nil {
+	if s.Refresh(context.Background(), NewCachedClient(deleting), yes) != nil {
 		t.Fatal("a client being deleted was read past the cache")
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
-
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // RefusalsPerClient is how many refusals of each client a token server remembers for its
@@ -111,7 +109,7 @@ func newRefusalMemory(clk clock.PassiveClock, clients ClientSource) *refusalMemo
 }
 
 // remember records a refusal of client.
-func (m *refusalMemory) remember(client *m2mv1alpha1.M2MClient, rec refusalRecord) {
+func (m *refusalMemory) remember(client *CachedClient, rec refusalRecord) {
 	key := types.NamespacedName{Namespace: client.Namespace, Name: client.Name}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -171,7 +169,7 @@ func (m *refusalMemory) size() int {
 // whether or not the request proved to be that client's: its namespace labels the metrics, so
 // that a wrong secret counts where the client lives. A client ID that names no client labels
 // none, so callers create no series of their choosing.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *oauthError, req *tokenRequest, client *m2mv1alpha1.M2MClient) {
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *oauthError, req *tokenRequest, client *CachedClient) {
 	s.metrics.failures.WithLabelValues(append([]string{e.reason.name}, s.metrics.labels(client)...)...).Inc()
 	rec := refusalRecord{
 		at:         s.cfg.Clock.Now().UnixNano(),
@@ -189,7 +187,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *oauthError, req
 
 // logRefusal logs a refusal at debug level (V(1), --zap-log-level=debug). The client ID is
 // logged only for a client that exists: an unknown one is whatever the caller chose to send.
-func logRefusal(log logr.Logger, rec refusalRecord, client *m2mv1alpha1.M2MClient) {
+func logRefusal(log logr.Logger, rec refusalRecord, client *CachedClient) {
 	debug := log.V(1)
 	if !debug.Enabled() {
 		return

@@ -209,7 +209,7 @@ func TestTheRecordsOfDeletedClientsGoOnceTheMemoryDoubles(t *testing.T) {
 		live[client(i).UID] = true
 	}
 	for i := range 20 * refusalsPruneFloor {
-		m.remember(client(i), refusalRecord{reason: reasonWrongSecret})
+		m.remember(NewCachedClient(client(i)), refusalRecord{reason: reasonWrongSecret})
 		if n := m.size(); n > refusalsPruneFloor {
 			t.Fatalf("after %d clients, of which %d exist, the memory holds %d", i+1, keep, n)
 		}

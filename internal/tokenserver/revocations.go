@@ -81,7 +81,7 @@ type Revocations struct {
 type RevocationSource interface {
 	// Revoked returns the list's content. trusted says whether a client's status.clientID may
 	// be believed (its MAC holds).
-	Revoked(trusted func(*m2mv1alpha1.M2MClient) bool) Revocations
+	Revoked(trusted func(*CachedClient) bool) Revocations
 	// Changed returns a channel closed at the next change of what Revoked reads.
 	Changed() <-chan struct{}
 }
@@ -114,8 +114,8 @@ type revocationPublisher struct {
 // emptySource publishes nothing: a server without a RevocationSource (tests).
 type emptySource struct{}
 
-func (emptySource) Revoked(func(*m2mv1alpha1.M2MClient) bool) Revocations { return Revocations{} }
-func (emptySource) Changed() <-chan struct{}                              { return nil }
+func (emptySource) Revoked(func(*CachedClient) bool) Revocations { return Revocations{} }
+func (emptySource) Changed() <-chan struct{}                     { return nil }
 
 // current returns the list as it is now, rebuilt when the source changed (at most every
 // revocationRebuildEvery) and signed again when its signature is half through its life or the
@@ -346,7 +346,7 @@ type InformerRevocations struct {
 	// records as much (tokensRevokedBefore at or after it), so that a disable and enable the
 	// manager missed still revoke them while this process runs.
 	disabled map[string]seenClient
-	trusted  func(*m2mv1alpha1.M2MClient) bool
+	trusted  func(*CachedClient) bool
 	// now is the clock entries are pruned by; nil is time.Now.
 	now func() time.Time
 }
@@ -363,7 +363,7 @@ func NewInformerRevocations(cfg *rest.Config, clients *InformerClients, keys Key
 		return nil, err
 	}
 	r := &InformerRevocations{clients: clients, changed: make(chan struct{}), deleted: map[string]seenClient{}, disabled: map[string]seenClient{}}
-	r.trusted = func(m *m2mv1alpha1.M2MClient) bool {
+	r.trusted = func(m *CachedClient) bool {
 		st := keys.current()
 		return st != nil && st.trustsClientID(m)
 	}
@@ -427,8 +427,8 @@ func (r *InformerRevocations) notify() {
 // notifyIfChanged wakes the list only for what it reads: status writes of rotations, the most
 // frequent updates, leave it alone.
 func (r *InformerRevocations) notifyIfChanged(old, cur any) {
-	o, ok1 := old.(*m2mv1alpha1.M2MClient)
-	c, ok2 := cur.(*m2mv1alpha1.M2MClient)
+	o, ok1 := old.(*CachedClient)
+	c, ok2 := cur.(*CachedClient)
 	if ok1 && ok2 && o.Spec.Disabled == c.Spec.Disabled && o.Status.ClientID == c.Status.ClientID &&
 		o.Status.ClientIDMAC == c.Status.ClientIDMAC && timeEqual(o.Spec.RevokeTokensIssuedBefore, c.Spec.RevokeTokensIssuedBefore) {
 		return
@@ -457,9 +457,9 @@ func (r *InformerRevocations) clientDeleted(obj any) {
 	if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
-	if c, ok := obj.(*m2mv1alpha1.M2MClient); ok && c.Status.ClientID != "" && r.trusted(c) {
+	if c, ok := obj.(*CachedClient); ok && c.Status.ClientID != "" && r.trusted(c) {
 		r.mu.Lock()
-		r.deleted[c.Status.ClientID] = seenClient{c.Namespace, c.Name, c.CreationTimestamp.Unix(), r.clock().Truncate(time.Second).Add(time.Second).Unix()}
+		r.deleted[c.Status.ClientID] = seenClient{c.Namespace, c.Name, c.created, r.clock().Truncate(time.Second).Add(time.Second).Unix()}
 		r.mu.Unlock()
 	}
 	r.notify()
@@ -467,7 +467,7 @@ func (r *InformerRevocations) clientDeleted(obj any) {
 
 // sawDisabled remembers the first time this process saw a client disabled.
 func (r *InformerRevocations) sawDisabled(obj any) {
-	c, ok := obj.(*m2mv1alpha1.M2MClient)
+	c, ok := obj.(*CachedClient)
 	if !ok || !c.Spec.Disabled || c.Status.ClientID == "" || !r.trusted(c) {
 		return
 	}
@@ -503,7 +503,7 @@ const maxRevocationsPerNamespace = 1000
 // name, which only the manager writes: a forged status.clientID adds nothing even before status
 // MACs are enforced. A not-before older than revocationHorizon is left out (every token it
 // refuses has expired), and each namespace keeps its maxRevocationsPerNamespace latest.
-func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool) Revocations {
+func (r *InformerRevocations) Revoked(trusted func(*CachedClient) bool) Revocations {
 	now := r.clock()
 	mark := now.Truncate(time.Second).Add(time.Second).Unix()
 	finite, forever := map[string]int64{}, map[string]bool{}
@@ -537,7 +537,7 @@ func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool)
 	live := map[string]bool{}
 	for _, inf := range r.clients.informers {
 		for _, obj := range inf.GetStore().List() {
-			c := obj.(*m2mv1alpha1.M2MClient)
+			c := obj.(*CachedClient)
 			id := c.Status.ClientID
 			if id == "" || !trusted(c) || !bound(id, c.Namespace, c.Name) {
 				continue
@@ -552,8 +552,8 @@ func (r *InformerRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool)
 			if c.Spec.Disabled {
 				forever[id] = true
 			}
-			if o := owners[id]; o.clientUID != string(c.UID) && o.created < c.CreationTimestamp.Unix() {
-				raise(id, c.CreationTimestamp.Unix())
+			if o := owners[id]; o.clientUID != string(c.UID) && o.created < c.created {
+				raise(id, c.created)
 			}
 		}
 	}

@@ -31,7 +31,7 @@ type fakeRevocations struct {
 	changed chan struct{}
 }
 
-func (f *fakeRevocations) Revoked(func(*m2mv1alpha1.M2MClient) bool) Revocations {
+func (f *fakeRevocations) Revoked(func(*CachedClient) bool) Revocations {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return Revocations{NotBefore: f.entries}
@@ -162,8 +162,21 @@ func revocationFixture(t *testing.T) (*InformerRevocations, toolscache.Store, to
 	}
 	clients := &InformerClients{informers: []toolscache.SharedIndexInformer{newInformer(&m2mv1alpha1.M2MClient{})}}
 	r := &InformerRevocations{clients: clients, bindings: newInformer(&m2mv1alpha1.ClientIDBinding{}), changed: make(chan struct{}), deleted: map[string]seenClient{}, disabled: map[string]seenClient{}, now: func() time.Time { return t0 }}
-	r.trusted = func(c *m2mv1alpha1.M2MClient) bool { return keys.current().trustsClientID(c) }
-	return r, clients.informers[0].GetStore(), r.bindings.GetStore()
+	r.trusted = func(c *CachedClient) bool { return keys.current().trustsClientID(c) }
+	return r, convertingStore{clients.informers[0].GetStore()}, r.bindings.GetStore()
+}
+
+// convertingStore is an informer's store that converts the M2MClients a test adds as the
+// informer's transform does.
+type convertingStore struct{ toolscache.Store }
+
+func (s convertingStore) Add(obj any) error    { return s.Store.Add(convertForStore(obj)) }
+func (s convertingStore) Update(obj any) error { return s.Store.Update(convertForStore(obj)) }
+func (s convertingStore) Delete(obj any) error { return s.Store.Delete(convertForStore(obj)) }
+
+func convertForStore(obj any) any {
+	converted, _ := cacheable(obj)
+	return converted
 }
 
 func binding(id string, revokedBefore *metav1.Time, deletedAt bool) *m2mv1alpha1.ClientIDBinding {
@@ -208,7 +221,7 @@ func TestTheListRevokesDisabledRevokedAndDeletedClientsAndNeverAForgedClientID(t
 	if err := clients.Delete(deleted); err != nil {
 		t.Fatal(err)
 	}
-	r.clientDeleted(deleted)
+	r.clientDeleted(NewCachedClient(deleted))
 
 	want := map[string]int64{
 		"m2m-revoked":  t1.Unix(),
@@ -223,7 +236,7 @@ func TestTheListRevokesDisabledRevokedAndDeletedClientsAndNeverAForgedClientID(t
 
 	// Before status MACs are enforced every client ID is believed; the binding, which only the
 	// manager writes, still keeps the forger from revoking its victim's tokens.
-	if got, ok := r.Revoked(func(*m2mv1alpha1.M2MClient) bool { return true }).NotBefore["m2m-victim"]; ok {
+	if got, ok := r.Revoked(func(*CachedClient) bool { return true }).NotBefore["m2m-victim"]; ok {
 		t.Fatalf("a forged client ID, believed, revoked its victim's tokens before %d", got)
 	}
 
@@ -317,7 +330,7 @@ func TestADeletionTheManagerMissedStaysRevokedDespiteAnEarlierRecordOfTheID(t *t
 	again.CreationTimestamp = metav1.NewTime(t0.Add(-time.Minute))
 	_ = clients.Add(again)
 	_ = clients.Delete(again)
-	r.clientDeleted(again)
+	r.clientDeleted(NewCachedClient(again))
 	if got := r.Revoked(r.trusted).NotBefore["m2m-b"]; got != RevokedForever {
 		t.Fatalf("the client deleted after the recorded deletion: not-before %d, want RevokedForever", got)
 	}
@@ -336,7 +349,7 @@ func TestADisableTheManagerMissedRevokesTheEarlierTokensUntilTheBindingRecordsIt
 	_ = bindings.Add(binding("m2m-c", nil, false))
 	c.Spec.Disabled = true
 	_ = clients.Add(c)
-	r.sawDisabled(c)
+	r.sawDisabled(NewCachedClient(c))
 	enabled := c.DeepCopy()
 	enabled.Spec.Disabled = false
 	_ = clients.Update(enabled)
@@ -383,7 +396,7 @@ type countingRevocations struct {
 	reads atomic.Int64
 }
 
-func (c *countingRevocations) Revoked(trusted func(*m2mv1alpha1.M2MClient) bool) Revocations {
+func (c *countingRevocations) Revoked(trusted func(*CachedClient) bool) Revocations {
 	c.reads.Add(1)
 	return c.fakeRevocations.Revoked(trusted)
 }
@@ -425,7 +438,7 @@ func TestADisabledClientIsRefusedWholeAndItsFloorIsPublished(t *testing.T) {
 	c.Spec.Disabled = true
 	_ = clients.Add(c)
 	_ = bindings.Add(binding("m2m-d", nil, false))
-	r.sawDisabled(c)
+	r.sawDisabled(NewCachedClient(c))
 	got := r.Revoked(r.trusted)
 	if got.NotBefore["m2m-d"] != RevokedForever || got.Floor["m2m-d"] != t0.Add(time.Second).Unix() {
 		t.Fatalf("not-before %d, floor %d; want RevokedForever and the second after the disable was seen (%d)", got.NotBefore["m2m-d"], got.Floor["m2m-d"], t0.Add(time.Second).Unix())

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/utils/clock"
 
-	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 )
@@ -105,7 +104,7 @@ type Config struct {
 
 	// exhausted reports whether an authenticated client is over its issuance limit, for the
 	// authenticators; New sets it.
-	exhausted func(*m2mv1alpha1.M2MClient) bool
+	exhausted func(*CachedClient) bool
 }
 
 // Server serves the OAuth endpoints.

@@ -36,9 +36,22 @@ var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 // in listClients.
 type mapClients map[string]*m2mv1alpha1.M2MClient
 
-func (m mapClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
+// Candidates converts the client as the cache does, at every call: a test may change a client
+// between requests.
+func (m mapClients) Candidates(id string) []*CachedClient {
 	if c, ok := m[id]; ok {
-		return []*m2mv1alpha1.M2MClient{c}
+		return []*CachedClient{NewCachedClient(c)}
+	}
+	return nil
+}
+
+// cachedClients are clients as the cache holds them, by status.clientID: converted once, so
+// that their memo of MAC verdicts lasts across requests.
+type cachedClients map[string]*CachedClient
+
+func (m cachedClients) Candidates(id string) []*CachedClient {
+	if c, ok := m[id]; ok {
+		return []*CachedClient{c}
 	}
 	return nil
 }
@@ -46,11 +59,11 @@ func (m mapClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
 // listClients holds any number of clients with one ID, as a cache does when a status was forged.
 type listClients []*m2mv1alpha1.M2MClient
 
-func (l listClients) Candidates(id string) []*m2mv1alpha1.M2MClient {
-	var out []*m2mv1alpha1.M2MClient
+func (l listClients) Candidates(id string) []*CachedClient {
+	var out []*CachedClient
 	for _, c := range l {
 		if c.Status.ClientID == id {
-			out = append(out, c)
+			out = append(out, NewCachedClient(c))
 		}
 	}
 	return out
@@ -108,11 +121,11 @@ func staticKeys(t testing.TB, alg signingkeys.Algorithm) (*signingkeys.Key, *Sta
 }
 
 // newFixtureServer is the Server of newFixture, with the issuance limit limit, without an HTTP
-// listener.
+// listener. Its client is converted once, as the cache holds it.
 func newFixtureServer(t testing.TB, limit IssuanceLimit) *Server {
 	t.Helper()
 	_, keys := staticKeys(t, signingkeys.ES256)
-	s, err := New(Config{IssuerURL: testIssuer, Clients: mapClients{goodID: testClient(goodID, goodSecret)}, Keys: keys, Clock: clocktesting.NewFakeClock(t0), IssuanceLimit: limit})
+	s, err := New(Config{IssuerURL: testIssuer, Clients: cachedClients{goodID: NewCachedClient(testClient(goodID, goodSecret))}, Keys: keys, Clock: clocktesting.NewFakeClock(t0), IssuanceLimit: limit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,4 +244,9 @@ func TestTheTokenPortDoesNotServeMetrics(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("GET /metrics on the token port answered %d, want 404", resp.StatusCode)
 	}
+}
+
+// sameClient reports whether got is want as the cache holds it.
+func sameClient(got *CachedClient, want *m2mv1alpha1.M2MClient) bool {
+	return got != nil && got.Namespace == want.Namespace && got.Name == want.Name && got.UID == want.UID
 }

@@ -67,11 +67,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, newError(reasonGrantType, "only the client_credentials grant is supported"), req, client)
 		return
 	}
-	if client.Annotations[claimsTooLargeMark] != "" {
+	if client.claims == claimsOverBound {
 		s.fail(w, r, claimsTooLarge(), req, client)
 		return
 	}
-	if client.Annotations[claimsTemplateMark] != "" {
+	if client.claims == claimsUnrendered {
 		s.fail(w, r, newError(reasonClaimsTemplate, "a templated value of the client's tokenClaims does not render: it names no string, number or boolean of its trustedMetadata, or holds a lone $ or an unclosed ${"), req, client)
 		return
 	}
@@ -108,7 +108,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 
 // grantScopes returns the requested scopes when the client may have all of them, or all of the
 // client's scopes when none were requested.
-func grantScopes(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthError) {
+func grantScopes(c *CachedClient, req *tokenRequest) ([]string, *oauthError) {
 	if !req.scopeGiven {
 		out := make([]string, 0, len(c.Spec.Scopes))
 		for _, s := range c.Spec.Scopes {
@@ -126,7 +126,7 @@ func grantScopes(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthE
 
 // allowedAudiences are the audiences a client may have in its tokens: its spec.audiences, or the
 // server's default audience when it names none.
-func (s *Server) allowedAudiences(c *m2mv1alpha1.M2MClient) []string {
+func (s *Server) allowedAudiences(c *CachedClient) []string {
 	if len(c.Spec.Audiences) == 0 {
 		return []string{s.cfg.DefaultAudience}
 	}
@@ -139,7 +139,7 @@ func (s *Server) allowedAudiences(c *m2mv1alpha1.M2MClient) []string {
 
 // audience returns the token's audiences: the requested ones (audience and resource parameters),
 // each of which the client must be allowed; else all that the client is allowed.
-func (s *Server) audience(c *m2mv1alpha1.M2MClient, req *tokenRequest) ([]string, *oauthError) {
+func (s *Server) audience(c *CachedClient, req *tokenRequest) ([]string, *oauthError) {
 	for _, r := range req.resources {
 		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" {
 			return nil, newError(reasonResourceSyntax, "a resource must be an absolute URI without a fragment")
@@ -181,7 +181,7 @@ func customClaims(claims m2mv1alpha1.TokenClaims) m2mv1alpha1.TokenClaims {
 }
 
 // sign issues the RFC 9068 access token, bound as cnf says (nil: a bearer token).
-func (s *Server) sign(c *m2mv1alpha1.M2MClient, scopes, audience []string, cnf *confirmation) (string, time.Duration, *oauthError) {
+func (s *Server) sign(c *CachedClient, scopes, audience []string, cnf *confirmation) (string, time.Duration, *oauthError) {
 	st := s.cfg.Keys.current()
 	if st == nil || st.active == nil {
 		return "", 0, newError(reasonNoSigningKey, "no signing key is loaded yet")

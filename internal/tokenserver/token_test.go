@@ -254,16 +254,16 @@ func TestAClientWhoseClaimsAreTooLargeGetsNoToken(t *testing.T) {
 
 	cached := testClient(goodID, goodSecret)
 	cached.Spec.TokenClaims = big
-	trimmed, _ := trim(cached)
-	if c := trimmed.(*m2mv1alpha1.M2MClient); c.Spec.TokenClaims != nil || c.Annotations[claimsTooLargeMark] == "" {
+	converted := NewCachedClient(cached)
+	if converted.Spec.TokenClaims != nil || converted.claims != claimsOverBound {
 		t.Fatal("the cache kept claims over the bound, or did not mark the client")
 	}
-	uncached := testClient(goodID, goodSecret)
+	uncached := NewCachedClient(testClient(goodID, goodSecret))
 	uncached.Spec.TokenClaims = big
 	fitting := testClient("m2m-fitting", goodSecret)
 	fitting.Spec.TokenClaims = fits
-	for name, c := range map[string]*m2mv1alpha1.M2MClient{"a cached client": trimmed.(*m2mv1alpha1.M2MClient), "a client not trimmed": uncached} {
-		f := serve(t, signingkeys.ES256, mapClients{goodID: c})
+	for name, c := range map[string]*CachedClient{"a cached client": converted, "a client not converted by the cache": uncached} {
+		f := serve(t, signingkeys.ES256, cachedClients{goodID: c})
 		resp, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)})
 		if resp.StatusCode != http.StatusBadRequest || body["error"] != ErrUnauthorizedClient {
 			t.Fatalf("%s with claims over the bound: %d %v, want 400 unauthorized_client", name, resp.StatusCode, body)
@@ -276,22 +276,17 @@ func TestAClientWhoseClaimsAreTooLargeGetsNoToken(t *testing.T) {
 }
 
 // The values that status records as acted on are the manager's alone; an object stored before
-// they were bounded may hold 120 KiB in each. The cache keeps none of them, and a client trimmed
-// of them gets its token: the token server never reads them.
+// they were bounded may hold 120 KiB in each. The cache (CachedClient) has no field for them, and
+// a client with them gets its token: the token server never reads them.
 func TestTheCacheKeepsNoValueActedOnAndAClientWithoutThemGetsItsToken(t *testing.T) {
 	long := strings.Repeat("x", 120<<10)
 	cached := testClient(goodID, goodSecret)
 	cached.Spec.Rotation = m2mv1alpha1.RotationPolicy{Trigger: "v1", RevokeTrigger: "leak-1"}
 	cached.Status.LastRotationTrigger, cached.Status.LastRotateAnnotation = long, long
 	cached.Status.LastRevokeTrigger, cached.Status.LastRevokeAnnotation = long, long
-	trimmed, _ := trim(cached)
-	st := trimmed.(*m2mv1alpha1.M2MClient).Status
-	if st.LastRotationTrigger != "" || st.LastRotateAnnotation != "" || st.LastRevokeTrigger != "" || st.LastRevokeAnnotation != "" {
-		t.Fatal("the cache keeps the values status records as acted on")
-	}
-	f := serve(t, signingkeys.ES256, mapClients{goodID: trimmed.(*m2mv1alpha1.M2MClient)})
+	f := serve(t, signingkeys.ES256, mapClients{goodID: cached})
 	if resp, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)}); resp.StatusCode != http.StatusOK {
-		t.Fatalf("a client trimmed of them: %d %v", resp.StatusCode, body)
+		t.Fatalf("a client with them: %d %v", resp.StatusCode, body)
 	}
 }
 
@@ -301,12 +296,7 @@ func TestATemplatedClaimReachesTheTokenRendered(t *testing.T) {
 	c := testClient(goodID, goodSecret)
 	c.Spec.TrustedMetadata = map[string]apiextensionsv1.JSON{"api_version": {Raw: []byte(`"v2"`)}}
 	c.Spec.TokenClaims = m2mv1alpha1.TokenClaims{"version": {Raw: []byte(`"api-${api_version}"`)}}
-	trimmed, _ := trim(c)
-	cached := trimmed.(*m2mv1alpha1.M2MClient)
-	if cached.Spec.TrustedMetadata != nil {
-		t.Fatal("the cache keeps trustedMetadata")
-	}
-	f := serve(t, signingkeys.ES256, mapClients{goodID: cached})
+	f := serve(t, signingkeys.ES256, cachedClients{goodID: NewCachedClient(c)})
 	_, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)})
 	raw, _ := body["access_token"].(string)
 	var claims struct {
@@ -328,8 +318,7 @@ func TestAClientWhoseClaimTemplateDoesNotRenderGetsNoToken(t *testing.T) {
 	c := testClient(goodID, goodSecret)
 	c.Spec.TrustedMetadata = map[string]apiextensionsv1.JSON{"api_version": {Raw: []byte(`"v2"`)}}
 	c.Spec.TokenClaims = m2mv1alpha1.TokenClaims{"version": {Raw: []byte(`"${apiVersion}"`)}, "team": {Raw: []byte(`"billing"`)}}
-	trimmed, _ := trim(c)
-	f := serve(t, signingkeys.ES256, mapClients{goodID: trimmed.(*m2mv1alpha1.M2MClient)})
+	f := serve(t, signingkeys.ES256, mapClients{goodID: c})
 	resp, body := f.do(t, call{contentType: form, body: formBody("grant_type", "client_credentials", "client_id", goodID, "client_secret", goodSecret)})
 	if resp.StatusCode != http.StatusBadRequest || body["error"] != ErrUnauthorizedClient ||
 		!strings.Contains(body["error_description"].(string), "trustedMetadata") {
@@ -342,8 +331,7 @@ func TestATemplateThatRendersOverTheBoundMarksTheClientTooLarge(t *testing.T) {
 	c := testClient(goodID, goodSecret)
 	c.Spec.TrustedMetadata = map[string]apiextensionsv1.JSON{"x": {Raw: []byte(`"` + strings.Repeat("x", 2000) + `"`)}}
 	c.Spec.TokenClaims = m2mv1alpha1.TokenClaims{"v": {Raw: []byte(`"${x}${x}${x}"`)}}
-	trimmed, _ := trim(c)
-	if cached := trimmed.(*m2mv1alpha1.M2MClient); cached.Spec.TokenClaims != nil || cached.Annotations[claimsTooLargeMark] == "" {
+	if cached := NewCachedClient(c); cached.Spec.TokenClaims != nil || cached.claims != claimsOverBound {
 		t.Fatal("the cache kept claims that render over the bound, or did not mark the client")
 	}
 }

@@ -21,11 +21,11 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 )
 
-type oneClient struct{ c *m2mv1alpha1.M2MClient }
+type oneClient struct{ c *tokenserver.CachedClient }
 
-func (o oneClient) Candidates(id string) []*m2mv1alpha1.M2MClient {
+func (o oneClient) Candidates(id string) []*tokenserver.CachedClient {
 	if id == o.c.Status.ClientID {
-		return []*m2mv1alpha1.M2MClient{o.c}
+		return []*tokenserver.CachedClient{o.c}
 	}
 	return nil
 }
@@ -85,7 +85,7 @@ func tokenServer(alg m2mv1alpha1.KeyAlgorithm, withTLS bool) (issuerURL, secretD
 	must(err)
 	client.Status.AcceptedSecrets = []m2mv1alpha1.AcceptedSecret{entry}
 	must(status.Seal(client))
-	s, err := tokenserver.New(tokenserver.Config{IssuerURL: srv.URL, Clients: oneClient{client}, Keys: keys})
+	s, err := tokenserver.New(tokenserver.Config{IssuerURL: srv.URL, Clients: oneClient{tokenserver.NewCachedClient(client)}, Keys: keys})
 	must(err)
 	h = s.Handler()
 	dir, err := os.MkdirTemp("", "m2m-example-secret")
