@@ -59,7 +59,7 @@ func BenchmarkSignAccessTokenByAlgorithm(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			c := testClient(goodID, goodSecret)
+			c := NewCachedClient(testClient(goodID, goodSecret))
 			scopes := []string{"read:invoices", "write:payments"}
 			aud := []string{"https://payments.example.com"}
 			b.ReportAllocs()
