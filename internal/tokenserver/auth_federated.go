@@ -34,7 +34,9 @@ func (a *federatedAuth) applies(req *tokenRequest) bool {
 }
 
 // decoy does nothing: the token is verified against its issuer's keys whatever the client, so an
-// unknown client costs the same work already.
+// unknown client costs the same work already. The verification cache (assertioncache.go) does
+// not change that: whether a token is answered from it depends on the token alone, never on
+// the client named with it.
 func (*federatedAuth) decoy(*tokenRequest) {}
 
 func (a *federatedAuth) authenticate(ctx context.Context, req *tokenRequest, client *CachedClient, _ *keyState) (*CachedClient, *oauthError) {

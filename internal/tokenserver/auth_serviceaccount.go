@@ -44,7 +44,9 @@ func (a *serviceAccountAuth) applies(req *tokenRequest) bool {
 }
 
 // decoy does nothing: the token is verified against the cluster's keys whatever the client, so an
-// unknown client costs the same work already.
+// unknown client costs the same work already. The verification cache (assertioncache.go) does
+// not change that: whether a token is answered from it depends on the token alone, never on
+// the client named with it.
 func (*serviceAccountAuth) decoy(*tokenRequest) {}
 
 func (a *serviceAccountAuth) authenticate(ctx context.Context, req *tokenRequest, client *CachedClient, _ *keyState) (*CachedClient, *oauthError) {

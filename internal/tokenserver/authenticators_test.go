@@ -285,7 +285,7 @@ func wantReason(t *testing.T, bad *oauthError, reason string) {
 	}
 }
 
-func newKey(t *testing.T) *signingkeys.Key {
+func newKey(t testing.TB) *signingkeys.Key {
 	t.Helper()
 	key, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, t0)
 	if err != nil {
@@ -334,7 +334,7 @@ func loadedFederation(t *testing.T, key *signingkeys.Key, issuers ...string) *Fe
 }
 
 // signed is claims signed by key, named by its kid.
-func signed(t *testing.T, key *signingkeys.Key, claims jwt.MapClaims) string {
+func signed(t testing.TB, key *signingkeys.Key, claims jwt.MapClaims) string {
 	t.Helper()
 	tok := jwt.NewWithClaims(key.Method(), claims)
 	tok.Header["kid"] = key.KID

@@ -125,11 +125,10 @@ func (f *Federation) Verify(ctx context.Context, iss, token string, audiences []
 	if !ok {
 		return "", fmt.Errorf("%w: issuer %q is not federated", errAssertion, iss)
 	}
-	claims, err := k.verify(ctx, token, audiences)
+	sub, err := k.verify(ctx, token, audiences)
 	if err != nil {
 		return "", err
 	}
-	sub, _ := claims.GetSubject()
 	if sub == "" {
 		return "", fmt.Errorf("%w: no subject", errAssertion)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -58,6 +59,15 @@ type issuerKeys struct {
 	keys        map[string]assertionKey
 	lastAttempt time.Time
 	loading     sync.Mutex
+
+	// cache holds the assertions verified with these keys (assertioncache.go); partition names
+	// the share of it an assertion with subject sub takes, false for an assertion not worth
+	// keeping.
+	cache     *assertionCache
+	partition func(sub string) (string, bool)
+	// signatureChecks counts full verifications, which tests and benchmarks read to tell a
+	// cached answer from a verified one.
+	signatureChecks atomic.Int64
 }
 
 type assertionKey struct {
@@ -66,8 +76,12 @@ type assertionKey struct {
 }
 
 func newIssuerKeys(name string, clk clock.PassiveClock, fetch func(context.Context) (string, jwk.Set, error)) *issuerKeys {
-	return &issuerKeys{name: name, fetch: fetch, clock: clk, keys: map[string]assertionKey{}}
+	return &issuerKeys{name: name, fetch: fetch, clock: clk, keys: map[string]assertionKey{},
+		cache: newAssertionCache(assertionCachePerPartition, assertionCacheEntries), partition: federatedPartition}
 }
+
+// federatedPartition shares the cache of a federated issuer by subject: what its tokens name.
+func federatedPartition(sub string) (string, bool) { return sub, sub != "" }
 
 // run loads the keys, then refreshes them every keysRefresh until ctx ends.
 func (k *issuerKeys) run(ctx context.Context) {
@@ -137,9 +151,34 @@ func (k *issuerKeys) key(ctx context.Context, kid string) (assertionKey, string,
 }
 
 // verify checks token's signature against the issuer's keys, its issuer, audience and times,
-// and returns its claims.
-func (k *issuerKeys) verify(ctx context.Context, token string, audiences []string) (jwt.MapClaims, error) {
-	var iss string
+// and returns its subject. An assertion verified before is answered from the cache while a full
+// verification would accept it too (verifiedAssertion.acceptedAgain), without the signature
+// check.
+func (k *issuerKeys) verify(ctx context.Context, token string, audiences []string) (string, error) {
+	h := hashAssertion(token)
+	if v, ok := k.cache.get(h); ok {
+		k.mu.RLock()
+		again := v.acceptedAgain(k.clock.Now(), audiences, k.issuer, k.keys)
+		k.mu.RUnlock()
+		if again {
+			return v.sub, nil
+		}
+	}
+	v, err := k.verifyFully(ctx, token, audiences)
+	if err != nil {
+		k.cache.forget(h)
+		return "", err
+	}
+	if partition, ok := k.partition(v.sub); ok {
+		k.cache.put(h, partition, v, k.clock.Now())
+	}
+	return v.sub, nil
+}
+
+// verifyFully is verify without the cache.
+func (k *issuerKeys) verifyFully(ctx context.Context, token string, audiences []string) (verifiedAssertion, error) {
+	k.signatureChecks.Add(1)
+	var v verifiedAssertion
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{"RS256", "ES256"}),
 		jwt.WithAudience(audiences...),
@@ -157,21 +196,28 @@ func (k *issuerKeys) verify(ctx context.Context, token string, audiences []strin
 		if key.alg != "" && key.alg != t.Method.Alg() {
 			return nil, fmt.Errorf("the token says %s, its key is %s", t.Method.Alg(), key.alg)
 		}
-		iss = issuer
+		v.iss, v.kid, v.key = issuer, kid, key
 		return key.key, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errAssertion, err)
+		return verifiedAssertion{}, fmt.Errorf("%w: %v", errAssertion, err)
 	}
-	if got, _ := claims.GetIssuer(); got != iss || iss == "" {
-		return nil, fmt.Errorf("%w: issuer %q", errAssertion, got)
+	if got, _ := claims.GetIssuer(); got != v.iss || v.iss == "" {
+		return verifiedAssertion{}, fmt.Errorf("%w: issuer %q", errAssertion, got)
 	}
 	iat, _ := claims.GetIssuedAt()
 	exp, _ := claims.GetExpirationTime()
 	if iat == nil || exp.Sub(iat.Time) > MaxAssertionLifetime {
-		return nil, fmt.Errorf("%w: no iat, or a lifetime over %s", errAssertion, MaxAssertionLifetime)
+		return verifiedAssertion{}, fmt.Errorf("%w: no iat, or a lifetime over %s", errAssertion, MaxAssertionLifetime)
 	}
-	return claims, nil
+	// The parser has read these without error, so they read again the same.
+	v.exp = exp.Time
+	if nbf, _ := claims.GetNotBefore(); nbf != nil {
+		v.nbf, v.hasNbf = nbf.Time, true
+	}
+	v.aud, _ = claims.GetAudience()
+	v.sub, _ = claims.GetSubject()
+	return v, nil
 }
 
 // ClusterServiceAccounts verifies ServiceAccount tokens against the keys the API server publishes
@@ -182,9 +228,19 @@ type ClusterServiceAccounts struct{ keys *issuerKeys }
 // NewClusterServiceAccounts reads discovery through clientset's connection to the API server.
 func NewClusterServiceAccounts(clientset kubernetes.Interface, clk clock.PassiveClock) *ClusterServiceAccounts {
 	rc := clientset.CoreV1().RESTClient()
-	return &ClusterServiceAccounts{keys: newIssuerKeys("the cluster's ServiceAccount issuer", clk, func(ctx context.Context) (string, jwk.Set, error) {
+	return newClusterServiceAccounts(clk, func(ctx context.Context) (string, jwk.Set, error) {
 		return discoverThroughAPIServer(ctx, rc)
-	})}
+	})
+}
+
+func newClusterServiceAccounts(clk clock.PassiveClock, fetch func(context.Context) (string, jwk.Set, error)) *ClusterServiceAccounts {
+	keys := newIssuerKeys("the cluster's ServiceAccount issuer", clk, fetch)
+	// A tenant can have tokens made for the ServiceAccounts of its own namespaces only.
+	keys.partition = func(sub string) (string, bool) {
+		ns, _, ok := serviceAccountOf(sub)
+		return ns, ok
+	}
+	return &ClusterServiceAccounts{keys: keys}
 }
 
 func discoverThroughAPIServer(ctx context.Context, rc rest.Interface) (string, jwk.Set, error) {
@@ -221,17 +277,25 @@ func (s *ClusterServiceAccounts) Issuer() string {
 
 // Verify implements ServiceAccountTokens.
 func (s *ClusterServiceAccounts) Verify(ctx context.Context, token string, audiences []string) (string, string, error) {
-	claims, err := s.keys.verify(ctx, token, audiences)
+	sub, err := s.keys.verify(ctx, token, audiences)
 	if err != nil {
 		return "", "", err
 	}
-	sub, _ := claims.GetSubject()
-	rest, ok := strings.CutPrefix(sub, "system:serviceaccount:")
-	ns, name, ok2 := strings.Cut(rest, ":")
-	if !ok || !ok2 || ns == "" || name == "" || strings.Contains(name, ":") {
+	ns, name, ok := serviceAccountOf(sub)
+	if !ok {
 		return "", "", fmt.Errorf("%w: subject %q is not a ServiceAccount", errAssertion, sub)
 	}
 	return ns, name, nil
+}
+
+// serviceAccountOf reads the namespace and name of a ServiceAccount token's subject.
+func serviceAccountOf(sub string) (namespace, name string, ok bool) {
+	rest, ok := strings.CutPrefix(sub, "system:serviceaccount:")
+	ns, name, ok2 := strings.Cut(rest, ":")
+	if !ok || !ok2 || ns == "" || name == "" || strings.Contains(name, ":") {
+		return "", "", false
+	}
+	return ns, name, true
 }
 
 // unverifiedIssuer reads the iss claim of a JWT without verifying anything, to choose the keys to
