@@ -350,13 +350,13 @@ func (s *InformerClients) noteInitial(ev watch.Event, ns string, listed map[stri
 
 // typed is ev with its object decoded. An object that does not decode is deleted from the cache.
 func (s *InformerClients) typed(ctx context.Context, ev watch.Event) watch.Event {
+	// A deleted client goes to the handlers whole, when it decodes: the revocation list
+	// (InformerRevocations.clientDeleted) reads its client ID. The filter's stub of an object it
+	// left out is still stored, and stays counted as undecodable.
 	if c, ok := ev.Object.(*m2mv1alpha1.M2MClient); ok {
 		// Decoded as it came (clientWatch), as decode would have.
-		if ev.Type == watch.Deleted {
-			if c.Annotations[undecodable.LeftOutAnnotation] != undecodable.LeftOutValue {
-				s.markUndecodable(c.Namespace+"/"+c.Name, false)
-			}
-			return watch.Event{Type: watch.Deleted, Object: &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: c.Name, ResourceVersion: c.ResourceVersion}}}
+		if ev.Type == watch.Deleted && c.Annotations[undecodable.LeftOutAnnotation] == undecodable.LeftOutValue {
+			return watch.Event{Type: watch.Deleted, Object: goneStub(c.Namespace, c.Name, c.ResourceVersion)}
 		}
 		s.markUndecodable(c.Namespace+"/"+c.Name, false)
 		return ev
@@ -365,11 +365,15 @@ func (s *InformerClients) typed(ctx context.Context, ev watch.Event) watch.Event
 	if !ok {
 		return ev // an error's *metav1.Status
 	}
-	gone := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: u.GetNamespace(), Name: u.GetName(), ResourceVersion: u.GetResourceVersion()}}
+	gone := goneStub(u.GetNamespace(), u.GetName(), u.GetResourceVersion())
 	if ev.Type == watch.Deleted {
-		// The filter's stub of an object it left out is still stored: it stays counted.
-		if u.GetAnnotations()[undecodable.LeftOutAnnotation] != undecodable.LeftOutValue {
-			s.markUndecodable(u.GetNamespace()+"/"+u.GetName(), false)
+		if u.GetAnnotations()[undecodable.LeftOutAnnotation] == undecodable.LeftOutValue {
+			return watch.Event{Type: watch.Deleted, Object: gone}
+		}
+		s.markUndecodable(u.GetNamespace()+"/"+u.GetName(), false)
+		obj := &m2mv1alpha1.M2MClient{}
+		if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj) == nil {
+			return watch.Event{Type: watch.Deleted, Object: obj}
 		}
 		return watch.Event{Type: watch.Deleted, Object: gone}
 	}
@@ -377,6 +381,12 @@ func (s *InformerClients) typed(ctx context.Context, ev watch.Event) watch.Event
 		return watch.Event{Type: ev.Type, Object: obj}
 	}
 	return watch.Event{Type: watch.Deleted, Object: gone}
+}
+
+// goneStub is what the cache is told of an object it is to drop without its content: its
+// namespace, name and resourceVersion.
+func goneStub(namespace, name, resourceVersion string) *m2mv1alpha1.M2MClient {
+	return &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, ResourceVersion: resourceVersion}}
 }
 
 type observedWatch struct {

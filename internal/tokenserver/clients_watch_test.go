@@ -12,10 +12,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/internal/undecodable"
 )
 
 // watchServer answers a watch of M2MClients in namespace team-a with body and status code,
@@ -188,5 +190,37 @@ func TestStoppingAWatchEndsItWhileTheAPIServerKeepsItOpen(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the watch's channel stayed open after Stop")
+	}
+}
+
+func TestADeletedClientReachesTheCachesHandlersWithItsClientID(t *testing.T) {
+	client := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "billing", ResourceVersion: "9"}, Status: m2mv1alpha1.M2MClientStatus{ClientID: "m2m-abc"}}
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, obj := range map[string]runtime.Object{
+		"decoded from the stream": client.DeepCopy(),
+		"unstructured":            &unstructured.Unstructured{Object: raw},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := &InformerClients{}
+			ev := s.typed(context.Background(), watch.Event{Type: watch.Deleted, Object: obj})
+			c, ok := ev.Object.(*m2mv1alpha1.M2MClient)
+			if ev.Type != watch.Deleted || !ok || c.Status.ClientID != "m2m-abc" || c.Name != "billing" {
+				t.Fatalf("got %s %#v, want the deleted client whole, for the revocation list to record its client ID", ev.Type, ev.Object)
+			}
+		})
+	}
+}
+
+func TestTheFiltersStubOfAStoredUndecodableClientStaysCounted(t *testing.T) {
+	stub := &m2mv1alpha1.M2MClient{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "poisoned", Annotations: map[string]string{undecodable.LeftOutAnnotation: undecodable.LeftOutValue}}}
+	s := &InformerClients{}
+	s.markUndecodable("team-a/poisoned", true)
+	ev := s.typed(context.Background(), watch.Event{Type: watch.Deleted, Object: stub})
+	c, ok := ev.Object.(*m2mv1alpha1.M2MClient)
+	if ev.Type != watch.Deleted || !ok || len(c.Annotations) != 0 || len(s.undecodable) != 1 {
+		t.Fatalf("got %s %#v with %d undecodable, want a bare stub and the object still counted", ev.Type, ev.Object, len(s.undecodable))
 	}
 }
