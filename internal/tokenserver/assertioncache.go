@@ -16,9 +16,12 @@ import (
 // through the full verification, so that a hit gives the answer a full verification would.
 //
 // The cache is bounded per partition (the ServiceAccount's namespace for the cluster's issuer,
-// the subject for a federated one: what one tenant can obtain tokens for) and in total, and one
-// partition's entries only ever evict that partition's own: a tenant flooding the cache with
-// valid tokens of its own namespace replaces its own entries and nobody else's.
+// the subject for a federated one: what one tenant can obtain tokens for) and in total. A tenant
+// flooding the cache with valid tokens of its own namespace replaces its own entries; when the
+// whole cache is full, a newcomer takes the place of the oldest entry of a partition over its
+// share, so that no tenant keeps the others out. An entry's weight does not depend on what the
+// token holds: tokens over maxCachedAssertion are not kept, and of aud only what the server
+// asked for is.
 const (
 	// assertionCachePerPartition bounds the entries of one namespace or federated subject.
 	assertionCachePerPartition = 1024
@@ -27,6 +30,10 @@ const (
 	// assertionCacheSweepEvery is the least time between two sweeps of expired entries, which
 	// run only when the cache is full.
 	assertionCacheSweepEvery = time.Minute
+	// maxCachedAssertion bounds the assertions kept, in bytes: a ServiceAccount token is about
+	// 1 KiB, a CI system's federated token 1 to 2 KiB. A larger one, padded to weigh on the
+	// cache (its subject and issuer are kept), is verified in full each time instead.
+	maxCachedAssertion = 8 << 10
 )
 
 // verifiedAssertion is what a full verification of an assertion established, and what
@@ -124,8 +131,8 @@ func (c *assertionCache) get(h assertionHash) (verifiedAssertion, bool) {
 
 // put keeps v for h in partition. A full partition drops its own oldest entry; when the issuer's
 // total is reached, expired entries are swept (at most every assertionCacheSweepEvery), and
-// failing room the partition drops its own oldest entry, or v is not kept at all: another
-// partition's entries are never dropped to make room.
+// failing room the partition drops its own oldest entry, or, when it has none, the oldest entry
+// of a partition over its share goes.
 func (c *assertionCache) put(h assertionHash, partition string, v verifiedAssertion, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -142,7 +149,14 @@ func (c *assertionCache) put(h assertionHash, partition string, v verifiedAssert
 	case own >= c.perPartition, len(c.entries) >= c.total && own > 0:
 		c.dropOldest(partition, hashes)
 	case len(c.entries) >= c.total:
-		return
+		// A newcomer takes the place of the oldest entry of a partition over its fair share,
+		// so that partitions that filled the cache first do not keep others out until their
+		// entries expire.
+		other, ok := c.overShare()
+		if !ok {
+			return
+		}
+		c.dropOldest(other, c.partitions[other])
 	}
 	if hashes = c.partitions[partition]; hashes == nil {
 		hashes = &[]assertionHash{}
@@ -150,6 +164,19 @@ func (c *assertionCache) put(h assertionHash, partition string, v verifiedAssert
 	}
 	*hashes = append(*hashes, h)
 	c.entries[h] = &cachedAssertion{verifiedAssertion: v, partition: partition}
+}
+
+// overShare finds a partition holding more than its share of the cache were one more partition
+// to join. One exists whenever the cache is full: some partition holds at least the average,
+// which is more than that share.
+func (c *assertionCache) overShare() (string, bool) {
+	share := c.total / (len(c.partitions) + 1)
+	for partition, hashes := range c.partitions {
+		if len(*hashes) > share {
+			return partition, true
+		}
+	}
+	return "", false
 }
 
 func (c *assertionCache) partitionLen(partition string) int {

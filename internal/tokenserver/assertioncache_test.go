@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -93,13 +94,43 @@ func TestACachedAssertionIsRefusedBeforeItsNotBefore(t *testing.T) {
 	verifyWant(t, sa, token, forUs, false, 2)
 }
 
+// An entry keeps only the audiences it was verified for: asked for another of the token's, it is
+// verified in full, and asked for one the token lacks, refused.
 func TestACachedAssertionIsRefusedForAnAudienceNotAskedFor(t *testing.T) {
 	key := newKey(t)
 	sa, _ := clusterWithKey(t, key)
 	token := saToken(t, key, "team-a", jwt.MapClaims{"aud": []string{testIssuer, "https://elsewhere.example"}})
 	verifyWant(t, sa, token, forUs, true, 1)
-	verifyWant(t, sa, token, []string{"https://elsewhere.example"}, true, 1)
-	verifyWant(t, sa, token, []string{"https://other.example"}, false, 2)
+	verifyWant(t, sa, token, forUs, true, 1)
+	verifyWant(t, sa, token, []string{"https://elsewhere.example"}, true, 2)
+	verifyWant(t, sa, token, []string{"https://other.example"}, false, 3)
+}
+
+// The attacker's test: what a tenant puts in its tokens does not decide what the cache holds for
+// them. The values of aud that the server did not ask for are not kept, and a token padded past
+// maxCachedAssertion is verified each time instead of kept.
+func TestATokenPaddedToWeighOnTheCacheIsNotKeptWhole(t *testing.T) {
+	key := newKey(t)
+	sa, _ := clusterWithKey(t, key)
+	padding := make([]string, 200)
+	for i := range padding {
+		padding[i] = fmt.Sprintf("https://padding-%03d.example/%s", i, strings.Repeat("x", 20))
+	}
+	padded := saToken(t, key, "team-a", jwt.MapClaims{"aud": append([]string{testIssuer}, padding...)})
+	if len(padded) <= maxCachedAssertion {
+		t.Fatalf("the padded token is %d bytes, want over %d", len(padded), maxCachedAssertion)
+	}
+	verifyWant(t, sa, padded, forUs, true, 1)
+	verifyWant(t, sa, padded, forUs, true, 2)
+	if got := sa.keys.cache.len(); got != 0 {
+		t.Fatalf("%d entries, want none for a token over %d bytes", got, maxCachedAssertion)
+	}
+	some := saToken(t, key, "team-a", jwt.MapClaims{"aud": append([]string{testIssuer}, padding[:20]...)})
+	verifyWant(t, sa, some, forUs, true, 3)
+	v, ok := sa.keys.cache.get(hashAssertion(some))
+	if !ok || !slices.Equal(v.aud, []string{testIssuer}) {
+		t.Fatalf("the entry keeps aud %q (cached %v), want only the audience asked for", v.aud, ok)
+	}
 }
 
 func TestACachedAssertionIsRefusedOnceItsKeyIsWithdrawnOrReplaced(t *testing.T) {
@@ -198,27 +229,26 @@ func TestOneNamespaceFloodingTheCacheEvictsOnlyItsOwnEntries(t *testing.T) {
 	}
 }
 
-// Namespaces that fill the whole cache do not evict another's entries either: a new namespace is
-// then verified each time, as without a cache, until entries expire and a sweep makes room.
-func TestWhenTheCacheIsFullANewNamespaceIsVerifiedEachTimeUntilExpiredEntriesMakeRoom(t *testing.T) {
+// Namespaces that filled the whole cache first do not keep a new one out: the newcomer takes the
+// place of the oldest entry of a namespace over its share, and expired entries go at a sweep.
+func TestWhenTheCacheIsFullANewNamespaceTakesThePlaceOfANamespaceOverItsShare(t *testing.T) {
 	key := newKey(t)
 	sa, clk := clusterWithKey(t, key)
 	sa.keys.cache = newAssertionCache(2, 4)
-	var early []string
+	checks := int64(0)
 	for i := range 4 {
-		tok := saToken(t, key, fmt.Sprintf("team-%d", i), jwt.MapClaims{"exp": t0.Add(time.Minute).Unix()})
-		early = append(early, tok)
-		verifyWant(t, sa, tok, forUs, true, int64(1+i))
+		checks++
+		verifyWant(t, sa, saToken(t, key, fmt.Sprintf("team-%d", i/2), jwt.MapClaims{"exp": t0.Add(time.Minute).Unix()}), forUs, true, checks)
 	}
 	late := saToken(t, key, "team-late", nil)
 	verifyWant(t, sa, late, forUs, true, 5)
-	verifyWant(t, sa, late, forUs, true, 6)
-	for _, tok := range early {
-		verifyWant(t, sa, tok, forUs, true, 6)
+	verifyWant(t, sa, late, forUs, true, 5)
+	if got, a, b := sa.keys.cache.len(), sa.keys.cache.partitionLen("team-0"), sa.keys.cache.partitionLen("team-1"); got != 4 || a+b != 3 {
+		t.Fatalf("%d entries, %d and %d of the first namespaces; want 4, one of theirs given up", got, a, b)
 	}
 	clk.SetTime(t0.Add(time.Minute + assertionLeeway))
-	verifyWant(t, sa, late, forUs, true, 7)
-	verifyWant(t, sa, late, forUs, true, 7)
+	sa.keys.cache.sweep(clk.Now())
+	verifyWant(t, sa, late, forUs, true, 5)
 	if got := sa.keys.cache.len(); got != 1 {
 		t.Fatalf("%d entries after the sweep, want the new namespace's one", got)
 	}

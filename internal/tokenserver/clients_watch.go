@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/watch"
 	sigsjson "sigs.k8s.io/json"
 
@@ -106,9 +107,10 @@ func (w *decodedWatch) run(body io.ReadCloser) {
 		switch {
 		case err == nil:
 			ev = decodeEvent(f)
-		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || w.stopped():
-			// The API server ended the watch (its timeout), or Stop did: the reflector watches
-			// again.
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || utilnet.IsProbableEOF(err) || utilnet.IsTimeout(err) || w.stopped():
+			// The API server ended the watch (its timeout, a restart, a connection reset on the
+			// way), or Stop did: as client-go's stream watcher, end quietly, and the reflector
+			// watches again from where it was instead of listing everything.
 			return
 		default:
 			// As client-go's stream watcher reports a stream it cannot read.

@@ -3,6 +3,7 @@ package tokenserver
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -222,5 +223,32 @@ func TestTheFiltersStubOfAStoredUndecodableClientStaysCounted(t *testing.T) {
 	c, ok := ev.Object.(*m2mv1alpha1.M2MClient)
 	if ev.Type != watch.Deleted || !ok || len(c.Annotations) != 0 || len(s.undecodable) != 1 {
 		t.Fatalf("got %s %#v with %d undecodable, want a bare stub and the object still counted", ev.Type, ev.Object, len(s.undecodable))
+	}
+}
+
+// A reset connection (an API server restarting, a load balancer between) ends the watch quietly,
+// as client-go's stream watcher does: the reflector then watches again from where it was, where
+// an error would have made it list every client again.
+func TestAResetConnectionEndsTheWatchWithoutAnError(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprintln(w, `{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"team-a"}}}`)
+		w.(http.Flusher).Flush()
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		_ = conn.(*net.TCPConn).SetLinger(0) // close with a reset
+		_ = conn.Close()
+	}))
+	defer srv.Close()
+	base, _ := url.Parse(srv.URL)
+	w, err := (&clientWatch{client: srv.Client(), base: base}).open(context.Background(), "team-a", metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := events(t, w)
+	if len(got) != 1 || got[0].Type != watch.Added {
+		t.Fatalf("got %v, want the event sent and then the end, without an error", got)
 	}
 }

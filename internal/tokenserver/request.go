@@ -133,11 +133,15 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (*tokenRequest, *oauth
 	return req, nil
 }
 
+// presizedBody bounds the buffer readBody makes before the body arrives: a connection that
+// declares 64 KiB and sends nothing holds no more than this.
+const presizedBody = 4 << 10
+
 // readBody reads the body, at most MaxBodyBytes of it, into one buffer of the size the request
-// declares (when it declares one within the bound), instead of the doublings of io.ReadAll.
+// declares (when it declares one up to presizedBody), instead of the doublings of io.ReadAll.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	limited := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	if r.ContentLength <= 0 || r.ContentLength > MaxBodyBytes {
+	if r.ContentLength <= 0 || r.ContentLength > presizedBody {
 		return io.ReadAll(limited)
 	}
 	// One byte more than declared, to see the end of the body without another buffer.

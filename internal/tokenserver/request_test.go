@@ -73,6 +73,7 @@ func TestReadBody(t *testing.T) {
 		{"a body of undeclared length is read whole", -1, body, io.EOF, body, false, false},
 		{"a body cut off before its declared length is an error, not a shorter request", int64(len(body)) + 10, body, io.ErrUnexpectedEOF, "", true, false},
 		{"a body longer than it declares is read to its end", 5, body, io.EOF, body, false, false},
+		{"a body that declares more than is read ahead of it is read whole", presizedBody + 1, strings.Repeat("a", presizedBody+1), io.EOF, strings.Repeat("a", presizedBody+1), false, false},
 		{"a body longer than it declares is still bounded at 64 KiB", 5, strings.Repeat("a", MaxBodyBytes+1), io.EOF, "", true, true},
 		{"a body that declares more than 64 KiB is bounded", MaxBodyBytes + 1, strings.Repeat("a", MaxBodyBytes+1), io.EOF, "", true, true},
 	} {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -169,10 +170,26 @@ func (k *issuerKeys) verify(ctx context.Context, token string, audiences []strin
 		k.cache.forget(h)
 		return "", err
 	}
-	if partition, ok := k.partition(v.sub); ok {
+	if partition, ok := k.partition(v.sub); ok && len(token) <= maxCachedAssertion {
+		// Of aud, only what these audiences matched: what a caller puts in aud must not decide
+		// what an entry weighs. A later request asking other audiences may then miss a match
+		// that aud has, and verifies in full: never an answer the full verification would not
+		// give.
+		v.aud = matchedAudiences(v.aud, audiences)
 		k.cache.put(h, partition, v, k.clock.Now())
 	}
 	return v.sub, nil
+}
+
+// matchedAudiences are the values of aud among audiences, or none when audiences asks for none.
+func matchedAudiences(aud, audiences []string) []string {
+	var out []string
+	for _, a := range aud {
+		if slices.Contains(audiences, a) && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // verifyFully is verify without the cache.
