@@ -1,6 +1,7 @@
 package tokenserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -71,8 +72,10 @@ type SecretKeys struct {
 	state       atomic.Pointer[keyState]
 	// loadErrors counts Secret versions that did not parse.
 	loadErrors atomic.Int64
-	// seen is the resourceVersion last loaded; only Run's goroutine uses it.
-	seen string
+	// seen is the resourceVersion last loaded, and statusRaw the status keys as that version
+	// held them; only Run's goroutine uses them.
+	seen      string
+	statusRaw []byte
 }
 
 // NewSecretKeys prepares a SecretKeys; Run loads and follows the Secret.
@@ -172,14 +175,23 @@ func (k *SecretKeys) load(ctx context.Context, s *corev1.Secret) {
 		return
 	}
 	var status *statusmac.Set
-	if raw, ok := s.Data[statusmac.DataKey]; ok {
+	raw, hasStatus := s.Data[statusmac.DataKey]
+	prev := k.state.Load()
+	switch {
+	case !hasStatus:
+	case prev != nil && prev.status != nil && bytes.Equal(raw, k.statusRaw):
+		// The status keys as loaded before (the Secret changed for a signing key): the same set,
+		// so that the MAC verdicts memoized under it (CachedClient.verdictsUnder) still hold,
+		// rather than every client's being verified again at its next request.
+		status = prev.status
+	default:
 		if status, err = statusmac.Parse(raw); err != nil {
 			k.loadErrors.Add(1)
 			log.FromContext(ctx).Error(err, "the status keys do not parse; keeping the keys loaded before", "resourceVersion", s.ResourceVersion)
 			return
 		}
 	}
-	if prev := k.state.Load(); prev != nil && prev.status.Enforced() && !status.Enforced() {
+	if prev != nil && prev.status.Enforced() && !status.Enforced() {
 		// Enforcement is never undone by a Secret that lost it (an old manager, a restore).
 		status = prev.status
 		log.FromContext(ctx).Info("the signing-key Secret no longer enforces authenticated status; keeping the status keys loaded before")
@@ -191,6 +203,7 @@ func (k *SecretKeys) load(ctx context.Context, s *corev1.Secret) {
 		return
 	}
 	k.state.Store(st)
+	k.statusRaw = raw
 	kid := ""
 	if st.active != nil {
 		kid = st.active.KID

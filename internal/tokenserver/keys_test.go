@@ -17,6 +17,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
+	"github.com/m2m-dev/m2m-operator/internal/statusmac"
 )
 
 // A signing-key Secret that does not parse is counted, in m2m_signing_key_load_errors_total,
@@ -55,5 +56,58 @@ func TestASigningKeySecretThatDoesNotParseIsCountedInTheMetrics(t *testing.T) {
 	}
 	if keys.Loaded() {
 		t.Fatal("a Secret that does not parse loaded keys")
+	}
+}
+
+// A Secret version that changes the signing keys and not the status keys keeps the status key
+// set as it was loaded, so the MAC verdicts memoized under it still hold; new status keys are a
+// new set.
+func TestASigningKeyChangeKeepsTheStatusKeySetAndItsVerdicts(t *testing.T) {
+	ref := signingkeys.DefaultSecret
+	keys := NewSecretKeys(fake.NewClientset(), ref, clocktesting.NewFakePassiveClock(t0), signingkeys.DefaultRetention)
+	secret := func(rv string, signing []*signingkeys.Key, status *statusmac.Set) *corev1.Secret {
+		t.Helper()
+		set, err := (&signingkeys.Set{Keys: signing}).Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := status.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name, ResourceVersion: rv}, Data: map[string][]byte{signingkeys.DataKey: set, statusmac.DataKey: st}}
+	}
+	first, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateActive, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := signingkeys.Generate(signingkeys.ES256, signingkeys.StateNext, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusKey, err := statusmac.Generate(statusmac.StateActive, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := &statusmac.Set{Keys: []*statusmac.Key{statusKey}}
+	ctx := context.Background()
+
+	keys.load(ctx, secret("1", []*signingkeys.Key{first}, status))
+	loaded := keys.current().status
+	client := NewCachedClient(testClient(goodID, goodSecret))
+	verdicts := client.verdictsUnder(loaded)
+
+	keys.load(ctx, secret("2", []*signingkeys.Key{first, next}, status))
+	if got := keys.current(); len(got.set.Keys) != 2 || got.status != loaded || client.verdictsUnder(got.status) != verdicts {
+		t.Fatal("a new signing key made a new status key set: every memoized verdict would be verified again")
+	}
+
+	other, err := statusmac.Generate(statusmac.StateNext, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys.load(ctx, secret("3", []*signingkeys.Key{first, next}, &statusmac.Set{Keys: []*statusmac.Key{statusKey, other}}))
+	if got := keys.current().status; got == loaded || len(got.Keys) != 2 {
+		t.Fatal("new status keys were not loaded as a new set")
 	}
 }
