@@ -83,6 +83,9 @@ type InformerClients struct {
 	byID    map[string][]*CachedClient
 	byKey   map[clientKey]*CachedClient
 	indexed []toolscache.ResourceEventHandlerRegistration
+	// arrival is called with each new version of a client before it is indexed
+	// (VerifyOnArrival).
+	arrival func(*CachedClient)
 
 	// Staleness tracking: the time of the last message from the API server (an object event or a
 	// bookmark), and how many watch streams are open right now.
@@ -405,6 +408,16 @@ func (o *observedWatch) Stop() {
 
 func (o *observedWatch) ResultChan() <-chan watch.Event { return o.out }
 
+// VerifyOnArrival has each new version of a client verified (its status MACs, under the status
+// keys of keys at that moment) before requests can find it. Call it before Start.
+func (s *InformerClients) VerifyOnArrival(keys KeySource) {
+	s.arrival = func(c *CachedClient) {
+		if st := keys.current(); st != nil {
+			c.verdictsUnder(st.status)
+		}
+	}
+}
+
 // Start runs the informers until ctx ends.
 func (s *InformerClients) Start(ctx context.Context) {
 	for _, inf := range s.informers {
@@ -616,6 +629,11 @@ func (s *InformerClients) index(obj any, deleted bool) {
 	switch o := obj.(type) {
 	case *CachedClient:
 		key = clientKey{o.Namespace, o.Name}
+		if !deleted && s.arrival != nil {
+			// Before Candidates can offer it: no request pays, or is timed paying, for the
+			// verification of a version it is the first to ask for.
+			s.arrival(o)
+		}
 	case toolscache.DeletedFinalStateUnknown:
 		ns, name, err := toolscache.SplitMetaNamespaceKey(o.Key)
 		if err != nil {

@@ -231,3 +231,20 @@ func TestTheClientIDIndexFollowsAddsUpdatesAndDeletesOfTheStore(t *testing.T) {
 		t.Fatalf("after every delete the index holds %d client IDs and %d keys", len(s.byID), len(s.byKey))
 	}
 }
+
+// The cache verifies a new version's status MACs before requests can find it, so that no request
+// pays for (or can be timed paying for) a verification another request did not.
+func TestANewClientVersionIsVerifiedBeforeRequestsCanFindIt(t *testing.T) {
+	_, keys := staticKeys(t, signingkeys.ES256)
+	s := &InformerClients{}
+	s.VerifyOnArrival(keys)
+	s.index(NewCachedClient(testClient(goodID, goodSecret)), false)
+	found := s.Candidates(goodID)
+	if len(found) != 1 {
+		t.Fatalf("%d candidates, want the client", len(found))
+	}
+	v := found[0].verdicts.Load()
+	if v == nil || v.keys != keys.current().status || !v.clientID || len(v.entries) == 0 || !v.entries[0] {
+		t.Fatalf("the client was offered with verdicts %+v, want its MACs verified under the current status keys", v)
+	}
+}

@@ -93,6 +93,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return err
 	}
 	keys := NewSecretKeys(cs, o.SigningKeySecret, o.Clock, signingkeys.DefaultRetention)
+	clients.VerifyOnArrival(keys)
 	serviceAccounts := NewClusterServiceAccounts(cs, o.Clock)
 	federation := NewFederation(o.FederatedIssuers, o.Clock)
 	revocations, err := NewInformerRevocations(cfg, clients, keys)
