@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // Names of the objects the manager keeps in its own namespace.
@@ -47,15 +49,6 @@ const (
 
 // CAValidity is the lifetime of a CA.
 const CAValidity = 10 * 365 * 24 * time.Hour
-
-// SPIFFETrustDomain is the trust domain of the URI SAN of every certificate the CA issues.
-const SPIFFETrustDomain = "m2m.dev"
-
-// URI is the one URI SAN of a pod certificate: the pod's namespace and ServiceAccount, which is
-// all the token server authorises on.
-func URI(namespace, serviceAccount string) *url.URL {
-	return &url.URL{Scheme: "spiffe", Host: SPIFFETrustDomain, Path: "/ns/" + namespace + "/sa/" + serviceAccount}
-}
 
 // NewCA makes a self-signed P-256 CA valid from now for CAValidity.
 func NewCA(now time.Time) (*servingcert.KeyPair, error) {
@@ -116,7 +109,7 @@ func Issue(ca *servingcert.KeyPair, l Leaf) ([]byte, *x509.Certificate, error) {
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
-		URIs:                  []*url.URL{URI(l.Namespace, l.ServiceAccount)},
+		URIs:                  []*url.URL{m2mv1alpha1.PodIdentity(l.Namespace, l.ServiceAccount)},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tpl, ca.Cert, l.PublicKey, ca.Key)
 	if err != nil {

@@ -9,11 +9,13 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // podIdentityPrefix begins the URI SAN of a pod certificate of the signer m2m.dev/pod-client:
 // spiffe://m2m.dev/ns/<namespace>/sa/<serviceaccount>.
-const podIdentityPrefix = "spiffe://m2m.dev/ns/"
+const podIdentityPrefix = "spiffe://" + m2mv1alpha1.PodIdentityTrustDomain + "/ns/"
 
 // tlsClientAuth is tls_client_auth (RFC 8705 §2.1) with the PKI of the manager's pod-client CA:
 // the TLS listener has verified the client certificate against that CA (--client-ca-file), the

@@ -201,7 +201,7 @@ func TestATenantWhoMayWriteRequestStatusCannotIssueForTheSigner(t *testing.T) {
 	now := time.Now().Truncate(time.Second)
 	tpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "web-1"}, NotBefore: now, NotAfter: now.Add(2 * time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, URIs: []*url.URL{podclientca.URI(ns, "web")},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, URIs: []*url.URL{m2mv1alpha1.PodIdentity(ns, "web")},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), caKey)
 	if err != nil {

@@ -21,6 +21,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 )
 
 // CA is a pod-client CA.
@@ -63,7 +65,7 @@ func (ca *CA) Pool() *x509.CertPool {
 }
 
 // Identity is the URI SAN of a pod certificate of ServiceAccount sa in namespace ns.
-func Identity(ns, sa string) string { return "spiffe://m2m.dev/ns/" + ns + "/sa/" + sa }
+func Identity(ns, sa string) string { return m2mv1alpha1.PodIdentity(ns, sa).String() }
 
 // Leaf is an issued certificate and its private key.
 type Leaf struct {
