@@ -24,6 +24,8 @@ import (
 
 	"github.com/m2m-dev/m2m-operator/hack/internal/tokenserverprocess"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
+
+	"github.com/m2m-dev/m2m-operator/hack/internal/wrk"
 )
 
 func main() {
@@ -169,7 +171,7 @@ func measureHydra(bin, dir, database, dsn, strategy string, n int, load wrkLoad)
 		bodies[i] = url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secretFor(i)}}.Encode()
 	}
 	script := filepath.Join(dir, "tokens.lua")
-	if err := writeScript(script, "/oauth2/token", bodies); err != nil {
+	if err := wrk.WriteScript(script, "/oauth2/token", bodies); err != nil {
 		return row{}, err
 	}
 	fmt.Printf("Hydra (%s, %s): %d clients created in %s; wrk...\n", database, strategy, n, created.Round(time.Second))
@@ -180,7 +182,7 @@ func measureHydra(bin, dir, database, dsn, strategy string, n int, load wrkLoad)
 	return row{
 		server: "Ory Hydra " + hydraVersion,
 		config: fmt.Sprintf("`serve all --dev`, %s, %s access tokens, other settings default", database, strategy),
-		rps:    res.rps, p50: res.p50, p99: res.p99, non2xx: strconv.Itoa(res.non2xx), socketErrors: res.socketErrors,
+		rps:    res.RPS, p50: res.P50, p99: res.P99, non2xx: strconv.Itoa(res.Non2xx), socketErrors: res.SocketErrors,
 		rssAfter: tokenserverprocess.Memory(h.pid(), "VmRSS"), rssPeak: tokenserverprocess.Memory(h.pid(), "VmHWM"),
 		note: fmt.Sprintf("%d clients created through the admin API in %s; RSS is Hydra's process alone", n, created.Round(time.Second)),
 		load: loadAverage(),
@@ -270,71 +272,20 @@ type wrkLoad struct {
 	duration, warmup time.Duration
 }
 
-type wrkResult struct {
-	rps          float64
-	p50, p99     string
-	non2xx       int
-	socketErrors string
-}
-
 // run warms target up with wrk and then measures it.
-func (l wrkLoad) run(script, target string) (wrkResult, error) {
+func (l wrkLoad) run(script, target string) (wrk.Result, error) {
 	args := func(d time.Duration) []string {
 		// wrk's default timeout (2 s) would drop Hydra's slowest answers from the percentiles.
 		return []string{"-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", d.String(), "--timeout", "10s", "--latency", "-s", script, target}
 	}
 	if _, err := exec.Command(l.wrk, args(l.warmup)...).Output(); err != nil {
-		return wrkResult{}, fmt.Errorf("wrk warm-up: %w", err)
+		return wrk.Result{}, fmt.Errorf("wrk warm-up: %w", err)
 	}
 	out, err := exec.Command(l.wrk, args(l.duration)...).Output()
 	if err != nil {
-		return wrkResult{}, fmt.Errorf("wrk: %w", err)
+		return wrk.Result{}, fmt.Errorf("wrk: %w", err)
 	}
-	text := string(out)
-	var r wrkResult
-	if m := regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`).FindStringSubmatch(text); m != nil {
-		r.rps, _ = strconv.ParseFloat(m[1], 64)
-	}
-	if m := regexp.MustCompile(`\n\s+50%\s+(\S+)`).FindStringSubmatch(text); m != nil {
-		r.p50 = m[1]
-	}
-	if m := regexp.MustCompile(`\n\s+99%\s+(\S+)`).FindStringSubmatch(text); m != nil {
-		r.p99 = m[1]
-	}
-	if m := regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`).FindStringSubmatch(text); m != nil {
-		r.non2xx, _ = strconv.Atoi(m[1])
-	}
-	r.socketErrors = "none"
-	if m := regexp.MustCompile(`Socket errors:\s+(.*)`).FindStringSubmatch(text); m != nil {
-		r.socketErrors = m[1]
-	}
-	return r, nil
-}
-
-// writeScript writes a wrk script that POSTs bodies to path in turn, each connection starting at
-// a random one; the requests are formatted once, in init, so that wrk spends as little of the
-// shared CPU as it can per request (as hack/bench-token's script does).
-func writeScript(path, tokenPath string, bodies []string) error {
-	var b strings.Builder
-	b.WriteString("local bodies = {\n")
-	for _, body := range bodies {
-		fmt.Fprintf(&b, "  %q,\n", body)
-	}
-	fmt.Fprintf(&b, "}\nlocal path = %q\n", tokenPath)
-	b.WriteString(`local requests = {}
-local i = 0
-init = function(args)
-  for j, body in ipairs(bodies) do
-    requests[j] = wrk.format("POST", path, {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
-  end
-  i = math.random(#requests)
-end
-request = function()
-  i = i % #requests + 1
-  return requests[i]
-end
-`)
-	return os.WriteFile(path, []byte(b.String()), 0o600)
+	return wrk.Parse(string(out)), nil
 }
 
 // loadAverage is the 1-minute load average, "?" where /proc/loadavg cannot be read.

@@ -39,6 +39,7 @@ import (
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/hack/internal/tokenload"
 	"github.com/m2m-dev/m2m-operator/hack/internal/tokenserverprocess"
+	"github.com/m2m-dev/m2m-operator/hack/internal/wrk"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/issuer"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
@@ -191,7 +192,7 @@ func run(n, conns, threads int, duration time.Duration) error {
 	}
 	var floods []floodRun
 	flooding := floodFor > 0 && !assertion
-	rate := floodRate * off.res.rps
+	rate := floodRate * off.res.RPS
 	if flooding {
 		fmt.Printf("flood runs with the limit off: the others at %.0f tokens/s, one client with %d workers, %s each...\n", rate, floodWorkers, floodFor)
 		floods = append(floods, floodRuns("limit off", issuer, n, rate)...)
@@ -233,18 +234,18 @@ func run(n, conns, threads int, duration time.Duration) error {
 	}{{"issuance limit off (--issuance-per-minute=0)", off}, {"issuance limit on (default flags)", on}} {
 		res := m.m.res
 		fmt.Printf("\n%s\nwrk: %s\n", m.name, strings.TrimSpace(m.m.raw))
-		fmt.Printf("tokens/s:                 %.0f\n", res.rps)
-		fmt.Printf("latency p50 / p99:        %s / %s\n", res.p50, res.p99)
-		fmt.Printf("non-2xx responses:        %d (socket errors: %s)\n", res.non2xx, res.socketErrors)
-		fmt.Printf("throughput / ceiling:     %.0f%%\n", 100*res.rps/ceiling)
-		fmt.Printf("token server CPU:         %.2f cores, %s a token (signing-only: %s a signature)\n", m.m.cpu.Seconds()/duration.Seconds(), perRequest(m.m.cpu, duration, res.rps).Round(100*time.Nanosecond), time.Duration(nsPerOp*float64(runtime.NumCPU())).Round(100*time.Nanosecond))
+		fmt.Printf("tokens/s:                 %.0f\n", res.RPS)
+		fmt.Printf("latency p50 / p99:        %s / %s\n", res.P50, res.P99)
+		fmt.Printf("non-2xx responses:        %d (socket errors: %s)\n", res.Non2xx, res.SocketErrors)
+		fmt.Printf("throughput / ceiling:     %.0f%%\n", 100*res.RPS/ceiling)
+		fmt.Printf("token server CPU:         %.2f cores, %s a token (signing-only: %s a signature)\n", m.m.cpu.Seconds()/duration.Seconds(), perRequest(m.m.cpu, duration, res.RPS).Round(100*time.Nanosecond), time.Duration(nsPerOp*float64(runtime.NumCPU())).Round(100*time.Nanosecond))
 		fmt.Printf("token server RSS:         %d MiB idle with %d clients, %d MiB after the load, %d MiB peak\n", m.m.rssIdle>>10, n, m.m.rssAfter>>10, m.m.rssPeak>>10)
 	}
 	fmt.Printf("\nHTTP floor (wrk GET of the JWKS, a cached document of %d bytes, on the same server: no authentication, no signature)\n", floor.bytes)
-	fmt.Printf("requests/s:               %.0f\n", floor.res.rps)
-	fmt.Printf("token server CPU:         %.2f cores, %s a request\n", floor.cpu.Seconds()/duration.Seconds(), perRequest(floor.cpu, duration, floor.res.rps).Round(100*time.Nanosecond))
-	fmt.Printf("latency p50 / p99:        %s / %s\n", floor.res.p50, floor.res.p99)
-	fmt.Printf("tokens/s / HTTP floor:    %.0f%% (limit off), %.0f%% (limit on)\n", 100*off.res.rps/floor.res.rps, 100*on.res.rps/floor.res.rps)
+	fmt.Printf("requests/s:               %.0f\n", floor.res.RPS)
+	fmt.Printf("token server CPU:         %.2f cores, %s a request\n", floor.cpu.Seconds()/duration.Seconds(), perRequest(floor.cpu, duration, floor.res.RPS).Round(100*time.Nanosecond))
+	fmt.Printf("latency p50 / p99:        %s / %s\n", floor.res.P50, floor.res.P99)
+	fmt.Printf("tokens/s / HTTP floor:    %.0f%% (limit off), %.0f%% (limit on)\n", 100*off.res.RPS/floor.res.RPS, 100*on.res.RPS/floor.res.RPS)
 	if flooding {
 		fmt.Printf("\nflood runs, %s each: the other %d clients in an open loop at %.0f tokens/s (%.0f%% of the limit-off run), client 0 in a closed loop with %d workers\n", floodFor, n-1, rate, 100*floodRate, floodWorkers)
 		fmt.Printf("%-42s %12s %9s %9s %8s %8s | %10s %9s %9s\n", "run", "others tok/s", "p50", "p99", "failed", "missed", "flooder", "200", "429")
@@ -265,7 +266,7 @@ type wrkLoad struct {
 
 // measured is one wrk run: its result and output, and the token server's RSS in KiB.
 type measured struct {
-	res                        wrkResult
+	res                        wrk.Result
 	raw                        string
 	rssIdle, rssAfter, rssPeak int64
 	// cpu is the token server's CPU time (user and system) during the measured load.
@@ -284,7 +285,7 @@ func perRequest(cpu, d time.Duration, rps float64) time.Duration {
 // floorRun is wrk's GET of the JWKS: what HTTP on loopback, wrk and the server's routing,
 // metrics and response writing cost without authentication or a signature.
 type floorRun struct {
-	res   wrkResult
+	res   wrk.Result
 	bytes int
 	cpu   time.Duration
 }
@@ -310,7 +311,7 @@ func (l wrkLoad) httpFloor(ts *tokenserverprocess.Process) (floorRun, error) {
 	if err != nil {
 		return floorRun{}, fmt.Errorf("wrk: %w", err)
 	}
-	return floorRun{res: parseWrk(string(out)), bytes: len(body), cpu: ts.CPU() - cpu}, nil
+	return floorRun{res: wrk.Parse(string(out)), bytes: len(body), cpu: ts.CPU() - cpu}, nil
 }
 
 // measure starts the token server with args, waits until it caches n clients, warms it up and
@@ -353,7 +354,7 @@ func (l wrkLoad) measure(ts *tokenserverprocess.Process, n int, profiled bool, a
 	}
 	m.cpu = ts.CPU() - cpu
 	m.rssAfter, m.rssPeak = ts.RSS(), ts.PeakRSS()
-	m.res, m.raw = parseWrk(string(out)), string(out)
+	m.res, m.raw = wrk.Parse(string(out)), string(out)
 	return m, nil
 }
 
@@ -519,9 +520,10 @@ func seed(ctx context.Context, c client.Client, n int) error {
 	return <-errs
 }
 
+// writeScript writes the wrk script of n clients' requests: their secrets, or saToken as each
+// one's assertion; with narrow, half of them name a scope and an audience.
 func writeScript(path string, n int, narrow bool, saToken string) error {
-	var b strings.Builder
-	b.WriteString("local bodies = {\n")
+	bodies := make([]string, n)
 	for i := range n {
 		form := url.Values{
 			"grant_type":    {"client_credentials"},
@@ -538,53 +540,9 @@ func writeScript(path string, n int, narrow bool, saToken string) error {
 			form.Set("scope", "read:invoices")
 			form.Set("audience", "https://payments.example.com")
 		}
-		fmt.Fprintf(&b, "  %q,\n", form.Encode())
+		bodies[i] = form.Encode()
 	}
-	// Requests are formatted once, in init, so that wrk spends as little of the shared CPU as it
-	// can per request.
-	fmt.Fprintf(&b, "}\nlocal path = %q\n", issuer.TokenPath)
-	b.WriteString(`local requests = {}
-local i = 0
-init = function(args)
-  for j, body in ipairs(bodies) do
-    requests[j] = wrk.format("POST", path, {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
-  end
-  i = math.random(#requests)
-end
-request = function()
-  i = i % #requests + 1
-  return requests[i]
-end
-`)
-	return os.WriteFile(path, []byte(b.String()), 0o600)
-}
-
-type wrkResult struct {
-	rps          float64
-	p50, p99     string
-	non2xx       int
-	socketErrors string
-}
-
-func parseWrk(out string) wrkResult {
-	var r wrkResult
-	if m := regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`).FindStringSubmatch(out); m != nil {
-		r.rps, _ = strconv.ParseFloat(m[1], 64)
-	}
-	if m := regexp.MustCompile(`\n\s+50%\s+(\S+)`).FindStringSubmatch(out); m != nil {
-		r.p50 = m[1]
-	}
-	if m := regexp.MustCompile(`\n\s+99%\s+(\S+)`).FindStringSubmatch(out); m != nil {
-		r.p99 = m[1]
-	}
-	if m := regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`).FindStringSubmatch(out); m != nil {
-		r.non2xx, _ = strconv.Atoi(m[1])
-	}
-	r.socketErrors = "none"
-	if m := regexp.MustCompile(`Socket errors:\s+(.*)`).FindStringSubmatch(out); m != nil {
-		r.socketErrors = m[1]
-	}
-	return r
+	return wrk.WriteScript(path, issuer.TokenPath, bodies)
 }
 
 func parseBench(out string) (float64, error) {
