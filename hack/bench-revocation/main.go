@@ -10,7 +10,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"time"
@@ -20,17 +19,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
-	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
-	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
+	"github.com/m2m-dev/m2m-operator/hack/internal/system"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
-	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 const (
@@ -53,37 +49,15 @@ func main() {
 }
 
 func run(n int) error {
-	env, err := testenv.Start()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = env.Stop() }()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c := env.Client
-	for _, name := range []string{"m2m-system", ns} {
-		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-			return err
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	sys, err := system.Start(ctx, ns, controllers.Options{})
 	if err != nil {
+		cancel()
 		return err
 	}
-	issuer := "http://" + ln.Addr().String()
-	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS, cfg.Burst = 500, 1000
-	mgr, err := controllers.NewManager(cfg, controllers.Options{IssuerURL: issuer})
-	if err != nil {
-		return err
-	}
-	go func() { _ = mgr.Start(ctx) }()
-	go func() {
-		_ = tokenserver.Run(ctx, env.Config, tokenserver.Options{IssuerURL: issuer, Listener: ln, SigningKeySecret: signingkeys.DefaultSecret})
-	}()
-	if err := testenv.WaitOK(issuer+"/readyz", timeout); err != nil {
-		return err
-	}
+	// The manager and the token server stop before the control plane.
+	defer func() { cancel(); _ = sys.Env.Stop() }()
+	c, issuer := sys.Env.Client, sys.Issuer
 
 	obj := &m2mv1alpha1.M2MClient{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "disabled-often"},

@@ -9,24 +9,18 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"time"
 
 	"go.uber.org/zap/zapcore"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/hack/internal/rotatingclients"
+	"github.com/m2m-dev/m2m-operator/hack/internal/system"
 	"github.com/m2m-dev/m2m-operator/hack/internal/tokenload"
-	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
-	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
-	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
 const ns = "bench"
@@ -44,36 +38,15 @@ func main() {
 }
 
 func run(n, workers int, delay time.Duration) error {
-	env, err := testenv.Start()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = env.Stop() }()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c := env.Client
-	for _, name := range []string{"m2m-system", ns} {
-		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-			return err
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	sys, err := system.Start(ctx, ns, controllers.Options{MaxConcurrentReconciles: 8})
 	if err != nil {
+		cancel()
 		return err
 	}
-	issuer := "http://" + ln.Addr().String()
-	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS, cfg.Burst = 500, 1000
-	mgr, err := controllers.NewManager(cfg, controllers.Options{IssuerURL: issuer, MaxConcurrentReconciles: 8})
-	if err != nil {
-		return err
-	}
-	go func() { _ = mgr.Start(ctx) }()
-	go func() {
-		// Without an IssuanceLimit, off: 16 closed-loop consumers over 1,000 clients ask each
-		// for more than the default of 600 tokens a minute, and what is measured is the rotation.
-		_ = tokenserver.Run(ctx, env.Config, tokenserver.Options{IssuerURL: issuer, Listener: ln, SigningKeySecret: signingkeys.DefaultSecret})
-	}()
+	// The manager and the token server stop before the control plane.
+	defer func() { cancel(); _ = sys.Env.Stop() }()
+	env, c, issuer := sys.Env, sys.Env.Client, sys.Issuer
 
 	fmt.Printf("creating %d clients...\n", n)
 	clients := rotatingclients.Clients{Client: c, Namespace: ns, N: n}
