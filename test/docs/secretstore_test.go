@@ -205,7 +205,7 @@ func startEnv(t *testing.T) *testenv.Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := testenv.Start(func(e *envtest.Environment) {
+	installed, err := testenv.StartInstalled(func(e *envtest.Environment) {
 		e.CRDDirectoryPaths = append(e.CRDDirectoryPaths,
 			filepath.Join(optional, "external-secrets.io_externalsecrets.yaml"),
 			filepath.Join(optional, "kustomize.toolkit.fluxcd.io_kustomizations.yaml"))
@@ -213,17 +213,9 @@ func startEnv(t *testing.T) *testenv.Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = env.Stop() })
-	ctx := context.Background()
-	managerConfig, _, err := testenv.InstallRBAC(ctx, env.Environment, env.Client, controlplane.Root())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testenv.InstallAdmission(ctx, env); err != nil {
-		t.Fatal(err)
-	}
-	testenv.RunManager(t, managerConfig, controllers.Options{IssuerURL: "https://m2m.test.example"})
-	return env
+	t.Cleanup(func() { _ = installed.Stop() })
+	testenv.RunManager(t, installed.ManagerConfig, controllers.Options{IssuerURL: "https://m2m.test.example"})
+	return installed.Env
 }
 
 // kstatusOf is the status that Flux's health checks compute of the client as stored.

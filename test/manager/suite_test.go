@@ -19,7 +19,6 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
-	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -41,21 +40,13 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	e, err := testenv.Start()
+	e, err := testenv.StartInstalled()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	env = e
+	env, managerConfig = e.Env, e.ManagerConfig
 	defer func() { _ = e.Stop() }()
-	if managerConfig, _, err = testenv.InstallRBAC(context.Background(), e.Environment, e.Client, controlplane.Root()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := testenv.InstallAdmission(context.Background(), e); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 
 	mgr, err := controllers.NewManager(managerConfig, controllers.Options{IssuerURL: testIssuer, MaxConcurrentReconciles: 4, MaxSourcesPerNamespace: sourcesPerNamespace})
 	if err != nil {

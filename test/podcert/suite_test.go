@@ -26,7 +26,6 @@ import (
 	"github.com/m2m-dev/m2m-operator/controllers"
 	"github.com/m2m-dev/m2m-operator/internal/podclientca"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
-	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
 )
 
@@ -52,21 +51,13 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	e, err := testenv.Start(testenv.NodeAuthorization)
+	e, err := testenv.StartInstalled(testenv.NodeAuthorization)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	env = e
+	env, managerConfig, tokenServerConfig = e.Env, e.ManagerConfig, e.TokenServerConfig
 	defer func() { _ = e.Stop() }()
-	if managerConfig, tokenServerConfig, err = testenv.InstallRBAC(context.Background(), e.Environment, e.Client, controlplane.Root()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := testenv.InstallAdmission(context.Background(), e); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	return m.Run()
 }
 

@@ -121,3 +121,31 @@ func InstallRBAC(ctx context.Context, e *envtest.Environment, c client.Client, r
 	}
 	return manager, tokenServer, nil
 }
+
+// Installed is a control plane with the operator installed as a cluster has it: its namespace, the
+// RBAC of config/rbac and the admission policies of config/admission.
+type Installed struct {
+	*Env
+	// ManagerConfig and TokenServerConfig authenticate as the manager's and the token server's
+	// ServiceAccounts, so that the components run under the RBAC that ships.
+	ManagerConfig, TokenServerConfig *rest.Config
+}
+
+// StartInstalled starts a control plane with options and installs the operator's RBAC and
+// admission policies (InstallRBAC, InstallAdmission).
+func StartInstalled(options ...func(*envtest.Environment)) (*Installed, error) {
+	e, err := Start(options...)
+	if err != nil {
+		return nil, err
+	}
+	in := &Installed{Env: e}
+	ctx := context.Background()
+	if in.ManagerConfig, in.TokenServerConfig, err = InstallRBAC(ctx, e.Environment, e.Client, controlplane.Root()); err == nil {
+		err = InstallAdmission(ctx, e)
+	}
+	if err != nil {
+		_ = e.Stop()
+		return nil, err
+	}
+	return in, nil
+}
