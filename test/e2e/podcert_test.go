@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,7 +19,6 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
-	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 	"github.com/m2m-dev/m2m-operator/test/support/podcert"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -31,7 +29,6 @@ import (
 // signing keys, and returns its issuer URL and the PEM of the CA of its serving certificate.
 func mtlsTokenServer(t *testing.T, clientCA *podcert.CA) (string, []byte) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
 	serving := podcert.NewCA(t)
 	certFile, keyFile := serving.WriteServer(t, dir)
@@ -44,20 +41,8 @@ func mtlsTokenServer(t *testing.T, clientCA *podcert.CA) (string, []byte) {
 		t.Fatal(err)
 	}
 	url := "https://" + ln.Addr().String()
-	o, err := tokenserver.ParseArgs(flag.NewFlagSet("token-server", flag.ContinueOnError), []string{"--issuer-url=" + url, "--tls-cert-file=" + certFile, "--tls-key-file=" + keyFile,
-		"--client-ca-file=" + caFile, "--signing-key-secret=" + signingkeys.DefaultSecret.String(), "--metrics-bind-address=0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.Listener = ln
-	done := make(chan error, 1)
-	go func() { done <- tokenserver.Run(ctx, tokenServerConfig, o) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("token server: %v", err)
-		}
-	})
+	testenv.RunTokenServer(t, tokenServerConfig, ln, "--issuer-url="+url, "--tls-cert-file="+certFile, "--tls-key-file="+keyFile,
+		"--client-ca-file="+caFile, "--signing-key-secret="+signingkeys.DefaultSecret.String(), "--metrics-bind-address=0")
 	trusting := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serving.Pool()}}}
 	testenv.Eventually(t, wait, func() error {
 		resp, err := trusting.Get(url + "/readyz")

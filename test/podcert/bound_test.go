@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,7 +29,6 @@ import (
 	"github.com/m2m-dev/m2m-operator/internal/podclientca"
 	"github.com/m2m-dev/m2m-operator/internal/servingcert"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
-	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/pkg/m2mauth"
 	"github.com/m2m-dev/m2m-operator/test/support/podcert"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -69,7 +67,7 @@ func TestAPodCertificateFromTheManagerGetsATokenFromTheTokenServerThatOnlyThatPo
 		_, err := os.Stat(filepath.Join(servingDir, servingcert.TLSKey))
 		return err
 	})
-	runTokenServer(t, ln, "--issuer-url="+issuer, "--watch-namespaces="+ns,
+	testenv.RunTokenServer(t, tokenServerConfig, ln, "--issuer-url="+issuer, "--watch-namespaces="+ns,
 		"--tls-cert-file="+filepath.Join(servingDir, servingcert.TLSCert), "--tls-key-file="+filepath.Join(servingDir, servingcert.TLSKey),
 		"--client-ca-file="+filepath.Join(clientCADir, podclientca.CertKey), "--signing-key-secret="+signingkeys.DefaultSecret.String(), "--metrics-bind-address=0")
 	testenv.Eventually(t, wait, func() error {
@@ -173,25 +171,6 @@ func TestAPodCertificateFromTheManagerGetsATokenFromTheTokenServerThatOnlyThatPo
 			t.Errorf("worker-1's token presented with %s got %d, want 401", name, resp.StatusCode)
 		}
 	}
-}
-
-// runTokenServer runs the token server with args on ln until the test ends.
-func runTokenServer(t *testing.T, ln net.Listener, args ...string) {
-	t.Helper()
-	o, err := tokenserver.ParseArgs(flag.NewFlagSet("token-server", flag.ContinueOnError), args)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.Listener = ln
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tokenserver.Run(ctx, tokenServerConfig, o) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("token server: %v", err)
-		}
-	})
 }
 
 // follow keeps dir in step with the Secret key, as the kubelet keeps a mounted Secret, until the

@@ -5,8 +5,10 @@ package testenv
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -29,6 +31,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/internal/tokenserver"
 	"github.com/m2m-dev/m2m-operator/test/support/controlplane"
 )
 
@@ -160,6 +163,26 @@ func RunManager(t testing.TB, cfg *rest.Config, o controllers.Options) (stop fun
 	})
 	t.Cleanup(stop)
 	return stop
+}
+
+// RunTokenServer runs the token server on ln, with cfg and the command-line flags args, until the
+// test ends, when it must stop without an error.
+func RunTokenServer(t testing.TB, cfg *rest.Config, ln net.Listener, args ...string) {
+	t.Helper()
+	o, err := tokenserver.ParseArgs(flag.NewFlagSet("token-server", flag.ContinueOnError), args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Listener = ln
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tokenserver.Run(ctx, cfg, o) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("token server: %v", err)
+		}
+	})
 }
 
 // Version is one stored version of an object, in etcd's order.
