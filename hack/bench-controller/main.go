@@ -29,6 +29,7 @@ import (
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
 	"github.com/m2m-dev/m2m-operator/controllers"
+	"github.com/m2m-dev/m2m-operator/hack/internal/fanout"
 	"github.com/m2m-dev/m2m-operator/internal/credentials"
 	"github.com/m2m-dev/m2m-operator/internal/signingkeys"
 	"github.com/m2m-dev/m2m-operator/test/support/testenv"
@@ -106,7 +107,7 @@ func run(n, workers, creators int, qps float64, burst int) error {
 // are what crash safety needs: the hash is persisted before the Secret carries the secret.
 func measureFloor(ctx context.Context, c client.Client, n, workers int) (time.Duration, error) {
 	start := time.Now()
-	err := parallel(n, workers, func(i int) error {
+	err := fanout.Run(n, workers, func(i int) error {
 		obj := benchClient("floor", i)
 		if err := c.Create(ctx, obj); err != nil {
 			return err
@@ -195,7 +196,7 @@ func measureOperator(ctx context.Context, cfg *rest.Config, c client.Client, n, 
 			fmt.Printf("          %s: %d Ready\n", time.Since(start).Round(time.Second), ready.Load())
 		}
 	}()
-	if err := parallel(n, creators, func(i int) error {
+	if err := fanout.Run(n, creators, func(i int) error {
 		return c.Create(ctx, benchClient("operator", i))
 	}); err != nil {
 		return 0, err
@@ -213,32 +214,6 @@ func benchClient(ns string, i int) *m2mv1alpha1.M2MClient {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("client-%06d", i)},
 		Spec:       m2mv1alpha1.M2MClientSpec{Scopes: []m2mv1alpha1.Scope{"read:things", "write:things"}},
 	}
-}
-
-// parallel runs f for 0..n-1 on workers goroutines and returns the first error.
-func parallel(n, workers int, f func(i int) error) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := f(i); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
 }
 
 // procStatus is a field of /proc/self/status (Linux), or "unknown".

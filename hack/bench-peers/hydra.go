@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,9 +13,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/m2m-dev/m2m-operator/hack/internal/fanout"
+	"github.com/m2m-dev/m2m-operator/hack/internal/tokenserverprocess"
 )
 
 const (
@@ -90,11 +90,11 @@ type hydraServer struct {
 // startHydra migrates the empty database dsn and serves Hydra on loopback with its defaults
 // except accessTokens (opaque or jwt), logging only errors.
 func startHydra(bin, dir, dsn, accessTokens string) (*hydraServer, error) {
-	publicAddr, err := freeAddr()
+	publicAddr, err := tokenserverprocess.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	adminAddr, err := freeAddr()
+	adminAddr, err := tokenserverprocess.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -165,32 +165,12 @@ func (h *hydraServer) stop() {
 // order. Hydra hashes each secret as it stores it, so a few requests run at once.
 func (h *hydraServer) createClients(ctx context.Context, n int) ([]string, error) {
 	ids := make([]string, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				id, err := h.createClient(ctx, i)
-				if err != nil {
-					mu.Lock()
-					firstErr = errors.Join(firstErr, err)
-					mu.Unlock()
-					return
-				}
-				ids[i] = id
-			}
-		}()
-	}
-	wg.Wait()
-	return ids, firstErr
+	err := fanout.Run(n, 4, func(i int) error {
+		id, err := h.createClient(ctx, i)
+		ids[i] = id
+		return err
+	})
+	return ids, err
 }
 
 func (h *hydraServer) createClient(ctx context.Context, i int) (string, error) {

@@ -297,15 +297,6 @@ func loadAverage() string {
 	return "?"
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 func splitAddr(addr string) (string, string) {
 	host, port, _ := net.SplitHostPort(addr)
 	return host, port

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/m2m-dev/m2m-operator/hack/internal/tokenserverprocess"
 )
 
 // postgresServer is a throwaway PostgreSQL cluster with trust authentication on loopback, for
@@ -71,7 +73,7 @@ func startPostgres(binDir, dir string) (*postgresServer, error) {
 	if err := initdb.Run(); err != nil {
 		return nil, fmt.Errorf("initdb: %w (log: %s)", err, log.Name())
 	}
-	addr, err := freeAddr()
+	addr, err := tokenserverprocess.FreeAddr()
 	if err != nil {
 		return nil, err
 	}

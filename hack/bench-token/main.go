@@ -22,8 +22,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -37,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	m2mv1alpha1 "github.com/m2m-dev/m2m-operator/api/v1alpha1"
+	"github.com/m2m-dev/m2m-operator/hack/internal/fanout"
 	"github.com/m2m-dev/m2m-operator/hack/internal/tokenload"
 	"github.com/m2m-dev/m2m-operator/hack/internal/tokenserverprocess"
 	"github.com/m2m-dev/m2m-operator/hack/internal/wrk"
@@ -65,6 +64,7 @@ func main() {
 	flag.IntVar(&dpopRounds, "dpop-rounds", 2, "Rounds of the -dpop runs, each plain, DPoP and DPoP with proofs made ahead, so that a disturbance of the shared machine shows as a difference between rounds.")
 	flag.StringVar(&dpopMemoryLimit, "dpop-gomemlimit", "1GiB", "GOMEMLIMIT of the token server in the -dpop runs, whose tenth is the replay caches' budget; empty leaves the default (no limit).")
 	flag.IntVar(&dpopAhead, "dpop-ahead", 120000, "Proofs the -dpop runs of kind \"DPoP ahead\" make before the run, each used once: the server's share of a DPoP request without the generator's signing on the same cores.")
+	flag.StringVar(&heapProfile, "heap-profile", "", "After the load of the run with the limit on, write the token server's heap profile (in use, after a collection) to this file, and its allocations since its start to this file plus .allocs.")
 	flag.StringVar(&coldProfile, "cold-start-profile", "", "Write a CPU profile of the token server's first start, from its first moments until every client is cached, to this file.")
 	flag.StringVar(&memoryLimit, "memory-limit", "256Mi", "The token server's container memory limit to emulate, the chart's default unless changed: GOMEMLIMIT is set to 90% of it, as the token server sets it from its cgroup in a container (the runtime then also collects less often, tokenserver.GCPercent). Empty: no limit, as outside a container.")
 	flag.Var(&serverEnv, "env", "KEY=VALUE added to the token server's environment (repeatable), after the memory limit's, for example GOGC=100.")
@@ -90,6 +90,7 @@ func (e *envFlags) Set(v string) error {
 }
 
 var (
+	heapProfile     string
 	coldProfile     string
 	memoryLimit     string
 	serverEnv       envFlags
@@ -176,7 +177,7 @@ func run(n, conns, threads int, duration time.Duration) error {
 		return err
 	}
 	var extra []string
-	if profile != "" || coldProfile != "" {
+	if profile != "" || coldProfile != "" || heapProfile != "" {
 		extra = append(extra, "--debug-address", "127.0.0.1:6060")
 	}
 	if perClient {
@@ -198,7 +199,7 @@ func run(n, conns, threads int, duration time.Duration) error {
 		floods = append(floods, floodRuns("limit off", issuer, n, rate)...)
 	}
 	ts.Stop()
-	on, err := load.measure(ts, n, profile != "", extra...)
+	on, err := load.measure(ts, n, true, extra...)
 	if err != nil {
 		return err
 	}
@@ -315,7 +316,8 @@ func (l wrkLoad) httpFloor(ts *tokenserverprocess.Process) (floorRun, error) {
 }
 
 // measure starts the token server with args, waits until it caches n clients, warms it up and
-// loads it with wrk; with profile, it writes a CPU profile of the load.
+// loads it with wrk; when profiled (the run with the limit on), it writes the profiles that
+// -cpu-profile and -heap-profile ask for.
 func (l wrkLoad) measure(ts *tokenserverprocess.Process, n int, profiled bool, args ...string) (measured, error) {
 	started := time.Now()
 	if err := ts.Start(args...); err != nil {
@@ -344,7 +346,7 @@ func (l wrkLoad) measure(ts *tokenserverprocess.Process, n int, profiled bool, a
 	if _, err := exec.Command(l.wrk, "-t", strconv.Itoa(l.threads), "-c", strconv.Itoa(l.conns), "-d", "3s", "-s", l.script, ts.Issuer).Output(); err != nil {
 		return measured{}, fmt.Errorf("wrk warm-up: %w", err)
 	}
-	if profiled {
+	if profiled && profile != "" {
 		go writeProfile()
 	}
 	cpu := ts.CPU()
@@ -354,6 +356,9 @@ func (l wrkLoad) measure(ts *tokenserverprocess.Process, n int, profiled bool, a
 	}
 	m.cpu = ts.CPU() - cpu
 	m.rssAfter, m.rssPeak = ts.RSS(), ts.PeakRSS()
+	if profiled && heapProfile != "" {
+		writeHeapProfiles(heapProfile)
+	}
 	m.res, m.raw = wrk.Parse(string(out)), string(out)
 	return m, nil
 }
@@ -362,27 +367,27 @@ func (l wrkLoad) measure(ts *tokenserverprocess.Process, n int, profiled bool, a
 func writeProfile() { writeProfileTo(profile) }
 
 // writeProfileTo writes a 10 s CPU profile of the token server to path.
-func writeProfileTo(path string) {
-	resp, err := http.Get("http://127.0.0.1:6060/debug/pprof/profile?seconds=10")
-	if err != nil {
-		return
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	_, _ = io.Copy(f, resp.Body)
-}
+func writeProfileTo(path string) { fetchProfile(path, "profile?seconds=10", 1) }
 
 // profileColdStart writes a CPU profile of the token server's start to path: it asks for one as
 // soon as the debug port answers, long enough to cover the start of n clients (a few seconds
 // per 10,000, more on a busy machine); the profile's idle end takes no samples.
 func profileColdStart(path string, n int) {
-	seconds := max(5, n/2500)
-	for range 500 {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:6060/debug/pprof/profile?seconds=%d", seconds))
+	fetchProfile(path, fmt.Sprintf("profile?seconds=%d", max(5, n/2500)), 500)
+}
+
+// writeHeapProfiles writes the token server's heap profile (in use after a collection: what it
+// keeps) to path, and its allocations since its start to path.allocs.
+func writeHeapProfiles(path string) {
+	fetchProfile(path, "heap?gc=1", 1)
+	fetchProfile(path+".allocs", "allocs", 1)
+}
+
+// fetchProfile writes the token server's pprof profile of query (below /debug/pprof/) to path,
+// trying up to tries times, 10 ms apart, while its debug port does not answer yet.
+func fetchProfile(path, query string, tries int) {
+	for range tries {
+		resp, err := http.Get("http://127.0.0.1:6060/debug/pprof/" + query)
 		if err != nil {
 			time.Sleep(10 * time.Millisecond)
 			continue
@@ -471,53 +476,32 @@ func seed(ctx context.Context, c client.Client, n int) error {
 	}); err != nil {
 		return err
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				obj := &m2mv1alpha1.M2MClient{
-					ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("client-%05d", i)},
-					Spec: m2mv1alpha1.M2MClientSpec{
-						Scopes:    []m2mv1alpha1.Scope{"read:invoices", "write:payments"},
-						Audiences: []m2mv1alpha1.Audience{"https://payments.example.com"},
-					},
-				}
-				if assertion {
-					obj.Spec.Authentication = m2mv1alpha1.ClientAuthentication{ClientSecret: ptr.To(false), ServiceAccounts: []string{"bench-sa"}}
-				}
-				if err := c.Create(ctx, obj); err != nil {
-					errs <- err
-					return
-				}
-				obj.Status = m2mv1alpha1.M2MClientStatus{
-					ClientID:        clientID(i),
-					AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secretFor(i)), CreatedAt: metav1.Now()}},
-				}
-				if assertion {
-					obj.Status.AcceptedSecrets = nil
-				}
-				if err := status.Seal(obj); err != nil {
-					errs <- err
-					return
-				}
-				if err := c.Status().Update(ctx, obj); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return fanout.Run(n, 16, func(i int) error {
+		obj := &m2mv1alpha1.M2MClient{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("client-%05d", i)},
+			Spec: m2mv1alpha1.M2MClientSpec{
+				Scopes:    []m2mv1alpha1.Scope{"read:invoices", "write:payments"},
+				Audiences: []m2mv1alpha1.Audience{"https://payments.example.com"},
+			},
+		}
+		if assertion {
+			obj.Spec.Authentication = m2mv1alpha1.ClientAuthentication{ClientSecret: ptr.To(false), ServiceAccounts: []string{"bench-sa"}}
+		}
+		if err := c.Create(ctx, obj); err != nil {
+			return err
+		}
+		obj.Status = m2mv1alpha1.M2MClientStatus{
+			ClientID:        clientID(i),
+			AcceptedSecrets: []m2mv1alpha1.AcceptedSecret{{Hash: credentials.Hash(secretFor(i)), CreatedAt: metav1.Now()}},
+		}
+		if assertion {
+			obj.Status.AcceptedSecrets = nil
+		}
+		if err := status.Seal(obj); err != nil {
+			return err
+		}
+		return c.Status().Update(ctx, obj)
+	})
 }
 
 // writeScript writes the wrk script of n clients' requests: their secrets, or saToken as each

@@ -59,10 +59,10 @@ func New(env *envtest.Environment, bin, dir string) (*Process, error) {
 	if err := os.WriteFile(p.kubeconfig, kubeconfig, 0o600); err != nil {
 		return nil, err
 	}
-	if p.addr, err = freeAddr(); err != nil {
+	if p.addr, err = FreeAddr(); err != nil {
 		return nil, err
 	}
-	if p.metricsAddr, err = freeAddr(); err != nil {
+	if p.metricsAddr, err = FreeAddr(); err != nil {
 		return nil, err
 	}
 	p.Issuer, p.MetricsURL = "http://"+p.addr, "http://"+p.metricsAddr+"/metrics"
@@ -174,7 +174,8 @@ func statusField(status, field string) int64 {
 	return 0
 }
 
-func freeAddr() (string, error) {
+// FreeAddr is a loopback address with a port free now, for a server started next.
+func FreeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
